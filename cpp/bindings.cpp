@@ -1,0 +1,128 @@
+// The one binding file: converts arrays, releases the GIL around every kernel and maps C++
+// exceptions to Python ones. It validates nothing: python/fastanchor owns argument checking.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <string>
+
+#include "fastanchor/common.hpp"
+#include "fastanchor/iou.hpp"
+#include "fastanchor/kmeans.hpp"
+
+namespace py = pybind11;
+namespace fa = fastanchor;
+
+using Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+namespace {
+
+fa::WhSet to_whset(const Array& a) { return fa::WhSet::from_rows(a.data(), static_cast<fa::index_t>(a.shape(0))); }
+
+// Lets a long kernel notice Ctrl-C and report progress: between steps it takes the GIL,
+// runs Python's signal handlers (a KeyboardInterrupt propagates as error_already_set) and calls
+// the optional callback(stage, run, step).
+class PyMonitor final : public fa::Monitor {
+public:
+    explicit PyMonitor(py::object callback) : callback_(std::move(callback)) {}
+    void tick(const char* stage, int run, fa::index_t step) override {
+        py::gil_scoped_acquire gil;
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        if (!callback_.is_none()) callback_(stage, run, step);
+    }
+
+private:
+    py::object callback_;
+};
+
+py::array wh_iou(const Array& wh1, const Array& wh2, bool out_float32, int n_threads) {
+    const fa::WhSet s1 = to_whset(wh1), s2 = to_whset(wh2);
+    const auto n = static_cast<py::ssize_t>(s1.size()), m = static_cast<py::ssize_t>(s2.size());
+    if (out_float32) {
+        py::array_t<float> out({n, m});
+        float* ptr = out.mutable_data();
+        py::gil_scoped_release release;
+        fa::iou_matrix(s1, s2, ptr, n_threads);
+        return std::move(out);
+    }
+    py::array_t<double> out({n, m});
+    double* ptr = out.mutable_data();
+    py::gil_scoped_release release;
+    fa::iou_matrix(s1, s2, ptr, n_threads);
+    return std::move(out);
+}
+
+py::array_t<std::int32_t> assign(const Array& anchors, const Array& wh, int n_threads) {
+    const fa::WhSet a = to_whset(anchors), b = to_whset(wh);
+    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(b.size()));
+    std::int32_t* ptr = labels.mutable_data();
+    py::gil_scoped_release release;
+    fa::assign_all(b, a, ptr, n_threads);
+    return labels;
+}
+
+double avg_iou(const Array& anchors, const Array& wh, const py::object& weights, int n_threads) {
+    const fa::WhSet a = to_whset(anchors), b = to_whset(wh);
+    Array wt;
+    if (!weights.is_none()) wt = weights.cast<Array>();
+    const double* wptr = weights.is_none() ? nullptr : wt.data();
+    py::gil_scoped_release release;
+    return fa::avg_best_iou(b, wptr, a, n_threads);
+}
+
+py::dict kmeans_iou(const Array& wh, const py::object& weights, int k, const std::string& init,
+                    const py::object& init_anchors, const std::string& update, int n_init, int max_iter, double tol,
+                    std::uint64_t seed, int n_threads, py::object callback) {
+    fa::KMeansOptions o;
+    o.k = k;
+    o.init = init == "given" ? fa::Init::Given : init == "random" ? fa::Init::Random : fa::Init::KMeansPP;
+    o.update = update == "mean" ? fa::Update::Mean : fa::Update::Median;
+    o.n_init = n_init;
+    o.max_iter = max_iter;
+    o.tol = tol;
+    o.seed = seed;
+    o.n_threads = n_threads;
+    Array wt, ia;
+    if (!weights.is_none()) wt = weights.cast<Array>();
+    if (!init_anchors.is_none()) ia = init_anchors.cast<Array>();
+    const double* wptr = weights.is_none() ? nullptr : wt.data();
+    const double* iptr = init_anchors.is_none() ? nullptr : ia.data();
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const double* data = wh.data();
+    PyMonitor mon(std::move(callback));
+    fa::KMeansOutput r;
+    {
+        py::gil_scoped_release release;
+        r = fa::kmeans_iou(data, wptr, n, o, iptr, mon);
+    }
+    py::array_t<double> anchors({static_cast<py::ssize_t>(k), py::ssize_t{2}});
+    auto A = anchors.mutable_unchecked<2>();
+    for (int j = 0; j < k; ++j) {
+        A(j, 0) = r.anchors.w[j];
+        A(j, 1) = r.anchors.h[j];
+    }
+    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
+    std::copy(r.labels.begin(), r.labels.end(), labels.mutable_data());
+    py::dict d;
+    d["anchors"] = anchors;
+    d["labels"] = labels;
+    d["avg_iou"] = r.avg_iou;
+    d["n_iter"] = r.n_iter;
+    d["converged"] = r.converged;
+    d["best_run"] = r.best_run;
+    return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "fastanchor's compiled core (private: use the fastanchor package).";
+    m.def("max_threads", &fa::max_threads, "Threads OpenMP would use by default (honours OMP_NUM_THREADS).");
+    m.def("has_openmp", &fa::has_openmp, "Whether the core was compiled with OpenMP.");
+    m.def("wh_iou", &wh_iou, py::arg("wh1"), py::arg("wh2"), py::arg("out_float32"), py::arg("n_threads"));
+    m.def("assign", &assign, py::arg("anchors"), py::arg("wh"), py::arg("n_threads"));
+    m.def("avg_iou", &avg_iou, py::arg("anchors"), py::arg("wh"), py::arg("weights"), py::arg("n_threads"));
+    m.def("kmeans_iou", &kmeans_iou, py::arg("wh"), py::arg("weights"), py::arg("k"), py::arg("init"),
+          py::arg("init_anchors"), py::arg("update"), py::arg("n_init"), py::arg("max_iter"), py::arg("tol"),
+          py::arg("seed"), py::arg("n_threads"), py::arg("callback"));
+}

@@ -1,0 +1,31 @@
+"""Type stub of the private compiled core. Use the public fastanchor API instead."""
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+def max_threads() -> int: ...
+def has_openmp() -> bool: ...
+def wh_iou(wh1: npt.NDArray[np.float64], wh2: npt.NDArray[np.float64], out_float32: bool, n_threads: int) -> np.ndarray: ...
+def assign(anchors: npt.NDArray[np.float64], wh: npt.NDArray[np.float64], n_threads: int) -> npt.NDArray[np.int32]: ...
+def avg_iou(
+    anchors: npt.NDArray[np.float64],
+    wh: npt.NDArray[np.float64],
+    weights: Optional[npt.NDArray[np.float64]],
+    n_threads: int,
+) -> float: ...
+def kmeans_iou(
+    wh: npt.NDArray[np.float64],
+    weights: Optional[npt.NDArray[np.float64]],
+    k: int,
+    init: str,
+    init_anchors: Optional[npt.NDArray[np.float64]],
+    update: str,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+    seed: int,
+    n_threads: int,
+    callback: Optional[Callable[[str, int, int], Any]],
+) -> dict[str, Any]: ...

@@ -1,0 +1,183 @@
+"""k-means of box shapes with the distance 1 - IoU (YOLOv2's anchor clustering)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from . import _core
+from ._progress import make_progress
+from ._validation import (
+    SeedLike,
+    as_float,
+    as_int,
+    as_weights,
+    as_wh,
+    distinct_rows_at_least,
+    resolve_seed,
+    resolve_threads,
+)
+
+#: Default number of k-means++ restarts. Measured on the real datasets (see
+#: benchmarks/RESULTS.md, "Choosing n_init"): more restarts buy little average IoU for their
+#: linear cost in time.
+DEFAULT_N_INIT = 3
+
+_UPDATES = ("median", "mean")
+_INITS = ("k-means++", "random")
+
+
+@dataclass(frozen=True)
+class KMeansResult:
+    """The outcome of :func:`kmeans_iou`.
+
+    Attributes
+    ----------
+    anchors : ndarray (k, 2) float64
+        Anchor widths and heights, sorted by area ascending (ties by width).
+    labels : ndarray (N,) int32
+        For every box, the index of its anchor in ``anchors`` (highest IoU, lowest index on ties).
+    avg_iou : float
+        Weighted mean over boxes of the best IoU with the anchors.
+    n_iter : int
+        Lloyd updates performed by the winning run.
+    converged : bool
+        Whether that run stopped because labels stopped changing (or on ``tol``), rather than
+        on ``max_iter``.
+    """
+
+    anchors: np.ndarray
+    labels: np.ndarray
+    avg_iou: float
+    n_iter: int
+    converged: bool
+
+
+def kmeans_iou(
+    wh: Any,
+    k: int,
+    *,
+    init: Union[str, Any] = "k-means++",
+    update: str = "median",
+    n_init: Optional[int] = None,
+    max_iter: int = 300,
+    tol: float = 0.0,
+    sample_weight: Any = None,
+    seed: SeedLike = None,
+    n_threads: Optional[int] = None,
+    progress: bool = False,
+) -> KMeansResult:
+    """Cluster box shapes into ``k`` anchors with the distance ``1 - IoU`` (YOLOv2).
+
+    Lloyd iterations: every box goes to the anchor with the highest IoU (the lowest anchor
+    index on an exact tie), then every anchor moves to the weighted median (or mean) width and
+    height of its boxes, until no label changes.
+
+    Parameters
+    ----------
+    wh : array_like, shape (N, 2)
+        Box widths and heights: finite and strictly positive; any real dtype, strides or lists.
+    k : int
+        Number of anchors; at most the number of distinct boxes with positive weight.
+    init : {"k-means++", "random"} or array_like of shape (k, 2)
+        "k-means++": greedy k-means++ on ``D = 1 - best IoU`` (draws proportional to
+        ``weight * D**2``, ``2 + floor(ln k)`` candidates per step, keeping the one that lowers
+        ``sum(weight * D**2)`` most). "random": k distinct boxes drawn uniformly. An array is
+        used as given (then ``n_init`` must be 1).
+    update : {"median", "mean"}
+        How an anchor moves to its boxes: the weighted median of each coordinate (interpolated
+        like ``numpy.median`` for unit weights; robust, YOLO practice) or the weighted mean.
+    n_init : int, optional
+        Restarts from different seeds; the run with the highest average IoU wins. Default
+        ``DEFAULT_N_INIT`` (3) for "k-means++"/"random", 1 for an explicit init.
+    max_iter : int
+        The most Lloyd updates a run may make (0: assign to the initial anchors only).
+    tol : float
+        If > 0, a run also stops when no anchor moved by more than ``tol`` relatively
+        (``max(|dw|/w, |dh|/h)``), after one last assignment.
+    sample_weight : array_like, shape (N,), optional
+        Finite, non-negative weights multiplying each box's share in every sum, median and
+        average. Zero-weight boxes do not influence the anchors; they still get labels.
+    seed : int, numpy.random.Generator, numpy.random.SeedSequence or None
+        The same input and seed give bit-identical results for any ``n_threads``.
+    n_threads : int, optional
+        None for all threads (honours ``OMP_NUM_THREADS``), a positive count, or a negative one
+        counting back from the maximum (-1 = all). 0 is an error.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    KMeansResult
+
+    Notes
+    -----
+    The fit can be interrupted with Ctrl-C (KeyboardInterrupt between two Lloyd steps); the GIL
+    is released while the core runs, so other Python threads keep going.
+    """
+    boxes = as_wh(wh)
+    n = boxes.shape[0]
+    k = as_int(k, "k", minimum=1)
+    weights = as_weights(sample_weight, n)
+
+    if isinstance(update, str) and update in _UPDATES:
+        update_name = update
+    else:
+        raise ValueError(f"update must be one of {_UPDATES}, got {update!r}")
+
+    init_anchors = None
+    if isinstance(init, str):
+        if init not in _INITS:
+            raise ValueError(f"init must be one of {_INITS} or an array of shape (k, 2), got {init!r}")
+        init_name = init
+        n_init = DEFAULT_N_INIT if n_init is None else as_int(n_init, "n_init", minimum=1)
+    else:
+        init_anchors = as_wh(init, "init")
+        if init_anchors.shape[0] != k:
+            raise ValueError(f"init has {init_anchors.shape[0]} anchors but k={k}")
+        init_name = "given"
+        if n_init is not None and as_int(n_init, "n_init", minimum=1) != 1:
+            raise ValueError(f"n_init must be 1 when init is an array (it is deterministic), got {n_init}")
+        n_init = 1
+    max_iter = as_int(max_iter, "max_iter", minimum=0)
+    tol = as_float(tol, "tol")
+    if tol < 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    threads = resolve_threads(n_threads)
+    core_seed = resolve_seed(seed)
+
+    # Zero-weight boxes take no part in the fit; they are labelled against the final anchors.
+    fit_boxes, fit_weights, positive = boxes, weights, None
+    if weights is not None and not (weights > 0).all():
+        positive = weights > 0
+        fit_boxes = np.ascontiguousarray(boxes[positive])
+        fit_weights = np.ascontiguousarray(weights[positive])
+    distinct = distinct_rows_at_least(fit_boxes, k)
+    if k > distinct:
+        what = "distinct boxes with positive weight" if weights is not None else "distinct boxes"
+        raise ValueError(f"k={k} is larger than the number of {what} ({distinct})")
+
+    bar = make_progress(progress, n_init, "kmeans_iou")
+    try:
+        out = _core.kmeans_iou(
+            fit_boxes, fit_weights, k, init_name, init_anchors, update_name, n_init, max_iter, tol,
+            core_seed, threads, bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+    labels = out["labels"]
+    if positive is not None:
+        all_labels = _core.assign(out["anchors"], boxes, threads)
+        all_labels[positive] = labels
+        labels = all_labels
+    return KMeansResult(
+        anchors=out["anchors"],
+        labels=labels,
+        avg_iou=float(out["avg_iou"]),
+        n_iter=int(out["n_iter"]),
+        converged=bool(out["converged"]),
+    )

@@ -1,0 +1,150 @@
+"""Argument checking shared by the public functions.
+
+Python owns validation: the compiled core assumes its inputs are already checked. Every
+message says what was wrong and where (which row, which value).
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from . import _core
+
+#: Smallest and largest box side fastanchor accepts. Inside this range every product the core
+#: forms (areas, and the cross products of the division-free comparison, of order side**4)
+#: stays a normal double, far from overflow and underflow, so results are exact; outside it a
+#: ValueError is raised instead of returning inf or NaN.
+MIN_SIDE = 1e-30
+MAX_SIDE = 1e30
+
+SeedLike = Union[None, int, np.integer, np.random.Generator, np.random.SeedSequence]
+
+
+def as_real_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as an ndarray of a real dtype (bool, complex, object and strings are refused)."""
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array of real numbers: {exc}") from None
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def as_wh(x: Any, name: str = "wh") -> np.ndarray:
+    """Validated (N, 2) float64 C-contiguous array of box widths and heights.
+
+    Accepts any real dtype, any strides and nested lists. Raises ValueError when the array is
+    not (N, 2), is empty, or has a row that is not finite and strictly positive within
+    [MIN_SIDE, MAX_SIDE]; the message counts the bad rows and shows the first.
+    """
+    arr = as_real_array(x, name)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (N, 2) of (width, height), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: at least one box is needed")
+    with np.errstate(all="ignore"):
+        out = np.ascontiguousarray(arr, dtype=np.float64)
+        ok = np.isfinite(out) & (out >= MIN_SIDE) & (out <= MAX_SIDE)
+    row_ok = ok.all(axis=1)
+    if not row_ok.all():
+        bad = np.flatnonzero(~row_ok)
+        first = int(bad[0])
+        raise ValueError(
+            f"{name} has {bad.size} bad row{'s' if bad.size > 1 else ''}: every width and height must be "
+            f"finite and strictly positive (within [{MIN_SIDE:g}, {MAX_SIDE:g}]); the first is row {first}: "
+            f"{arr[first].tolist()}"
+        )
+    return out
+
+
+def as_weights(sample_weight: Any, n: int) -> Optional[np.ndarray]:
+    """Validated (N,) float64 weights, or None. Finite, non-negative, with a positive sum."""
+    if sample_weight is None:
+        return None
+    arr = as_real_array(sample_weight, "sample_weight")
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"sample_weight must have shape ({n},) to match the boxes, got shape {arr.shape}")
+    with np.errstate(all="ignore"):
+        out = np.ascontiguousarray(arr, dtype=np.float64)
+        bad = np.flatnonzero(~(np.isfinite(out) & (out >= 0)) | (out > 1e300))
+    if bad.size:
+        first = int(bad[0])
+        raise ValueError(
+            f"sample_weight has {bad.size} bad value{'s' if bad.size > 1 else ''}: weights must be finite and "
+            f"non-negative; the first is index {first}: {arr[first].item()!r}"
+        )
+    if not out.sum() > 0:
+        raise ValueError("sample_weight must have at least one positive weight")
+    return out
+
+
+def as_int(x: Any, name: str, *, minimum: Optional[int] = None) -> int:
+    """An integer argument (bool refused), optionally with a lower bound."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(x).__name__} {x!r}")
+    value = operator.index(x)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def as_float(x: Any, name: str) -> float:
+    """A finite real argument."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}")
+    value = float(x)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def resolve_threads(n_threads: Any) -> int:
+    """None: all threads OpenMP would use (honours OMP_NUM_THREADS); a positive count as given;
+    a negative one counts back from the maximum (-1 = all); 0 is an error."""
+    maximum = _core.max_threads()
+    if n_threads is None:
+        return maximum
+    n = as_int(n_threads, "n_threads")
+    if n == 0:
+        raise ValueError("n_threads must not be 0: use None or -1 for all threads, or a positive count")
+    if n < 0:
+        resolved = maximum + 1 + n
+        if resolved < 1:
+            raise ValueError(f"n_threads={n} leaves no thread: this machine allows at most {maximum}")
+        return resolved
+    return min(n, 4096)
+
+
+def resolve_seed(seed: SeedLike) -> int:
+    """A 64-bit seed for the core from an int, a numpy Generator or SeedSequence, or None (fresh
+    entropy). A Generator is advanced by one draw, as numpy's own functions would."""
+    if isinstance(seed, (bool, np.bool_)):
+        raise TypeError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
+    if seed is None or isinstance(seed, (numbers.Integral, np.random.SeedSequence)):
+        try:
+            gen = np.random.default_rng(seed)
+        except ValueError as exc:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}") from exc
+    elif isinstance(seed, np.random.Generator):
+        gen = seed
+    else:
+        raise TypeError(f"seed must be an int, a numpy Generator or None, got {type(seed).__name__}")
+    return int(gen.integers(0, 2**64, dtype=np.uint64))
+
+
+def distinct_rows_at_least(wh: np.ndarray, k: int) -> int:
+    """The number of distinct rows of wh if it is below k, else a number >= k (cheaply: a prefix
+    of the rows usually has k distinct ones already)."""
+    n = wh.shape[0]
+    prefix = min(n, max(4 * k, 4096))
+    while True:
+        part = np.ascontiguousarray(wh[:prefix])
+        count = np.unique(part.view(np.dtype((np.void, 16))).ravel()).size
+        if count >= k or prefix == n:
+            return count
+        prefix = min(n, prefix * 8)

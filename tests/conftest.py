@@ -1,0 +1,53 @@
+"""Shared test setup: hypothesis profiles, the reference module, the real-data folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+TESTS_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS_DIR))  # `import reference` (tests run with --import-mode=importlib)
+
+#: Real annotation data, beside the repository (absent in a user's fresh clone: tests skip).
+DATA_DIR = TESTS_DIR.parents[1] / "shared" / "data"
+
+settings.register_profile(
+    "default", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci", deadline=None, max_examples=100, derandomize=True, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("quick", deadline=None, max_examples=20, derandomize=True)
+settings.register_profile(
+    "thorough", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
+
+
+def real_box_files() -> list[Path]:
+    folder = DATA_DIR / "boxes"
+    return sorted(folder.glob("*.npz")) if folder.is_dir() else []
+
+
+def load_real(path: Path, img_size: int | None = None) -> np.ndarray:
+    """Box (w, h) of a real dataset, optionally letterboxed to img_size (YOLOv5 convention)."""
+    with np.load(path) as z:
+        wh = z["wh"].astype(np.float64)
+        img = z["img_wh"].astype(np.float64)
+    if img_size is not None:
+        wh = wh * (img_size / img.max(1))[:, None]
+    return wh
+
+
+def clean(wh: np.ndarray) -> np.ndarray:
+    """Rows with finite, strictly positive sides."""
+    return wh[np.isfinite(wh).all(1) & (wh > 0).all(1)]
+
+
+needs_data = pytest.mark.skipif(not real_box_files(), reason=f"real data folder {DATA_DIR} is absent")
