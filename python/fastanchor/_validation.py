@@ -47,8 +47,11 @@ def as_wh(x: Any, name: str = "wh") -> np.ndarray:
         raise ValueError(f"{name} must have shape (N, 2) of (width, height), got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: at least one box is needed")
+    out = np.ascontiguousarray(arr, dtype=np.float64)
+    # Fast path: two reductions (a NaN makes both comparisons False, an inf fails the second).
+    if out.min() >= MIN_SIDE and out.max() <= MAX_SIDE:
+        return out
     with np.errstate(all="ignore"):
-        out = np.ascontiguousarray(arr, dtype=np.float64)
         ok = np.isfinite(out) & (out >= MIN_SIDE) & (out <= MAX_SIDE)
     row_ok = ok.all(axis=1)
     if not row_ok.all():

@@ -21,7 +21,22 @@
 #define FASTANCHOR_CLONES
 #endif
 
+// Hand-written AVX-512 kernels, chosen at run time where the CPU has AVX-512F and VL.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTANCHOR_NO_AVX512)
+#define FASTANCHOR_HAVE_AVX512_PATH 1
+#include <immintrin.h>
+#else
+#define FASTANCHOR_HAVE_AVX512_PATH 0
+#endif
+
 namespace fastanchor {
+
+#if FASTANCHOR_HAVE_AVX512_PATH
+inline bool cpu_has_avx512() {
+    static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+    return has;
+}
+#endif
 
 using index_t = std::int64_t;
 
@@ -36,6 +51,15 @@ inline int max_threads() {
     return omp_get_max_threads();
 #else
     return 1;
+#endif
+}
+
+// Index of the calling thread inside a parallel region (0 outside, or without OpenMP).
+inline int thread_index() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
 #endif
 }
 
@@ -66,6 +90,9 @@ void for_each_chunk(index_t n, int n_threads, F&& f) {
     }
     (void)nt;
 }
+
+// Threads for_each_chunk starts for n items (an upper bound on thread_index() + 1 inside it).
+inline int chunk_threads(index_t n, int n_threads) { return threads_for(n_threads, n_chunks(n)); }
 
 // Called by long operations between their steps, on the calling thread and outside any
 // parallel region. An implementation may throw to stop the operation (e.g. on Ctrl-C); the

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <exception>
+#include <limits>
 #include <numeric>
 #include <stdexcept>
 #include <vector>
@@ -43,69 +45,67 @@ struct KMeansOutput {
     int best_run = 0;
 };
 
-// The boxes as the algorithm stores them. For the median update they are kept sorted by width
-// (ties by input index), so the width medians are one sequential pass; `h_order` lists them by
-// height (ties by input index) for the height medians.
+// The boxes as the algorithm stores them, in input order. For the median update it also keeps,
+// for each coordinate, the boxes' order by that coordinate (ties by input index) and each box's
+// position in that order.
 struct Problem {
+    using pos_t = std::uint32_t;  // the median update supports up to 2^32 - 1 boxes
     WhSet boxes;
-    std::vector<double> weight;      // empty: unit weights
-    std::vector<index_t> orig;       // internal position -> input index; empty: identity
-    std::vector<index_t> h_order;    // internal positions sorted by (h, input index)
-    std::vector<double> h_sorted;    // boxes.h[h_order[s]]
-    std::vector<double> weight_h;    // weight[h_order[s]] (weighted only)
+    std::vector<double> weight;  // empty: unit weights
+    std::vector<pos_t> order[2];  // order[X][s]: the box at sorted position s of coordinate X (0: w, 1: h)
+    std::vector<pos_t> pos[2];    // pos[X][i]: the sorted position of box i
 
     index_t size() const { return boxes.size(); }
     bool weighted() const { return !weight.empty(); }
     double wt(index_t i) const { return weight.empty() ? 1.0 : weight[i]; }
-    index_t input_index(index_t i) const { return orig.empty() ? i : orig[i]; }
+    double value(int X, index_t i) const { return X == 0 ? boxes.w[i] : boxes.h[i]; }
 
     // wh: N rows (w, h), contiguous; weights: N values or null.
-    static Problem make(const double* wh, const double* weights, index_t n, bool sorted_for_median,
-                        int n_threads) {
+    static Problem make(const double* wh, const double* weights, index_t n, bool for_median, int n_threads) {
         Problem p;
-        if (!sorted_for_median) {
-            p.boxes = WhSet::from_rows(wh, n);
-            if (weights) p.weight.assign(weights, weights + n);
-            return p;
-        }
-        std::vector<double> wcol(n), hcol(n);
-        for (index_t i = 0; i < n; ++i) {
-            wcol[i] = wh[2 * i];
-            hcol[i] = wh[2 * i + 1];
-        }
-        std::vector<index_t> by_h;
+        p.boxes = WhSet::from_rows(wh, n);
+        if (weights) p.weight.assign(weights, weights + n);
+        if (!for_median) return p;
+        if (static_cast<std::uint64_t>(n) > std::numeric_limits<pos_t>::max())
+            throw std::invalid_argument("the median update supports at most 4,294,967,295 boxes");
+        auto sort_coordinate = [&](int X) {
+            const std::vector<index_t> o = argsort_positive(X == 0 ? p.boxes.w.data() : p.boxes.h.data(), n);
+            p.order[X].resize(n);
+            p.pos[X].resize(n);
+            for (index_t s = 0; s < n; ++s) {
+                p.order[X][s] = static_cast<pos_t>(o[s]);
+                p.pos[X][o[s]] = static_cast<pos_t>(s);
+            }
+        };
 #ifdef _OPENMP
-#pragma omp parallel sections num_threads(std::min(2, std::max(n_threads, 1)))
+        // Nothing may escape a parallel region: errors (bad_alloc) are carried out and rethrown.
+        std::exception_ptr error[2];
+#pragma omp parallel sections num_threads(2) if (n_threads > 1)
         {
 #pragma omp section
-            p.orig = argsort_positive(wcol.data(), n);
+            {
+                try {
+                    sort_coordinate(0);
+                } catch (...) {
+                    error[0] = std::current_exception();
+                }
+            }
 #pragma omp section
-            by_h = argsort_positive(hcol.data(), n);
+            {
+                try {
+                    sort_coordinate(1);
+                } catch (...) {
+                    error[1] = std::current_exception();
+                }
+            }
         }
+        for (auto& e : error)
+            if (e) std::rethrow_exception(e);
 #else
         (void)n_threads;
-        p.orig = argsort_positive(wcol.data(), n);
-        by_h = argsort_positive(hcol.data(), n);
+        sort_coordinate(0);
+        sort_coordinate(1);
 #endif
-        p.boxes.resize(n);
-        std::vector<index_t> pos(n);
-        for (index_t i = 0; i < n; ++i) {
-            const index_t src = p.orig[i];
-            p.boxes.set(i, wcol[src], hcol[src]);
-            pos[src] = i;
-        }
-        p.h_order.resize(n);
-        p.h_sorted.resize(n);
-        for (index_t s = 0; s < n; ++s) {
-            p.h_order[s] = pos[by_h[s]];
-            p.h_sorted[s] = hcol[by_h[s]];
-        }
-        if (weights) {
-            p.weight.resize(n);
-            p.weight_h.resize(n);
-            for (index_t i = 0; i < n; ++i) p.weight[i] = weights[p.orig[i]];
-            for (index_t s = 0; s < n; ++s) p.weight_h[s] = weights[by_h[s]];
-        }
         return p;
     }
 };
@@ -169,48 +169,176 @@ void median_pass(index_t n, int k, Get get, const double* total, const double* c
 
 }  // namespace detail
 
+namespace detail {
+
+// The bound test for boxes [0, n): writes to idx (and returns how many) the boxes whose bounds
+// do not prove that they keep their label:
+//     !(ub + D[label] + gap < min(lb2 - D[label2], lb3 - dm)).
+FASTANCHOR_CLONES inline index_t bound_candidates_generic(const float* __restrict ub, const float* __restrict lb2,
+                                                          const float* __restrict lb3,
+                                                          const std::int32_t* __restrict lab,
+                                                          const std::int32_t* __restrict lab2, index_t n,
+                                                          const double* __restrict D, double dm, double gap,
+                                                          std::int32_t* __restrict idx) {
+    constexpr index_t kBlock = 64;
+    index_t m = 0;
+    for (index_t i0 = 0; i0 < n; i0 += kBlock) {
+        const index_t e = std::min(n, i0 + kBlock);
+        unsigned char need[kBlock];
+        int any = 0;
+#pragma omp simd reduction(| : any)
+        for (index_t i = i0; i < e; ++i) {
+            const double u = static_cast<double>(ub[i]) + D[lab[i]] + gap;
+            const double l = std::min(static_cast<double>(lb2[i]) - D[lab2[i]], static_cast<double>(lb3[i]) - dm);
+            const int nd = !(u < l);
+            need[i - i0] = static_cast<unsigned char>(nd);
+            any |= nd;
+        }
+        if (!any) continue;
+        for (index_t i = i0; i < e; ++i) {  // branch-free compaction
+            idx[m] = static_cast<std::int32_t>(i);
+            m += need[i - i0];
+        }
+    }
+    return m;
+}
+
+#if FASTANCHOR_HAVE_AVX512_PATH
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+// GCC 12 reports its own _mm512_undefined_* helpers in avx512fintrin.h as maybe-uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+// The same test with AVX-512: D[...] is a 16-entry table lookup in registers (k <= 16) and the
+// candidates are compress-stored, eight boxes per step.
+__attribute__((target("avx512f,avx512vl"))) inline index_t bound_candidates_avx512(
+    const float* __restrict ub, const float* __restrict lb2, const float* __restrict lb3,
+    const std::int32_t* __restrict lab, const std::int32_t* __restrict lab2, index_t n, const double* __restrict D,
+    int k, double dm, double gap, std::int32_t* __restrict idx) {
+    alignas(64) double table[16] = {0.0};
+    for (int j = 0; j < k; ++j) table[j] = D[j];
+    const __m512d lo_tab = _mm512_load_pd(table), hi_tab = _mm512_load_pd(table + 8);
+    const __m512d vdm = _mm512_set1_pd(dm), vgap = _mm512_set1_pd(gap);
+    const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    index_t m = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m512i l1 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lab + i)));
+        const __m512i l2 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lab2 + i)));
+        const __m512d u = _mm512_add_pd(
+            _mm512_add_pd(_mm512_cvtps_pd(_mm256_loadu_ps(ub + i)), _mm512_permutex2var_pd(lo_tab, l1, hi_tab)), vgap);
+        const __m512d low2 =
+            _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(lb2 + i)), _mm512_permutex2var_pd(lo_tab, l2, hi_tab));
+        const __m512d low3 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(lb3 + i)), vdm);
+        const __mmask8 need = static_cast<__mmask8>(~_mm512_cmp_pd_mask(u, _mm512_min_pd(low2, low3), _CMP_LT_OQ));
+        if (need) {
+            const __m256i iv = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(i)), step);
+            _mm256_mask_compressstoreu_epi32(idx + m, need, iv);
+            m += __builtin_popcount(need);
+        }
+    }
+    for (; i < n; ++i) {
+        const double u = static_cast<double>(ub[i]) + D[lab[i]] + gap;
+        const double l = std::min(static_cast<double>(lb2[i]) - D[lab2[i]], static_cast<double>(lb3[i]) - dm);
+        idx[m] = static_cast<std::int32_t>(i);
+        m += !(u < l);
+    }
+    return m;
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+inline index_t bound_candidates(const float* ub, const float* lb2, const float* lb3, const std::int32_t* lab,
+                                const std::int32_t* lab2, index_t n, const double* D, int k, double dm, double gap,
+                                std::int32_t* idx) {
+#if FASTANCHOR_HAVE_AVX512_PATH
+    if (k <= 16 && cpu_has_avx512()) return bound_candidates_avx512(ub, lb2, lb3, lab, lab2, n, D, k, dm, gap, idx);
+#endif
+    (void)k;
+    return bound_candidates_generic(ub, lb2, lb3, lab, lab2, n, D, dm, gap, idx);
+}
+
+// IoU of m gathered boxes with the anchor of each one's label.
+FASTANCHOR_CLONES inline void own_iou(const double* __restrict w, const double* __restrict h,
+                                      const double* __restrict a, const std::int32_t* __restrict lab, index_t m,
+                                      const double* __restrict aw, const double* __restrict ah,
+                                      const double* __restrict aa, double* __restrict out) {
+#pragma omp simd
+    for (index_t t = 0; t < m; ++t) {
+        const std::int32_t l = lab[t];
+        const double inter = std::min(w[t], aw[l]) * std::min(h[t], ah[l]);
+        out[t] = inter / ((a[t] + aa[l]) - inter);
+    }
+}
+
+}  // namespace detail
+
 // One Lloyd run on a Problem.
+//
+// Assignment skips boxes that provably keep their label (Hamerly's bounds): 1 - IoU of
+// corner-aligned boxes is the Jaccard distance of the rectangles [0, w] x [0, h], a metric, so
+// when anchor j moves by d_j = 1 - IoU(old_j, new_j), a box's distance to its anchor grows by at
+// most d_j and its distance to any other anchor shrinks by at most max_j d_j. Per box we keep an
+// upper bound u on the first and a lower bound l on the second, stored relative to the
+// cumulative drifts D_j and Dmax (u = ub + D[label], l = lb - Dmax) so that a pass over boxes that
+// keep their label only reads them. Bounds are floats rounded outward with a margin, so u < l
+// proves the label's IoU exceeds every other by far more than rounding: the skipped box's exact
+// label is unchanged. Boxes that fail the test are recomputed exactly.
+//
+// Per-chunk statistics are recomputed only for chunks where a label changed (each chunk's sums
+// run in box order exactly as a full pass would), then combined in chunk order.
+//
+// The median update with unit weights is incremental: for each cluster and coordinate it keeps a
+// pointer to its median member in that coordinate's sorted order and the member's rank, moves
+// the ranks by the boxes that changed cluster and walks the pointer to the new median rank.
 class Lloyd {
 public:
     // Per cluster and chunk: sum of weight * w, weight * h, weight, count.
     static constexpr int kStats = 4;
 
     Lloyd(const Problem& p, int k, Update update, int n_threads)
-        : p_(p), k_(k), update_(update), nt_(n_threads), labels_(p.size(), -1),
+        : p_(p), k_(k), update_(update), nt_(n_threads), labels_(p.size(), -1), labels2_(p.size(), 0), ub_(p.size()),
+          lb2_(p.size()), lb3_(p.size()),
           part_(static_cast<std::size_t>(n_chunks(p.size())) * k * kStats), changed_(n_chunks(p.size())),
-          stats_(static_cast<std::size_t>(k) * kStats) {}
+          stats_(static_cast<std::size_t>(k) * kStats), drift_(k, 0.0),
+          scratch_(static_cast<std::size_t>(chunk_threads(p.size(), n_threads)) * kScratch * kChunk) {
+        if (incremental_median()) {
+            move_off_.resize(p.size());
+            move_from_.resize(p.size());
+            move_count_.assign(n_chunks(p.size()), 0);
+        }
+    }
 
     const std::vector<std::int32_t>& labels() const { return labels_; }
 
-    // Assigns every box; returns how many labels changed. Also gathers the per-chunk sums.
+    // Assigns every box; returns how many labels changed.
     index_t assign(const WhSet& anchors) {
-        const bool mean = update_ == Update::Mean;
+        const index_t n = p_.size();
         const int k = k_;
-        for_each_chunk(p_.size(), nt_, [&](index_t c, index_t b, index_t e) {
-            std::int32_t tmp[kChunk];
-            assign_range(p_.boxes, b, e, anchors, tmp);
-            double* st = part_.data() + static_cast<std::size_t>(c) * k * kStats;
-            std::fill(st, st + static_cast<std::size_t>(k) * kStats, 0.0);
-            index_t changed = 0;
-            std::int32_t* lab = labels_.data() + b;
-            const double* w = p_.boxes.w.data() + b;
-            const double* h = p_.boxes.h.data() + b;
-            for (index_t i = 0; i < e - b; ++i) {
-                const std::int32_t l = tmp[i];
-                changed += lab[i] != l;
-                lab[i] = l;
-                double* sl = st + static_cast<std::size_t>(l) * kStats;
-                const double wt = p_.wt(b + i);
-                if (mean) {
-                    sl[0] += wt * w[i];
-                    sl[1] += wt * h[i];
-                }
-                sl[2] += wt;
-                sl[3] += 1.0;
+        bool full = first_ || drift_max_ > kMaxDrift || ++since_reset_ > kResetEvery;
+        if (!full) {
+            double dmax = 0.0;
+            for (int j = 0; j < k; ++j) {
+                const double d = (1.0 - iou_wh(prev_anchors_.w[j], prev_anchors_.h[j], prev_anchors_.a[j],
+                                               anchors.w[j], anchors.h[j], anchors.a[j])) +
+                                 kDriftSlack;
+                drift_[j] += d;
+                dmax = std::max(dmax, d);
             }
-            changed_[c] = changed;
+            drift_max_ += dmax;
+        } else {
+            std::fill(drift_.begin(), drift_.end(), 0.0);
+            drift_max_ = 0.0;
+            since_reset_ = 0;
+        }
+        first_ = false;
+        prev_anchors_ = anchors;
+        for_each_chunk(n, nt_, [&](index_t c, index_t b, index_t e) {
+            if (!move_count_.empty()) move_count_[c] = 0;
+            changed_[c] = full ? assign_chunk_full(anchors, c, b, e) : assign_chunk_bounded(anchors, c, b, e);
+            if (changed_[c] > 0 && !incremental_median()) chunk_stats(c, b, e);
         });
-        // Combine chunks in chunk order.
         std::fill(stats_.begin(), stats_.end(), 0.0);
         index_t changed = 0;
         for (std::size_t c = 0; c < changed_.size(); ++c) {
@@ -237,8 +365,10 @@ public:
                     mh[c] = stats_[c * kStats + 1] / total[c];
                 }
             }
+        } else if (incremental_median()) {
+            incremental_median_update(count, mw, mh);  // also sets count
         } else {
-            median_update(count, total, mw, mh);
+            median_update(count, mw, mh);
         }
         std::vector<int> empty;
         for (int c = 0; c < k; ++c) {
@@ -250,45 +380,291 @@ public:
     }
 
 private:
-    void median_update(const std::vector<double>& count, std::vector<double> total, std::vector<double>& mw,
-                       std::vector<double>& mh) {
+    // Bounds are rebuilt from scratch once the cumulative drift makes them useless, and every
+    // kResetEvery iterations so that rounding in the drift sums can never add up.
+    static constexpr double kMaxDrift = 8.0;
+    static constexpr int kResetEvery = 1024;
+    // Added to every anchor's drift: covers the rounding of 1 - IoU.
+    static constexpr double kDriftSlack = 1e-14;
+    // u < l - kGap: the margin that makes a skipped box's best IoU strictly the largest.
+    static constexpr double kGap = 1e-9;
+    static constexpr int kScratch = 8;  // doubles per box of per-thread scratch
+
+    bool incremental_median() const { return update_ == Update::Median && !p_.weighted(); }
+
+    // Floats rounded outward: never below (up) or above (down) the double they stand for.
+    static float round_up(double x) { return static_cast<float>(x + (std::abs(x) + 1.0) * 2.5e-7); }
+    static float round_down(double x) { return static_cast<float>(x - (std::abs(x) + 1.0) * 2.5e-7); }
+
+    double* scratch() { return scratch_.data() + static_cast<std::size_t>(thread_index()) * kScratch * kChunk; }
+
+    // Stores the exact results for box i of chunk c starting at b (label l, best IoU, second-best
+    // IoU and its anchor l2, third-best IoU); returns whether the label changed, and records the
+    // move for the median update.
+    bool store(index_t c, index_t b, index_t i, std::int32_t l, double best, double second, std::int32_t l2,
+               double third) {
+        ub_[i] = round_up((1.0 - best) - drift_[l]);
+        lb2_[i] = round_down((1.0 - second) + drift_[l2]);
+        lb3_[i] = round_down((1.0 - third) + drift_max_);
+        labels2_[i] = l2;
+        const std::int32_t from = labels_[i];
+        if (from == l) return false;
+        labels_[i] = l;
+        if (!move_count_.empty()) {
+            const index_t slot = c * kChunk + move_count_[c]++;
+            move_off_[slot] = static_cast<std::uint16_t>(i - b);
+            move_from_[slot] = from;
+        }
+        return true;
+    }
+
+    // Scratch views of the calling thread.
+    struct Scratch {
+        double *w, *h, *a, *best, *second, *third;
+        std::int32_t *label, *label2, *idx;
+        detail::Ranked ranked() { return {label, best, second, label2, third}; }
+    };
+    Scratch views() {
+        double* s = scratch();
+        std::int32_t* ints = reinterpret_cast<std::int32_t*>(s + 6 * kChunk);
+        return {s, s + kChunk, s + 2 * kChunk, s + 3 * kChunk, s + 4 * kChunk, s + 5 * kChunk,
+                ints, ints + kChunk, ints + 2 * kChunk};
+    }
+
+    index_t assign_chunk_full(const WhSet& anchors, index_t c, index_t b, index_t e) {
+        Scratch v = views();
+        detail::assign_full_k(p_.boxes.w.data() + b, p_.boxes.h.data() + b, p_.boxes.a.data() + b, e - b,
+                              anchors.w.data(), anchors.h.data(), anchors.a.data(), k_, v.ranked());
+        index_t changed = 0;
+        for (index_t i = b; i < e; ++i) {
+            const index_t t = i - b;
+            changed += store(c, b, i, v.label[t], v.best[t], v.second[t], v.label2[t], v.third[t]);
+        }
+        return changed;
+    }
+
+    // Lower bound of box i's distance to every anchor but its own.
+    double lower_bound(index_t i) const {
+        return std::min(static_cast<double>(lb2_[i]) - drift_[labels2_[i]], static_cast<double>(lb3_[i]) - drift_max_);
+    }
+
+    index_t assign_chunk_bounded(const WhSet& anchors, index_t c, index_t b, index_t e) {
+        Scratch v = views();
+        const index_t n = e - b;
+        // 1. The bounds as they stand.
+        const index_t m = detail::bound_candidates(ub_.data() + b, lb2_.data() + b, lb3_.data() + b,
+                                                   labels_.data() + b, labels2_.data() + b, n, drift_.data(), k_,
+                                                   drift_max_, kGap, v.idx);
+        if (m == 0) return 0;
+        // Most of the chunk in doubt: recomputing it whole, contiguously, is cheaper.
+        if (m > n / 4) return assign_chunk_full(anchors, c, b, e);
+        // 2. Tighten: the exact distance to the box's own anchor.
+        for (index_t t = 0; t < m; ++t) {
+            const index_t i = b + v.idx[t];
+            v.w[t] = p_.boxes.w[i];
+            v.h[t] = p_.boxes.h[i];
+            v.a[t] = p_.boxes.a[i];
+            v.label[t] = labels_[i];
+        }
+        detail::own_iou(v.w, v.h, v.a, v.label, m, anchors.w.data(), anchors.h.data(), anchors.a.data(), v.best);
+        index_t r = 0;
+        for (index_t t = 0; t < m; ++t) {
+            const index_t i = b + v.idx[t];
+            const double u = 1.0 - v.best[t];
+            if (u + kGap < lower_bound(i)) {
+                ub_[i] = round_up(u - drift_[v.label[t]]);
+            } else {  // 3. Recompute against every anchor, compacting in place.
+                v.idx[r] = v.idx[t];
+                v.w[r] = v.w[t];
+                v.h[r] = v.h[t];
+                v.a[r] = v.a[t];
+                ++r;
+            }
+        }
+        if (r == 0) return 0;
+        detail::assign_full_k(v.w, v.h, v.a, r, anchors.w.data(), anchors.h.data(), anchors.a.data(), k_,
+                              v.ranked());
+        index_t changed = 0;
+        for (index_t t = 0; t < r; ++t)
+            changed += store(c, b, b + v.idx[t], v.label[t], v.best[t], v.second[t], v.label2[t], v.third[t]);
+        return changed;
+    }
+
+    // Chunk c's statistics, summed in box order.
+    void chunk_stats(index_t c, index_t b, index_t e) {
+        const int k = k_;
+        double* st = part_.data() + static_cast<std::size_t>(c) * k * kStats;
+        std::fill(st, st + static_cast<std::size_t>(k) * kStats, 0.0);
+        const std::int32_t* lab = labels_.data();
+        const double* w = p_.boxes.w.data();
+        const double* h = p_.boxes.h.data();
+        const bool mean = update_ == Update::Mean;
+        for (index_t i = b; i < e; ++i) {
+            double* sl = st + static_cast<std::size_t>(lab[i]) * kStats;
+            const double wt = p_.wt(i);
+            if (mean) {
+                sl[0] += wt * w[i];
+                sl[1] += wt * h[i];
+            }
+            sl[2] += wt;
+            sl[3] += 1.0;
+        }
+    }
+
+    // Weighted medians: one full pass per coordinate in that coordinate's order, the two on two
+    // threads. Each cluster's total weight is summed in the same order as its cumulative sums.
+    void median_update(const std::vector<double>& count, std::vector<double>& mw, std::vector<double>& mh) {
         const index_t n = p_.size();
         const int k = k_;
         const std::int32_t* lab = labels_.data();
         const Problem& p = p_;
-        std::vector<double> total_h = total;
-        if (p.weighted()) {
-            // Totals summed in each coordinate's own order, exactly as its cumulative sums run.
-            std::fill(total.begin(), total.end(), 0.0);
-            std::fill(total_h.begin(), total_h.end(), 0.0);
-            for (index_t i = 0; i < n; ++i) total[lab[i]] += p.weight[i];
-            for (index_t s = 0; s < n; ++s) total_h[lab[p.h_order[s]]] += p.weight_h[s];
-        }
-        detail::MedianScratch sw, sh;
-        sw.reset(k);
-        sh.reset(k);
-        auto by_w = [&](index_t i, std::int32_t& c, double& x, double& wt) {
-            c = lab[i];
-            x = p.boxes.w[i];
-            wt = p.wt(i);
-        };
-        auto by_h = [&](index_t s, std::int32_t& c, double& x, double& wt) {
-            c = lab[p.h_order[s]];
-            x = p.h_sorted[s];
-            wt = p.weight_h.empty() ? 1.0 : p.weight_h[s];
+        std::vector<double> total[2] = {std::vector<double>(k, 0.0), std::vector<double>(k, 0.0)};
+        detail::MedianScratch scratch[2];
+        scratch[0].reset(k);
+        scratch[1].reset(k);
+        double* med[2] = {mw.data(), mh.data()};
+        auto pass = [&](int X) {
+            const Problem::pos_t* order = p.order[X].data();
+            for (index_t s = 0; s < n; ++s) total[X][lab[order[s]]] += p.wt(order[s]);
+            auto get = [&](index_t s, std::int32_t& c, double& x, double& wt) {
+                const index_t i = order[s];
+                c = lab[i];
+                x = p.value(X, i);
+                wt = p.wt(i);
+            };
+            detail::median_pass(n, k, get, total[X].data(), count.data(), med[X], scratch[X]);
         };
 #ifdef _OPENMP
-#pragma omp parallel sections num_threads(std::min(2, std::max(nt_, 1))) if (nt_ > 1)
+#pragma omp parallel sections num_threads(2) if (nt_ > 1)
         {
 #pragma omp section
-            detail::median_pass(n, k, by_w, total.data(), count.data(), mw.data(), sw);
+            pass(0);
 #pragma omp section
-            detail::median_pass(n, k, by_h, total_h.data(), count.data(), mh.data(), sh);
+            pass(1);
         }
 #else
-        detail::median_pass(n, k, by_w, total.data(), count.data(), mw.data(), sw);
-        detail::median_pass(n, k, by_h, total_h.data(), count.data(), mh.data(), sh);
+        pass(0);
+        pass(1);
 #endif
+    }
+
+    // ---- incremental median (unit weights) ----
+    // Median rank of a cluster of cnt members: the first rank r (1-based) with r >= cnt / 2.
+    static index_t median_rank(index_t cnt) { return (cnt + 1) / 2; }
+
+    // Label and value of the box at sorted position s of coordinate X (0: width, 1: height).
+    std::int32_t label_at(int X, index_t s) const { return labels_[p_.order[X][s]]; }
+    double value_at(int X, index_t s) const { return p_.value(X, p_.order[X][s]); }
+
+    // Pointers of both coordinates, one thread each.
+    void rebuild_pointers() {
+        for (auto& v : seen_) v.assign(k_, 0);  // allocated here: nothing may throw in the parallel region
+#ifdef _OPENMP
+#pragma omp parallel sections num_threads(2) if (nt_ > 1)
+        {
+#pragma omp section
+            rebuild_pointers(0);
+#pragma omp section
+            rebuild_pointers(1);
+        }
+#else
+        rebuild_pointers(0);
+        rebuild_pointers(1);
+#endif
+    }
+
+    // Pointers of every cluster from one pass over the sorted order of coordinate X.
+    void rebuild_pointers(int X) {
+        const index_t n = p_.size();
+        std::vector<index_t>& seen = seen_[X];
+        int remaining = 0;
+        for (int c = 0; c < k_; ++c) {
+            pos_[X][c] = -1;
+            rank_[X][c] = 0;
+            if (cnt_[c] > 0) ++remaining;
+        }
+        for (index_t s = 0; s < n && remaining > 0; ++s) {
+            const std::int32_t c = label_at(X, s);
+            if (++seen[c] == median_rank(cnt_[c])) {
+                pos_[X][c] = s;
+                rank_[X][c] = seen[c];
+                --remaining;
+            }
+        }
+    }
+
+    // Walks cluster c's pointer in coordinate X to its median rank; returns the median value.
+    double walk(int X, int c) {
+        index_t& pos = pos_[X][c];
+        index_t& rank = rank_[X][c];
+        const index_t target = median_rank(cnt_[c]);
+        if (pos >= 0 && label_at(X, pos) != c) {
+            do --pos;
+            while (pos >= 0 && label_at(X, pos) != c);
+        }
+        while (rank < target) {
+            do ++pos;
+            while (label_at(X, pos) != c);
+            ++rank;
+        }
+        while (rank > target) {
+            do --pos;
+            while (label_at(X, pos) != c);
+            --rank;
+        }
+        const double x = value_at(X, pos);
+        if (cnt_[c] % 2 == 0) {  // cumulative count == half exactly: interpolate with the next member
+            index_t s = pos + 1;
+            while (label_at(X, s) != c) ++s;
+            return (x + value_at(X, s)) / 2.0;
+        }
+        return x;
+    }
+
+    // Sets count (members per cluster, kept up to date from the boxes that moved) and the medians.
+    void incremental_median_update(std::vector<double>& count, std::vector<double>& mw, std::vector<double>& mh) {
+        const int k = k_;
+        const index_t n = p_.size();
+        if (pos_[0].empty()) {
+            for (auto& v : pos_) v.assign(k, -1);
+            for (auto& v : rank_) v.assign(k, 0);
+            cnt_.assign(k, 0);
+            for (index_t i = 0; i < n; ++i) ++cnt_[labels_[i]];
+            rebuild_pointers();
+        } else {
+            // Counts and ranks move with the boxes that changed cluster in the last assignment.
+            index_t moved = 0;
+            for (std::size_t c = 0; c < move_count_.size(); ++c) {
+                const index_t b = static_cast<index_t>(c) * kChunk;
+                for (index_t t = 0; t < move_count_[c]; ++t) {
+                    const index_t i = b + move_off_[b + t];
+                    const std::int32_t to = labels_[i], from = move_from_[b + t];
+                    --cnt_[from];
+                    ++cnt_[to];
+                    const index_t q[2] = {p_.pos[0][i], p_.pos[1][i]};
+                    for (int X = 0; X < 2; ++X) {
+                        if (q[X] <= pos_[X][from]) --rank_[X][from];
+                        if (q[X] <= pos_[X][to]) ++rank_[X][to];
+                    }
+                }
+                moved += move_count_[c];
+            }
+            // Many moves: one pass per coordinate is cheaper than long walks.
+            if (moved > n / 16) rebuild_pointers();
+        }
+        for (int c = 0; c < k; ++c) {
+            count[c] = static_cast<double>(cnt_[c]);
+            if (cnt_[c] == 0) {
+                // Emptied: its pointers restart from the beginning when it has members again.
+                for (int X = 0; X < 2; ++X) {
+                    pos_[X][c] = -1;
+                    rank_[X][c] = 0;
+                }
+                continue;
+            }
+            mw[c] = walk(0, c);
+            mh[c] = walk(1, c);
+        }
     }
 
     // Empty clusters, in index order, take the boxes with the lowest IoU to their nearest
@@ -302,12 +678,12 @@ private:
         std::vector<std::pair<double, index_t>> pick;  // (iou, input index)
         std::vector<index_t> where;
         for (index_t i = 0; i < n; ++i) {
-            const std::pair<double, index_t> key{best_[i], p_.input_index(i)};
+            const std::pair<double, index_t> key{best_[i], i};
             if (pick.size() == e && !(key < pick.back())) continue;
             const auto it = std::upper_bound(pick.begin(), pick.end(), key);
-            const auto pos = it - pick.begin();
+            const auto at = it - pick.begin();
             pick.insert(it, key);
-            where.insert(where.begin() + pos, i);
+            where.insert(where.begin() + at, i);
             if (pick.size() > e) {
                 pick.pop_back();
                 where.pop_back();
@@ -321,10 +697,24 @@ private:
     Update update_;
     int nt_;
     std::vector<std::int32_t> labels_;
+    std::vector<std::int32_t> labels2_;  // the second-closest anchor at the last full recompute
+    std::vector<float> ub_, lb2_, lb3_;   // bounds on the distance to the own, second and other anchors
     std::vector<double> part_;
     std::vector<index_t> changed_;
     std::vector<double> stats_;
+    std::vector<double> drift_;
+    double drift_max_ = 0.0;
+    bool first_ = true;
+    int since_reset_ = 0;
+    WhSet prev_anchors_;
+    std::vector<double> scratch_;
     std::vector<double> best_;
+    // incremental median: the boxes that changed cluster in the last assignment, per chunk
+    std::vector<std::uint16_t> move_off_;
+    std::vector<std::int32_t> move_from_;
+    std::vector<index_t> move_count_;
+    std::vector<index_t> cnt_;
+    std::vector<index_t> pos_[2], rank_[2], seen_[2];
 };
 
 namespace detail {
@@ -360,6 +750,54 @@ struct ChunkedCumsum {
         return -1;
     }
 };
+
+// Sums in eight interleaved lanes added in a fixed order: vectorizable, and the same for any
+// number of threads (each chunk is summed alone).
+inline double lane_total(const double* acc) {
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+// sum_i wt_i * min(d2_i, (1 - IoU(box_i, c))^2) over [0, n) (wt null: unit weights); with
+// Store, d2_i also takes that minimum.
+template <bool Weighted, bool Store>
+FASTANCHOR_CLONES double potential_t(const double* __restrict w, const double* __restrict h,
+                                     const double* __restrict a, double* __restrict d2, const double* __restrict wt,
+                                     index_t n, double cw, double ch, double ca) {
+    double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    const index_t nb = n / 8 * 8;
+    for (index_t i = 0; i < nb; i += 8) {
+#pragma omp simd
+        for (int l = 0; l < 8; ++l) {
+            const double inter = std::min(w[i + l], cw) * std::min(h[i + l], ch);
+            const double d = 1.0 - inter / ((a[i + l] + ca) - inter);
+            const double v = std::min(d2[i + l], d * d);
+            if (Store) d2[i + l] = v;
+            acc[l] += Weighted ? wt[i + l] * v : v;
+        }
+    }
+    for (index_t i = nb; i < n; ++i) {
+        const double d = 1.0 - iou_wh(w[i], h[i], a[i], cw, ch, ca);
+        const double v = std::min(d2[i], d * d);
+        if (Store) d2[i] = v;
+        acc[i - nb] += Weighted ? wt[i] * v : v;
+    }
+    return lane_total(acc);
+}
+
+// The potential if c were added to the anchors.
+inline double potential_with(const double* w, const double* h, const double* a, const double* d2, const double* wt,
+                             index_t n, double cw, double ch, double ca) {
+    double* d = const_cast<double*>(d2);  // not written: Store is false
+    return wt ? potential_t<true, false>(w, h, a, d, wt, n, cw, ch, ca)
+              : potential_t<false, false>(w, h, a, d, wt, n, cw, ch, ca);
+}
+
+// Adds c to the anchors: lowers d2 and returns the new potential.
+inline double lower_d2(const double* w, const double* h, const double* a, double* d2, const double* wt, index_t n,
+                       double cw, double ch, double ca) {
+    return wt ? potential_t<true, true>(w, h, a, d2, wt, n, cw, ch, ca)
+              : potential_t<false, true>(w, h, a, d2, wt, n, cw, ch, ca);
+}
 
 inline bool same_as_any(const WhSet& set, int count, double w, double h) {
     for (int j = 0; j < count; ++j)
@@ -416,16 +854,16 @@ inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Mon
     const double* W = p.boxes.w.data();
     const double* H = p.boxes.h.data();
     const double* A = p.boxes.a.data();
-    for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
-        double s = 0.0;
-        for (index_t i = b; i < e; ++i) {
-            const double d = 1.0 - iou_wh(W[i], H[i], A[i], out.w[0], out.h[0], out.a[0]);
-            d2[i] = d * d;
-            s += p.wt(i) * d2[i];
-        }
-        cs.chunk_total[c] = s;
-    });
-    double pot = std::accumulate(cs.chunk_total.begin(), cs.chunk_total.end(), 0.0);
+    const double* wt = p.weighted() ? p.weight.data() : nullptr;
+    std::fill(d2.begin(), d2.end(), 1.0);  // (1 - IoU)^2 <= 1
+    auto lower_all = [&](int j) {
+        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+            cs.chunk_total[c] = detail::lower_d2(W + b, H + b, A + b, d2.data() + b, wt ? wt + b : nullptr, e - b,
+                                                 out.w[j], out.h[j], out.a[j]);
+        });
+        return std::accumulate(cs.chunk_total.begin(), cs.chunk_total.end(), 0.0);
+    };
+    double pot = lower_all(0);
 
     std::vector<index_t> cand(trials);
     std::vector<double> part(static_cast<std::size_t>(nc) * trials);
@@ -439,29 +877,15 @@ inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Mon
             while (i < n && detail::same_as_any(out, step, W[i], H[i])) ++i;
             if (i == n) throw std::invalid_argument("k is larger than the number of distinct boxes");
             out.set(step, W[i], H[i]);
-            for (index_t j = 0; j < n; ++j) {
-                const double d = 1.0 - iou_wh(W[j], H[j], A[j], W[i], H[i], A[i]);
-                d2[j] = std::min(d2[j], d * d);
-            }
-            for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
-                double s = 0.0;
-                for (index_t j = b; j < e; ++j) s += v(j);
-                cs.chunk_total[c] = s;
-            });
-            pot = std::accumulate(cs.chunk_total.begin(), cs.chunk_total.end(), 0.0);
+            pot = lower_all(step);
             continue;
         }
         for (int t = 0; t < trials; ++t) cand[t] = cs.search(n, rng.uniform() * pot, v);
         for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
             for (int t = 0; t < trials; ++t) {
                 const index_t ci = cand[t];
-                const double cw = W[ci], ch = H[ci], ca = A[ci];
-                double s = 0.0;
-                for (index_t i = b; i < e; ++i) {
-                    const double d = 1.0 - iou_wh(W[i], H[i], A[i], cw, ch, ca);
-                    s += p.wt(i) * std::min(d2[i], d * d);
-                }
-                part[static_cast<std::size_t>(c) * trials + t] = s;
+                part[static_cast<std::size_t>(c) * trials + t] = detail::potential_with(
+                    W + b, H + b, A + b, d2.data() + b, wt ? wt + b : nullptr, e - b, W[ci], H[ci], A[ci]);
             }
         });
         int best = 0;
@@ -476,14 +900,7 @@ inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Mon
         }
         const index_t ci = cand[best];
         out.set(step, W[ci], H[ci]);
-        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
-            for (index_t i = b; i < e; ++i) {
-                const double d = 1.0 - iou_wh(W[i], H[i], A[i], out.w[step], out.h[step], out.a[step]);
-                d2[i] = std::min(d2[i], d * d);
-            }
-            cs.chunk_total[c] = part[static_cast<std::size_t>(c) * trials + best];
-        });
-        pot = best_pot;
+        pot = lower_all(step);
     }
     return out;
 }
@@ -572,8 +989,7 @@ inline KMeansOutput kmeans_iou(const double* wh, const double* weights, index_t 
     // would break the lowest-index rule for boxes tied between anchors that the sort reordered.
     std::vector<std::int32_t> labels(n);
     assign_all(p.boxes, out.anchors, labels.data(), o.n_threads);
-    out.labels.resize(n);
-    for (index_t i = 0; i < n; ++i) out.labels[p.input_index(i)] = labels[i];
+    out.labels = std::move(labels);
     out.avg_iou = best.avg_iou;
     out.n_iter = best.n_iter;
     out.converged = best.converged;
