@@ -196,3 +196,156 @@ def lloyd(wh, init_anchors, *, update="median", max_iter=300, tol=0.0, sample_we
         n_iter=n_iter,
         converged=converged,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Anchor fitness (YOLOv5's side-ratio metric) and YOLOv5's mutation search.
+
+
+def ratio_metric(anchors, wh):
+    """(N, k) YOLOv5 ratio metric x_ij = min over (w, h) of min(r, 1/r), r = wh_i / anchor_j."""
+    wh = np.asarray(wh, dtype=np.float64).reshape(-1, 2)
+    anchors = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
+    r = wh[:, None, :] / anchors[None, :, :]
+    return np.minimum(r, 1 / r).min(axis=2)
+
+
+def anchor_fitness(anchors, wh, thr=4.0, sample_weight=None):
+    """dict(fitness, bpr, aat, avg_iou) of anchors on boxes, means weighted by sample_weight.
+
+    best_i = max_j x_ij; with t = 1/thr: fitness = mean(best * [best > t]),
+    bpr = mean([best > t]), aat = mean(#{j: x_ij > t}), avg_iou = mean(max_j IoU_ij).
+    """
+    x = ratio_metric(anchors, wh)
+    best = x.max(axis=1)
+    t = 1 / thr
+    wt = _weights(sample_weight, x.shape[0])
+    total = np.sum(wt)
+    _, best_iou = assign(anchors, wh)
+    return dict(
+        fitness=float(np.sum(wt * (best * (best > t))) / total),
+        bpr=float(np.sum(wt * (best > t)) / total),
+        aat=float(np.sum(wt * (x > t).sum(axis=1)) / total),
+        avg_iou=float(np.sum(wt * best_iou) / total),
+    )
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(state):
+    state = (state + 0x9E3779B97F4A7C15) & _MASK64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return state, z ^ (z >> 31)
+
+
+def derive_seed(seed, stream):
+    """fastanchor::derive_seed: the seed of stream `stream` of `seed`."""
+    _, z = _splitmix64(seed ^ ((0xD1B54A32D192ED03 * (stream + 1)) & _MASK64))
+    return z
+
+
+class Rng:
+    """fastanchor::Rng (random.hpp) in Python: xoshiro256** seeded by SplitMix64, uniform with
+    53 random bits, normal by Marsaglia's polar method keeping the second value of each pair."""
+
+    def __init__(self, seed):
+        state = seed & _MASK64
+        self.s = []
+        for _ in range(4):
+            state, z = _splitmix64(state)
+            self.s.append(z)
+        self.spare = None
+
+    @staticmethod
+    def _rotl(x, k):
+        return ((x << k) | (x >> (64 - k))) & _MASK64
+
+    def next(self):
+        s = self.s
+        result = (self._rotl((s[1] * 5) & _MASK64, 7) * 9) & _MASK64
+        t = (s[1] << 17) & _MASK64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = self._rotl(s[3], 45)
+        return result
+
+    def uniform(self):
+        return float(self.next() >> 11) * 2.0**-53
+
+    def normal(self):
+        import math  # libm's log and sqrt, as the C++ core calls them (numpy's may differ in the last bit)
+
+        if self.spare is not None:
+            z, self.spare = self.spare, None
+            return z
+        while True:
+            u = 2.0 * self.uniform() - 1.0
+            v = 2.0 * self.uniform() - 1.0
+            s = u * u + v * v
+            if s < 1.0 and s != 0.0:
+                break
+        f = math.sqrt(-2.0 * math.log(s) / s)
+        self.spare = v * f
+        return u * f
+
+
+#: The search's stream of the seed (fitness.hpp: kEvolveStream), and the redraw limit.
+EVOLVE_STREAM = 0x65766F6C7665
+MAX_REDRAWS = 1000
+
+
+def yolov5_factors(rng, k, mutation_prob, sigma):
+    """YOLOv5's mutation factors (k, 2) from `rng`, or None when every attempt left all ones.
+
+    Per attempt: 2k uniforms u (row-major), one rho, 2k normals z;
+    v = clip(([u < mutation_prob] * rho) * z * sigma + 1, 0.3, 3.0), redrawn while all v == 1.
+    """
+    for _ in range(MAX_REDRAWS):
+        u = np.array([rng.uniform() for _ in range(2 * k)])
+        rho = rng.uniform()
+        z = np.array([rng.normal() for _ in range(2 * k)])
+        v = ((u < mutation_prob) * rho * z * sigma + 1).clip(0.3, 3.0)
+        if not (v == 1).all():
+            return v.reshape(k, 2)
+    return None
+
+
+def sort_by_area(anchors):
+    """Anchors sorted by area ascending, then width, then original index."""
+    anchors = np.asarray(anchors, dtype=np.float64)
+    return anchors[np.lexsort((np.arange(anchors.shape[0]), anchors[:, 0], anchors[:, 0] * anchors[:, 1]))]
+
+
+def yolov5_evolve(anchors, wh, *, thr=4.0, generations=1000, mutation_prob=0.9, sigma=0.1, min_size=2.0, seed=0,
+                  sample_weight=None, fitness=None):
+    """YOLOv5's kmean_anchors mutation search, sequentially, with fastanchor's generator.
+
+    Starts from max(anchors, min_size); each generation draws factors v (yolov5_factors; a
+    generation without factors is skipped), candidate = max(best * v, min_size), accepted only if
+    its fitness is strictly higher. `fitness(anchors)` defaults to anchor_fitness(...)["fitness"].
+    Returns dict(anchors sorted by area, fitness, history, n_improved).
+    """
+    if fitness is None:
+        def fitness(a):
+            return anchor_fitness(a, wh, thr, sample_weight)["fitness"]
+    rng = Rng(derive_seed(seed, EVOLVE_STREAM))
+    best = np.maximum(np.asarray(anchors, dtype=np.float64).reshape(-1, 2), min_size)
+    f = fitness(best)
+    history = []
+    n_improved = 0
+    for _ in range(generations):
+        v = yolov5_factors(rng, best.shape[0], mutation_prob, sigma) if mutation_prob > 0 else None
+        if v is not None:
+            cand = np.maximum(best * v, min_size)
+            fc = fitness(cand)
+            if fc > f:
+                best, f = cand, fc
+                n_improved += 1
+        history.append(f)
+    return dict(anchors=sort_by_area(best), fitness=f, history=np.array(history), n_improved=n_improved)

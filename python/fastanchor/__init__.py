@@ -25,6 +25,8 @@ except ImportError as exc:  # pragma: no cover - only when the build did not run
         "Install with `pip install .` from the repository root (a C++17 compiler is needed)."
     ) from exc
 
+from ._evolve import AutoAnchorResult, EvolveResult, autoanchor, evolve_anchors
+from ._fitness import CheckResult, FitnessResult, anchor_fitness, check_anchors, split_levels
 from ._iou import avg_iou, wh_iou
 from ._kmeans import DEFAULT_N_INIT, KMeansResult, kmeans_iou
 from ._validation import MAX_SIDE, MIN_SIDE
@@ -32,11 +34,20 @@ from ._validation import MAX_SIDE, MIN_SIDE
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoAnchorResult",
+    "CheckResult",
     "DEFAULT_N_INIT",
+    "EvolveResult",
+    "FitnessResult",
     "KMeansResult",
     "MAX_SIDE",
     "MIN_SIDE",
+    "anchor_fitness",
+    "autoanchor",
     "avg_iou",
+    "check_anchors",
+    "evolve_anchors",
     "kmeans_iou",
+    "split_levels",
     "wh_iou",
 ]

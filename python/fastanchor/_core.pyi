@@ -29,3 +29,26 @@ def kmeans_iou(
     n_threads: int,
     callback: Optional[Callable[[str, int, int], Any]],
 ) -> dict[str, Any]: ...
+def anchor_fitness(
+    anchors: npt.NDArray[np.float64],
+    wh: npt.NDArray[np.float64],
+    weights: Optional[npt.NDArray[np.float64]],
+    thr: float,
+    n_threads: int,
+) -> tuple[float, float, float, float]: ...
+def evolve_anchors(
+    wh: npt.NDArray[np.float64],
+    weights: Optional[npt.NDArray[np.float64]],
+    init: npt.NDArray[np.float64],
+    thr: float,
+    generations: int,
+    mutation_prob: float,
+    sigma: float,
+    min_size: float,
+    strategy: str,
+    batch: int,
+    seed: int,
+    n_threads: int,
+    progress: Optional[Callable[[int, float], Any]],
+    callback: Optional[Callable[[int, float, npt.NDArray[np.float64]], Any]],
+) -> dict[str, Any]: ...

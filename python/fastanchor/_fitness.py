@@ -1,0 +1,274 @@
+"""YOLOv5's anchor fitness (the side-ratio metric), the report on a set of anchors, and the split
+of anchors over the detection levels."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+
+from . import _core
+from ._validation import as_float, as_real_array, as_weights, as_wh, resolve_threads
+
+#: YOLOv5's ``anchor_t``: the largest side ratio a box may have to its anchor.
+DEFAULT_THR = 4.0
+#: YOLOv5 recomputes anchors when the best possible recall is below this.
+DEFAULT_BPR_THRESHOLD = 0.98
+
+
+def as_anchors(x: Any, name: str = "anchors") -> np.ndarray:
+    """Validated (k, 2) float64 anchors. Besides (k, 2), accepts YOLOv5's per-level layout: rows
+    of ``w, h`` pairs (``[[10, 13, 16, 30, 33, 23], ...]``, shape (levels, 2m)) or (levels, m, 2)."""
+    arr = as_real_array(x, name)
+    if (arr.ndim == 2 and arr.shape[1] > 2 and arr.shape[1] % 2 == 0) or (arr.ndim == 3 and arr.shape[2] == 2):
+        arr = arr.reshape(-1, 2)
+    return as_wh(arr, name)
+
+
+def as_thr(thr: Any) -> float:
+    value = as_float(thr, "thr")
+    if not value > 1.0:
+        raise ValueError(
+            f"thr must be > 1 (the largest side ratio of a box to its anchor, YOLOv5's anchor_t), got {value}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class FitnessResult:
+    """The fit of a set of anchors to a set of boxes (YOLOv5's metrics).
+
+    With ``x_ij = min over (w, h) of min(r, 1/r)``, ``r = wh_i / anchor_j``, ``best_i = max_j x_ij``
+    and ``t = 1 / thr``; means weighted by the sample weights:
+
+    Attributes
+    ----------
+    fitness : float
+        ``mean_i(best_i * [best_i > t])``: what the evolution maximises.
+    bpr : float
+        Best possible recall, ``mean_i [best_i > t]``: the share of boxes that some anchor can
+        be trained on.
+    aat : float
+        Anchors above threshold, ``mean_i #{j : x_ij > t}``.
+    avg_iou : float
+        ``mean_i max_j IoU_ij`` of corner-aligned boxes, as :func:`avg_iou` (to within rounding).
+    thr : float
+        The threshold used.
+    """
+
+    fitness: float
+    bpr: float
+    aat: float
+    avg_iou: float
+    thr: float
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The report of :func:`check_anchors`.
+
+    Attributes
+    ----------
+    fitness, bpr, aat, avg_iou, thr : float
+        As in :class:`FitnessResult`.
+    bpr_threshold : float
+        The best possible recall below which new anchors are recommended.
+    recommend_recompute : bool
+        ``bpr < bpr_threshold``: YOLOv5 would compute new anchors (see :func:`autoanchor`).
+    """
+
+    fitness: float
+    bpr: float
+    aat: float
+    avg_iou: float
+    thr: float
+    bpr_threshold: float
+    recommend_recompute: bool
+
+
+def _metrics(
+    anchors: np.ndarray, boxes: np.ndarray, weights: Optional[np.ndarray], thr: float, threads: int
+) -> FitnessResult:
+    fitness, bpr, aat, iou = _core.anchor_fitness(anchors, boxes, weights, thr, threads)
+    return FitnessResult(fitness=float(fitness), bpr=float(bpr), aat=float(aat), avg_iou=float(iou), thr=thr)
+
+
+def anchor_fitness(
+    anchors: Any,
+    wh: Any,
+    *,
+    thr: float = DEFAULT_THR,
+    sample_weight: Any = None,
+    n_threads: Optional[int] = None,
+) -> FitnessResult:
+    """YOLOv5's anchor fitness, best possible recall, anchors above threshold and average IoU.
+
+    For box ``i`` and anchor ``j``, per side ``r = wh_i / anchor_j``; the ratio metric is
+    ``x_ij = min over (w, h) of min(r, 1/r)`` (1 for a perfect fit, ``1/thr`` for a box whose
+    worse side is ``thr`` times too large or too small); ``best_i = max_j x_ij``; ``t = 1/thr``.
+
+    Parameters
+    ----------
+    anchors : array_like, shape (k, 2)
+        Anchor widths and heights (YOLOv5's per-level rows ``[[w, h, w, h, ...], ...]`` work too).
+    wh : array_like, shape (N, 2)
+        Box widths and heights: finite and strictly positive.
+    thr : float
+        YOLOv5's ``anchor_t`` (> 1): the largest side ratio a box may have to its anchor.
+    sample_weight : array_like, shape (N,), optional
+        Finite, non-negative weights with a positive sum (default: all ones).
+    n_threads : int, optional
+        None for all threads (honours ``OMP_NUM_THREADS``), a positive count, or a negative one
+        counting back from the maximum (-1 = all).
+
+    Returns
+    -------
+    FitnessResult
+        ``fitness = mean_i(best_i * [best_i > t])``, ``bpr = mean_i [best_i > t]``,
+        ``aat = mean_i #{j : x_ij > t}`` and ``avg_iou``, means weighted by ``sample_weight``.
+
+    Notes
+    -----
+    Every threshold decision is exactly numpy's on ``r = wh / anchor; min(r, 1 / r)`` (ties such
+    as a side ratio of exactly ``thr`` count as not above), and the sums are exact fixed-point
+    sums of the per-box terms (rounded to 2^-50), so the result is the same for any number of
+    threads and any order of the boxes. With unit weights ``bpr`` and ``aat`` equal numpy's means
+    exactly; the other values agree with a float64 numpy evaluation to about 1e-15.
+    """
+    a = as_anchors(anchors)
+    boxes = as_wh(wh)
+    weights = as_weights(sample_weight, boxes.shape[0])
+    return _metrics(a, boxes, weights, as_thr(thr), resolve_threads(n_threads))
+
+
+def check_anchors(
+    anchors: Any,
+    wh: Any,
+    *,
+    thr: float = DEFAULT_THR,
+    bpr_threshold: float = DEFAULT_BPR_THRESHOLD,
+    sample_weight: Any = None,
+    n_threads: Optional[int] = None,
+) -> CheckResult:
+    """Check existing anchors against a dataset before training, as YOLOv5's ``check_anchors``.
+
+    Parameters
+    ----------
+    anchors : array_like, shape (k, 2)
+        The model's anchors in pixels (YOLOv5's per-level rows ``[[w, h, w, h, ...], ...]``
+        work too).
+    wh : array_like, shape (N, 2)
+        The dataset's box widths and heights in pixels, at the training image size (letterboxed).
+    thr : float
+        YOLOv5's ``anchor_t`` (> 1).
+    bpr_threshold : float
+        In [0, 1]: recompute when the best possible recall is below it (YOLOv5: 0.98).
+    sample_weight, n_threads
+        As in :func:`anchor_fitness`.
+
+    Returns
+    -------
+    CheckResult
+        The metrics of :func:`anchor_fitness` and ``recommend_recompute = bpr < bpr_threshold``.
+    """
+    a = as_anchors(anchors)
+    boxes = as_wh(wh)
+    weights = as_weights(sample_weight, boxes.shape[0])
+    t = as_thr(thr)
+    level = as_float(bpr_threshold, "bpr_threshold")
+    if not 0.0 <= level <= 1.0:
+        raise ValueError(f"bpr_threshold must be in [0, 1], got {level}")
+    m = _metrics(a, boxes, weights, t, resolve_threads(n_threads))
+    return CheckResult(
+        fitness=m.fitness, bpr=m.bpr, aat=m.aat, avg_iou=m.avg_iou, thr=t, bpr_threshold=level,
+        recommend_recompute=bool(m.bpr < level),
+    )
+
+
+def sort_by_area(anchors: np.ndarray) -> np.ndarray:
+    """Anchors sorted by area ascending, ties by width (stable)."""
+    order = np.lexsort((np.arange(anchors.shape[0]), anchors[:, 0], anchors[:, 0] * anchors[:, 1]))
+    return anchors[order]
+
+
+def _as_strides(strides: Any) -> List[float]:
+    if isinstance(strides, (str, bytes)) or not isinstance(strides, (Sequence, np.ndarray)):
+        raise TypeError(f"strides must be a sequence of numbers, got {type(strides).__name__}")
+    out = []
+    for s in strides:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Real):
+            raise TypeError(f"strides must hold numbers, got {s!r}")
+        v = float(s)
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"every stride must be finite and positive, got {s!r}")
+        out.append(v)
+    if not out:
+        raise ValueError("strides must not be empty")
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def split_levels(anchors: Any, strides: Sequence[float] = (8, 16, 32)) -> List[np.ndarray]:
+    """Split anchors over the detection levels: in area order, evenly, the smallest to ``strides[0]``.
+
+    Parameters
+    ----------
+    anchors : array_like, shape (k, 2)
+        Anchor widths and heights in pixels, in any order (YOLOv5's per-level rows work too);
+        ``k`` must be a multiple of ``len(strides)``.
+    strides : sequence of float
+        The levels' strides in pixels, in the model's level order (YOLOv5: P3/8, P4/16, P5/32).
+
+    Returns
+    -------
+    list of ndarray
+        ``len(strides)`` arrays of shape (k / len(strides), 2): level ``i`` gets the i-th group
+        of anchors in ascending area (ties by width), for ``strides[i]``.
+
+    Raises
+    ------
+    ValueError
+        When ``k`` is not divisible by the number of levels.
+
+    Warns
+    -----
+    UserWarning
+        When ``strides`` are not increasing (then larger anchors land on a finer level than
+        smaller ones: the order does not follow the strides), or when an anchor is smaller than
+        its level's stride (both its sides below it: the anchor fits inside one grid cell).
+    """
+    a = sort_by_area(as_anchors(anchors))
+    levels = _as_strides(strides)
+    k, n = a.shape[0], len(levels)
+    if k % n:
+        raise ValueError(f"{k} anchors cannot be split evenly over {n} levels (strides {tuple(levels)})")
+    groups = [a[i * (k // n):(i + 1) * (k // n)].copy() for i in range(n)]
+    if any(levels[i + 1] <= levels[i] for i in range(n - 1)):
+        warnings.warn(
+            f"strides ({', '.join(_fmt(s) for s in levels)}) are not increasing: anchors are assigned in increasing "
+            "area, so a finer level gets larger anchors than a coarser one (the order does not follow the "
+            "strides); list the strides from the finest level to the coarsest",
+            UserWarning,
+            stacklevel=2,
+        )
+    small = [
+        f"[{_fmt(w)}, {_fmt(h)}] (stride {_fmt(s)})"
+        for s, g in zip(levels, groups)
+        for w, h in g
+        if max(w, h) < s
+    ]
+    if small:
+        warnings.warn(
+            f"{len(small)} anchor{'s are' if len(small) > 1 else ' is'} smaller than the stride of its level: "
+            + ", ".join(small),
+            UserWarning,
+            stacklevel=2,
+        )
+    return groups
