@@ -30,6 +30,7 @@ from ._fitness import CheckResult, FitnessResult, anchor_fitness, check_anchors,
 from ._iou import avg_iou, wh_iou
 from ._kmeans import DEFAULT_N_INIT, KMeansResult, kmeans_iou
 from ._validation import MAX_SIDE, MIN_SIDE
+from . import datasets  # loaders of Pascal VOC, COCO and YOLO annotations
 
 __version__ = "0.1.0"
 

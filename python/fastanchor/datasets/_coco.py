@@ -1,0 +1,197 @@
+"""COCO json annotations: one file for a whole split."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ._boxes import AnnotationError, Boxes, Problems, box_reasons, fmt_num
+from ._files import PathLike
+
+#: How far (pixels) a COCO box may reach past the image border before it counts as outside
+#: (COCO's float boxes overshoot by rounding; the official annotations stay within 1 px).
+COCO_TOLERANCE = 1.0
+_NUMBER = (int, float)
+
+
+def read_json(path: str) -> Any:
+    """Parse a json file with orjson when it is installed (several times faster), else json.
+    Raises AnnotationError naming the file and line when it is not valid json."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        import orjson  # type: ignore[import-not-found]
+    except ImportError:
+        orjson = None
+    try:
+        if orjson is not None:
+            return orjson.loads(data)
+        return json.loads(data)
+    except ValueError as exc:  # json.JSONDecodeError, orjson.JSONDecodeError, UnicodeDecodeError
+        line = getattr(exc, "lineno", None)
+        if line is None and hasattr(exc, "pos") and isinstance(exc.pos, int):  # pragma: no cover
+            line = data.count(b"\n", 0, exc.pos) + 1
+        msg = getattr(exc, "msg", None) or str(exc)
+        raise AnnotationError(path, line, f"not valid json ({msg})") from None
+
+
+def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
+    """Load a COCO object-detection json file (``instances_*.json``).
+
+    Parameters
+    ----------
+    json_path : path
+        The json file. orjson is used to parse it when installed.
+    strict : bool or None
+        None (default): degenerate boxes (zero or negative size, NaN, outside the image) are
+        dropped with one :class:`AnnotationWarning`; a malformed entry (a bbox that is not four
+        numbers, an unknown image or category id) raises :class:`AnnotationError`. True:
+        degenerate boxes raise too. False: malformed entries are skipped with a warning.
+
+    Returns
+    -------
+    Boxes
+        ``wh`` from each ``bbox`` ``[x, y, width, height]``; ``image_wh`` from the image's
+        ``width`` and ``height``; ``class_names`` the categories sorted by id (``class_id``
+        indexes them); ``files`` the images' ``file_name`` (every image, with boxes or not);
+        ``crowd`` from ``iscrowd``.
+
+    Raises
+    ------
+    AnnotationError
+        The file is not valid json (the message gives the line), is not a COCO detection file,
+        or (unless ``strict=False``) has a malformed entry (the message gives its index and id).
+    """
+    path = os.fspath(json_path)
+    doc = read_json(path)
+    problems = Problems(strict)
+    if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list) or not isinstance(doc.get("images"), list):
+        raise AnnotationError(path, None, "not a COCO detection file: expected a json object with 'images' and 'annotations' lists")
+
+    # Images: id -> row; every image becomes a file entry.
+    files: List[str] = []
+    sizes: List[Tuple[float, float]] = []
+    image_row: Dict[Any, int] = {}
+    for i, im in enumerate(doc["images"]):
+        try:
+            image_id = im["id"]
+            hash(image_id)
+            w, h = float(im["width"]), float(im["height"])
+            if not (0 < w < float("inf") and 0 < h < float("inf")):
+                raise ValueError
+            name = str(im.get("file_name", image_id))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            problems.bad_file(path, None, f"images[{i}] needs an 'id' and a positive 'width' and 'height': {_short(im)}")
+            continue
+        if image_id in image_row:
+            problems.bad_file(path, None, f"images[{i}] repeats image id {image_id!r}")
+            continue
+        image_row[image_id] = len(files)
+        files.append(name)
+        sizes.append((w, h))
+
+    # Categories sorted by id; class_id indexes them.
+    categories = doc.get("categories") or []
+    if not isinstance(categories, list):
+        problems.bad_file(path, None, f"'categories' must be a list, got {type(categories).__name__}")
+        categories = []
+    cat_names: Dict[Any, str] = {}
+    for i, cat in enumerate(categories):
+        try:
+            cat_names[cat["id"]] = str(cat.get("name", cat["id"]))
+        except (KeyError, TypeError, AttributeError):
+            problems.bad_file(path, None, f"categories[{i}] has no 'id': {_short(cat)}")
+    cat_ids = sorted(cat_names, key=lambda c: (not isinstance(c, (int, float)), c if isinstance(c, (int, float)) else str(c)))
+    cat_index = {c: i for i, c in enumerate(cat_ids)}
+
+    anns = doc["annotations"]
+    n = len(anns)
+    xywh = np.empty((n, 4), dtype=np.float64)
+    image_idx = np.empty(n, dtype=np.int64)
+    class_idx = np.empty(n, dtype=np.int64)
+    crowd = np.zeros(n, dtype=bool)
+    ok = np.ones(n, dtype=bool)
+    new_categories: Dict[Any, int] = {}
+    for i, ann in enumerate(anns):
+        problem = None
+        if not isinstance(ann, dict):
+            problem = f"is not a json object: {_short(ann)}"
+        elif "bbox" not in ann:
+            problem = "has no 'bbox'"
+        else:
+            bbox = ann["bbox"]
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(type(v) in _NUMBER for v in bbox)):
+                problem = f"has a bbox that is not 4 numbers: {_short(bbox)}"
+            elif "image_id" not in ann:
+                problem = "has no 'image_id'"
+            else:
+                try:
+                    row = image_row.get(ann["image_id"])
+                except TypeError:  # an unhashable id (a list, an object)
+                    row = None
+                if row is None:
+                    problem = f"refers to image id {_short(ann['image_id'])}, which is not in 'images'"
+                else:
+                    cat = ann.get("category_id")
+                    try:
+                        c = cat_index.get(cat)
+                    except TypeError:
+                        c = None
+                    if c is None and cat_names:
+                        problem = f"has category_id {_short(cat)}, which is not in 'categories'"
+                    elif c is None:  # a file without categories: ids in order of appearance
+                        try:
+                            c = new_categories.setdefault(cat, len(new_categories))
+                        except TypeError:
+                            problem = f"has category_id {_short(cat)}, which is not an id"
+        if problem is not None:
+            problems.bad_file(path, None, f"annotations[{i}]{_id(ann)} {problem}")
+            ok[i] = False
+            continue
+        xywh[i] = bbox
+        image_idx[i] = row
+        class_idx[i] = c
+        crowd[i] = ann.get("iscrowd", 0) not in (0, False, None, "0")
+    class_names = tuple(cat_names[c] for c in cat_ids) if cat_names else tuple(str(c) for c in new_categories)
+
+    xywh, image_idx, class_idx, crowd = xywh[ok], image_idx[ok], class_idx[ok], crowd[ok]
+    ann_index = np.flatnonzero(ok)
+    img = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)[image_idx]
+    x, y, w, h = xywh.T
+    reason = box_reasons(x, y, x + w, y + h, img[:, 0], img[:, 1], COCO_TOLERANCE)
+    bad = np.flatnonzero(reason)
+    if bad.size:
+        first = int(bad[0])
+        ann = anns[int(ann_index[first])]
+        detail = (
+            f"annotations[{int(ann_index[first])}]{_id(ann)} has bbox [{', '.join(fmt_num(v) for v in xywh[first])}] "
+            f"in image {files[int(image_idx[first])]} of {fmt_num(img[first, 0])}x{fmt_num(img[first, 1])}"
+        )
+        problems.degenerate(reason[bad], [path] * bad.size, None, detail, len(reason))
+    problems.emit()
+    keep = reason == 0
+    if not files:
+        raise AnnotationError(path, None, "has no images")
+    return Boxes(
+        wh=xywh[keep, 2:4],
+        image_wh=img[keep],
+        image_id=image_idx[keep],
+        class_id=class_idx[keep],
+        class_names=class_names,
+        files=tuple(files),
+        crowd=crowd[keep],
+        format="coco",
+        source=path,
+    )
+
+
+def _id(ann: Any) -> str:
+    return f" (id {ann['id']!r})" if isinstance(ann, dict) and "id" in ann else ""
+
+
+def _short(x: Any, limit: int = 80) -> str:
+    text = repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
