@@ -2,8 +2,14 @@
 
 Run on demand, never as a test:
 
-    python benchmarks/run.py            # full figures for benchmarks/RESULTS.md (a few minutes)
+    python benchmarks/run.py            # full figures for benchmarks/RESULTS.md (20-40 minutes)
     python benchmarks/run.py --quick    # smoke mode: tiny sizes, seconds (CI runs this)
+
+Peers: the plain-numpy reference (tests/reference.py), scikit-learn's Euclidean Lloyd KMeans
+(the speed reference for an optimized Lloyd loop; its anchors are scored with IoU too), and a
+faithful numpy/scipy port of YOLOv5's autoanchor (scipy k-means on whitened boxes with 30
+restarts, then the 1000-generation mutation search) as users run it today. Optional peers are
+skipped when not installed (pip install ".[bench]").
 
 Every ratio is measured in the same run, contenders interleaved repeat by repeat (the machines
 are shared and noisy); times are medians of the repeats. Results are printed as a table and
@@ -60,6 +66,114 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, fastanchor threads {fastanchor._core.max_threads()}"
 
 
+_PEAK_SCRIPT = """
+import sys, warnings
+sys.path.insert(0, {here!r})
+import numpy as np
+from datasets import coco_like
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])
+wh = coco_like({n}, seed=0)
+import fastanchor
+{setup}
+base = status("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")  # restart the high-water mark from here
+{call}
+print(status("VmHWM:") - base)
+"""
+
+
+def extra_peak_mb(n: int, call: str, setup: str = "") -> float:
+    """Extra peak resident memory (MB) of `call` on coco_like(n) boxes, measured in a fresh Python
+    process (Linux): its high-water mark after the call minus its resident size before it, the
+    input included in both. A fresh process, because OpenMP runtimes do not survive fork()."""
+    import subprocess
+
+    if not Path("/proc/self/status").exists():
+        return float("nan")
+    code = _PEAK_SCRIPT.format(here=str(HERE), n=n, setup=setup, call=call)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600)
+    try:
+        return int(out.stdout.strip().splitlines()[-1]) / 1024
+    except (ValueError, IndexError):
+        return float("nan")
+
+
+def yolov5_fitness(k: np.ndarray, wh: np.ndarray, thr: float) -> float:
+    """YOLOv5's autoanchor fitness (utils/autoanchor.py), in float32 as its torch code runs."""
+    r = wh[:, None] / k[None]
+    x = np.minimum(r, 1 / r).min(2)
+    best = x.max(1)
+    return float((best * (best > 1 / thr)).mean())
+
+
+def yolov5_pipeline(wh: np.ndarray, k: int = 9, thr: float = 4.0, gen: int = 1000, seed: int = 0) -> np.ndarray:
+    """YOLOv5's kmean_anchors as users run it, ported to numpy/scipy: drop boxes below 2 px on both
+    sides, scipy k-means on whitened boxes (30 restarts), then the mutation search (per
+    generation one rho ~ U(0, 1), v = clip(1 + [U < 0.9] * rho * N(0, 1) * 0.1, 0.3, 3), accepted if
+    the fitness is higher). Anchors sorted by area."""
+    from scipy.cluster.vq import kmeans
+
+    rng = np.random.default_rng(seed)
+    wh = wh[(wh >= 2.0).any(1)].astype(np.float32)
+    s = wh.std(0)
+    anchors = (kmeans(wh / s, k, iter=30, seed=seed)[0] * s).astype(np.float32)
+    f = yolov5_fitness(anchors, wh, thr)
+    for _ in range(gen):
+        v = np.ones(anchors.shape, dtype=np.float32)
+        while (v == 1).all():
+            v = ((rng.random(anchors.shape) < 0.9) * rng.random() * rng.standard_normal(anchors.shape) * 0.1 + 1)
+            v = v.clip(0.3, 3.0).astype(np.float32)
+        cand = (anchors * v).clip(min=2.0)
+        fc = yolov5_fitness(cand, wh, thr)
+        if fc > f:
+            f, anchors = fc, cand
+    return anchors[np.argsort(anchors.prod(1))].astype(np.float64)
+
+
+def anchor_quality(anchors: np.ndarray, wh: np.ndarray) -> dict:
+    m = fastanchor.anchor_fitness(anchors, wh)
+    return {"fitness": m.fitness, "bpr": m.bpr, "avg_iou": m.avg_iou}
+
+
+def bench_pipeline(wh: np.ndarray, gen: int, repeats: int) -> dict:
+    """fastanchor.autoanchor vs the YOLOv5-style numpy/scipy pipeline, same boxes, same budget."""
+    import warnings
+
+    keep = (wh >= 2.0).any(1)
+    out: dict = {"n": len(wh), "generations": gen}
+    results: dict = {}
+
+    def ours():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results["fastanchor"] = fastanchor.autoanchor(wh, 9, generations=gen, seed=0).anchors
+
+    def theirs():
+        results["yolov5"] = yolov5_pipeline(wh, 9, gen=gen, seed=0)
+
+    t = race({"fastanchor autoanchor": ours, "YOLOv5-style numpy/scipy": theirs}, repeats)
+    out.update({f"{k}_s": v for k, v in t.items()})
+    out["speedup"] = t["YOLOv5-style numpy/scipy"] / t["fastanchor autoanchor"]
+    out["fastanchor_quality"] = anchor_quality(results["fastanchor"], wh[keep])
+    out["yolov5_quality"] = anchor_quality(results["yolov5"], wh[keep])
+    return out
+
+
+def bench_scaling(sizes: List[int], repeats: int) -> List[dict]:
+    """Time per box of one Lloyd iteration (median update) and of a whole default fit, by size."""
+    rows = []
+    for n in sizes:
+        wh = coco_like(n, seed=0).astype(np.float64)
+        it = bench_lloyd_iteration(wh, 9, "median", repeats)
+        fit = race({"fit": lambda: fastanchor.kmeans_iou(wh, 9, seed=0)}, repeats)["fit"]
+        rows.append({"n": n, "iteration_s": it["fastanchor_s"], "iteration_ns_per_box": it["fastanchor_s"] / n * 1e9,
+                     "fit_s": fit, "fit_iterations": fastanchor.kmeans_iou(wh, 9, seed=0).n_iter})
+    return rows
+
+
 def bench_wh_iou(n: int, m: int, repeats: int) -> dict:
     rng = np.random.default_rng(0)
     a = coco_like(n, seed=1).astype(np.float64)
@@ -111,8 +225,17 @@ def bench_full_fit(wh: np.ndarray, k: int, repeats: int) -> dict:
     res = fastanchor.kmeans_iou(wh, k, seed=0)
     out.update({f"{name}_s": v for name, v in t.items()})
     out.update({"avg_iou": res.avg_iou, "n_iter": res.n_iter, "n_init": fastanchor.DEFAULT_N_INIT})
+    out["input_mb"] = wh.nbytes / 2**20
+    out["fastanchor_extra_peak_mb"] = extra_peak_mb(len(wh), "fastanchor.kmeans_iou(wh, 9, seed=0)")
     if "sklearn KMeans" in t:
+        from sklearn.cluster import KMeans
+
         out["ratio_vs_sklearn"] = t["sklearn KMeans"] / t["fastanchor"]
+        centers = KMeans(k, random_state=0, algorithm="lloyd").fit(wh).cluster_centers_
+        out["sklearn_avg_iou"] = fastanchor.avg_iou(np.clip(centers, 1e-6, None), wh)
+        out["sklearn_extra_peak_mb"] = extra_peak_mb(
+            len(wh), "KMeans(9, random_state=0, algorithm='lloyd').fit(wh)", "from sklearn.cluster import KMeans"
+        )
     return out
 
 
@@ -130,13 +253,20 @@ def main(argv: List[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, one repeat")
     ap.add_argument("--n", type=int, default=1_000_000, help="boxes for the synthetic benchmarks")
+    ap.add_argument("--big", type=int, default=10_000_000, help="boxes for the large fit (0: skip)")
+    ap.add_argument("--generations", type=int, default=1000, help="generations of both autoanchor pipelines")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=str(HERE / "results.json"), help="where to write the JSON results")
     args = ap.parse_args(argv)
-    n, repeats = (5_000, 1) if args.quick else (args.n, args.repeats)
+    if args.quick:
+        n, big, gen, repeats, sizes = 5_000, 0, 5, 1, [2_000, 5_000]
+    else:
+        n, big, gen, repeats = args.n, args.big, args.generations, args.repeats
+        sizes = [s for s in (100_000, 1_000_000, 10_000_000) if s <= max(n, big)]
 
-    results: dict = {"machine": machine(), "n": n, "repeats": repeats, "quick": args.quick}
-    print(f"machine: {results['machine']}")
+    results: dict = {"machine": machine(), "n": n, "repeats": repeats, "quick": args.quick,
+                     "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    print(f"machine: {results['machine']}; load average {results['load_average']}")
     wh = coco_like(n, seed=0)
 
     r = bench_wh_iou(min(n, 2000), 2000, repeats)
@@ -155,13 +285,37 @@ def main(argv: List[str] | None = None) -> int:
               f" (a whole max_iter=1 call: {r['fastanchor_call_max_iter_1_s'] * 1e3:.1f} ms),"
               f" numpy reference {r['numpy reference_s'] * 1e3:.1f} ms, speedup {r['speedup']:.0f}x")
 
-    r = bench_full_fit(wh, 9, repeats)
-    results["kmeans_iou_defaults"] = r
-    line = f"kmeans_iou(wh, 9) defaults, N={r['n']:,}: {r['fastanchor_s']:.3f} s ({r['n_iter']} iterations," \
-           f" avg IoU {r['avg_iou']:.4f})"
-    if "ratio_vs_sklearn" in r:
-        line += f"; sklearn KMeans {r['sklearn KMeans_s']:.3f} s, fastanchor {r['ratio_vs_sklearn']:.2f}x as fast"
-    print(line)
+    results["kmeans_iou_defaults"] = []
+    for size in [n] + ([big] if big else []):
+        data = wh if size == n else coco_like(size, seed=0)
+        r = bench_full_fit(data, 9, repeats if size == n else max(1, repeats // 2))
+        results["kmeans_iou_defaults"].append(r)
+        line = (f"kmeans_iou(wh, 9) defaults, N={r['n']:,}: {r['fastanchor_s']:.3f} s ({r['n_iter']} iterations,"
+                f" avg IoU {r['avg_iou']:.4f}, extra peak memory {r['fastanchor_extra_peak_mb']:.0f} MB"
+                f" for {r['input_mb']:.0f} MB of input)")
+        if "ratio_vs_sklearn" in r:
+            line += (f"; sklearn KMeans {r['sklearn KMeans_s']:.3f} s (avg IoU of its anchors {r['sklearn_avg_iou']:.4f},"
+                     f" extra peak {r['sklearn_extra_peak_mb']:.0f} MB), fastanchor {r['ratio_vs_sklearn']:.2f}x as fast")
+        print(line)
+
+    try:
+        import scipy  # noqa: F401
+    except ImportError:
+        print("autoanchor vs YOLOv5-style pipeline: skipped (scipy is not installed)")
+    else:
+        r = bench_pipeline(wh, gen, 1 if not args.quick else 1)
+        results["autoanchor_vs_yolov5"] = r
+        fq, yq = r["fastanchor_quality"], r["yolov5_quality"]
+        print(f"autoanchor (k=9, {gen} generations), N={r['n']:,}: fastanchor {r['fastanchor autoanchor_s']:.2f} s"
+              f" (fitness {fq['fitness']:.4f}, BPR {fq['bpr']:.4f}, avg IoU {fq['avg_iou']:.4f});"
+              f" YOLOv5-style numpy/scipy {r['YOLOv5-style numpy/scipy_s']:.2f} s (fitness {yq['fitness']:.4f},"
+              f" BPR {yq['bpr']:.4f}, avg IoU {yq['avg_iou']:.4f}); speedup {r['speedup']:.0f}x")
+
+    results["scaling"] = bench_scaling(sizes, max(1, repeats // 2))
+    for row in results["scaling"]:
+        it = f"{row['iteration_ns_per_box']:.2f} ns/box per iteration" if np.isfinite(row["iteration_s"]) else "n/a"
+        print(f"  scaling N={row['n']:>10,}: {it}; default fit {row['fit_s']:.3f} s"
+              f" ({row['fit_s'] / row['n'] * 1e9:.0f} ns/box, {row['fit_iterations']} iterations)")
 
     if not args.quick:
         results["real_datasets"] = bench_real(repeats)
@@ -169,7 +323,7 @@ def main(argv: List[str] | None = None) -> int:
             print(f"  {row['dataset']:22s} {row['n']:8,d} boxes  {row['seconds'] * 1e3:8.1f} ms"
                   f"  avg IoU {row['avg_iou']:.4f}  {row['n_iter']} iterations")
 
-    Path(args.json).write_text(json.dumps(results, indent=2))
+    Path(args.json).write_text(json.dumps(results, indent=2, default=float))
     print(f"wrote {args.json}")
     return 0
 
