@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "fastanchor/boxes.hpp"
 #include "fastanchor/common.hpp"
 #include "fastanchor/fitness.hpp"
 #include "fastanchor/iou.hpp"
@@ -212,7 +213,81 @@ py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array&
 }  // namespace
 // ---- end fitness / evolution ----
 
+// ---- SSD / corner boxes ----
+// IoU of corner boxes, SSD prior matching and grid recall: cpp/include/fastanchor/boxes.hpp.
+
+namespace {
+
+fa::CornerSet to_corners(const Array& a) {
+    return fa::CornerSet::from_rows(a.data(), static_cast<fa::index_t>(a.shape(0)));
+}
+
+py::array box_iou(const Array& b1, const Array& b2, bool out_float32, int n_threads) {
+    const fa::CornerSet s1 = to_corners(b1), s2 = to_corners(b2);
+    const auto n = static_cast<py::ssize_t>(s1.size()), m = static_cast<py::ssize_t>(s2.size());
+    if (out_float32) {
+        py::array_t<float> out({n, m});
+        float* ptr = out.mutable_data();
+        py::gil_scoped_release release;
+        fa::box_iou_matrix(s1, s2, ptr, n_threads);
+        return std::move(out);
+    }
+    py::array_t<double> out({n, m});
+    double* ptr = out.mutable_data();
+    py::gil_scoped_release release;
+    fa::box_iou_matrix(s1, s2, ptr, n_threads);
+    return std::move(out);
+}
+
+// gt: all images' GT rows concatenated (G_total, 4); offsets: (B + 1,) int64 row offsets.
+py::array_t<std::int32_t> match_priors(const Array& priors, const Array& gt,
+                                       const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& offsets,
+                                       double threshold, int n_threads, fa::index_t max_stored_cells) {
+    const fa::CornerSet pri = to_corners(priors);
+    const auto n_images = static_cast<fa::index_t>(offsets.shape(0)) - 1;
+    py::array_t<std::int32_t> out({static_cast<py::ssize_t>(n_images), static_cast<py::ssize_t>(pri.size())});
+    std::int32_t* ptr = out.mutable_data();
+    const double* g = gt.data();
+    const fa::index_t* off = offsets.data();
+    py::gil_scoped_release release;
+    fa::match_batch(pri, g, off, n_images, threshold, ptr, n_threads, max_stored_cells);
+    return out;
+}
+
+// levels: list of (stride, anchors (k, 2)); image_wh (N, 2).
+py::array_t<double> grid_best_iou(const Array& boxes, const Array& image_wh, const py::list& levels, int n_threads) {
+    const fa::CornerSet b = to_corners(boxes);
+    std::vector<fa::GridLevel> lv;
+    for (const py::handle item : levels) {
+        const auto t = item.cast<py::tuple>();
+        const Array a = t[1].cast<Array>();
+        fa::GridLevel L;
+        L.stride = t[0].cast<double>();
+        for (py::ssize_t j = 0; j < a.shape(0); ++j) {
+            L.w.push_back(a.at(j, 0));
+            L.h.push_back(a.at(j, 1));
+        }
+        lv.push_back(std::move(L));
+    }
+    py::array_t<double> out(static_cast<py::ssize_t>(b.size()));
+    double* ptr = out.mutable_data();
+    const double* img = image_wh.data();
+    py::gil_scoped_release release;
+    fa::grid_best_iou(b, img, lv, ptr, n_threads);
+    return out;
+}
+
+}  // namespace
+// ---- end SSD / corner boxes ----
+
+// Free-threaded Python (3.13t): every call keeps its state to itself (the inputs are private
+// copies made by the Python layer, the outputs new arrays, the monitors per call, the core has no
+// mutable globals), so the module declares that it does not need the GIL (pybind11 >= 2.13).
+#if PYBIND11_VERSION_HEX >= 0x020D0000
+PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
+#else
 PYBIND11_MODULE(_core, m) {
+#endif
     m.doc() = "fastanchor's compiled core (private: use the fastanchor package).";
     m.def("max_threads", &fa::max_threads, "Threads OpenMP would use by default (honours OMP_NUM_THREADS).");
     m.def("has_openmp", &fa::has_openmp, "Whether the core was compiled with OpenMP.");
@@ -230,4 +305,11 @@ PYBIND11_MODULE(_core, m) {
           py::arg("strategy"), py::arg("batch"), py::arg("seed"), py::arg("n_threads"), py::arg("progress"),
           py::arg("callback"));
     // ---- end fitness / evolution ----
+    // ---- SSD / corner boxes ----
+    m.def("box_iou", &box_iou, py::arg("boxes1"), py::arg("boxes2"), py::arg("out_float32"), py::arg("n_threads"));
+    m.def("match_priors", &match_priors, py::arg("priors"), py::arg("gt"), py::arg("offsets"), py::arg("threshold"),
+          py::arg("n_threads"), py::arg("max_stored_cells") = fa::kMaxStoredCells);
+    m.def("grid_best_iou", &grid_best_iou, py::arg("boxes"), py::arg("image_wh"), py::arg("levels"),
+          py::arg("n_threads"));
+    // ---- end SSD / corner boxes ----
 }

@@ -349,3 +349,139 @@ def yolov5_evolve(anchors, wh, *, thr=4.0, generations=1000, mutation_prob=0.9, 
                 n_improved += 1
         history.append(f)
     return dict(anchors=sort_by_area(best), fitness=f, history=np.array(history), n_improved=n_improved)
+
+
+# ---- SSD / corner boxes (issue 6) ---------------------------------------------------------------
+
+
+def box_iou(b1, b2):
+    """(N, M) IoU of corner boxes (x1, y1, x2, y2), float64, in this exact operation order:
+    iw = max(min(x2) - max(x1), 0), ih likewise, inter = iw * ih,
+    iou = inter / ((area1 + area2) - inter), area = (x2 - x1) * (y2 - y1)."""
+    b1 = np.asarray(b1, dtype=np.float64).reshape(-1, 4)
+    b2 = np.asarray(b2, dtype=np.float64).reshape(-1, 4)
+    iw = np.minimum(b1[:, None, 2], b2[None, :, 2]) - np.maximum(b1[:, None, 0], b2[None, :, 0])
+    ih = np.minimum(b1[:, None, 3], b2[None, :, 3]) - np.maximum(b1[:, None, 1], b2[None, :, 1])
+    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
+    a1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
+    a2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])
+    return inter / ((a1[:, None] + a2[None, :]) - inter)
+
+
+def match_priors(priors, gt, threshold=0.5):
+    """SSD matching of one image: (P,) int64 GT index per prior, -1 for background.
+
+    1. min(G, P) greedy rounds: the largest IoU among GT rows and prior columns not yet taken
+       (the first in row-major order on ties: lowest GT, then lowest prior) matches that pair.
+    2. Every other prior: its best GT (lowest index on ties) if that IoU >= threshold, else -1.
+    """
+    priors = np.asarray(priors, dtype=np.float64).reshape(-1, 4)
+    gt = np.asarray(gt, dtype=np.float64).reshape(-1, 4)
+    P, G = priors.shape[0], gt.shape[0]
+    matches = np.full(P, -1, dtype=np.int64)
+    if G == 0 or P == 0:
+        return matches
+    iou = box_iou(gt, priors)  # (G, P)
+    best_gt = iou.argmax(axis=0)
+    best_val = iou.max(axis=0)
+    ok = best_val >= threshold
+    matches[ok] = best_gt[ok]
+    work = iou.copy()
+    for _ in range(min(G, P)):
+        g, p = divmod(int(work.argmax()), P)
+        matches[p] = g
+        work[g, :] = -1.0
+        work[:, p] = -1.0
+    return matches
+
+
+def ssd_encode(matched_gt, priors, variances=(0.1, 0.2)):
+    """SSD offsets of corner boxes against center-form priors (cx, cy, w, h)."""
+    g = np.asarray(matched_gt, dtype=np.float64)
+    d = np.asarray(priors, dtype=np.float64)
+    gc = (g[..., :2] + g[..., 2:]) / 2
+    gwh = g[..., 2:] - g[..., :2]
+    return np.concatenate([(gc - d[:, :2]) / (d[:, 2:] * variances[0]), np.log(gwh / d[:, 2:]) / variances[1]], -1)
+
+
+def ssd_decode(loc, priors, variances=(0.1, 0.2)):
+    """Corner boxes from SSD offsets (the inverse formulas of ssd_encode)."""
+    t = np.asarray(loc, dtype=np.float64)
+    d = np.asarray(priors, dtype=np.float64)
+    c = d[:, :2] + t[..., :2] * variances[0] * d[:, 2:]
+    wh = d[:, 2:] * np.exp(t[..., 2:] * variances[1])
+    return np.concatenate([c - wh / 2, c + wh / 2], -1)
+
+
+def ssd_default_boxes(feature_maps, aspect_ratios, min_scale=0.2, max_scale=0.9, clip=True):
+    """SSD paper default boxes, written out loop by loop (square maps, one ratio list for all
+    layers, reciprocals): per location [s_k square, sqrt(s_k s_k+1) square, a, 1/a ...]."""
+    m = len(feature_maps)
+    scales = [min_scale + (max_scale - min_scale) * k / (m - 1) for k in range(m)] if m > 1 else [min_scale]
+    scales.append(1.0)
+    rows = []
+    for k, f in enumerate(feature_maps):
+        s, s2 = scales[k], scales[k + 1]
+        for i in range(f):
+            for j in range(f):
+                cx, cy = (j + 0.5) / f, (i + 0.5) / f
+                rows.append([cx, cy, s, s])
+                e = np.sqrt(s * s2)
+                rows.append([cx, cy, e, e])
+                for a in aspect_ratios:
+                    if a == 1:
+                        continue
+                    r = np.sqrt(a)
+                    rows.append([cx, cy, s * r, s / r])
+                    rows.append([cx, cy, s / r, s * r])
+    out = np.array(rows)
+    if clip:
+        lo = np.clip(out[:, :2] - out[:, 2:] / 2, 0, 1)
+        hi = np.clip(out[:, :2] + out[:, 2:] / 2, 0, 1)
+        out = np.concatenate([(lo + hi) / 2, hi - lo], 1)
+    return out
+
+
+def grid_best_iou(levels, boxes, image_wh):
+    """Best IoU of each corner box with any anchor placed at a cell centre of any level.
+
+    levels: list of (stride, (k, 2) anchors); image_wh (N, 2). Level s has ceil(W / s) x
+    ceil(H / s) cells centred at c = (i + 0.5) * s; an anchor there is the corner box
+    (c - 0.5 * w, c + 0.5 * w) (y likewise), compared by box_iou. Only the two columns and two
+    rows nearest the box centre 0.5 * (x1 + x2) are tried: i0 = floor(cx / s - 0.5) and i0 + 1,
+    clamped to the grid. In exact arithmetic the maximum over all cells is there (the overlap in
+    x only shrinks as |dx| grows, the same in y); grid_best_iou_all_cells checks it to rounding.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    out = np.zeros(boxes.shape[0])
+    for n, b in enumerate(boxes):
+        W, H = image_wh[n]
+        cx, cy = 0.5 * (b[0] + b[2]), 0.5 * (b[1] + b[3])
+        for s, anchors in levels:
+            nx, ny = max(1, int(np.ceil(W / s))), max(1, int(np.ceil(H / s)))
+            ix, iy = np.floor(cx / s - 0.5), np.floor(cy / s - 0.5)
+            cols = [min(max(ix + d, 0), nx - 1) for d in (0, 1)]
+            rows = [min(max(iy + d, 0), ny - 1) for d in (0, 1)]
+            for w, h in np.asarray(anchors, dtype=np.float64):
+                for i in cols:
+                    for j in rows:
+                        x, y = (i + 0.5) * s, (j + 0.5) * s
+                        cell = np.array([[x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h]])
+                        out[n] = max(out[n], box_iou(b[None], cell)[0, 0])
+    return out
+
+
+def grid_best_iou_all_cells(levels, boxes, image_wh):
+    """grid_best_iou by brute force over every cell of every level."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    out = np.zeros(boxes.shape[0])
+    for n, b in enumerate(boxes):
+        W, H = image_wh[n]
+        for s, anchors in levels:
+            nx, ny = max(1, int(np.ceil(W / s))), max(1, int(np.ceil(H / s)))
+            X, Y = np.meshgrid((np.arange(nx) + 0.5) * s, (np.arange(ny) + 0.5) * s, indexing="ij")
+            X, Y = X.ravel(), Y.ravel()
+            for w, h in np.asarray(anchors, dtype=np.float64):
+                cells = np.stack([X - 0.5 * w, Y - 0.5 * h, X + 0.5 * w, Y + 0.5 * h], 1)
+                out[n] = max(out[n], box_iou(b[None], cells).max())
+    return out

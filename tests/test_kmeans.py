@@ -221,3 +221,13 @@ def test_result_is_frozen():
     r = fastanchor.kmeans_iou([[1, 2], [3, 4]], 1)
     with pytest.raises(AttributeError):
         r.avg_iou = 2.0  # type: ignore[misc]
+
+
+@given(boxes_and_k(), st.sampled_from(["median", "mean"]), st.floats(1e-3, 1e3), st.integers(0, 2**32))
+def test_equal_weights_give_exactly_the_unweighted_fit(problem, update, w, seed):
+    wh, k = problem
+    a = fastanchor.kmeans_iou(wh, k, update=update, seed=seed)
+    b = fastanchor.kmeans_iou(wh, k, update=update, seed=seed, sample_weight=np.full(len(wh), w))
+    np.testing.assert_array_equal(a.anchors, b.anchors)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.avg_iou == b.avg_iou

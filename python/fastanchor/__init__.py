@@ -25,16 +25,28 @@ except ImportError as exc:  # pragma: no cover - only when the build did not run
         "Install with `pip install .` from the repository root (a C++17 compiler is needed)."
     ) from exc
 
+from ._box_iou import box_iou, to_center, to_corners
 from ._evolve import AutoAnchorResult, EvolveResult, autoanchor, evolve_anchors
 from ._fitness import CheckResult, FitnessResult, anchor_fitness, check_anchors, split_levels
 from ._iou import avg_iou, wh_iou
 from ._kmeans import DEFAULT_N_INIT, KMeansResult, kmeans_iou
+from ._ssd import (
+    AspectRatioResult,
+    decode,
+    encode,
+    grid_best_iou,
+    grid_recall,
+    match_priors,
+    ssd_aspect_ratios,
+    ssd_default_boxes,
+)
 from ._validation import MAX_SIDE, MIN_SIDE
 from . import datasets  # loaders of Pascal VOC, COCO and YOLO annotations
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AspectRatioResult",
     "AutoAnchorResult",
     "CheckResult",
     "DEFAULT_N_INIT",
@@ -46,9 +58,19 @@ __all__ = [
     "anchor_fitness",
     "autoanchor",
     "avg_iou",
+    "box_iou",
     "check_anchors",
+    "decode",
+    "encode",
     "evolve_anchors",
+    "grid_best_iou",
+    "grid_recall",
     "kmeans_iou",
+    "match_priors",
     "split_levels",
+    "ssd_aspect_ratios",
+    "ssd_default_boxes",
+    "to_center",
+    "to_corners",
     "wh_iou",
 ]

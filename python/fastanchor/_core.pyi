@@ -52,3 +52,22 @@ def evolve_anchors(
     progress: Optional[Callable[[int, float], Any]],
     callback: Optional[Callable[[int, float, npt.NDArray[np.float64]], Any]],
 ) -> dict[str, Any]: ...
+
+# ---- SSD / corner boxes ----
+def box_iou(
+    boxes1: npt.NDArray[np.float64], boxes2: npt.NDArray[np.float64], out_float32: bool, n_threads: int
+) -> np.ndarray: ...
+def match_priors(
+    priors: npt.NDArray[np.float64],
+    gt: npt.NDArray[np.float64],
+    offsets: npt.NDArray[np.int64],
+    threshold: float,
+    n_threads: int,
+    max_stored_cells: int = ...,
+) -> npt.NDArray[np.int32]: ...
+def grid_best_iou(
+    boxes: npt.NDArray[np.float64],
+    image_wh: npt.NDArray[np.float64],
+    levels: list[tuple[float, npt.NDArray[np.float64]]],
+    n_threads: int,
+) -> npt.NDArray[np.float64]: ...

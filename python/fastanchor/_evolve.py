@@ -12,6 +12,7 @@ from . import _core
 from ._fitness import DEFAULT_THR, FitnessResult, _metrics, as_anchors, as_thr
 from ._kmeans import kmeans_iou
 from ._validation import (
+    INT_MAX,
     MAX_SIDE,
     MIN_SIDE,
     SeedLike,
@@ -357,7 +358,7 @@ def autoanchor(
     generations, mutation_prob, sigma, min_size, batch = _check_search_args(
         generations, mutation_prob, sigma, min_size, strategy, batch, callback
     )
-    n_init = as_int(n_init, "n_init", minimum=1)
+    n_init = as_int(n_init, "n_init", minimum=1, maximum=INT_MAX)
     tol = as_float(tol, "tol")
     if tol < 0:
         raise ValueError(f"tol must be >= 0, got {tol}")

@@ -12,7 +12,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from . import _core
-from ._validation import as_float, as_real_array, as_weights, as_wh, resolve_threads
+from ._validation import MAX_ANCHORS, as_float, as_real_array, as_weights, as_wh, resolve_threads
 
 #: YOLOv5's ``anchor_t``: the largest side ratio a box may have to its anchor.
 DEFAULT_THR = 4.0
@@ -26,7 +26,7 @@ def as_anchors(x: Any, name: str = "anchors") -> np.ndarray:
     arr = as_real_array(x, name)
     if (arr.ndim == 2 and arr.shape[1] > 2 and arr.shape[1] % 2 == 0) or (arr.ndim == 3 and arr.shape[2] == 2):
         arr = arr.reshape(-1, 2)
-    return as_wh(arr, name)
+    return as_wh(arr, name, max_rows=MAX_ANCHORS)
 
 
 def as_thr(thr: Any) -> float:
@@ -196,7 +196,9 @@ def sort_by_area(anchors: np.ndarray) -> np.ndarray:
 
 
 def _as_strides(strides: Any) -> List[float]:
-    if isinstance(strides, (str, bytes)) or not isinstance(strides, (Sequence, np.ndarray)):
+    if isinstance(strides, (str, bytes)) or not isinstance(strides, (Sequence, np.ndarray)) or (
+        isinstance(strides, np.ndarray) and strides.ndim != 1
+    ):
         raise TypeError(f"strides must be a sequence of numbers, got {type(strides).__name__}")
     out = []
     for s in strides:

@@ -10,6 +10,7 @@ import numpy as np
 from . import _core
 from ._progress import make_progress
 from ._validation import (
+    INT_MAX,
     SeedLike,
     as_float,
     as_int,
@@ -135,22 +136,26 @@ def kmeans_iou(
         if init not in _INITS:
             raise ValueError(f"init must be one of {_INITS} or an array of shape (k, 2), got {init!r}")
         init_name = init
-        n_init = DEFAULT_N_INIT if n_init is None else as_int(n_init, "n_init", minimum=1)
+        n_init = DEFAULT_N_INIT if n_init is None else as_int(n_init, "n_init", minimum=1, maximum=INT_MAX)
     else:
         init_anchors = as_wh(init, "init")
         if init_anchors.shape[0] != k:
             raise ValueError(f"init has {init_anchors.shape[0]} anchors but k={k}")
         init_name = "given"
-        if n_init is not None and as_int(n_init, "n_init", minimum=1) != 1:
+        if n_init is not None and as_int(n_init, "n_init", minimum=1, maximum=INT_MAX) != 1:
             raise ValueError(f"n_init must be 1 when init is an array (it is deterministic), got {n_init}")
         n_init = 1
-    max_iter = as_int(max_iter, "max_iter", minimum=0)
+    max_iter = as_int(max_iter, "max_iter", minimum=0, maximum=INT_MAX)
     tol = as_float(tol, "tol")
     if tol < 0:
         raise ValueError(f"tol must be >= 0, got {tol}")
     threads = resolve_threads(n_threads)
     core_seed = resolve_seed(seed)
 
+    # Only the ratios of the weights matter: equal weights are no weights, and are fitted by the
+    # same code, so that sample_weight=np.ones(N) gives exactly the unweighted result.
+    if weights is not None and (weights == weights[0]).all():
+        weights = None
     # Zero-weight boxes take no part in the fit; they are labelled against the final anchors.
     fit_boxes, fit_weights, positive = boxes, weights, None
     if weights is not None and not (weights > 0).all():

@@ -35,7 +35,7 @@ def as_real_array(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-def as_wh(x: Any, name: str = "wh") -> np.ndarray:
+def as_wh(x: Any, name: str = "wh", *, max_rows: Optional[int] = None) -> np.ndarray:
     """Validated (N, 2) float64 C-contiguous array of box widths and heights.
 
     Accepts any real dtype, any strides and nested lists. Raises ValueError when the array is
@@ -47,7 +47,12 @@ def as_wh(x: Any, name: str = "wh") -> np.ndarray:
         raise ValueError(f"{name} must have shape (N, 2) of (width, height), got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: at least one box is needed")
-    out = np.ascontiguousarray(arr, dtype=np.float64)
+    if max_rows is not None and arr.shape[0] > max_rows:
+        raise ValueError(f"{name} has {arr.shape[0]} rows: at most {max_rows} are supported")
+    # Always a private copy: the core reads it with the GIL released, so a caller's array that
+    # another thread changes meanwhile (or a callback changes) can neither race with the kernel
+    # nor slip values past this check. The copy costs a fraction of any kernel's time.
+    out = np.array(arr, dtype=np.float64, order="C", copy=True)
     # Fast path: two reductions (a NaN makes both comparisons False, an inf fails the second).
     if out.min() >= MIN_SIDE and out.max() <= MAX_SIDE:
         return out
@@ -65,35 +70,62 @@ def as_wh(x: Any, name: str = "wh") -> np.ndarray:
     return out
 
 
+#: Weights whose largest value lies outside [2**-WEIGHT_EXP, 2**WEIGHT_EXP] are scaled by a power of
+#: two (exactly: every result is unchanged) so that it lies in [0.5, 1): then no product of a weight
+#: with a box side (<= MAX_SIDE) or a squared distance overflows, and tiny (even subnormal) weights
+#: keep their full precision.
+WEIGHT_EXP = 100
+
+
 def as_weights(sample_weight: Any, n: int) -> Optional[np.ndarray]:
-    """Validated (N,) float64 weights, or None. Finite, non-negative, with a positive sum."""
+    """Validated (N,) float64 weights, or None. Finite, non-negative, with a positive sum.
+
+    Only the ratios of the weights matter; extreme scales are brought into range by a power of two
+    (see ``WEIGHT_EXP``). A positive weight that would underflow to 0 then is kept at the smallest
+    positive double, so it stays positive (it still gets no measurable share of any sum)."""
     if sample_weight is None:
         return None
     arr = as_real_array(sample_weight, "sample_weight")
     if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(f"sample_weight must have shape ({n},) to match the boxes, got shape {arr.shape}")
     with np.errstate(all="ignore"):
-        out = np.ascontiguousarray(arr, dtype=np.float64)
-        bad = np.flatnonzero(~(np.isfinite(out) & (out >= 0)) | (out > 1e300))
+        out = np.array(arr, dtype=np.float64, order="C", copy=True)  # private, as in as_wh
+        bad = np.flatnonzero(~(np.isfinite(out) & (out >= 0)))
     if bad.size:
         first = int(bad[0])
         raise ValueError(
             f"sample_weight has {bad.size} bad value{'s' if bad.size > 1 else ''}: weights must be finite and "
             f"non-negative; the first is index {first}: {arr[first].item()!r}"
         )
-    if not out.sum() > 0:
+    top = float(out.max())
+    if not top > 0:
         raise ValueError("sample_weight must have at least one positive weight")
+    if not 2.0**-WEIGHT_EXP <= top <= 2.0**WEIGHT_EXP:
+        exponent = int(np.frexp(top)[1])
+        positive = out > 0
+        with np.errstate(under="ignore"):
+            out = np.ldexp(out, -exponent)
+        out[positive & (out == 0)] = np.nextafter(0.0, 1.0)
     return out
 
 
-def as_int(x: Any, name: str, *, minimum: Optional[int] = None) -> int:
-    """An integer argument (bool refused), optionally with a lower bound."""
+def as_int(x: Any, name: str, *, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
+    """An integer argument (bool refused), optionally with bounds."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(x).__name__} {x!r}")
     value = operator.index(x)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
+
+
+#: The largest count the core takes as a C int (iterations, restarts): a clear ValueError beyond it.
+INT_MAX = 2**31 - 1
+#: The most anchors (k) any function takes: the core counts anchors in C ints (boxes in 64-bit
+#: integers, without a limit). Checked before any copy of the input is made.
+MAX_ANCHORS = INT_MAX
 
 
 def as_float(x: Any, name: str) -> float:

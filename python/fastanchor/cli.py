@@ -5,6 +5,7 @@
     fastanchor anchors DATASET [-k 9] [--img-size 640] [--levels 3 | --strides 8,16,32] [--out FILE] ...
     fastanchor check DATASET (--anchors "10,13, 16,30, ..." | --model FILE)
     fastanchor demo FOLDER [--format voc|coco|yolo]
+    fastanchor ssd DATASET [-n 4] [--image-size 300x300] [--config pipeline.config] [--out FILE]
 
 Run ``fastanchor COMMAND --help`` for every option. Errors are reported on one line with a
 non-zero exit status (1; 2 for a bad command line); set ``FASTANCHOR_DEBUG=1`` for tracebacks.
@@ -208,6 +209,26 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--strides", type=_strides, help="the levels' strides for the report (default 8, 16, 32, ...)")
     pc.add_argument("--bpr-threshold", type=float, default=0.98, help="recompute below this best possible recall (default 0.98)")
 
+    ps = sub.add_parser("ssd", help="aspect ratios for an SSD anchor generator (TensorFlow pipeline.config)",
+                        description="Load a dataset, stretch its boxes to the network input (SSD's resize), cluster "
+                                    "their shapes at unit area into N aspect ratios and report them with the average "
+                                    "IoU, beside TensorFlow's default ratios; --out writes them into the "
+                                    "ssd_anchor_generator block of a pipeline config.")
+    _add_dataset_options(ps, demo=False)
+    ps.add_argument("--image-size", dest="img_size", type=_img_size, metavar="WxH",
+                    help="network input size (default: the --config's fixed_shape_resizer, else 300x300); "
+                         "the same as --img-size")
+    s_ = ps.add_argument_group("aspect ratios")
+    s_.add_argument("-n", type=_positive_int, default=4, help="number of aspect ratios (default 4)")
+    s_.add_argument("--method", choices=("iou", "euclidean"), default="iou",
+                    help="iou: k-means with 1 - IoU (default); euclidean: the TensorFlow notebook's k-means")
+    s_.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    s_.add_argument("--config", help="a TensorFlow Object Detection API pipeline config (text proto): its image size "
+                                     "is used, and --out writes a copy of it with new aspect ratios")
+    s_.add_argument("--out", help="write a pipeline config whose ssd_anchor_generator has the new aspect_ratios lines "
+                                  "(a copy of --config, or the file itself when it exists, everything else kept)")
+    s_.add_argument("--decimals", type=_non_negative_int, default=4, help="decimal places written (default 4)")
+
     pd = sub.add_parser("demo", help="write the example dataset as real annotation files",
                         description="Write the generated example dataset (COCO-like boxes in 8 classes) to FOLDER.")
     pd.add_argument("folder")
@@ -242,6 +263,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 return _cmd_anchors(args, ui)
             if args.command == "check":
                 return _cmd_check(args, ui)
+            if args.command == "ssd":
+                return _cmd_ssd(args, ui)
             return _cmd_demo(args, ui)
         except KeyboardInterrupt:
             print("fastanchor: interrupted", file=sys.stderr)
@@ -600,6 +623,129 @@ def _cmd_check(args: argparse.Namespace, ui: UI) -> int:
             "avg_iou": res.avg_iou,
             "bpr_threshold": res.bpr_threshold,
             "recommend_recompute": res.recommend_recompute,
+        }
+        print(dumps_json(doc), file=ui.out)
+    return 0
+
+
+#: TensorFlow's default ssd_anchor_generator aspect ratios (its sample configs).
+TF_DEFAULT_ASPECT_RATIOS = (1.0, 2.0, 0.5, 3.0, 0.3333)
+
+
+def _find_block(text: str, name: str) -> Optional[Tuple[int, int]]:
+    """(start of the block's opening line, index of its closing brace) of ``name { ... }`` in a
+    text proto, braces in strings and comments aside (they do not occur in pipeline configs)."""
+    m = re.search(r"(?m)^[ \t]*" + re.escape(name) + r"\s*\{", text)
+    if m is None:
+        return None
+    depth, i = 0, m.end() - 1
+    while i < len(text):
+        c = text[i]
+        if c == "#":
+            nl = text.find("\n", i)
+            i = len(text) if nl < 0 else nl
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return m.start(), i
+        i += 1
+    raise CLIError(f"unbalanced braces in the {name} block")
+
+
+def config_image_size(text: str) -> Optional[Tuple[float, float]]:
+    """(width, height) of a pipeline config's fixed_shape_resizer, if it has one."""
+    span = _find_block(text, "fixed_shape_resizer")
+    if span is None:
+        return None
+    block = text[span[0]:span[1]]
+    h = re.search(r"\bheight\s*:\s*(\d+)", block)
+    w = re.search(r"\bwidth\s*:\s*(\d+)", block)
+    return (float(w.group(1)), float(h.group(1))) if h and w else None
+
+
+def set_aspect_ratios(text: str, ratios: Sequence[float], decimals: int = 4) -> str:
+    """The pipeline config ``text`` with the ``aspect_ratios`` lines of its ssd_anchor_generator
+    block replaced by one line per ratio (at the first old line's place and indentation);
+    everything else is kept byte for byte. Without such a block, just the block is returned."""
+    values = [f"{r:.{decimals}f}" for r in ratios]
+    span = _find_block(text, "ssd_anchor_generator")
+    if span is None:
+        if text.strip():
+            raise CLIError("the config has no ssd_anchor_generator block")
+        return "ssd_anchor_generator {\n" + "".join(f"  aspect_ratios: {v}\n" for v in values) + "}\n"
+    start, end = span
+    body_start = text.index("{", start) + 1
+    body = text[body_start:end]
+    newline = "\r\n" if "\r\n" in text else "\n"
+    pattern = re.compile(r"(?m)^([ \t]*)aspect_ratios\s*:[^\n]*\n?")
+    old = list(pattern.finditer(body))
+    if old:
+        indent = old[0].group(1)
+        first = old[0].start()
+    else:  # before the closing brace, indented like the block's other fields
+        other = re.search(r"(?m)^([ \t]+)\S", body)
+        indent = other.group(1) if other else "  "
+        first = body.rfind("\n") + 1
+    new_lines = "".join(f"{indent}aspect_ratios: {v}{newline}" for v in values)
+    kept = pattern.sub("", body)
+    # where the first old line was, counted in the body without the old lines
+    pos = first - sum(len(m.group(0)) for m in old if m.start() < first)
+    new_body = kept[:pos] + new_lines + kept[pos:]
+    return text[:body_start] + new_body + text[end:]
+
+
+def _cmd_ssd(args: argparse.Namespace, ui: UI) -> int:
+    from . import __version__, avg_iou, ssd_aspect_ratios
+    from ._ssd import unit_area
+    from .export import dumps_json
+
+    template = None
+    if args.config:
+        if not os.path.isfile(args.config):
+            raise CLIError(f"no such config file: {args.config}")
+        with open(args.config, encoding="utf-8", newline="") as f:
+            template = f.read()
+    elif args.out and os.path.isfile(args.out):
+        with open(args.out, encoding="utf-8", newline="") as f:
+            template = f.read()
+    if args.resize == "letterbox":
+        raise CLIError("SSD stretches every image to the input size: --resize letterbox does not apply")
+    args.resize = "stretch"
+    if args.img_size is None:
+        args.img_size = (config_image_size(template) if template else None) or (300.0, 300.0)
+    ld = _load(args, ui, args.dataset, None, None)
+    res = ssd_aspect_ratios(ld.wh, args.n, method=args.method, seed=args.seed)
+    other = ssd_aspect_ratios(ld.wh, args.n, method="euclidean" if args.method == "iou" else "iou", seed=args.seed)
+    u = unit_area(ld.wh)
+    tf_ratios = np.array(TF_DEFAULT_ASPECT_RATIOS)
+    tf_iou = avg_iou(np.stack([np.sqrt(tf_ratios), 1 / np.sqrt(tf_ratios)], 1), u)
+    written = [round(float(r), args.decimals) for r in res.aspect_ratios]
+
+    ui.print(f"fastanchor {__version__} ssd: {_describe(ld)}")
+    ui.print(f"aspect ratios (w/h), {args.method} k-means: " + ", ".join(f"{r:.{args.decimals}f}" for r in res.aspect_ratios))
+    ui.print("avg IoU of the unit-area boxes with the unit-area anchors:")
+    ui.print(f"  {args.method + ' k-means':<22} {res.avg_iou:.4f}")
+    ui.print(f"  {other.method + ' k-means':<22} {other.avg_iou:.4f}  ({', '.join(f'{r:.3g}' for r in other.aspect_ratios)})")
+    ui.print(f"  {'TensorFlow defaults':<22} {tf_iou:.4f}  ({', '.join(f'{r:.4g}' for r in tf_ratios)})")
+    if args.out:
+        text = set_aspect_ratios(template or "", written, args.decimals)
+        with open(args.out, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        ui.note(f"wrote the aspect ratios into the ssd_anchor_generator of {args.out}")
+    if ui.json_mode:
+        doc = {
+            "dataset": {"path": ld.name, "format": ld.fmt, "boxes": len(ld.boxes), "images": ld.boxes.n_images,
+                        "left_out": ld.dropped},
+            "img_size": list(ld.img_size),
+            "method": args.method,
+            "aspect_ratios": res.aspect_ratios.tolist(),
+            "avg_iou": res.avg_iou,
+            "other": {"method": other.method, "aspect_ratios": other.aspect_ratios.tolist(), "avg_iou": other.avg_iou},
+            "tf_default": {"aspect_ratios": list(TF_DEFAULT_ASPECT_RATIOS), "avg_iou": tf_iou},
+            "out": args.out,
         }
         print(dumps_json(doc), file=ui.out)
     return 0

@@ -74,6 +74,9 @@ class Boxes:
         ``"voc"``, ``"coco"``, ``"yolo"`` or ``"array"``.
     source : str
         What was loaded (a folder or file), for messages.
+    xy : ndarray (N, 2) float64
+        Top-left corner ``(x1, y1)`` of each box in pixels of the original image (NaN when the
+        position is unknown, e.g. a ``Boxes`` built from sizes only). See :attr:`xyxy`.
     """
 
     wh: np.ndarray
@@ -86,6 +89,7 @@ class Boxes:
     crowd: Optional[np.ndarray] = None
     format: str = "array"
     source: str = ""
+    xy: Optional[np.ndarray] = None
 
     def __post_init__(self) -> None:
         wh = np.asarray(self.wh, dtype=np.float64)
@@ -126,6 +130,10 @@ class Boxes:
         setattr_(self, "files", files)
         setattr_(self, "difficult", per_box("difficult", self.difficult, bool, False))
         setattr_(self, "crowd", per_box("crowd", self.crowd, bool, False))
+        xy = np.full((n, 2), np.nan) if self.xy is None else np.asarray(self.xy, dtype=np.float64)
+        if xy.shape != (n, 2):
+            raise ValueError(f"xy must have shape ({n}, 2) to match wh, got {xy.shape}")
+        setattr_(self, "xy", _readonly(xy))
 
     # --- size and description -------------------------------------------------------------
 
@@ -167,6 +175,7 @@ class Boxes:
             class_id=self.class_id[idx],
             difficult=self.difficult[idx],
             crowd=self.crowd[idx],
+            xy=self.xy[idx],
         )
 
     def filter(
@@ -217,6 +226,12 @@ class Boxes:
         if drop_crowd:
             keep &= ~self.crowd
         return self[keep]
+
+    @property
+    def xyxy(self) -> np.ndarray:
+        """Corner boxes ``(x1, y1, x2, y2)`` in pixels of the original image, (N, 4) float64
+        (NaN where the position is unknown)."""
+        return np.concatenate([self.xy, self.xy + self.wh], axis=1)
 
     # --- rescaling -------------------------------------------------------------------------------
 

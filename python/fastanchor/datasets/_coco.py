@@ -30,6 +30,8 @@ def read_json(path: str) -> Any:
         if orjson is not None:
             return orjson.loads(data)
         return json.loads(data)
+    except RecursionError:  # the json module on arrays nested thousands deep (orjson has a depth limit)
+        raise AnnotationError(path, None, "not valid json (nested too deeply)") from None
     except ValueError as exc:  # json.JSONDecodeError, orjson.JSONDecodeError, UnicodeDecodeError
         line = getattr(exc, "lineno", None)
         if line is None and hasattr(exc, "pos") and isinstance(exc.pos, int):  # pragma: no cover
@@ -83,7 +85,7 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
             if not (0 < w < float("inf") and 0 < h < float("inf")):
                 raise ValueError
             name = str(im.get("file_name", image_id))
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):  # Overflow: an int beyond a double
             problems.bad_file(path, None, f"images[{i}] needs an 'id' and a positive 'width' and 'height': {_short(im)}")
             continue
         if image_id in image_row:
@@ -125,6 +127,8 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
             bbox = ann["bbox"]
             if not (isinstance(bbox, list) and len(bbox) == 4 and all(type(v) in _NUMBER for v in bbox)):
                 problem = f"has a bbox that is not 4 numbers: {_short(bbox)}"
+            elif not _fits_double(bbox):  # the json module reads 1e999 as inf but 10**999 as an int
+                problem = f"has a bbox with a number too large for a double: {_short(bbox)}"
             elif "image_id" not in ann:
                 problem = "has no 'image_id'"
             else:
@@ -185,7 +189,17 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
         crowd=crowd[keep],
         format="coco",
         source=path,
+        xy=xywh[keep, 0:2],
     )
+
+
+def _fits_double(values: List[Any]) -> bool:
+    try:
+        for v in values:
+            float(v)
+    except OverflowError:
+        return False
+    return True
 
 
 def _id(ann: Any) -> str:

@@ -161,6 +161,7 @@ def load_voc(
         difficult=difficult[keep],
         format="voc",
         source=source,
+        xy=xyxy[:, :2],
     )
 
 
@@ -211,6 +212,10 @@ def _parse_chunk(paths: Sequence[str]) -> Dict[str, Any]:
             line = exc.position[0] if getattr(exc, "position", None) else None
             message = str(exc).split(":")[0] if str(exc) else "parse error"
             errors.append((index, line, f"not well-formed XML ({message})"))
+            sizes.extend((nan, nan))
+            continue
+        except (LookupError, ValueError, RecursionError) as exc:  # an unknown or impossible declared encoding
+            errors.append((index, 1, f"not well-formed XML ({type(exc).__name__}: {str(exc)[:80]})"))
             sizes.extend((nan, nan))
             continue
         if root.tag != "annotation":

@@ -16,6 +16,8 @@ from ._yaml import load_yaml_file
 
 #: Image file types Ultralytics trains on.
 IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic")
+#: Class ids must be below this (they are stored as 64-bit integers; 2**31 leaves any consumer room).
+MAX_CLASS = 2**31
 #: How far (pixels of the image) a box may reach past the border before it counts as outside.
 YOLO_TOLERANCE = 1.0
 
@@ -146,7 +148,8 @@ def load_yolo(
     img = sizes[item]
     xc, yc, w, h = (xywhn[:, j] for j in range(4))
     W, H = img[:, 0], img[:, 1]
-    reason = box_reasons((xc - w / 2) * W, (yc - h / 2) * H, (xc + w / 2) * W, (yc + h / 2) * H, W, H, YOLO_TOLERANCE)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf (a polygon to inf) is a dropped box, not a warning
+        reason = box_reasons((xc - w / 2) * W, (yc - h / 2) * H, (xc + w / 2) * W, (yc + h / 2) * H, W, H, YOLO_TOLERANCE)
     reason[~keep_item[item]] = 0
     bad = np.flatnonzero(reason)
     if bad.size:
@@ -177,6 +180,7 @@ def load_yolo(
         files=tuple(p[0] for p, k in zip(pairs, keep_item) if k),
         format="yolo",
         source=source,
+        xy=(xywhn[keep, 0:2] - 0.5 * xywhn[keep, 2:4]) * img[keep],
     )
 
 
@@ -409,8 +413,8 @@ def _parse_labels(text: str) -> Tuple[List[Tuple[int, float, float, float, float
             bad = next(p for p in parts if not _is_float(p))
             return rows, row_lines, (lineno, f"{bad[:30]!r} is not a number")
         c = values[0]
-        if not (math.isfinite(c) and c >= 0 and c == int(c)):
-            return rows, row_lines, (lineno, f"the class must be a non-negative integer, got {parts[0]!r}")
+        if not (math.isfinite(c) and 0 <= c < MAX_CLASS and c == int(c)):
+            return rows, row_lines, (lineno, f"the class must be a non-negative integer below 2**31, got {parts[0]!r}")
         if n == 5:
             rows.append((int(c), values[1], values[2], values[3], values[4]))
         else:  # polygon: the box around its points

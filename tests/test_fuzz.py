@@ -1,0 +1,657 @@
+"""Fuzzing every public function over its whole input space (issue 7).
+
+Every dtype numpy has, 0-d/1-d/2-d/3-d and empty arrays, Fortran order, non-contiguous,
+negative-stride, zero-stride (broadcast) and read-only views, lists, sides from 1e-30 to 1e30 with
+0, negatives, NaN, inf and out-of-range values at random places, k from -1 to N+1, weights with
+zeros, negatives, NaN and extreme scales, and hostile scalar options. Each call must either give
+the correct answer (checked against tests/reference.py or the function's documented properties)
+or raise a ValueError/TypeError with a message; never crash, hang, return NaN or let a warning
+out of numpy. An independent oracle (written here from the README's rules, not from
+_validation.py) decides which of the two is expected.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+import fastanchor
+import reference as ref
+
+MIN_SIDE, MAX_SIDE = 1e-30, 1e30
+
+# ---------------------------------------------------------------------------------------------
+# Strategies
+
+#: Every kind of dtype numpy has: real ones (accepted) and the others (a TypeError).
+REAL_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64, np.longdouble]
+OTHER_DTYPES = [np.bool_, np.complex64, np.complex128, np.clongdouble, object, "U6", "S6", "M8[s]", "m8[s]",
+                [("w", "f8"), ("h", "f8")], "V16"]
+DTYPE_CLASSES = REAL_DTYPES + OTHER_DTYPES
+
+#: Values injected at random places: out of range, non-finite, zero, negative, subnormal, huge.
+SPECIALS = [0.0, -0.0, -1.0, -1e30, float("nan"), float("inf"), float("-inf"), 1e-31, 1.1e30, 5e-324, 1e308,
+            1e-300, 2.0**-1022]
+
+#: Shapes: (N, 2) (the only valid one unless empty), and every other kind.
+SHAPES = ["rows", "rows", "rows", "empty", "0d", "1d", "3d", "cols1", "cols3", "cols0"]
+#: How the array reaches the function.
+LAYOUTS = ["C", "F", "strided", "negative", "readonly", "broadcast", "list", "tuple"]
+
+supported = st.one_of(
+    st.floats(-30.0, 30.0).map(lambda e: 10.0**e),   # the whole supported range
+    st.integers(1, 8).map(float),                     # ties and duplicates
+    st.sampled_from([MIN_SIDE, MAX_SIDE, 1e-6, 1e6]),  # its ends
+)
+
+
+def chance(draw, p: float) -> bool:
+    """True with probability about p; False when shrinking (so minimal examples are valid ones)."""
+    return draw(st.integers(0, 999)) >= 1000 * (1 - p)
+
+
+@st.composite
+def values(draw, shape, special_rate):
+    size = int(np.prod(shape))
+    out = np.array([draw(supported) for _ in range(size)], dtype=np.float64)
+    if size and chance(draw, special_rate):
+        for _ in range(draw(st.integers(1, 3))):
+            out[draw(st.integers(0, size - 1))] = draw(st.sampled_from(SPECIALS))
+    return out.reshape(shape)
+
+
+def _cast(a: np.ndarray, dtype) -> np.ndarray:
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dtype in ("U6", "S6"):
+            return a.astype(dtype)
+        if dtype in ("M8[s]", "m8[s]"):
+            return np.nan_to_num(a, posinf=0, neginf=0).clip(-1e9, 1e9).astype(np.int64).astype(dtype)
+        if isinstance(dtype, list) or dtype == "V16":
+            out = np.zeros(a.shape, dtype=[("w", "f8"), ("h", "f8")])
+            out["w"] = a
+            out["h"] = a
+            return out if isinstance(dtype, list) else out.view("V16")
+        if np.dtype(dtype).kind in "iu":
+            info = np.iinfo(dtype)
+            return np.nan_to_num(a, posinf=info.max, neginf=info.min).clip(info.min, info.max).astype(dtype)
+        return a.astype(dtype)
+
+
+@st.composite
+def arrays(draw, rows=(1, 10), special_rate=0.1, dtype_rate=0.2, shape_rate=0.06, square=2):
+    """A hostile array-like meant as an (N, 2) array: mostly valid, with one fault at a time
+    most of the time (a wrong dtype, shape or value) so the valid space is also covered."""
+    n = draw(st.integers(*rows))
+    kind = draw(st.sampled_from(SHAPES)) if chance(draw, shape_rate) else "rows"
+    shape = {"rows": (n, square), "empty": (0, square), "0d": (), "1d": (n,), "3d": (n, 1, square),
+             "cols1": (n, 1), "cols3": (n, 3), "cols0": (n, 0)}[kind]
+    dtype = (draw(st.sampled_from(OTHER_DTYPES)) if chance(draw, dtype_rate / 4) else
+             draw(st.sampled_from(REAL_DTYPES)) if chance(draw, dtype_rate) else np.float64)
+    if np.dtype(dtype).kind in "iu" or dtype == np.float16:
+        # values that dtype can hold (the others are covered by the float64 draws)
+        size = int(np.prod(shape))
+        a = np.array([draw(st.integers(1, 100)) for _ in range(size)], dtype=np.float64).reshape(shape)
+        if size and chance(draw, special_rate):
+            a.flat[draw(st.integers(0, size - 1))] = draw(st.sampled_from([0.0, -1.0, 1e6, float("nan")]))
+    else:
+        a = draw(values(shape, special_rate))
+    a = _cast(a, dtype)
+    layout = draw(st.sampled_from(LAYOUTS + ["C"] * 4))
+    if layout == "F":
+        a = np.asfortranarray(a)
+    elif layout == "strided" and a.ndim:
+        big = np.zeros((a.shape[0] * 2,) + a.shape[1:], dtype=a.dtype)
+        big[::2] = a
+        a = big[::2]
+    elif layout == "negative" and a.ndim:
+        a = np.ascontiguousarray(a[::-1])[::-1]
+    elif layout == "readonly":
+        a = a.copy()
+        a.setflags(write=False)
+    elif layout == "broadcast" and a.ndim == 2 and a.shape[0]:
+        a = np.broadcast_to(a[:1], a.shape)  # zero stride, read-only
+    elif layout == "list":
+        return a.tolist()
+    elif layout == "tuple" and a.ndim:
+        return tuple(tuple(r) if isinstance(r, list) else r for r in a.tolist())
+    return a
+
+
+@st.composite
+def mostly(draw, good, bad, bad_rate=0.1):
+    """Usually a value of ``good``; with probability ``bad_rate`` one of ``bad``."""
+    return draw(bad) if chance(draw, bad_rate) else draw(good)
+
+
+threads = mostly(st.sampled_from([None, 1, 2, -1, 10**6, np.int64(2)]),
+                 st.sampled_from([0, -100_000, 1.5, True, "2"]))
+seeds = mostly(st.sampled_from([None, 0, 7, 2**64 - 1, 2**70, np.uint64(3)]) | st.builds(
+    np.random.default_rng, st.integers(0, 10)), st.sampled_from([-1, 1.5, "seed", True]))
+weight_elems = st.one_of(
+    st.floats(0.01, 100.0), st.just(0.0), st.just(1.0), st.sampled_from([1e-300, 5e-324, 1e300, 1e308, 1e-30, 1e30]),
+    st.sampled_from([-1.0, float("nan"), float("inf")]),
+)
+
+
+@st.composite
+def weights_for(draw, n):
+    """None, or hostile weights for n boxes (wrong length, dtype or values sometimes)."""
+    if draw(st.booleans()):
+        return None
+    if chance(draw, 0.5):
+        return np.array([draw(st.floats(0.01, 100.0)) for _ in range(n)])
+    length = draw(st.integers(0, n + 2)) if chance(draw, 0.1) else n
+    if chance(draw, 0.3):
+        scale = draw(st.sampled_from([1e-300, 5e-324, 1e300, 1e308]))
+        w = np.full(length, scale) * np.array([draw(st.sampled_from([0.0, 0.5, 1.0])) for _ in range(length)])
+    else:
+        w = np.array([draw(weight_elems) for _ in range(length)], dtype=np.float64)
+    if chance(draw, 0.1):
+        w = _cast(w, draw(st.sampled_from(DTYPE_CLASSES)))
+    if chance(draw, 0.05):
+        w = w.reshape(-1, 1)
+    if draw(st.booleans()) and w.ndim == 1:
+        w = np.ascontiguousarray(w[::-1])[::-1]
+    return w
+
+
+def reals(lo=-10.0, hi=10.0, bad_rate=0.15):
+    """A hostile real option: ordinary values in [lo, hi] (integers and numpy scalars too), and the
+    boundaries, non-finite values and non-numbers."""
+    return mostly(
+        st.floats(lo, hi) | st.sampled_from([np.float32(2.0), np.int8(3), 4]),
+        st.sampled_from([0.0, 1.0, -1.0, float("nan"), float("inf"), -float("inf"), 1e308, 5e-324, 1e-30, 1e30,
+                         "1", None, True, 1j, [1.0]]),
+        bad_rate,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The oracle: what the README says is valid, computed independently of _validation.py.
+
+
+class Invalid(Exception):
+    pass
+
+
+def wh_oracle(x, max_rows=None):
+    """The float64 (N, 2) array an argument stands for, or Invalid."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = np.asarray(x)
+    except Exception:
+        raise Invalid
+    if a.dtype.kind not in "fiu" or a.ndim != 2 or a.shape[1] != 2 or a.shape[0] == 0:
+        raise Invalid
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = a.astype(np.float64)
+    if not (np.isfinite(f) & (f >= MIN_SIDE) & (f <= MAX_SIDE)).all():
+        raise Invalid
+    return f
+
+
+def anchors_oracle(x):
+    try:
+        a = np.asarray(x)
+    except Exception:
+        raise Invalid
+    if a.dtype.kind in "fiu" and ((a.ndim == 2 and a.shape[1] > 2 and a.shape[1] % 2 == 0)
+                                  or (a.ndim == 3 and a.shape[2] == 2)):
+        a = a.reshape(-1, 2)
+    return wh_oracle(a)
+
+
+def weights_oracle(w, n):
+    if w is None:
+        return np.ones(n)
+    a = np.asarray(w)
+    if a.dtype.kind not in "fiu" or a.shape != (n,):
+        raise Invalid
+    with np.errstate(all="ignore"):
+        f = a.astype(np.float64)
+    if not (np.isfinite(f) & (f >= 0)).all() or not (f > 0).any():
+        raise Invalid
+    return f
+
+
+def int_oracle(x, lo=None, hi=2**31 - 1):
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise Invalid
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise Invalid
+    return int(x)
+
+
+def real_oracle(x):
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise Invalid
+    if not math.isfinite(float(x)):
+        raise Invalid
+    return float(x)
+
+
+def threads_oracle(t):
+    if t is None:
+        return
+    v = int_oracle(t, hi=None)
+    if v == 0 or (v < 0 and fastanchor._core.max_threads() + 1 + v < 1):
+        raise Invalid
+
+
+def seed_oracle(s):
+    if s is None or isinstance(s, np.random.Generator):
+        return
+    if int_oracle(s, lo=0, hi=None) < 0:
+        raise Invalid
+
+
+def distinct(wh, w=None):
+    rows = wh if w is None else wh[w > 0]
+    return np.unique(rows, axis=0).shape[0]
+
+
+def scaled(w):
+    """Weights divided by their largest (the reference then needs no extreme scales)."""
+    with np.errstate(under="ignore"):
+        return w / w.max()
+
+
+# ---------------------------------------------------------------------------------------------
+# The harness
+
+
+def call(fn, *args, **kwargs):
+    """(result, None) or (None, exception) for ValueError/TypeError with a message; any other
+    exception and any warning that is not fastanchor's own UserWarning fail the test."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result, error = fn(*args, **kwargs), None
+        except (ValueError, TypeError) as exc:
+            result, error = None, exc
+    for w in caught:
+        assert w.category is UserWarning or issubclass(w.category, fastanchor.datasets.AnnotationWarning), (
+            f"a {w.category.__name__} leaked: {w.message}")
+    if error is not None:
+        assert len(str(error)) > 10, f"unhelpful message: {error!r}"
+    return result, error
+
+
+def expect(valid: bool, fn, *args, **kwargs):
+    event("valid input" if valid else "invalid input")
+    result, error = call(fn, *args, **kwargs)
+    if valid:
+        assert error is None, f"valid input refused: {error}"
+    else:
+        assert error is not None, f"invalid input accepted, returned {result!r}"
+    return result
+
+
+def oracle(check):
+    """check() -> True if valid (computing the oracle values), False on Invalid."""
+    try:
+        return True, check()
+    except Invalid:
+        return False, None
+
+
+def all_finite(*xs):
+    return all(np.isfinite(np.asarray(x, dtype=np.float64)).all() for x in xs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The functions
+
+
+@given(wh1=arrays(), wh2=arrays(), n_threads=threads)
+def test_fuzz_wh_iou(wh1, wh2, n_threads):
+    valid, vals = oracle(lambda: (wh_oracle(wh1), wh_oracle(wh2), threads_oracle(n_threads)))
+    out = expect(valid, fastanchor.wh_iou, wh1, wh2, n_threads=n_threads)
+    if valid:
+        a, b, _ = vals
+        both32 = all(isinstance(x, np.ndarray) and x.dtype == np.float32 for x in (wh1, wh2))
+        assert out.dtype == (np.float32 if both32 else np.float64)
+        expected = ref.wh_iou(a, b)
+        np.testing.assert_array_equal(out, expected.astype(out.dtype))
+        assert all_finite(out) and ((out > 0) & (out <= 1)).all()
+
+
+@given(anchors=arrays(rows=(1, 6)), wh=arrays(), data=st.data(), n_threads=threads)
+def test_fuzz_avg_iou(anchors, wh, data, n_threads):
+    n = np.asarray(wh).shape[0] if np.ndim(np.asarray(wh, dtype=object)) else 1
+    w = data.draw(weights_for(max(n, 1)))
+    valid, vals = oracle(lambda: (wh_oracle(anchors), wh_oracle(wh), weights_oracle(w, n), threads_oracle(n_threads)))
+    out = expect(valid, fastanchor.avg_iou, anchors, wh, sample_weight=w, n_threads=n_threads)
+    if valid:
+        a, b, wt, _ = vals
+        assert isinstance(out, float) and math.isfinite(out) and 0 < out <= 1
+        assert out == pytest.approx(ref.avg_iou(a, b, scaled(wt)), rel=1e-12, abs=1e-300)
+
+
+@given(
+    wh=arrays(rows=(1, 12)),
+    k_offset=st.integers(-3, 3),
+    k_kind=mostly(st.sampled_from(["int", "np"]), st.sampled_from(["float", "bool", "str", "big"])),
+    data=st.data(),
+    update=mostly(st.sampled_from(["median", "mean"]), st.sampled_from(["mode", None])),
+    init=mostly(st.sampled_from(["k-means++", "random", "array"]), st.sampled_from(["bad", "kmeans"])),
+    max_iter=mostly(st.sampled_from([0, 1, 5, 300]), st.sampled_from([-1, 2**31, 2.0])),
+    n_init=mostly(st.sampled_from([None, 1, 2]), st.sampled_from([0, -1, 2**40])),
+    tol=reals(0.0, 0.5, bad_rate=0.05),
+    seed=seeds,
+    n_threads=threads,
+)
+def test_fuzz_kmeans_iou(wh, k_offset, k_kind, data, update, init, max_iter, n_init, tol, seed, n_threads):
+    rows = len(wh) if isinstance(wh, (list, tuple)) else (np.shape(wh)[0] if np.ndim(wh) else 0)
+    k = max(-1, min(rows + 1, rows // 2 + k_offset))  # k from -1 to N+1
+    k = {"int": k, "np": np.int32(k), "float": float(k), "bool": bool(k), "str": str(k), "big": 2**40}[k_kind]
+    w = data.draw(weights_for(max(rows, 1)))
+    init_arg = {"array": None, "bad": "bad"}.get(init, init)
+    if init == "array":
+        init_arg = data.draw(arrays(rows=(max(1, rows // 2), max(1, rows // 2)), special_rate=0.1))
+
+    def check():
+        boxes = wh_oracle(wh)
+        kk = int_oracle(k, lo=1)
+        wt = weights_oracle(w, boxes.shape[0])
+        if update not in ("median", "mean") or init in ("bad", "kmeans"):
+            raise Invalid
+        if init == "array":
+            ia = wh_oracle(init_arg)
+            if ia.shape[0] != kk or n_init not in (None, 1):
+                raise Invalid
+        elif n_init is not None:
+            int_oracle(n_init, lo=1)
+        int_oracle(max_iter, lo=0)
+        t = real_oracle(tol)
+        if t < 0:
+            raise Invalid
+        threads_oracle(n_threads)
+        seed_oracle(seed)
+        if kk > distinct(boxes, None if w is None else wt):
+            raise Invalid
+        return boxes, kk, wt
+
+    valid, vals = oracle(check)
+    out = expect(valid, fastanchor.kmeans_iou, wh, k, init=init_arg, update=update, n_init=n_init,
+                 max_iter=max_iter, tol=tol, sample_weight=w, seed=seed, n_threads=n_threads)
+    if valid:
+        boxes, kk, wt = vals
+        assert out.anchors.shape == (kk, 2) and out.anchors.dtype == np.float64
+        assert all_finite(out.anchors, out.avg_iou) and (out.anchors > 0).all()
+        if not (init == "array" and max_iter == 0):  # else the anchors are medians/means of boxes, or boxes
+            lo, hi = boxes.min(0), boxes.max(0)
+            assert (out.anchors >= lo * (1 - 1e-12)).all() and (out.anchors <= hi * (1 + 1e-12)).all()
+        area = out.anchors[:, 0] * out.anchors[:, 1]
+        assert (np.diff(area) >= 0).all()
+        assert out.labels.dtype == np.int32 and out.labels.shape == (boxes.shape[0],)
+        np.testing.assert_array_equal(out.labels, ref.assign(out.anchors, boxes)[0])
+        assert 0 < out.avg_iou <= 1
+        assert out.avg_iou == pytest.approx(ref.avg_iou(out.anchors, boxes, scaled(wt)), rel=1e-9)
+
+
+def _fitness_args(data, anchors):
+    """Anchors in YOLOv5's per-level layouts too."""
+    if (isinstance(anchors, np.ndarray) and anchors.ndim == 2 and anchors.shape[1] == 2 and anchors.shape[0] % 3 == 0
+            and data.draw(st.booleans())):
+        layout = data.draw(st.sampled_from(["rows", "levels"]))
+        m = anchors.shape[0] // 3
+        return anchors.reshape(3, 2 * m) if layout == "rows" else anchors.reshape(3, m, 2)
+    return anchors
+
+
+@given(anchors=arrays(rows=(1, 9)), wh=arrays(), data=st.data(), thr=reals(1.0, 8.0, bad_rate=0.05),
+       n_threads=threads, bpr_threshold=reals(-0.1, 1.1, bad_rate=0.05))
+def test_fuzz_anchor_fitness_and_check_anchors(anchors, wh, data, thr, n_threads, bpr_threshold):
+    anchors = _fitness_args(data, anchors)
+    n = np.shape(wh)[0] if np.ndim(np.asarray(wh, dtype=object)) else 1
+    w = data.draw(weights_for(max(n, 1)))
+
+    def check():
+        a, b = anchors_oracle(anchors), wh_oracle(wh)
+        wt = weights_oracle(w, b.shape[0])
+        t = real_oracle(thr)
+        if not t > 1:
+            raise Invalid
+        threads_oracle(n_threads)
+        return a, b, wt, t
+
+    valid, vals = oracle(check)
+    out = expect(valid, fastanchor.anchor_fitness, anchors, wh, thr=thr, sample_weight=w, n_threads=n_threads)
+    if valid:
+        a, b, wt, t = vals
+        exp = ref.anchor_fitness(a, b, thr=t, sample_weight=scaled(wt))
+        for key in ("fitness", "bpr", "aat", "avg_iou"):
+            got = getattr(out, key)
+            assert math.isfinite(got)
+            assert got == pytest.approx(exp[key], rel=1e-9, abs=1e-12), key
+        if w is None:  # threshold decisions are exact: counts are exact
+            assert out.bpr == exp["bpr"] and out.aat == pytest.approx(exp["aat"], rel=1e-15)
+
+    def check_level():
+        if not 0 <= real_oracle(bpr_threshold) <= 1:
+            raise Invalid
+
+    level_ok, _ = oracle(check_level)
+    res = expect(valid and level_ok, fastanchor.check_anchors, anchors, wh, thr=thr, bpr_threshold=bpr_threshold,
+                 sample_weight=w, n_threads=n_threads)
+    if res is not None:
+        assert res.fitness == out.fitness and res.bpr == out.bpr
+        assert res.recommend_recompute == (res.bpr < float(bpr_threshold))
+
+
+@given(
+    anchors=arrays(rows=(1, 6), special_rate=0.05, dtype_rate=0.1),
+    wh=arrays(special_rate=0.05, dtype_rate=0.1),
+    data=st.data(),
+    thr=reals(1.0, 8.0, bad_rate=0.05),
+    generations=mostly(st.sampled_from([0, 1, 7, 20]), st.sampled_from([-1, 2**31, 3.0])),
+    mutation_prob=mostly(reals(0.0, 1.0, bad_rate=0.05), st.sampled_from([-0.1, 1.1])),
+    sigma=mostly(reals(0.01, 3.0, bad_rate=0.05), st.sampled_from([0.0, -1.0])),
+    min_size=mostly(st.sampled_from([2.0, 1e-30, 1e30]) | st.floats(0.1, 50),
+                    st.sampled_from([1e-31, 2e30, 0.0, -1.0, float("nan")])),
+    strategy=mostly(st.sampled_from(["anchorwise", "yolov5"]), st.sampled_from(["YOLOv5", None])),
+    batch=mostly(st.sampled_from([1, 3, 8, 4096]), st.sampled_from([0, 4097, 2.5])),
+    seed=seeds,
+    n_threads=threads,
+)
+def test_fuzz_evolve_anchors(anchors, wh, data, thr, generations, mutation_prob, sigma, min_size, strategy, batch,
+                             seed, n_threads):
+    n = np.shape(wh)[0] if np.ndim(np.asarray(wh, dtype=object)) else 1
+    w = data.draw(weights_for(max(n, 1)))
+    calls = []
+
+    def check():
+        a, b = anchors_oracle(anchors), wh_oracle(wh)
+        wt = weights_oracle(w, b.shape[0])
+        t = real_oracle(thr)
+        g = int_oracle(generations, lo=0)
+        mp = real_oracle(mutation_prob)
+        s = real_oracle(sigma)
+        m = real_oracle(min_size)
+        if not (t > 1 and 0 <= mp <= 1 and s > 0 and MIN_SIDE <= m <= MAX_SIDE):
+            raise Invalid
+        if strategy not in ("anchorwise", "yolov5"):
+            raise Invalid
+        int_oracle(batch, lo=1, hi=4096)
+        threads_oracle(n_threads)
+        seed_oracle(seed)
+        return a, b, wt, t, g, m
+
+    valid, vals = oracle(check)
+    out = expect(valid, fastanchor.evolve_anchors, anchors, wh, thr=thr, generations=generations,
+                 mutation_prob=mutation_prob, sigma=sigma, min_size=min_size, strategy=strategy, batch=batch,
+                 sample_weight=w, seed=seed, n_threads=n_threads, callback=lambda g, f, a: calls.append(g))
+    if valid:
+        a, b, wt, t, g, m = vals
+        assert out.anchors.shape == a.shape and all_finite(out.anchors, out.history)
+        assert (out.anchors >= m).all()
+        assert out.history.shape == (g,) and (np.diff(out.history) >= 0).all()
+        assert calls == list(range(1, g + 1))
+        assert all(math.isfinite(x) for x in (out.fitness, out.bpr, out.aat, out.avg_iou, out.initial_fitness))
+        assert out.fitness >= out.initial_fitness
+        again = fastanchor.anchor_fitness(out.anchors, b, thr=t, sample_weight=w)
+        assert again.fitness == out.fitness and again.bpr == out.bpr
+
+
+@given(
+    wh=arrays(rows=(1, 12), special_rate=0.05, dtype_rate=0.1),
+    k_offset=st.integers(-3, 3),
+    data=st.data(),
+    generations=mostly(st.sampled_from([0, 5]), st.just(-1)),
+    n_init=mostly(st.sampled_from([1, 2]), st.sampled_from([0, 2**40])),
+    tol=mostly(st.sampled_from([0.0, 1e-3]), st.sampled_from([-1.0, float("nan")])),
+    seed=seeds,
+)
+def test_fuzz_autoanchor(wh, k_offset, data, generations, n_init, tol, seed):
+    rows = len(wh) if isinstance(wh, (list, tuple)) else (np.shape(wh)[0] if np.ndim(wh) else 0)
+    k = max(-1, min(rows + 1, rows // 2 + k_offset))
+    w = data.draw(weights_for(max(rows, 1)))
+
+    def check():
+        boxes = wh_oracle(wh)
+        kk = int_oracle(k, lo=1)
+        wt = weights_oracle(w, boxes.shape[0])
+        int_oracle(generations, lo=0)
+        int_oracle(n_init, lo=1)
+        if not (math.isfinite(tol) and tol >= 0):
+            raise Invalid
+        seed_oracle(seed)
+        keep = (boxes >= 2.0).any(axis=1)
+        if not keep.any() or not (wt[keep] > 0).any() or kk > distinct(boxes[keep], wt[keep] if w is not None else None):
+            raise Invalid
+        return boxes[keep], kk, wt[keep]
+
+    valid, vals = oracle(check)
+    out = expect(valid, fastanchor.autoanchor, wh, k, generations=generations, n_init=n_init, tol=tol,
+                 sample_weight=w, seed=seed)
+    if valid:
+        boxes, kk, wt = vals
+        assert out.anchors.shape == (kk, 2) and all_finite(out.anchors, out.kmeans_anchors, out.history)
+        assert out.n_boxes == boxes.shape[0]
+        # the search starts from the k-means anchors raised to min_size (2 px) and never loses fitness
+        start = fastanchor.anchor_fitness(np.maximum(out.kmeans_anchors, 2.0), boxes, sample_weight=wt)
+        assert out.evolved.fitness >= start.fitness
+        for r in (out.kmeans, out.evolved):
+            assert all(math.isfinite(x) for x in (r.fitness, r.bpr, r.aat, r.avg_iou))
+
+
+strides_values = st.sampled_from([(8, 16, 32), [8], (8, 16), (1, 2, 4), np.array([1.0, 2.0, 3.0])]) | st.one_of(
+    st.lists(st.sampled_from([8, 16, 32, 64.0, 4.5, 0, -8, float("nan"), float("inf"), True, "8", None]),
+             min_size=0, max_size=4),
+    st.sampled_from([(8, 16, 32), [8], np.array([8, 16, 32]), np.array(8), np.array([[8, 16, 32]]), "8,16,32", 8,
+                     None, {8, 16}, (32, 16, 8), (8, 8, 8)]),
+)
+
+
+@given(anchors=arrays(rows=(1, 12)), data=st.data(), strides=strides_values)
+def test_fuzz_split_levels(anchors, data, strides):
+    anchors = _fitness_args(data, anchors)
+
+    def check():
+        a = anchors_oracle(anchors)
+        if isinstance(strides, (str, bytes, set, int)) or strides is None:
+            raise Invalid
+        s = np.asarray(strides, dtype=object)
+        if s.ndim != 1 or s.size == 0:
+            raise Invalid
+        for v in s:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise Invalid
+            if not (math.isfinite(float(v)) and float(v) > 0):
+                raise Invalid
+        if a.shape[0] % s.size:
+            raise Invalid
+        return a, s.size
+
+    valid, vals = oracle(check)
+    out = expect(valid, fastanchor.split_levels, anchors, strides)
+    if valid:
+        a, levels = vals
+        assert len(out) == levels and all(g.shape == (a.shape[0] // levels, 2) for g in out)
+        np.testing.assert_array_equal(np.concatenate(out), a[np.lexsort((np.arange(len(a)), a[:, 0],
+                                                                         a[:, 0] * a[:, 1]))])
+
+
+# ---------------------------------------------------------------------------------------------
+# Boundaries that cannot be fuzzed with real sizes: small fakes.
+
+
+def test_the_anchor_count_limit_is_checked_before_any_copy(monkeypatch):
+    """Anchor counts are C ints in the core (boxes are 64-bit): more than 2**31 - 1 anchors are a
+    ValueError up front. Shown with the limit lowered, on a zero-stride view that a copy would
+    have to expand."""
+    import fastanchor._fitness as fit
+
+    assert fit.MAX_ANCHORS == 2**31 - 1
+    monkeypatch.setattr(fit, "MAX_ANCHORS", 5)
+    huge = np.broadcast_to(np.array([3.0, 4.0]), (6, 2))
+    wh = np.ones((4, 2))
+    for fn in (fastanchor.anchor_fitness, fastanchor.check_anchors, fastanchor.evolve_anchors):
+        with pytest.raises(ValueError, match="anchors has 6 rows: at most 5"):
+            fn(huge, wh)
+    with pytest.raises(ValueError, match="at most 5"):
+        fastanchor.split_levels(huge, (8, 16, 32))
+    assert math.isfinite(fastanchor.anchor_fitness(huge[:5], wh).fitness)
+
+
+@pytest.mark.parametrize(
+    "fn, kwargs, what",
+    [
+        (fastanchor.kmeans_iou, dict(k=1, max_iter=2**31), "max_iter must be <="),
+        (fastanchor.kmeans_iou, dict(k=1, n_init=2**31), "n_init must be <="),
+        (fastanchor.autoanchor, dict(k=1, n_init=2**40, generations=0), "n_init must be <="),
+        (fastanchor.evolve_anchors, dict(anchors=[[1.0, 1.0]], generations=2**31), "generations must be < 2"),
+    ],
+)
+def test_counts_beyond_a_c_int_are_a_value_error(fn, kwargs, what):
+    """Counts the core holds in C ints: a clear ValueError, not pybind11's argument TypeError."""
+    wh = np.array([[1.0, 2.0], [3.0, 4.0]])
+    kwargs = dict(kwargs)
+    args = (kwargs.pop("anchors"), wh) if "anchors" in kwargs else (wh,)
+    with pytest.raises(ValueError, match=what):
+        fn(*args, **kwargs)
+
+
+def test_extreme_weight_scales_change_no_result():
+    """Only the ratios of the weights matter. Weights 2**e times others give the same results bit
+    for bit over the whole double range (subnormal ones included), where 1e300-scale weights
+    overflowed the weighted mean of 1e30 sides (inf anchors) and subnormal ones lost precision
+    (wrong averages) before the weights were brought into range."""
+    wh = np.array([[1e30, 1e30], [5e29, 1e30], [1e30, 2e29], [1e29, 1e29], [3e29, 4e29]])
+    v = np.array([1.0, 2.0, 3.0, 0.5, 1.5])
+    base = {u: fastanchor.kmeans_iou(wh, 2, update=u, sample_weight=v, seed=0) for u in ("mean", "median")}
+    avg = fastanchor.avg_iou(wh[:2], wh, sample_weight=v)
+    fit = fastanchor.anchor_fitness(wh[:2], wh, sample_weight=v)
+    evo = fastanchor.evolve_anchors(wh[:2], wh, generations=30, min_size=1e-30, sample_weight=v, seed=0)
+    for e in (1000, 340, 101, 99, -99, -101, -1000, -1070):
+        w = np.ldexp(v, e)
+        for update, exp in base.items():
+            got = fastanchor.kmeans_iou(wh, 2, update=update, sample_weight=w, seed=0)
+            np.testing.assert_array_equal(got.anchors, exp.anchors)
+            np.testing.assert_array_equal(got.labels, exp.labels)
+            assert got.avg_iou == exp.avg_iou
+        assert fastanchor.avg_iou(wh[:2], wh, sample_weight=w) == avg
+        assert fastanchor.anchor_fitness(wh[:2], wh, sample_weight=w) == fit
+        again = fastanchor.evolve_anchors(wh[:2], wh, generations=30, min_size=1e-30, sample_weight=w, seed=0)
+        np.testing.assert_array_equal(again.anchors, evo.anchors)
+        np.testing.assert_array_equal(again.history, evo.history)
+    # any scale: finite anchors and the unit-weight average to rounding
+    unit = fastanchor.avg_iou(wh[:2], wh)
+    for scale in (1e308, 1e300, 1e-300, 5e-324):
+        w = np.full(5, scale)
+        assert np.isfinite(fastanchor.kmeans_iou(wh, 3, update="mean", sample_weight=w, seed=0).anchors).all()
+        assert fastanchor.avg_iou(wh[:2], wh, sample_weight=w) == pytest.approx(unit, rel=1e-15)
+    # a positive weight far below the largest stays positive: it is fitted, with a negligible share
+    w = np.array([1e308, 1e308, 1e308, 5e-324, 1e308])
+    r = fastanchor.kmeans_iou(wh, 5, sample_weight=w, seed=0, update="mean")
+    assert np.isfinite(r.anchors).all() and sorted(map(tuple, r.anchors)) == sorted(map(tuple, wh))
