@@ -528,3 +528,13 @@ def test_cli_ssd(tmp_path, capsys):
     assert doc["img_size"] == [300.0, 200.0] and len(doc["aspect_ratios"]) == 2 and doc["method"] == "euclidean"
     assert main(["ssd", path, "--resize", "letterbox"]) == 1
     assert "stretches" in capsys.readouterr().err
+
+
+def test_box_validation_takes_a_private_copy():
+    from fastanchor._box_iou import as_boxes
+
+    boxes = np.array([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0]])
+    checked = as_boxes(boxes)
+    assert not np.shares_memory(checked, boxes)
+    boxes[0] = np.nan  # a caller changing its array after the check cannot reach the core's copy
+    assert np.isfinite(checked).all()

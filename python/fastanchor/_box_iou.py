@@ -27,7 +27,10 @@ def as_boxes(x: Any, name: str = "boxes", *, allow_empty: bool = False) -> np.nd
         raise ValueError(f"{name} must have shape (N, 4) of (x1, y1, x2, y2), got shape {arr.shape}")
     if arr.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{name} is empty: at least one box is needed")
-    out = np.ascontiguousarray(arr, dtype=np.float64)
+    # A private copy, as in as_wh: the core reads it with the GIL released, so another thread
+    # changing the caller's array meanwhile can neither race with the kernel nor slip values past
+    # this check.
+    out = np.array(arr, dtype=np.float64, order="C", copy=True)
     with np.errstate(all="ignore"):
         ok = (np.isfinite(out) & (np.abs(out) <= MAX_SIDE)).all(axis=1)
         ok &= (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
