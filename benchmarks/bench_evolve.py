@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 import numpy as np
 
@@ -38,29 +35,10 @@ sys.path.insert(1, str(HERE.parent / "tests"))  # tests/reference.py
 import fastanchor  # noqa: E402
 import reference  # noqa: E402
 from datasets import coco_like, load_real, real_datasets  # noqa: E402
+from run import machine, race  # noqa: E402  (the shared timing helpers)
 
 SEEDS = range(5)
 STRATEGIES = ("yolov5", "anchorwise")
-
-
-def race(contenders: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
-    """Median seconds of each contender, the contenders interleaved within every repeat."""
-    times: Dict[str, List[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-def machine() -> str:
-    try:
-        model = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next(line.split(":", 1)[1].strip() for line in model.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        model = "unknown CPU"
-    return f"{model}, {os.cpu_count()} CPUs, fastanchor threads {fastanchor._core.max_threads()}"
 
 
 def yolov5_boxes(name: str) -> np.ndarray:

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Dict, List
 
 import numpy as np
 
@@ -34,17 +31,7 @@ sys.path.insert(1, str(HERE.parent / "tests"))  # tests/reference.py
 
 import fastanchor  # noqa: E402
 import reference  # noqa: E402
-
-
-def race(contenders: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
-    """Median seconds of each contender, the contenders interleaved within every repeat."""
-    times: Dict[str, List[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+from run import race  # noqa: E402  (the shared timing helpers)
 
 
 def random_boxes(rng: np.random.Generator, n: int, scale: float, lo: float, hi: float) -> np.ndarray:

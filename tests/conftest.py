@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +54,22 @@ def clean(wh: np.ndarray) -> np.ndarray:
 
 
 needs_data = pytest.mark.skipif(not real_box_files(), reason=f"real data folder {DATA_DIR} is absent")
+
+
+def interrupt_latency(call, after: float = 0.3) -> float:
+    """Runs call() while a timer thread sends this process SIGINT after `after` seconds; asserts
+    that the call raises KeyboardInterrupt and returns the seconds from the signal to the raise."""
+    sent = {}
+
+    def interrupt():
+        sent["t"] = time.perf_counter()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(after, interrupt)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            call()
+        return time.perf_counter() - sent["t"]
+    finally:
+        timer.cancel()

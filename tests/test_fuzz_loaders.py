@@ -8,7 +8,6 @@ test_datasets.py (test_fuzz_*_never_crashes); these are the structural cases.
 from __future__ import annotations
 
 import atexit
-import json
 import shutil
 import struct
 import sys

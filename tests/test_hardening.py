@@ -10,11 +10,9 @@ from __future__ import annotations
 import gc
 import json
 import os
-import signal
 import struct
 import sys
 import threading
-import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +22,8 @@ import pytest
 
 import fastanchor
 from fastanchor import datasets
+
+from conftest import interrupt_latency
 
 
 def boxes(n, seed=0):
@@ -276,20 +276,9 @@ def test_interrupted_search_leaves_the_process_usable(strategy):
     wh = boxes(300_000)
     anchors = fastanchor.kmeans_iou(wh[:5_000], 9, seed=0).anchors
     before = fastanchor.evolve_anchors(anchors, wh[:20_000], generations=50, strategy=strategy, seed=1)
-    sent = {}
-
-    def interrupt():
-        sent["t"] = time.perf_counter()
-        os.kill(os.getpid(), signal.SIGINT)
-
-    timer = threading.Timer(0.3, interrupt)
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            fastanchor.evolve_anchors(anchors, wh, generations=10**7, strategy=strategy, seed=0)
-        latency = time.perf_counter() - sent["t"]
-    finally:
-        timer.cancel()
+    latency = interrupt_latency(
+        lambda: fastanchor.evolve_anchors(anchors, wh, generations=10**7, strategy=strategy, seed=0)
+    )
     assert latency < 2.0  # "about half a second", with room for a shared machine
     after = fastanchor.evolve_anchors(anchors, wh[:20_000], generations=50, strategy=strategy, seed=1)
     assert fingerprint(after) == fingerprint(before)
@@ -298,11 +287,5 @@ def test_interrupted_search_leaves_the_process_usable(strategy):
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_interrupted_autoanchor_raises_keyboard_interrupt():
     wh = boxes(300_000)
-    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            fastanchor.autoanchor(wh, 9, generations=10**7, seed=0)
-    finally:
-        timer.cancel()
+    interrupt_latency(lambda: fastanchor.autoanchor(wh, 9, generations=10**7, seed=0))
     assert fastanchor.autoanchor(wh[:2_000], 9, generations=20, seed=0).anchors.shape == (9, 2)

@@ -310,8 +310,6 @@ public:
         }
     }
 
-    const std::vector<std::int32_t>& labels() const { return labels_; }
-
     // Assigns every box; returns how many labels changed.
     index_t assign(const WhSet& anchors) {
         const index_t n = p_.size();
