@@ -442,6 +442,49 @@ def ssd_default_boxes(feature_maps, aspect_ratios, min_scale=0.2, max_scale=0.9,
     return out
 
 
+def tf_ssd_anchors(feature_maps, aspect_ratios, min_scale=0.2, max_scale=0.95, interpolated_scale_aspect_ratio=1.0,
+                   reduce_boxes_in_lowest_layer=True, base_anchor_size=(1.0, 1.0), anchor_strides=None,
+                   anchor_offsets=None, im_height=1.0, im_width=1.0):
+    """TensorFlow's ssd_anchor_generator (MultipleGridAnchorGenerator over create_ssd_anchors'
+    box specs), written from its documented semantics, unclipped, in center form (cx, cy, w, h).
+
+    feature_maps: (height, width) per layer. Box specs per layer: (scale, ratio) pairs, the
+    lowest layer (0.1, 1), (s0, 2), (s0, 0.5) when reduced, else every ratio at s_k then the
+    interpolated ratio at sqrt(s_k s_k+1). base_anchor_size is (height, width), scaled by
+    min(im) / im_height and min(im) / im_width. anchor_strides / anchor_offsets: per layer (y, x)
+    pairs in pixels, divided by the image height and width; by default stride = 1 / grid size
+    and offset = stride / 2. A box: h = scale / sqrt(ratio) * base_h, w = scale * sqrt(ratio) *
+    base_w, centred at (x_j, y_i) = (j * stride_x + offset_x, i * stride_y + offset_y).
+    """
+    m = len(feature_maps)
+    scales = [min_scale + (max_scale - min_scale) * i / (m - 1) for i in range(m)] if m > 1 else [min_scale]
+    scales.append(1.0)
+    mn = min(im_height, im_width)
+    base_h, base_w = base_anchor_size[0] * mn / im_height, base_anchor_size[1] * mn / im_width
+    rows = []
+    for k, (H, W) in enumerate(feature_maps):
+        if k == 0 and reduce_boxes_in_lowest_layer:
+            specs = [(0.1, 1.0), (scales[0], 2.0), (scales[0], 0.5)]
+        else:
+            specs = [(scales[k], a) for a in aspect_ratios]
+            if interpolated_scale_aspect_ratio > 0:
+                specs.append((np.sqrt(scales[k] * scales[k + 1]), interpolated_scale_aspect_ratio))
+        if anchor_strides is None:
+            sy, sx = 1.0 / H, 1.0 / W
+        else:
+            sy, sx = anchor_strides[k][0] / im_height, anchor_strides[k][1] / im_width
+        if anchor_offsets is None:
+            oy, ox = 0.5 * sy, 0.5 * sx
+        else:
+            oy, ox = anchor_offsets[k][0] / im_height, anchor_offsets[k][1] / im_width
+        for i in range(H):
+            for j in range(W):
+                for scale, a in specs:
+                    r = np.sqrt(a)
+                    rows.append([j * sx + ox, i * sy + oy, scale * r * base_w, scale / r * base_h])
+    return np.array(rows)
+
+
 def grid_best_iou(levels, boxes, image_wh):
     """Best IoU of each corner box with any anchor placed at a cell centre of any level.
 

@@ -102,7 +102,13 @@ def arrays(draw, rows=(1, 10), special_rate=0.1, dtype_rate=0.2, shape_rate=0.06
             a.flat[draw(st.integers(0, size - 1))] = draw(st.sampled_from([0.0, -1.0, 1e6, float("nan")]))
     else:
         a = draw(values(shape, special_rate))
-    a = _cast(a, dtype)
+    return draw(presented(_cast(a, dtype)))
+
+
+@st.composite
+def presented(draw, a):
+    """``a`` as it may reach a function: C or Fortran order, strided, negative- or zero-stride,
+    read-only, or a nested list or tuple."""
     layout = draw(st.sampled_from(LAYOUTS + ["C"] * 4))
     if layout == "F":
         a = np.asfortranarray(a)
@@ -181,19 +187,32 @@ class Invalid(Exception):
     pass
 
 
-def wh_oracle(x, max_rows=None):
-    """The float64 (N, 2) array an argument stands for, or Invalid."""
+def real_array_oracle(x):
+    """np.asarray(x) if it has a real dtype, else Invalid."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             a = np.asarray(x)
     except Exception:
         raise Invalid
-    if a.dtype.kind not in "fiu" or a.ndim != 2 or a.shape[1] != 2 or a.shape[0] == 0:
+    if a.dtype.kind not in "fiu":
         raise Invalid
+    return a
+
+
+def float64(a):
+    """a as float64, silently (values beyond float64 become inf)."""
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        f = a.astype(np.float64)
+        return a.astype(np.float64)
+
+
+def wh_oracle(x, max_rows=None):
+    """The float64 (N, 2) array an argument stands for, or Invalid."""
+    a = real_array_oracle(x)
+    if a.ndim != 2 or a.shape[1] != 2 or a.shape[0] == 0:
+        raise Invalid
+    f = float64(a)
     if not (np.isfinite(f) & (f >= MIN_SIDE) & (f <= MAX_SIDE)).all():
         raise Invalid
     return f
@@ -312,17 +331,25 @@ def all_finite(*xs):
 # The functions
 
 
-@given(wh1=arrays(), wh2=arrays(), n_threads=threads)
-def test_fuzz_wh_iou(wh1, wh2, n_threads):
-    valid, vals = oracle(lambda: (wh_oracle(wh1), wh_oracle(wh2), threads_oracle(n_threads)))
-    out = expect(valid, fastanchor.wh_iou, wh1, wh2, n_threads=n_threads)
+def check_pairwise_iou(fn, x1, x2, n_threads, input_oracle, reference, positive):
+    """wh_iou and box_iou: float32 iff both inputs are float32 arrays, else float64; numpy's
+    float64 values bit for bit (rounded once to float32), all in [0, 1]; with ``positive``, > 0 in
+    float64 (float32 rounds IoUs below 1e-45, e.g. of 1e16 and 1e-30 sides, to 0)."""
+    valid, vals = oracle(lambda: (input_oracle(x1), input_oracle(x2), threads_oracle(n_threads)))
+    out = expect(valid, fn, x1, x2, n_threads=n_threads)
     if valid:
         a, b, _ = vals
-        both32 = all(isinstance(x, np.ndarray) and x.dtype == np.float32 for x in (wh1, wh2))
-        assert out.dtype == (np.float32 if both32 else np.float64)
-        expected = ref.wh_iou(a, b)
-        np.testing.assert_array_equal(out, expected.astype(out.dtype))
-        assert all_finite(out) and ((out > 0) & (out <= 1)).all()
+        both32 = all(isinstance(x, np.ndarray) and x.dtype == np.float32 for x in (x1, x2))
+        assert out.dtype == (np.float32 if both32 else np.float64) and out.shape == (len(a), len(b))
+        np.testing.assert_array_equal(out, reference(a, b).astype(out.dtype))
+        assert all_finite(out) and (out <= 1).all() and (out >= 0).all()
+        if positive and out.dtype == np.float64:
+            assert (out > 0).all()
+
+
+@given(wh1=arrays(), wh2=arrays(), n_threads=threads)
+def test_fuzz_wh_iou(wh1, wh2, n_threads):
+    check_pairwise_iou(fastanchor.wh_iou, wh1, wh2, n_threads, wh_oracle, ref.wh_iou, positive=True)
 
 
 @given(anchors=arrays(rows=(1, 6)), wh=arrays(), data=st.data(), n_threads=threads)
@@ -580,6 +607,561 @@ def test_fuzz_split_levels(anchors, data, strides):
         assert len(out) == levels and all(g.shape == (a.shape[0] // levels, 2) for g in out)
         np.testing.assert_array_equal(np.concatenate(out), a[np.lexsort((np.arange(len(a)), a[:, 0],
                                                                          a[:, 0] * a[:, 1]))])
+
+
+# ---------------------------------------------------------------------------------------------
+# The box and SSD functions: corner boxes, center boxes, offsets, feature maps, matching, grids.
+
+#: Coordinates: ties on a small integer grid, continuous values, pixels and the range's ends.
+coords = st.one_of(st.integers(-4, 8).map(float), st.floats(-1e3, 1e3), st.sampled_from([-1e30, 0.0, 1e-30, 1e29]))
+#: Box sides (x2 - x1): ties, continuous and extreme, within the supported range.
+box_sides = st.one_of(st.integers(1, 6).map(float), st.floats(-6.0, 6.0).map(lambda e: 10.0**e),
+                      st.sampled_from([1e-30, 1e-3, 1e29]))
+#: Values that make a corner box bad: non-finite, beyond 1e30, and sides that are 0 or negative.
+BOX_SPECIALS = [float("nan"), float("inf"), -float("inf"), 1.1e30, -1e31, 1e308, 5e-324]
+
+
+@st.composite
+def hostile(draw, a, special_rate=0.1, specials=SPECIALS, dtype_rate=0.15, shape_rate=0.06):
+    """A valid float64 array ``a`` (of any shape) spoilt one way at a time, sometimes: values
+    replaced by ``specials``, another real dtype (values cast, so they may change) or a
+    non-real one, a wrong shape; then presented in any layout."""
+    a = np.array(a, dtype=np.float64)
+    if a.size and chance(draw, special_rate):
+        for _ in range(draw(st.integers(1, 2))):
+            a.flat[draw(st.integers(0, a.size - 1))] = draw(st.sampled_from(specials))
+    if chance(draw, shape_rate):
+        kind = draw(st.sampled_from(["0d", "flat", "extra", "drop", "cols3", "cols5"]))
+        a = {"0d": lambda: np.asarray(a.flat[0] if a.size else 1.0), "flat": lambda: a.ravel(),
+             "extra": lambda: a[None], "drop": lambda: a[..., 0],
+             "cols3": lambda: a[..., :3], "cols5": lambda: np.concatenate([a, a[..., :1]], -1)}[kind]()
+    if chance(draw, dtype_rate / 4):
+        a = _cast(a, draw(st.sampled_from(OTHER_DTYPES)))
+    elif chance(draw, dtype_rate):
+        a = _cast(a, draw(st.sampled_from(REAL_DTYPES)))
+    return draw(presented(a))
+
+
+@st.composite
+def corner_boxes(draw, rows=(1, 8), special_rate=0.1, **kw):
+    """(N, 4) corner boxes ``(x1, y1, x2, y2)`` (sometimes with a corner swapped) made hostile."""
+    n = draw(st.integers(*rows))
+    out = np.empty((n, 4))
+    for i in range(n):
+        x, y = draw(coords), draw(coords)
+        # x2 > x1 even when the side is below x1's resolution (degenerate rows come from the swap below)
+        x2, y2 = (min(max(c + draw(box_sides), np.nextafter(c, np.inf)), 1e30) for c in (x, y))
+        out[i] = [x, y, x2, y2]
+    if n and chance(draw, special_rate / 2):
+        i = draw(st.integers(0, n - 1))
+        out[i] = out[i][[2, 1, 0, 3]]  # x1 > x2
+    return draw(hostile(out, special_rate, BOX_SPECIALS, **kw))
+
+
+def boxes_oracle(x, allow_empty=False):
+    """The float64 (N, 4) corner boxes an argument stands for, or Invalid (README: finite corners
+    within [-1e30, 1e30], x1 < x2, y1 < y2 and a positive area in float64)."""
+    a = real_array_oracle(x)
+    if a.ndim != 2 or a.shape[1] != 4 or (a.shape[0] == 0 and not allow_empty):
+        raise Invalid
+    f = float64(a)
+    with np.errstate(all="ignore"):
+        ok = np.isfinite(f).all() and (np.abs(f) <= MAX_SIDE).all()
+        ok = ok and (f[:, 2] > f[:, 0]).all() and (f[:, 3] > f[:, 1]).all()
+        ok = ok and ((f[:, 2] - f[:, 0]) * (f[:, 3] - f[:, 1]) > 0).all()
+    if not ok:
+        raise Invalid
+    return f
+
+
+def positive_oracle(x):
+    v = real_oracle(x)
+    if not v > 0:
+        raise Invalid
+    return v
+
+
+@given(b1=corner_boxes(), b2=corner_boxes(), n_threads=threads)
+def test_fuzz_box_iou(b1, b2, n_threads):
+    check_pairwise_iou(fastanchor.box_iou, b1, b2, n_threads, boxes_oracle, ref.box_iou, positive=False)
+
+
+@st.composite
+def any_boxes(draw):
+    """(..., 4) boxes for the conversions: 1-d to 3-d, any values (huge ones overflow)."""
+    shape = draw(st.sampled_from([(4,), (1, 4), (3, 4), (0, 4), (2, 3, 4)]))
+    elems = st.one_of(st.floats(-1e3, 1e3), st.integers(-5, 5).map(float), st.sampled_from([1e308, -1.7e308, 6e4]))
+    a = np.array([draw(elems) for _ in range(int(np.prod(shape)))]).reshape(shape)
+    return draw(hostile(a, 0.1, SPECIALS, dtype_rate=0.3))
+
+
+@pytest.mark.parametrize("name", ["to_corners", "to_center"])
+@given(boxes=any_boxes())
+def test_fuzz_to_corners_and_to_center(name, boxes):
+    """Any shape (..., 4) and real dtype; float dtypes are kept. Non-finite values and results
+    that overflow the dtype (1e308 sides, float16 beyond 65504) are a ValueError."""
+
+    def check():
+        a = real_array_oracle(boxes)
+        if a.ndim < 1 or a.shape[-1] != 4:
+            raise Invalid
+        f = a if a.dtype.kind == "f" else a.astype(np.float64)
+        with np.errstate(all="ignore"):
+            if name == "to_corners":
+                exp = np.concatenate([f[..., :2] - 0.5 * f[..., 2:], f[..., :2] + 0.5 * f[..., 2:]], -1)
+            else:
+                exp = np.concatenate([0.5 * (f[..., :2] + f[..., 2:]), f[..., 2:] - f[..., :2]], -1)
+        if not (np.isfinite(f).all() and np.isfinite(exp).all()):
+            raise Invalid
+        return exp
+
+    valid, exp = oracle(check)
+    out = expect(valid, getattr(fastanchor, name), boxes)
+    if valid:
+        assert out.dtype == exp.dtype and out.shape == exp.shape
+        np.testing.assert_array_equal(out, exp)
+
+
+#: Pairs of variances: good ones and every kind of bad one.
+variances_values = mostly(st.sampled_from([(0.1, 0.2), [1.0, 1.0], np.array([0.5, 0.25]), (np.float32(0.1), 2)]),
+                          st.sampled_from([(0.0, 0.2), (0.1, -1.0), (float("nan"), 0.2), (0.1,), (0.1, 0.2, 0.3),
+                                           0.1, "ab", None, (True, 0.2), (5e-324, 5e-324), (1e308, 1e308)]))
+
+
+@st.composite
+def center_priors(draw, rows=(1, 6)):
+    """(P, 4) priors in center form (cx, cy, w, h), made hostile (w, h must be > 0)."""
+    n = draw(st.integers(*rows))
+    a = np.array([[draw(st.floats(-2, 2)), draw(st.floats(-2, 2)), draw(box_sides), draw(box_sides)] for _ in range(n)])
+    return draw(hostile(a, 0.1, SPECIALS + [1e-300], dtype_rate=0.1))
+
+
+def center_priors_oracle(x):
+    a = real_array_oracle(x)
+    if a.ndim != 2 or a.shape[1] != 4:
+        raise Invalid
+    f = float64(a)
+    if not (np.isfinite(f).all() and (f[:, 2:] > 0).all()):
+        raise Invalid
+    return f
+
+
+def variances_oracle(v):
+    if isinstance(v, (str, bytes)) or np.ndim(v) != 1 or len(v) != 2:
+        raise Invalid
+    return positive_oracle(v[0]), positive_oracle(v[1])
+
+
+def check_against_priors(fn, x, priors, variances, values_oracle, reference):
+    """encode and decode: ``x`` (P, 4) or (B, P, 4) against (P, 4) center-form priors; the result is
+    numpy's formula to rounding, finite. Results beyond float64, and priors whose scale
+    ``d_wh * v0`` is not a finite positive float64 (even with nothing to encode), are a ValueError."""
+
+    def check():
+        d = center_priors_oracle(priors)
+        v = variances_oracle(variances)
+        a = real_array_oracle(x)
+        if a.ndim not in (2, 3) or a.shape[-2:] != d.shape:
+            raise Invalid
+        return d, v, values_oracle(a)
+
+    valid, vals = oracle(check)
+    if valid:
+        d, v, a = vals
+        with np.errstate(all="ignore"):
+            exp = reference(a, d, v)
+            scale = d[:, 2:] * v[0]  # formed even when there is nothing to encode
+        if not (np.isfinite(exp).all() and np.isfinite(scale).all() and (scale > 0).all()):
+            valid = False
+            event("result beyond float64")
+    out = expect(valid, fn, x, priors, variances=variances)
+    if valid:
+        assert out.shape == a.shape and out.dtype == np.float64 and all_finite(out)
+        np.testing.assert_allclose(out, exp, rtol=1e-15, atol=0)
+
+
+def finite_oracle(a):
+    f = float64(a)
+    if not np.isfinite(f).all():
+        raise Invalid
+    return f
+
+
+@given(priors=center_priors(), data=st.data(), variances=variances_values, batch=st.sampled_from([None, 0, 1, 2]))
+def test_fuzz_encode(priors, data, variances, batch):
+    p = np.shape(priors)[0] if np.ndim(np.asarray(priors, dtype=object)) else 1
+    shape_rows = (p, p) if batch is None else (batch * p, batch * p)
+    gt = data.draw(corner_boxes(rows=shape_rows, special_rate=0.05))
+    if batch is not None and isinstance(gt, np.ndarray) and gt.shape == (batch * p, 4):
+        gt = gt.reshape(batch, p, 4)
+    check_against_priors(fastanchor.encode, gt, priors, variances,
+                         lambda g: boxes_oracle(g.reshape(-1, 4), allow_empty=True).reshape(g.shape), ref.ssd_encode)
+
+
+@given(priors=center_priors(), data=st.data(), variances=variances_values, batch=st.sampled_from([None, 0, 2]))
+def test_fuzz_decode(priors, data, variances, batch):
+    """Offsets so large that the boxes overflow float64 are to be a ValueError, never inf or NaN."""
+    p = np.shape(priors)[0] if np.ndim(np.asarray(priors, dtype=object)) else 1
+    shape = (p, 4) if batch is None else (batch, p, 4)
+    elems = mostly(st.floats(-5, 5) | st.integers(-3, 3).map(float), st.sampled_from([-1e3, 1e3, 1e4, 1e308, -1e308]),
+                   0.03)
+    loc = np.array([data.draw(elems) for _ in range(int(np.prod(shape)))]).reshape(shape)
+    loc = data.draw(hostile(loc, 0.05, SPECIALS, dtype_rate=0.1))
+    check_against_priors(fastanchor.decode, loc, priors, variances, finite_oracle, ref.ssd_decode)
+
+
+#: Coordinates in [0, 1] on a coarse grid (exact IoU ties) or continuous.
+unit = st.one_of(st.integers(0, 4).map(lambda i: i / 4), st.floats(0, 1))
+
+
+@st.composite
+def unit_boxes(draw, n):
+    out = np.empty((n, 4))
+    for i in range(n):
+        x1, x2 = sorted((draw(unit), draw(unit)))
+        y1, y2 = sorted((draw(unit), draw(unit)))
+        out[i] = [x1, y1, x2 + (x2 == x1) * 0.25, y2 + (y2 == y1) * 0.25]
+    return out
+
+
+@given(
+    data=st.data(),
+    n_priors=st.integers(1, 10),
+    form=st.sampled_from(["single", "list", "padded", "padded_counts"]),
+    images=st.integers(0, 3),
+    threshold=reals(-0.1, 1.1, bad_rate=0.05),
+    n_threads=threads,
+)
+def test_fuzz_match_priors(data, n_priors, form, images, threshold, n_threads):
+    priors = data.draw(hostile(data.draw(unit_boxes(n_priors)), 0.05, BOX_SPECIALS, dtype_rate=0.05))
+    sizes = [data.draw(st.integers(0, 4)) for _ in range(max(images, 1))]
+    gts = [data.draw(unit_boxes(g)) for g in sizes]
+    counts = None
+    if form == "single":
+        gt = data.draw(hostile(gts[0], 0.05, BOX_SPECIALS, dtype_rate=0.05, shape_rate=0.03))
+    elif form == "list":
+        gts = gts[:images]
+        gt = [data.draw(hostile(g, 0.05, BOX_SPECIALS, dtype_rate=0.05, shape_rate=0.02)) for g in gts]
+        if isinstance(gt, list) and data.draw(st.booleans()):
+            gt = [np.asarray(g) if not isinstance(g, np.ndarray) else g for g in gt]
+    else:
+        gts = gts[:images]
+        width = max(sizes[:images], default=0) + data.draw(st.integers(0, 1))
+        padded = np.full((images, width, 4), data.draw(st.sampled_from([0.0, -1.0, float("nan")])))
+        for b, g in enumerate(gts):
+            padded[b, : len(g)] = g
+        gt = data.draw(hostile(padded, 0.03, BOX_SPECIALS, dtype_rate=0.05, shape_rate=0.03))
+        if form == "padded_counts":
+            counts = np.array([len(g) for g in gts], dtype=np.int64)
+            if chance(data.draw, 0.2):
+                counts = data.draw(st.sampled_from([
+                    counts + 1, counts - 1, counts.astype(np.float64), counts[:-1], counts.reshape(-1, 1),
+                    counts.astype(np.uint8), counts.tolist(), np.full(len(counts), 2**40), "1"]))
+
+    def check():
+        p = boxes_oracle(priors)
+        t = real_oracle(threshold)
+        threads_oracle(n_threads)
+        # a list (or tuple) of per-image arrays when its first element is 2-d (or it is empty)
+        if isinstance(gt, (list, tuple)) and (len(gt) == 0 or np.ndim(np.asarray(gt[0], dtype=object)) == 2):
+            if counts is not None:
+                raise Invalid
+            return p, t, [boxes_oracle(g, allow_empty=True) for g in gt], False
+        a = real_array_oracle(gt)
+        if a.ndim == 2:
+            if counts is not None:
+                raise Invalid
+            return p, t, [boxes_oracle(a, allow_empty=True)], True
+        if a.ndim != 3 or a.shape[2] != 4:
+            raise Invalid
+        n = [a.shape[1]] * a.shape[0]
+        if counts is not None:
+            c = real_array_oracle(counts)
+            if c.dtype.kind not in "iu" or c.shape != (a.shape[0],) or (c < 0).any() or (c > a.shape[1]).any():
+                raise Invalid
+            n = [int(v) for v in c]
+        return p, t, [boxes_oracle(a[b, : n[b]], allow_empty=True) for b in range(a.shape[0])], False
+
+    valid, vals = oracle(check)
+    result = expect(valid, fastanchor.match_priors, priors, gt, threshold=threshold, counts=counts, n_threads=n_threads)
+    if valid:
+        p, t, images_gt, single = vals
+        exp = np.array([ref.match_priors(p, g, t) for g in images_gt]).reshape(len(images_gt), len(p))
+        assert result.dtype == np.int32
+        np.testing.assert_array_equal(result, exp[0] if single else exp)
+
+
+map_sizes = mostly(
+    st.lists(mostly(st.integers(1, 4) | st.tuples(st.integers(1, 3), st.integers(1, 3)) | st.just(np.int64(2)),
+                    st.sampled_from([0, -1, 2.0, True, "3", None, (1, 2, 3), (0, 2), [2, 2.5]]), 0.05),
+             min_size=1, max_size=3),
+    st.sampled_from([[], 3, "3", None, np.array([2, 1]), np.array([[2, 1], [1, 1]]), {2}, range(1, 3)]),
+)
+ratio_values = mostly(st.floats(0.2, 5.0) | st.sampled_from([1.0, 2.0, 0.5, np.float32(3.0)]),
+                      st.sampled_from([0.0, -1.0, float("nan"), float("inf"), "2", None, True, 1e308, 5e-324]), 0.05)
+aspect_ratio_lists = mostly(
+    st.lists(ratio_values, min_size=0, max_size=3)
+    | st.lists(st.lists(ratio_values, min_size=0, max_size=2), min_size=1, max_size=3),  # per layer
+    st.sampled_from([2.0, "2", None, np.array([2.0, 3.0]), np.array(2.0), [[2.0], 3.0], ()]),
+)
+
+
+def feature_maps_oracle(sizes):
+    if isinstance(sizes, (str, bytes, set, int)) or sizes is None or len(sizes) == 0:
+        raise Invalid
+    out = []
+    for s in sizes:
+        if isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)):
+            out.append((int_oracle(s, lo=1), int_oracle(s, lo=1)))
+        elif isinstance(s, (str, bytes)) or np.ndim(s) != 1 or len(s) != 2:
+            raise Invalid
+        else:
+            out.append((int_oracle(s[0], lo=1), int_oracle(s[1], lo=1)))
+    return out
+
+
+def ratios_oracle(x):
+    if isinstance(x, (str, bytes)) or np.ndim(np.asarray(x, dtype=object)) == 0 and not isinstance(x, (list, tuple)):
+        raise Invalid
+    return [positive_oracle(a) for a in x]
+
+
+@given(
+    sizes=map_sizes,
+    ratios=aspect_ratio_lists,
+    style=mostly(st.sampled_from(["ssd", "tf"]), st.sampled_from(["SSD", None])),
+    scale_kind=st.sampled_from(["range"] * 3 + ["list"] * 3 + ["bad list"]),
+    lo=reals(0.01, 1.0, bad_rate=0.05),
+    hi=reals(0.01, 1.0, bad_rate=0.05),
+    data=st.data(),
+    image_size=mostly(st.sampled_from([None, 300, (300, 300), (640, 360), [512.0, 1024]]),
+                      st.sampled_from([0, -1, (0, 300), (300,), (1, 2, 3), "300", float("nan"), (1e308, 5e-324)])),
+    clip=st.booleans(),
+    reciprocals=st.booleans(),
+    interp=reals(0.0, 3.0, bad_rate=0.05),
+    reduce=st.booleans(),
+)
+def test_fuzz_ssd_default_boxes(sizes, ratios, style, scale_kind, lo, hi, data, image_size, clip, reciprocals,
+                                interp, reduce):
+    m = len(sizes) if isinstance(sizes, (list, np.ndarray)) else 1
+    if isinstance(ratios, list) and ratios and all(isinstance(r, list) for r in ratios) and chance(data.draw, 0.8):
+        ratios = [ratios[i % len(ratios)] for i in range(max(m, 1))]  # per layer: mostly one list per map
+    scales = None
+    if scale_kind == "list":
+        scales = [data.draw(st.floats(0.05, 1.0)) for _ in range(m)]
+    elif scale_kind == "bad list":
+        scales = data.draw(st.sampled_from([[0.1] * (m + 1), [float("nan")] * m, [-0.1] * m, "0.1", 0.1, [1e308] * m]))
+    kwargs = dict(min_scale=lo, max_scale=hi, scales=scales, image_size=image_size, clip=clip, style=style,
+                  reciprocals=reciprocals, interpolated_scale_aspect_ratio=interp,
+                  reduce_boxes_in_lowest_layer=reduce)
+
+    def check():
+        if style not in ("ssd", "tf"):
+            raise Invalid
+        maps = feature_maps_oracle(sizes)
+        if scales is None:
+            positive_oracle(lo), positive_oracle(hi)
+        else:
+            if isinstance(scales, (str, bytes)) or np.ndim(scales) != 1 or len(scales) != len(maps):
+                raise Invalid
+            for v in scales:
+                positive_oracle(v)
+        nested = (isinstance(ratios, (list, tuple, np.ndarray)) and np.ndim(np.asarray(ratios, dtype=object)) > 0
+                  and len(ratios) > 0
+                  and all(isinstance(r, (list, tuple, np.ndarray)) for r in ratios))
+        if nested:
+            if style == "tf" or len(ratios) != len(maps):
+                raise Invalid
+            per_layer = [ratios_oracle(r) for r in ratios]
+        else:
+            per_layer = [ratios_oracle(ratios)] * len(maps)
+        i = real_oracle(interp)
+        if image_size is not None:
+            if isinstance(image_size, (int, float)) and not isinstance(image_size, bool):
+                positive_oracle(image_size)
+            elif isinstance(image_size, (str, bytes)) or np.ndim(image_size) != 1 or len(image_size) != 2:
+                raise Invalid
+            else:
+                positive_oracle(image_size[0]), positive_oracle(image_size[1])
+        # the boxes of a location, layer by layer (README's rules), as (scale, ratio, turned)
+        sc = ([positive_oracle(v) for v in scales] if scales is not None else
+              [float(lo)] if len(maps) == 1 else
+              [float(lo) + (float(hi) - float(lo)) * k / (len(maps) - 1) for k in range(len(maps))]) + [1.0]
+        counts = []
+        sides = []
+        for k, r in enumerate(per_layer):
+            extra = math.sqrt(sc[k] * sc[k + 1])
+            if style == "tf":
+                specs = ([(0.1, 1.0, False), (sc[k], 2.0, False), (sc[k], 0.5, False)] if (k == 0 and reduce) else
+                         [(sc[k], a, False) for a in r] + ([(extra, i, False)] if i > 0 else []))
+            elif reciprocals:
+                specs = [(sc[k], 1.0, False), (extra, 1.0, False)]
+                specs += [(sc[k], a, t) for a in r if a != 1.0 for t in (False, True)]
+            else:
+                specs = [x for a in r for x in [(sc[k], a, False)] + ([(extra, 1.0, False)] if a == 1.0 else [])]
+            if not specs:
+                raise Invalid
+            counts.append(len(specs))
+            for s_, a, turned in specs:
+                w_, h_ = s_ * math.sqrt(a), s_ / math.sqrt(a)
+                sides += [h_, w_] if turned else [w_, h_]
+        # with an image size, widths times min(W, H) / W and heights times min(W, H) / H
+        if image_size is None or np.ndim(image_size) == 0:
+            fw = fh = 1.0
+        else:
+            w_, h_ = float(image_size[0]), float(image_size[1])
+            fw, fh = min(w_, h_) / w_, min(w_, h_) / h_
+        sides = [v * (fh if j % 2 else fw) for j, v in enumerate(sides)]
+        # a box side that overflows or vanishes in float64 (scales, ratios or image sizes near 1e308
+        # or 5e-324) is a ValueError
+        if not all(math.isfinite(v) and v > 0 for v in sides):
+            event("box sides beyond float64")
+            raise Invalid
+        return sum(h * w * nb for (h, w), nb in zip(maps, counts))
+
+    valid, n_rows = oracle(check)
+    result, error = call(fastanchor.ssd_default_boxes, sizes, ratios, **kwargs)
+    event("valid input" if valid else "invalid input")
+    assert (error is None) == valid, f"valid={valid}, got {error!r}"
+    if valid:
+        assert result.shape == (n_rows, 4) and result.dtype == np.float64
+        if clip:
+            corners = fastanchor.to_corners(result)
+            assert (corners >= -1e-15).all() and (corners <= 1 + 1e-15).all()
+        simple = (style == "ssd" and reciprocals and scales is None and image_size is None
+                  and all(isinstance(s, (int, np.integer)) for s in sizes)
+                  and not any(isinstance(r, (list, tuple, np.ndarray)) for r in ratios))
+        if simple:
+            exp = ref.ssd_default_boxes([int(s) for s in sizes], [float(r) for r in ratios], float(lo), float(hi), clip)
+            np.testing.assert_allclose(result, exp, rtol=1e-14, atol=1e-15)
+
+
+@given(
+    wh=arrays(rows=(1, 10), dtype_rate=0.1),
+    n_offset=st.integers(-3, 2),
+    n_kind=mostly(st.just("int"), st.sampled_from(["float", "bool", "str"])),
+    method=mostly(st.sampled_from(["iou", "euclidean"]), st.sampled_from(["IoU", None, "kmeans"])),
+    data=st.data(),
+    n_init=mostly(st.sampled_from([None, 1, 2]), st.sampled_from([0, -1, 2.0, 2**40])),
+    max_iter=mostly(st.sampled_from([1, 5, 300]), st.sampled_from([0, -1, 2.0, 2**31])),
+    seed=seeds,
+    n_threads=threads,
+)
+def test_fuzz_ssd_aspect_ratios(wh, n_offset, n_kind, method, data, n_init, max_iter, seed, n_threads):
+    rows = len(wh) if isinstance(wh, (list, tuple)) else (np.shape(wh)[0] if np.ndim(wh) else 0)
+    n = max(-1, min(rows + 1, rows // 2 + 1 + n_offset))
+    n = {"int": n, "float": float(n), "bool": bool(n), "str": str(n)}[n_kind]
+    w = data.draw(weights_for(max(rows, 1)))
+
+    def check():
+        boxes = wh_oracle(wh)
+        k = int_oracle(n, lo=1)
+        wt = weights_oracle(w, boxes.shape[0])
+        if method not in ("iou", "euclidean"):
+            raise Invalid
+        if n_init is not None:
+            int_oracle(n_init, lo=1)
+        int_oracle(max_iter, lo=0)
+        threads_oracle(n_threads)
+        seed_oracle(seed)
+        # unit area, kept within [1e-30, 1e30] (a ratio of 1e60 rounds one ulp beyond)
+        u = np.clip(boxes / np.sqrt(boxes[:, 0] * boxes[:, 1])[:, None], MIN_SIDE, MAX_SIDE)
+        if k > distinct(u[wt > 0]):  # both methods: boxes of zero weight don't count
+            raise Invalid
+        return boxes, k, wt, u
+
+    valid, vals = oracle(check)
+    if valid:
+        boxes, k, wt, u = vals
+    result, error = call(fastanchor.ssd_aspect_ratios, wh, n, method=method, seed=seed, n_init=n_init,
+                         max_iter=max_iter, sample_weight=w, n_threads=n_threads)
+    event("valid input" if valid else "invalid input")
+    assert (error is None) == valid, f"valid={valid}, got {error!r}"
+    if valid:
+        r = result.aspect_ratios
+        assert r.shape == (k,) and all_finite(r, result.anchors, result.avg_iou) and (r > 0).all()
+        assert (np.diff(r) >= 0).all() and result.method == method
+        np.testing.assert_array_equal(result.anchors, np.clip(np.stack([np.sqrt(r), 1 / np.sqrt(r)], 1),
+                                                              MIN_SIDE, MAX_SIDE))
+        assert result.labels.shape == (boxes.shape[0],)
+        np.testing.assert_array_equal(result.labels, ref.assign(result.anchors, u)[0])
+        assert 0 < result.avg_iou <= 1
+        assert result.avg_iou == pytest.approx(ref.avg_iou(result.anchors, u, scaled(wt)), rel=1e-9)
+
+
+grid_strides = mostly(st.sampled_from([(8, 16, 32), (8,), (16, 32), (1.5, 3.0, 6.0), [64]]),
+                      st.sampled_from([(), (8, 0), (8, float("nan")), (-8,), "8", None, 8, (8, "16")]), 0.1)
+
+
+@given(
+    data=st.data(),
+    strides=grid_strides,
+    per_level=st.booleans(),
+    image=mostly(st.sampled_from(["one", "per box"]), st.sampled_from(["zero", "nan", "shape", "str"]), 0.1),
+    iou=reals(0.0, 1.0, bad_rate=0.05),
+    n_threads=threads,
+)
+def test_fuzz_grid_recall_and_grid_best_iou(data, strides, per_level, image, iou, n_threads):
+    levels = len(strides) if isinstance(strides, (tuple, list)) and strides else 1
+    per = data.draw(st.integers(1, 3))
+    anchors_arr = np.array([[data.draw(st.floats(2, 400)), data.draw(st.floats(2, 400))] for _ in range(levels * per)])
+    if per_level:
+        anchors = [data.draw(hostile(anchors_arr[i::levels], 0.05, SPECIALS, dtype_rate=0.05)) for i in range(levels)]
+        if data.draw(st.integers(0, 9)) == 0:
+            anchors = anchors[:-1]
+    else:
+        anchors = data.draw(hostile(anchors_arr, 0.05, SPECIALS, dtype_rate=0.05))
+        if data.draw(st.integers(0, 9)) == 0 and isinstance(anchors, np.ndarray) and anchors.ndim and len(anchors) > 1:
+            anchors = anchors[:-1]
+    n = data.draw(st.integers(1, 6))
+    img_wh = np.array([[data.draw(st.floats(16, 700)), data.draw(st.floats(16, 700))] for _ in range(n)])
+    raw = np.empty((n, 4))
+    for i, (W, H) in enumerate(img_wh):
+        x, y = data.draw(st.floats(-20, W)), data.draw(st.floats(-20, H))
+        raw[i] = [x, y, x + data.draw(st.floats(1, W)), y + data.draw(st.floats(1, H))]
+    boxes = data.draw(hostile(raw, 0.05, BOX_SPECIALS, dtype_rate=0.05))
+    image_wh = {"one": img_wh[0], "per box": img_wh, "zero": np.zeros(2), "nan": np.array([np.nan, 5.0]),
+                "shape": img_wh[:, :1], "str": "640"}[image]
+
+    def check():
+        s = np.asarray(strides, dtype=object) if not isinstance(strides, (str, int)) and strides is not None else None
+        if s is None or s.ndim != 1 or s.size == 0:
+            raise Invalid
+        for v in s:
+            if not (real_oracle(v) > 0):
+                raise Invalid
+        if isinstance(anchors, (list, tuple)) and anchors and all(
+                np.ndim(np.asarray(a, dtype=object)) == 2 for a in anchors):
+            groups = [wh_oracle(a) for a in anchors]
+            if len(groups) != s.size:
+                raise Invalid
+        else:
+            a = anchors_oracle(anchors)
+            if a.shape[0] % s.size:
+                raise Invalid
+            a = ref.sort_by_area(a)
+            step = a.shape[0] // s.size
+            groups = [a[i * step:(i + 1) * step] for i in range(s.size)]
+        b = boxes_oracle(boxes)
+        img = real_array_oracle(image_wh).astype(np.float64)
+        if img.shape == (2,):
+            img = np.broadcast_to(img, (b.shape[0], 2))
+        if img.shape != (b.shape[0], 2) or not (np.isfinite(img) & (img > 0)).all():
+            raise Invalid
+        threads_oracle(n_threads)
+        return [(float(v), g) for v, g in zip(s, groups)], b, img
+
+    valid, vals = oracle(check)
+    out = expect(valid, fastanchor.grid_best_iou, anchors, boxes, image_wh, strides=strides, n_threads=n_threads)
+    if valid:
+        lv, b, img = vals
+        assert out.shape == (b.shape[0],) and out.dtype == np.float64 and all_finite(out)
+        np.testing.assert_allclose(out, ref.grid_best_iou(lv, b, img), rtol=1e-12, atol=0)
+    thr_ok, _ = oracle(lambda: real_oracle(iou))
+    rec = expect(valid and thr_ok, fastanchor.grid_recall, anchors, boxes, image_wh, strides=strides, iou=iou,
+                 n_threads=n_threads)
+    if rec is not None:
+        assert rec == float(np.mean(out >= float(iou)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -186,6 +186,104 @@ def test_default_boxes_errors():
         fastanchor.ssd_default_boxes([0], [2.0])
 
 
+def test_tf_fields_default_to_the_current_boxes():
+    maps, ratios = [19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3]
+    for size in (None, 300, (640, 480)):
+        plain = fastanchor.ssd_default_boxes(maps, ratios, style="tf", min_scale=0.2, max_scale=0.95,
+                                             image_size=size)
+        explicit = fastanchor.ssd_default_boxes(maps, ratios, style="tf", min_scale=0.2, max_scale=0.95,
+                                                image_size=size, base_anchor_height=1.0, base_anchor_width=1.0)
+        np.testing.assert_array_equal(explicit, plain)
+    # Strides and offsets equal to TensorFlow's defaults give the same centres (to rounding).
+    maps2 = [(4, 6), (2, 3), (1, 1)]
+    plain = fastanchor.ssd_default_boxes(maps2, [1.0, 2.0], style="tf", clip=False)
+    strided = fastanchor.ssd_default_boxes(maps2, [1.0, 2.0], style="tf", clip=False,
+                                           height_stride=[1 / 4, 1 / 2, 1.0], width_stride=[1 / 6, 1 / 3, 1.0])
+    np.testing.assert_allclose(strided, plain, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(strided[:, 2:], plain[:, 2:])
+
+
+def test_tf_fields_hand_computed():
+    # Two layers: 2 x 2 (scale 0.2) and 1 x 1 (scale 0.8); ratios 1 and 2, no interpolated box,
+    # no reduced lowest layer. Image 200 x 100 (W x H): TensorFlow scales the base anchor
+    # (height 0.5, width 1.0) by min(W, H) / H = 1 and min(W, H) / W = 0.5, so a box of scale s
+    # and ratio a is w = s * sqrt(a) * 1.0 * 0.5 wide and h = s / sqrt(a) * 0.5 * 1.0 high.
+    # Centres: y_i = (40 i + 10) / 100, x_j = (80 j + 20) / 200 on layer 0; layer 1 strides 100 x
+    # 200 with offsets 50 x 100: its one box sits at (0.5, 0.5).
+    b = fastanchor.ssd_default_boxes(
+        [2, 1], [1.0, 2.0], style="tf", min_scale=0.2, max_scale=0.8, image_size=(200, 100),
+        interpolated_scale_aspect_ratio=0.0, reduce_boxes_in_lowest_layer=False, clip=False,
+        base_anchor_height=0.5, base_anchor_width=1.0, height_stride=[40, 100], width_stride=[80, 200],
+        height_offset=[10, 50], width_offset=[20, 100])
+    r2 = np.sqrt(2.0)
+    w0, h0 = [0.1, 0.2 * r2 * 0.5], [0.1, 0.2 / r2 * 0.5]
+    w1, h1 = [0.4, 0.8 * r2 * 0.5], [0.4, 0.8 / r2 * 0.5]
+    expected = []
+    for y in (0.1, 0.5):
+        for x in (0.1, 0.5):
+            expected += [[x, y, w0[0], h0[0]], [x, y, w0[1], h0[1]]]
+    expected += [[0.5, 0.5, w1[0], h1[0]], [0.5, 0.5, w1[1], h1[1]]]
+    np.testing.assert_allclose(b, expected, rtol=1e-15, atol=1e-16)
+    # Strides without offsets: the offset is half the stride (TensorFlow's default).
+    c = fastanchor.ssd_default_boxes([2], [1.0], style="tf", image_size=(200, 100), clip=False,
+                                     interpolated_scale_aspect_ratio=0.0, reduce_boxes_in_lowest_layer=False,
+                                     height_stride=30, width_stride=60)
+    np.testing.assert_allclose(c[:, :2], [[0.15, 0.15], [0.45, 0.15], [0.15, 0.45], [0.45, 0.45]], rtol=1e-15)
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 5), st.integers(1, 5)), min_size=1, max_size=4),
+    st.lists(st.floats(0.2, 5.0), min_size=1, max_size=3),
+    st.booleans(),
+    st.sampled_from([0.0, 1.0, 2.0]),
+    st.sampled_from([None, (300, 300), (640, 360), (100, 400)]),
+    st.tuples(st.floats(0.25, 4.0), st.floats(0.25, 4.0)),
+    st.booleans(),
+    st.booleans(),
+    st.data(),
+)
+def test_tf_fields_equal_the_reference(maps, ratios, reduce, interp, size, base, with_strides, with_offsets, data):
+    m = len(maps)
+    im_w, im_h = size if size is not None else (1.0, 1.0)
+    strides = offsets = None
+    kw = {}
+    if with_strides:
+        pair = st.tuples(st.floats(0.01, 50.0), st.floats(0.01, 50.0))
+        strides = data.draw(st.lists(pair, min_size=m, max_size=m))
+        kw.update(height_stride=[s[0] for s in strides], width_stride=[s[1] for s in strides])
+    if with_offsets:
+        pair = st.tuples(st.floats(-5.0, 50.0), st.floats(-5.0, 50.0))
+        offsets = data.draw(st.lists(pair, min_size=m, max_size=m))
+        kw.update(height_offset=[o[0] for o in offsets], width_offset=[o[1] for o in offsets])
+    got = fastanchor.ssd_default_boxes(maps, ratios, style="tf", min_scale=0.1, max_scale=0.9, clip=False,
+                                       image_size=size, interpolated_scale_aspect_ratio=interp,
+                                       reduce_boxes_in_lowest_layer=reduce, base_anchor_height=base[0],
+                                       base_anchor_width=base[1], **kw)
+    want = ref.tf_ssd_anchors(maps, ratios, 0.1, 0.9, interp, reduce, base, strides, offsets, im_h, im_w)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+
+
+def test_tf_fields_errors():
+    with pytest.raises(ValueError, match="style='tf'"):
+        fastanchor.ssd_default_boxes([3], [2.0], base_anchor_height=2.0)
+    with pytest.raises(ValueError, match="style='tf'"):
+        fastanchor.ssd_default_boxes([3], [2.0], height_stride=1, width_stride=1)
+    with pytest.raises(ValueError, match="height_stride needs width_stride"):
+        fastanchor.ssd_default_boxes([3], [2.0], style="tf", height_stride=16)
+    with pytest.raises(ValueError, match="width_offset needs height_offset"):
+        fastanchor.ssd_default_boxes([3], [2.0], style="tf", width_offset=8)
+    with pytest.raises(ValueError, match="height_stride has 1 values but there are 2 feature maps"):
+        fastanchor.ssd_default_boxes([3, 1], [2.0], style="tf", height_stride=[16], width_stride=[16])
+    with pytest.raises(ValueError, match=r"width_stride\[1\] must be positive"):
+        fastanchor.ssd_default_boxes([3, 1], [2.0], style="tf", height_stride=[16, 32], width_stride=[16, 0])
+    with pytest.raises(ValueError, match="base_anchor_width must be positive"):
+        fastanchor.ssd_default_boxes([3], [2.0], style="tf", base_anchor_width=-1.0)
+    with pytest.raises(ValueError, match="height_offset must be finite"):
+        fastanchor.ssd_default_boxes([3], [2.0], style="tf", height_offset=float("inf"), width_offset=0)
+    with pytest.raises(TypeError, match="height_stride must be a number or a sequence"):
+        fastanchor.ssd_default_boxes([3], [2.0], style="tf", height_stride="16", width_stride=16)
+
+
 # --- matching ------------------------------------------------------------------------------------------
 
 
@@ -225,6 +323,77 @@ def test_every_gt_is_matched_to_a_prior_of_its_own(problem):
     matched = set(m[m >= 0].tolist())
     if priors.shape[0] >= gt.shape[0]:
         assert matched == set(range(gt.shape[0]))
+
+
+@st.composite
+def near_tie_problem(draw):
+    """Matching inputs full of exact and near ties: duplicated priors, GT boxes equal to priors,
+    pairs with IoU exactly 0.5 (a box and its half, scaled by a power of two and shifted by an
+    integer), (a, 1/a) prior pairs inside a GT box (IoUs equal up to rounding), and thresholds at
+    and one ulp around 0.5. Up to ~150 priors: the kernel works in blocks of 32 priors."""
+    scale = 2.0 ** draw(st.integers(-3, 3))
+    shift = float(draw(st.integers(-4, 4)))
+    cells = draw(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(1, 3), st.integers(1, 3)),
+                          min_size=1, max_size=40))
+    boxes = [[x, y, x + w, y + h] for x, y, w, h in cells]
+    halves = [[b[0], b[1], (b[0] + b[2]) / 2, b[3]] for b in boxes[: draw(st.integers(0, 5))]]
+    cx, cy, r = 4.0, 4.0, draw(st.sampled_from([2.0, 3.0, 1.5]))
+    recip = [[cx - r, cy - 1 / r, cx + r, cy + 1 / r], [cx - 1 / r, cy - r, cx + 1 / r, cy + r]]
+    priors = np.array(boxes + halves + recip * draw(st.integers(0, 2)), dtype=float)
+    priors = np.concatenate([priors, priors[: draw(st.integers(0, priors.shape[0]))]])  # duplicates
+    priors = priors[draw(st.permutations(range(priors.shape[0])))]
+    if draw(st.booleans()):  # many copies: more than a block, a tail after the blocks
+        priors = np.concatenate([priors] * draw(st.integers(2, 4)))
+    n_gt = draw(st.integers(0, 8))
+    picks = draw(st.lists(st.integers(0, priors.shape[0] - 1), min_size=n_gt, max_size=n_gt))
+    gt = priors[picks] if picks else np.zeros((0, 4))
+    if draw(st.booleans()):
+        gt = np.concatenate([gt, [[cx - 4, cy - 4, cx + 4, cy + 4]], np.array(boxes[:2], float) * [1, 1, 2, 1]])
+    thr = draw(st.sampled_from([0.5, np.nextafter(0.5, 0.0), np.nextafter(0.5, 1.0), 0.25, 1.0]))
+    return priors * scale + shift, gt * scale + shift, float(thr)
+
+
+@settings(max_examples=150)
+@given(near_tie_problem())
+def test_match_priors_near_ties_equal_reference(problem):
+    priors, gt, thr = problem
+    want = ref.match_priors(priors, gt, thr)
+    np.testing.assert_array_equal(fastanchor.match_priors(priors, gt, threshold=thr), want)
+    offsets = np.array([0, gt.shape[0]], dtype=np.int64)
+    got = fastanchor._core.match_priors(priors, np.ascontiguousarray(gt, dtype=float), offsets, thr, 1, 0)
+    np.testing.assert_array_equal(got[0], want)
+    # the same image twice in a batch, and in a padded array
+    np.testing.assert_array_equal(fastanchor.match_priors(priors, [gt, gt], threshold=thr), [want, want])
+
+
+def test_match_iou_exactly_at_the_threshold():
+    # IoU exactly 0.5 (1 / 2): the prior takes the GT at threshold 0.5, not one ulp above.
+    priors = np.array([[0, 0, 2, 1], [0, 0, 1, 1], [5, 5, 6, 6]], float)
+    gt = np.array([[0, 0, 1, 1], [5, 5, 6, 6]], float)
+    assert ref.box_iou(gt, priors)[0, 0] == 0.5
+    np.testing.assert_array_equal(fastanchor.match_priors(priors, gt, threshold=0.5), [0, 0, 1])
+    np.testing.assert_array_equal(fastanchor.match_priors(priors, gt, threshold=np.nextafter(0.5, 1)), [-1, 0, 1])
+    for thr in (0.5, np.nextafter(0.5, 1)):
+        np.testing.assert_array_equal(fastanchor.match_priors(priors, gt, threshold=thr),
+                                      ref.match_priors(priors, gt, thr))
+
+
+def test_match_ssd_layouts_equal_reference():
+    # the benchmark's layouts (blocks of 32 priors, a tail) with GT boxes on and between priors
+    rng = np.random.default_rng(7)
+    for priors_c in (fastanchor.ssd_default_boxes([19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3], style="tf",
+                                                  min_scale=0.2, max_scale=0.95),
+                     fastanchor.ssd_default_boxes([38, 19, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2, 3], [2], [2]])):
+        priors = fastanchor.to_corners(priors_c)
+        gts = [random_boxes(rng, 20, 1.0, 0.02, 0.6) for _ in range(4)]
+        gts.append(priors[rng.choice(priors.shape[0], 20)])       # GT boxes equal to priors
+        gts.append(np.repeat(priors[rng.choice(priors.shape[0], 5)], 3, axis=0))  # duplicated GT boxes
+        got = fastanchor.match_priors(priors, gts)
+        for b, g in enumerate(gts):
+            np.testing.assert_array_equal(got[b], ref.match_priors(priors, g, 0.5))
+        # large enough for the images to be matched in parallel: the same result
+        np.testing.assert_array_equal(fastanchor.match_priors(priors, gts, n_threads=2), got)
+        np.testing.assert_array_equal(fastanchor.match_priors(priors, gts, n_threads=1), got)
 
 
 def test_match_tie_rules():
@@ -330,7 +499,8 @@ def test_aspect_ratios_score_and_reproducibility():
     assert (np.diff(r.aspect_ratios) > 0).all()
     u = wh / np.sqrt(wh[:, :1] * wh[:, 1:])
     np.testing.assert_allclose(r.anchors[:, 0] * r.anchors[:, 1], 1.0)
-    assert r.avg_iou == ref.avg_iou(r.anchors, u)
+    # not ==: fastanchor sums the IoUs in fixed chunks (float64), numpy pairwise; equal to rounding
+    assert r.avg_iou == pytest.approx(ref.avg_iou(r.anchors, u), rel=1e-12)
     r2 = fastanchor.ssd_aspect_ratios(wh, 4, seed=1)
     np.testing.assert_array_equal(r.aspect_ratios, r2.aspect_ratios)
     e = fastanchor.ssd_aspect_ratios(wh, 4, seed=1, method="euclidean")
@@ -538,3 +708,141 @@ def test_box_validation_takes_a_private_copy():
     assert not np.shares_memory(checked, boxes)
     boxes[0] = np.nan  # a caller changing its array after the check cannot reach the core's copy
     assert np.isfinite(checked).all()
+
+
+# --- regressions: inputs the fuzzing found (issue 7) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("loc, variances", [(np.full((1, 4), 1e4), (0.1, 0.2)),     # exp(2000) overflows
+                                            (np.full((1, 4), 1.0), (1e308, 1e308))])  # the prior's scale overflows
+def test_decode_beyond_float64_is_a_value_error(loc, variances):
+    with pytest.raises(ValueError, match="loc gives boxes beyond float64 range.*row 0|priors row 0"):
+        fastanchor.decode(loc, [[0.5, 0.5, 0.1, 0.1]], variances)
+    # in a batch the message names the image and the row
+    loc = np.zeros((2, 3, 4))
+    loc[1, 2, 2] = 1e4
+    with pytest.raises(ValueError, match="float64 range: 1 row would be inf or NaN; the first is image 1, row 2"):
+        fastanchor.decode(loc, np.tile([0.5, 0.5, 0.1, 0.1], (3, 1)))
+    # large offsets that stay finite still decode
+    assert np.isfinite(fastanchor.decode(np.full((1, 4), 1e3), [[0.5, 0.5, 0.1, 0.1]])).all()
+
+
+def test_encode_beyond_float64_is_a_value_error():
+    # (a unit box against a 1e-300 prior is 5e300: large, but finite)
+    assert np.isfinite(fastanchor.encode([[0.0, 0.0, 1.0, 1.0]], [[0.0, 0.0, 1e-300, 1e-300]])).all()
+    with pytest.raises(ValueError, match="matched_gt gives targets beyond float64 range.*row 1: \\[inf, inf"):
+        fastanchor.encode([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1e10, 1e10]],
+                          [[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1e-300, 1e-300]])
+    # d_wh * v0 must be a finite positive double, even with no boxes to encode
+    for v, side in [((1e308, 1e308), 10.0), ((5e-324, 0.2), 0.1)]:  # 1e309 and 5e-325
+        priors = [[0.5, 0.5, 1.0, 1.0], [0.5, 0.5, side, side]]
+        for fn in (fastanchor.encode, fastanchor.decode):
+            with pytest.raises(ValueError, match="priors row 1 .* variances\\[0\\]"):
+                fn(np.zeros((0, 2, 4)), priors, v)
+
+
+@pytest.mark.parametrize("kwargs, what", [
+    (dict(feature_map_sizes=[1], aspect_ratios=[1e308], scales=[1e308], clip=False), "width inf"),
+    (dict(feature_map_sizes=[1], aspect_ratios=[1e308], scales=[1e308], clip=True), "width inf"),  # not clipped away
+    (dict(feature_map_sizes=[1], image_size=(1e308, 5e-324)), "width 0.0"),
+    (dict(feature_map_sizes=[1, 1], aspect_ratios=[2.0], scales=[1e-200, 1e-200]), "layer 0: box 1 .* width 0.0"),
+])
+def test_default_boxes_whose_sides_overflow_or_vanish_are_a_value_error(kwargs, what):
+    with pytest.raises(ValueError, match=what + ".*scales .*aspect_ratios, image_size"):
+        fastanchor.ssd_default_boxes(**kwargs)
+
+
+def test_default_boxes_count_is_limited_before_any_allocation(monkeypatch):
+    """Only the size arithmetic runs: the limit is checked before the grids are built."""
+    import fastanchor._ssd as ssd
+
+    assert ssd.MAX_PRIORS == 2**29  # 16 GiB of float64 output
+    for sizes in ([10**6], [2**31], [(2**62, 2**62)], [2**15]):  # 2**15: 2**30 * 6 boxes
+        with pytest.raises(ValueError, match=r"priors: at most 536870912 \(MAX_PRIORS: 16 GiB"):
+            fastanchor.ssd_default_boxes(sizes)
+    monkeypatch.setattr(ssd, "MAX_PRIORS", 6 * 4 + 6)  # one 2x2 map and a 1x1 map of 6 boxes each
+    assert fastanchor.ssd_default_boxes([2, 1]).shape == (30, 4)
+    with pytest.raises(ValueError, match="give 32 priors: at most 30"):
+        fastanchor.ssd_default_boxes([2, (1, 1)], [[2.0, 3.0], [2.0, 3.0, 4.0]])  # 4 * 6 + 8 boxes
+    # TensorFlow strides that put centres beyond float64 are refused too
+    with pytest.raises(ValueError, match="layer 0: height/width_stride"):
+        fastanchor.ssd_default_boxes([3], style="tf", height_stride=1e308, width_stride=1.0)
+
+
+def test_default_boxes_options_must_be_what_they_say():
+    with pytest.raises(TypeError, match="aspect_ratios must be a sequence of numbers, got ndarray"):
+        fastanchor.ssd_default_boxes([2], np.array(2.0))
+    with pytest.raises(TypeError, match="scales must be a sequence"):
+        fastanchor.ssd_default_boxes([2], scales=np.array(0.2))
+    with pytest.raises(TypeError, match="feature_map_sizes"):
+        fastanchor.ssd_default_boxes(np.array(3))
+    with pytest.raises(TypeError, match="height_stride"):
+        fastanchor.ssd_default_boxes([2], style="tf", height_stride=np.array(8.0), width_stride=8.0)
+    for name in ("clip", "reciprocals", "reduce_boxes_in_lowest_layer"):
+        for bad in ("no", None, 1, np.array(True)):
+            with pytest.raises(TypeError, match=f"{name} must be True or False"):
+                fastanchor.ssd_default_boxes([2], **{name: bad})
+    np.testing.assert_array_equal(fastanchor.ssd_default_boxes([2], clip=np.bool_(False), reciprocals=np.True_),
+                                  fastanchor.ssd_default_boxes([2], clip=False))
+    np.testing.assert_array_equal(fastanchor.ssd_default_boxes([2], np.array([2.0, 3.0])),
+                                  fastanchor.ssd_default_boxes([2], [2.0, 3.0]))
+
+
+def test_euclidean_aspect_ratios_take_the_counts_of_kmeans_iou():
+    wh = [[1, 2], [3, 1], [2, 2]]
+    for method in ("iou", "euclidean"):
+        for kwargs, what in [(dict(n_init=2**40), "n_init must be <= 2147483647"),
+                             (dict(max_iter=2**31), "max_iter must be <= 2147483647"),
+                             (dict(n_init=0), "n_init must be >= 1"), (dict(max_iter=-1), "max_iter must be >= 0")]:
+            with pytest.raises(ValueError, match=what):
+                fastanchor.ssd_aspect_ratios(wh, 2, method=method, **kwargs)
+        r = fastanchor.ssd_aspect_ratios(wh, 3, method=method, max_iter=0, seed=0)  # the seeds, as kmeans_iou
+        np.testing.assert_allclose(r.aspect_ratios, [1 / 3 ** 0 / 2, 1.0, 3.0])
+    with pytest.raises(ValueError, match="method"):
+        fastanchor.ssd_aspect_ratios(wh, 2, method=np.array(["iou"]))
+
+
+@pytest.mark.parametrize("method", ["iou", "euclidean"])
+def test_aspect_ratios_count_only_boxes_of_positive_weight(method):
+    wh = [[1, 2], [3, 1], [2, 2]]
+    with pytest.raises(ValueError, match="n=2 is larger than the number of distinct boxes with positive weight"):
+        fastanchor.ssd_aspect_ratios(wh, 2, method=method, sample_weight=[1, 0, 0], seed=0)
+    with pytest.raises(ValueError, match="n=4 is larger than the number of distinct boxes in wh \\(3\\)"):
+        fastanchor.ssd_aspect_ratios(wh, 4, method=method, seed=0)
+    # the zero-weight boxes are never centres
+    r = fastanchor.ssd_aspect_ratios(wh, 2, method=method, sample_weight=[1, 1, 0], seed=0)
+    np.testing.assert_allclose(r.aspect_ratios, [0.5, 3.0])
+
+
+def test_euclidean_centres_of_subnormal_weights_do_not_underflow():
+    wh = [[1, 1], [1, 1], [1, 1], [1, 10], [10, 1]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = fastanchor.ssd_aspect_ratios(wh, 3, method="euclidean", max_iter=1, sample_weight=[1, 0, 0, 1, 5e-324],
+                                         seed=0)
+    # the boxes of positive weight are the centres, whatever the weights' scale
+    assert np.isfinite(r.aspect_ratios).all() and np.isfinite(r.avg_iou)
+    assert {0.1, 10.0} <= set(np.round(r.aspect_ratios, 12))
+    for seed in range(5):
+        a = fastanchor.ssd_aspect_ratios(wh[3:], 2, method="euclidean", sample_weight=[1, 5e-324], seed=seed)
+        np.testing.assert_allclose(a.aspect_ratios, [0.1, 10.0], rtol=1e-14)
+    # a cluster's mean does not depend on the scale of its weights
+    wh = [[1, 2], [1, 3], [3, 1]]
+    base = fastanchor.ssd_aspect_ratios(wh, 2, method="euclidean", sample_weight=[1, 3, 1], seed=0)
+    tiny = fastanchor.ssd_aspect_ratios(wh, 2, method="euclidean", sample_weight=[1e-320, 3e-320, 1], seed=0)
+    np.testing.assert_allclose(tiny.aspect_ratios, base.aspect_ratios, rtol=1e-3)  # 1e-320 has 4 digits only
+
+
+def test_aspect_ratios_of_ratio_1e60_stay_within_the_side_range():
+    """Unit-area boxes and anchors of a 1e60 ratio round one ulp beyond 1e30 or below 1e-30: kept
+    inside, so no message about "anchors" (an argument the caller never gave)."""
+    from fastanchor._ssd import unit_area
+
+    wh = [[1e-30, 1e30], [1e30, 1e-30], [1.0, 1.0]]
+    u = unit_area(wh)
+    assert (u >= 1e-30).all() and (u <= 1e30).all()
+    for method in ("iou", "euclidean"):
+        r = fastanchor.ssd_aspect_ratios(wh, 3, seed=0, method=method)
+        np.testing.assert_allclose(r.aspect_ratios, [1e-60, 1.0, 1e60], rtol=1e-14)
+        assert (r.anchors >= 1e-30).all() and (r.anchors <= 1e30).all()
+        assert r.avg_iou == pytest.approx(1.0)

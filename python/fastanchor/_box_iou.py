@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from . import _core
-from ._validation import MAX_SIDE, as_real_array, resolve_threads
+from ._validation import MAX_SIDE, as_real_array, float32_output, resolve_threads
 
 __all__ = ["as_boxes", "box_iou", "to_center", "to_corners"]
 
@@ -68,9 +68,7 @@ def box_iou(boxes1: Any, boxes2: Any, *, n_threads: Optional[int] = None) -> np.
         rounded once to float32 when that is the output type. Symmetric, in [0, 1], exactly 1
         for identical boxes.
     """
-    a32 = as_real_array(boxes1, "boxes1")
-    b32 = as_real_array(boxes2, "boxes2")
-    out32 = a32.dtype == np.float32 and b32.dtype == np.float32
+    out32 = float32_output(boxes1, boxes2, ("boxes1", "boxes2"))
     a = as_boxes(boxes1, "boxes1")
     b = as_boxes(boxes2, "boxes2")
     return _core.box_iou(a, b, out32, resolve_threads(n_threads))
@@ -83,19 +81,46 @@ def _as_four(x: Any, name: str) -> np.ndarray:
     return arr.astype(np.float64, copy=False) if arr.dtype.kind != "f" else arr
 
 
+def _convert(boxes: Any, formula: Callable[[np.ndarray], np.ndarray], what: str) -> np.ndarray:
+    """``formula`` applied to validated ``(..., 4)`` boxes; a ValueError naming the first bad row
+    when an input value is not finite or the result overflows the dtype (never inf or NaN out)."""
+    b = _as_four(boxes, "boxes")
+    with np.errstate(all="ignore"):
+        out = formula(b)
+        ok = (np.isfinite(b) & np.isfinite(out)).reshape(-1, 4).all(axis=1)
+    if not ok.all():
+        bad = np.flatnonzero(~ok)
+        first = int(bad[0])
+        row = b.reshape(-1, 4)[first]
+        cause = "is not finite" if not np.isfinite(row).all() else f"overflows {out.dtype} in {what}"
+        raise ValueError(
+            f"boxes has {_plural(bad.size, 'bad row')}: every value must be finite and so must the converted "
+            f"box; the first is row {first} (of the boxes flattened to (-1, 4)), which {cause}: "
+            f"{[float(v) for v in row]}"
+        )
+    return out
+
+
 def to_corners(boxes: Any) -> np.ndarray:
     """Center form ``(cx, cy, w, h)`` to corner form ``(x1, y1, x2, y2)``: ``c -/+ 0.5 * size``.
 
-    Any shape ``(..., 4)``; float arrays keep their dtype, integers become float64.
+    Any shape ``(..., 4)``; float arrays keep their dtype, integers become float64. Non-finite
+    values, and corners that overflow the dtype, are a ValueError naming the first bad row.
     """
-    b = _as_four(boxes, "boxes")
-    c, half = b[..., :2], 0.5 * b[..., 2:]
-    return np.concatenate([c - half, c + half], axis=-1)
+
+    def formula(b: np.ndarray) -> np.ndarray:
+        c, half = b[..., :2], 0.5 * b[..., 2:]
+        return np.concatenate([c - half, c + half], axis=-1)
+
+    return _convert(boxes, formula, "to_corners")
 
 
 def to_center(boxes: Any) -> np.ndarray:
     """Corner form ``(x1, y1, x2, y2)`` to center form ``(cx, cy, w, h)``: ``c = 0.5 * (p1 + p2)``,
-    ``size = p2 - p1``. Any shape ``(..., 4)``."""
-    b = _as_four(boxes, "boxes")
-    p1, p2 = b[..., :2], b[..., 2:]
-    return np.concatenate([0.5 * (p1 + p2), p2 - p1], axis=-1)
+    ``size = p2 - p1``. Any shape ``(..., 4)``; dtypes and errors as :func:`to_corners`."""
+
+    def formula(b: np.ndarray) -> np.ndarray:
+        p1, p2 = b[..., :2], b[..., 2:]
+        return np.concatenate([0.5 * (p1 + p2), p2 - p1], axis=-1)
+
+    return _convert(boxes, formula, "to_center")

@@ -7,11 +7,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core
-from ._validation import as_real_array, as_weights, as_wh, resolve_threads
-
-
-def _is_float32(x: Any) -> bool:
-    return isinstance(x, np.ndarray) and x.dtype == np.float32
+from ._validation import as_weights, as_wh, float32_output, resolve_threads
 
 
 def wh_iou(wh1: Any, wh2: Any, *, n_threads: Optional[int] = None) -> np.ndarray:
@@ -36,7 +32,7 @@ def wh_iou(wh1: Any, wh2: Any, *, n_threads: Optional[int] = None) -> np.ndarray
         double precision, the same operations numpy performs in float64 (bit-identical), and
         rounded once to float32 when that is the output type.
     """
-    out32 = _is_float32(as_real_array(wh1, "wh1")) and _is_float32(as_real_array(wh2, "wh2"))
+    out32 = float32_output(wh1, wh2, ("wh1", "wh2"))
     a = as_wh(wh1, "wh1")
     b = as_wh(wh2, "wh2")
     return _core.wh_iou(a, b, out32, resolve_threads(n_threads))

@@ -16,6 +16,9 @@ from ._fitness import _as_strides, as_anchors, sort_by_area
 from ._iou import avg_iou
 from ._kmeans import kmeans_iou
 from ._validation import (
+    INT_MAX,
+    MAX_SIDE,
+    MIN_SIDE,
     SeedLike,
     as_float,
     as_int,
@@ -39,20 +42,30 @@ __all__ = [
     "unit_area",
 ]
 
+#: The most priors :func:`ssd_default_boxes` makes: 2**29 rows, 16 GiB of float64 output (the
+#: construction needs a few times that at its peak). More is a ValueError, decided from the feature
+#: map sizes before anything is allocated (``ssd_default_boxes([10**6])`` would need 10**12 rows).
+MAX_PRIORS = 2**29
+
 
 # --- aspect ratios ---------------------------------------------------------------------------------
 
 
 def unit_area(wh: Any) -> np.ndarray:
-    """Every box scaled to unit area, its aspect ratio kept: ``(w / sqrt(w*h), h / sqrt(w*h))``."""
+    """Every box scaled to unit area, its aspect ratio kept: ``(w / sqrt(w*h), h / sqrt(w*h))``.
+
+    The sides are kept within ``[MIN_SIDE, MAX_SIDE]`` (1e-30, 1e30), the range every function
+    accepts: a box of ratio 1e60 (the most that range allows) can round one ulp beyond it."""
     a = as_wh(wh)
     s = np.sqrt(a[:, 0] * a[:, 1])
-    return a / s[:, None]
+    return np.clip(a / s[:, None], MIN_SIDE, MAX_SIDE)
 
 
 def _ratio_boxes(ratios: np.ndarray) -> np.ndarray:
+    """The unit-area anchors ``(sqrt(a), 1 / sqrt(a))`` of the ratios, kept within
+    ``[MIN_SIDE, MAX_SIDE]`` as :func:`unit_area` (ratios near 1e60 round one ulp beyond it)."""
     r = np.sqrt(ratios)
-    return np.stack([r, 1.0 / r], axis=1)
+    return np.clip(np.stack([r, 1.0 / r], axis=1), MIN_SIDE, MAX_SIDE)
 
 
 @dataclass(frozen=True)
@@ -80,35 +93,55 @@ class AspectRatioResult:
     labels: np.ndarray = field(repr=False)
 
 
+def _weighted_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The weighted mean of the rows of ``x`` (at least one weight positive). The weights are
+    divided by their largest first, so that a group of tiny (even subnormal) weights neither
+    underflows (a centre of 0) nor loses precision: only their ratios matter."""
+    with np.errstate(under="ignore"):
+        w = w / w.max()
+    return (w[:, None] * x).sum(0) / w.sum()
+
+
 def _kmeans_euclidean(x: np.ndarray, k: int, weights: Optional[np.ndarray], seed: int, n_init: int,
                       max_iter: int) -> np.ndarray:
     """Plain Lloyd k-means with squared Euclidean distance and k-means++ seeding (what the
-    TensorFlow notebook does with scikit-learn); the centres of the run with the lowest inertia."""
+    TensorFlow notebook does with scikit-learn); the centres of the run with the lowest inertia.
+
+    Boxes of zero weight are never centres (the caller made sure there are at least ``k``
+    distinct boxes of positive weight); ``max_iter=0`` returns the seeding's centres."""
     rng = np.random.default_rng(seed)
     wt = np.ones(x.shape[0]) if weights is None else weights
+    positive = wt > 0
     best, best_inertia = None, np.inf
     for _ in range(n_init):
         centers = [x[rng.choice(x.shape[0], p=wt / wt.sum())]]
         d2 = ((x - centers[0]) ** 2).sum(1)
         for _j in range(1, k):
-            p = wt * d2
-            idx = rng.choice(x.shape[0], p=p / p.sum()) if p.sum() > 0 else int(rng.integers(x.shape[0]))
+            with np.errstate(under="ignore"):
+                p = wt * d2
+            total = p.sum()
+            if total > 0:
+                idx = rng.choice(x.shape[0], p=p / total)
+            else:
+                # every weight * distance underflowed: a positive-weight box that is no centre yet
+                # (there is one: k <= the distinct boxes of positive weight)
+                idx = int(rng.choice(np.flatnonzero(positive & (d2 > 0))))
             centers.append(x[idx])
             d2 = np.minimum(d2, ((x - x[idx]) ** 2).sum(1))
         c = np.array(centers)
-        labels = None
-        for _it in range(max_iter):
-            dist = ((x[:, None, :] - c[None, :, :]) ** 2).sum(2)
-            new = dist.argmin(1)
-            if labels is not None and np.array_equal(new, labels):
-                break
-            labels = new
+        labels = ((x[:, None, :] - c[None, :, :]) ** 2).sum(2).argmin(1)
+        for it in range(max_iter):
+            if it:
+                new = ((x[:, None, :] - c[None, :, :]) ** 2).sum(2).argmin(1)
+                if np.array_equal(new, labels):
+                    break
+                labels = new
             for j in range(k):
-                m = labels == j
-                if m.any() and wt[m].sum() > 0:
-                    c[j] = (wt[m, None] * x[m]).sum(0) / wt[m].sum()
+                m = (labels == j) & positive
+                if m.any():
+                    c[j] = _weighted_mean(x[m], wt[m])
         inertia = float((wt * ((x - c[labels]) ** 2).sum(1)).sum())
-        if inertia < best_inertia:
+        if best is None or inertia < best_inertia:
             best, best_inertia = c.copy(), inertia
     assert best is not None
     return best
@@ -144,27 +177,33 @@ def ssd_aspect_ratios(
         Euclidean distance on the normalized ``(w, h)``, as the TensorFlow Object Detection API
         notebook does (for comparison).
     seed, n_init, max_iter, sample_weight, n_threads
-        As in :func:`kmeans_iou` (``euclidean``: ``n_init`` defaults to 10, as scikit-learn).
+        As in :func:`kmeans_iou` (``euclidean``: ``n_init`` defaults to 10, as scikit-learn;
+        ``max_iter=0`` keeps the k-means++ seeds). ``n`` is at most the number of distinct boxes
+        with positive weight, for both methods.
 
     Returns
     -------
     AspectRatioResult
     """
-    if method not in ("iou", "euclidean"):
+    if not isinstance(method, str) or method not in ("iou", "euclidean"):
         raise ValueError(f"method must be 'iou' or 'euclidean', got {method!r}")
     u = unit_area(wh)
     k = as_int(n, "n", minimum=1)
     weights = as_weights(sample_weight, u.shape[0])
     threads = resolve_threads(n_threads)
+    if method == "euclidean":  # the count checks of kmeans_iou (which checks them for "iou")
+        runs = 10 if n_init is None else as_int(n_init, "n_init", minimum=1, maximum=INT_MAX)
+        iterations = as_int(max_iter, "max_iter", minimum=0, maximum=INT_MAX)
+    # kmeans_iou's rule, for both methods (its message would name k): boxes of zero weight don't count
+    distinct = distinct_rows_at_least(u if weights is None else u[weights > 0], k)
+    if k > distinct:
+        what = "distinct boxes with positive weight" if weights is not None else "distinct boxes"
+        raise ValueError(f"n={k} is larger than the number of {what} in wh ({distinct})")
     if method == "iou":
         r = kmeans_iou(u, k, seed=seed, n_init=n_init, max_iter=max_iter, sample_weight=weights, n_threads=threads)
         centers = r.anchors
     else:
-        distinct = distinct_rows_at_least(u, k)
-        if k > distinct:
-            raise ValueError(f"n={k} aspect ratios need at least {k} distinct boxes, but wh has only {distinct}")
-        runs = 10 if n_init is None else as_int(n_init, "n_init", minimum=1)
-        centers = _kmeans_euclidean(u, k, weights, resolve_seed(seed), runs, as_int(max_iter, "max_iter", minimum=1))
+        centers = _kmeans_euclidean(u, k, weights, resolve_seed(seed), runs, iterations)
     ratios = np.sort(centers[:, 0] / centers[:, 1])
     anchors = _ratio_boxes(ratios)
     labels = _core.assign(anchors, u, threads)
@@ -182,8 +221,22 @@ def _positive(x: Any, name: str) -> float:
     return v
 
 
+def _as_bool(x: Any, name: str) -> bool:
+    """A bool option: ``bool`` or ``numpy.bool_`` only (``"no"`` or ``None`` are not read by truthiness)."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(x).__name__} {x!r}")
+    return bool(x)
+
+
+def _is_sequence(x: Any) -> bool:
+    """A list-like argument: a sequence that is not a string, or an array of at least one dimension."""
+    if isinstance(x, np.ndarray):
+        return x.ndim > 0
+    return isinstance(x, Sequence) and not isinstance(x, (str, bytes))
+
+
 def _feature_maps(sizes: Any) -> List[Tuple[int, int]]:
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (Sequence, np.ndarray)) or len(sizes) == 0:
+    if not _is_sequence(sizes) or len(sizes) == 0:
         raise TypeError("feature_map_sizes must be a non-empty sequence of ints or (height, width) pairs")
     out = []
     for i, s in enumerate(sizes):
@@ -201,8 +254,8 @@ def _feature_maps(sizes: Any) -> List[Tuple[int, int]]:
 
 
 def _ratio_list(x: Any, name: str) -> List[float]:
-    if isinstance(x, (str, bytes)) or not isinstance(x, (Sequence, np.ndarray)):
-        raise TypeError(f"{name} must be a sequence of numbers, got {type(x).__name__}")
+    if not _is_sequence(x):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(x).__name__} {x!r}")
     return [_positive(a, f"{name}[{i}]") for i, a in enumerate(x)]
 
 
@@ -220,6 +273,46 @@ def _image_scale(image_size: Any) -> Tuple[float, float]:
     w, h = _positive(w, "image_size width"), _positive(h, "image_size height")
     m = min(w, h)
     return m / w, m / h
+
+
+def _image_wh(image_size: Any) -> Tuple[float, float]:
+    """The image's (width, height) in pixels; (1, 1) without an image size (normalized units)."""
+    if image_size is None:
+        return 1.0, 1.0
+    if isinstance(image_size, numbers.Real) and not isinstance(image_size, (bool, np.bool_)):
+        v = _positive(image_size, "image_size")
+        return v, v
+    w, h = image_size  # already checked by _image_scale
+    return float(w), float(h)
+
+
+def _per_layer(x: Any, name: str, m: int, *, positive: bool) -> Optional[List[float]]:
+    """None, or one number per layer from a number (every layer) or a sequence of ``m`` numbers."""
+    if x is None:
+        return None
+    if not (_is_sequence(x) or isinstance(x, numbers.Real)) or isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a number or a sequence of {m} numbers (one per layer), got {x!r}")
+    values = [x] * m if isinstance(x, numbers.Real) else list(x)
+    if len(values) != m:
+        raise ValueError(f"{name} has {len(values)} values but there are {m} feature maps")
+    out = []
+    for i, v in enumerate(values):
+        label = f"{name}[{i}]" if not isinstance(x, numbers.Real) else name
+        f = _positive(v, label) if positive else as_float(v, label)
+        if not math.isfinite(f):
+            raise ValueError(f"{label} must be finite, got {v!r}")
+        out.append(f)
+    return out
+
+
+def _tf_grid(name_h: str, name_w: str, h: Any, w: Any, m: int, positive: bool) -> Optional[List[Tuple[float, float]]]:
+    """Per-layer (y, x) pairs of TensorFlow's anchor_strides or anchor_offsets, in pixels."""
+    hs = _per_layer(h, name_h, m, positive=positive)
+    ws = _per_layer(w, name_w, m, positive=positive)
+    if (hs is None) != (ws is None):
+        given, missing = (name_h, name_w) if ws is None else (name_w, name_h)
+        raise ValueError(f"{given} needs {missing} as well (TensorFlow pairs them per layer)")
+    return None if hs is None or ws is None else list(zip(hs, ws))
 
 
 def _box_of(scale: float, a: float) -> Tuple[float, float]:
@@ -241,6 +334,12 @@ def ssd_default_boxes(
     reciprocals: bool = True,
     interpolated_scale_aspect_ratio: float = 1.0,
     reduce_boxes_in_lowest_layer: bool = True,
+    base_anchor_height: float = 1.0,
+    base_anchor_width: float = 1.0,
+    height_stride: Any = None,
+    width_stride: Any = None,
+    height_offset: Any = None,
+    width_offset: Any = None,
 ) -> np.ndarray:
     """SSD default boxes (priors) on a set of feature maps, normalized center form ``(cx, cy, w, h)``.
 
@@ -277,11 +376,45 @@ def ssd_default_boxes(
         ``min(W, H) / H`` so that a ratio of 1 is square in pixels (TensorFlow's rule).
     clip : bool
         Clip every box to the image ``[0, 1]`` (in corner form), as TensorFlow and ssd.pytorch do.
+    base_anchor_height, base_anchor_width : float
+        ``style="tf"`` only: TensorFlow's ``base_anchor_height``/``base_anchor_width`` (default
+        1.0): every box height is multiplied by ``base_anchor_height`` and every width by
+        ``base_anchor_width`` (before the ``image_size`` correction, which TensorFlow applies to
+        the base anchor size).
+    height_stride, width_stride : number or sequence of numbers (one per layer), optional
+        ``style="tf"`` only: TensorFlow's ``height_stride``/``width_stride`` (the
+        ``anchor_strides`` of ``MultipleGridAnchorGenerator``), the distance between box centres
+        in pixels of ``image_size`` (in normalized units when ``image_size`` is not given, as
+        TensorFlow with an image of 1 x 1). Given together; a single number serves every layer.
+        By default the stride is ``1 / feature map size`` (normalized).
+    height_offset, width_offset : number or sequence of numbers (one per layer), optional
+        ``style="tf"`` only: TensorFlow's ``height_offset``/``width_offset`` (``anchor_offsets``),
+        the centre of the first box of the layer, in the units of the strides. By default half
+        the stride. With strides or offsets given, the box at row ``i``, column ``j`` is centred
+        at ``(j * width_stride + width_offset, i * height_stride + height_offset)``, divided by
+        the image width and height; without them the centres are exactly those above.
+
+    Raises
+    ------
+    ValueError
+        When a box side would overflow or vanish in float64 (scales, ratios or image sizes near
+        1e308 or 5e-324), naming the layer and the box; when the maps give more than
+        ``MAX_PRIORS`` (2**29) priors, decided from the sizes before anything is allocated.
+    TypeError
+        When ``clip``, ``reciprocals`` or ``reduce_boxes_in_lowest_layer`` is not a bool (or
+        ``numpy.bool_``), or a list argument is not a sequence (e.g. a 0-d array).
     """
     if style not in ("ssd", "tf"):
         raise ValueError(f"style must be 'ssd' or 'tf', got {style!r}")
     maps = _feature_maps(feature_map_sizes)
     m = len(maps)
+    base_h = _positive(base_anchor_height, "base_anchor_height")
+    base_w = _positive(base_anchor_width, "base_anchor_width")
+    strides = _tf_grid("height_stride", "width_stride", height_stride, width_stride, m, True)
+    offsets = _tf_grid("height_offset", "width_offset", height_offset, width_offset, m, False)
+    if style != "tf" and (base_h != 1.0 or base_w != 1.0 or strides is not None or offsets is not None):
+        raise ValueError("base_anchor_height/width, height/width_stride and height/width_offset are "
+                         "TensorFlow's ssd_anchor_generator fields: use them with style='tf'")
     if scales is None:
         lo, hi = _positive(min_scale, "min_scale"), _positive(max_scale, "max_scale")
         sc = [lo] if m == 1 else [lo + (hi - lo) * k / (m - 1) for k in range(m)]
@@ -291,9 +424,10 @@ def ssd_default_boxes(
             raise ValueError(f"scales has {len(sc)} values but there are {m} feature maps")
     sc.append(1.0)
     # Ratios per layer.
-    if isinstance(aspect_ratios, (Sequence, np.ndarray)) and len(aspect_ratios) and all(
-        isinstance(r, (Sequence, np.ndarray)) and not isinstance(r, (str, bytes)) for r in aspect_ratios
-    ):
+    clip = _as_bool(clip, "clip")
+    reciprocals = _as_bool(reciprocals, "reciprocals")
+    reduce_boxes_in_lowest_layer = _as_bool(reduce_boxes_in_lowest_layer, "reduce_boxes_in_lowest_layer")
+    if _is_sequence(aspect_ratios) and len(aspect_ratios) and all(_is_sequence(r) for r in aspect_ratios):
         if style == "tf":
             raise ValueError("style='tf' takes one list of aspect ratios for all layers")
         if len(aspect_ratios) != m:
@@ -303,38 +437,74 @@ def ssd_default_boxes(
         per_layer = [_ratio_list(aspect_ratios, "aspect_ratios")] * m
     interp = as_float(interpolated_scale_aspect_ratio, "interpolated_scale_aspect_ratio")
     fw, fh = _image_scale(image_size)
+    im_w, im_h = _image_wh(image_size)
 
-    out = []
+    # First the boxes of a location, layer by layer, and their count: all checked before anything
+    # of the size of the grids is allocated.
+    layers = []  # (H, W, widths, heights, (scale, ratio) of each box)
     for k, ((H, W), ratios) in enumerate(zip(maps, per_layer)):
         s, s_next = sc[k], sc[k + 1]
         extra = math.sqrt(s * s_next)
-        box = _box_of
-        specs: List[Tuple[float, float]] = []  # (w, h) before the image-size correction
+        # (scale, ratio, turned): the box (s * sqrt(a), s / sqrt(a)), or (turned) its height and width
+        specs: List[Tuple[float, float, bool]] = []
         if style == "tf":
             if k == 0 and reduce_boxes_in_lowest_layer:
-                specs = [box(0.1, 1.0), box(s, 2.0), box(s, 0.5)]
+                specs = [(0.1, 1.0, False), (s, 2.0, False), (s, 0.5, False)]
             else:
-                specs = [box(s, a) for a in ratios]
+                specs = [(s, a, False) for a in ratios]
                 if interp > 0:
-                    specs.append(box(extra, interp))
+                    specs.append((extra, interp, False))
         elif reciprocals:
-            specs = [(s, s), (extra, extra)]
+            specs = [(s, 1.0, False), (extra, 1.0, False)]
             for a in ratios:
                 if a != 1.0:
-                    w, h = box(s, a)
-                    specs += [(w, h), (h, w)]  # a and 1/a, as ssd.pytorch: (s/sqrt(a), s*sqrt(a))
+                    specs += [(s, a, False), (s, a, True)]  # a and 1/a, as ssd.pytorch: (s/sqrt(a), s*sqrt(a))
         else:
             for a in ratios:
-                specs.append(box(s, a))
+                specs.append((s, a, False))
                 if a == 1.0:
-                    specs.append((extra, extra))
+                    specs.append((extra, 1.0, False))
         if not specs:
             raise ValueError(f"layer {k} has no boxes: give at least one aspect ratio")
-        spec = np.array(specs)
-        bw = spec[:, 0] * fw
-        bh = spec[:, 1] * fh
-        cy, cx = np.meshgrid((np.arange(H) + 0.5) / H, (np.arange(W) + 0.5) / W, indexing="ij")
-        nb = spec.shape[0]
+        sides = []
+        for scale, a, turned in specs:
+            w, h = _box_of(scale, a)
+            sides.append((h, w) if turned else (w, h))
+        spec = np.array(sides)
+        with np.errstate(all="ignore"):
+            bw = spec[:, 0] * base_w * fw
+            bh = spec[:, 1] * base_h * fh
+        ok = np.isfinite(bw) & np.isfinite(bh) & (bw > 0) & (bh > 0)
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            scale, a, turned = specs[i]
+            raise ValueError(
+                f"layer {k}: box {i} (scale {scale!r}, aspect ratio {1 / a if turned else a!r}) would "
+                f"have width {float(bw[i])!r} and height {float(bh[i])!r}: box sides must be finite and "
+                "positive in float64; "
+                "scales (or min_scale/max_scale), aspect_ratios, image_size and base_anchor_height/width "
+                "give them")
+        layers.append((H, W, bw, bh))
+    total = sum(H * W * bw.size for H, W, bw, _ in layers)  # Python ints: exact
+    if total > MAX_PRIORS:
+        raise ValueError(f"feature_map_sizes and aspect_ratios give {total} priors: at most {MAX_PRIORS} "
+                         f"(MAX_PRIORS: {MAX_PRIORS * 32 / 2**30:g} GiB of output) are supported")
+
+    out = []
+    for k, (H, W, bw, bh) in enumerate(layers):
+        if strides is None and offsets is None:
+            cy, cx = np.meshgrid((np.arange(H) + 0.5) / H, (np.arange(W) + 0.5) / W, indexing="ij")
+        else:
+            # TensorFlow: strides and offsets in pixels over the image size; a stride not given is
+            # 1 / grid size, an offset not given half the stride.
+            sy, sx = (1.0 / H, 1.0 / W) if strides is None else (strides[k][0] / im_h, strides[k][1] / im_w)
+            oy, ox = (0.5 * sy, 0.5 * sx) if offsets is None else (offsets[k][0] / im_h, offsets[k][1] / im_w)
+            last = ((H - 1) * sy + oy, (W - 1) * sx + ox)  # Python floats: inf on overflow, no warning
+            if not all(math.isfinite(v) and abs(v) <= MAX_SIDE for v in (sy, sx, oy, ox) + last):
+                raise ValueError(f"layer {k}: height/width_stride and height/width_offset over image_size put "
+                                 f"box centres at {last} (normalized): beyond {MAX_SIDE:g}")
+            cy, cx = np.meshgrid(np.arange(H) * sy + oy, np.arange(W) * sx + ox, indexing="ij")
+        nb = bw.size
         layer = np.empty((H, W, nb, 4))
         layer[..., 0] = cx[..., None]
         layer[..., 1] = cy[..., None]
@@ -350,18 +520,38 @@ def ssd_default_boxes(
 # --- matching and encoding -------------------------------------------------------------------------
 
 
-def _gt_list(gt_boxes: Any, counts: Any) -> Tuple[List[np.ndarray], bool]:
-    """The ground truth of each image, validated; and whether a single image was given."""
+def _checked_images(parts: Sequence[Any]) -> Tuple[np.ndarray, np.ndarray]:
+    """The images' boxes validated and concatenated, and the number of boxes of each image.
+
+    Arrays of a real dtype are concatenated and checked in one call (per image, the checks cost
+    more than the matching of a small image); when that finds a bad row, or for other inputs,
+    every image is checked on its own, so that an error names the image.
+    """
+    if all(isinstance(g, np.ndarray) and g.ndim == 2 and g.shape[1] == 4 and g.dtype.kind in "fiu" for g in parts):
+        n = np.array([g.shape[0] for g in parts], dtype=np.int64)
+        try:
+            return as_boxes(np.concatenate(parts) if len(parts) else np.zeros((0, 4)), "gt_boxes",
+                            allow_empty=True), n
+        except ValueError:
+            pass  # checked again image by image below, for a message that names the image
+    images = [as_boxes(g, f"gt_boxes[{b}]", allow_empty=True) for b, g in enumerate(parts)]
+    n = np.array([g.shape[0] for g in images], dtype=np.int64)
+    return (np.concatenate(images) if images else np.zeros((0, 4))), n
+
+
+def _gt_list(gt_boxes: Any, counts: Any) -> Tuple[np.ndarray, np.ndarray, bool]:
+    """The ground truth of all images, validated and concatenated; the number of boxes of each
+    image; and whether a single image was given."""
     if isinstance(gt_boxes, (list, tuple)) and (len(gt_boxes) == 0 or not np.isscalar(gt_boxes[0]) and
                                                 np.ndim(gt_boxes[0]) == 2):
         if counts is not None:
             raise ValueError("counts is for a padded (B, G, 4) array of gt_boxes, not a list")
-        return [as_boxes(g, f"gt_boxes[{b}]", allow_empty=True) for b, g in enumerate(gt_boxes)], False
+        return (*_checked_images(gt_boxes), False)
     arr = as_real_array(gt_boxes, "gt_boxes")
     if arr.ndim == 2:
         if counts is not None:
             raise ValueError("counts is for a padded (B, G, 4) array of gt_boxes")
-        return [as_boxes(arr, "gt_boxes", allow_empty=True)], True
+        return as_boxes(arr, "gt_boxes", allow_empty=True), np.array([arr.shape[0]], dtype=np.int64), True
     if arr.ndim != 3 or arr.shape[2] != 4:
         raise ValueError(f"gt_boxes must be (G, 4), a list of (G_i, 4) arrays or a padded (B, G, 4) array, got shape {arr.shape}")
     if counts is None:
@@ -374,7 +564,7 @@ def _gt_list(gt_boxes: Any, counts: Any) -> Tuple[List[np.ndarray], bool]:
             b = int(np.flatnonzero((c < 0) | (c > arr.shape[1]))[0])
             raise ValueError(f"counts[{b}] = {int(c[b])} is outside [0, {arr.shape[1]}]")
         n = c.astype(np.int64)
-    return [as_boxes(arr[b, : n[b]], f"gt_boxes[{b}]", allow_empty=True) for b in range(arr.shape[0])], False
+    return (*_checked_images([arr[b, : n[b]] for b in range(arr.shape[0])]), False)
 
 
 def match_priors(
@@ -418,11 +608,10 @@ def match_priors(
     """
     p = as_boxes(priors, "priors")
     thr = as_float(threshold, "threshold")
-    images, single = _gt_list(gt_boxes, counts)
-    offsets = np.zeros(len(images) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([g.shape[0] for g in images])
-    gt = np.concatenate(images, axis=0) if images else np.zeros((0, 4))
-    out = _core.match_priors(p, np.ascontiguousarray(gt), offsets, thr, resolve_threads(n_threads))
+    gt, n, single = _gt_list(gt_boxes, counts)
+    offsets = np.zeros(n.size + 1, dtype=np.int64)
+    np.cumsum(n, out=offsets[1:])
+    out = _core.match_priors(p, gt, offsets, thr, resolve_threads(n_threads))
     return out[0] if single else out
 
 
@@ -469,6 +658,14 @@ def encode(matched_gt: Any, priors: Any, variances: Any = (0.1, 0.2)) -> np.ndar
     -------
     ndarray, the shape of ``matched_gt``, float64. :func:`decode` is the inverse formula; in
     floating point ``decode(encode(g))`` equals ``g`` to a few ulps (relative to the box sizes).
+
+    Raises
+    ------
+    ValueError
+        When the scale ``d_wh * v0`` of a prior is not a finite positive float64 (e.g. variances
+        of 1e308, even with no boxes to encode), naming the first such prior row; or when a
+        target is beyond float64 range (e.g. a 1e10 box against a 1e-300 prior), naming the
+        first such row (and image, for a batch).
     """
     d = _center_priors(priors)
     v0, v1 = _variances(variances)
@@ -476,11 +673,15 @@ def encode(matched_gt: Any, priors: Any, variances: Any = (0.1, 0.2)) -> np.ndar
     if g.ndim not in (2, 3) or g.shape[-2:] != d.shape:
         raise ValueError(f"matched_gt must have shape {d.shape} or (B, {d.shape[0]}, 4) to match priors, got {g.shape}")
     flat = as_boxes(g.reshape(-1, 4), "matched_gt", allow_empty=True).reshape(g.shape)
-    gc = 0.5 * (flat[..., :2] + flat[..., 2:])
-    gwh = flat[..., 2:] - flat[..., :2]
-    t_xy = (gc - d[:, :2]) / (d[:, 2:] * v0)
-    t_wh = np.log(gwh / d[:, 2:]) / v1
-    return np.concatenate([t_xy, t_wh], axis=-1)
+    scale = _prior_scale(d, v0)
+    with np.errstate(all="ignore"):
+        gc = 0.5 * (flat[..., :2] + flat[..., 2:])
+        gwh = flat[..., 2:] - flat[..., :2]
+        t_xy = (gc - d[:, :2]) / scale
+        t_wh = np.log(gwh / d[:, 2:]) / v1
+        out = np.concatenate([t_xy, t_wh], axis=-1)
+    _finite_rows(out, "matched_gt gives targets beyond float64 range against its priors and variances")
+    return out
 
 
 def decode(loc: Any, priors: Any, variances: Any = (0.1, 0.2)) -> np.ndarray:
@@ -488,6 +689,15 @@ def decode(loc: Any, priors: Any, variances: Any = (0.1, 0.2)) -> np.ndarray:
 
     ``c = d_c + t_xy * v0 * d_wh``, ``wh = d_wh * exp(t_wh * v1)``, corners ``c -/+ 0.5 * wh``.
     ``loc`` has shape (P, 4) or (B, P, 4); returns float64 of the same shape.
+
+    Raises
+    ------
+    ValueError
+        When ``loc`` is not finite; when the scale ``d_wh * v0`` of a prior is not a finite
+        positive float64 (as in :func:`encode`: e.g. variances of 1e308), naming the prior row;
+        or when ``loc`` gives boxes beyond float64 range (inf or NaN corners, e.g. ``loc = 1e4``,
+        where ``exp(1e4 * v1)`` overflows): "loc gives boxes beyond float64 range", naming the
+        first such row (and image, for a batch).
     """
     d = _center_priors(priors)
     v0, v1 = _variances(variances)
@@ -497,9 +707,38 @@ def decode(loc: Any, priors: Any, variances: Any = (0.1, 0.2)) -> np.ndarray:
     t = t.astype(np.float64, copy=False)
     if not np.isfinite(t).all():
         raise ValueError("loc must be finite")
-    c = d[:, :2] + t[..., :2] * v0 * d[:, 2:]
-    wh = d[:, 2:] * np.exp(t[..., 2:] * v1)
-    return np.concatenate([c - 0.5 * wh, c + 0.5 * wh], axis=-1)
+    _prior_scale(d, v0)
+    with np.errstate(all="ignore"):
+        c = d[:, :2] + t[..., :2] * v0 * d[:, 2:]
+        wh = d[:, 2:] * np.exp(t[..., 2:] * v1)
+        out = np.concatenate([c - 0.5 * wh, c + 0.5 * wh], axis=-1)
+    _finite_rows(out, "loc gives boxes beyond float64 range")
+    return out
+
+
+def _prior_scale(d: np.ndarray, v0: float) -> np.ndarray:
+    """The scale ``d_wh * v0`` of the offsets of every prior; a ValueError naming the first prior
+    row where it is not a finite positive float64."""
+    with np.errstate(all="ignore"):
+        scale = d[:, 2:] * v0
+    bad = ~(np.isfinite(scale) & (scale > 0)).all(1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"priors row {row} has (w, h) = {d[row, 2:].tolist()} which times variances[0] = {v0!r} "
+                         f"is {scale[row].tolist()}: it must be finite and positive in float64")
+    return scale
+
+
+def _finite_rows(out: np.ndarray, what: str) -> None:
+    """A ValueError naming the first row of ``out`` (rows of 4, flattened over a batch) that is not finite."""
+    rows = out.reshape(-1, 4)
+    ok = np.isfinite(rows).all(1)
+    if not ok.all():
+        bad = np.flatnonzero(~ok)
+        first = int(bad[0])
+        where = f"row {first}" if out.ndim == 2 else f"image {first // out.shape[1]}, row {first % out.shape[1]}"
+        raise ValueError(f"{what}: {bad.size} row{'s' if bad.size > 1 else ''} would be inf or NaN; "
+                         f"the first is {where}: {rows[first].tolist()}")
 
 
 # --- recall on the grids -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numbers
 import operator
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
@@ -33,6 +33,14 @@ def as_real_array(x: Any, name: str) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     return arr
+
+
+def float32_output(x1: Any, x2: Any, names: Tuple[str, str]) -> bool:
+    """The output dtype rule of the pairwise IoU functions (``wh_iou``, ``box_iou``): float32 when
+    both inputs are float32 arrays, else float64. Both arguments are checked for a real dtype
+    (a ``TypeError`` naming the argument otherwise), in order."""
+    dtypes = [as_real_array(x, name).dtype for x, name in zip((x1, x2), names)]
+    return all(d == np.float32 for d in dtypes)
 
 
 def as_wh(x: Any, name: str = "wh", *, max_rows: Optional[int] = None) -> np.ndarray:

@@ -118,6 +118,7 @@ struct MatchScratch {
     std::vector<double> g_iou;
     std::vector<std::int32_t> g_prior;
     std::vector<char> g_done;
+    std::vector<double> bmax;
 };
 
 namespace detail {
@@ -155,29 +156,86 @@ FASTANCHOR_CLONES inline index_t first_argmax(const double* __restrict x, index_
     return j;
 }
 
-// One GT row of the matching: row[j] = IoU of the GT box with prior j, and the priors' best GT
-// so far updated (a strictly higher IoU replaces it: the lowest GT index wins ties). One pass.
-FASTANCHOR_CLONES inline void match_row(double x1, double y1, double x2, double y2, double a,
-                                        const CornerSet& pri, double* __restrict row,
-                                        double* __restrict best_iou, std::int32_t* __restrict best_gt,
-                                        std::int32_t g) {
+// One GT row of the matching: row[j] = IoU of the GT box with prior j, the priors' best GT so
+// far updated (a strictly higher IoU replaces it: the lowest GT index wins ties), and the row's
+// first maximum returned (its value in *best). One pass, in blocks of kSkipBlock priors:
+//  - a block that the GT box does not overlap at all (every intersection 0, so every IoU is
+//    0 / union = 0 exactly) skips the divisions, which bound the pass (SSD priors are laid out
+//    cell by cell, so a box overlaps few blocks of the fine layers);
+//  - each block's maximum is kept in bmax, so the first maximum of the row is found in the first
+//    block whose maximum is the row's, without a second pass over the row.
+inline constexpr index_t kSkipBlock = 32;
+
+FASTANCHOR_CLONES inline index_t match_row(double x1, double y1, double x2, double y2, double a,
+                                           const CornerSet& pri, double* __restrict row,
+                                           double* __restrict best_iou, std::int32_t* __restrict best_gt,
+                                           std::int32_t g, double* __restrict bmax, double* best) {
+    constexpr index_t B = kSkipBlock;
     const index_t m = pri.size();
     const double* __restrict bx1 = pri.x1.data();
     const double* __restrict by1 = pri.y1.data();
     const double* __restrict bx2 = pri.x2.data();
     const double* __restrict by2 = pri.y2.data();
     const double* __restrict ba = pri.a.data();
+    // Whole blocks (a constant trip count: GCC vectorizes them far better), then the rest.
+    index_t b = 0, nb = 0;
+    for (; b + B <= m; b += B, ++nb) {
+        constexpr index_t n = B;
+        double inter[B];
+        double any = 0.0;  // the block's largest intersection
+#pragma omp simd reduction(max : any)
+        for (index_t l = 0; l < n; ++l) {
+            const index_t j = b + l;
+            const double iw = std::max(std::min(x2, bx2[j]) - std::max(x1, bx1[j]), 0.0);
+            const double ih = std::max(std::min(y2, by2[j]) - std::max(y1, by1[j]), 0.0);
+            inter[l] = iw * ih;
+            any = std::max(any, inter[l]);
+        }
+        double mx = 0.0;
+        if (any > 0.0) {
+#pragma omp simd reduction(max : mx)
+            for (index_t l = 0; l < n; ++l) {
+                const index_t j = b + l;
+                const double v = inter[l] / ((a + ba[j]) - inter[l]);
+                row[j] = v;
+                mx = std::max(mx, v);
+                const bool better = v > best_iou[j];
+                best_iou[j] = better ? v : best_iou[j];
+                best_gt[j] = better ? g : best_gt[j];
+            }
+        } else {
 #pragma omp simd
-    for (index_t j = 0; j < m; ++j) {
-        const double iw = std::max(std::min(x2, bx2[j]) - std::max(x1, bx1[j]), 0.0);
-        const double ih = std::max(std::min(y2, by2[j]) - std::max(y1, by1[j]), 0.0);
-        const double inter = iw * ih;
-        const double v = inter / ((a + ba[j]) - inter);
-        row[j] = v;
-        const bool better = v > best_iou[j];
-        best_iou[j] = better ? v : best_iou[j];
-        best_gt[j] = better ? g : best_gt[j];
+            for (index_t l = 0; l < n; ++l) {
+                const index_t j = b + l;
+                row[j] = 0.0;
+                const bool better = 0.0 > best_iou[j];
+                best_iou[j] = better ? 0.0 : best_iou[j];
+                best_gt[j] = better ? g : best_gt[j];
+            }
+        }
+        bmax[nb] = mx;
     }
+    if (b < m) {
+        double mx = 0.0;
+        for (index_t j = b; j < m; ++j) {
+            const double iw = std::max(std::min(x2, bx2[j]) - std::max(x1, bx1[j]), 0.0);
+            const double ih = std::max(std::min(y2, by2[j]) - std::max(y1, by1[j]), 0.0);
+            const double inter = iw * ih;
+            const double v = inter / ((a + ba[j]) - inter);
+            row[j] = v;
+            mx = std::max(mx, v);
+            const bool better = v > best_iou[j];
+            best_iou[j] = better ? v : best_iou[j];
+            best_gt[j] = better ? g : best_gt[j];
+        }
+        bmax[nb++] = mx;
+    }
+    index_t k = 0;
+    for (index_t c = 1; c < nb; ++c) k = bmax[c] > bmax[k] ? c : k;
+    index_t j = k * B;
+    while (row[j] != bmax[k]) ++j;
+    *best = bmax[k];
+    return j;
 }
 
 // Best prior of GT box g among the priors not taken (lowest index on ties), in buf's storage.
@@ -201,6 +259,7 @@ inline void match_image(const CornerSet& pri, const double* gt, index_t G, doubl
     std::fill(out, out + P, -1);
     if (G == 0 || P == 0) return;
     s.buf.resize(P);
+    s.bmax.resize(P / detail::kSkipBlock + 1);
     s.best_iou.assign(P, -1.0);
     s.best_gt.assign(P, -1);
     s.taken.assign(P, 0);
@@ -214,10 +273,11 @@ inline void match_image(const CornerSet& pri, const double* gt, index_t G, doubl
         const double* b = gt + 4 * g;
         ga[g] = (b[2] - b[0]) * (b[3] - b[1]);
         double* row = stored ? s.mat.data() + g * P : s.buf.data();
-        detail::match_row(b[0], b[1], b[2], b[3], ga[g], pri, row, s.best_iou.data(), s.best_gt.data(),
-                          static_cast<std::int32_t>(g));
         // Best prior of this GT: the first maximum.
-        s.g_prior[g] = static_cast<std::int32_t>(detail::first_argmax(row, P, &s.g_iou[g]));
+        s.g_prior[g] = static_cast<std::int32_t>(detail::match_row(b[0], b[1], b[2], b[3], ga[g], pri, row,
+                                                                   s.best_iou.data(), s.best_gt.data(),
+                                                                   static_cast<std::int32_t>(g), s.bmax.data(),
+                                                                   &s.g_iou[g]));
     }
     // 1. Greedy forced matches. Invariant: g_prior[g] is GT g's best prior among those not taken
     // (with a stored matrix, the taken priors' cells of the open GT rows hold -1).
@@ -254,13 +314,18 @@ inline void match_image(const CornerSet& pri, const double* gt, index_t G, doubl
 }
 
 // Matches of B images: image b has gt rows [offsets[b], offsets[b + 1]) of gt; out is B x P.
-// Images in parallel (each independent: results do not depend on the thread count). An
-// allocation failure inside the parallel loop is caught there and rethrown afterwards.
+// Images in parallel (each independent: results do not depend on the thread count); a batch of
+// fewer than kMatchSerialCells IoU cells runs on the calling thread, where starting the team
+// would cost more than the work. An allocation failure inside the parallel loop is caught there
+// and rethrown afterwards.
+inline constexpr index_t kMatchSerialCells = index_t{1} << 16;
+
 inline void match_batch(const CornerSet& pri, const double* gt, const index_t* offsets, index_t n_images,
                         double threshold, std::int32_t* out, int n_threads,
                         index_t max_stored_cells = kMaxStoredCells) {
     const index_t P = pri.size();
-    const int nt = threads_for(n_threads, n_images);
+    const index_t cells = (n_images > 0 ? offsets[n_images] - offsets[0] : 0) * P;
+    const int nt = cells < kMatchSerialCells ? 1 : threads_for(n_threads, n_images);
     int failed = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt) if (nt > 1)
