@@ -231,3 +231,101 @@ def test_equal_weights_give_exactly_the_unweighted_fit(problem, update, w, seed)
     np.testing.assert_array_equal(a.anchors, b.anchors)
     np.testing.assert_array_equal(a.labels, b.labels)
     assert a.avg_iou == b.avg_iou
+
+
+# ---- the float ranking, the storage order and the bounds (kmeans.hpp) ----
+
+
+def _boundary_boxes(a, b, w, rng):
+    """Boxes of widths w on the boundary where IoU with anchors a and b is equal (bisection on
+    the height, in float64), moved off it by relative steps float32 cannot resolve."""
+    lo, hi = np.full_like(w, 1e-3), np.full_like(w, 1e3)
+
+    def gap(h):
+        box = np.stack([w, h], 1)
+        return ref.wh_iou(box, a[None])[:, 0] - ref.wh_iou(box, b[None])[:, 0]
+
+    sign_lo = np.sign(gap(lo))
+    for _ in range(80):
+        mid = np.sqrt(lo * hi)
+        same = np.sign(gap(mid)) == sign_lo
+        lo, hi = np.where(same, mid, lo), np.where(same, hi, mid)
+    step = rng.choice([0.0, 1e-12, -1e-12, 1e-9, -1e-9, 1e-8, -1e-8, 1e-7, -1e-7, 1e-6, -1e-6], w.size)
+    return np.stack([w, lo * (1 + step)], 1)
+
+
+@pytest.mark.parametrize("update", ["median", "mean"])
+def test_near_ties_in_float_are_decided_exactly(update):
+    # Boxes whose IoUs with two anchors differ by less than float32 can resolve: the float
+    # ranking must flag them and the exact rule (highest double IoU, lowest index on ties)
+    # decide. They sit on the boundaries between anchor pairs, moved off by 1e-12 to 1e-6.
+    rng = np.random.default_rng(11)
+    init = np.array([[10.0, 20.0], [25.0, 12.0], [40.0, 41.0], [5.0, 3.0]])
+    parts = [rng.uniform(2, 60, (2000, 2))]
+    for i, j in [(0, 1), (1, 2), (0, 2), (0, 3)]:
+        w = rng.uniform(min(init[i, 0], init[j, 0]), max(init[i, 0], init[j, 0]) + 1, 2000)
+        parts.append(_boundary_boxes(init[i], init[j], w, rng))
+    wh = np.concatenate(parts)
+    wh = wh[np.isfinite(wh).all(1) & (wh > 0).all(1)]
+    got = fastanchor.kmeans_iou(wh, 4, init=init, update=update, max_iter=0)
+    np.testing.assert_array_equal(got.labels, ref.assign(got.anchors, wh)[0])  # labels index sorted anchors
+    expected = ref.lloyd(wh, init, update=update, max_iter=3)
+    assert_same_as_reference(fastanchor.kmeans_iou(wh, 4, init=init, update=update, max_iter=3), expected)
+
+
+@pytest.mark.parametrize("update", ["median", "mean"])
+def test_wide_value_range_matches_reference(update):
+    # Sides from 1e-20 to 1e20 do not fit float32's range under one scale: the double kernels run.
+    rng = np.random.default_rng(12)
+    wh = np.exp(rng.uniform(np.log(1e-20), np.log(1e20), (5000, 2)))
+    init = wh[rng.choice(len(wh), 7, replace=False)]
+    expected = ref.lloyd(wh, init, update=update, max_iter=20)
+    assert_same_as_reference(fastanchor.kmeans_iou(wh, 7, init=init, update=update, max_iter=20), expected)
+
+
+@pytest.mark.parametrize("update", ["median", "mean"])
+def test_many_anchors_match_reference(update):
+    # k above the fixed-K kernels (16) and above the 31 label bits of the block summaries.
+    rng = np.random.default_rng(13)
+    wh = np.exp(rng.normal(3, 0.8, (9000, 2)))
+    init = wh[rng.choice(len(wh), 40, replace=False)]
+    expected = ref.lloyd(wh, init, update=update, max_iter=30)
+    for t in (1, 2):
+        got = fastanchor.kmeans_iou(wh, 40, init=init, update=update, max_iter=30, n_threads=t)
+        assert_same_as_reference(got, expected)
+
+
+def test_long_fit_on_many_chunks_matches_reference():
+    # A fit long enough for the bounds and the block summaries to skip most boxes, on a set
+    # that creeps (COCO-like shapes): every iteration's labels must still be the exact ones.
+    rng = np.random.default_rng(14)
+    n = 30_000
+    size = np.exp(rng.normal(3.5, 1.1, n))
+    aspect = np.exp(rng.normal(0, 0.6, n))
+    wh = np.stack([size * np.sqrt(aspect), size / np.sqrt(aspect)], 1).astype(np.float32).astype(np.float64)
+    init = wh[rng.choice(n, 9, replace=False)]
+    expected = ref.lloyd(wh, init, update="median", max_iter=60)
+    got = fastanchor.kmeans_iou(wh, 9, init=init, max_iter=60)
+    assert_same_as_reference(got, expected)
+
+
+def test_avg_iou_equals_the_public_avg_iou():
+    # kmeans_iou reports the average in input order, whatever order it stores the boxes in.
+    rng = np.random.default_rng(15)
+    wh = np.exp(rng.normal(3, 1, (20_000, 2)))
+    weights = rng.uniform(0.5, 2, len(wh))
+    for w in (None, weights):
+        r = fastanchor.kmeans_iou(wh, 6, seed=0, sample_weight=w)
+        assert r.avg_iou == fastanchor.avg_iou(r.anchors, wh, sample_weight=w)
+
+
+def test_weighted_mean_survives_weights_spanning_300_orders():
+    # weight * side underflows for the light boxes: their cluster's mean must still be exact.
+    wh = np.array([[1, 1e-13], [1, 1], [1, 1], [1, 100], [1, 10], [10, 1], [1, 1]], dtype=np.float64)
+    w = np.array([1, 1e300, 0, 1, 1, 1, 1], dtype=np.float64)
+    for seed in range(10):
+        r = fastanchor.kmeans_iou(wh, 5, update="mean", max_iter=1, sample_weight=w, seed=seed)
+        pos = w > 0
+        assert (r.anchors >= wh[pos].min(0) * (1 - 1e-12)).all()
+        assert (r.anchors <= wh[pos].max(0) * (1 + 1e-12)).all()
+        assert (r.anchors == [1.0, 1e-13]).all(axis=1).any()  # the light box alone: its own shape

@@ -215,7 +215,7 @@ def evolve_anchors(
     """Refine anchors by a mutation search on YOLOv5's anchor fitness (see :func:`anchor_fitness`).
 
     A generation scores one candidate: a mutation of the best anchors so far, with every side
-    kept at least ``min_size``. The candidate replaces the best anchors only if its fitness is
+    kept within ``[min_size, 1e30]`` (1e30 is the largest side any fastanchor function accepts). The candidate replaces the best anchors only if its fitness is
     strictly higher, so the fitness never decreases.
 
     Parameters

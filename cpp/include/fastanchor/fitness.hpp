@@ -876,9 +876,15 @@ inline bool yolov5_factors(Rng& rng, int k, double mp, double sigma, double* v) 
     return false;
 }
 
+// The largest side a mutation may produce: the largest side every function accepts.
+inline constexpr double kMaxSide = 1e30;
+
+// A mutated side, kept within [min_size, kMaxSide].
+inline double mutated_side(double x, double min_size) { return std::min(std::max(x, min_size), kMaxSide); }
+
 inline void mutate_all(const RatioAnchors& parent, const double* v, double min_size, RatioAnchors& out) {
     for (int j = 0; j < parent.k; ++j)
-        out.set(j, std::max(parent.w[j] * v[2 * j], min_size), std::max(parent.h[j] * v[2 * j + 1], min_size));
+        out.set(j, mutated_side(parent.w[j] * v[2 * j], min_size), mutated_side(parent.h[j] * v[2 * j + 1], min_size));
 }
 
 // Order of anchors by area ascending, ties by width, then by index.
@@ -1018,7 +1024,8 @@ inline EvolveOutput evolve_anchors(const double* wh, const double* weights, inde
                 const double zw = rng.normal(), zh = rng.normal();
                 cands[count] = st.best;
                 const double fw = mw ? std::exp(step[j] * zw) : 1.0, fh = mh ? std::exp(step[j] * zh) : 1.0;
-                cands[count].set(j, std::max(st.best.w[j] * fw, o.min_size), std::max(st.best.h[j] * fh, o.min_size));
+                cands[count].set(j, fitdetail::mutated_side(st.best.w[j] * fw, o.min_size),
+                                 fitdetail::mutated_side(st.best.h[j] * fh, o.min_size));
                 moved[count++] = j;
             }
             mon.tick("evolve", 0, st.done);

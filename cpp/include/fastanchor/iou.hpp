@@ -141,6 +141,18 @@ FASTANCHOR_CLONES void assign_nodiv(const double* __restrict w, const double* __
     }
 }
 
+// ---- Ranking in float, for the Lloyd iterations ----
+//
+// The same top-three ranking computed in float32 on float copies of the boxes and anchors,
+// both scaled by one power of two into float's comfortable range (values in [2^-60, 2^60]).
+// With u = 2^-24 and every input rounded once to float: inter and both areas carry a relative
+// error of at most 3u, their sum 4u, the union (never below half that sum, since inter <=
+// min(a1, a2)) 12u, the quotient 16u. So each float IoU is within 16u < 1e-6 of the double IoU
+// (IoU <= 1), and kRankEps = 4e-6 leaves a factor four for second-order terms. A box whose best
+// and second float IoU lie within 2 * kRankEps may have its label decided differently by the
+// double values: its flag `amb` is set and the caller recomputes it exactly.
+inline constexpr double kRankEps = 4e-6;
+
 // The exact rule's label of every box, with the best IoU, the second-best IoU and its anchor,
 // and the third-best IoU (0 where there is no such anchor). On an exact tie the second best
 // equals the best.
@@ -152,29 +164,36 @@ struct Ranked {
     double* third;
 };
 
-template <int K>
-FASTANCHOR_CLONES void assign_full(const double* __restrict w, const double* __restrict h,
-                                   const double* __restrict a, index_t n, const double* __restrict aw,
-                                   const double* __restrict ah, const double* __restrict aa, Ranked out) {
-    const FixedAnchors<K> A(aw, ah, aa);
-    const double *AW = A.w, *AH = A.h, *AA = A.a;
+// The top three of every box among K anchors, computed in T (double: exact; float: within
+// kRankEps, as above); with Flag, amb[i] marks the boxes whose best two are within 2 * kRankEps.
+template <int K, class T, bool Flag>
+FASTANCHOR_CLONES void rank_top3(const T* __restrict w, const T* __restrict h, const T* __restrict a, index_t n,
+                                 const T* __restrict aw, const T* __restrict ah, const T* __restrict aa, Ranked out,
+                                 std::int32_t* __restrict amb) {
+    T AW[K], AH[K], AA[K];
+    for (int j = 0; j < K; ++j) {
+        AW[j] = aw[j];
+        AH[j] = ah[j];
+        AA[j] = aa[j];
+    }
     std::int32_t* __restrict lab = out.label;
     double* __restrict best = out.best;
     double* __restrict second = out.second;
     std::int32_t* __restrict second_lab = out.second_label;
     double* __restrict third = out.third;
+    constexpr T kTie = static_cast<T>(2.0 * kRankEps);
 #pragma omp simd
     for (index_t i = 0; i < n; ++i) {
-        const double wi = w[i], hi = h[i], ai = a[i];
-        const double i0 = std::min(wi, AW[0]) * std::min(hi, AH[0]);
-        double b = i0 / ((ai + AA[0]) - i0), s = 0.0, t = 0.0;
+        const T wi = w[i], hi = h[i], ai = a[i];
+        const T i0 = std::min(wi, AW[0]) * std::min(hi, AH[0]);
+        T b = i0 / ((ai + AA[0]) - i0), s = 0, t = 0;
         std::int32_t l = 0, l2 = 0;
 #pragma GCC unroll 16
         for (int j = 1; j < K; ++j) {
-            const double inter = std::min(wi, AW[j]) * std::min(hi, AH[j]);
-            const double q = inter / ((ai + AA[j]) - inter);
-            const bool first = q > b;           // new best: best -> second -> third
-            const bool sec = !first && q > s;   // new second: second -> third
+            const T inter = std::min(wi, AW[j]) * std::min(hi, AH[j]);
+            const T q = inter / ((ai + AA[j]) - inter);
+            const bool first = q > b;          // new best: best -> second -> third
+            const bool sec = !first && q > s;  // new second: second -> third
             t = first || sec ? s : std::max(t, q);
             s = first ? b : (sec ? q : s);
             l2 = first ? l : (sec ? j : l2);
@@ -186,7 +205,14 @@ FASTANCHOR_CLONES void assign_full(const double* __restrict w, const double* __r
         second[i] = s;
         second_lab[i] = l2;
         third[i] = t;
+        if (Flag) amb[i] = static_cast<std::int32_t>(K > 1 && b - s <= kTie);
     }
+}
+
+template <int K>
+void assign_full(const double* w, const double* h, const double* a, index_t n, const double* aw, const double* ah,
+                 const double* aa, Ranked out) {
+    rank_top3<K, double, false>(w, h, a, n, aw, ah, aa, out, nullptr);
 }
 
 inline void assign_full_generic(const double* w, const double* h, const double* a, index_t n, const double* aw,
@@ -220,6 +246,27 @@ inline void assign_full_generic(const double* w, const double* h, const double* 
 
 #define FASTANCHOR_K_CASES(X)                                                                       \
     X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16)
+
+template <int K>
+void rank_float(const float* w, const float* h, const float* a, index_t n, const float* aw, const float* ah,
+                const float* aa, Ranked out, std::int32_t* amb) {
+    rank_top3<K, float, true>(w, h, a, n, aw, ah, aa, out, amb);
+}
+
+// Float ranking of n boxes; returns false when k has no fixed-K kernel.
+inline bool rank_float_k(const float* w, const float* h, const float* a, index_t n, const float* aw, const float* ah,
+                         const float* aa, int k, Ranked out, std::int32_t* amb) {
+    switch (k) {
+#define FASTANCHOR_CASE(K)                                 \
+    case K:                                                \
+        rank_float<K>(w, h, a, n, aw, ah, aa, out, amb);   \
+        return true;
+        FASTANCHOR_K_CASES(FASTANCHOR_CASE)
+#undef FASTANCHOR_CASE
+        default:
+            return false;
+    }
+}
 
 // Division-free labels of n boxes; returns false when k has no fixed-K kernel.
 inline bool assign_nodiv_k(const double* w, const double* h, const double* a, index_t n, const double* aw,
@@ -335,8 +382,46 @@ inline void best_iou(const WhSet& boxes, const WhSet& anchors, double* out, int 
     });
 }
 
+namespace detail {
+
+// Sums of weight * v[i] and of weight over [b, e), in order (weights null: unit weights).
+inline void weighted_sums(const double* v, const double* weights, index_t b, index_t e, double& s, double& sw) {
+    s = 0.0;
+    sw = 0.0;
+    if (weights) {
+        for (index_t i = b; i < e; ++i) {
+            s += weights[i] * v[i - b];
+            sw += weights[i];
+        }
+    } else {
+        for (index_t i = b; i < e; ++i) s += v[i - b];
+        sw = static_cast<double>(e - b);
+    }
+}
+
+// sum(weight * value) / sum(weight) from per-chunk partials combined in chunk order.
+inline double chunked_mean(const std::vector<double>& num, const std::vector<double>& den) {
+    double s = 0.0, sw = 0.0;
+    for (std::size_t c = 0; c < num.size(); ++c) {
+        s += num[c];
+        sw += den[c];
+    }
+    return s / sw;
+}
+
+}  // namespace detail
+
+// Weighted mean of v[0, n) (weights may be null: unit weights), summed per fixed chunk and
+// combined in chunk order: deterministic for any thread count, and equal to avg_best_iou for
+// the same values.
+inline double weighted_mean(const double* v, const double* weights, index_t n, int n_threads) {
+    std::vector<double> num(n_chunks(n), 0.0), den(n_chunks(n), 0.0);
+    for_each_chunk(n, n_threads,
+                   [&](index_t c, index_t b, index_t e) { detail::weighted_sums(v + b, weights, b, e, num[c], den[c]); });
+    return detail::chunked_mean(num, den);
+}
+
 // Weighted mean over boxes of the best IoU; weights may be null (unit weights).
-// Per-chunk sums combined in chunk order: deterministic for any thread count.
 inline double avg_best_iou(const WhSet& boxes, const double* weights, const WhSet& anchors, int n_threads) {
     const index_t n = boxes.size();
     const int k = static_cast<int>(anchors.size());
@@ -345,25 +430,9 @@ inline double avg_best_iou(const WhSet& boxes, const double* weights, const WhSe
         double buf[kChunk];
         detail::best_iou_range(boxes.w.data() + b, boxes.h.data() + b, boxes.a.data() + b, e - b, anchors.w.data(),
                                anchors.h.data(), anchors.a.data(), k, buf);
-        double s = 0.0, sw = 0.0;
-        if (weights) {
-            for (index_t i = b; i < e; ++i) {
-                s += weights[i] * buf[i - b];
-                sw += weights[i];
-            }
-        } else {
-            for (index_t i = b; i < e; ++i) s += buf[i - b];
-            sw = static_cast<double>(e - b);
-        }
-        num[c] = s;
-        den[c] = sw;
+        detail::weighted_sums(buf, weights, b, e, num[c], den[c]);
     });
-    double s = 0.0, sw = 0.0;
-    for (std::size_t c = 0; c < num.size(); ++c) {
-        s += num[c];
-        sw += den[c];
-    }
-    return s / sw;
+    return detail::chunked_mean(num, den);
 }
 
 }  // namespace fastanchor

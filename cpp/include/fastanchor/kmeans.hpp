@@ -7,8 +7,10 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <numeric>
@@ -45,37 +47,146 @@ struct KMeansOutput {
     int best_run = 0;
 };
 
-// The boxes as the algorithm stores them, in input order. For the median update it also keeps,
-// for each coordinate, the boxes' order by that coordinate (ties by input index) and each box's
-// position in that order.
+// The storage order of the boxes sorts them by a 16-bit Morton (Z-curve) key of their shape:
+// each coordinate's float32 bit pattern (monotone in the value and close to its logarithm) is
+// scaled to 8 bits over the data's range and the two are interleaved. Boxes of similar shape
+// then sit together, so the few boxes an iteration must recompute (those near the boundary
+// between two clusters) share cache lines and blocks, and most blocks hold none.
+inline std::vector<std::uint16_t> shape_keys(const double* wh, index_t n, int n_threads) {
+    constexpr std::uint64_t kTop = 255;
+    auto bits_of = [](double x) {
+        const float f = static_cast<float>(x);
+        std::uint32_t b;
+        std::memcpy(&b, &f, sizeof b);
+        return b;
+    };
+    std::uint32_t lo[2] = {0xffffffffu, 0xffffffffu}, hi[2] = {0u, 0u};
+    for (index_t i = 0; i < 2 * n; ++i) {
+        const std::uint32_t b = bits_of(wh[i]);
+        lo[i & 1] = std::min(lo[i & 1], b);
+        hi[i & 1] = std::max(hi[i & 1], b);
+    }
+    // (b - lo) * kTop / range as a multiply and shift: ((b - lo) * mul) >> 32 with
+    // mul = floor(kTop * 2^32 / range) is monotone in b and at most kTop.
+    std::uint64_t mul[2];
+    for (int X = 0; X < 2; ++X) {
+        const std::uint64_t range = hi[X] - lo[X];
+        mul[X] = range == 0 ? 0 : (kTop << 32) / range;
+    }
+    auto spread = [](std::uint32_t x) {  // 8 bits -> the even positions of 16
+        x = (x | (x << 4)) & 0x0f0fu;
+        x = (x | (x << 2)) & 0x3333u;
+        return (x | (x << 1)) & 0x5555u;
+    };
+    std::vector<std::uint16_t> key(n);
+    for_each_chunk(n, n_threads, [&](index_t, index_t b, index_t e) {
+        for (index_t i = b; i < e; ++i) {
+            const auto qw = static_cast<std::uint32_t>((std::uint64_t{bits_of(wh[2 * i]) - lo[0]} * mul[0]) >> 32);
+            const auto qh = static_cast<std::uint32_t>((std::uint64_t{bits_of(wh[2 * i + 1]) - lo[1]} * mul[1]) >> 32);
+            key[i] = static_cast<std::uint16_t>(spread(qw) | (spread(qh) << 1));
+        }
+    });
+    return key;
+}
+
+// The boxes as the algorithm stores them: in locality_order, with each one's input row. For
+// the median update it also keeps, for each coordinate, the boxes' order by that coordinate
+// (ties by storage index; a median's value does not depend on the order of equal values) and
+// each box's position in that order.
 struct Problem {
     using pos_t = std::uint32_t;  // the median update supports up to 2^32 - 1 boxes
     WhSet boxes;
-    std::vector<double> weight;  // empty: unit weights
+    std::vector<double> weight;   // empty: unit weights
+    const double* input_weight = nullptr;  // the caller's weights, input order (null: unit)
+    std::vector<pos_t> input;     // input[s]: the input row of the box stored at s
     std::vector<pos_t> order[2];  // order[X][s]: the box at sorted position s of coordinate X (0: w, 1: h)
     std::vector<pos_t> pos[2];    // pos[X][i]: the sorted position of box i
+    // Float copies of the boxes times fscale (a power of two) for detail::rank_float; empty when
+    // the data's range does not fit in [kFloatLo, kFloatHi] with one scale.
+    std::vector<float> fw, fh, fa;
+    double fscale = 1.0;
+    static constexpr double kFloatLo = 0x1p-60, kFloatHi = 0x1p60;
+
+    bool has_float() const { return !fw.empty(); }
 
     index_t size() const { return boxes.size(); }
     bool weighted() const { return !weight.empty(); }
     double wt(index_t i) const { return weight.empty() ? 1.0 : weight[i]; }
     double value(int X, index_t i) const { return X == 0 ? boxes.w[i] : boxes.h[i]; }
 
+    // Weighted mean over the boxes of the best IoU with `anchors`, summed in input order so that
+    // it equals avg_best_iou on the caller's array bit for bit.
+    double avg_iou(const WhSet& anchors, int n_threads) const {
+        const index_t n = size();
+        const int k = static_cast<int>(anchors.size());
+        std::vector<double> ordered(n);
+        for_each_chunk(n, n_threads, [&](index_t, index_t b, index_t e) {
+            double buf[kChunk];
+            detail::best_iou_range(boxes.w.data() + b, boxes.h.data() + b, boxes.a.data() + b, e - b,
+                                   anchors.w.data(), anchors.h.data(), anchors.a.data(), k, buf);
+            for (index_t s = b; s < e; ++s) ordered[input[s]] = buf[s - b];
+        });
+        return weighted_mean(ordered.data(), input_weight, n, n_threads);
+    }
+
+    void make_float(int n_threads) {
+        const index_t n = size();
+        if (n == 0) return;
+        const double* w = boxes.w.data();
+        const double* h = boxes.h.data();
+        double lo = w[0], hi = w[0];
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+        for (index_t i = 0; i < n; ++i) {
+            lo = std::min(lo, std::min(w[i], h[i]));
+            hi = std::max(hi, std::max(w[i], h[i]));
+        }
+        fscale = std::ldexp(1.0, -std::ilogb(std::sqrt(lo) * std::sqrt(hi)));
+        if (!(lo * fscale >= kFloatLo && hi * fscale <= kFloatHi)) return;
+        fw.resize(n);
+        fh.resize(n);
+        fa.resize(n);
+        const double scale = fscale;
+        for_each_chunk(n, n_threads, [&](index_t, index_t b, index_t e) {
+            for (index_t i = b; i < e; ++i) {
+                fw[i] = static_cast<float>(w[i] * scale);
+                fh[i] = static_cast<float>(h[i] * scale);
+                fa[i] = fw[i] * fh[i];
+            }
+        });
+    }
+
     // wh: N rows (w, h), contiguous; weights: N values or null.
     static Problem make(const double* wh, const double* weights, index_t n, bool for_median, int n_threads) {
-        Problem p;
-        p.boxes = WhSet::from_rows(wh, n);
-        if (weights) p.weight.assign(weights, weights + n);
-        if (!for_median) return p;
         if (static_cast<std::uint64_t>(n) > std::numeric_limits<pos_t>::max())
-            throw std::invalid_argument("the median update supports at most 4,294,967,295 boxes");
-        auto sort_coordinate = [&](int X) {
-            const std::vector<index_t> o = argsort_positive(X == 0 ? p.boxes.w.data() : p.boxes.h.data(), n);
-            p.order[X].resize(n);
-            p.pos[X].resize(n);
-            for (index_t s = 0; s < n; ++s) {
-                p.order[X][s] = static_cast<pos_t>(o[s]);
-                p.pos[X][o[s]] = static_cast<pos_t>(s);
+            throw std::invalid_argument("kmeans_iou supports at most 4,294,967,295 boxes");
+        Problem p;
+        p.input_weight = weights;
+        {  // a stable counting sort by shape_keys, placing the boxes as it goes
+            const std::vector<std::uint16_t> key = shape_keys(wh, n, n_threads);
+            std::vector<pos_t> next(1u << 16, 0);
+            for (index_t i = 0; i < n; ++i) ++next[key[i]];
+            pos_t sum = 0;
+            for (pos_t& x : next) {
+                const pos_t t = x;
+                x = sum;
+                sum += t;
             }
+            p.input.resize(n);
+            p.boxes = WhSet(n);
+            if (weights) p.weight.resize(n);
+            for (index_t i = 0; i < n; ++i) {
+                const pos_t s = next[key[i]]++;
+                p.input[s] = static_cast<pos_t>(i);
+                p.boxes.set(s, wh[2 * i], wh[2 * i + 1]);
+                if (weights) p.weight[s] = weights[i];
+            }
+        }
+        p.make_float(n_threads);
+        if (!for_median) return p;
+        auto sort_coordinate = [&](int X) {
+            p.order[X] = argsort_positive<pos_t>(X == 0 ? p.boxes.w.data() : p.boxes.h.data(), n);
+            p.pos[X].resize(n);
+            for (index_t s = 0; s < n; ++s) p.pos[X][p.order[X][s]] = static_cast<pos_t>(s);
         };
 #ifdef _OPENMP
         // Nothing may escape a parallel region: errors (bad_alloc) are carried out and rethrown.
@@ -259,16 +370,70 @@ inline index_t bound_candidates(const float* ub, const float* lb2, const float* 
     return bound_candidates_generic(ub, lb2, lb3, lab, lab2, n, D, dm, gap, idx);
 }
 
-// IoU of m gathered boxes with the anchor of each one's label.
-FASTANCHOR_CLONES inline void own_iou(const double* __restrict w, const double* __restrict h,
-                                      const double* __restrict a, const std::int32_t* __restrict lab, index_t m,
-                                      const double* __restrict aw, const double* __restrict ah,
-                                      const double* __restrict aa, double* __restrict out) {
+// Floats rounded outward: never below (up) or above (down) the double they stand for.
+inline float round_up(double x) { return static_cast<float>(x + (std::abs(x) + 1.0) * 2.5e-7); }
+inline float round_down(double x) { return static_cast<float>(x - (std::abs(x) + 1.0) * 2.5e-7); }
+
+// Bounds of a block of boxes: the largest ub, the smallest lb2 and lb3, and the sets of labels
+// and second labels present (bit min(label, 31)).
+struct Summary {
+    float ub, lb2, lb3;
+    std::uint32_t lab, lab2;
+};
+
+// Fresh bounds of n boxes from their ranking (IoUs within eps of the exact ones), relative to
+// the cumulative drifts D (per anchor) and dm (the largest): ub on the distance 1 - IoU to the
+// own anchor, lb2 to the second anchor, lb3 to every other; and the summary of every block of
+// `block` boxes (the last one may be shorter).
+FASTANCHOR_CLONES inline void store_bounds(Ranked r, index_t n, const double* __restrict D, double dm, double eps,
+                                           float* __restrict ub, float* __restrict lb2, float* __restrict lb3,
+                                           std::int32_t* __restrict lab2, index_t block, Summary* __restrict sum) {
+    const std::int32_t* __restrict lab = r.label;
+    const std::int32_t* __restrict l2 = r.second_label;
+    const double* __restrict best = r.best;
+    const double* __restrict second = r.second;
+    const double* __restrict third = r.third;
 #pragma omp simd
-    for (index_t t = 0; t < m; ++t) {
-        const std::int32_t l = lab[t];
-        const double inter = std::min(w[t], aw[l]) * std::min(h[t], ah[l]);
-        out[t] = inter / ((a[t] + aa[l]) - inter);
+    for (index_t t = 0; t < n; ++t) {
+        ub[t] = round_up(((1.0 - best[t]) + eps) - D[lab[t]]);
+        lb2[t] = round_down(((1.0 - second[t]) - eps) + D[l2[t]]);
+        lb3[t] = round_down(((1.0 - third[t]) - eps) + dm);
+        lab2[t] = l2[t];
+    }
+    for (index_t s = 0; s < n; s += block) {
+        const index_t e = std::min(n, s + block);
+        // Extremes in kLanes lanes (elementwise, so the compiler vectorizes them), then folded.
+        constexpr int kLanes = 16;
+        float U[kLanes], M2[kLanes], M3[kLanes];
+        for (int l = 0; l < kLanes; ++l) {
+            U[l] = -std::numeric_limits<float>::max();
+            M2[l] = M3[l] = std::numeric_limits<float>::max();
+        }
+        index_t t = s;
+        for (; t + kLanes <= e; t += kLanes) {
+            for (int l = 0; l < kLanes; ++l) {
+                U[l] = ub[t + l] > U[l] ? ub[t + l] : U[l];
+                M2[l] = lb2[t + l] < M2[l] ? lb2[t + l] : M2[l];
+                M3[l] = lb3[t + l] < M3[l] ? lb3[t + l] : M3[l];
+            }
+        }
+        for (; t < e; ++t) {
+            U[0] = std::max(U[0], ub[t]);
+            M2[0] = std::min(M2[0], lb2[t]);
+            M3[0] = std::min(M3[0], lb3[t]);
+        }
+        float u = U[0], m2 = M2[0], m3 = M3[0];
+        for (int l = 1; l < kLanes; ++l) {
+            u = std::max(u, U[l]);
+            m2 = std::min(m2, M2[l]);
+            m3 = std::min(m3, M3[l]);
+        }
+        std::uint32_t s1 = 0, s2 = 0;
+        for (index_t t = s; t < e; ++t) {
+            s1 |= 1u << std::min(lab[t], 31);
+            s2 |= 1u << std::min(l2[t], 31);
+        }
+        sum[s / block] = {u, m2, m3, s1, s2};
     }
 }
 
@@ -280,11 +445,17 @@ FASTANCHOR_CLONES inline void own_iou(const double* __restrict w, const double* 
 // corner-aligned boxes is the Jaccard distance of the rectangles [0, w] x [0, h], a metric, so
 // when anchor j moves by d_j = 1 - IoU(old_j, new_j), a box's distance to its anchor grows by at
 // most d_j and its distance to any other anchor shrinks by at most max_j d_j. Per box we keep an
-// upper bound u on the first and a lower bound l on the second, stored relative to the
-// cumulative drifts D_j and Dmax (u = ub + D[label], l = lb - Dmax) so that a pass over boxes that
-// keep their label only reads them. Bounds are floats rounded outward with a margin, so u < l
+// upper bound on the first, lower bounds on the second-closest anchor and on all others, stored
+// relative to the cumulative drifts D_j and Dmax so that a pass over boxes that keep their
+// label only reads them. Bounds are floats rounded outward with a margin, so a passing test
 // proves the label's IoU exceeds every other by far more than rounding: the skipped box's exact
-// label is unchanged. Boxes that fail the test are recomputed exactly.
+// label is unchanged.
+//
+// The bounds are tested block by block (kBlock boxes, neighbours in shape by the storage order):
+// first a summary of the block's bounds, then, where that fails, the boxes' own; a block with
+// any box in doubt is ranked again whole against every anchor. Ranking runs in float32 on
+// scaled copies (detail::rank_float), with every box whose two best IoUs are too close for float
+// redone exactly in double, so the labels are those of the exact rule.
 //
 // Per-chunk statistics are recomputed only for chunks where a label changed (each chunk's sums
 // run in box order exactly as a full pass would), then combined in chunk order.
@@ -302,7 +473,8 @@ public:
           lb2_(p.size()), lb3_(p.size()),
           part_(static_cast<std::size_t>(n_chunks(p.size())) * k * kStats), changed_(n_chunks(p.size())),
           stats_(static_cast<std::size_t>(k) * kStats), drift_(k, 0.0),
-          scratch_(static_cast<std::size_t>(chunk_threads(p.size(), n_threads)) * kScratch * kChunk) {
+          scratch_(static_cast<std::size_t>(chunk_threads(p.size(), n_threads)) * kScratch * kChunk),
+          summary_((p.size() + kBlock - 1) / kBlock) {
         if (incremental_median()) {
             move_off_.resize(p.size());
             move_from_.resize(p.size());
@@ -332,9 +504,12 @@ public:
         }
         first_ = false;
         prev_anchors_ = anchors;
+        drift_tail_ = 0.0;
+        for (int j = 31; j < k; ++j) drift_tail_ = std::max(drift_tail_, drift_[j]);
+        use_float_ = set_float_anchors(anchors);
         for_each_chunk(n, nt_, [&](index_t c, index_t b, index_t e) {
             if (!move_count_.empty()) move_count_[c] = 0;
-            changed_[c] = full ? assign_chunk_full(anchors, c, b, e) : assign_chunk_bounded(anchors, c, b, e);
+            changed_[c] = full ? recompute(anchors, c, b, b, e) : assign_chunk_bounded(anchors, c, b, e);
             if (changed_[c] > 0 && !incremental_median()) chunk_stats(c, b, e);
         });
         std::fill(stats_.begin(), stats_.end(), 0.0);
@@ -359,8 +534,12 @@ public:
         if (update_ == Update::Mean) {
             for (int c = 0; c < k; ++c) {
                 if (count[c] > 0) {
-                    mw[c] = stats_[c * kStats + 0] / total[c];
-                    mh[c] = stats_[c * kStats + 1] / total[c];
+                    const double sw = stats_[c * kStats + 0], sh = stats_[c * kStats + 1];
+                    mw[c] = sw / total[c];
+                    mh[c] = sh / total[c];
+                    // Sums this small may hold products weight * value that underflowed
+                    // (weights spanning 290 orders of magnitude and more).
+                    if (!(sw >= kTinySum && sh >= kTinySum)) rescaled_mean(c, mw[c], mh[c]);
                 }
             }
         } else if (incremental_median()) {
@@ -386,127 +565,180 @@ private:
     static constexpr double kDriftSlack = 1e-14;
     // u < l - kGap: the margin that makes a skipped box's best IoU strictly the largest.
     static constexpr double kGap = 1e-9;
-    static constexpr int kScratch = 8;  // doubles per box of per-thread scratch
+    static constexpr int kScratch = 5;  // doubles per box of per-thread scratch
+    static constexpr index_t kBlock = 32;  // boxes recomputed together around a candidate
 
     bool incremental_median() const { return update_ == Update::Median && !p_.weighted(); }
 
-    // Floats rounded outward: never below (up) or above (down) the double they stand for.
-    static float round_up(double x) { return static_cast<float>(x + (std::abs(x) + 1.0) * 2.5e-7); }
-    static float round_down(double x) { return static_cast<float>(x - (std::abs(x) + 1.0) * 2.5e-7); }
-
     double* scratch() { return scratch_.data() + static_cast<std::size_t>(thread_index()) * kScratch * kChunk; }
-
-    // Stores the exact results for box i of chunk c starting at b (label l, best IoU, second-best
-    // IoU and its anchor l2, third-best IoU); returns whether the label changed, and records the
-    // move for the median update.
-    bool store(index_t c, index_t b, index_t i, std::int32_t l, double best, double second, std::int32_t l2,
-               double third) {
-        ub_[i] = round_up((1.0 - best) - drift_[l]);
-        lb2_[i] = round_down((1.0 - second) + drift_[l2]);
-        lb3_[i] = round_down((1.0 - third) + drift_max_);
-        labels2_[i] = l2;
-        const std::int32_t from = labels_[i];
-        if (from == l) return false;
-        labels_[i] = l;
-        if (!move_count_.empty()) {
-            const index_t slot = c * kChunk + move_count_[c]++;
-            move_off_[slot] = static_cast<std::uint16_t>(i - b);
-            move_from_[slot] = from;
-        }
-        return true;
-    }
 
     // Scratch views of the calling thread.
     struct Scratch {
-        double *w, *h, *a, *best, *second, *third;
-        std::int32_t *label, *label2, *idx;
+        double *best, *second, *third;
+        std::int32_t *label, *label2, *amb, *idx;
         detail::Ranked ranked() { return {label, best, second, label2, third}; }
     };
     Scratch views() {
         double* s = scratch();
-        std::int32_t* ints = reinterpret_cast<std::int32_t*>(s + 6 * kChunk);
-        return {s, s + kChunk, s + 2 * kChunk, s + 3 * kChunk, s + 4 * kChunk, s + 5 * kChunk,
-                ints, ints + kChunk, ints + 2 * kChunk};
+        std::int32_t* ints = reinterpret_cast<std::int32_t*>(s + 3 * kChunk);
+        return {s, s + kChunk, s + 2 * kChunk, ints, ints + kChunk, ints + 2 * kChunk, ints + 3 * kChunk};
     }
 
-    index_t assign_chunk_full(const WhSet& anchors, index_t c, index_t b, index_t e) {
+    // Float copies of the anchors at the boxes' scale; false when the float ranking cannot serve
+    // (no float copy of the boxes, k above the fixed-K kernels, an anchor out of range).
+    bool set_float_anchors(const WhSet& anchors) {
+        if (!p_.has_float() || k_ > detail::kMaxFixedK) return false;
+        for (int j = 0; j < k_; ++j) {
+            const double w = anchors.w[j] * p_.fscale, h = anchors.h[j] * p_.fscale;
+            if (!(w >= Problem::kFloatLo && w <= Problem::kFloatHi && h >= Problem::kFloatLo && h <= Problem::kFloatHi))
+                return false;
+            faw_[j] = static_cast<float>(w);
+            fah_[j] = static_cast<float>(h);
+            faa_[j] = faw_[j] * fah_[j];
+        }
+        return true;
+    }
+
+    // Ranks boxes [r0, r1) of chunk c (which starts at b) against every anchor, stores their
+    // labels and fresh bounds, and records the moves; returns how many labels changed.
+    index_t recompute(const WhSet& anchors, index_t c, index_t b, index_t r0, index_t r1) {
         Scratch v = views();
-        detail::assign_full_k(p_.boxes.w.data() + b, p_.boxes.h.data() + b, p_.boxes.a.data() + b, e - b,
-                              anchors.w.data(), anchors.h.data(), anchors.a.data(), k_, v.ranked());
+        const index_t n = r1 - r0;
+        const WhSet& B = p_.boxes;
+        const double *aw = anchors.w.data(), *ah = anchors.h.data(), *aa = anchors.a.data();
+        double eps = 0.0;  // how far the ranked IoUs may be from the exact ones
+        if (use_float_) {
+            detail::rank_float_k(p_.fw.data() + r0, p_.fh.data() + r0, p_.fa.data() + r0, n, faw_.data(),
+                                 fah_.data(), faa_.data(), k_, v.ranked(), v.amb);
+            eps = detail::kRankEps;
+            for (index_t t = 0; t < n; ++t) {  // too close to call in float: exact
+                if (!v.amb[t]) continue;
+                const index_t i = r0 + t;
+                detail::assign_full_generic(&B.w[i], &B.h[i], &B.a[i], 1, aw, ah, aa, k_,
+                                            {v.label + t, v.best + t, v.second + t, v.label2 + t, v.third + t});
+            }
+        } else {
+            detail::assign_full_k(B.w.data() + r0, B.h.data() + r0, B.a.data() + r0, n, aw, ah, aa, k_, v.ranked());
+        }
+        detail::store_bounds(v.ranked(), n, drift_.data(), drift_max_, eps, ub_.data() + r0, lb2_.data() + r0,
+                             lb3_.data() + r0, labels2_.data() + r0, kBlock, summary_.data() + r0 / kBlock);
         index_t changed = 0;
-        for (index_t i = b; i < e; ++i) {
-            const index_t t = i - b;
-            changed += store(c, b, i, v.label[t], v.best[t], v.second[t], v.label2[t], v.third[t]);
-        }
-        return changed;
-    }
-
-    // Lower bound of box i's distance to every anchor but its own.
-    double lower_bound(index_t i) const {
-        return std::min(static_cast<double>(lb2_[i]) - drift_[labels2_[i]], static_cast<double>(lb3_[i]) - drift_max_);
-    }
-
-    index_t assign_chunk_bounded(const WhSet& anchors, index_t c, index_t b, index_t e) {
-        Scratch v = views();
-        const index_t n = e - b;
-        // 1. The bounds as they stand.
-        const index_t m = detail::bound_candidates(ub_.data() + b, lb2_.data() + b, lb3_.data() + b,
-                                                   labels_.data() + b, labels2_.data() + b, n, drift_.data(), k_,
-                                                   drift_max_, kGap, v.idx);
-        if (m == 0) return 0;
-        // Most of the chunk in doubt: recomputing it whole, contiguously, is cheaper.
-        if (m > n / 4) return assign_chunk_full(anchors, c, b, e);
-        // 2. Tighten: the exact distance to the box's own anchor.
-        for (index_t t = 0; t < m; ++t) {
-            const index_t i = b + v.idx[t];
-            v.w[t] = p_.boxes.w[i];
-            v.h[t] = p_.boxes.h[i];
-            v.a[t] = p_.boxes.a[i];
-            v.label[t] = labels_[i];
-        }
-        detail::own_iou(v.w, v.h, v.a, v.label, m, anchors.w.data(), anchors.h.data(), anchors.a.data(), v.best);
-        index_t r = 0;
-        for (index_t t = 0; t < m; ++t) {
-            const index_t i = b + v.idx[t];
-            const double u = 1.0 - v.best[t];
-            if (u + kGap < lower_bound(i)) {
-                ub_[i] = round_up(u - drift_[v.label[t]]);
-            } else {  // 3. Recompute against every anchor, compacting in place.
-                v.idx[r] = v.idx[t];
-                v.w[r] = v.w[t];
-                v.h[r] = v.h[t];
-                v.a[r] = v.a[t];
-                ++r;
+        for (index_t t = 0; t < n; ++t) {
+            const std::int32_t l = v.label[t], from = labels_[r0 + t];
+            if (l == from) continue;
+            labels_[r0 + t] = l;
+            ++changed;
+            if (!move_count_.empty()) {
+                const index_t slot = c * kChunk + move_count_[c]++;
+                move_off_[slot] = static_cast<std::uint16_t>(r0 + t - b);
+                move_from_[slot] = from;
             }
         }
-        if (r == 0) return 0;
-        detail::assign_full_k(v.w, v.h, v.a, r, anchors.w.data(), anchors.h.data(), anchors.a.data(), k_,
-                              v.ranked());
-        index_t changed = 0;
-        for (index_t t = 0; t < r; ++t)
-            changed += store(c, b, b + v.idx[t], v.label[t], v.best[t], v.second[t], v.label2[t], v.third[t]);
         return changed;
+    }
+
+    // Block summaries (detail::Summary, one per block of kBlock boxes). A block passes when its
+    // summary proves, for every box in it at once, what the per-box test proves:
+    //     max ub + max D[labels] + gap < min(min lb2 - max D[second labels], min lb3 - Dmax).
+
+    // The largest cumulative drift among the labels of a summary's set.
+    double max_drift(std::uint32_t set) const {
+        double m = 0.0;
+        while (set) {
+            const int j = __builtin_ctz(set);
+            m = std::max(m, j == 31 ? drift_tail_ : drift_[j]);
+            set &= set - 1;
+        }
+        return m;
+    }
+
+    bool block_keeps(index_t blk) const {
+        const detail::Summary& S = summary_[blk];
+        const double u = static_cast<double>(S.ub) + max_drift(S.lab) + kGap;
+        const double l =
+            std::min(static_cast<double>(S.lb2) - max_drift(S.lab2), static_cast<double>(S.lb3) - drift_max_);
+        return u < l;
+    }
+
+    // Chunk c = [b, e) with bounds: blocks whose summary passes are skipped whole; the others
+    // get the per-box test, and a block with any box in doubt is recomputed whole (contiguous
+    // SIMD work instead of gathers; its neighbours, boxes of similar shape by the storage order,
+    // get fresh bounds on the way). Adjacent blocks to recompute go in one call.
+    index_t assign_chunk_bounded(const WhSet& anchors, index_t c, index_t b, index_t e) {
+        Scratch v = views();
+        index_t changed = 0, run0 = b, run1 = b;  // pending run of blocks to recompute
+        for (index_t s = b; s < e; s += kBlock) {
+            const index_t se = std::min(e, s + kBlock);
+            bool redo = false;
+            if (!block_keeps(s / kBlock)) {
+                redo = detail::bound_candidates(ub_.data() + s, lb2_.data() + s, lb3_.data() + s, labels_.data() + s,
+                                                labels2_.data() + s, se - s, drift_.data(), k_, drift_max_, kGap,
+                                                v.idx) > 0;
+            }
+            if (redo) {
+                if (run1 != s) run0 = s;
+                run1 = se;
+                continue;
+            }
+            if (run1 > run0) changed += recompute(anchors, c, b, run0, run1);
+            run0 = run1 = se;
+        }
+        if (run1 > run0) changed += recompute(anchors, c, b, run0, run1);
+        return changed;
+    }
+
+    // Below this, a sum of weight * value may have lost precision to subnormal products (each
+    // off by at most 2^-1075; above it, that is below 2^-74 relative for any n < 2^32).
+    static constexpr double kTinySum = 0x1p-969;
+
+    // Cluster c's weighted mean again, every weight divided by the cluster's largest, so that
+    // the largest term is the value itself: for sums below kTinySum.
+    void rescaled_mean(int c, double& mw, double& mh) const {
+        const index_t n = p_.size();
+        double top = 0.0;
+        for (index_t i = 0; i < n; ++i)
+            if (labels_[i] == c) top = std::max(top, p_.wt(i));
+        double sw = 0.0, sh = 0.0, st = 0.0;
+        for (index_t i = 0; i < n; ++i) {
+            if (labels_[i] != c) continue;
+            const double q = p_.wt(i) / top;
+            sw += q * p_.boxes.w[i];
+            sh += q * p_.boxes.h[i];
+            st += q;
+        }
+        mw = sw / st;
+        mh = sh / st;
     }
 
     // Chunk c's statistics, summed in box order.
     void chunk_stats(index_t c, index_t b, index_t e) {
-        const int k = k_;
-        double* st = part_.data() + static_cast<std::size_t>(c) * k * kStats;
-        std::fill(st, st + static_cast<std::size_t>(k) * kStats, 0.0);
+        // Box i goes to copy i % kCopies of the sums, the copies then added in a fixed order:
+        // consecutive boxes, which mostly share a cluster in the storage order, do not wait on
+        // each other's additions.
+        constexpr int kCopies = 4;
+        const std::size_t per = static_cast<std::size_t>(k_) * kStats;
+        double local[kCopies * detail::kMaxFixedK * kStats];
+        std::vector<double> heap;
+        double* acc = local;
+        if (k_ > detail::kMaxFixedK) {
+            heap.resize(kCopies * per);
+            acc = heap.data();
+        }
+        std::fill(acc, acc + kCopies * per, 0.0);
         const std::int32_t* lab = labels_.data();
         const double* w = p_.boxes.w.data();
         const double* h = p_.boxes.h.data();
-        const bool mean = update_ == Update::Mean;
+        const double* wt = p_.weighted() ? p_.weight.data() : nullptr;
         for (index_t i = b; i < e; ++i) {
-            double* sl = st + static_cast<std::size_t>(lab[i]) * kStats;
-            const double wt = p_.wt(i);
-            if (mean) {
-                sl[0] += wt * w[i];
-                sl[1] += wt * h[i];
-            }
-            sl[2] += wt;
+            double* sl = acc + static_cast<std::size_t>(i % kCopies) * per + static_cast<std::size_t>(lab[i]) * kStats;
+            const double wi = wt ? wt[i] : 1.0;
+            sl[0] += wi * w[i];
+            sl[1] += wi * h[i];
+            sl[2] += wi;
             sl[3] += 1.0;
         }
+        double* st = part_.data() + static_cast<std::size_t>(c) * per;
+        for (std::size_t j = 0; j < per; ++j) st[j] = (acc[j] + acc[per + j]) + (acc[2 * per + j] + acc[3 * per + j]);
     }
 
     // Weighted medians: one full pass per coordinate in that coordinate's order, the two on two
@@ -676,7 +908,7 @@ private:
         std::vector<std::pair<double, index_t>> pick;  // (iou, input index)
         std::vector<index_t> where;
         for (index_t i = 0; i < n; ++i) {
-            const std::pair<double, index_t> key{best_[i], i};
+            const std::pair<double, index_t> key{best_[i], p_.input[i]};
             if (pick.size() == e && !(key < pick.back())) continue;
             const auto it = std::upper_bound(pick.begin(), pick.end(), key);
             const auto at = it - pick.begin();
@@ -705,7 +937,11 @@ private:
     bool first_ = true;
     int since_reset_ = 0;
     WhSet prev_anchors_;
+    bool use_float_ = false;
+    double drift_tail_ = 0.0;        // the largest drift of anchors 31 and up
+    std::array<float, detail::kMaxFixedK> faw_{}, fah_{}, faa_{};
     std::vector<double> scratch_;
+    std::vector<detail::Summary> summary_;  // per block of kBlock boxes
     std::vector<double> best_;
     // incremental median: the boxes that changed cluster in the last assignment, per chunk
     std::vector<std::uint16_t> move_off_;
@@ -940,7 +1176,7 @@ inline RunResult lloyd(const Problem& p, const WhSet& init, const KMeansOptions&
             break;
         }
     }
-    r.avg_iou = avg_best_iou(p.boxes, p.weighted() ? p.weight.data() : nullptr, r.anchors, o.n_threads);
+    r.avg_iou = p.avg_iou(r.anchors, o.n_threads);
     return r;
 }
 
@@ -985,9 +1221,12 @@ inline KMeansOutput kmeans_iou(const double* wh, const double* weights, index_t 
     for (int j = 0; j < o.k; ++j) out.anchors.set(j, best.anchors.w[order[j]], best.anchors.h[order[j]]);
     // Labels are the assignment to the returned (sorted) anchors: renumbering the last labels
     // would break the lowest-index rule for boxes tied between anchors that the sort reordered.
-    std::vector<std::int32_t> labels(n);
-    assign_all(p.boxes, out.anchors, labels.data(), o.n_threads);
-    out.labels = std::move(labels);
+    out.labels.resize(n);
+    for_each_chunk(n, o.n_threads, [&](index_t, index_t b, index_t e) {
+        std::int32_t buf[kChunk];
+        assign_range(p.boxes, b, e, out.anchors, buf);
+        for (index_t s = b; s < e; ++s) out.labels[p.input[s]] = buf[s - b];
+    });
     out.avg_iou = best.avg_iou;
     out.n_iter = best.n_iter;
     out.converged = best.converged;

@@ -13,9 +13,10 @@ namespace fastanchor {
 namespace detail {
 
 // Stable LSD radix sort of (key, index) pairs by key, 11-bit digits; all digit histograms come
-// from one read of the keys, and a digit that is the same for every key is skipped.
-template <class Key>
-std::vector<index_t> radix_argsort(std::vector<Key>& key, index_t n) {
+// from one read of the keys, and a digit that is the same for every key is skipped. Index must
+// hold n - 1.
+template <class Index, class Key>
+std::vector<Index> radix_argsort(std::vector<Key>& key, index_t n) {
     constexpr int kBits = 11;
     constexpr int kBuckets = 1 << kBits;
     constexpr int kPasses = (8 * sizeof(Key) + kBits - 1) / kBits;
@@ -25,8 +26,8 @@ std::vector<index_t> radix_argsort(std::vector<Key>& key, index_t n) {
         const Key k = key[i];
         for (int p = 0; p < kPasses; ++p) ++count[p][(k >> (p * kBits)) & (kBuckets - 1)];
     }
-    std::vector<index_t> idx(n), idx2(n);
-    for (index_t i = 0; i < n; ++i) idx[i] = i;
+    std::vector<Index> idx(n), idx2(n);
+    for (index_t i = 0; i < n; ++i) idx[i] = static_cast<Index>(i);
     std::vector<Key> key2(n);
     for (int p = 0; p < kPasses; ++p) {
         auto& c = count[p];
@@ -54,7 +55,8 @@ std::vector<index_t> radix_argsort(std::vector<Key>& key, index_t n) {
 // Indices that sort x[0, n) ascending, ties in index order (a stable sort). Requires x > 0: the
 // bit patterns of positive numbers, read as unsigned integers, sort as the values do. When every
 // value is exactly a float32 (annotation data usually is), 32-bit keys halve the work.
-inline std::vector<index_t> argsort_positive(const double* x, index_t n) {
+template <class Index = index_t>
+std::vector<Index> argsort_positive(const double* x, index_t n) {
     bool fits_float = true;
     for (index_t i = 0; i < n && fits_float; ++i) fits_float = static_cast<double>(static_cast<float>(x[i])) == x[i];
     if (fits_float) {
@@ -63,11 +65,11 @@ inline std::vector<index_t> argsort_positive(const double* x, index_t n) {
             const float f = static_cast<float>(x[i]);
             std::memcpy(&key[i], &f, sizeof(float));
         }
-        return detail::radix_argsort(key, n);
+        return detail::radix_argsort<Index>(key, n);
     }
     std::vector<std::uint64_t> key(n);
     for (index_t i = 0; i < n; ++i) std::memcpy(&key[i], &x[i], sizeof(double));
-    return detail::radix_argsort(key, n);
+    return detail::radix_argsort<Index>(key, n);
 }
 
 }  // namespace fastanchor
