@@ -249,6 +249,22 @@ def bench_real(repeats: int) -> List[dict]:
     return rows
 
 
+def bench_pipeline_report(wh: np.ndarray, gen: int, results: dict) -> None:
+    """autoanchor against the YOLOv5-style pipeline (needs scipy), printed and stored in results."""
+    try:
+        import scipy  # noqa: F401
+    except ImportError:
+        print("autoanchor vs YOLOv5-style pipeline: skipped (scipy is not installed)")
+        return
+    r = bench_pipeline(wh, gen, 1)
+    results["autoanchor_vs_yolov5"] = r
+    fq, yq = r["fastanchor_quality"], r["yolov5_quality"]
+    print(f"autoanchor (k=9, {gen} generations), N={r['n']:,}: fastanchor {r['fastanchor autoanchor_s']:.2f} s"
+          f" (fitness {fq['fitness']:.4f}, BPR {fq['bpr']:.4f}, avg IoU {fq['avg_iou']:.4f});"
+          f" YOLOv5-style numpy/scipy {r['YOLOv5-style numpy/scipy_s']:.2f} s (fitness {yq['fitness']:.4f},"
+          f" BPR {yq['bpr']:.4f}, avg IoU {yq['avg_iou']:.4f}); speedup {r['speedup']:.0f}x")
+
+
 def main(argv: List[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, one repeat")
@@ -257,6 +273,8 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--generations", type=int, default=1000, help="generations of both autoanchor pipelines")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=str(HERE / "results.json"), help="where to write the JSON results")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["pipeline", "scaling", "real"],
+                    help="parts to leave out (the YOLOv5-style pipeline alone takes about 15 minutes)")
     args = ap.parse_args(argv)
     if args.quick:
         n, big, gen, repeats, sizes = 5_000, 0, 5, 1, [2_000, 5_000]
@@ -298,26 +316,17 @@ def main(argv: List[str] | None = None) -> int:
                      f" extra peak {r['sklearn_extra_peak_mb']:.0f} MB), fastanchor {r['ratio_vs_sklearn']:.2f}x as fast")
         print(line)
 
-    try:
-        import scipy  # noqa: F401
-    except ImportError:
-        print("autoanchor vs YOLOv5-style pipeline: skipped (scipy is not installed)")
-    else:
-        r = bench_pipeline(wh, gen, 1 if not args.quick else 1)
-        results["autoanchor_vs_yolov5"] = r
-        fq, yq = r["fastanchor_quality"], r["yolov5_quality"]
-        print(f"autoanchor (k=9, {gen} generations), N={r['n']:,}: fastanchor {r['fastanchor autoanchor_s']:.2f} s"
-              f" (fitness {fq['fitness']:.4f}, BPR {fq['bpr']:.4f}, avg IoU {fq['avg_iou']:.4f});"
-              f" YOLOv5-style numpy/scipy {r['YOLOv5-style numpy/scipy_s']:.2f} s (fitness {yq['fitness']:.4f},"
-              f" BPR {yq['bpr']:.4f}, avg IoU {yq['avg_iou']:.4f}); speedup {r['speedup']:.0f}x")
+    if "pipeline" not in args.skip:
+        bench_pipeline_report(wh, gen, results)
 
-    results["scaling"] = bench_scaling(sizes, max(1, repeats // 2))
-    for row in results["scaling"]:
-        it = f"{row['iteration_ns_per_box']:.2f} ns/box per iteration" if np.isfinite(row["iteration_s"]) else "n/a"
-        print(f"  scaling N={row['n']:>10,}: {it}; default fit {row['fit_s']:.3f} s"
-              f" ({row['fit_s'] / row['n'] * 1e9:.0f} ns/box, {row['fit_iterations']} iterations)")
+    if "scaling" not in args.skip:
+        results["scaling"] = bench_scaling(sizes, max(1, repeats // 2))
+        for row in results["scaling"]:
+            it = f"{row['iteration_ns_per_box']:.2f} ns/box per iteration" if np.isfinite(row["iteration_s"]) else "n/a"
+            print(f"  scaling N={row['n']:>10,}: {it}; default fit {row['fit_s']:.3f} s"
+                  f" ({row['fit_s'] / row['n'] * 1e9:.0f} ns/box, {row['fit_iterations']} iterations)")
 
-    if not args.quick:
+    if not args.quick and "real" not in args.skip:
         results["real_datasets"] = bench_real(repeats)
         for row in results["real_datasets"]:
             print(f"  {row['dataset']:22s} {row['n']:8,d} boxes  {row['seconds'] * 1e3:8.1f} ms"
