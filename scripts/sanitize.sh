@@ -26,7 +26,9 @@ fi
 source "$VENV/bin/activate"
 python -m pip install --quiet --upgrade pip
 # RelWithDebInfo: -O2 -g and not stripped, so reports have file:line.
-python -m pip install --quiet ".[test]" -Cbuild-dir="$BUILD_DIR" -Ccmake.build-type=RelWithDebInfo \
+# --no-cache-dir: pip's wheel cache does not key on the -C settings, so a plain wheel of the same
+# tree built before (README command 1 in CI) would be installed instead of the sanitized build.
+python -m pip install --quiet --no-cache-dir ".[test]" -Cbuild-dir="$BUILD_DIR" -Ccmake.build-type=RelWithDebInfo \
     -Ccmake.define.FASTANCHOR_SANITIZE=ON
 
 ASAN_RT=$("$CXX_BIN" -print-file-name=libasan.so)
