@@ -15,6 +15,7 @@
 #include <limits>
 #include <numeric>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "common.hpp"
@@ -89,7 +90,7 @@ inline std::vector<std::uint16_t> shape_keys(const double* wh, index_t n, int n_
     return key;
 }
 
-// The boxes as the algorithm stores them: in locality_order, with each one's input row. For
+// The boxes as the algorithm stores them: sorted by shape_keys, with each one's input row. For
 // the median update it also keeps, for each coordinate, the boxes' order by that coordinate
 // (ties by storage index; a median's value does not depend on the order of equal values) and
 // each box's position in that order.
@@ -402,34 +403,12 @@ FASTANCHOR_CLONES inline void store_bounds(Ranked r, index_t n, const double* __
     }
     for (index_t s = 0; s < n; s += block) {
         const index_t e = std::min(n, s + block);
-        // Extremes in kLanes lanes (elementwise, so the compiler vectorizes them), then folded.
-        constexpr int kLanes = 16;
-        float U[kLanes], M2[kLanes], M3[kLanes];
-        for (int l = 0; l < kLanes; ++l) {
-            U[l] = -std::numeric_limits<float>::max();
-            M2[l] = M3[l] = std::numeric_limits<float>::max();
-        }
-        index_t t = s;
-        for (; t + kLanes <= e; t += kLanes) {
-            for (int l = 0; l < kLanes; ++l) {
-                U[l] = ub[t + l] > U[l] ? ub[t + l] : U[l];
-                M2[l] = lb2[t + l] < M2[l] ? lb2[t + l] : M2[l];
-                M3[l] = lb3[t + l] < M3[l] ? lb3[t + l] : M3[l];
-            }
-        }
-        for (; t < e; ++t) {
-            U[0] = std::max(U[0], ub[t]);
-            M2[0] = std::min(M2[0], lb2[t]);
-            M3[0] = std::min(M3[0], lb3[t]);
-        }
-        float u = U[0], m2 = M2[0], m3 = M3[0];
-        for (int l = 1; l < kLanes; ++l) {
-            u = std::max(u, U[l]);
-            m2 = std::min(m2, M2[l]);
-            m3 = std::min(m3, M3[l]);
-        }
+        float u = -std::numeric_limits<float>::max(), m2 = std::numeric_limits<float>::max(), m3 = m2;
         std::uint32_t s1 = 0, s2 = 0;
         for (index_t t = s; t < e; ++t) {
+            u = std::max(u, ub[t]);
+            m2 = std::min(m2, lb2[t]);
+            m3 = std::min(m3, lb3[t]);
             s1 |= 1u << std::min(lab[t], 31);
             s2 |= 1u << std::min(l2[t], 31);
         }
@@ -637,10 +616,6 @@ private:
         return changed;
     }
 
-    // Block summaries (detail::Summary, one per block of kBlock boxes). A block passes when its
-    // summary proves, for every box in it at once, what the per-box test proves:
-    //     max ub + max D[labels] + gap < min(min lb2 - max D[second labels], min lb3 - Dmax).
-
     // The largest cumulative drift among the labels of a summary's set.
     double max_drift(std::uint32_t set) const {
         double m = 0.0;
@@ -652,6 +627,9 @@ private:
         return m;
     }
 
+    // Whether block blk's summary (detail::Summary) proves, for every box in it at once, what
+    // the per-box test proves:
+    //     max ub + max D[labels] + gap < min(min lb2 - max D[second labels], min lb3 - Dmax).
     bool block_keeps(index_t blk) const {
         const detail::Summary& S = summary_[blk];
         const double u = static_cast<double>(S.ub) + max_drift(S.lab) + kGap;
@@ -992,63 +970,37 @@ inline double lane_total(const double* acc) {
 }
 
 // sum_i wt_i * min(d2_i, (1 - IoU(box_i, c))^2) over [0, n) (wt null: unit weights); with
-// Store, d2_i also takes that minimum.
-template <bool Weighted, bool Store>
-FASTANCHOR_CLONES double potential_t(const double* __restrict w, const double* __restrict h,
-                                     const double* __restrict a, double* __restrict d2, const double* __restrict wt,
-                                     index_t n, double cw, double ch, double ca) {
-    double acc[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-    const index_t nb = n / 8 * 8;
-    for (index_t i = 0; i < nb; i += 8) {
-#pragma omp simd
-        for (int l = 0; l < 8; ++l) {
-            const double inter = std::min(w[i + l], cw) * std::min(h[i + l], ch);
-            const double d = 1.0 - inter / ((a[i + l] + ca) - inter);
-            const double v = std::min(d2[i + l], d * d);
-            if (Store) d2[i + l] = v;
-            acc[l] += Weighted ? wt[i + l] * v : v;
-        }
-    }
-    for (index_t i = nb; i < n; ++i) {
-        const double d = 1.0 - iou_wh(w[i], h[i], a[i], cw, ch, ca);
+// Store, d2_i also takes that minimum. The IoUs are computed in T: double from the boxes
+// themselves, or float from the scaled float copies (within 1e-6 of the double ones, iou.hpp;
+// k-means++ owes no exact IoU, and the float division is several times cheaper). The sum runs
+// in one lane per SIMD slot of T (8 for double, 16 for float), each chunk alone: the same for
+// any number of threads.
+template <class T, bool Weighted, bool Store>
+FASTANCHOR_CLONES double potential_t(const T* __restrict w, const T* __restrict h, const T* __restrict a,
+                                     double* __restrict d2, const double* __restrict wt, index_t n, T cw, T ch,
+                                     T ca) {
+    constexpr int kLanes = sizeof(T) == 4 ? 16 : 8;
+    double acc[kLanes] = {};
+    auto add = [&](int lane, index_t i, T q) {
+        const double d = 1.0 - static_cast<double>(q);
         const double v = std::min(d2[i], d * d);
         if (Store) d2[i] = v;
-        acc[i - nb] += Weighted ? wt[i] * v : v;
-    }
-    return lane_total(acc);
-}
-
-// The same sum with the IoUs computed in float32 from the scaled float copies (within 1e-6 of
-// the double ones, iou.hpp): k-means++ needs no exact IoU, and the float division is several
-// times cheaper. Sixteen lanes, each chunk summed alone: the same for any number of threads.
-template <bool Weighted, bool Store>
-FASTANCHOR_CLONES double potential_f(const float* __restrict w, const float* __restrict h,
-                                     const float* __restrict a, double* __restrict d2, const double* __restrict wt,
-                                     index_t n, float cw, float ch, float ca) {
-    constexpr int kLanes = 16;
-    double acc[kLanes] = {};
+        acc[lane] += Weighted ? wt[i] * v : v;
+    };
     const index_t nb = n / kLanes * kLanes;
     for (index_t i = 0; i < nb; i += kLanes) {
-        float q[kLanes];
+        T q[kLanes];  // the IoUs first, in a loop of T alone: it vectorizes
         for (int l = 0; l < kLanes; ++l) {
-            const float inter = std::min(w[i + l], cw) * std::min(h[i + l], ch);
+            const T inter = std::min(w[i + l], cw) * std::min(h[i + l], ch);
             q[l] = inter / ((a[i + l] + ca) - inter);
         }
-        for (int l = 0; l < kLanes; ++l) {
-            const double d = 1.0 - static_cast<double>(q[l]);
-            const double v = std::min(d2[i + l], d * d);
-            if (Store) d2[i + l] = v;
-            acc[l] += Weighted ? wt[i + l] * v : v;
-        }
+        for (int l = 0; l < kLanes; ++l) add(l, i + l, q[l]);
     }
     for (index_t i = nb; i < n; ++i) {
-        const float inter = std::min(w[i], cw) * std::min(h[i], ch);
-        const double d = 1.0 - static_cast<double>(inter / ((a[i] + ca) - inter));
-        const double v = std::min(d2[i], d * d);
-        if (Store) d2[i] = v;
-        acc[i - nb] += Weighted ? wt[i] * v : v;
+        const T inter = std::min(w[i], cw) * std::min(h[i], ch);
+        add(static_cast<int>(i - nb), i, inter / ((a[i] + ca) - inter));
     }
-    return lane_total(acc) + lane_total(acc + 8);
+    return kLanes == 16 ? lane_total(acc) + lane_total(acc + 8) : lane_total(acc);
 }
 
 // The potential of boxes [b, e) if box c were added to the anchors (Store: and lower d2 to it),
@@ -1057,14 +1009,13 @@ template <bool Store>
 double potential_of(const Problem& p, double* d2, index_t b, index_t e, index_t c) {
     const double* wt = p.weighted() ? p.weight.data() + b : nullptr;
     const index_t n = e - b;
-    if (p.has_float()) {
-        const float *w = p.fw.data(), *h = p.fh.data(), *a = p.fa.data();
-        return wt ? potential_f<true, Store>(w + b, h + b, a + b, d2 + b, wt, n, w[c], h[c], a[c])
-                  : potential_f<false, Store>(w + b, h + b, a + b, d2 + b, wt, n, w[c], h[c], a[c]);
-    }
-    const double *w = p.boxes.w.data(), *h = p.boxes.h.data(), *a = p.boxes.a.data();
-    return wt ? potential_t<true, Store>(w + b, h + b, a + b, d2 + b, wt, n, w[c], h[c], a[c])
-              : potential_t<false, Store>(w + b, h + b, a + b, d2 + b, wt, n, w[c], h[c], a[c]);
+    auto run = [&](auto* w, auto* h, auto* a) {
+        using T = std::remove_const_t<std::remove_pointer_t<decltype(w)>>;
+        return wt ? potential_t<T, true, Store>(w + b, h + b, a + b, d2 + b, wt, n, w[c], h[c], a[c])
+                  : potential_t<T, false, Store>(w + b, h + b, a + b, d2 + b, wt, n, w[c], h[c], a[c]);
+    };
+    return p.has_float() ? run(p.fw.data(), p.fh.data(), p.fa.data())
+                         : run(p.boxes.w.data(), p.boxes.h.data(), p.boxes.a.data());
 }
 
 inline bool same_as_any(const WhSet& set, int count, double w, double h) {
