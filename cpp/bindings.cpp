@@ -72,6 +72,36 @@ double avg_iou(const Array& anchors, const Array& wh, const py::object& weights,
     return fa::avg_best_iou(b, wptr, a, n_threads);
 }
 
+// For tests (tests/test_lloyd_passes.py): the Lloyd assignment and update driven through given
+// anchor sets (S, k, 2); see fastanchor::lloyd_trace.
+py::dict lloyd_trace(const Array& wh, const py::object& weights, const Array& sets, const std::string& update,
+                     int n_threads) {
+    Array wt;
+    if (!weights.is_none()) wt = weights.cast<Array>();
+    const double* wptr = weights.is_none() ? nullptr : wt.data();
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const auto n_sets = static_cast<int>(sets.shape(0)), k = static_cast<int>(sets.shape(1));
+    const double* data = wh.data();
+    const double* sp = sets.data();
+    fa::LloydTrace t;
+    {
+        py::gil_scoped_release release;
+        t = fa::lloyd_trace(data, wptr, n, sp, n_sets, k, update == "mean" ? fa::Update::Mean : fa::Update::Median,
+                            n_threads);
+    }
+    py::array_t<std::int32_t> labels({static_cast<py::ssize_t>(n_sets), static_cast<py::ssize_t>(n)});
+    std::copy(t.labels.begin(), t.labels.end(), labels.mutable_data());
+    py::array_t<double> updated({static_cast<py::ssize_t>(n_sets), static_cast<py::ssize_t>(k), py::ssize_t{2}});
+    std::copy(t.updated.begin(), t.updated.end(), updated.mutable_data());
+    py::array_t<int> pass(static_cast<py::ssize_t>(n_sets));
+    std::copy(t.pass.begin(), t.pass.end(), pass.mutable_data());
+    py::dict d;
+    d["labels"] = labels;
+    d["updated"] = updated;
+    d["passes"] = pass;
+    return d;
+}
+
 py::dict kmeans_iou(const Array& wh, const py::object& weights, int k, const std::string& init,
                     const py::object& init_anchors, const std::string& update, int n_init, int max_iter, double tol,
                     std::uint64_t seed, int n_threads, py::object callback) {
@@ -297,6 +327,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("kmeans_iou", &kmeans_iou, py::arg("wh"), py::arg("weights"), py::arg("k"), py::arg("init"),
           py::arg("init_anchors"), py::arg("update"), py::arg("n_init"), py::arg("max_iter"), py::arg("tol"),
           py::arg("seed"), py::arg("n_threads"), py::arg("callback"));
+    m.def("lloyd_trace", &lloyd_trace, py::arg("wh"), py::arg("weights"), py::arg("sets"), py::arg("update"),
+          py::arg("n_threads"));
     // ---- fitness / evolution ----
     m.def("anchor_fitness", &anchor_fitness, py::arg("anchors"), py::arg("wh"), py::arg("weights"), py::arg("thr"),
           py::arg("n_threads"));

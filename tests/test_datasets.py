@@ -324,6 +324,22 @@ def test_yolo_malformed_lines(tmp_path, text, line, what):
     assert len(b) == 1 and b.n_images == 1
 
 
+def test_yolo_huge_class_id_without_names(tmp_path):
+    # Without a data.yaml every class up to the largest id gets a name: an id of 125 million
+    # (a corrupt line, found by the loader fuzzer) once took 35 s and gigabytes to name them all.
+    yolo_dataset(tmp_path, {"a": "3 0.5 0.5 0.5 0.5\n", "b": "0 0.5 0.5 0.5 0.5\n125603839 0.5 0.5 0.2 0.2\n"},
+                 {"a": (100, 100), "b": (100, 100)})
+    labels = tmp_path / "labels" / "train"
+    with pytest.raises(AnnotationError, match=r"b.txt:2: class 125603839 is out of range: without class names"):
+        datasets.load_yolo(labels)
+    with pytest.warns(AnnotationWarning, match="skipped 1 malformed entries in 1 files: .*b.txt"):
+        b = datasets.load_yolo(labels, strict=False)
+    assert len(b) == 1 and b.class_names == ("0", "1", "2", "3")
+    # the largest id that is read
+    write(labels / "b.txt", f"{datasets._yolo.MAX_UNNAMED_CLASSES - 1} 0.5 0.5 0.2 0.2\n")
+    assert len(datasets.load_yolo(labels).class_names) == datasets._yolo.MAX_UNNAMED_CLASSES
+
+
 def test_yolo_degenerate_boxes(tmp_path):
     labels = {"a": "0 0.5 0.5 0.5 0.5\n0 0.5 0.5 0 0.5\n0 1.5 0.5 0.2 0.2\n0 0.5 0.5 nan 0.2\n0 0.95 0.5 0.2 0.2\n"}
     data = yolo_dataset(tmp_path, labels, {"a": (100, 100)})

@@ -329,3 +329,87 @@ def test_weighted_mean_survives_weights_spanning_300_orders():
         assert (r.anchors >= wh[pos].min(0) * (1 - 1e-12)).all()
         assert (r.anchors <= wh[pos].max(0) * (1 + 1e-12)).all()
         assert (r.anchors == [1.0, 1e-13]).all(axis=1).any()  # the light box alone: its own shape
+
+
+# ---- the three assignment passes of kmeans.hpp, driven one by one (_core.lloyd_trace) ----
+
+FULL, BOUNDED, RELABEL = 0, 1, 2
+
+
+@pytest.mark.parametrize("update", ["median", "mean"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_every_assignment_pass_gives_the_exact_labels(update, weighted):
+    # A sequence of anchor sets that takes every pass: the first assignment ranks every box and
+    # stores bounds (Full); a far move is labelled without bounds (Relabel); the next small move
+    # must renew the bounds (Full) and the one after uses them (Bounded). Boxes sit on the
+    # boundaries between anchor pairs of the sets, moved off by 1e-12 to 1e-6, and the set spans
+    # several chunks: each pass's labels must be the exact rule's and each update the reference's,
+    # for any number of threads.
+    rng = np.random.default_rng(21)
+    a0 = np.array([[10.0, 20.0], [25.0, 12.0], [40.0, 41.0], [5.0, 3.0], [90.0, 60.0]])
+    a1 = a0 * np.exp(rng.normal(0, 0.4, a0.shape))  # far: 1 - IoU well above 0.05
+    a2 = a1 * (1 + 1e-4)
+    a3 = a2 * (1 + 1e-4)
+    a4 = a3 * np.exp(rng.normal(0, 0.4, a0.shape))
+    sets = np.stack([a0, a1, a2, a3, a4])
+    parts = [np.exp(rng.normal(3, 0.9, (12000, 2)))]
+    for a in (a1, a3):
+        for i, j in [(0, 1), (1, 2), (0, 2), (0, 3), (2, 4)]:
+            w = rng.uniform(min(a[i, 0], a[j, 0]), max(a[i, 0], a[j, 0]) + 1, 1500)
+            parts.append(_boundary_boxes(a[i], a[j], w, rng))
+    wh = np.concatenate(parts)
+    wh = np.ascontiguousarray(wh[np.isfinite(wh).all(1) & (wh > 0).all(1)])
+    weights = rng.uniform(0.1, 10.0, len(wh)) if weighted else None
+    wt = weights if weighted else np.ones(len(wh))
+
+    runs = [fastanchor._core.lloyd_trace(wh, weights, sets, update, t) for t in (1, 2, 3)]
+    assert runs[0]["passes"].tolist() == [FULL, RELABEL, FULL, BOUNDED, RELABEL]
+    for s, a in enumerate(sets):
+        labels, best = ref.assign(a, wh)
+        np.testing.assert_array_equal(runs[0]["labels"][s], labels)
+        np.testing.assert_allclose(runs[0]["updated"][s], ref._update_step(a, labels, best, wh, wt, update),
+                                   rtol=1e-9)
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other["labels"], runs[0]["labels"])
+        np.testing.assert_array_equal(other["updated"], runs[0]["updated"])
+        np.testing.assert_array_equal(other["passes"], runs[0]["passes"])
+
+
+@pytest.mark.parametrize("update", ["median", "mean"])
+def test_relabel_pass_over_random_moves_matches_reference(update):
+    # Anchor sets from random walks with steps of every size, on data of several kinds
+    # (continuous, pixel-like, few distinct values: exact ties), through whatever passes they
+    # call for.
+    rng = np.random.default_rng(22)
+    for trial in range(6):
+        kind = trial % 3
+        n, k = 6000, int(rng.integers(2, 12))
+        if kind == 0:
+            wh = np.exp(rng.normal(2, 1.2, (n, 2)))
+        elif kind == 1:
+            wh = rng.uniform(1, 640, (n, 2)).astype(np.float32).astype(np.float64)
+        else:
+            wh = rng.integers(1, 9, (n, 2)).astype(np.float64)
+        a = wh[rng.choice(n, k, replace=False)]
+        sets = []
+        for _ in range(8):
+            sets.append(a)
+            a = a * np.exp(rng.choice([0.0, 1e-6, 1e-3, 0.05, 0.5]) * rng.normal(0, 1, a.shape))
+        sets = np.stack(sets)
+        out = fastanchor._core.lloyd_trace(wh, None, sets, update, 2)
+        for s, a in enumerate(sets):
+            labels, best = ref.assign(a, wh)
+            np.testing.assert_array_equal(out["labels"][s], labels)
+            np.testing.assert_allclose(out["updated"][s],
+                                       ref._update_step(a, labels, best, wh, np.ones(n), update), rtol=1e-9)
+
+
+def test_mean_of_exact_sums_is_the_correctly_rounded_mean():
+    # Unit-weight means come from exact integer sums: a cluster of identical boxes has exactly
+    # their value as its mean (a float64 running sum of 1e5 copies of 0.1 does not), and a
+    # cluster mixing values 2^40 apart loses nothing of the small ones.
+    wh = np.array([[0.1, 0.3]] * 100_000 + [[1e5, 1e5]] * 3 + [[1e5 + 2.0**-20, 1e5]])
+    sets = np.array([[[0.1, 0.3], [1e5, 1e5]]])
+    out = fastanchor._core.lloyd_trace(wh, None, sets, "mean", 2)
+    assert out["updated"][0, 0].tolist() == [0.1, 0.3]
+    assert out["updated"][0, 1].tolist() == [1e5 + 2.0**-22, 1e5]

@@ -29,6 +29,13 @@ def kmeans_iou(
     n_threads: int,
     callback: Optional[Callable[[str, int, int], Any]],
 ) -> dict[str, Any]: ...
+def lloyd_trace(
+    wh: npt.NDArray[np.float64],
+    weights: Optional[npt.NDArray[np.float64]],
+    sets: npt.NDArray[np.float64],
+    update: str,
+    n_threads: int,
+) -> dict[str, Any]: ...
 def anchor_fitness(
     anchors: npt.NDArray[np.float64],
     wh: npt.NDArray[np.float64],

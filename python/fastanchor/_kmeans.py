@@ -152,16 +152,17 @@ def kmeans_iou(
     threads = resolve_threads(n_threads)
     core_seed = resolve_seed(seed)
 
-    # Only the ratios of the weights matter: equal weights are no weights, and are fitted by the
-    # same code, so that sample_weight=np.ones(N) gives exactly the unweighted result.
-    if weights is not None and (weights == weights[0]).all():
-        weights = None
     # Zero-weight boxes take no part in the fit; they are labelled against the final anchors.
     fit_boxes, fit_weights, positive = boxes, weights, None
     if weights is not None and not (weights > 0).all():
         positive = weights > 0
         fit_boxes = np.ascontiguousarray(boxes[positive])
         fit_weights = np.ascontiguousarray(weights[positive])
+    # Only the ratios of the weights matter: equal weights are no weights, and are fitted by the
+    # same code, so that sample_weight=np.ones(N), with or without zero-weight boxes beside,
+    # gives exactly the unweighted result.
+    if fit_weights is not None and (fit_weights == fit_weights[0]).all():
+        fit_weights = None
     distinct = distinct_rows_at_least(fit_boxes, k)
     if k > distinct:
         what = "distinct boxes with positive weight" if weights is not None else "distinct boxes"

@@ -18,6 +18,9 @@ from ._yaml import load_yaml_file
 IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic")
 #: Class ids must be below this (they are stored as 64-bit integers; 2**31 leaves any consumer room).
 MAX_CLASS = 2**31
+#: Without class names (no data.yaml), class ids must be below this: each id up to the largest
+#: gets a name ("0", "1", ...), and no dataset has that many classes (ImageNet-21k has 21,841).
+MAX_UNNAMED_CLASSES = 100_000
 #: How far (pixels of the image) a box may reach past the border before it counts as outside.
 YOLO_TOLERANCE = 1.0
 
@@ -132,7 +135,19 @@ def load_yolo(
     line = np.concatenate(line_l)
 
     if names is None:
-        n_classes = int(cls.max()) + 1 if cls.size else 0
+        # Without names the classes are numbered 0..max; an id past MAX_UNNAMED_CLASSES is a
+        # corrupt line, not a dataset of that many classes (it would cost a name per class).
+        out_of_range = cls >= MAX_UNNAMED_CLASSES
+        if out_of_range.any():
+            j = int(np.argmax(out_of_range))
+            problems.bad_file(
+                pairs[item[j]][1], int(line[j]),
+                f"class {int(cls[j])} is out of range: without class names (a data.yaml with 'names'), class ids "
+                f"go up to {MAX_UNNAMED_CLASSES - 1:,}",
+            )
+            skipped_items |= set(item[out_of_range].tolist())
+        in_range = cls[~out_of_range]
+        n_classes = int(in_range.max()) + 1 if in_range.size else 0
         names = tuple(str(i) for i in range(n_classes))
     elif cls.size and int(cls.max()) >= len(names):
         j = int(np.argmax(cls >= len(names)))
