@@ -270,9 +270,11 @@ py::array box_iou(const Array& b1, const Array& b2, bool out_float32, int n_thre
 }
 
 // gt: all images' GT rows concatenated (G_total, 4); offsets: (B + 1,) int64 row offsets.
+// max_stored_cells and portable (the portable row kernel even where the AVX2 one runs) are for
+// the tests.
 py::array_t<std::int32_t> match_priors(const Array& priors, const Array& gt,
                                        const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& offsets,
-                                       double threshold, int n_threads, fa::index_t max_stored_cells) {
+                                       double threshold, int n_threads, fa::index_t max_stored_cells, bool portable) {
     const fa::CornerSet pri = to_corners(priors);
     const auto n_images = static_cast<fa::index_t>(offsets.shape(0)) - 1;
     py::array_t<std::int32_t> out({static_cast<py::ssize_t>(n_images), static_cast<py::ssize_t>(pri.size())});
@@ -280,7 +282,7 @@ py::array_t<std::int32_t> match_priors(const Array& priors, const Array& gt,
     const double* g = gt.data();
     const fa::index_t* off = offsets.data();
     py::gil_scoped_release release;
-    fa::match_batch(pri, g, off, n_images, threshold, ptr, n_threads, max_stored_cells);
+    fa::match_batch(pri, g, off, n_images, threshold, ptr, n_threads, max_stored_cells, portable);
     return out;
 }
 
@@ -340,7 +342,8 @@ PYBIND11_MODULE(_core, m) {
     // ---- SSD / corner boxes ----
     m.def("box_iou", &box_iou, py::arg("boxes1"), py::arg("boxes2"), py::arg("out_float32"), py::arg("n_threads"));
     m.def("match_priors", &match_priors, py::arg("priors"), py::arg("gt"), py::arg("offsets"), py::arg("threshold"),
-          py::arg("n_threads"), py::arg("max_stored_cells") = fa::kMaxStoredCells);
+          py::arg("n_threads"), py::arg("max_stored_cells") = fa::kMaxStoredCells,
+          py::arg("portable") = false);
     m.def("grid_best_iou", &grid_best_iou, py::arg("boxes"), py::arg("image_wh"), py::arg("levels"),
           py::arg("n_threads"));
     // ---- end SSD / corner boxes ----

@@ -330,7 +330,7 @@ def near_tie_problem(draw):
     """Matching inputs full of exact and near ties: duplicated priors, GT boxes equal to priors,
     pairs with IoU exactly 0.5 (a box and its half, scaled by a power of two and shifted by an
     integer), (a, 1/a) prior pairs inside a GT box (IoUs equal up to rounding), and thresholds at
-    and one ulp around 0.5. Up to ~150 priors: the kernel works in blocks of 32 priors."""
+    and one ulp around 0.5. Up to ~150 priors: the kernels work in blocks of 8 priors."""
     scale = 2.0 ** draw(st.integers(-3, 3))
     shift = float(draw(st.integers(-4, 4)))
     cells = draw(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(1, 3), st.integers(1, 3)),
@@ -360,10 +360,57 @@ def test_match_priors_near_ties_equal_reference(problem):
     want = ref.match_priors(priors, gt, thr)
     np.testing.assert_array_equal(fastanchor.match_priors(priors, gt, threshold=thr), want)
     offsets = np.array([0, gt.shape[0]], dtype=np.int64)
-    got = fastanchor._core.match_priors(priors, np.ascontiguousarray(gt, dtype=float), offsets, thr, 1, 0)
-    np.testing.assert_array_equal(got[0], want)
+    for stored, portable in [(0, False), (1 << 22, True), (0, True)]:
+        got = fastanchor._core.match_priors(priors, np.ascontiguousarray(gt, dtype=float), offsets, thr, 1, stored,
+                                            portable)
+        np.testing.assert_array_equal(got[0], want)
     # the same image twice in a batch, and in a padded array
     np.testing.assert_array_equal(fastanchor.match_priors(priors, [gt, gt], threshold=thr), [want, want])
+
+
+@st.composite
+def grid_match_problem(draw):
+    """SSD-like priors, cell by cell on one or two square grids with several shapes a cell: the
+    row kernels skip the blocks of 8 priors whose bounding box a GT box misses, the AVX2 kernel
+    works in vectors of 4 and chunks of 512 priors, and a few priors are cut off the end (a
+    count that is not a multiple of 8; P < G too). The GT boxes are priors, copies of each other
+    and integer boxes (exact and near ties)."""
+    side = 24.0
+    shapes = draw(st.lists(st.sampled_from([(1.0, 1.0), (2.0, 2.0), (2.0, 1.0), (1.0, 2.0), (3.0, 1 / 3), (1 / 3, 3.0),
+                                            (1.5, 1.5)]), min_size=1, max_size=6))
+    rows = []
+    for f in draw(st.lists(st.integers(1, 20), min_size=1, max_size=2)):
+        s = side / f
+        for i in range(f):
+            for j in range(f):
+                cx, cy = (j + 0.5) * s, (i + 0.5) * s
+                rows += [[cx - w * s / 2, cy - h * s / 2, cx + w * s / 2, cy + h * s / 2] for w, h in shapes]
+    priors = np.array(rows)
+    priors = priors[: priors.shape[0] - draw(st.integers(0, min(7, priors.shape[0] - 1)))]
+    gt = [priors[i] for i in draw(st.lists(st.integers(0, priors.shape[0] - 1), max_size=6))]
+    for x, y, w, h in draw(st.lists(st.tuples(st.integers(-2, 23), st.integers(-2, 23), st.integers(1, 12),
+                                              st.integers(1, 12)), max_size=8)):
+        gt.append(np.array([x, y, x + w, y + h], float))
+    gt += gt[:1] * draw(st.integers(0, 3))  # copies: GT boxes that want the same priors
+    gt = np.array(gt).reshape(-1, 4)
+    thr = draw(st.sampled_from([0.5, np.nextafter(0.5, 0.0), np.nextafter(0.5, 1.0), 0.2, 0.0]))
+    return priors, gt, float(thr)
+
+
+@settings(max_examples=80, deadline=None)
+@given(grid_match_problem())
+def test_match_priors_skipped_blocks_equal_reference(problem):
+    # both row kernels (AVX2 where the CPU has it, and the portable one), with and without the
+    # stored matrix whose skipped blocks are never written
+    priors, gt, thr = problem
+    want = ref.match_priors(priors, gt, thr)
+    offsets = np.array([0, gt.shape[0]], dtype=np.int64)
+    for stored in (1 << 22, 0):
+        for portable in (False, True):
+            got = fastanchor._core.match_priors(priors, np.ascontiguousarray(gt), offsets, thr, 1, stored, portable)
+            np.testing.assert_array_equal(got[0], want)
+    np.testing.assert_array_equal(fastanchor.match_priors(priors, [gt, gt[:1], gt], threshold=thr),
+                                  [want, ref.match_priors(priors, gt[:1], thr), want])
 
 
 def test_match_iou_exactly_at_the_threshold():

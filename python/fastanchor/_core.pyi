@@ -71,6 +71,7 @@ def match_priors(
     threshold: float,
     n_threads: int,
     max_stored_cells: int = ...,
+    portable: bool = ...,
 ) -> npt.NDArray[np.int32]: ...
 def grid_best_iou(
     boxes: npt.NDArray[np.float64],
