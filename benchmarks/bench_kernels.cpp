@@ -93,6 +93,10 @@ const fa::WhSet& anchors(int k) {
     return it->second;
 }
 
+struct float_anchors_t {
+    float w[fa::detail::kMaxFixedK], h[fa::detail::kMaxFixedK], a[fa::detail::kMaxFixedK];
+};
+
 void set_rates(benchmark::State& state, fa::index_t boxes_per_iter, fa::index_t pairs_per_iter) {
     const auto iters = static_cast<double>(state.iterations());
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * boxes_per_iter);
@@ -249,6 +253,60 @@ std::vector<std::int64_t> sizes(std::int64_t max_n) {
     return out;
 }
 
+// The two float kernels of the Lloyd passes on one thread, over the problem's scaled float
+// copies in chunks of kChunk boxes: Full and Bounded passes rank the top three (with bounds to
+// store), Relabel passes only label (and flag the changed and too-close boxes). Arguments: {n, k}.
+float_anchors_t float_anchors(const fa::Problem& p, int k) {
+    const fa::WhSet& a = anchors(k);
+    float_anchors_t f;
+    for (int j = 0; j < k; ++j) {
+        f.w[j] = static_cast<float>(a.w[j] * p.fscale);
+        f.h[j] = static_cast<float>(a.h[j] * p.fscale);
+        f.a[j] = f.w[j] * f.h[j];
+    }
+    return f;
+}
+
+void BM_float_rank_top3(benchmark::State& state) {
+    const fa::index_t n = state.range(0);
+    const int k = static_cast<int>(state.range(1));
+    const fa::Problem& p = problem(n, fa::Update::Mean);
+    const float_anchors_t A = float_anchors(p, k);
+    std::vector<double> best(fa::kChunk), second(fa::kChunk), third(fa::kChunk);
+    std::vector<std::int32_t> label(fa::kChunk), label2(fa::kChunk), amb(fa::kChunk);
+    const fa::detail::Ranked out{label.data(), best.data(), second.data(), label2.data(), third.data()};
+    for (auto _ : state) {
+        for (fa::index_t b = 0; b < n; b += fa::kChunk) {
+            const fa::index_t m = std::min(fa::kChunk, n - b);
+            fa::detail::rank_float_k(p.fw.data() + b, p.fh.data() + b, p.fa.data() + b, m, A.w, A.h, A.a, k, out,
+                                     amb.data());
+            benchmark::DoNotOptimize(label.data());
+        }
+        benchmark::ClobberMemory();
+    }
+    set_rates(state, n, n * k);
+}
+
+void BM_float_label_top2(benchmark::State& state) {
+    const fa::index_t n = state.range(0);
+    const int k = static_cast<int>(state.range(1));
+    const fa::Problem& p = problem(n, fa::Update::Mean);
+    const float_anchors_t A = float_anchors(p, k);
+    const std::vector<std::int32_t> old(static_cast<std::size_t>(n), 0);
+    std::vector<std::int32_t> label(fa::kChunk);
+    std::vector<std::uint8_t> flag(fa::kChunk);
+    for (auto _ : state) {
+        for (fa::index_t b = 0; b < n; b += fa::kChunk) {
+            const fa::index_t m = std::min(fa::kChunk, n - b);
+            fa::detail::label_float_k(p.fw.data() + b, p.fh.data() + b, m, A.w, A.h, A.a, k, old.data() + b,
+                                      label.data(), flag.data());
+            benchmark::DoNotOptimize(flag.data());
+        }
+        benchmark::ClobberMemory();
+    }
+    set_rates(state, n, n * k);
+}
+
 void register_all(std::int64_t max_n) {
     const std::vector<std::int64_t> ns = sizes(max_n);
     const std::vector<std::int64_t> ks = {5, 9, 15};
@@ -278,6 +336,14 @@ void register_all(std::int64_t max_n) {
         ->ArgsProduct({fit_ns, ks, threads})
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("float_rank_top3", BM_float_rank_top3)
+        ->ArgNames({"n", "k"})
+        ->ArgsProduct({ns, ks})
+        ->UseRealTime();
+    benchmark::RegisterBenchmark("float_label_top2", BM_float_label_top2)
+        ->ArgNames({"n", "k"})
+        ->ArgsProduct({ns, ks})
+        ->UseRealTime();
     benchmark::RegisterBenchmark("avg_best_iou", BM_avg_best_iou)
         ->ArgNames({"n", "k", "threads"})
         ->ArgsProduct({ns, {9}, threads})
