@@ -72,7 +72,7 @@ double avg_iou(const Array& anchors, const Array& wh, const py::object& weights,
     return fa::avg_best_iou(b, wptr, a, n_threads);
 }
 
-// For tests (tests/test_lloyd_passes.py): the Lloyd assignment and update driven through given
+// For tests (tests/test_kmeans.py): the Lloyd assignment and update driven through given
 // anchor sets (S, k, 2); see fastanchor::lloyd_trace.
 py::dict lloyd_trace(const Array& wh, const py::object& weights, const Array& sets, const std::string& update,
                      int n_threads) {

@@ -259,10 +259,7 @@ FASTANCHOR_CLONES inline index_t match_row_portable(double x1, double y1, double
     if (nb * B < m) {
         double mx = 0.0;
         for (index_t j = nb * B; j < m; ++j) {
-            const double iw = std::max(std::min(x2, bx2[j]) - std::max(x1, bx1[j]), 0.0);
-            const double ih = std::max(std::min(y2, by2[j]) - std::max(y1, by1[j]), 0.0);
-            const double inter = iw * ih;
-            const double v = inter / ((a + ba[j]) - inter);
+            const double v = iou_box(x1, y1, x2, y2, a, bx1[j], by1[j], bx2[j], by2[j], ba[j]);
             row[j] = v;
             mx = std::max(mx, v);
             const bool better = v > best_iou[j];
@@ -385,10 +382,7 @@ __attribute__((target("avx2,popcnt"))) inline index_t match_row_avx2(double x1, 
     }
     // The priors after the last whole block, one at a time.
     for (index_t j = nb * kMatchBlock; j < m; ++j) {
-        const double iw = std::max(std::min(x2, bx2[j]) - std::max(x1, bx1[j]), 0.0);
-        const double ih = std::max(std::min(y2, by2[j]) - std::max(y1, by1[j]), 0.0);
-        const double inter = iw * ih;
-        const double v = inter / ((a + ba[j]) - inter);
+        const double v = iou_box(x1, y1, x2, y2, a, bx1[j], by1[j], bx2[j], by2[j], ba[j]);
         row[j] = v;
         if (v > best_iou[j]) {
             best_iou[j] = v;

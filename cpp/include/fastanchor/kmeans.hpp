@@ -517,7 +517,7 @@ public:
             part_n_.assign(parts, 0);
         }
 #endif
-        if (track_moves()) {
+        if (incremental_median()) {
             move_off_.resize(p.size());
             move_from_.resize(p.size());
             move_count_.assign(n_chunks(p.size()), 0);
@@ -662,7 +662,8 @@ private:
     static constexpr index_t kBlock = 64;  // boxes per block of the bound summaries
 
     bool incremental_median() const { return update_ == Update::Median && !p_.weighted(); }
-    // Whether the update works from the boxes that changed cluster (else from chunk statistics).
+    // Whether the update works from the boxes that changed cluster, as they change (the median's
+    // move lists, the exact sums' per-chunk changes), instead of from chunk statistics.
     bool track_moves() const { return incremental_median() || exact_mean_; }
 
     // How a pass assigns the boxes: Full ranks every box and stores fresh bounds; Bounded ranks
@@ -767,7 +768,8 @@ private:
     }
 
     // Gives box i of chunk c (which starts at b) label l; when that is a change, records the move
-    // (and with exact sums, moves the box's values between the chunk's sums). Returns 1 for a change.
+    // for the incremental median, or with exact sums moves the box's values between the chunk's
+    // sums. Returns 1 for a change.
     int move(index_t c, index_t b, index_t i, std::int32_t l) {
         const std::int32_t from = labels_[i];
         if (l == from) return 0;
