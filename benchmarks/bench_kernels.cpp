@@ -67,13 +67,19 @@ const Boxes& boxes(fa::index_t n) {
     return *slot;
 }
 
+fa::BoxRows rows_of(const std::vector<double>& rows) {
+    fa::BoxRows r;
+    r.f64 = rows.data();
+    return r;
+}
+fa::BoxRows rows_of(const Boxes& b) { return rows_of(b.rows); }
+
 const fa::Problem& problem(fa::index_t n, fa::Update update) {
     static std::map<std::pair<fa::index_t, fa::Update>, std::unique_ptr<fa::Problem>> cache;
     auto& slot = cache[{n, update}];
     if (!slot) {
-        const bool sorted = update == fa::Update::Median;
-        slot = std::make_unique<fa::Problem>(
-            fa::Problem::make(boxes(n).rows.data(), nullptr, n, sorted, fa::max_threads()));
+        slot = std::make_unique<fa::Problem>(fa::Problem::make(rows_of(boxes(n)), nullptr, n,
+                                                               fa::needs_orders(nullptr, 9, update), fa::max_threads()));
     }
     return *slot;
 }
@@ -88,7 +94,7 @@ const fa::WhSet& anchors(int k) {
         fa::KMeansOptions o;
         o.k = k;
         o.n_threads = fa::max_threads();
-        it = cache.emplace(k, fa::kmeans_iou(rows.data(), nullptr, n, o, nullptr, fa::null_monitor()).anchors).first;
+        it = cache.emplace(k, fa::kmeans_iou(rows_of(rows), nullptr, n, o, nullptr, fa::null_monitor()).anchors).first;
     }
     return it->second;
 }
@@ -123,10 +129,9 @@ void BM_assign_all(benchmark::State& state) {
     set_rates(state, n, n * k);
 }
 
-// The first iteration of a Lloyd run: every box assigned from scratch, every label new, the
-// per-cluster sums and the mean or median update computed in full. Later iterations of the core
-// skip the boxes whose bounds prove their label unchanged and update the medians incrementally,
-// so this is the most expensive iteration (lloyd_run measures whole runs). Building the Lloyd
+// The first iteration of a Lloyd run: every box assigned from scratch, every label new, so every
+// box moves its share of the statistics (later iterations move only the boxes that changed
+// cluster): the most expensive iteration (lloyd_run measures whole runs). Building the Lloyd
 // state (O(n) allocations) is not timed.
 template <fa::Update U>
 void BM_lloyd_first_iteration(benchmark::State& state) {
@@ -135,11 +140,11 @@ void BM_lloyd_first_iteration(benchmark::State& state) {
     const int threads = static_cast<int>(state.range(2));
     const fa::Problem& p = problem(n, U);
     const fa::WhSet& anc = anchors(k);
-    std::unique_ptr<fa::Lloyd> lloyd;
+    std::unique_ptr<fa::Lloyd<std::uint8_t>> lloyd;
     for (auto _ : state) {
         state.PauseTiming();
         lloyd.reset();
-        lloyd = std::make_unique<fa::Lloyd>(p, k, U, threads);
+        lloyd = std::make_unique<fa::Lloyd<std::uint8_t>>(p, k, U, threads);
         state.ResumeTiming();
         benchmark::DoNotOptimize(lloyd->assign(anc));
         fa::WhSet next = lloyd->update(anc);
@@ -150,8 +155,8 @@ void BM_lloyd_first_iteration(benchmark::State& state) {
 }
 
 // A whole Lloyd run to convergence (labels repeat, at most 300 updates) from a fixed k-means++
-// initialisation, with the final mean IoU; building the sorted problem and the initialisation
-// are not timed.
+// initialisation, with the final mean IoU; building the problem and the initialisation are not
+// timed.
 // Counters: n_iter (updates per run) and time/iter (mean time of one iteration).
 template <fa::Update U>
 void BM_lloyd_run(benchmark::State& state) {
@@ -191,14 +196,14 @@ void BM_avg_best_iou(benchmark::State& state) {
     set_rates(state, n, n * k);
 }
 
-// Set-up of a median fit: both argsorts (radix) and the reordering. Arguments {n, threads}.
+// Set-up of a weighted-median fit: the range pass and both argsorts (radix). Arguments {n, threads}.
 void BM_problem_make_median(benchmark::State& state) {
     const fa::index_t n = state.range(0);
     const int threads = static_cast<int>(state.range(1));
     const std::vector<double>& rows = boxes(n).rows;
     for (auto _ : state) {
-        fa::Problem p = fa::Problem::make(rows.data(), nullptr, n, true, threads);
-        benchmark::DoNotOptimize(p.boxes.w.data());
+        fa::Problem p = fa::Problem::make(rows_of(rows), nullptr, n, true, threads);
+        benchmark::DoNotOptimize(p.order[0].data());
         benchmark::ClobberMemory();
     }
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * n);
@@ -217,7 +222,7 @@ void BM_kmeans_iou(benchmark::State& state) {
     o.n_threads = threads;
     fa::KMeansOutput out;
     for (auto _ : state) {
-        out = fa::kmeans_iou(rows.data(), nullptr, n, o, nullptr, fa::null_monitor());
+        out = fa::kmeans_iou(rows_of(rows), nullptr, n, o, nullptr, fa::null_monitor());
         benchmark::DoNotOptimize(out.anchors.w.data());
     }
     state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * n);
@@ -253,9 +258,9 @@ std::vector<std::int64_t> sizes(std::int64_t max_n) {
     return out;
 }
 
-// The two float kernels of the Lloyd passes on one thread, over the problem's scaled float
-// copies in chunks of kChunk boxes: Full and Bounded passes rank the top three (with bounds to
-// store), Relabel passes only label (and flag the changed and too-close boxes). Arguments: {n, k}.
+// The float kernel of the Lloyd assignment on one thread, over the problem's rows (float64,
+// scaled and rounded to float inside the kernel) in chunks of kChunk boxes: labels, and flags for
+// the changed and too-close boxes. Arguments: {n, k}.
 float_anchors_t float_anchors(const fa::Problem& p, int k) {
     const fa::WhSet& a = anchors(k);
     float_anchors_t f;
@@ -267,39 +272,19 @@ float_anchors_t float_anchors(const fa::Problem& p, int k) {
     return f;
 }
 
-void BM_float_rank_top3(benchmark::State& state) {
-    const fa::index_t n = state.range(0);
-    const int k = static_cast<int>(state.range(1));
-    const fa::Problem& p = problem(n, fa::Update::Mean);
-    const float_anchors_t A = float_anchors(p, k);
-    std::vector<double> best(fa::kChunk), second(fa::kChunk), third(fa::kChunk);
-    std::vector<std::int32_t> label(fa::kChunk), label2(fa::kChunk), amb(fa::kChunk);
-    const fa::detail::Ranked out{label.data(), best.data(), second.data(), label2.data(), third.data()};
-    for (auto _ : state) {
-        for (fa::index_t b = 0; b < n; b += fa::kChunk) {
-            const fa::index_t m = std::min(fa::kChunk, n - b);
-            fa::detail::rank_float_k(p.fw.data() + b, p.fh.data() + b, p.fa.data() + b, m, A.w, A.h, A.a, k, out,
-                                     amb.data());
-            benchmark::DoNotOptimize(label.data());
-        }
-        benchmark::ClobberMemory();
-    }
-    set_rates(state, n, n * k);
-}
-
 void BM_float_label_top2(benchmark::State& state) {
     const fa::index_t n = state.range(0);
     const int k = static_cast<int>(state.range(1));
     const fa::Problem& p = problem(n, fa::Update::Mean);
     const float_anchors_t A = float_anchors(p, k);
-    const std::vector<std::int32_t> old(static_cast<std::size_t>(n), 0);
+    const std::vector<std::uint8_t> old(static_cast<std::size_t>(n), 0);
     std::vector<std::int32_t> label(fa::kChunk);
     std::vector<std::uint8_t> flag(fa::kChunk);
     for (auto _ : state) {
         for (fa::index_t b = 0; b < n; b += fa::kChunk) {
             const fa::index_t m = std::min(fa::kChunk, n - b);
-            fa::detail::label_float_k(p.fw.data() + b, p.fh.data() + b, m, A.w, A.h, A.a, k, old.data() + b,
-                                      label.data(), flag.data());
+            fa::detail::label_float_k<double>(p.f64 + 2 * b, m, p.fscale, A.w, A.h, A.a, k, old.data() + b,
+                                              label.data(), flag.data());
             benchmark::DoNotOptimize(flag.data());
         }
         benchmark::ClobberMemory();
@@ -336,10 +321,6 @@ void register_all(std::int64_t max_n) {
         ->ArgsProduct({fit_ns, ks, threads})
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark("float_rank_top3", BM_float_rank_top3)
-        ->ArgNames({"n", "k"})
-        ->ArgsProduct({ns, ks})
-        ->UseRealTime();
     benchmark::RegisterBenchmark("float_label_top2", BM_float_label_top2)
         ->ArgNames({"n", "k"})
         ->ArgsProduct({ns, ks})

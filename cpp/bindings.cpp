@@ -21,6 +21,24 @@ namespace {
 
 fa::WhSet to_whset(const Array& a) { return fa::WhSet::from_rows(a.data(), static_cast<fa::index_t>(a.shape(0))); }
 
+using Array32 = py::array_t<float, py::array::c_style>;
+
+// The boxes of a fit, read in place: a C-contiguous float32 array as it is, anything else as
+// float64 (converted only if it is not C-contiguous float64 already). `keep` holds the array.
+fa::BoxRows box_rows(const py::array& wh, py::object& keep) {
+    fa::BoxRows rows;
+    if (py::isinstance<Array32>(wh) && (wh.flags() & py::array::c_style)) {
+        Array32 a = py::reinterpret_borrow<Array32>(wh);
+        rows.f32 = a.data();
+        keep = a;
+    } else {
+        Array a = wh.cast<Array>();
+        rows.f64 = a.data();
+        keep = a;
+    }
+    return rows;
+}
+
 // Lets a long kernel notice Ctrl-C and report progress: between steps it takes the GIL,
 // runs Python's signal handlers (a KeyboardInterrupt propagates as error_already_set) and calls
 // the optional callback(stage, run, step).
@@ -74,19 +92,20 @@ double avg_iou(const Array& anchors, const Array& wh, const py::object& weights,
 
 // For tests (tests/test_kmeans.py): the Lloyd assignment and update driven through given
 // anchor sets (S, k, 2); see fastanchor::lloyd_trace.
-py::dict lloyd_trace(const Array& wh, const py::object& weights, const Array& sets, const std::string& update,
+py::dict lloyd_trace(const py::array& wh, const py::object& weights, const Array& sets, const std::string& update,
                      int n_threads) {
     Array wt;
     if (!weights.is_none()) wt = weights.cast<Array>();
     const double* wptr = weights.is_none() ? nullptr : wt.data();
     const auto n = static_cast<fa::index_t>(wh.shape(0));
     const auto n_sets = static_cast<int>(sets.shape(0)), k = static_cast<int>(sets.shape(1));
-    const double* data = wh.data();
+    py::object keep;
+    const fa::BoxRows rows = box_rows(wh, keep);
     const double* sp = sets.data();
     fa::LloydTrace t;
     {
         py::gil_scoped_release release;
-        t = fa::lloyd_trace(data, wptr, n, sp, n_sets, k, update == "mean" ? fa::Update::Mean : fa::Update::Median,
+        t = fa::lloyd_trace(rows, wptr, n, sp, n_sets, k, update == "mean" ? fa::Update::Mean : fa::Update::Median,
                             n_threads);
     }
     py::array_t<std::int32_t> labels({static_cast<py::ssize_t>(n_sets), static_cast<py::ssize_t>(n)});
@@ -102,7 +121,7 @@ py::dict lloyd_trace(const Array& wh, const py::object& weights, const Array& se
     return d;
 }
 
-py::dict kmeans_iou(const Array& wh, const py::object& weights, int k, const std::string& init,
+py::dict kmeans_iou(const py::array& wh, const py::object& weights, int k, const std::string& init,
                     const py::object& init_anchors, const std::string& update, int n_init, int max_iter, double tol,
                     std::uint64_t seed, int n_threads, py::object callback) {
     fa::KMeansOptions o;
@@ -120,12 +139,16 @@ py::dict kmeans_iou(const Array& wh, const py::object& weights, int k, const std
     const double* wptr = weights.is_none() ? nullptr : wt.data();
     const double* iptr = init_anchors.is_none() ? nullptr : ia.data();
     const auto n = static_cast<fa::index_t>(wh.shape(0));
-    const double* data = wh.data();
+    py::object keep;
+    const fa::BoxRows rows = box_rows(wh, keep);
+    // Written by the fit at its end (untouched pages take no memory until then).
+    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
+    std::int32_t* lptr = labels.mutable_data();
     PyMonitor mon(std::move(callback));
     fa::KMeansOutput r;
     {
         py::gil_scoped_release release;
-        r = fa::kmeans_iou(data, wptr, n, o, iptr, mon);
+        r = fa::kmeans_iou(rows, wptr, n, o, iptr, mon, lptr);
     }
     py::array_t<double> anchors({static_cast<py::ssize_t>(k), py::ssize_t{2}});
     auto A = anchors.mutable_unchecked<2>();
@@ -133,8 +156,6 @@ py::dict kmeans_iou(const Array& wh, const py::object& weights, int k, const std
         A(j, 0) = r.anchors.w[j];
         A(j, 1) = r.anchors.h[j];
     }
-    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
-    std::copy(r.labels.begin(), r.labels.end(), labels.mutable_data());
     py::dict d;
     d["anchors"] = anchors;
     d["labels"] = labels;

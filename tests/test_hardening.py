@@ -153,24 +153,34 @@ def test_input_changed_during_a_call_does_not_reach_the_core():
     assert fingerprint(got) == fingerprint(expected)
 
 
-def test_kmeans_input_changed_during_the_fit_does_not_reach_the_core(monkeypatch):
+@pytest.mark.parametrize("dtype, in_place", [(np.float64, True), (np.float32, True), (np.int64, False)])
+def test_kmeans_input_changed_during_the_fit(monkeypatch, dtype, in_place):
+    # kmeans_iou reads a C-contiguous float32/float64 array in place (no copy: its memory budget
+    # is a few bytes per box). A callback that overwrites it with NaN mid-fit cannot crash the
+    # core or return NaN: the change is detected and raised. Any other input is copied first, so
+    # the change does not reach the core at all.
     import fastanchor._kmeans as km
 
-    wh = boxes(5_000)
+    wh = (boxes(5_000) * 10).astype(dtype)
     expected = fastanchor.kmeans_iou(wh, 5, n_init=3, seed=0)
     victim = wh.copy()
 
     class Vandal:
         def __call__(self, *args):
-            victim[:] = np.nan
+            victim[:] = np.nan if dtype != np.int64 else -1
 
         def close(self):
             pass
 
     monkeypatch.setattr(km, "make_progress", lambda *a, **k: Vandal())
-    got = fastanchor.kmeans_iou(victim, 5, n_init=3, seed=0)
-    assert np.isnan(victim).all()  # the callback did run
-    assert fingerprint(got) == fingerprint(expected)
+    if in_place:
+        with pytest.raises(RuntimeError, match="wh changed while kmeans_iou was reading it"):
+            fastanchor.kmeans_iou(victim, 5, n_init=3, seed=0)
+        assert np.isnan(victim).all()  # the callback did run
+    else:
+        got = fastanchor.kmeans_iou(victim, 5, n_init=3, seed=0)
+        assert (victim == -1).all()  # the callback did run
+        assert fingerprint(got) == fingerprint(expected)
 
 
 def test_free_threading_is_declared():

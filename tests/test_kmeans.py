@@ -331,20 +331,19 @@ def test_weighted_mean_survives_weights_spanning_300_orders():
         assert (r.anchors == [1.0, 1e-13]).all(axis=1).any()  # the light box alone: its own shape
 
 
-# ---- the three assignment passes of kmeans.hpp, driven one by one (_core.lloyd_trace) ----
-
-FULL, BOUNDED, RELABEL = 0, 1, 2
+# ---- the Lloyd assignment and updates of kmeans.hpp, driven step by step (_core.lloyd_trace) ----
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("update", ["median", "mean"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_every_assignment_pass_gives_the_exact_labels(update, weighted):
-    # A sequence of anchor sets that takes every pass: the first assignment ranks every box and
-    # stores bounds (Full); a far move is labelled without bounds (Relabel); the next small move
-    # must renew the bounds (Full) and the one after uses them (Bounded). Boxes sit on the
-    # boundaries between anchor pairs of the sets, moved off by 1e-12 to 1e-6, and the set spans
-    # several chunks: each pass's labels must be the exact rule's and each update the reference's,
-    # for any number of threads.
+def test_every_assignment_gives_the_exact_labels(update, weighted, dtype):
+    # A sequence of anchor sets that takes both passes: the first assignment and far moves rank
+    # every box (pass 0) and store its bound; small moves rank only the boxes whose bound fails
+    # (pass 1). Boxes sit on the boundaries between anchor pairs of the sets, moved off by 1e-12
+    # to 1e-6 (as far as the dtype allows), and the set spans several chunks: each assignment's
+    # labels must be the exact rule's and each update the reference's, for any number of threads,
+    # reading float32 or float64 rows in place.
     rng = np.random.default_rng(21)
     a0 = np.array([[10.0, 20.0], [25.0, 12.0], [40.0, 41.0], [5.0, 3.0], [90.0, 60.0]])
     a1 = a0 * np.exp(rng.normal(0, 0.4, a0.shape))  # far: 1 - IoU well above 0.05
@@ -358,28 +357,89 @@ def test_every_assignment_pass_gives_the_exact_labels(update, weighted):
             w = rng.uniform(min(a[i, 0], a[j, 0]), max(a[i, 0], a[j, 0]) + 1, 1500)
             parts.append(_boundary_boxes(a[i], a[j], w, rng))
     wh = np.concatenate(parts)
-    wh = np.ascontiguousarray(wh[np.isfinite(wh).all(1) & (wh > 0).all(1)])
+    wh = np.ascontiguousarray(wh[np.isfinite(wh).all(1) & (wh > 0).all(1)]).astype(dtype)
+    exact = wh.astype(np.float64)
     weights = rng.uniform(0.1, 10.0, len(wh)) if weighted else None
     wt = weights if weighted else np.ones(len(wh))
 
     runs = [fastanchor._core.lloyd_trace(wh, weights, sets, update, t) for t in (1, 2, 3)]
-    assert runs[0]["passes"].tolist() == [FULL, RELABEL, FULL, BOUNDED, RELABEL]
+    assert runs[0]["passes"].tolist() == [0, 0, 1, 1, 0]
     for s, a in enumerate(sets):
-        labels, best = ref.assign(a, wh)
+        labels, best = ref.assign(a, exact)
         np.testing.assert_array_equal(runs[0]["labels"][s], labels)
-        np.testing.assert_allclose(runs[0]["updated"][s], ref._update_step(a, labels, best, wh, wt, update),
+        np.testing.assert_allclose(runs[0]["updated"][s], ref._update_step(a, labels, best, exact, wt, update),
                                    rtol=1e-9)
     for other in runs[1:]:
         np.testing.assert_array_equal(other["labels"], runs[0]["labels"])
         np.testing.assert_array_equal(other["updated"], runs[0]["updated"])
         np.testing.assert_array_equal(other["passes"], runs[0]["passes"])
+    if dtype == np.float32:  # the same values as float64 rows: the same steps, bit for bit
+        as64 = fastanchor._core.lloyd_trace(exact, weights, sets, update, 2)
+        np.testing.assert_array_equal(as64["labels"], runs[0]["labels"])
+        np.testing.assert_array_equal(as64["updated"], runs[0]["updated"])
+
+
+def _median_cases(rng):
+    """Data whose median bins are crowded in every way the histogram median meets: continuous
+    values, many equal pixel values, a bin of over 2^15 distinct values (refined by a finer
+    histogram), float64 values closer than a float32 step (one key, many values), even and odd
+    cluster sizes."""
+    n = 90_001
+    yield "continuous", np.exp(rng.normal(3, 1.0, (n, 2)))
+    yield "pixels", rng.integers(1, 641, (n, 2)).astype(np.float64)
+    crowded = np.exp(rng.normal(3, 1.0, (n, 2)))
+    crowded[: n // 2] = 50.0 + rng.uniform(0, 0.01, (n // 2, 2))  # one narrow bin, 45k distinct
+    yield "crowded bin", crowded
+    close = np.exp(rng.normal(3, 1.0, (n, 2)))
+    close[: n // 2] = 50.0 * (1 + rng.integers(0, 1000, (n // 2, 2)) * 2.0**-52)  # within one float step
+    yield "sub-float steps", close
+    yield "few values", rng.integers(1, 5, (n - 1, 2)).astype(np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_histogram_median_is_the_exact_median(dtype):
+    # The unit-weight median update against numpy.median of every cluster, exactly (no tolerance),
+    # for anchor sets that split the data unevenly (k = 1 and 2 give clusters of tens of thousands).
+    rng = np.random.default_rng(31)
+    for name, wh in _median_cases(rng):
+        wh = wh.astype(dtype)
+        exact = wh.astype(np.float64)
+        for k in (1, 2, 7):
+            anchors = np.quantile(exact, np.linspace(0.2, 0.8, k), axis=0)
+            sets = anchors[None]
+            out = fastanchor._core.lloyd_trace(wh, None, sets, "median", 2)
+            labels, _ = ref.assign(anchors, exact)
+            np.testing.assert_array_equal(out["labels"][0], labels)
+            for j in range(k):
+                members = exact[labels == j]
+                if len(members):
+                    assert out["updated"][0, j].tolist() == np.median(members, axis=0).tolist(), (name, k, j)
+
+
+def test_a_fit_reads_float32_and_float64_rows_in_place():
+    # No copy of a C-contiguous float32 or float64 input on the Python side: the largest numpy
+    # allocation during the fit is the int32 labels it returns (tracemalloc sees numpy's memory).
+    import tracemalloc
+
+    rng = np.random.default_rng(32)
+    for dtype in (np.float32, np.float64):
+        wh = np.exp(rng.normal(3, 1.0, (300_000, 2))).astype(dtype)
+        tracemalloc.start()
+        try:
+            r = fastanchor.kmeans_iou(wh, 9, seed=0, max_iter=3)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 * len(wh) + 2_000_000, (dtype, peak)
+        same = fastanchor.kmeans_iou(wh.astype(np.float64), 9, seed=0, max_iter=3)
+        np.testing.assert_array_equal(r.anchors, same.anchors)
+        np.testing.assert_array_equal(r.labels, same.labels)
 
 
 @pytest.mark.parametrize("update", ["median", "mean"])
-def test_relabel_pass_over_random_moves_matches_reference(update):
+def test_assignments_over_random_moves_match_reference(update):
     # Anchor sets from random walks with steps of every size, on data of several kinds
-    # (continuous, pixel-like, few distinct values: exact ties), through whatever passes they
-    # call for.
+    # (continuous, pixel-like, few distinct values: exact ties).
     rng = np.random.default_rng(22)
     for trial in range(6):
         kind = trial % 3

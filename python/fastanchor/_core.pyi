@@ -16,7 +16,7 @@ def avg_iou(
     n_threads: int,
 ) -> float: ...
 def kmeans_iou(
-    wh: npt.NDArray[np.float64],
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
     weights: Optional[npt.NDArray[np.float64]],
     k: int,
     init: str,
@@ -30,7 +30,7 @@ def kmeans_iou(
     callback: Optional[Callable[[str, int, int], Any]],
 ) -> dict[str, Any]: ...
 def lloyd_trace(
-    wh: npt.NDArray[np.float64],
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
     weights: Optional[npt.NDArray[np.float64]],
     sets: npt.NDArray[np.float64],
     update: str,

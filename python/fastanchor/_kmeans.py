@@ -16,9 +16,11 @@ from ._validation import (
     as_int,
     as_weights,
     as_wh,
+    as_wh_rows,
     distinct_rows_at_least,
     resolve_seed,
     resolve_threads,
+    unchanged_since,
 )
 
 #: Default number of restarts. Measured on the 14 real datasets (benchmarks/RESULTS.md,
@@ -82,6 +84,9 @@ def kmeans_iou(
     ----------
     wh : array_like, shape (N, 2)
         Box widths and heights: finite and strictly positive; any real dtype, strides or lists.
+        A C-contiguous float32 or float64 array is read in place, not copied (the fit's extra
+        memory is a few bytes per box): do not change it while the fit runs (a change is detected
+        by a checksum and raises RuntimeError).
     k : int
         Number of anchors; at most the number of distinct boxes with positive weight.
     init : {"k-means++", "random"} or array_like of shape (k, 2)
@@ -121,7 +126,7 @@ def kmeans_iou(
     The fit can be interrupted with Ctrl-C (KeyboardInterrupt between two Lloyd steps); the GIL
     is released while the core runs, so other Python threads keep going.
     """
-    boxes = as_wh(wh)
+    boxes, checksum = as_wh_rows(wh)
     n = boxes.shape[0]
     k = as_int(k, "k", minimum=1)
     weights = as_weights(sample_weight, n)
@@ -183,6 +188,7 @@ def kmeans_iou(
         all_labels = _core.assign(out["anchors"], boxes, threads)
         all_labels[positive] = labels
         labels = all_labels
+    unchanged_since(boxes, checksum, "wh", "kmeans_iou")
     return KMeansResult(
         anchors=out["anchors"],
         labels=labels,

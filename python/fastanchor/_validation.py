@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 import operator
+import zlib
 from typing import Any, Optional, Tuple, Union
 
 import numpy as np
@@ -43,6 +44,34 @@ def float32_output(x1: Any, x2: Any, names: Tuple[str, str]) -> bool:
     return all(d == np.float32 for d in dtypes)
 
 
+def _wh_shape(arr: np.ndarray, name: str, max_rows: Optional[int]) -> None:
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (N, 2) of (width, height), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: at least one box is needed")
+    if max_rows is not None and arr.shape[0] > max_rows:
+        raise ValueError(f"{name} has {arr.shape[0]} rows: at most {max_rows} are supported")
+
+
+def _check_sides(values: np.ndarray, shown: np.ndarray, name: str, offset: int = 0) -> None:
+    """Raises the ValueError of as_wh when a row of ``values`` (rows ``offset``... of the caller's
+    array ``shown``) is not finite and within [MIN_SIDE, MAX_SIDE]."""
+    # Fast path: two reductions (a NaN makes both comparisons False, an inf fails the second).
+    if values.min() >= MIN_SIDE and values.max() <= MAX_SIDE:
+        return
+    with np.errstate(all="ignore"):
+        ok = np.isfinite(values) & (values >= MIN_SIDE) & (values <= MAX_SIDE)
+    row_ok = ok.all(axis=1)
+    if not row_ok.all():
+        bad = np.flatnonzero(~row_ok)
+        first = offset + int(bad[0])
+        raise ValueError(
+            f"{name} has {bad.size} bad row{'s' if bad.size > 1 else ''}: every width and height must be "
+            f"finite and strictly positive (within [{MIN_SIDE:g}, {MAX_SIDE:g}]); the first is row {first}: "
+            f"{shown[first].tolist()}"
+        )
+
+
 def as_wh(x: Any, name: str = "wh", *, max_rows: Optional[int] = None) -> np.ndarray:
     """Validated (N, 2) float64 C-contiguous array of box widths and heights.
 
@@ -51,31 +80,48 @@ def as_wh(x: Any, name: str = "wh", *, max_rows: Optional[int] = None) -> np.nda
     [MIN_SIDE, MAX_SIDE]; the message counts the bad rows and shows the first.
     """
     arr = as_real_array(x, name)
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"{name} must have shape (N, 2) of (width, height), got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty: at least one box is needed")
-    if max_rows is not None and arr.shape[0] > max_rows:
-        raise ValueError(f"{name} has {arr.shape[0]} rows: at most {max_rows} are supported")
+    _wh_shape(arr, name, max_rows)
     # Always a private copy: the core reads it with the GIL released, so a caller's array that
     # another thread changes meanwhile (or a callback changes) can neither race with the kernel
     # nor slip values past this check. The copy costs a fraction of any kernel's time.
     out = np.array(arr, dtype=np.float64, order="C", copy=True)
-    # Fast path: two reductions (a NaN makes both comparisons False, an inf fails the second).
-    if out.min() >= MIN_SIDE and out.max() <= MAX_SIDE:
-        return out
-    with np.errstate(all="ignore"):
-        ok = np.isfinite(out) & (out >= MIN_SIDE) & (out <= MAX_SIDE)
-    row_ok = ok.all(axis=1)
-    if not row_ok.all():
-        bad = np.flatnonzero(~row_ok)
-        first = int(bad[0])
-        raise ValueError(
-            f"{name} has {bad.size} bad row{'s' if bad.size > 1 else ''}: every width and height must be "
-            f"finite and strictly positive (within [{MIN_SIDE:g}, {MAX_SIDE:g}]); the first is row {first}: "
-            f"{arr[first].tolist()}"
-        )
+    _check_sides(out, arr, name)
     return out
+
+
+#: Rows checked at a time by as_wh_rows (a few MB of temporaries, whatever N is).
+CHECK_ROWS = 1 << 18
+
+
+def as_wh_rows(x: Any, name: str = "wh") -> Tuple[np.ndarray, Optional[int]]:
+    """(N, 2) box widths and heights for a kernel that reads them in place (kmeans_iou), and a
+    checksum of them when they are the caller's own array. That is the case when it is a
+    C-contiguous float32 or float64 array in native byte order: it is checked block by block
+    with no copy. Anything else is made a private copy by as_wh (checksum None). The same checks
+    and messages as as_wh. See unchanged_since for the checksum's use."""
+    arr = as_real_array(x, name)
+    if arr.dtype not in (np.dtype(np.float32), np.dtype(np.float64)) or not arr.flags.c_contiguous:
+        return as_wh(arr, name), None
+    _wh_shape(arr, name, None)
+    for start in range(0, arr.shape[0], CHECK_ROWS):
+        _check_sides(arr[start : start + CHECK_ROWS], arr, name, start)
+    return arr, _checksum(arr)
+
+
+def _checksum(arr: np.ndarray) -> int:
+    return zlib.crc32(memoryview(arr).cast("B"))
+
+
+def unchanged_since(arr: np.ndarray, checksum: Optional[int], name: str, function: str) -> None:
+    """Raises RuntimeError when an array read in place (as_wh_rows) no longer has the checksum it
+    had when it was checked: another thread or a callback changed it while the core read it, so
+    the result would mix old and new values (or NaN). CRC-32 over the bytes: about 4 GB/s."""
+    if checksum is not None and _checksum(arr) != checksum:
+        raise RuntimeError(
+            f"{name} changed while {function} was reading it: a C-contiguous float32/float64 array is read in "
+            f"place, not copied, so the result would mix old and new values. Do not modify it during the call "
+            f"(or pass a copy)."
+        )
 
 
 #: Weights whose largest value lies outside [2**-WEIGHT_EXP, 2**WEIGHT_EXP] are scaled by a power of
@@ -187,7 +233,7 @@ def distinct_rows_at_least(wh: np.ndarray, k: int) -> int:
     prefix = min(n, max(4 * k, 4096))
     while True:
         part = np.ascontiguousarray(wh[:prefix])
-        count = np.unique(part.view(np.dtype((np.void, 16))).ravel()).size
+        count = np.unique(part.view(np.dtype((np.void, 2 * part.itemsize))).ravel()).size
         if count >= k or prefix == n:
             return count
         prefix = min(n, prefix * 8)

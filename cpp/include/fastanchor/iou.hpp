@@ -141,82 +141,26 @@ FASTANCHOR_CLONES void assign_nodiv(const double* __restrict w, const double* __
     }
 }
 
-// ---- Ranking in float, for the Lloyd iterations ----
+// ---- Labels in float, for the Lloyd iterations ----
 //
-// The same top-three ranking computed in float32 on float copies of the boxes and anchors,
-// both scaled by one power of two into float's comfortable range (values in [2^-60, 2^60]).
-// With u = 2^-24 and every input rounded once to float: inter and both areas carry a relative
-// error of at most 3u, their sum 4u, the union (never below half that sum, since inter <=
-// min(a1, a2)) 12u, the quotient 16u. So each float IoU is within 16u < 1e-6 of the double IoU
-// (IoU <= 1), and kRankEps = 4e-6 leaves a factor four for second-order terms. A box whose best
-// and second float IoU lie within 2 * kRankEps may have its label decided differently by the
-// double values: its flag `amb` is set and the caller recomputes it exactly.
+// Box and anchor sides scaled by one power of two into float's comfortable range (values in
+// [2^-60, 2^60]) and rounded once to float32. With u = 2^-24: inter and both areas carry a
+// relative error of at most 3u, their sum 4u, the union (never below half that sum, since
+// inter <= min(a1, a2)) 12u, the quotient 16u. So each float IoU is within 16u < 1e-6 of the
+// double IoU (IoU <= 1), and kRankEps = 4e-6 leaves a factor four for second-order terms. A box
+// whose best and second float IoU lie within 2 * kRankEps may have its label decided
+// differently by the double values: it is flagged and the caller decides it exactly.
 inline constexpr double kRankEps = 4e-6;
 
-// The exact rule's label of every box, with the best IoU, the second-best IoU and its anchor,
-// and the third-best IoU (0 where there is no such anchor). On an exact tie the second best
-// equals the best.
-struct Ranked {
-    std::int32_t* label;
-    double* best;
-    double* second;
-    std::int32_t* second_label;
-    double* third;
-};
-
-// The top three of every box among K anchors, computed in T (double: exact; float: within
-// kRankEps, as above); with Flag, amb[i] marks the boxes whose best two are within 2 * kRankEps.
-template <int K, class T, bool Flag>
-FASTANCHOR_CLONES void rank_top3(const T* __restrict w, const T* __restrict h, const T* __restrict a, index_t n,
-                                 const T* __restrict aw, const T* __restrict ah, const T* __restrict aa, Ranked out,
-                                 std::int32_t* __restrict amb) {
-    T AW[K], AH[K], AA[K];
-    for (int j = 0; j < K; ++j) {
-        AW[j] = aw[j];
-        AH[j] = ah[j];
-        AA[j] = aa[j];
-    }
-    std::int32_t* __restrict lab = out.label;
-    double* __restrict best = out.best;
-    double* __restrict second = out.second;
-    std::int32_t* __restrict second_lab = out.second_label;
-    double* __restrict third = out.third;
-    constexpr T kTie = static_cast<T>(2.0 * kRankEps);
-#pragma omp simd
-    for (index_t i = 0; i < n; ++i) {
-        const T wi = w[i], hi = h[i], ai = a[i];
-        const T i0 = std::min(wi, AW[0]) * std::min(hi, AH[0]);
-        T b = i0 / ((ai + AA[0]) - i0), s = 0, t = 0;
-        std::int32_t l = 0, l2 = 0;
-#pragma GCC unroll 16
-        for (int j = 1; j < K; ++j) {
-            const T inter = std::min(wi, AW[j]) * std::min(hi, AH[j]);
-            const T q = inter / ((ai + AA[j]) - inter);
-            const bool first = q > b;          // new best: best -> second -> third
-            const bool sec = !first && q > s;  // new second: second -> third
-            t = first || sec ? s : std::max(t, q);
-            s = first ? b : (sec ? q : s);
-            l2 = first ? l : (sec ? j : l2);
-            b = first ? q : b;
-            l = first ? j : l;
-        }
-        lab[i] = l;
-        best[i] = b;
-        second[i] = s;
-        second_lab[i] = l2;
-        third[i] = t;
-        if (Flag) amb[i] = static_cast<std::int32_t>(K > 1 && b - s <= kTie);
-    }
-}
-
-// Labels alone, in float, for the Lloyd passes whose anchors moved too far for bounds to help:
-// each box's best of K anchors compared with its label `old`. flag[i] is 0 when the float
-// ranking keeps the old label, 2 when it gives another (then lab[i] holds it), 1 when another
-// anchor's float IoU comes within 2 * kRankEps of the best one (the caller decides those
-// exactly). All K IoUs first, then their maximum, the first anchor that reaches it and the
-// count of anchors within the tie margin: no chain of selections from one anchor to the next,
-// and the areas computed instead of loaded (fw * fh rounds as the stored fa does). About twice
-// as fast as rank_top3 (bench_kernels: float_label_top2 against float_rank_top3).
+// Labels in float of n boxes (sides w, h: the values times one power of two, rounded to float):
+// each box's best of K anchors compared with its label old[i] (a value of K or more: none).
+// flag[i] is 0 when the float ranking keeps the old label, 2 when it gives another (then lab[i]
+// holds it), 1 when another anchor's float IoU comes within 2 * kRankEps of the best one (the
+// caller decides those exactly). gap[i] is the best float IoU minus the second best (0 for
+// K = 1: there is no other). All K IoUs first, then their maximum, the first anchor that reaches
+// it, the count of anchors within the tie margin and the largest of the others: no chain of
+// selections from one anchor to the next (about twice as fast as a running top-two), and the
+// areas computed from the sides.
 //
 // Margin: a flag of 0 means every other float IoU is below fl(best - 2 * kRankEps) >= best -
 // 2 * kRankEps - 2^-24 (best <= 1), more than 2 * 1e-6 below the best: the double IoUs, each
@@ -224,8 +168,9 @@ FASTANCHOR_CLONES void rank_top3(const T* __restrict w, const T* __restrict h, c
 template <int K>
 FASTANCHOR_CLONES void label_top2(const float* __restrict w, const float* __restrict h, index_t n,
                                   const float* __restrict aw, const float* __restrict ah,
-                                  const float* __restrict aa, const std::int32_t* __restrict old,
-                                  std::int32_t* __restrict lab, std::uint8_t* __restrict flag) {
+                                  const float* __restrict aa, const std::uint8_t* __restrict old,
+                                  std::int32_t* __restrict lab, std::uint8_t* __restrict flag,
+                                  float* __restrict gap) {
     float AW[K], AH[K], AA[K];
     for (int j = 0; j < K; ++j) {
         AW[j] = aw[j];
@@ -247,82 +192,32 @@ FASTANCHOR_CLONES void label_top2(const float* __restrict w, const float* __rest
         for (int j = 1; j < K; ++j) b = std::max(b, q[j]);
         const float near_b = b - kTie;
         std::int32_t l = K - 1, near = 0;
+        float second = K == 1 ? b : 0.0f;  // K = 1: no other anchor (gap 0; its label never changes)
 #pragma GCC unroll 16
         for (int j = K - 1; j >= 0; --j) {
             l = q[j] == b ? j : l;
             near += q[j] >= near_b;
+            second = std::max(second, q[j] < b ? q[j] : 0.0f);  // ties with b are counted by near
         }
         lab[i] = l;
-        flag[i] = static_cast<std::uint8_t>(near > 1 ? 1 : (l != old[i] ? 2 : 0));
-    }
-}
-
-template <int K>
-void assign_full(const double* w, const double* h, const double* a, index_t n, const double* aw, const double* ah,
-                 const double* aa, Ranked out) {
-    rank_top3<K, double, false>(w, h, a, n, aw, ah, aa, out, nullptr);
-}
-
-inline void assign_full_generic(const double* w, const double* h, const double* a, index_t n, const double* aw,
-                                const double* ah, const double* aa, int k, Ranked out) {
-    for (index_t i = 0; i < n; ++i) {
-        double b = iou_wh(w[i], h[i], a[i], aw[0], ah[0], aa[0]), s = 0.0, t = 0.0;
-        std::int32_t l = 0, l2 = 0;
-        for (int j = 1; j < k; ++j) {
-            const double q = iou_wh(w[i], h[i], a[i], aw[j], ah[j], aa[j]);
-            if (q > b) {
-                t = s;
-                s = b;
-                l2 = l;
-                b = q;
-                l = j;
-            } else if (q > s) {
-                t = s;
-                s = q;
-                l2 = j;
-            } else if (q > t) {
-                t = q;
-            }
-        }
-        out.label[i] = l;
-        out.best[i] = b;
-        out.second[i] = s;
-        out.second_label[i] = l2;
-        out.third[i] = t;
+        // near > 1: 1; else a new label: 2; else 0 (arithmetic: a select would stop the vectorizer)
+        const std::int32_t amb = near > 1, moved = l != static_cast<std::int32_t>(old[i]);
+        flag[i] = static_cast<std::uint8_t>(amb + ((1 - amb) * moved << 1));
+        gap[i] = b - second;
     }
 }
 
 #define FASTANCHOR_K_CASES(X)                                                                       \
     X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16)
 
-template <int K>
-void rank_float(const float* w, const float* h, const float* a, index_t n, const float* aw, const float* ah,
-                const float* aa, Ranked out, std::int32_t* amb) {
-    rank_top3<K, float, true>(w, h, a, n, aw, ah, aa, out, amb);
-}
-
-// Float ranking of n boxes; returns false when k has no fixed-K kernel.
-inline bool rank_float_k(const float* w, const float* h, const float* a, index_t n, const float* aw, const float* ah,
-                         const float* aa, int k, Ranked out, std::int32_t* amb) {
-    switch (k) {
-#define FASTANCHOR_CASE(K)                                 \
-    case K:                                                \
-        rank_float<K>(w, h, a, n, aw, ah, aa, out, amb);   \
-        return true;
-        FASTANCHOR_K_CASES(FASTANCHOR_CASE)
-#undef FASTANCHOR_CASE
-        default:
-            return false;
-    }
-}
-
 // Float labels of n boxes (label_top2); returns false when k has no fixed-K kernel.
 inline bool label_float_k(const float* w, const float* h, index_t n, const float* aw, const float* ah,
-                          const float* aa, int k, const std::int32_t* old, std::int32_t* lab, std::uint8_t* flag) {
+                          const float* aa, int k, const std::uint8_t* old, std::int32_t* lab, std::uint8_t* flag,
+                          float* gap) {
     switch (k) {
-#define FASTANCHOR_CASE(K)                                      \
-    case K:                                                     \
-        label_top2<K>(w, h, n, aw, ah, aa, old, lab, flag);     \
+#define FASTANCHOR_CASE(K)                                           \
+    case K:                                                          \
+        label_top2<K>(w, h, n, aw, ah, aa, old, lab, flag, gap);     \
         return true;
         FASTANCHOR_K_CASES(FASTANCHOR_CASE)
 #undef FASTANCHOR_CASE
@@ -343,20 +238,6 @@ inline bool assign_nodiv_k(const double* w, const double* h, const double* a, in
 #undef FASTANCHOR_CASE
         default:
             return false;
-    }
-}
-
-inline void assign_full_k(const double* w, const double* h, const double* a, index_t n, const double* aw,
-                          const double* ah, const double* aa, int k, Ranked out) {
-    switch (k) {
-#define FASTANCHOR_CASE(K)                                 \
-    case K:                                                \
-        assign_full<K>(w, h, a, n, aw, ah, aa, out);       \
-        return;
-        FASTANCHOR_K_CASES(FASTANCHOR_CASE)
-#undef FASTANCHOR_CASE
-        default:
-            assign_full_generic(w, h, a, n, aw, ah, aa, k, out);
     }
 }
 
@@ -396,19 +277,26 @@ inline void best_iou_range(const double* w, const double* h, const double* a, in
 
 }  // namespace detail
 
-// Labels of boxes [b, e) of `boxes` against `anchors` written to out[0, e - b): highest IoU,
-// lowest anchor index on ties, decided exactly as on the rounded IoU values.
-inline void assign_range(const WhSet& boxes, index_t b, index_t e, const WhSet& anchors, std::int32_t* out) {
-    const int k = static_cast<int>(anchors.size());
-    const double *aw = anchors.w.data(), *ah = anchors.h.data(), *aa = anchors.a.data();
-    const double *w = boxes.w.data() + b, *h = boxes.h.data() + b, *a = boxes.a.data() + b;
-    const index_t n = e - b;
-    if (detail::assign_nodiv_k(w, h, a, n, aw, ah, aa, k, out)) {
+namespace detail {
+
+// Labels of n boxes (w, h, a) against k anchors written to out[0, n): highest IoU, lowest anchor
+// index on ties, decided exactly as on the rounded IoU values.
+inline void assign_rows(const double* w, const double* h, const double* a, index_t n, const double* aw,
+                        const double* ah, const double* aa, int k, std::int32_t* out) {
+    if (assign_nodiv_k(w, h, a, n, aw, ah, aa, k, out)) {
         for (index_t i = 0; i < n; ++i)
-            if (out[i] < 0) out[i] = detail::assign_exact(w[i], h[i], a[i], aw, ah, aa, k);
+            if (out[i] < 0) out[i] = assign_exact(w[i], h[i], a[i], aw, ah, aa, k);
     } else {
-        for (index_t i = 0; i < n; ++i) out[i] = detail::assign_exact(w[i], h[i], a[i], aw, ah, aa, k);
+        for (index_t i = 0; i < n; ++i) out[i] = assign_exact(w[i], h[i], a[i], aw, ah, aa, k);
     }
+}
+
+}  // namespace detail
+
+// Labels of boxes [b, e) of `boxes` against `anchors` written to out[0, e - b).
+inline void assign_range(const WhSet& boxes, index_t b, index_t e, const WhSet& anchors, std::int32_t* out) {
+    detail::assign_rows(boxes.w.data() + b, boxes.h.data() + b, boxes.a.data() + b, e - b, anchors.w.data(),
+                        anchors.h.data(), anchors.a.data(), static_cast<int>(anchors.size()), out);
 }
 
 // Labels of all boxes, in parallel.

@@ -1,9 +1,12 @@
 // fastanchor: k-means of box shapes with the distance 1 - IoU (YOLOv2), Lloyd iterations with
 // weighted median or mean updates, greedy k-means++ or random initialisation.
 //
-// Memory is O(N + k) beyond the input: no N x k matrix is ever formed. Every reduction runs over
-// fixed chunks combined in chunk order, and every random draw comes from the seeded Rng on the
-// calling thread, so results are bit-identical for any number of threads.
+// Memory: the caller's array is read in place (float32 or float64 rows), never copied. Per box
+// the fit keeps one label (one byte for k < 255) and, during k-means++, one float; the unit-weight
+// median works from per-cluster histograms of the values' float bit patterns instead of sort
+// orders. No N x k matrix is ever formed. Every reduction runs over fixed chunks combined in chunk
+// order (or is an integer sum), and every random draw comes from the seeded Rng on the calling
+// thread, so results are bit-identical for any number of threads.
 #pragma once
 
 #include <algorithm>
@@ -16,6 +19,8 @@
 #include <numeric>
 #include <stdexcept>
 #include <type_traits>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common.hpp"
@@ -48,125 +53,137 @@ struct KMeansOptions {
 
 struct KMeansOutput {
     WhSet anchors;                     // k anchors sorted by area, ties by width
-    std::vector<std::int32_t> labels;  // per box (input order), indexing the sorted anchors
+    std::vector<std::int32_t> labels;  // per box, indexing the sorted anchors (empty when the caller gave a buffer)
     double avg_iou = 0.0;
     int n_iter = 0;
     bool converged = false;
     int best_run = 0;
 };
 
-// The storage order of the boxes sorts them by a 16-bit Morton (Z-curve) key of their shape:
-// each coordinate's float32 bit pattern (monotone in the value and close to its logarithm) is
-// scaled to 8 bits over the data's range and the two are interleaved. Boxes of similar shape
-// then sit together, so the few boxes an iteration must recompute (those near the boundary
-// between two clusters) share cache lines and blocks, and most blocks hold none.
-inline std::vector<std::uint16_t> shape_keys(const double* wh, index_t n, int n_threads) {
-    constexpr std::uint64_t kTop = 255;
-    auto bits_of = [](double x) {
-        const float f = static_cast<float>(x);
-        std::uint32_t b;
-        std::memcpy(&b, &f, sizeof b);
-        return b;
-    };
-    std::uint32_t lo[2] = {0xffffffffu, 0xffffffffu}, hi[2] = {0u, 0u};
-    for (index_t i = 0; i < 2 * n; ++i) {
-        const std::uint32_t b = bits_of(wh[i]);
-        lo[i & 1] = std::min(lo[i & 1], b);
-        hi[i & 1] = std::max(hi[i & 1], b);
+// The caller's boxes: N contiguous rows (w, h) of float32 or of float64 (exactly one pointer set).
+// They are read in place for the whole fit and must not change meanwhile.
+struct BoxRows {
+    const float* f32 = nullptr;
+    const double* f64 = nullptr;
+};
+
+namespace detail {
+
+// Rows (w, h) of T times `scale`, rounded to float, into w and h.
+template <class T>
+FASTANCHOR_CLONES void split_rows(const T* __restrict rows, index_t m, T scale, float* __restrict w,
+                                  float* __restrict h) {
+#pragma omp simd
+    for (index_t t = 0; t < m; ++t) {
+        w[t] = static_cast<float>(rows[2 * t] * scale);
+        h[t] = static_cast<float>(rows[2 * t + 1] * scale);
     }
-    // (b - lo) * kTop / range as a multiply and shift: ((b - lo) * mul) >> 32 with
-    // mul = floor(kTop * 2^32 / range) is monotone in b and at most kTop.
-    std::uint64_t mul[2];
-    for (int X = 0; X < 2; ++X) {
-        const std::uint64_t range = hi[X] - lo[X];
-        mul[X] = range == 0 ? 0 : (kTop << 32) / range;
-    }
-    auto spread = [](std::uint32_t x) {  // 8 bits -> the even positions of 16
-        x = (x | (x << 4)) & 0x0f0fu;
-        x = (x | (x << 2)) & 0x3333u;
-        return (x | (x << 1)) & 0x5555u;
-    };
-    std::vector<std::uint16_t> key(n);
-    for_each_chunk(n, n_threads, [&](index_t, index_t b, index_t e) {
-        for (index_t i = b; i < e; ++i) {
-            const auto qw = static_cast<std::uint32_t>((std::uint64_t{bits_of(wh[2 * i]) - lo[0]} * mul[0]) >> 32);
-            const auto qh = static_cast<std::uint32_t>((std::uint64_t{bits_of(wh[2 * i + 1]) - lo[1]} * mul[1]) >> 32);
-            key[i] = static_cast<std::uint16_t>(spread(qw) | (spread(qh) << 1));
-        }
-    });
-    return key;
 }
 
-// The boxes as the algorithm stores them: sorted by shape_keys, with each one's input row. For
-// the median update it also keeps, for each coordinate, the boxes' order by that coordinate
-// (ties by storage index; a median's value does not depend on the order of equal values) and
-// each box's position in that order.
+}  // namespace detail
+
+// Boxes of a fit: the caller's rows and weights, read in place, and what is derived from their
+// range. Values are exact doubles (a float32 row converts exactly).
 struct Problem {
-    using pos_t = std::uint32_t;  // the median update supports up to 2^32 - 1 boxes
-    WhSet boxes;
-    std::vector<double> weight;   // empty: unit weights
-    const double* input_weight = nullptr;  // the caller's weights, input order (null: unit)
-    std::vector<pos_t> input;     // input[s]: the input row of the box stored at s
-    std::vector<pos_t> order[2];  // order[X][s]: the box at sorted position s of coordinate X (0: w, 1: h)
-    std::vector<pos_t> pos[2];    // pos[X][i]: the sorted position of box i
-    // Float copies of the boxes times fscale (a power of two) for detail::rank_float; empty when
-    // the data's range does not fit in [kFloatLo, kFloatHi] with one scale.
-    std::vector<float> fw, fh, fa;
+    using pos_t = std::uint32_t;  // sort orders index up to 2^32 - 1 boxes
+    index_t n = 0;
+    const float* f32 = nullptr;
+    const double* f64 = nullptr;
+    const double* weight = nullptr;  // the caller's weights (null: unit)
+    // The float ranking reads every box times fscale (a power of two) as a float; has_float is
+    // false when the data's range does not fit in [kFloatLo, kFloatHi] with one scale.
+    bool has_float = false;
     double fscale = 1.0;
     static constexpr double kFloatLo = 0x1p-60, kFloatHi = 0x1p60;
+    // The range of each coordinate's float bit pattern (Problem::key): the median's histograms.
+    std::uint32_t key_lo[2] = {0, 0}, key_hi[2] = {0, 0};
     // Exact sums (unit weights): every value is an integer multiple of 2^sum_exp (the last bit
     // of the smallest one's mantissa) below 2^kSumBits times it, so the sum of any set of up to
     // 2^32 boxes is a 128-bit integer, exact whatever the order of the additions.
     bool exact_sums = false;
     int sum_exp = 0;
     static constexpr int kSumBits = 94;
+    // For the sort-based median only (weighted, or k above the histograms' limit): each
+    // coordinate's order of the boxes (ties by index).
+    std::vector<pos_t> order[2];
 
-    bool has_float() const { return !fw.empty(); }
+    index_t size() const { return n; }
+    bool weighted() const { return weight != nullptr; }
+    double wt(index_t i) const { return weight ? weight[i] : 1.0; }
+    double value(int X, index_t i) const {
+        return f32 ? static_cast<double>(f32[2 * i + X]) : f64[2 * i + X];
+    }
+    // Box i's value along X as a float, bit pattern read as an unsigned integer: monotone in the
+    // value (float rounding is monotone, and positive floats order as their bits).
+    std::uint32_t key(int X, index_t i) const {
+        const float f = f32 ? f32[2 * i + X] : static_cast<float>(f64[2 * i + X]);
+        std::uint32_t b;
+        std::memcpy(&b, &f, sizeof b);
+        return b;
+    }
+    static double key_value(std::uint32_t key) {
+        float f;
+        std::memcpy(&f, &key, sizeof f);
+        return static_cast<double>(f);
+    }
+    // Box i's value along X as the float ranking reads it.
+    float scaled(int X, index_t i) const { return static_cast<float>(value(X, i) * fscale); }
 
-    index_t size() const { return boxes.size(); }
-    bool weighted() const { return !weight.empty(); }
-    double wt(index_t i) const { return weight.empty() ? 1.0 : weight[i]; }
-    double value(int X, index_t i) const { return X == 0 ? boxes.w[i] : boxes.h[i]; }
-
-    // Weighted mean over the boxes of the best IoU with `anchors`, summed in input order so that
-    // it equals avg_best_iou on the caller's array bit for bit.
-    double avg_iou(const WhSet& anchors, int n_threads) const {
-        const index_t n = size();
-        const int k = static_cast<int>(anchors.size());
-        std::vector<double> ordered(n);
-        for_each_chunk(n, n_threads, [&](index_t, index_t b, index_t e) {
-            double buf[kChunk];
-            detail::best_iou_range(boxes.w.data() + b, boxes.h.data() + b, boxes.a.data() + b, e - b,
-                                   anchors.w.data(), anchors.h.data(), anchors.a.data(), k, buf);
-            for (index_t s = b; s < e; ++s) ordered[input[s]] = buf[s - b];
-        });
-        return weighted_mean(ordered.data(), input_weight, n, n_threads);
+    // Exact doubles of boxes [b, e): widths, heights and areas.
+    void load(index_t b, index_t e, double* __restrict w, double* __restrict h, double* __restrict a) const {
+        const index_t m = e - b;
+        if (f32) {
+            const float* s = f32 + 2 * b;
+            for (index_t t = 0; t < m; ++t) {
+                w[t] = static_cast<double>(s[2 * t]);
+                h[t] = static_cast<double>(s[2 * t + 1]);
+                a[t] = w[t] * h[t];
+            }
+        } else {
+            const double* s = f64 + 2 * b;
+            for (index_t t = 0; t < m; ++t) {
+                w[t] = s[2 * t];
+                h[t] = s[2 * t + 1];
+                a[t] = w[t] * h[t];
+            }
+        }
+    }
+    // Scaled floats of boxes [b, e) (has_float): for float32 rows a product by a power of two,
+    // exact in range, so the same as scaled().
+    void load_float(index_t b, index_t e, float* __restrict w, float* __restrict h) const {
+        if (f32) detail::split_rows(f32 + 2 * b, e - b, static_cast<float>(fscale), w, h);
+        else detail::split_rows(f64 + 2 * b, e - b, fscale, w, h);
     }
 
-    // Whether the values in [lo, hi] allow exact sums (and the mean of such a sum stays finite).
-    void set_exact_sums(double lo, double hi) {
-#if FASTANCHOR_HAVE_INT128
-        sum_exp = std::max(std::ilogb(lo), -1022) - (std::numeric_limits<double>::digits - 1);
-        exact_sums = !weighted() && std::ilogb(hi) + 1 - sum_exp <= kSumBits && std::ilogb(hi) + 33 < 1000;
-#else
-        (void)lo;
-        (void)hi;
-#endif
+    // Weighted mean over the boxes of the best IoU with `anchors`: avg_best_iou's sums, bit for bit.
+    double avg_iou(const WhSet& anchors, int n_threads) const {
+        const int k = static_cast<int>(anchors.size());
+        std::vector<double> num(n_chunks(n), 0.0), den(n_chunks(n), 0.0);
+        std::vector<double> buf(static_cast<std::size_t>(chunk_threads(n, n_threads)) * 4 * kChunk);
+        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+            double* w = buf.data() + static_cast<std::size_t>(thread_index()) * 4 * kChunk;
+            double *h = w + kChunk, *a = h + kChunk, *q = a + kChunk;
+            load(b, e, w, h, a);
+            detail::best_iou_range(w, h, a, e - b, anchors.w.data(), anchors.h.data(), anchors.a.data(), k, q);
+            detail::weighted_sums(q, weight, b, e, num[c], den[c]);
+        });
+        return detail::chunked_mean(num, den);
     }
 
 #if FASTANCHOR_HAVE_INT128
     // Box i's value along X as the integer value / 2^sum_exp (exact_sums only), from its bits:
     // a positive double is m * 2^e with the integer m of its mantissa field (and the implicit
-    // bit when normal), and e >= sum_exp for every value of the data.
+    // bit when normal), and e >= sum_exp for every value of the data. (The shift is clamped so
+    // that even values changed behind the fit's back cannot make it undefined.)
     int128_t fixed(int X, index_t i) const {
         const double v = value(X, i);
         std::uint64_t bits;
         std::memcpy(&bits, &v, sizeof bits);
-        const int field = static_cast<int>(bits >> 52);
+        const int field = static_cast<int>((bits >> 52) & 0x7ff);
         const std::uint64_t frac = bits & ((std::uint64_t{1} << 52) - 1);
         const std::uint64_t m = field == 0 ? frac : frac | (std::uint64_t{1} << 52);
         const int e = (field == 0 ? 1 : field) - 1075;
-        return static_cast<int128_t>(m) << (e - sum_exp);
+        return static_cast<int128_t>(m) << std::clamp(e - sum_exp, 0, kSumBits - 53);
     }
     // The mean of a set whose exact sum is `sum` (value / 2^sum_exp units) over `count` boxes.
     double fixed_mean(int128_t sum, index_t count) const {
@@ -174,98 +191,82 @@ struct Problem {
     }
 #endif
 
-    void make_float(int n_threads) {
-        const index_t n = size();
-        if (n == 0) return;
-        const double* w = boxes.w.data();
-        const double* h = boxes.h.data();
-        double lo = w[0], hi = w[0];
-#pragma omp simd reduction(min : lo) reduction(max : hi)
-        for (index_t i = 0; i < n; ++i) {
-            lo = std::min(lo, std::min(w[i], h[i]));
-            hi = std::max(hi, std::max(w[i], h[i]));
-        }
-        set_exact_sums(lo, hi);
-        fscale = std::ldexp(1.0, -std::ilogb(std::sqrt(lo) * std::sqrt(hi)));
-        if (!(lo * fscale >= kFloatLo && hi * fscale <= kFloatHi)) return;
-        fw.resize(n);
-        fh.resize(n);
-        fa.resize(n);
-        const double scale = fscale;
-        for_each_chunk(n, n_threads, [&](index_t, index_t b, index_t e) {
-            for (index_t i = b; i < e; ++i) {
-                fw[i] = static_cast<float>(w[i] * scale);
-                fh[i] = static_cast<float>(h[i] * scale);
-                fa[i] = fw[i] * fh[i];
-            }
-        });
-    }
-
-    // wh: N rows (w, h), contiguous; weights: N values or null.
-    static Problem make(const double* wh, const double* weights, index_t n, bool for_median, int n_threads) {
-        if (static_cast<std::uint64_t>(n) > std::numeric_limits<pos_t>::max())
-            throw std::invalid_argument("kmeans_iou supports at most 4,294,967,295 boxes");
+    // rows: the caller's boxes; weights: N values or null. need_orders: build the sort orders.
+    static Problem make(BoxRows rows, const double* weights, index_t n, bool need_orders, int n_threads) {
+        if (need_orders && static_cast<std::uint64_t>(n) > std::numeric_limits<pos_t>::max())
+            throw std::invalid_argument("kmeans_iou's weighted median supports at most 4,294,967,295 boxes");
         Problem p;
-        p.input_weight = weights;
-        {  // a stable counting sort by shape_keys, placing the boxes as it goes
-            const std::vector<std::uint16_t> key = shape_keys(wh, n, n_threads);
-            std::vector<pos_t> next(1u << 16, 0);
-            for (index_t i = 0; i < n; ++i) ++next[key[i]];
-            pos_t sum = 0;
-            for (pos_t& x : next) {
-                const pos_t t = x;
-                x = sum;
-                sum += t;
-            }
-            p.input.resize(n);
-            p.boxes = WhSet(n);
-            if (weights) p.weight.resize(n);
-            for (index_t i = 0; i < n; ++i) {
-                const pos_t s = next[key[i]]++;
-                p.input[s] = static_cast<pos_t>(i);
-                p.boxes.set(s, wh[2 * i], wh[2 * i + 1]);
-                if (weights) p.weight[s] = weights[i];
-            }
-        }
-        p.make_float(n_threads);
-        if (!for_median) return p;
-        auto sort_coordinate = [&](int X) {
-            p.order[X] = argsort_positive<pos_t>(X == 0 ? p.boxes.w.data() : p.boxes.h.data(), n);
-            p.pos[X].resize(n);
-            for (index_t s = 0; s < n; ++s) p.pos[X][p.order[X][s]] = static_cast<pos_t>(s);
+        p.n = n;
+        p.f32 = rows.f32;
+        p.f64 = rows.f64;
+        p.weight = weights;
+        if (n == 0) return p;
+        // The range of the values (both coordinates) and of each coordinate's keys, per chunk.
+        struct Range {
+            double lo = std::numeric_limits<double>::infinity(), hi = 0.0;
+            std::uint32_t klo[2] = {0xffffffffu, 0xffffffffu}, khi[2] = {0u, 0u};
         };
-#ifdef _OPENMP
-        // Nothing may escape a parallel region: errors (bad_alloc) are carried out and rethrown.
-        std::exception_ptr error[2];
-#pragma omp parallel sections num_threads(2) if (n_threads > 1)
-        {
-#pragma omp section
-            {
-                try {
-                    sort_coordinate(0);
-                } catch (...) {
-                    error[0] = std::current_exception();
+        std::vector<Range> part(n_chunks(n));
+        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+            Range r;
+            for (index_t i = b; i < e; ++i) {
+                for (int X = 0; X < 2; ++X) {
+                    const double v = p.value(X, i);
+                    r.lo = std::min(r.lo, v);
+                    r.hi = std::max(r.hi, v);
+                    const std::uint32_t key = p.key(X, i);
+                    r.klo[X] = std::min(r.klo[X], key);
+                    r.khi[X] = std::max(r.khi[X], key);
                 }
             }
-#pragma omp section
-            {
-                try {
-                    sort_coordinate(1);
-                } catch (...) {
-                    error[1] = std::current_exception();
-                }
+            part[c] = r;
+        });
+        Range all;
+        for (const Range& r : part) {
+            all.lo = std::min(all.lo, r.lo);
+            all.hi = std::max(all.hi, r.hi);
+            for (int X = 0; X < 2; ++X) {
+                all.klo[X] = std::min(all.klo[X], r.klo[X]);
+                all.khi[X] = std::max(all.khi[X], r.khi[X]);
             }
         }
-        for (auto& e : error)
-            if (e) std::rethrow_exception(e);
-#else
-        (void)n_threads;
-        sort_coordinate(0);
-        sort_coordinate(1);
+        for (int X = 0; X < 2; ++X) {
+            p.key_lo[X] = all.klo[X];
+            p.key_hi[X] = all.khi[X];
+        }
+#if FASTANCHOR_HAVE_INT128
+        p.sum_exp = std::max(std::ilogb(all.lo), -1022) - (std::numeric_limits<double>::digits - 1);
+        p.exact_sums = !p.weighted() && std::ilogb(all.hi) + 1 - p.sum_exp <= kSumBits && std::ilogb(all.hi) + 33 < 1000;
 #endif
+        p.fscale = std::ldexp(1.0, -std::ilogb(std::sqrt(all.lo) * std::sqrt(all.hi)));
+        p.has_float = all.lo * p.fscale >= kFloatLo && all.hi * p.fscale <= kFloatHi;
+        if (need_orders) {
+            auto sort_coordinate = [&](int X) {
+                p.order[X] = p.f32 ? argsort_positive<pos_t>(p.f32 + X, n, 2) : argsort_positive<pos_t>(p.f64 + X, n, 2);
+            };
+#ifdef _OPENMP
+            // Nothing may escape a parallel region: errors (bad_alloc) are carried out and rethrown.
+            std::exception_ptr error[2];
+#pragma omp parallel for num_threads(2) if (n_threads > 1)
+            for (int X = 0; X < 2; ++X) {
+                try {
+                    sort_coordinate(X);
+                } catch (...) {
+                    error[X] = std::current_exception();
+                }
+            }
+            for (auto& e : error)
+                if (e) std::rethrow_exception(e);
+#else
+            (void)n_threads;
+            sort_coordinate(0);
+            sort_coordinate(1);
+#endif
+        }
         return p;
     }
 };
+
 
 namespace detail {
 
@@ -324,319 +325,265 @@ void median_pass(index_t n, int k, Get get, const double* total, const double* c
     }
 }
 
-}  // namespace detail
-
-namespace detail {
-
-// The bound test for boxes [0, n): writes to idx (and returns how many) the boxes whose bounds
-// do not prove that they keep their label:
-//     !(ub + D[label] + gap < min(lb2 - D[label2], lb3 - dm)).
-FASTANCHOR_CLONES inline index_t bound_candidates_generic(const float* __restrict ub, const float* __restrict lb2,
-                                                          const float* __restrict lb3,
-                                                          const std::int32_t* __restrict lab,
-                                                          const std::int32_t* __restrict lab2, index_t n,
-                                                          const double* __restrict D, double dm, double gap,
-                                                          std::int32_t* __restrict idx) {
-    constexpr index_t kBlock = 64;
-    index_t m = 0;
-    for (index_t i0 = 0; i0 < n; i0 += kBlock) {
-        const index_t e = std::min(n, i0 + kBlock);
-        unsigned char need[kBlock];
-        int any = 0;
-#pragma omp simd reduction(| : any)
-        for (index_t i = i0; i < e; ++i) {
-            const double u = static_cast<double>(ub[i]) + D[lab[i]] + gap;
-            const double l = std::min(static_cast<double>(lb2[i]) - D[lab2[i]], static_cast<double>(lb3[i]) - dm);
-            const int nd = !(u < l);
-            need[i - i0] = static_cast<unsigned char>(nd);
-            any |= nd;
+// Per thread: what the boxes that changed cluster in one assignment change in the per-cluster
+// statistics (integers: their sum is the same in any order), and scratch for a block of boxes.
+struct LloydThread {
+    static constexpr index_t kBlock = 1024;  // boxes labelled together (their scratch fits in L1)
+    std::vector<index_t> count;              // per cluster
+#if FASTANCHOR_HAVE_INT128
+    std::vector<int128_t> sum_w, sum_h;      // per cluster (exact sums)
+#endif
+    std::vector<std::int32_t> hist;          // [X][cluster][bin] (unit-weight median)
+    struct Logged {
+        std::uint32_t slot;  // X * k + cluster
+        bool add;
+        double value;
+    };
+    std::vector<Logged> log;                 // moves into and out of the median's cached ranges
+    bool any = false;
+    std::vector<double> w, h, a;
+    std::vector<float> fw, fh, gap;
+    std::vector<std::int32_t> lab, idx;
+    std::vector<std::uint8_t> flag, need, old;
+    std::vector<std::uint16_t> slack;
+    void allocate(int k, bool sums, std::size_t hist_size) {
+        count.assign(k, 0);
+#if FASTANCHOR_HAVE_INT128
+        if (sums) {
+            sum_w.assign(k, 0);
+            sum_h.assign(k, 0);
         }
-        if (!any) continue;
-        for (index_t i = i0; i < e; ++i) {  // branch-free compaction
-            idx[m] = static_cast<std::int32_t>(i);
-            m += need[i - i0];
-        }
+#else
+        (void)sums;
+#endif
+        hist.assign(hist_size, 0);
+        w.resize(kBlock);
+        h.resize(kBlock);
+        a.resize(kBlock);
+        lab.resize(kBlock);
+        idx.resize(kBlock);
+        flag.resize(kBlock);
+        need.resize(kBlock);
+        old.resize(kBlock);
+        slack.resize(kBlock);
+        fw.resize(kBlock);
+        fh.resize(kBlock);
+        gap.resize(kBlock);
     }
-    return m;
-}
-
-#if FASTANCHOR_HAVE_AVX512_PATH
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-// GCC 12 reports its own _mm512_undefined_* helpers in avx512fintrin.h as maybe-uninitialized.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-// The same test with AVX-512: D[...] is a 16-entry table lookup in registers (k <= 16) and the
-// candidates are compress-stored, eight boxes per step.
-__attribute__((target("avx512f,avx512vl"))) inline index_t bound_candidates_avx512(
-    const float* __restrict ub, const float* __restrict lb2, const float* __restrict lb3,
-    const std::int32_t* __restrict lab, const std::int32_t* __restrict lab2, index_t n, const double* __restrict D,
-    int k, double dm, double gap, std::int32_t* __restrict idx) {
-    alignas(64) double table[16] = {0.0};
-    for (int j = 0; j < k; ++j) table[j] = D[j];
-    const __m512d lo_tab = _mm512_load_pd(table), hi_tab = _mm512_load_pd(table + 8);
-    const __m512d vdm = _mm512_set1_pd(dm), vgap = _mm512_set1_pd(gap);
-    const __m256i step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    index_t m = 0, i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m512i l1 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lab + i)));
-        const __m512i l2 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lab2 + i)));
-        const __m512d u = _mm512_add_pd(
-            _mm512_add_pd(_mm512_cvtps_pd(_mm256_loadu_ps(ub + i)), _mm512_permutex2var_pd(lo_tab, l1, hi_tab)), vgap);
-        const __m512d low2 =
-            _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(lb2 + i)), _mm512_permutex2var_pd(lo_tab, l2, hi_tab));
-        const __m512d low3 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(lb3 + i)), vdm);
-        const __mmask8 need = static_cast<__mmask8>(~_mm512_cmp_pd_mask(u, _mm512_min_pd(low2, low3), _CMP_LT_OQ));
-        if (need) {
-            const __m256i iv = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(i)), step);
-            _mm256_mask_compressstoreu_epi32(idx + m, need, iv);
-            m += __builtin_popcount(need);
-        }
-    }
-    for (; i < n; ++i) {
-        const double u = static_cast<double>(ub[i]) + D[lab[i]] + gap;
-        const double l = std::min(static_cast<double>(lb2[i]) - D[lab2[i]], static_cast<double>(lb3[i]) - dm);
-        idx[m] = static_cast<std::int32_t>(i);
-        m += !(u < l);
-    }
-    return m;
-}
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-#endif
-
-inline index_t bound_candidates(const float* ub, const float* lb2, const float* lb3, const std::int32_t* lab,
-                                const std::int32_t* lab2, index_t n, const double* D, int k, double dm, double gap,
-                                std::int32_t* idx) {
-#if FASTANCHOR_HAVE_AVX512_PATH
-    if (k <= 16 && cpu_has_avx512()) return bound_candidates_avx512(ub, lb2, lb3, lab, lab2, n, D, k, dm, gap, idx);
-#endif
-    (void)k;
-    return bound_candidates_generic(ub, lb2, lb3, lab, lab2, n, D, dm, gap, idx);
-}
-
-// Floats rounded outward: never below (up) or above (down) the double they stand for.
-inline float round_up(double x) { return static_cast<float>(x + (std::abs(x) + 1.0) * 2.5e-7); }
-inline float round_down(double x) { return static_cast<float>(x - (std::abs(x) + 1.0) * 2.5e-7); }
-
-// Bounds of a block of boxes: the largest ub, the smallest lb2 and lb3, and the sets of labels
-// and second labels present (bit min(label, 31)).
-struct Summary {
-    float ub, lb2, lb3;
-    std::uint32_t lab, lab2;
 };
 
-// Fresh bounds of n boxes from their ranking (IoUs within eps of the exact ones), relative to
-// the cumulative drifts D (per anchor) and dm (the largest): ub on the distance 1 - IoU to the
-// own anchor, lb2 to the second anchor, lb3 to every other; and the summary of every block of
-// `block` boxes (the last one may be shorter).
-FASTANCHOR_CLONES inline void store_bounds(Ranked r, index_t n, const double* __restrict D, double dm, double eps,
-                                           float* __restrict ub, float* __restrict lb2, float* __restrict lb3,
-                                           std::int32_t* __restrict lab2, index_t block, Summary* __restrict sum) {
-    const std::int32_t* __restrict lab = r.label;
-    const std::int32_t* __restrict l2 = r.second_label;
-    const double* __restrict best = r.best;
-    const double* __restrict second = r.second;
-    const double* __restrict third = r.third;
-#pragma omp simd
-    for (index_t t = 0; t < n; ++t) {
-        ub[t] = round_up(((1.0 - best[t]) + eps) - D[lab[t]]);
-        lb2[t] = round_down(((1.0 - second[t]) - eps) + D[l2[t]]);
-        lb3[t] = round_down(((1.0 - third[t]) - eps) + dm);
-        lab2[t] = l2[t];
-    }
-    for (index_t s = 0; s < n; s += block) {
-        const index_t e = std::min(n, s + block);
-        float u = -std::numeric_limits<float>::max(), m2 = std::numeric_limits<float>::max(), m3 = m2;
-        std::uint32_t s1 = 0, s2 = 0;
-        for (index_t t = s; t < e; ++t) {
-            u = std::max(u, ub[t]);
-            m2 = std::min(m2, lb2[t]);
-            m3 = std::min(m3, lb3[t]);
-            s1 |= 1u << std::min(lab[t], 31);
-            s2 |= 1u << std::min(l2[t], 31);
+// Calls f(t) for every t < m with flag[t] != 0, in increasing order, reading eight flags at a
+// time: the cost follows the number of flags set (a few percent), not m.
+template <class F>
+void for_each_flagged(const std::uint8_t* flag, index_t m, F&& f) {
+    for (index_t t0 = 0; t0 < m; t0 += 8) {
+        std::uint64_t word = 0;
+        std::memcpy(&word, flag + t0, static_cast<std::size_t>(std::min<index_t>(8, m - t0)));
+        while (word) {
+            const int byte = __builtin_ctzll(word) >> 3;
+            word &= ~(std::uint64_t{0xff} << (8 * byte));
+            f(t0 + byte);
         }
-        sum[s / block] = {u, m2, m3, s1, s2};
     }
 }
 
+// slack[t] = (gap[t] - eps + base[lab[t]]) * unit - 1, truncated to an integer in [0, 2^16 - 1]
+// (0 where flag[t] == 1): a lower bound in units of 1 / unit.
+FASTANCHOR_CLONES inline void slack_units(const float* __restrict gap, const std::int32_t* __restrict lab,
+                                          const std::uint8_t* __restrict flag, const float* __restrict base,
+                                          index_t m, float eps, float unit, std::uint16_t* __restrict slack) {
+#pragma omp simd
+    for (index_t t = 0; t < m; ++t) {
+        const float units = ((gap[t] - eps) + base[lab[t]]) * unit - 1.0f;
+        const float capped = std::min(std::max(units, 0.0f), 65535.0f) * static_cast<float>(flag[t] != 1);
+        slack[t] = static_cast<std::uint16_t>(static_cast<std::int32_t>(capped));
+    }
+}
+
+// hit[t] (t < m) = bit 0: key of rows[2t] in [lo0[c], hi0[c]], bit 1: key of rows[2t + 1] in
+// [lo1[c], hi1[c]], with c = lab[t] and the key of a value the bits of its float (Problem::key);
+// returns whether any bit is set. Branch-free: a box is rarely in range.
+template <class L, class T>
+FASTANCHOR_CLONES std::uint8_t flag_in_ranges(const L* __restrict lab, const T* __restrict rows, index_t m,
+                                              const std::int32_t* __restrict lo0, const std::int32_t* __restrict hi0,
+                                              const std::int32_t* __restrict lo1, const std::int32_t* __restrict hi1,
+                                              std::uint8_t* __restrict hit) {
+    std::uint8_t any = 0;
+#pragma omp simd reduction(| : any)
+    for (index_t t = 0; t < m; ++t) {
+        const std::int32_t c = static_cast<std::int32_t>(lab[t]);
+        const float fw = static_cast<float>(rows[2 * t]), fh = static_cast<float>(rows[2 * t + 1]);
+        std::int32_t kw, kh;
+        std::memcpy(&kw, &fw, sizeof kw);
+        std::memcpy(&kh, &fh, sizeof kh);
+        const std::int32_t h = ((kw >= lo0[c]) & (kw <= hi0[c])) | (((kh >= lo1[c]) & (kh <= hi1[c])) << 1);
+        hit[t] = static_cast<std::uint8_t>(h);
+        any |= static_cast<std::uint8_t>(h);
+    }
+    return any;
+}
+
+// A request for the rank-th smallest value (1-based; up to two consecutive ranks) of cluster c
+// along coordinate X among its boxes whose key (Problem::key) lies in [lo, hi]; `count` of its
+// boxes do. A target of one histogram bin has hi = lo + 2^shift - 1 and may be refined into a
+// finer bin; a `whole` target (a run of bins, gathered whole) keeps the values it gathered.
+struct SelectTarget {
+    int X = 0, c = 0;
+    std::uint32_t lo = 0, hi = 0;
+    int shift = 0;
+    index_t count = 0;
+    index_t rank[2] = {0, 0};
+    int ranks = 1;
+    double value[2] = {0.0, 0.0};
+    bool whole = false;
+    std::vector<double> kept;
+};
+
 }  // namespace detail
 
-// One Lloyd run on a Problem.
+// One Lloyd run on a Problem; L is the label type (std::uint8_t for k < 255, else std::int32_t).
 //
-// Assignment skips boxes that provably keep their label (Hamerly's bounds): 1 - IoU of
-// corner-aligned boxes is the Jaccard distance of the rectangles [0, w] x [0, h], a metric, so
-// when anchor j moves by d_j = 1 - IoU(old_j, new_j), a box's distance to its anchor grows by at
-// most d_j and its distance to any other anchor shrinks by at most max_j d_j. Per box we keep an
-// upper bound on the first, lower bounds on the second-closest anchor and on all others, stored
-// relative to the cumulative drifts D_j and Dmax so that a pass over boxes that keep their
-// label only reads them. Bounds are floats rounded outward with a margin, so a passing test
-// proves the label's IoU exceeds every other by far more than rounding: the skipped box's exact
-// label is unchanged.
+// Assignment labels every box in float32 (detail::label_top2, boxes scaled by one power of two)
+// and decides exactly in double every box whose two best float IoUs are too close to call, so the
+// labels are those of the exact rule. (Hamerly-style bounds would skip most boxes in the last
+// iterations, but cost 8-14 bytes per box; the float pass reads 8 and keeps 1.)
 //
-// The bounds are tested block by block (kBlock boxes, neighbours in shape by the storage order):
-// first a summary of the block's bounds, then, where that fails, the boxes' own; a block with
-// any box in doubt is ranked again whole against every anchor. Ranking runs in float32 on
-// scaled copies (detail::rank_float), with every box whose two best IoUs are too close for float
-// redone exactly in double, so the labels are those of the exact rule.
+// Every box that changed cluster moves its contribution between the clusters' statistics at once:
+// counts, the exact sums of the unit-weight mean (Problem::exact_sums: 128-bit integers, so an
+// update costs O(moves) and the sums are the same for any order of the moves), and the
+// histograms of the unit-weight median. The weighted mean is summed again, per chunk in box
+// order, for the chunks where a label changed; the weighted median is one pass over each
+// coordinate's sort order.
 //
-// While the anchors still move far from one assignment to the next (early mean iterations
-// move every anchor by 0.05-0.2 in 1 - IoU), bounds clear few boxes and cost more than they
-// save: such a pass only labels every box (detail::label_top2, float, with the same exact
-// fallback) and leaves the bounds invalid; the first pass after the moves settle renews them.
-//
-// The mean update with unit weights works from exact sums (Problem::exact_sums): per cluster, the
-// sum of the boxes' values as 128-bit integers, moved with the boxes that changed cluster, so an
-// iteration costs O(moves), not O(N), and the sums are the same whatever the order of the moves
-// or the number of threads. Otherwise per-chunk statistics are recomputed for the chunks where a
-// label changed (each chunk's sums run in box order exactly as a full pass would), then
-// combined in chunk order.
-//
-// The median update with unit weights is incremental: for each cluster and coordinate it keeps a
-// pointer to its median member in that coordinate's sorted order and the member's rank, moves
-// the ranks by the boxes that changed cluster and walks the pointer to the new median rank.
+// The unit-weight median: per cluster and coordinate, a histogram of the boxes' keys (a value's
+// float bit pattern, monotone in the value) over `bins_` bins of 2^shift keys each. The bin of
+// the median rank is found from the counts; one pass over the boxes then collects the values
+// of that bin's members (refined by a finer histogram first when the bin holds too many), and
+// the median is selected among them. So the median is exact, with no sort order kept.
+template <class L>
 class Lloyd {
 public:
-    // Per cluster and chunk: sum of weight * w, weight * h, weight, count.
-    static constexpr int kStats = 4;
+    static constexpr L kNone = std::is_signed<L>::value ? static_cast<L>(-1) : std::numeric_limits<L>::max();
+    // The largest k with a histogram median, and the budget of histogram bins per coordinate.
+    static constexpr int kMaxHistK = 4096;
+    static constexpr index_t kHistBudget = index_t{1} << 20;
+    // A bin holding more boxes of a cluster than this is refined before its values are collected.
+    static constexpr index_t kGatherCap = index_t{1} << 15;
+    static constexpr int kRefineBits = 12;
+    // Per cluster and chunk: sum of weight * w, weight * h, weight (mean without exact sums).
+    static constexpr int kStats = 3;
 
     Lloyd(const Problem& p, int k, Update update, int n_threads)
-        : p_(p), k_(k), update_(update), nt_(n_threads), labels_(p.size(), -1), labels2_(p.size(), 0), ub_(p.size()),
-          lb2_(p.size()), lb3_(p.size()),
-          part_(static_cast<std::size_t>(n_chunks(p.size())) * k * kStats), changed_(n_chunks(p.size())),
-          stats_(static_cast<std::size_t>(k) * kStats), drift_(k, 0.0),
-          scratch_(static_cast<std::size_t>(chunk_threads(p.size(), n_threads)) * kScratch * kChunk),
-          summary_((p.size() + kBlock - 1) / kBlock) {
+        : p_(p), k_(k), update_(update), nt_(n_threads), labels_(p.size(), kNone), cnt_(k, 0),
+          changed_(n_chunks(p.size()), 0) {
 #if FASTANCHOR_HAVE_INT128
         exact_mean_ = update == Update::Mean && p.exact_sums;
         if (exact_mean_) {
-            const std::size_t parts = static_cast<std::size_t>(n_chunks(p.size())) * k;
-            part_w_.assign(parts, 0);
-            part_h_.assign(parts, 0);
-            part_n_.assign(parts, 0);
+            sum_w_.assign(k, 0);
+            sum_h_.assign(k, 0);
         }
 #endif
-        if (incremental_median()) {
-            move_off_.resize(p.size());
-            move_from_.resize(p.size());
-            move_count_.assign(n_chunks(p.size()), 0);
+        hist_median_ = update == Update::Median && !p.weighted() && k <= kMaxHistK;
+        if (hist_median_) {
+            bins_ = 4096;
+            while (bins_ > 16 && static_cast<index_t>(bins_) * k > kHistBudget) bins_ /= 2;
+            for (int X = 0; X < 2; ++X) {
+                shift_[X] = 0;
+                while (((p.key_hi[X] - p.key_lo[X]) >> shift_[X]) >= static_cast<std::uint32_t>(bins_)) ++shift_[X];
+            }
+            hist_.assign(2 * static_cast<std::size_t>(k) * bins_, 0);
+            cache_.resize(2 * static_cast<std::size_t>(k));
         }
+        if (stats_mean()) part_.assign(static_cast<std::size_t>(n_chunks(p.size())) * k * kStats, 0.0);
+        drift_.assign(k, 0.0);
+        if (std::is_same_v<L, std::uint8_t> && p.has_float && k <= detail::kMaxFixedK) slack_.resize(p.size());
+        threads_.resize(chunk_threads(p.size(), n_threads));
+        for (auto& t : threads_) t.allocate(k, exact_mean_, hist_.size());
     }
 
     // Assigns every box; returns how many labels changed.
     index_t assign(const WhSet& anchors) {
-        const index_t n = p_.size();
-        const int k = k_;
         use_float_ = set_float_anchors(anchors);
-        // How far each anchor moved since the last assignment, and the farthest.
-        std::vector<double> step(k, 0.0);
-        double step_max = 0.0;
-        if (!first_) {
-            for (int j = 0; j < k; ++j) {
-                step[j] = (1.0 - iou_wh(prev_anchors_.w[j], prev_anchors_.h[j], prev_anchors_.a[j], anchors.w[j],
-                                        anchors.h[j], anchors.a[j])) +
-                          kDriftSlack;
-                step_max = std::max(step_max, step[j]);
+        choose_pass(anchors);
+        std::vector<std::exception_ptr> error(changed_.size());  // bad_alloc of a log, carried out
+        for_each_chunk(p_.size(), nt_, [&](index_t c, index_t b, index_t e) {
+            try {
+                changed_[c] = assign_chunk(anchors, b, e);
+                if (changed_[c] > 0 && stats_mean()) chunk_stats(c, b, e);
+            } catch (...) {
+                error[c] = std::current_exception();
             }
-        }
-        Pass pass = Pass::Bounded;
-        if (first_) {
-            pass = Pass::Full;
-        } else if (use_float_ && step_max > kRelabelDrift) {
-            pass = Pass::Relabel;
-        } else if (!bounds_valid_ || drift_max_ + step_max > kMaxDrift || ++since_reset_ > kResetEvery) {
-            pass = Pass::Full;
-        }
-        if (pass == Pass::Bounded) {
-            for (int j = 0; j < k; ++j) drift_[j] += step[j];
-            drift_max_ += step_max;
-        } else if (pass == Pass::Full) {
-            std::fill(drift_.begin(), drift_.end(), 0.0);
-            drift_max_ = 0.0;
-            since_reset_ = 0;
-        }
-        bounds_valid_ = pass != Pass::Relabel;
-        last_pass_ = pass;
-        first_ = false;
-        prev_anchors_ = anchors;
-        drift_tail_ = 0.0;
-        for (int j = 31; j < k; ++j) drift_tail_ = std::max(drift_tail_, drift_[j]);
-        for_each_chunk(n, nt_, [&](index_t c, index_t b, index_t e) {
-            if (!move_count_.empty()) move_count_[c] = 0;
+        });
+        for (auto& x : error)
+            if (x) std::rethrow_exception(x);
+        index_t changed = 0;
+        for (const index_t x : changed_) changed += x;
+        for (auto& t : threads_) {
+            if (!t.any) continue;
+            for (int c = 0; c < k_; ++c) cnt_[c] += t.count[c];
+            std::fill(t.count.begin(), t.count.end(), 0);
 #if FASTANCHOR_HAVE_INT128
             if (exact_mean_) {
-                const std::size_t at = static_cast<std::size_t>(c) * k;
-                std::fill_n(part_w_.begin() + at, k, 0);
-                std::fill_n(part_h_.begin() + at, k, 0);
-                std::fill_n(part_n_.begin() + at, k, 0);
+                for (int c = 0; c < k_; ++c) {
+                    sum_w_[c] += t.sum_w[c];
+                    sum_h_[c] += t.sum_h[c];
+                }
+                std::fill(t.sum_w.begin(), t.sum_w.end(), 0);
+                std::fill(t.sum_h.begin(), t.sum_h.end(), 0);
             }
 #endif
-            switch (pass) {
-                case Pass::Full: changed_[c] = recompute(anchors, c, b, b, e); break;
-                case Pass::Relabel: changed_[c] = relabel(anchors, c, b, e); break;
-                case Pass::Bounded: changed_[c] = assign_chunk_bounded(anchors, c, b, e); break;
+            if (hist_median_) {
+                for (std::size_t j = 0; j < hist_.size(); ++j) hist_[j] += static_cast<std::uint32_t>(t.hist[j]);
+                std::fill(t.hist.begin(), t.hist.end(), 0);
             }
-            if (changed_[c] > 0 && !track_moves()) chunk_stats(c, b, e);
-        });
-        index_t changed = 0;
-        for (std::size_t c = 0; c < changed_.size(); ++c) changed += changed_[c];
-        if (!track_moves()) {
-            std::fill(stats_.begin(), stats_.end(), 0.0);
-            for (std::size_t c = 0; c < changed_.size(); ++c) {
-                const double* st = part_.data() + c * k * kStats;
-                for (std::size_t j = 0; j < stats_.size(); ++j) stats_[j] += st[j];
-            }
+            t.any = false;
         }
-#if FASTANCHOR_HAVE_INT128
-        if (exact_mean_) update_exact_sums();
-#endif
         return changed;
     }
 
-    // How the last assign() went through the boxes (0: Full, 1: Bounded, 2: Relabel; see Pass).
-    int last_pass() const { return static_cast<int>(last_pass_); }
-    // The label of every box after the last assign(), in storage order (Problem::input maps it).
-    const std::vector<std::int32_t>& labels() const { return labels_; }
+    // The label of box i after the last assign().
+    std::int32_t label(index_t i) const { return static_cast<std::int32_t>(labels_[i]); }
+    // How the last assign() went through the boxes: 0 ranked every box, 1 only those whose bounds
+    // could not prove their label (for tests).
+    int last_pass() const { return bounded_ ? 1 : 0; }
 
     // New anchors from the labels of the last assign(); `anchors` are those it used.
     WhSet update(const WhSet& anchors) {
         const int k = k_;
         WhSet out(k);
-        std::vector<double> count(k), total(k), mw(k), mh(k);
-        for (int c = 0; c < k; ++c) {
-            total[c] = stats_[c * kStats + 2];
-            count[c] = stats_[c * kStats + 3];
-        }
+        std::vector<double> mw(k), mh(k);
         if (exact_mean_) {
 #if FASTANCHOR_HAVE_INT128
             for (int c = 0; c < k; ++c) {
-                count[c] = static_cast<double>(sum_n_[c]);
-                if (sum_n_[c] > 0) {
-                    mw[c] = p_.fixed_mean(sum_w_[c], sum_n_[c]);
-                    mh[c] = p_.fixed_mean(sum_h_[c], sum_n_[c]);
+                if (cnt_[c] > 0) {
+                    mw[c] = p_.fixed_mean(sum_w_[c], cnt_[c]);
+                    mh[c] = p_.fixed_mean(sum_h_[c], cnt_[c]);
                 }
             }
 #endif
         } else if (update_ == Update::Mean) {
-            for (int c = 0; c < k; ++c) {
-                if (count[c] > 0) {
-                    const double sw = stats_[c * kStats + 0], sh = stats_[c * kStats + 1];
-                    mw[c] = sw / total[c];
-                    mh[c] = sh / total[c];
-                    // Sums this small may hold products weight * value that underflowed
-                    // (weights spanning 290 orders of magnitude and more).
-                    if (!(sw >= kTinySum && sh >= kTinySum)) rescaled_mean(c, mw[c], mh[c]);
-                }
+            std::vector<double> st(static_cast<std::size_t>(k) * kStats, 0.0);
+            for (std::size_t c = 0; c < changed_.size(); ++c) {
+                const double* pc = part_.data() + c * k * kStats;
+                for (std::size_t j = 0; j < st.size(); ++j) st[j] += pc[j];
             }
-        } else if (incremental_median()) {
-            incremental_median_update(count, mw, mh);  // also sets count
+            for (int c = 0; c < k; ++c) {
+                if (cnt_[c] == 0) continue;
+                const double sw = st[c * kStats], sh = st[c * kStats + 1], total = st[c * kStats + 2];
+                mw[c] = sw / total;
+                mh[c] = sh / total;
+                // Sums this small may hold products weight * value that underflowed
+                // (weights spanning 290 orders of magnitude and more).
+                if (!(sw >= kTinySum && sh >= kTinySum)) rescaled_mean(c, mw[c], mh[c]);
+            }
+        } else if (hist_median_) {
+            histogram_median(mw, mh);
         } else {
-            median_update(count, mw, mh);
+            sorted_median(mw, mh);
         }
         std::vector<int> empty;
         for (int c = 0; c < k; ++c) {
-            if (count[c] > 0) out.set(c, mw[c], mh[c]);
+            if (cnt_[c] > 0) out.set(c, mw[c], mh[c]);
             else empty.push_back(c);
         }
         if (!empty.empty()) fill_empty(anchors, empty, out);
@@ -644,51 +591,16 @@ public:
     }
 
 private:
-    // Bounds are rebuilt from scratch once the cumulative drift makes them useless, and every
-    // kResetEvery iterations so that rounding in the drift sums can never add up.
-    static constexpr double kMaxDrift = 8.0;
-    static constexpr int kResetEvery = 1024;
-    // Added to every anchor's drift: covers the rounding of 1 - IoU.
-    static constexpr double kDriftSlack = 1e-14;
-    // When an anchor moved farther than this (in 1 - IoU) since the last assignment, the bounds
-    // would send most boxes to be ranked again anyway (every box whose margin is below twice
-    // the move), so the assignment is a plain labelling pass that keeps no bounds. Measured on
-    // 1M COCO-like boxes (whole default fits, median and mean, thresholds 0 to 0.1): 0.01-0.02
-    // is fastest; with 0 (never bounds) the median fit is 1.3x slower, with 0.1 1.1x.
-    static constexpr double kRelabelDrift = 0.02;
-    // u < l - kGap: the margin that makes a skipped box's best IoU strictly the largest.
-    static constexpr double kGap = 1e-9;
-    static constexpr int kScratch = 5;  // doubles per box of per-thread scratch
-    static constexpr index_t kBlock = 64;  // boxes per block of the bound summaries
+    using Thread = detail::LloydThread;
+    static constexpr index_t kBlock = Thread::kBlock;
 
-    bool incremental_median() const { return update_ == Update::Median && !p_.weighted(); }
-    // Whether the update works from the boxes that changed cluster, as they change (the median's
-    // move lists, the exact sums' per-chunk changes), instead of from chunk statistics.
-    bool track_moves() const { return incremental_median() || exact_mean_; }
-
-    // How a pass assigns the boxes: Full ranks every box and stores fresh bounds; Bounded ranks
-    // only the blocks its bounds cannot clear; Relabel ranks every box for its label alone and
-    // leaves the bounds invalid (the next Full pass renews them).
-    enum class Pass { Full = 0, Bounded = 1, Relabel = 2 };
-
-    double* scratch() { return scratch_.data() + static_cast<std::size_t>(thread_index()) * kScratch * kChunk; }
-
-    // Scratch views of the calling thread.
-    struct Scratch {
-        double *best, *second, *third;
-        std::int32_t *label, *label2, *amb, *idx;
-        detail::Ranked ranked() { return {label, best, second, label2, third}; }
-    };
-    Scratch views() {
-        double* s = scratch();
-        std::int32_t* ints = reinterpret_cast<std::int32_t*>(s + 3 * kChunk);
-        return {s, s + kChunk, s + 2 * kChunk, ints, ints + kChunk, ints + 2 * kChunk, ints + 3 * kChunk};
-    }
+    bool stats_mean() const { return update_ == Update::Mean && !exact_mean_; }
+    Thread& thread() { return threads_[static_cast<std::size_t>(thread_index())]; }
 
     // Float copies of the anchors at the boxes' scale; false when the float ranking cannot serve
-    // (no float copy of the boxes, k above the fixed-K kernels, an anchor out of range).
+    // (the data's range, k above the fixed-K kernels, an anchor out of range).
     bool set_float_anchors(const WhSet& anchors) {
-        if (!p_.has_float() || k_ > detail::kMaxFixedK) return false;
+        if (!std::is_same_v<L, std::uint8_t> || !p_.has_float || k_ > detail::kMaxFixedK) return false;
         for (int j = 0; j < k_; ++j) {
             const double w = anchors.w[j] * p_.fscale, h = anchors.h[j] * p_.fscale;
             if (!(w >= Problem::kFloatLo && w <= Problem::kFloatHi && h >= Problem::kFloatLo && h <= Problem::kFloatHi))
@@ -700,179 +612,205 @@ private:
         return true;
     }
 
-    // Ranks boxes [r0, r1) of chunk c (which starts at b) against every anchor, stores their
-    // labels and fresh bounds, and records the moves; returns how many labels changed.
-    index_t recompute(const WhSet& anchors, index_t c, index_t b, index_t r0, index_t r1) {
-        Scratch v = views();
-        const index_t n = r1 - r0;
-        const WhSet& B = p_.boxes;
-        const double *aw = anchors.w.data(), *ah = anchors.h.data(), *aa = anchors.a.data();
-        double eps = 0.0;  // how far the ranked IoUs may be from the exact ones
-        if (use_float_) {
-            detail::rank_float_k(p_.fw.data() + r0, p_.fh.data() + r0, p_.fa.data() + r0, n, faw_.data(),
-                                 fah_.data(), faa_.data(), k_, v.ranked(), v.amb);
-            eps = detail::kRankEps;
-            for (index_t t = 0; t < n; ++t) {  // too close to call in float: exact
-                if (!v.amb[t]) continue;
-                const index_t i = r0 + t;
-                detail::assign_full_generic(&B.w[i], &B.h[i], &B.a[i], 1, aw, ah, aa, k_,
-                                            {v.label + t, v.best + t, v.second + t, v.label2 + t, v.third + t});
-            }
-        } else {
-            detail::assign_full_k(B.w.data() + r0, B.h.data() + r0, B.a.data() + r0, n, aw, ah, aa, k_, v.ranked());
-        }
-        detail::store_bounds(v.ranked(), n, drift_.data(), drift_max_, eps, ub_.data() + r0, lb2_.data() + r0,
-                             lb3_.data() + r0, labels2_.data() + r0, kBlock, summary_.data() + r0 / kBlock);
-        return commit(c, b, r0, n, v.label);
-    }
+    // Bounds are renewed by a full pass once the cumulative drift reaches kMaxDrift (it keeps the
+    // slack's thresholds within 16 bits), and every kResetEvery passes so that rounding in the
+    // drift sums can never add up.
+    static constexpr double kMaxDrift = 0.5;
+    static constexpr int kResetEvery = 1024;
+    // Added to every anchor's drift: covers the rounding of 1 - IoU.
+    static constexpr double kDriftSlack = 1e-14;
+    // When an anchor moved farther than this (in 1 - IoU) since the last assignment, the bounds
+    // would send most boxes to be ranked again anyway: the pass ranks every box and renews them.
+    // Measured on 1M COCO-like boxes (whole default fits, median and mean, thresholds 0 to 0.1):
+    // 0.01-0.02 is fastest.
+    static constexpr double kRelabelDrift = 0.02;
+    // The margin that makes a skipped box's best IoU strictly the largest.
+    static constexpr double kGap = 1e-9;
+    // Slacks are stored in units of 2^-kSlackBits of 1 - IoU, in 16 bits.
+    static constexpr int kSlackBits = 15;
+    // How far below the float gap of the best two IoUs the true gap may lie: the float IoUs'
+    // errors (1e-6 each, iou.hpp), the rounding of their difference and of the sum with the base.
+    static constexpr float kSlackEps = static_cast<float>(2.0 * detail::kRankEps + 1e-6);
 
-    // Chunk c = [b, e) labelled by the float pass alone (no bounds); boxes too close to call in
-    // float are labelled exactly. Returns how many labels changed.
-    index_t relabel(const WhSet& anchors, index_t c, index_t b, index_t e) {
-        Scratch v = views();
-        const index_t n = e - b;
-        const WhSet& B = p_.boxes;
-        std::uint8_t* flag = reinterpret_cast<std::uint8_t*>(v.amb);
-        detail::label_float_k(p_.fw.data() + b, p_.fh.data() + b, n, faw_.data(), fah_.data(), faa_.data(), k_,
-                              labels_.data() + b, v.label, flag);
-        // The flagged boxes (a few percent, in runs: the storage order keeps similar shapes
-        // together), listed without a branch per box; groups of 64 with no flag are skipped.
-        std::int32_t* idx = v.idx;
-        index_t m = 0;
-        for (index_t t0 = 0; t0 < n; t0 += 64) {
-            const index_t t1 = std::min(n, t0 + 64);
-            std::uint8_t any = 0;
-            for (index_t t = t0; t < t1; ++t) any |= flag[t];
-            if (!any) continue;
-            for (index_t t = t0; t < t1; ++t) {
-                idx[m] = static_cast<std::int32_t>(t);
-                m += flag[t] != 0;
-            }
-        }
-        index_t changed = 0;
-        for (index_t u = 0; u < m; ++u) {
-            const index_t t = idx[u], i = b + t;
-            const std::int32_t l = flag[t] == 1 ? detail::assign_exact(B.w[i], B.h[i], B.a[i], anchors.w.data(),
-                                                                      anchors.h.data(), anchors.a.data(), k_)
-                                                : v.label[t];
-            changed += move(c, b, i, l);
-        }
-        return changed;
-    }
-
-    // New labels of boxes [r0, r0 + n) of chunk c (which starts at b); returns how many changed.
-    index_t commit(index_t c, index_t b, index_t r0, index_t n, const std::int32_t* label) {
-        index_t changed = 0;
-        for (index_t t = 0; t < n; ++t) changed += move(c, b, r0 + t, label[t]);
-        return changed;
-    }
-
-    // Gives box i of chunk c (which starts at b) label l; when that is a change, records the move
-    // for the incremental median, or with exact sums moves the box's values between the chunk's
-    // sums. Returns 1 for a change.
-    int move(index_t c, index_t b, index_t i, std::int32_t l) {
-        const std::int32_t from = labels_[i];
-        if (l == from) return 0;
-        labels_[i] = l;
-        if (!move_count_.empty()) {
-            const index_t slot = c * kChunk + move_count_[c]++;
-            move_off_[slot] = static_cast<std::uint16_t>(i - b);
-            move_from_[slot] = from;
-        }
-#if FASTANCHOR_HAVE_INT128
-        if (exact_mean_ && from >= 0) {
-            const std::size_t at = static_cast<std::size_t>(c) * k_;
-            const int128_t w = p_.fixed(0, i), h = p_.fixed(1, i);
-            part_w_[at + from] -= w;
-            part_h_[at + from] -= h;
-            --part_n_[at + from];
-            part_w_[at + l] += w;
-            part_h_[at + l] += h;
-            ++part_n_[at + l];
-        }
-#endif
-        return 1;
-    }
-
-#if FASTANCHOR_HAVE_INT128
-    // The exact per-cluster sums of the mean update: from scratch after the first assignment,
-    // then moved with the boxes that changed cluster (exact integers: the same sums as from
-    // scratch, whatever the order of the moves and the number of threads).
-    void update_exact_sums() {
-        const index_t n = p_.size();
+    // The pass of this assignment (bounded_) and, for a bounded one, the drifts and thresholds.
+    //
+    // Bounds (Hamerly's, compacted): 1 - IoU of corner-aligned boxes is the Jaccard distance of the
+    // rectangles [0, w] x [0, h], a metric, so when anchor j moves by d_j = 1 - IoU(old_j, new_j),
+    // a box's distance to its anchor grows by at most d_j and its distance to any other anchor
+    // shrinks by at most max_j d_j. With D_j and Dmax the sums of d_j and max_j d_j since the last
+    // full pass, a box ranked at time t0 with label a and a gap g(t0) between its distance to any
+    // other anchor and to a keeps label a at time t while
+    //     g(t0) + D_a(t0) + Dmax(t0) > D_a(t) + Dmax(t) + kGap,
+    // so one number per box is stored: the left side, rounded down to 16 bits (detail::label_top2's
+    // slack), tested against the right side rounded up. A box that passes keeps its exact label.
+    void choose_pass(const WhSet& anchors) {
         const int k = k_;
-        const std::size_t parts = part_n_.size();
-        if (sum_n_.empty()) {  // the first assignment: every box's label is new
-            for_each_chunk(n, nt_, [&](index_t c, index_t b, index_t e) {
-                int128_t* sw = part_w_.data() + c * k;
-                int128_t* sh = part_h_.data() + c * k;
-                index_t* sn = part_n_.data() + c * k;
-                for (index_t i = b; i < e; ++i) {
-                    const std::int32_t l = labels_[i];
-                    sw[l] += p_.fixed(0, i);
-                    sh[l] += p_.fixed(1, i);
-                    ++sn[l];
-                }
-            });
-            sum_w_.assign(k, 0);
-            sum_h_.assign(k, 0);
-            sum_n_.assign(k, 0);
-        }
-        for (std::size_t t = 0; t < parts; ++t) {
-            sum_w_[t % k] += part_w_[t];
-            sum_h_[t % k] += part_h_[t];
-            sum_n_[t % k] += part_n_[t];
-        }
-    }
-#endif
-
-    // The largest cumulative drift among the labels of a summary's set.
-    double max_drift(std::uint32_t set) const {
-        double m = 0.0;
-        while (set) {
-            const int j = __builtin_ctz(set);
-            m = std::max(m, j == 31 ? drift_tail_ : drift_[j]);
-            set &= set - 1;
-        }
-        return m;
-    }
-
-    // Whether block blk's summary (detail::Summary) proves, for every box in it at once, what
-    // the per-box test proves:
-    //     max ub + max D[labels] + gap < min(min lb2 - max D[second labels], min lb3 - Dmax).
-    bool block_keeps(index_t blk) const {
-        const detail::Summary& S = summary_[blk];
-        const double u = static_cast<double>(S.ub) + max_drift(S.lab) + kGap;
-        const double l =
-            std::min(static_cast<double>(S.lb2) - max_drift(S.lab2), static_cast<double>(S.lb3) - drift_max_);
-        return u < l;
-    }
-
-    // Chunk c = [b, e) with bounds: blocks whose summary passes are skipped whole; the others
-    // get the per-box test, and a block with any box in doubt is recomputed whole (contiguous
-    // SIMD work instead of gathers; its neighbours, boxes of similar shape by the storage order,
-    // get fresh bounds on the way). Adjacent blocks to recompute go in one call.
-    index_t assign_chunk_bounded(const WhSet& anchors, index_t c, index_t b, index_t e) {
-        Scratch v = views();
-        index_t changed = 0, run0 = b, run1 = b;  // pending run of blocks to recompute
-        for (index_t s = b; s < e; s += kBlock) {
-            const index_t se = std::min(e, s + kBlock);
-            bool redo = false;
-            if (!block_keeps(s / kBlock)) {
-                redo = detail::bound_candidates(ub_.data() + s, lb2_.data() + s, lb3_.data() + s, labels_.data() + s,
-                                                labels2_.data() + s, se - s, drift_.data(), k_, drift_max_, kGap,
-                                                v.idx) > 0;
+        std::vector<double> step(k, 0.0);
+        double step_max = 0.0;
+        if (!first_) {
+            for (int j = 0; j < k; ++j) {
+                step[j] = (1.0 - iou_wh(prev_.w[j], prev_.h[j], prev_.a[j], anchors.w[j], anchors.h[j], anchors.a[j])) +
+                          kDriftSlack;
+                step_max = std::max(step_max, step[j]);
             }
-            if (redo) {
-                if (run1 != s) run0 = s;
-                run1 = se;
+        }
+        bounded_ = use_float_ && bounds_valid_ && !first_ && step_max <= kRelabelDrift &&
+                   drift_max_ + step_max <= kMaxDrift && ++since_reset_ <= kResetEvery;
+        first_ = false;
+        prev_ = anchors;
+        if (bounded_) {
+            drift_max_ += step_max;
+            for (int j = 0; j < k; ++j) drift_[j] += step[j];
+        } else {
+            std::fill(drift_.begin(), drift_.end(), 0.0);
+            drift_max_ = 0.0;
+            since_reset_ = 0;
+        }
+        bounds_valid_ = use_float_;
+        constexpr double kUnit = double(1 << kSlackBits);
+        for (int j = 0; j < k; ++j) {
+            const double base = drift_[j] + drift_max_;
+            base_[j] = std::nextafter(static_cast<float>(base), 0.0f);  // never above
+            const double need = std::ceil((base + kGap) * kUnit);
+            threshold_[j] = static_cast<std::uint16_t>(std::min(need, 65535.0));
+        }
+    }
+
+    // The boxes of [s, s + m) whose slack does not prove their label (need[t] = 1), with
+    // thresholds by label; returns whether there is any.
+    static std::uint8_t need_rank(const std::uint16_t* __restrict slack, const L* __restrict lab, index_t m,
+                                  const std::uint16_t* __restrict threshold, std::uint8_t* __restrict need) {
+        std::uint8_t any = 0;
+#pragma omp simd reduction(| : any)
+        for (index_t t = 0; t < m; ++t) {
+            const std::uint8_t x = static_cast<std::uint8_t>(slack[t] <= threshold[lab[t]]);
+            need[t] = x;
+            any |= x;
+        }
+        return any;
+    }
+
+    // Ranks the m boxes whose scaled floats are in T.fw, T.fh (labels `old`) against the
+    // anchors: labels and flags (detail::label_top2) into T.lab, T.flag, and their slacks into
+    // T.slack: in units of 2^-kSlackBits, a lower bound on the gap between the distance to any
+    // other anchor and to the label's, plus the label's base (detail::label_top2's float gap,
+    // less what float rounding may have added; 0 for the ties decided exactly).
+    void rank_block(Thread& T, index_t m, const std::uint8_t* old) {
+        detail::label_float_k(T.fw.data(), T.fh.data(), m, faw_.data(), fah_.data(), faa_.data(), k_, old,
+                              T.lab.data(), T.flag.data(), T.gap.data());
+        detail::slack_units(T.gap.data(), T.lab.data(), T.flag.data(), base_.data(), m, kSlackEps,
+                            static_cast<float>(1 << kSlackBits), T.slack.data());
+    }
+
+    // Boxes of a bounded pass in [b, e): those whose slack fails are gathered and ranked again.
+    index_t assign_chunk_bounded(const WhSet& anchors, index_t b, index_t e) {
+        Thread& T = thread();
+        index_t changed = 0;
+        std::uint8_t* need = T.need.data();
+        for (index_t s = b; s < e; s += kBlock) {
+            const index_t m = std::min(e, s + kBlock) - s;
+            if (!need_rank(slack_.data() + s, labels_.data() + s, m, threshold_.data(), need)) continue;
+            std::int32_t* idx = T.idx.data();
+            index_t nc = 0;
+            detail::for_each_flagged(need, m, [&](index_t t) { idx[nc++] = static_cast<std::int32_t>(t); });
+            std::uint8_t* old = T.old.data();
+            float *fw = T.fw.data(), *fh = T.fh.data();
+            for (index_t u = 0; u < nc; ++u) {
+                const index_t i = s + idx[u];
+                fw[u] = p_.scaled(0, i);
+                fh[u] = p_.scaled(1, i);
+                old[u] = static_cast<std::uint8_t>(labels_[i]);
+            }
+            rank_block(T, nc, old);
+            for (index_t u = 0; u < nc; ++u) {
+                const index_t i = s + idx[u];
+                slack_[i] = T.slack[u];
+                changed += commit(T, anchors, i, T.lab[u], T.flag[u]);
+            }
+        }
+        return changed;
+    }
+
+    // Box i ranked in float with label l and flag f (detail::label_top2): a tie too close to call
+    // in float is decided exactly. Returns 1 for a change.
+    int commit(Thread& T, const WhSet& anchors, index_t i, std::int32_t l, std::uint8_t f) {
+        if (f == 0) return 0;
+        if (f == 1) {
+            const double w = p_.value(0, i), h = p_.value(1, i);
+            l = detail::assign_exact(w, h, w * h, anchors.w.data(), anchors.h.data(), anchors.a.data(), k_);
+        }
+        return move(T, i, l);
+    }
+
+    // Labels boxes [b, e) (one chunk) block by block; returns how many labels changed.
+    index_t assign_chunk(const WhSet& anchors, index_t b, index_t e) {
+        if (bounded_) return assign_chunk_bounded(anchors, b, e);
+        Thread& T = thread();
+        const double *aw = anchors.w.data(), *ah = anchors.h.data(), *aa = anchors.a.data();
+        index_t changed = 0;
+        for (index_t s = b; s < e; s += kBlock) {
+            const index_t m = std::min(e, s + kBlock) - s;
+            if (!use_float_) {
+                p_.load(s, s + m, T.w.data(), T.h.data(), T.a.data());
+                detail::assign_rows(T.w.data(), T.h.data(), T.a.data(), m, aw, ah, aa, k_, T.lab.data());
+                for (index_t t = 0; t < m; ++t) changed += move(T, s + t, T.lab[t]);
                 continue;
             }
-            if (run1 > run0) changed += recompute(anchors, c, b, run0, run1);
-            run0 = run1 = se;
+            if constexpr (std::is_same_v<L, std::uint8_t>) {  // k <= kMaxFixedK: one-byte labels
+                p_.load_float(s, s + m, T.fw.data(), T.fh.data());
+                rank_block(T, m, labels_.data() + s);
+                std::copy(T.slack.begin(), T.slack.begin() + m, slack_.begin() + s);
+            }
+            // The flagged boxes: new labels, and the few too close to call in float.
+            const std::uint8_t* flag = T.flag.data();
+            detail::for_each_flagged(flag, m, [&](index_t t) { changed += commit(T, anchors, s + t, T.lab[t], flag[t]); });
         }
-        if (run1 > run0) changed += recompute(anchors, c, b, run0, run1);
         return changed;
+    }
+
+    // Histogram bin of a key along X (clamped: a value changed behind the fit's back cannot
+    // index out of range).
+    std::size_t bin(int X, int c, std::uint32_t key) const {
+        const std::uint32_t b = std::min<std::uint32_t>((key - p_.key_lo[X]) >> shift_[X], bins_ - 1);
+        return (static_cast<std::size_t>(X) * k_ + c) * bins_ + b;
+    }
+
+    // Gives box i label l; a change moves the box's share of the statistics. Returns 1 for a change.
+    int move(Thread& T, index_t i, std::int32_t l) {
+        const L from = labels_[i];
+        if (from != kNone && static_cast<std::int32_t>(from) == l) return 0;
+        labels_[i] = static_cast<L>(l);
+        T.any = true;
+        ++T.count[l];
+        if (from != kNone) --T.count[from];
+#if FASTANCHOR_HAVE_INT128
+        if (exact_mean_) {
+            const int128_t w = p_.fixed(0, i), h = p_.fixed(1, i);
+            T.sum_w[l] += w;
+            T.sum_h[l] += h;
+            if (from != kNone) {
+                T.sum_w[from] -= w;
+                T.sum_h[from] -= h;
+            }
+        }
+#endif
+        if (hist_median_) {
+            for (int X = 0; X < 2; ++X) {
+                const std::uint32_t key = p_.key(X, i);
+                ++T.hist[bin(X, l, key)];
+                if (from != kNone) --T.hist[bin(X, from, key)];
+                const std::int32_t sk = static_cast<std::int32_t>(key);
+                const std::uint32_t to_slot = static_cast<std::uint32_t>(X * k_ + l);
+                const Cached& in = cache_[to_slot];
+                if (in.valid && sk >= in.lo && sk <= in.hi) T.log.push_back({to_slot, true, p_.value(X, i)});
+                if (from != kNone) {
+                    const std::uint32_t from_slot = static_cast<std::uint32_t>(X * k_ + from);
+                    const Cached& out = cache_[from_slot];
+                    if (out.valid && sk >= out.lo && sk <= out.hi) T.log.push_back({from_slot, false, p_.value(X, i)});
+                }
+            }
+        }
+        return 1;
     }
 
     // Below this, a sum of weight * value may have lost precision to subnormal products (each
@@ -885,45 +823,32 @@ private:
         const index_t n = p_.size();
         double top = 0.0;
         for (index_t i = 0; i < n; ++i)
-            if (labels_[i] == c) top = std::max(top, p_.wt(i));
+            if (label(i) == c) top = std::max(top, p_.wt(i));
         double sw = 0.0, sh = 0.0, st = 0.0;
         for (index_t i = 0; i < n; ++i) {
-            if (labels_[i] != c) continue;
+            if (label(i) != c) continue;
             const double q = p_.wt(i) / top;
-            sw += q * p_.boxes.w[i];
-            sh += q * p_.boxes.h[i];
+            sw += q * p_.value(0, i);
+            sh += q * p_.value(1, i);
             st += q;
         }
         mw = sw / st;
         mh = sh / st;
     }
 
-    // Chunk c's statistics, summed in box order.
+    // Chunk c's statistics (mean without exact sums), summed in box order. Box i goes to copy
+    // i % kCopies of the sums, the copies then added in a fixed order: consecutive boxes, which
+    // often share a cluster, do not wait on each other's additions.
     void chunk_stats(index_t c, index_t b, index_t e) {
-        // Box i goes to copy i % kCopies of the sums, the copies then added in a fixed order:
-        // consecutive boxes, which mostly share a cluster in the storage order, do not wait on
-        // each other's additions.
         constexpr int kCopies = 4;
         const std::size_t per = static_cast<std::size_t>(k_) * kStats;
-        double local[kCopies * detail::kMaxFixedK * kStats];
-        std::vector<double> heap;
-        double* acc = local;
-        if (k_ > detail::kMaxFixedK) {
-            heap.resize(kCopies * per);
-            acc = heap.data();
-        }
-        std::fill(acc, acc + kCopies * per, 0.0);
-        const std::int32_t* lab = labels_.data();
-        const double* w = p_.boxes.w.data();
-        const double* h = p_.boxes.h.data();
-        const double* wt = p_.weighted() ? p_.weight.data() : nullptr;
+        std::vector<double> acc(kCopies * per, 0.0);
         for (index_t i = b; i < e; ++i) {
-            double* sl = acc + static_cast<std::size_t>(i % kCopies) * per + static_cast<std::size_t>(lab[i]) * kStats;
-            const double wi = wt ? wt[i] : 1.0;
-            sl[0] += wi * w[i];
-            sl[1] += wi * h[i];
+            double* sl = acc.data() + static_cast<std::size_t>(i % kCopies) * per + static_cast<std::size_t>(label(i)) * kStats;
+            const double wi = p_.wt(i);
+            sl[0] += wi * p_.value(0, i);
+            sl[1] += wi * p_.value(1, i);
             sl[2] += wi;
-            sl[3] += 1.0;
         }
         double* st = part_.data() + static_cast<std::size_t>(c) * per;
         for (std::size_t j = 0; j < per; ++j) st[j] = (acc[j] + acc[per + j]) + (acc[2 * per + j] + acc[3 * per + j]);
@@ -931,11 +856,12 @@ private:
 
     // Weighted medians: one full pass per coordinate in that coordinate's order, the two on two
     // threads. Each cluster's total weight is summed in the same order as its cumulative sums.
-    void median_update(const std::vector<double>& count, std::vector<double>& mw, std::vector<double>& mh) {
+    void sorted_median(std::vector<double>& mw, std::vector<double>& mh) {
         const index_t n = p_.size();
         const int k = k_;
-        const std::int32_t* lab = labels_.data();
         const Problem& p = p_;
+        std::vector<double> count(k);
+        for (int c = 0; c < k; ++c) count[c] = static_cast<double>(cnt_[c]);
         std::vector<double> total[2] = {std::vector<double>(k, 0.0), std::vector<double>(k, 0.0)};
         detail::MedianScratch scratch[2];
         scratch[0].reset(k);
@@ -943,209 +869,446 @@ private:
         double* med[2] = {mw.data(), mh.data()};
         auto pass = [&](int X) {
             const Problem::pos_t* order = p.order[X].data();
-            for (index_t s = 0; s < n; ++s) total[X][lab[order[s]]] += p.wt(order[s]);
+            for (index_t s = 0; s < n; ++s) total[X][label(order[s])] += p.wt(order[s]);
             auto get = [&](index_t s, std::int32_t& c, double& x, double& wt) {
                 const index_t i = order[s];
-                c = lab[i];
+                c = label(i);
                 x = p.value(X, i);
                 wt = p.wt(i);
             };
             detail::median_pass(n, k, get, total[X].data(), count.data(), med[X], scratch[X]);
         };
 #ifdef _OPENMP
-#pragma omp parallel sections num_threads(2) if (nt_ > 1)
-        {
-#pragma omp section
-            pass(0);
-#pragma omp section
-            pass(1);
-        }
+#pragma omp parallel for num_threads(2) if (nt_ > 1)
+        for (int X = 0; X < 2; ++X) pass(X);
 #else
         pass(0);
         pass(1);
 #endif
     }
 
-    // ---- incremental median (unit weights) ----
-    // Median rank of a cluster of cnt members: the first rank r (1-based) with r >= cnt / 2.
-    static index_t median_rank(index_t cnt) { return (cnt + 1) / 2; }
+    // ---- the histogram median (unit weights) ----
 
-    // Label and value of the box at sorted position s of coordinate X (0: width, 1: height).
-    std::int32_t label_at(int X, index_t s) const { return labels_[p_.order[X][s]]; }
-    double value_at(int X, index_t s) const { return p_.value(X, p_.order[X][s]); }
-
-    // Pointers of both coordinates, one thread each.
-    void rebuild_pointers() {
-        for (auto& v : seen_) v.assign(k_, 0);  // allocated here: nothing may throw in the parallel region
-#ifdef _OPENMP
-#pragma omp parallel sections num_threads(2) if (nt_ > 1)
-        {
-#pragma omp section
-            rebuild_pointers(0);
-#pragma omp section
-            rebuild_pointers(1);
+    // The bin of cluster c's histogram along X holding its rank-th smallest key (1-based), and
+    // the rank within that bin. Returns the last bin when the counts fall short (they cannot
+    // unless the values changed behind the fit's back).
+    std::pair<std::uint32_t, index_t> find_rank(int X, int c, index_t rank) const {
+        const std::uint32_t* h = hist_.data() + (static_cast<std::size_t>(X) * k_ + c) * bins_;
+        index_t below = 0;
+        for (std::uint32_t b = 0; b < static_cast<std::uint32_t>(bins_); ++b) {
+            if (below + h[b] >= rank) return {b, rank - below};
+            below += h[b];
         }
-#else
-        rebuild_pointers(0);
-        rebuild_pointers(1);
-#endif
+        return {static_cast<std::uint32_t>(bins_ - 1), std::max<index_t>(1, rank - below)};
     }
 
-    // Pointers of every cluster from one pass over the sorted order of coordinate X.
-    void rebuild_pointers(int X) {
-        const index_t n = p_.size();
-        std::vector<index_t>& seen = seen_[X];
-        int remaining = 0;
-        for (int c = 0; c < k_; ++c) {
-            pos_[X][c] = -1;
-            rank_[X][c] = 0;
-            if (cnt_[c] > 0) ++remaining;
-        }
-        for (index_t s = 0; s < n && remaining > 0; ++s) {
-            const std::int32_t c = label_at(X, s);
-            if (++seen[c] == median_rank(cnt_[c])) {
-                pos_[X][c] = s;
-                rank_[X][c] = seen[c];
-                --remaining;
-            }
-        }
-    }
+    // The values gathered for cluster c along X: every member with a key in bins [bin0, bin1]
+    // (keys [lo, hi]), sorted, kept up to date by the moves (Thread::log) so that a median that
+    // stays in these bins needs no pass over the boxes.
+    struct Cached {
+        bool valid = false;
+        std::uint32_t bin0 = 0, bin1 = 0;
+        std::int32_t lo = 1, hi = 0;
+        std::vector<double> values;
+    };
+    // Bins gathered on each side of the median's (when they hold at most kGatherCap members).
+    static constexpr std::uint32_t kMargin = 2;
 
-    // Walks cluster c's pointer in coordinate X to its median rank; returns the median value.
-    double walk(int X, int c) {
-        index_t& pos = pos_[X][c];
-        index_t& rank = rank_[X][c];
-        const index_t target = median_rank(cnt_[c]);
-        if (pos >= 0 && label_at(X, pos) != c) {
-            do --pos;
-            while (pos >= 0 && label_at(X, pos) != c);
+    // The moves since the last update into and out of the cached ranges, merged into the sorted
+    // values (O(values + moves) per range that had any).
+    void apply_logs() {
+        std::vector<std::vector<double>> add(cache_.size()), del(cache_.size());
+        bool any = false;
+        for (auto& t : threads_) {
+            for (const auto& e : t.log) (e.add ? add : del)[e.slot].push_back(e.value);
+            any |= !t.log.empty();
+            t.log.clear();
         }
-        while (rank < target) {
-            do ++pos;
-            while (label_at(X, pos) != c);
-            ++rank;
-        }
-        while (rank > target) {
-            do --pos;
-            while (label_at(X, pos) != c);
-            --rank;
-        }
-        const double x = value_at(X, pos);
-        if (cnt_[c] % 2 == 0) {  // cumulative count == half exactly: interpolate with the next member
-            index_t s = pos + 1;
-            while (label_at(X, s) != c) ++s;
-            return (x + value_at(X, s)) / 2.0;
-        }
-        return x;
-    }
-
-    // Sets count (members per cluster, kept up to date from the boxes that moved) and the medians.
-    void incremental_median_update(std::vector<double>& count, std::vector<double>& mw, std::vector<double>& mh) {
-        const int k = k_;
-        const index_t n = p_.size();
-        if (pos_[0].empty()) {
-            for (auto& v : pos_) v.assign(k, -1);
-            for (auto& v : rank_) v.assign(k, 0);
-            cnt_.assign(k, 0);
-            for (index_t i = 0; i < n; ++i) ++cnt_[labels_[i]];
-            rebuild_pointers();
-        } else {
-            // Counts and ranks move with the boxes that changed cluster in the last assignment.
-            index_t moved = 0;
-            for (std::size_t c = 0; c < move_count_.size(); ++c) {
-                const index_t b = static_cast<index_t>(c) * kChunk;
-                for (index_t t = 0; t < move_count_[c]; ++t) {
-                    const index_t i = b + move_off_[b + t];
-                    const std::int32_t to = labels_[i], from = move_from_[b + t];
-                    --cnt_[from];
-                    ++cnt_[to];
-                    const index_t q[2] = {p_.pos[0][i], p_.pos[1][i]};
-                    for (int X = 0; X < 2; ++X) {
-                        if (q[X] <= pos_[X][from]) --rank_[X][from];
-                        if (q[X] <= pos_[X][to]) ++rank_[X][to];
-                    }
-                }
-                moved += move_count_[c];
-            }
-            // Many moves: one pass per coordinate is cheaper than long walks.
-            if (moved > n / 16) rebuild_pointers();
-        }
-        for (int c = 0; c < k; ++c) {
-            count[c] = static_cast<double>(cnt_[c]);
-            if (cnt_[c] == 0) {
-                // Emptied: its pointers restart from the beginning when it has members again.
-                for (int X = 0; X < 2; ++X) {
-                    pos_[X][c] = -1;
-                    rank_[X][c] = 0;
-                }
+        if (!any) return;
+        std::vector<double> kept, merged;
+        for (std::size_t sl = 0; sl < cache_.size(); ++sl) {
+            Cached& C = cache_[sl];
+            if (!C.valid || (add[sl].empty() && del[sl].empty())) continue;
+            std::sort(add[sl].begin(), add[sl].end());
+            std::sort(del[sl].begin(), del[sl].end());
+            kept.clear();
+            std::set_difference(C.values.begin(), C.values.end(), del[sl].begin(), del[sl].end(), std::back_inserter(kept));
+            if (kept.size() + del[sl].size() != C.values.size()) {  // only if the values changed meanwhile
+                C.valid = false;
                 continue;
             }
-            mw[c] = walk(0, c);
-            mh[c] = walk(1, c);
+            merged.clear();
+            std::merge(kept.begin(), kept.end(), add[sl].begin(), add[sl].end(), std::back_inserter(merged));
+            C.values.swap(merged);
         }
+    }
+
+    void histogram_median(std::vector<double>& mw, std::vector<double>& mh) {
+        apply_logs();
+        std::vector<detail::SelectTarget> targets;
+        // (target, rank slot) of each cluster's lower and upper median, per coordinate (first
+        // -1: found in the cache, set at once).
+        constexpr int kCachedHit = -1;
+        std::vector<std::array<std::pair<int, int>, 2>> where(2 * static_cast<std::size_t>(k_));
+        for (int X = 0; X < 2; ++X) {
+            double* med = X == 0 ? mw.data() : mh.data();
+            for (int c = 0; c < k_; ++c) {
+                const index_t cnt = cnt_[c];
+                const std::size_t sl = static_cast<std::size_t>(X) * k_ + c;
+                Cached& C = cache_[sl];
+                if (cnt <= 0) {
+                    C.valid = false;
+                    continue;
+                }
+                const index_t r1 = (cnt + 1) / 2;  // the lower median's rank
+                const bool two = cnt % 2 == 0;     // and the upper one's: r1 + 1
+                const std::uint32_t* h = hist_.data() + sl * bins_;
+                const auto [b1, q1] = find_rank(X, c, r1);
+                // The upper median shares the lower one's bin, or is the first member of the next
+                // non-empty bin.
+                const bool shared = !two || q1 < static_cast<index_t>(h[b1]);
+                const std::uint32_t b2 = shared ? b1 : find_rank(X, c, r1 + 1).first;
+                auto members = [&](std::uint32_t from, std::uint32_t to) {
+                    index_t m = 0;
+                    for (std::uint32_t b = from; b <= to; ++b) m += h[b];
+                    return m;
+                };
+                if (C.valid && C.bin0 <= b1 && b2 <= C.bin1) {
+                    const index_t below = C.bin0 > 0 ? members(0, C.bin0 - 1) : 0, inside = members(C.bin0, C.bin1);
+                    if (inside == static_cast<index_t>(C.values.size()) && r1 > below && r1 - below + two <= inside) {
+                        const double lo = C.values[r1 - below - 1], hi = two ? C.values[r1 - below] : lo;
+                        // cnt even: the cumulative count reaches half exactly at the lower median,
+                        // so the median is the mean of it and the next member (numpy.median).
+                        med[c] = two ? (lo + hi) / 2.0 : lo;
+                        where[sl][0].first = kCachedHit;
+                        continue;
+                    }
+                }
+                C.valid = false;
+                auto& w = where[sl];
+                // A run of bins around the median, gathered whole and cached, when small enough.
+                const std::uint32_t last = static_cast<std::uint32_t>(bins_ - 1);
+                for (std::uint32_t margin : {kMargin, 0u}) {
+                    const std::uint32_t B0 = b1 > margin ? b1 - margin : 0, B1 = std::min(last, b2 + margin);
+                    const index_t count = members(B0, B1);
+                    if (count > kGatherCap) continue;
+                    detail::SelectTarget t;
+                    t.X = X;
+                    t.c = c;
+                    t.lo = p_.key_lo[X] + (B0 << shift_[X]);
+                    t.hi = static_cast<std::uint32_t>(std::min<std::uint64_t>(
+                        std::uint64_t{p_.key_lo[X]} + (std::uint64_t{B1 + 1} << shift_[X]) - 1, 0xffffffffu));
+                    t.shift = shift_[X];
+                    t.count = count;
+                    const index_t below = B0 > 0 ? members(0, B0 - 1) : 0;
+                    t.rank[0] = r1 - below;
+                    t.rank[1] = r1 - below + 1;
+                    t.ranks = two ? 2 : 1;
+                    t.whole = true;
+                    targets.push_back(std::move(t));
+                    const int id = static_cast<int>(targets.size()) - 1;
+                    w[0] = {id, 0};
+                    w[1] = {id, two ? 1 : 0};
+                    C.bin0 = B0;
+                    C.bin1 = B1;
+                    break;
+                }
+                if (targets.empty() || targets.back().X != X || targets.back().c != c) {
+                    // Crowded: one target per bin, refined by finer histograms if need be.
+                    auto add = [&](std::uint32_t b, index_t rank) {
+                        detail::SelectTarget t;
+                        t.X = X;
+                        t.c = c;
+                        t.lo = p_.key_lo[X] + (b << shift_[X]);
+                        t.hi = static_cast<std::uint32_t>(
+                            std::min<std::uint64_t>(std::uint64_t{t.lo} + (std::uint64_t{1} << shift_[X]) - 1, 0xffffffffu));
+                        t.shift = shift_[X];
+                        t.count = h[b];
+                        t.rank[0] = rank;
+                        targets.push_back(std::move(t));
+                        return std::make_pair(static_cast<int>(targets.size()) - 1, 0);
+                    };
+                    w[0] = add(b1, q1);
+                    if (!two) {
+                        w[1] = w[0];
+                    } else if (shared) {
+                        auto& t = targets[w[0].first];
+                        t.rank[1] = q1 + 1;
+                        t.ranks = 2;
+                        w[1] = {w[0].first, 1};
+                    } else {
+                        w[1] = add(b2, 1);
+                    }
+                }
+            }
+        }
+        if (targets.empty()) return;
+        select(targets);
+        for (int X = 0; X < 2; ++X) {
+            double* med = X == 0 ? mw.data() : mh.data();
+            for (int c = 0; c < k_; ++c) {
+                const std::size_t sl = static_cast<std::size_t>(X) * k_ + c;
+                const auto& w = where[sl];
+                if (cnt_[c] <= 0 || w[0].first == kCachedHit) continue;
+                detail::SelectTarget& t0 = targets[w[0].first];
+                const double lo = t0.value[w[0].second];
+                const double hi = targets[w[1].first].value[w[1].second];
+                med[c] = cnt_[c] % 2 == 1 ? lo : (lo + hi) / 2.0;
+                if (t0.whole) {  // kept for the next updates
+                    Cached& C = cache_[sl];
+                    C.values = std::move(t0.kept);
+                    std::sort(C.values.begin(), C.values.end());
+                    C.lo = static_cast<std::int32_t>(t0.lo);
+                    C.hi = static_cast<std::int32_t>(std::min<std::uint32_t>(t0.hi, 0x7fffffffu));
+                    C.valid = true;
+                }
+            }
+        }
+    }
+
+    // Resolves every target: one pass over the boxes per round collects the values of the small
+    // targets and a finer histogram (2^kRefineBits bins) of the large ones, which become smaller
+    // targets for the next round.
+    void select(std::vector<detail::SelectTarget>& targets) {
+        const index_t n = p_.size();
+        std::vector<int> pending(targets.size());
+        std::iota(pending.begin(), pending.end(), 0);
+        while (!pending.empty()) {
+            std::vector<int> gather, refine;
+            for (const int t : pending) {
+                detail::SelectTarget& T = targets[t];
+                if (T.whole) {
+                    gather.push_back(t);
+                } else if (T.shift == 0 && p_.f32) {  // one key: one float32 value
+                    T.value[0] = T.value[1] = Problem::key_value(T.lo);
+                } else if (T.count <= kGatherCap || T.shift == 0) {
+                    gather.push_back(t);
+                } else {
+                    refine.push_back(t);
+                }
+            }
+            if (gather.empty() && refine.empty()) break;
+            // Per cluster and coordinate, the targets to look at (at most two in a round).
+            constexpr int kNoTarget = -1;
+            std::vector<std::array<int, 2>> table(2 * static_cast<std::size_t>(k_), {kNoTarget, kNoTarget});
+            std::vector<int> role(targets.size(), -1);  // index into gather or refine
+            auto enter = [&](int t) {
+                auto& slot = table[static_cast<std::size_t>(targets[t].X) * k_ + targets[t].c];
+                slot[slot[0] == kNoTarget ? 0 : 1] = t;
+            };
+            for (std::size_t g = 0; g < gather.size(); ++g) {
+                role[gather[g]] = static_cast<int>(g);
+                enter(gather[g]);
+            }
+            for (std::size_t r = 0; r < refine.size(); ++r) {
+                role[refine[r]] = static_cast<int>(r);
+                enter(refine[r]);
+            }
+            constexpr std::size_t kSub = std::size_t{1} << kRefineBits;
+            const int nt = static_cast<int>(threads_.size());
+            std::vector<std::vector<std::pair<std::int32_t, double>>> found(nt);
+            std::vector<std::vector<index_t>> sub(nt, std::vector<index_t>(refine.size() * kSub, 0));
+            std::vector<std::exception_ptr> error(n_chunks(n));
+            // Per cluster and coordinate, the key range of its targets in this round (empty: lo >
+            // hi). Keys of positive floats are below 2^31, so they compare as int32 (vectorizable).
+            std::vector<std::int32_t> range_lo(2 * static_cast<std::size_t>(k_), 1), range_hi(2 * static_cast<std::size_t>(k_), 0);
+            for (std::size_t slot = 0; slot < table.size(); ++slot) {
+                for (const int t : table[slot]) {
+                    if (t == kNoTarget) continue;
+                    const std::int64_t lo = targets[t].lo;
+                    const std::int64_t hi = std::min<std::int64_t>(targets[t].hi, std::numeric_limits<std::int32_t>::max());
+                    const bool first = range_lo[slot] > range_hi[slot];
+                    range_lo[slot] = static_cast<std::int32_t>(first ? lo : std::min<std::int64_t>(range_lo[slot], lo));
+                    range_hi[slot] = static_cast<std::int32_t>(first ? hi : std::max<std::int64_t>(range_hi[slot], hi));
+                }
+            }
+            const std::int32_t *lo0 = range_lo.data(), *hi0 = range_hi.data();
+            const std::int32_t *lo1 = range_lo.data() + k_, *hi1 = range_hi.data() + k_;
+            for_each_chunk(n, nt_, [&](index_t ch, index_t b, index_t e) {
+                try {
+                    Thread& TH = thread();
+                    auto& out = found[static_cast<std::size_t>(thread_index())];
+                    index_t* hs = sub[static_cast<std::size_t>(thread_index())].data();
+                    std::uint8_t* hit = TH.flag.data();
+                    constexpr index_t kStep = kBlock;
+                    for (index_t s0 = b; s0 < e; s0 += kStep) {
+                        const index_t m = std::min(e, s0 + kStep) - s0;
+                        const L* lab = labels_.data() + s0;
+                        const std::uint8_t any =
+                            p_.f32 ? detail::flag_in_ranges(lab, p_.f32 + 2 * s0, m, lo0, hi0, lo1, hi1, hit)
+                                   : detail::flag_in_ranges(lab, p_.f64 + 2 * s0, m, lo0, hi0, lo1, hi1, hit);
+                        if (!any) continue;
+                        detail::for_each_flagged(hit, m, [&](index_t t) {
+                            const index_t i = s0 + t;
+                            const int c = label(i);
+                            for (int X = 0; X < 2; ++X) {
+                                if (!(hit[t] >> X & 1)) continue;
+                                const std::uint32_t key = p_.key(X, i);
+                                for (const int tg : table[static_cast<std::size_t>(X) * k_ + c]) {
+                                    if (tg == kNoTarget) break;
+                                    const detail::SelectTarget& T = targets[tg];
+                                    const std::uint32_t off = key - T.lo;
+                                    if (off > T.hi - T.lo) continue;
+                                    if (T.whole || T.count <= kGatherCap || T.shift == 0) {
+                                        out.emplace_back(tg, p_.value(X, i));
+                                    } else {
+                                        const int fine = std::max(0, T.shift - kRefineBits);
+                                        ++hs[static_cast<std::size_t>(role[tg]) * kSub + (off >> fine)];
+                                    }
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                } catch (...) {
+                    error[ch] = std::current_exception();
+                }
+            });
+            for (auto& e : error)
+                if (e) std::rethrow_exception(e);
+            // The gathered values, target by target; the ranks selected among them. The values
+            // of a target are the same set whatever the threads, so the selection is too.
+            std::vector<std::vector<double>> values(targets.size());
+            for (auto& list : found)
+                for (const auto& [t, v] : list) values[t].push_back(v);
+            for (const int t : gather) {
+                detail::SelectTarget& T = targets[t];
+                std::vector<double>& v = values[t];
+                if (v.empty()) {  // only if the values changed behind the fit's back
+                    T.value[0] = T.value[1] = Problem::key_value(T.lo);
+                    continue;
+                }
+                const index_t r0 = std::clamp<index_t>(T.rank[0], 1, static_cast<index_t>(v.size())) - 1;
+                std::nth_element(v.begin(), v.begin() + r0, v.end());
+                T.value[0] = v[r0];
+                if (T.ranks == 2) {
+                    T.value[1] = r0 + 1 < static_cast<index_t>(v.size()) ? *std::min_element(v.begin() + r0 + 1, v.end())
+                                                                         : v[r0];
+                }
+                if (T.whole) T.kept = std::move(v);
+            }
+            // Refined targets: each rank goes to its finer bin (a second rank may fall in the next
+            // non-empty one: then it becomes a target of its own).
+            std::vector<int> next;
+            for (std::size_t r = 0; r < refine.size(); ++r) {
+                const int t = refine[r];
+                std::vector<index_t> h(kSub, 0);
+                for (auto& s : sub)
+                    for (std::size_t j = 0; j < kSub; ++j) h[j] += s[r * kSub + j];
+                const int fine = std::max(0, targets[t].shift - kRefineBits);
+                auto locate = [&](index_t rank) {
+                    index_t below = 0;
+                    for (std::size_t j = 0; j < kSub; ++j) {
+                        if (below + h[j] >= rank) return std::make_pair(j, rank - below);
+                        below += h[j];
+                    }
+                    return std::make_pair(kSub - 1, std::max<index_t>(1, rank - below));
+                };
+                const detail::SelectTarget parent = targets[t];
+                const auto [j0, q0] = locate(parent.rank[0]);
+                detail::SelectTarget& T = targets[t];
+                T.lo = parent.lo + (static_cast<std::uint32_t>(j0) << fine);
+                T.hi = T.lo + ((std::uint32_t{1} << fine) - 1);
+                T.shift = fine;
+                T.count = h[j0];
+                T.rank[0] = q0;
+                next.push_back(t);
+                if (parent.ranks == 2) {
+                    const auto [j1, q1] = locate(parent.rank[1]);
+                    if (j1 == j0) {
+                        T.rank[1] = q1;
+                    } else {
+                        // The upper rank is the first of a later bin: a separate target whose
+                        // value is copied back below.
+                        T.ranks = 1;
+                        detail::SelectTarget U = parent;
+                        U.lo = parent.lo + (static_cast<std::uint32_t>(j1) << fine);
+                        U.hi = U.lo + ((std::uint32_t{1} << fine) - 1);
+                        U.shift = fine;
+                        U.count = h[j1];
+                        U.rank[0] = q1;
+                        U.ranks = 1;
+                        targets.push_back(U);
+                        split_.push_back({t, static_cast<int>(targets.size()) - 1});
+                        next.push_back(static_cast<int>(targets.size()) - 1);
+                    }
+                }
+            }
+            pending = std::move(next);
+        }
+        // Upper ranks resolved in targets of their own go back to their parent's second value.
+        for (auto it = split_.rbegin(); it != split_.rend(); ++it) {
+            targets[it->first].value[1] = targets[it->second].value[0];
+            targets[it->first].ranks = 2;
+        }
+        split_.clear();
     }
 
     // Empty clusters, in index order, take the boxes with the lowest IoU to their nearest
-    // anchor, in increasing order of that IoU (ties by input index), one distinct box each.
+    // anchor, in increasing order of that IoU (ties by index), one box each.
     void fill_empty(const WhSet& anchors, const std::vector<int>& empty, WhSet& out) {
         const index_t n = p_.size();
-        best_.resize(n);
-        best_iou(p_.boxes, anchors, best_.data(), nt_);
         const std::size_t e = std::min<std::size_t>(empty.size(), static_cast<std::size_t>(n));
-        // The e smallest (iou, input index) keys, kept sorted.
-        std::vector<std::pair<double, index_t>> pick;  // (iou, input index)
-        std::vector<index_t> where;
-        for (index_t i = 0; i < n; ++i) {
-            const std::pair<double, index_t> key{best_[i], p_.input[i]};
-            if (pick.size() == e && !(key < pick.back())) continue;
-            const auto it = std::upper_bound(pick.begin(), pick.end(), key);
-            const auto at = it - pick.begin();
-            pick.insert(it, key);
-            where.insert(where.begin() + at, i);
-            if (pick.size() > e) {
-                pick.pop_back();
-                where.pop_back();
+        using Key = std::pair<double, index_t>;  // (best IoU, index)
+        // The e smallest keys of every chunk, then of all of them.
+        std::vector<std::vector<Key>> part(n_chunks(n));
+        std::vector<std::exception_ptr> error(n_chunks(n));
+        const int k = static_cast<int>(anchors.size());
+        for_each_chunk(n, nt_, [&](index_t c, index_t b, index_t end) {
+            try {
+                std::vector<double> buf(4 * static_cast<std::size_t>(kChunk));
+                double *w = buf.data(), *h = w + kChunk, *a = h + kChunk, *q = a + kChunk;
+                p_.load(b, end, w, h, a);
+                detail::best_iou_range(w, h, a, end - b, anchors.w.data(), anchors.h.data(), anchors.a.data(), k, q);
+                std::vector<Key>& keys = part[c];
+                keys.reserve(end - b);
+                for (index_t i = b; i < end; ++i) keys.emplace_back(q[i - b], i);
+                const std::size_t m = std::min(e, keys.size());
+                std::partial_sort(keys.begin(), keys.begin() + m, keys.end());
+                keys.resize(m);
+                keys.shrink_to_fit();
+            } catch (...) {
+                error[c] = std::current_exception();
             }
-        }
-        for (std::size_t t = 0; t < e; ++t) out.set(empty[t], p_.boxes.w[where[t]], p_.boxes.h[where[t]]);
+        });
+        for (auto& x : error)
+            if (x) std::rethrow_exception(x);
+        std::vector<Key> all;
+        for (const auto& keys : part) all.insert(all.end(), keys.begin(), keys.end());
+        std::partial_sort(all.begin(), all.begin() + e, all.end());
+        for (std::size_t t = 0; t < e; ++t) out.set(empty[t], p_.value(0, all[t].second), p_.value(1, all[t].second));
     }
 
     const Problem& p_;
     int k_;
     Update update_;
     int nt_;
-    std::vector<std::int32_t> labels_;
-    std::vector<std::int32_t> labels2_;  // the second-closest anchor at the last full recompute
-    std::vector<float> ub_, lb2_, lb3_;   // bounds on the distance to the own, second and other anchors
-    std::vector<double> part_;
-    std::vector<index_t> changed_;
-    std::vector<double> stats_;
-    std::vector<double> drift_;
-    double drift_max_ = 0.0;
-    bool first_ = true;
-    bool bounds_valid_ = false;
-    Pass last_pass_ = Pass::Full;
-    int since_reset_ = 0;
-    bool exact_mean_ = false;  // the mean update from exact sums (Problem::exact_sums)
+    std::vector<L> labels_;
+    std::vector<index_t> cnt_;        // members per cluster
+    std::vector<index_t> changed_;    // per chunk, in the last assignment
+    std::vector<double> part_;        // per chunk and cluster: kStats sums (mean without exact sums)
+    bool exact_mean_ = false;         // the mean update from exact sums (Problem::exact_sums)
 #if FASTANCHOR_HAVE_INT128
     std::vector<int128_t> sum_w_, sum_h_;  // per cluster, in units of 2^sum_exp
-    std::vector<index_t> sum_n_;
-    std::vector<int128_t> part_w_, part_h_;  // per chunk and cluster: the sums' changes
-    std::vector<index_t> part_n_;
 #endif
-    WhSet prev_anchors_;
+    bool hist_median_ = false;
+    int bins_ = 0;
+    int shift_[2] = {0, 0};
+    std::vector<std::uint32_t> hist_;  // [X][cluster][bin]
+    std::vector<Cached> cache_;        // [X][cluster]
+    std::vector<std::pair<int, int>> split_;
+    std::vector<Thread> threads_;
     bool use_float_ = false;
-    double drift_tail_ = 0.0;        // the largest drift of anchors 31 and up
     std::array<float, detail::kMaxFixedK> faw_{}, fah_{}, faa_{};
-    std::vector<double> scratch_;
-    std::vector<detail::Summary> summary_;  // per block of kBlock boxes
-    std::vector<double> best_;
-    // incremental median: the boxes that changed cluster in the last assignment, per chunk
-    std::vector<std::uint16_t> move_off_;
-    std::vector<std::int32_t> move_from_;
-    std::vector<index_t> move_count_;
-    std::vector<index_t> cnt_;
-    std::vector<index_t> pos_[2], rank_[2], seen_[2];
+    // bounds (float path only): the slack of every box, the drifts since the last full pass
+    std::vector<std::uint16_t> slack_;
+    std::vector<double> drift_;
+    double drift_max_ = 0.0;
+    std::array<float, detail::kMaxFixedK> base_{};
+    std::array<std::uint16_t, 256> threshold_{};  // by label (one byte)
+    WhSet prev_;
+    bool first_ = true, bounds_valid_ = false, bounded_ = false;
+    int since_reset_ = 0;
 };
 
 namespace detail {
@@ -1188,53 +1351,64 @@ inline double lane_total(const double* acc) {
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-// sum_i wt_i * min(d2_i, (1 - IoU(box_i, c))^2) over [0, n) (wt null: unit weights); with
-// Store, d2_i also takes that minimum. The IoUs are computed in T: double from the boxes
-// themselves, or float from the scaled float copies (within 1e-6 of the double ones, iou.hpp;
-// k-means++ owes no exact IoU, and the float division is several times cheaper). The sum runs
-// in one lane per SIMD slot of T (8 for double, 16 for float), each chunk alone: the same for
-// any number of threads.
+// Adds wt_i * min(d2_i, (1 - IoU(box_i, c))^2) over [0, n) to the lanes acc (wt null: unit
+// weights, lane i % kLanes); with Store, d2_i also takes that minimum (a float). The IoUs are
+// computed in T: double from the exact values, or float from the scaled floats (within 1e-6 of
+// the double ones, iou.hpp; k-means++ owes no exact IoU, and the float division is several times
+// cheaper).
 template <class T, bool Weighted, bool Store>
-FASTANCHOR_CLONES double potential_t(const T* __restrict w, const T* __restrict h, const T* __restrict a,
-                                     double* __restrict d2, const double* __restrict wt, index_t n, T cw, T ch,
-                                     T ca) {
-    constexpr int kLanes = sizeof(T) == 4 ? 16 : 8;
-    double acc[kLanes] = {};
+FASTANCHOR_CLONES void potential_t(const T* __restrict w, const T* __restrict h, float* __restrict d2,
+                                   const double* __restrict wt, index_t n, T cw, T ch, double* __restrict acc) {
+    constexpr int kLanes = 16;
+    const T ca = cw * ch;
     auto add = [&](int lane, index_t i, T q) {
         const double d = 1.0 - static_cast<double>(q);
-        const double v = std::min(d2[i], d * d);
+        const float v = std::min(d2[i], static_cast<float>(d * d));
         if (Store) d2[i] = v;
-        acc[lane] += Weighted ? wt[i] * v : v;
+        acc[lane] += Weighted ? wt[i] * static_cast<double>(v) : static_cast<double>(v);
     };
     const index_t nb = n / kLanes * kLanes;
     for (index_t i = 0; i < nb; i += kLanes) {
         T q[kLanes];  // the IoUs first, in a loop of T alone: it vectorizes
         for (int l = 0; l < kLanes; ++l) {
             const T inter = std::min(w[i + l], cw) * std::min(h[i + l], ch);
-            q[l] = inter / ((a[i + l] + ca) - inter);
+            q[l] = inter / ((w[i + l] * h[i + l] + ca) - inter);
         }
         for (int l = 0; l < kLanes; ++l) add(l, i + l, q[l]);
     }
     for (index_t i = nb; i < n; ++i) {
         const T inter = std::min(w[i], cw) * std::min(h[i], ch);
-        add(static_cast<int>(i - nb), i, inter / ((a[i] + ca) - inter));
+        add(static_cast<int>(i - nb), i, inter / ((w[i] * h[i] + ca) - inter));
     }
-    return kLanes == 16 ? lane_total(acc) + lane_total(acc + 8) : lane_total(acc);
 }
 
-// The potential of boxes [b, e) if box c were added to the anchors (Store: and lower d2 to it),
-// in float when the problem has float copies.
+// The potential of boxes [b, e) (one chunk) if box c were added to the anchors (Store: and lower
+// d2 to it), in float when the problem has a float scale. Blocks of 1024 boxes are loaded into
+// `buf` (4 * 1024 doubles).
 template <bool Store>
-double potential_of(const Problem& p, double* d2, index_t b, index_t e, index_t c) {
-    const double* wt = p.weighted() ? p.weight.data() + b : nullptr;
-    const index_t n = e - b;
-    auto run = [&](auto* w, auto* h, auto* a) {
-        using T = std::remove_const_t<std::remove_pointer_t<decltype(w)>>;
-        return wt ? potential_t<T, true, Store>(w + b, h + b, a + b, d2 + b, wt, n, w[c], h[c], a[c])
-                  : potential_t<T, false, Store>(w + b, h + b, a + b, d2 + b, wt, n, w[c], h[c], a[c]);
-    };
-    return p.has_float() ? run(p.fw.data(), p.fh.data(), p.fa.data())
-                         : run(p.boxes.w.data(), p.boxes.h.data(), p.boxes.a.data());
+double potential_of(const Problem& p, float* d2, index_t b, index_t e, index_t c, double* buf) {
+    constexpr index_t kBlock = LloydThread::kBlock;
+    double acc[16] = {};
+    const bool use_float = p.has_float;
+    const float cwf = p.scaled(0, c), chf = p.scaled(1, c);
+    const double cw = p.value(0, c), ch = p.value(1, c);
+    for (index_t s = b; s < e; s += kBlock) {
+        const index_t m = std::min(e, s + kBlock) - s;
+        const double* wt = p.weighted() ? p.weight + s : nullptr;
+        if (use_float) {
+            float* fw = reinterpret_cast<float*>(buf);
+            float* fh = fw + kBlock;
+            p.load_float(s, s + m, fw, fh);
+            if (wt) potential_t<float, true, Store>(fw, fh, d2 + s, wt, m, cwf, chf, acc);
+            else potential_t<float, false, Store>(fw, fh, d2 + s, wt, m, cwf, chf, acc);
+        } else {
+            double *w = buf, *h = buf + kBlock, *a = buf + 2 * kBlock;
+            p.load(s, s + m, w, h, a);
+            if (wt) potential_t<double, true, Store>(w, h, d2 + s, wt, m, cw, ch, acc);
+            else potential_t<double, false, Store>(w, h, d2 + s, wt, m, cw, ch, acc);
+        }
+    }
+    return lane_total(acc) + lane_total(acc + 8);
 }
 
 inline bool same_as_any(const WhSet& set, int count, double w, double h) {
@@ -1246,19 +1420,36 @@ inline bool same_as_any(const WhSet& set, int count, double w, double h) {
 }  // namespace detail
 
 // k distinct boxes (by value), uniformly at random: a partial Fisher-Yates shuffle that skips
-// repeats of an already chosen value.
+// repeats of an already chosen value. The shuffled positions are kept in a hash map (O(draws)
+// memory), turned into a full array only if the draws come near n.
 inline WhSet init_random(const Problem& p, int k, Rng& rng) {
     const index_t n = p.size();
-    std::vector<index_t> idx(n);
-    std::iota(idx.begin(), idx.end(), index_t{0});
+    std::unordered_map<index_t, index_t> moved;
+    std::vector<index_t> dense;
+    auto at = [&](index_t i) {
+        if (!dense.empty()) return dense[i];
+        const auto it = moved.find(i);
+        return it == moved.end() ? i : it->second;
+    };
+    auto put = [&](index_t i, index_t v) {
+        if (!dense.empty()) dense[i] = v;
+        else moved[i] = v;
+    };
     WhSet out(k);
     int chosen = 0;
     for (index_t i = 0; i < n && chosen < k; ++i) {
+        if (dense.empty() && static_cast<index_t>(moved.size()) > n / 8) {
+            std::vector<index_t> all(n);
+            for (index_t t = 0; t < n; ++t) all[t] = at(t);
+            dense.swap(all);
+            moved.clear();
+        }
         const index_t j = i + static_cast<index_t>(rng.below(static_cast<std::uint64_t>(n - i)));
-        std::swap(idx[i], idx[j]);
-        const index_t b = idx[i];
-        if (detail::same_as_any(out, chosen, p.boxes.w[b], p.boxes.h[b])) continue;
-        out.set(chosen++, p.boxes.w[b], p.boxes.h[b]);
+        const index_t b = at(j);
+        put(j, at(i));  // position i is never read again
+        const double w = p.value(0, b), h = p.value(1, b);
+        if (detail::same_as_any(out, chosen, w, h)) continue;
+        out.set(chosen++, w, h);
     }
     if (chosen < k) throw std::invalid_argument("k is larger than the number of distinct boxes");
     return out;
@@ -1266,14 +1457,21 @@ inline WhSet init_random(const Problem& p, int k, Rng& rng) {
 
 // Greedy k-means++ with D = 1 - best IoU: each step draws 2 + floor(ln k) candidates with
 // probability proportional to weight * D^2 and keeps the one that lowers sum(weight * D^2) most.
+// D^2 is kept per box as a float.
 inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Monitor& mon, int run) {
     const index_t n = p.size();
     const index_t nc = n_chunks(n);
     const int trials = 2 + static_cast<int>(std::log(static_cast<double>(k)));
     WhSet out(k);
-    std::vector<double> d2(n);
+    std::vector<float> d2(n, 1.0f);  // (1 - IoU)^2 <= 1
+    std::vector<double> scratch(static_cast<std::size_t>(chunk_threads(n, n_threads)) * 4 * detail::LloydThread::kBlock);
+    auto buf = [&]() { return scratch.data() + static_cast<std::size_t>(thread_index()) * 4 * detail::LloydThread::kBlock; };
     detail::ChunkedCumsum cs;
     cs.chunk_total.assign(nc, 0.0);
+    auto box = [&](index_t i) {
+        // A robust index: a search can only come back empty if the values changed meanwhile.
+        return std::clamp<index_t>(i, 0, n - 1);
+    };
 
     // First centre: drawn with probability proportional to the weight.
     index_t first;
@@ -1284,18 +1482,15 @@ inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Mon
             cs.chunk_total[c] = s;
         });
         const double total = std::accumulate(cs.chunk_total.begin(), cs.chunk_total.end(), 0.0);
-        first = cs.search(n, rng.uniform() * total, [&](index_t i) { return p.weight[i]; });
+        first = box(cs.search(n, rng.uniform() * total, [&](index_t i) { return p.weight[i]; }));
     } else {
         first = static_cast<index_t>(rng.below(static_cast<std::uint64_t>(n)));
     }
-    out.set(0, p.boxes.w[first], p.boxes.h[first]);
-    const double* W = p.boxes.w.data();
-    const double* H = p.boxes.h.data();
-    std::fill(d2.begin(), d2.end(), 1.0);  // (1 - IoU)^2 <= 1
+    out.set(0, p.value(0, first), p.value(1, first));
     // Adds box i as an anchor: lowers d2 and returns the new potential.
     auto lower_all = [&](index_t i) {
         for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
-            cs.chunk_total[c] = detail::potential_of<true>(p, d2.data(), b, e, i);
+            cs.chunk_total[c] = detail::potential_of<true>(p, d2.data(), b, e, i, buf());
         });
         return std::accumulate(cs.chunk_total.begin(), cs.chunk_total.end(), 0.0);
     };
@@ -1303,23 +1498,24 @@ inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Mon
 
     std::vector<index_t> cand(trials);
     std::vector<double> part(static_cast<std::size_t>(nc) * trials);
-    auto v = [&](index_t i) { return p.wt(i) * d2[i]; };
+    auto v = [&](index_t i) { return p.wt(i) * static_cast<double>(d2[i]); };
     for (int step = 1; step < k; ++step) {
         mon.tick("init", run, step);
         if (!(pot > 0.0)) {
-            // Every box sits on a chosen anchor as far as doubles can tell: take the first box
+            // Every box sits on a chosen anchor as far as floats can tell: take the first box
             // whose value is new (k <= number of distinct boxes is checked up front).
             index_t i = 0;
-            while (i < n && detail::same_as_any(out, step, W[i], H[i])) ++i;
+            while (i < n && detail::same_as_any(out, step, p.value(0, i), p.value(1, i))) ++i;
             if (i == n) throw std::invalid_argument("k is larger than the number of distinct boxes");
-            out.set(step, W[i], H[i]);
+            out.set(step, p.value(0, i), p.value(1, i));
             pot = lower_all(i);
             continue;
         }
-        for (int t = 0; t < trials; ++t) cand[t] = cs.search(n, rng.uniform() * pot, v);
+        for (int t = 0; t < trials; ++t) cand[t] = box(cs.search(n, rng.uniform() * pot, v));
         for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
             for (int t = 0; t < trials; ++t) {
-                part[static_cast<std::size_t>(c) * trials + t] = detail::potential_of<false>(p, d2.data(), b, e, cand[t]);
+                part[static_cast<std::size_t>(c) * trials + t] =
+                    detail::potential_of<false>(p, d2.data(), b, e, cand[t], buf());
             }
         });
         int best = 0;
@@ -1333,39 +1529,57 @@ inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Mon
             }
         }
         const index_t ci = cand[best];
-        out.set(step, W[ci], H[ci]);
+        out.set(step, p.value(0, ci), p.value(1, ci));
         pot = lower_all(ci);
     }
     return out;
 }
 
+// Runs f(lloyd) with a Lloyd object whose label type fits k.
+template <class F>
+decltype(auto) with_lloyd(const Problem& p, int k, Update update, int n_threads, F&& f) {
+    if (k < 255) {
+        Lloyd<std::uint8_t> ll(p, k, update, n_threads);
+        return f(ll);
+    }
+    Lloyd<std::int32_t> ll(p, k, update, n_threads);
+    return f(ll);
+}
+
+// Whether the median update needs the sort orders (Lloyd uses histograms otherwise).
+inline bool needs_orders(const double* weights, int k, Update update) {
+    return update == Update::Median && (weights != nullptr || k > Lloyd<std::int32_t>::kMaxHistK);
+}
+
 // For tests: one Lloyd object driven through the given anchor sets. For each set s, assign()
-// with it, then update(): the labels (input order), the updated anchors and the pass that
-// assign() took. sets: n_sets x k x 2 values.
+// with it, then update(): the labels, the updated anchors and the pass that assign() took.
+// sets: n_sets x k x 2 values.
 struct LloydTrace {
     std::vector<std::int32_t> labels;  // n_sets x n
     std::vector<double> updated;       // n_sets x k x 2
-    std::vector<int> pass;             // n_sets
+    std::vector<int> pass;             // n_sets: Lloyd::last_pass()
 };
 
-inline LloydTrace lloyd_trace(const double* wh, const double* weights, index_t n, const double* sets, int n_sets,
-                              int k, Update update, int n_threads) {
-    const Problem p = Problem::make(wh, weights, n, update == Update::Median, n_threads);
-    Lloyd ll(p, k, update, n_threads);
+inline LloydTrace lloyd_trace(BoxRows rows, const double* weights, index_t n, const double* sets, int n_sets, int k,
+                              Update update, int n_threads) {
+    const Problem p = Problem::make(rows, weights, n, needs_orders(weights, k, update), n_threads);
     LloydTrace t;
     t.labels.resize(static_cast<std::size_t>(n_sets) * n);
     t.updated.resize(static_cast<std::size_t>(n_sets) * k * 2);
-    for (int s = 0; s < n_sets; ++s) {
-        const WhSet a = WhSet::from_rows(sets + static_cast<std::size_t>(s) * k * 2, k);
-        ll.assign(a);
-        t.pass.push_back(ll.last_pass());
-        for (index_t i = 0; i < n; ++i) t.labels[static_cast<std::size_t>(s) * n + p.input[i]] = ll.labels()[i];
-        const WhSet u = ll.update(a);
-        for (int j = 0; j < k; ++j) {
-            t.updated[(static_cast<std::size_t>(s) * k + j) * 2] = u.w[j];
-            t.updated[(static_cast<std::size_t>(s) * k + j) * 2 + 1] = u.h[j];
+    with_lloyd(p, k, update, n_threads, [&](auto& ll) {
+        for (int s = 0; s < n_sets; ++s) {
+            const WhSet a = WhSet::from_rows(sets + static_cast<std::size_t>(s) * k * 2, k);
+            ll.assign(a);
+            t.pass.push_back(ll.last_pass());
+            for (index_t i = 0; i < n; ++i) t.labels[static_cast<std::size_t>(s) * n + i] = ll.label(i);
+            const WhSet u = ll.update(a);
+            for (int j = 0; j < k; ++j) {
+                t.updated[(static_cast<std::size_t>(s) * k + j) * 2] = u.w[j];
+                t.updated[(static_cast<std::size_t>(s) * k + j) * 2 + 1] = u.h[j];
+            }
         }
-    }
+        return 0;
+    });
     return t;
 }
 
@@ -1381,31 +1595,33 @@ struct RunResult {
 // after one last assignment.
 inline RunResult lloyd(const Problem& p, const WhSet& init, const KMeansOptions& o, Monitor& mon, int run) {
     const int k = static_cast<int>(init.size());
-    Lloyd ll(p, k, o.update, o.n_threads);
     RunResult r;
     r.anchors = init;
-    for (;;) {
-        const index_t changed = ll.assign(r.anchors);
-        mon.tick("lloyd", run, r.n_iter);
-        if (r.n_iter > 0 && changed == 0) {
-            r.converged = true;
-            break;
+    with_lloyd(p, k, o.update, o.n_threads, [&](auto& ll) {
+        for (;;) {
+            const index_t changed = ll.assign(r.anchors);
+            mon.tick("lloyd", run, r.n_iter);
+            if (r.n_iter > 0 && changed == 0) {
+                r.converged = true;
+                break;
+            }
+            if (r.n_iter >= o.max_iter) break;
+            WhSet next = ll.update(r.anchors);
+            ++r.n_iter;
+            double shift = 0.0;
+            for (int j = 0; j < k; ++j) {
+                shift = std::max(shift, std::abs(next.w[j] - r.anchors.w[j]) / r.anchors.w[j]);
+                shift = std::max(shift, std::abs(next.h[j] - r.anchors.h[j]) / r.anchors.h[j]);
+            }
+            r.anchors = std::move(next);
+            if (o.tol > 0.0 && shift <= o.tol) {
+                ll.assign(r.anchors);
+                r.converged = true;
+                break;
+            }
         }
-        if (r.n_iter >= o.max_iter) break;
-        WhSet next = ll.update(r.anchors);
-        ++r.n_iter;
-        double shift = 0.0;
-        for (int j = 0; j < k; ++j) {
-            shift = std::max(shift, std::abs(next.w[j] - r.anchors.w[j]) / r.anchors.w[j]);
-            shift = std::max(shift, std::abs(next.h[j] - r.anchors.h[j]) / r.anchors.h[j]);
-        }
-        r.anchors = std::move(next);
-        if (o.tol > 0.0 && shift <= o.tol) {
-            ll.assign(r.anchors);
-            r.converged = true;
-            break;
-        }
-    }
+        return 0;
+    });
     r.avg_iou = p.avg_iou(r.anchors, o.n_threads);
     return r;
 }
@@ -1421,13 +1637,14 @@ inline std::vector<int> area_order(const WhSet& a) {
     return order;
 }
 
-// The whole fit. wh: N x 2 contiguous rows (validated by the caller: finite, positive, with at
-// least k distinct boxes); weights: N positive values or null; init_anchors: k x 2 rows when
-// o.init == Init::Given.
-inline KMeansOutput kmeans_iou(const double* wh, const double* weights, index_t n, const KMeansOptions& o,
-                               const double* init_anchors, Monitor& mon) {
+// The whole fit. rows: the caller's N boxes (validated by the caller: finite, positive, with at
+// least k distinct boxes), read in place; weights: N positive values or null; init_anchors: k x 2
+// rows when o.init == Init::Given. labels: N slots for the labels, or null to return them in the
+// output.
+inline KMeansOutput kmeans_iou(BoxRows rows, const double* weights, index_t n, const KMeansOptions& o,
+                               const double* init_anchors, Monitor& mon, std::int32_t* labels = nullptr) {
     if (n <= 0 || o.k <= 0 || o.k > n) throw std::invalid_argument("kmeans_iou: need 0 < k <= n");
-    const Problem p = Problem::make(wh, weights, n, o.update == Update::Median, o.n_threads);
+    const Problem p = Problem::make(rows, weights, n, needs_orders(weights, o.k, o.update), o.n_threads);
     RunResult best;
     int best_run = 0;
     const int runs = o.init == Init::Given ? 1 : std::max(o.n_init, 1);
@@ -1451,11 +1668,16 @@ inline KMeansOutput kmeans_iou(const double* wh, const double* weights, index_t 
     for (int j = 0; j < o.k; ++j) out.anchors.set(j, best.anchors.w[order[j]], best.anchors.h[order[j]]);
     // Labels are the assignment to the returned (sorted) anchors: renumbering the last labels
     // would break the lowest-index rule for boxes tied between anchors that the sort reordered.
-    out.labels.resize(n);
+    if (!labels) {
+        out.labels.resize(n);
+        labels = out.labels.data();
+    }
+    std::vector<double> scratch(static_cast<std::size_t>(chunk_threads(n, o.n_threads)) * 3 * kChunk);
     for_each_chunk(n, o.n_threads, [&](index_t, index_t b, index_t e) {
-        std::int32_t buf[kChunk];
-        assign_range(p.boxes, b, e, out.anchors, buf);
-        for (index_t s = b; s < e; ++s) out.labels[p.input[s]] = buf[s - b];
+        double* w = scratch.data() + static_cast<std::size_t>(thread_index()) * 3 * kChunk;
+        p.load(b, e, w, w + kChunk, w + 2 * kChunk);
+        detail::assign_rows(w, w + kChunk, w + 2 * kChunk, e - b, out.anchors.w.data(), out.anchors.h.data(),
+                            out.anchors.a.data(), o.k, labels + b);
     });
     out.avg_iou = best.avg_iou;
     out.n_iter = best.n_iter;

@@ -52,23 +52,30 @@ std::vector<Index> radix_argsort(std::vector<Key>& key, index_t n) {
 
 }  // namespace detail
 
-// Indices that sort x[0, n) ascending, ties in index order (a stable sort). Requires x > 0: the
-// bit patterns of positive numbers, read as unsigned integers, sort as the values do. When every
-// value is exactly a float32 (annotation data usually is), 32-bit keys halve the work.
-template <class Index = index_t>
-std::vector<Index> argsort_positive(const double* x, index_t n) {
+// Indices that sort x[0], x[stride], ..., x[(n - 1) * stride] ascending, ties in index order (a
+// stable sort). Requires x > 0: the bit patterns of positive numbers, read as unsigned integers,
+// sort as the values do. When every value is exactly a float32 (annotation data usually is),
+// 32-bit keys halve the work.
+template <class Index = index_t, class T>
+std::vector<Index> argsort_positive(const T* x, index_t n, index_t stride = 1) {
     bool fits_float = true;
-    for (index_t i = 0; i < n && fits_float; ++i) fits_float = static_cast<double>(static_cast<float>(x[i])) == x[i];
+    for (index_t i = 0; i < n && fits_float; ++i) {
+        const double v = static_cast<double>(x[i * stride]);
+        fits_float = static_cast<double>(static_cast<float>(v)) == v;
+    }
     if (fits_float) {
         std::vector<std::uint32_t> key(n);
         for (index_t i = 0; i < n; ++i) {
-            const float f = static_cast<float>(x[i]);
+            const float f = static_cast<float>(x[i * stride]);
             std::memcpy(&key[i], &f, sizeof(float));
         }
         return detail::radix_argsort<Index>(key, n);
     }
     std::vector<std::uint64_t> key(n);
-    for (index_t i = 0; i < n; ++i) std::memcpy(&key[i], &x[i], sizeof(double));
+    for (index_t i = 0; i < n; ++i) {
+        const double v = static_cast<double>(x[i * stride]);
+        std::memcpy(&key[i], &v, sizeof(double));
+    }
     return detail::radix_argsort<Index>(key, n);
 }
 
