@@ -156,8 +156,8 @@ inline constexpr double kRankEps = 4e-6;
 // each box's best of K anchors compared with its label old[i] (a value of K or more: none).
 // flag[i] is 0 when the float ranking keeps the old label, 2 when it gives another (then lab[i]
 // holds it), 1 when another anchor's float IoU comes within 2 * kRankEps of the best one (the
-// caller decides those exactly). gap[i] is the best float IoU minus the second best (0 for
-// K = 1: there is no other). All K IoUs first, then their maximum, the first anchor that reaches
+// caller decides those exactly). With Gap, gap[i] is the best float IoU minus the second best
+// (0 for K = 1: there is no other). All K IoUs first, then their maximum, the first anchor that reaches
 // it, the count of anchors within the tie margin and the largest of the others: no chain of
 // selections from one anchor to the next (about twice as fast as a running top-two), and the
 // areas computed from the sides.
@@ -165,7 +165,7 @@ inline constexpr double kRankEps = 4e-6;
 // Margin: a flag of 0 means every other float IoU is below fl(best - 2 * kRankEps) >= best -
 // 2 * kRankEps - 2^-24 (best <= 1), more than 2 * 1e-6 below the best: the double IoUs, each
 // within 1e-6 of the float ones, rank the same anchor first.
-template <int K>
+template <int K, bool Gap>
 FASTANCHOR_CLONES void label_top2(const float* __restrict w, const float* __restrict h, index_t n,
                                   const float* __restrict aw, const float* __restrict ah,
                                   const float* __restrict aa, const std::uint8_t* __restrict old,
@@ -187,37 +187,42 @@ FASTANCHOR_CLONES void label_top2(const float* __restrict w, const float* __rest
             const float inter = std::min(wi, AW[j]) * std::min(hi, AH[j]);
             q[j] = inter / ((ai + AA[j]) - inter);
         }
-        float b = q[0];
+        // The largest and (with Gap) the second largest: min(b, q) is what q or the old b leaves
+        // for second place. Two equal largest values give second == b.
+        float b = q[0], second = K == 1 ? q[0] : 0.0f;  // K = 1: no other anchor (gap 0)
 #pragma GCC unroll 16
-        for (int j = 1; j < K; ++j) b = std::max(b, q[j]);
+        for (int j = 1; j < K; ++j) {
+            if (Gap) second = std::max(second, std::min(b, q[j]));
+            b = std::max(b, q[j]);
+        }
         const float near_b = b - kTie;
         std::int32_t l = K - 1, near = 0;
-        float second = K == 1 ? b : 0.0f;  // K = 1: no other anchor (gap 0; its label never changes)
 #pragma GCC unroll 16
         for (int j = K - 1; j >= 0; --j) {
             l = q[j] == b ? j : l;
             near += q[j] >= near_b;
-            second = std::max(second, q[j] < b ? q[j] : 0.0f);  // ties with b are counted by near
         }
         lab[i] = l;
         // near > 1: 1; else a new label: 2; else 0 (arithmetic: a select would stop the vectorizer)
         const std::int32_t amb = near > 1, moved = l != static_cast<std::int32_t>(old[i]);
         flag[i] = static_cast<std::uint8_t>(amb + ((1 - amb) * moved << 1));
-        gap[i] = b - second;
+        if (Gap) gap[i] = b - second;
     }
 }
 
 #define FASTANCHOR_K_CASES(X)                                                                       \
     X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16)
 
-// Float labels of n boxes (label_top2); returns false when k has no fixed-K kernel.
+// Float labels of n boxes (label_top2), with their gaps unless gap is null; returns false when k
+// has no fixed-K kernel.
 inline bool label_float_k(const float* w, const float* h, index_t n, const float* aw, const float* ah,
                           const float* aa, int k, const std::uint8_t* old, std::int32_t* lab, std::uint8_t* flag,
                           float* gap) {
     switch (k) {
-#define FASTANCHOR_CASE(K)                                           \
-    case K:                                                          \
-        label_top2<K>(w, h, n, aw, ah, aa, old, lab, flag, gap);     \
+#define FASTANCHOR_CASE(K)                                                    \
+    case K:                                                                   \
+        if (gap) label_top2<K, true>(w, h, n, aw, ah, aa, old, lab, flag, gap);    \
+        else label_top2<K, false>(w, h, n, aw, ah, aa, old, lab, flag, nullptr);   \
         return true;
         FASTANCHOR_K_CASES(FASTANCHOR_CASE)
 #undef FASTANCHOR_CASE

@@ -101,6 +101,7 @@ struct Problem {
     // of the smallest one's mantissa) below 2^kSumBits times it, so the sum of any set of up to
     // 2^32 boxes is a 128-bit integer, exact whatever the order of the additions.
     bool exact_sums = false;
+    bool fixed64 = false;  // every value's integer fits in 62 bits
     int sum_exp = 0;
     static constexpr int kSumBits = 94;
     // For the sort-based median only (weighted, or k above the histograms' limit): each
@@ -172,18 +173,33 @@ struct Problem {
 
 #if FASTANCHOR_HAVE_INT128
     // Box i's value along X as the integer value / 2^sum_exp (exact_sums only), from its bits:
-    // a positive double is m * 2^e with the integer m of its mantissa field (and the implicit
-    // bit when normal), and e >= sum_exp for every value of the data. (The shift is clamped so
+    // a positive float or double is m * 2^e with the integer m of its mantissa field (and the
+    // implicit bit when normal), and e >= sum_exp for every value of the data. (The shift is clamped so
     // that even values changed behind the fit's back cannot make it undefined.)
     int128_t fixed(int X, index_t i) const {
-        const double v = value(X, i);
-        std::uint64_t bits;
-        std::memcpy(&bits, &v, sizeof bits);
-        const int field = static_cast<int>((bits >> 52) & 0x7ff);
-        const std::uint64_t frac = bits & ((std::uint64_t{1} << 52) - 1);
-        const std::uint64_t m = field == 0 ? frac : frac | (std::uint64_t{1} << 52);
-        const int e = (field == 0 ? 1 : field) - 1075;
-        return static_cast<int128_t>(m) << std::clamp(e - sum_exp, 0, kSumBits - 53);
+        std::uint64_t m;
+        int e, digits;
+        if (f32) {  // float32 rows: units from the float's own 24-bit mantissa
+            std::uint32_t bits;
+            std::memcpy(&bits, &f32[2 * i + X], sizeof bits);
+            const int field = static_cast<int>((bits >> 23) & 0xff);
+            const std::uint32_t frac = bits & ((1u << 23) - 1);
+            m = field == 0 ? frac : frac | (1u << 23);
+            e = (field == 0 ? 1 : field) - 150;
+            digits = 24;
+        } else {
+            std::uint64_t bits;
+            std::memcpy(&bits, &f64[2 * i + X], sizeof bits);
+            const int field = static_cast<int>((bits >> 52) & 0x7ff);
+            const std::uint64_t frac = bits & ((std::uint64_t{1} << 52) - 1);
+            m = field == 0 ? frac : frac | (std::uint64_t{1} << 52);
+            e = (field == 0 ? 1 : field) - 1075;
+            digits = 53;
+        }
+        const int shift = std::clamp(e - sum_exp, 0, kSumBits - digits);
+        // Most data spans few binary orders: a 64-bit shift is then enough (and much cheaper).
+        if (fixed64 && shift <= 63 - digits) return static_cast<int128_t>(static_cast<std::int64_t>(m << shift));
+        return static_cast<int128_t>(m) << shift;
     }
     // The mean of a set whose exact sum is `sum` (value / 2^sum_exp units) over `count` boxes.
     double fixed_mean(int128_t sum, index_t count) const {
@@ -235,8 +251,13 @@ struct Problem {
             p.key_hi[X] = all.khi[X];
         }
 #if FASTANCHOR_HAVE_INT128
-        p.sum_exp = std::max(std::ilogb(all.lo), -1022) - (std::numeric_limits<double>::digits - 1);
-        p.exact_sums = !p.weighted() && std::ilogb(all.hi) + 1 - p.sum_exp <= kSumBits && std::ilogb(all.hi) + 33 < 1000;
+        // Units: the last mantissa bit of the smallest value, in the rows' own type.
+        const int digits = p.f32 ? std::numeric_limits<float>::digits : std::numeric_limits<double>::digits;
+        const int min_exp = p.f32 ? std::numeric_limits<float>::min_exponent - 1 : std::numeric_limits<double>::min_exponent - 1;
+        p.sum_exp = std::max(std::ilogb(all.lo), min_exp) - (digits - 1);
+        const int span = std::ilogb(all.hi) + 1 - p.sum_exp;  // bits of the largest value in those units
+        p.exact_sums = !p.weighted() && span <= kSumBits && std::ilogb(all.hi) + 33 < 1000;
+        p.fixed64 = span <= 62;
 #endif
         p.fscale = std::ldexp(1.0, -std::ilogb(std::sqrt(all.lo) * std::sqrt(all.hi)));
         p.has_float = all.lo * p.fscale >= kFloatLo && all.hi * p.fscale <= kFloatHi;
@@ -327,13 +348,31 @@ void median_pass(index_t n, int k, Get get, const double* total, const double* c
 
 // Per thread: what the boxes that changed cluster in one assignment change in the per-cluster
 // statistics (integers: their sum is the same in any order), and scratch for a block of boxes.
-struct LloydThread {
+//
+// Every move writes these, so no two threads' data may share a cache line (false sharing made a
+// move cost about 50 ns): the struct is cache-line aligned and its small arrays padded.
+template <class T>
+struct PaddedArray {
+    static constexpr std::size_t kPad = (64 + sizeof(T) - 1) / sizeof(T);
+    std::vector<T> store;
+    std::size_t n = 0;
+    void assign(std::size_t size, T v) {
+        store.assign(size + 2 * kPad, v);
+        n = size;
+    }
+    T& operator[](std::size_t i) { return store[kPad + i]; }
+    const T& operator[](std::size_t i) const { return store[kPad + i]; }
+    T* begin() { return store.data() + kPad; }
+    T* end() { return store.data() + kPad + n; }
+};
+
+struct alignas(64) LloydThread {
     static constexpr index_t kBlock = 1024;  // boxes labelled together (their scratch fits in L1)
-    std::vector<index_t> count;              // per cluster
+    PaddedArray<index_t> count;              // per cluster
 #if FASTANCHOR_HAVE_INT128
-    std::vector<int128_t> sum_w, sum_h;      // per cluster (exact sums)
+    PaddedArray<int128_t> sum_w, sum_h;      // per cluster (exact sums)
 #endif
-    std::vector<std::int32_t> hist;          // [X][cluster][bin] (unit-weight median)
+    PaddedArray<std::int32_t> hist;          // [X][cluster][bin] (unit-weight median)
     struct Logged {
         std::uint32_t slot;  // X * k + cluster
         bool add;
@@ -372,8 +411,20 @@ struct LloydThread {
     }
 };
 
+// The t < m with flag[t] != 0, in increasing order, written to idx; returns how many. Without a
+// branch per flag: the flags of the Lloyd passes (a few to a few tens of percent, spread
+// without order) would make one mispredict often.
+inline index_t compact_flagged(const std::uint8_t* __restrict flag, index_t m, std::int32_t* __restrict idx) {
+    index_t n = 0;
+    for (index_t t = 0; t < m; ++t) {
+        idx[n] = static_cast<std::int32_t>(t);
+        n += flag[t] != 0;
+    }
+    return n;
+}
+
 // Calls f(t) for every t < m with flag[t] != 0, in increasing order, reading eight flags at a
-// time: the cost follows the number of flags set (a few percent), not m.
+// time: the cost follows the number of flags set (rare ones), not m.
 template <class F>
 void for_each_flagged(const std::uint8_t* flag, index_t m, F&& f) {
     for (index_t t0 = 0; t0 < m; t0 += 8) {
@@ -385,6 +436,21 @@ void for_each_flagged(const std::uint8_t* flag, index_t m, F&& f) {
             f(t0 + byte);
         }
     }
+}
+
+// The boxes of [0, m) whose slack does not prove their label (need[t] = 1), with thresholds by
+// label; returns whether there is any.
+FASTANCHOR_CLONES inline std::uint8_t need_rank(const std::uint16_t* __restrict slack, const std::uint8_t* __restrict lab,
+                                                index_t m, const std::uint16_t* __restrict threshold,
+                                                std::uint8_t* __restrict need) {
+    std::uint8_t any = 0;
+#pragma omp simd reduction(| : any)
+    for (index_t t = 0; t < m; ++t) {
+        const std::uint8_t x = static_cast<std::uint8_t>(slack[t] <= threshold[lab[t]]);
+        need[t] = x;
+        any |= x;
+    }
+    return any;
 }
 
 // slack[t] = (gap[t] - eps + base[lab[t]]) * unit - 1, truncated to an integer in [0, 2^16 - 1]
@@ -426,7 +492,7 @@ FASTANCHOR_CLONES std::uint8_t flag_in_ranges(const L* __restrict lab, const T* 
 // A request for the rank-th smallest value (1-based; up to two consecutive ranks) of cluster c
 // along coordinate X among its boxes whose key (Problem::key) lies in [lo, hi]; `count` of its
 // boxes do. A target of one histogram bin has hi = lo + 2^shift - 1 and may be refined into a
-// finer bin; a `whole` target (a run of bins, gathered whole) keeps the values it gathered.
+// finer bin; a `whole` target (a run of bins, gathered whole) may keep the values it gathered.
 struct SelectTarget {
     int X = 0, c = 0;
     std::uint32_t lo = 0, hi = 0;
@@ -436,6 +502,7 @@ struct SelectTarget {
     int ranks = 1;
     double value[2] = {0.0, 0.0};
     bool whole = false;
+    bool keep = false;  // whole, and its values to be kept (sorted) in `kept`
     std::vector<double> kept;
 };
 
@@ -493,6 +560,7 @@ public:
             }
             hist_.assign(2 * static_cast<std::size_t>(k) * bins_, 0);
             cache_.resize(2 * static_cast<std::size_t>(k));
+            last_bin_.assign(2 * static_cast<std::size_t>(k), 0xffffffffu);
         }
         if (stats_mean()) part_.assign(static_cast<std::size_t>(n_chunks(p.size())) * k * kStats, 0.0);
         drift_.assign(k, 0.0);
@@ -543,9 +611,10 @@ public:
 
     // The label of box i after the last assign().
     std::int32_t label(index_t i) const { return static_cast<std::int32_t>(labels_[i]); }
-    // How the last assign() went through the boxes: 0 ranked every box, 1 only those whose bounds
-    // could not prove their label (for tests).
-    int last_pass() const { return bounded_ ? 1 : 0; }
+    // How the last assign() went through the boxes (for tests): 0 ranked every box and stored its
+    // bound, 1 ranked only those whose bounds could not prove their label, 2 ranked every box for
+    // its label alone (bounds left invalid).
+    int last_pass() const { return bounded_ ? 1 : keep_bounds_ ? 0 : 2; }
 
     // New anchors from the labels of the last assign(); `anchors` are those it used.
     WhSet update(const WhSet& anchors) {
@@ -656,6 +725,10 @@ private:
         }
         bounded_ = use_float_ && bounds_valid_ && !first_ && step_max <= kRelabelDrift &&
                    drift_max_ + step_max <= kMaxDrift && ++since_reset_ <= kResetEvery;
+        // While anchors move far, the next pass will rank every box again anyway: this one keeps
+        // no bounds (the kernel without gaps, about 1.3x as fast); the first pass after the moves
+        // settle renews them.
+        keep_bounds_ = use_float_ && (bounded_ || step_max <= kRelabelDrift);
         first_ = false;
         prev_ = anchors;
         if (bounded_) {
@@ -666,7 +739,7 @@ private:
             drift_max_ = 0.0;
             since_reset_ = 0;
         }
-        bounds_valid_ = use_float_;
+        bounds_valid_ = keep_bounds_;
         constexpr double kUnit = double(1 << kSlackBits);
         for (int j = 0; j < k; ++j) {
             const double base = drift_[j] + drift_max_;
@@ -676,20 +749,6 @@ private:
         }
     }
 
-    // The boxes of [s, s + m) whose slack does not prove their label (need[t] = 1), with
-    // thresholds by label; returns whether there is any.
-    static std::uint8_t need_rank(const std::uint16_t* __restrict slack, const L* __restrict lab, index_t m,
-                                  const std::uint16_t* __restrict threshold, std::uint8_t* __restrict need) {
-        std::uint8_t any = 0;
-#pragma omp simd reduction(| : any)
-        for (index_t t = 0; t < m; ++t) {
-            const std::uint8_t x = static_cast<std::uint8_t>(slack[t] <= threshold[lab[t]]);
-            need[t] = x;
-            any |= x;
-        }
-        return any;
-    }
-
     // Ranks the m boxes whose scaled floats are in T.fw, T.fh (labels `old`) against the
     // anchors: labels and flags (detail::label_top2) into T.lab, T.flag, and their slacks into
     // T.slack: in units of 2^-kSlackBits, a lower bound on the gap between the distance to any
@@ -697,7 +756,8 @@ private:
     // less what float rounding may have added; 0 for the ties decided exactly).
     void rank_block(Thread& T, index_t m, const std::uint8_t* old) {
         detail::label_float_k(T.fw.data(), T.fh.data(), m, faw_.data(), fah_.data(), faa_.data(), k_, old,
-                              T.lab.data(), T.flag.data(), T.gap.data());
+                              T.lab.data(), T.flag.data(), keep_bounds_ ? T.gap.data() : nullptr);
+        if (!keep_bounds_) return;
         detail::slack_units(T.gap.data(), T.lab.data(), T.flag.data(), base_.data(), m, kSlackEps,
                             static_cast<float>(1 << kSlackBits), T.slack.data());
     }
@@ -709,18 +769,31 @@ private:
         std::uint8_t* need = T.need.data();
         for (index_t s = b; s < e; s += kBlock) {
             const index_t m = std::min(e, s + kBlock) - s;
-            if (!need_rank(slack_.data() + s, labels_.data() + s, m, threshold_.data(), need)) continue;
+            const std::uint8_t* lab = nullptr;
+            if constexpr (std::is_same_v<L, std::uint8_t>) lab = labels_.data() + s;
+            else return changed;  // (bounds exist for one-byte labels only)
+            if (!detail::need_rank(slack_.data() + s, lab, m, threshold_.data(), need)) continue;
             std::int32_t* idx = T.idx.data();
             index_t nc = 0;
-            detail::for_each_flagged(need, m, [&](index_t t) { idx[nc++] = static_cast<std::int32_t>(t); });
+            nc = detail::compact_flagged(need, m, idx);
             std::uint8_t* old = T.old.data();
             float *fw = T.fw.data(), *fh = T.fh.data();
-            for (index_t u = 0; u < nc; ++u) {
-                const index_t i = s + idx[u];
-                fw[u] = p_.scaled(0, i);
-                fh[u] = p_.scaled(1, i);
-                old[u] = static_cast<std::uint8_t>(labels_[i]);
+            if (p_.f32) {  // as load_float: a float product by a power of two
+                const float sc = static_cast<float>(p_.fscale);
+                const float* r = p_.f32 + 2 * s;
+                for (index_t u = 0; u < nc; ++u) {
+                    fw[u] = r[2 * idx[u]] * sc;
+                    fh[u] = r[2 * idx[u] + 1] * sc;
+                }
+            } else {
+                const double sc = p_.fscale;
+                const double* r = p_.f64 + 2 * s;
+                for (index_t u = 0; u < nc; ++u) {
+                    fw[u] = static_cast<float>(r[2 * idx[u]] * sc);
+                    fh[u] = static_cast<float>(r[2 * idx[u] + 1] * sc);
+                }
             }
+            for (index_t u = 0; u < nc; ++u) old[u] = static_cast<std::uint8_t>(labels_[s + idx[u]]);
             rank_block(T, nc, old);
             for (index_t u = 0; u < nc; ++u) {
                 const index_t i = s + idx[u];
@@ -759,11 +832,13 @@ private:
             if constexpr (std::is_same_v<L, std::uint8_t>) {  // k <= kMaxFixedK: one-byte labels
                 p_.load_float(s, s + m, T.fw.data(), T.fh.data());
                 rank_block(T, m, labels_.data() + s);
-                std::copy(T.slack.begin(), T.slack.begin() + m, slack_.begin() + s);
+                if (keep_bounds_) std::copy(T.slack.begin(), T.slack.begin() + m, slack_.begin() + s);
             }
             // The flagged boxes: new labels, and the few too close to call in float.
             const std::uint8_t* flag = T.flag.data();
-            detail::for_each_flagged(flag, m, [&](index_t t) { changed += commit(T, anchors, s + t, T.lab[t], flag[t]); });
+            std::int32_t* idx = T.idx.data();
+            const index_t nf = detail::compact_flagged(flag, m, idx);
+            for (index_t u = 0; u < nf; ++u) changed += commit(T, anchors, s + idx[u], T.lab[idx[u]], flag[idx[u]]);
         }
         return changed;
     }
@@ -986,9 +1061,13 @@ private:
                 }
                 C.valid = false;
                 auto& w = where[sl];
-                // A run of bins around the median, gathered whole and cached, when small enough.
+                // A run of bins around the median, gathered whole, when small enough; cached (with
+                // kMargin bins on each side) once the median stays in its bin from one update to
+                // the next (before that, the moves would soon take it out of any cached run).
+                const bool settled = last_bin_[sl] == b1;
+                last_bin_[sl] = b1;
                 const std::uint32_t last = static_cast<std::uint32_t>(bins_ - 1);
-                for (std::uint32_t margin : {kMargin, 0u}) {
+                for (std::uint32_t margin : {settled ? kMargin : 0u, 0u}) {
                     const std::uint32_t B0 = b1 > margin ? b1 - margin : 0, B1 = std::min(last, b2 + margin);
                     const index_t count = members(B0, B1);
                     if (count > kGatherCap) continue;
@@ -1005,6 +1084,7 @@ private:
                     t.rank[1] = r1 - below + 1;
                     t.ranks = two ? 2 : 1;
                     t.whole = true;
+                    t.keep = settled;
                     targets.push_back(std::move(t));
                     const int id = static_cast<int>(targets.size()) - 1;
                     w[0] = {id, 0};
@@ -1054,10 +1134,9 @@ private:
                 const double lo = t0.value[w[0].second];
                 const double hi = targets[w[1].first].value[w[1].second];
                 med[c] = cnt_[c] % 2 == 1 ? lo : (lo + hi) / 2.0;
-                if (t0.whole) {  // kept for the next updates
+                if (t0.keep) {  // kept for the next updates (sorted by select)
                     Cached& C = cache_[sl];
                     C.values = std::move(t0.kept);
-                    std::sort(C.values.begin(), C.values.end());
                     C.lo = static_cast<std::int32_t>(t0.lo);
                     C.hi = static_cast<std::int32_t>(std::min<std::uint32_t>(t0.hi, 0x7fffffffu));
                     C.valid = true;
@@ -1179,13 +1258,19 @@ private:
                     continue;
                 }
                 const index_t r0 = std::clamp<index_t>(T.rank[0], 1, static_cast<index_t>(v.size())) - 1;
+                if (T.keep) {
+                    std::sort(v.begin(), v.end());
+                    T.value[0] = v[r0];
+                    T.value[1] = v[std::min<index_t>(r0 + 1, static_cast<index_t>(v.size()) - 1)];
+                    T.kept = std::move(v);
+                    continue;
+                }
                 std::nth_element(v.begin(), v.begin() + r0, v.end());
                 T.value[0] = v[r0];
                 if (T.ranks == 2) {
                     T.value[1] = r0 + 1 < static_cast<index_t>(v.size()) ? *std::min_element(v.begin() + r0 + 1, v.end())
                                                                          : v[r0];
                 }
-                if (T.whole) T.kept = std::move(v);
             }
             // Refined targets: each rank goes to its finer bin (a second rank may fall in the next
             // non-empty one: then it becomes a target of its own).
@@ -1296,6 +1381,7 @@ private:
     int shift_[2] = {0, 0};
     std::vector<std::uint32_t> hist_;  // [X][cluster][bin]
     std::vector<Cached> cache_;        // [X][cluster]
+    std::vector<std::uint32_t> last_bin_;  // [X][cluster]: the lower median's bin at the last update
     std::vector<std::pair<int, int>> split_;
     std::vector<Thread> threads_;
     bool use_float_ = false;
@@ -1307,7 +1393,7 @@ private:
     std::array<float, detail::kMaxFixedK> base_{};
     std::array<std::uint16_t, 256> threshold_{};  // by label (one byte)
     WhSet prev_;
-    bool first_ = true, bounds_valid_ = false, bounded_ = false;
+    bool first_ = true, bounds_valid_ = false, bounded_ = false, keep_bounds_ = false;
     int since_reset_ = 0;
 };
 
