@@ -11,6 +11,12 @@ before/after comparisons of two builds in alternating fresh processes. Run on de
 One Lloyd iteration is the marginal cost of an iteration inside a fit, ``(t(max_iter=11) -
 t(max_iter=1)) / 10`` from the same init (as in ``run.py``), medians of 5; whole default fits
 (median and mean update) medians of 3. COCO-like boxes, k = 9, all threads.
+
+``--fits`` times whole fits instead: from one fixed initialisation (``init="random"`` on the
+first 20,000 boxes, seed 0), which any two builds with the same Lloyd rule run through the same
+iterations, so their times compare the engines alone; and default fits for seeds 0-5, whose
+k-means++ draws may differ between builds (iterations are printed with each time); and
+k-means++ alone (``max_iter=0``).
 """
 
 from __future__ import annotations
@@ -40,8 +46,12 @@ def median_time(fn, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="boxes")
+    ap.add_argument("--fits", action="store_true", help="whole fits from a fixed init and for six seeds")
     args = ap.parse_args()
     wh = coco_like(args.n, seed=0)
+    if args.fits:
+        fits(wh)
+        return
     init = fastanchor.kmeans_iou(wh[:20_000], 9, seed=0).anchors
     parts = []
     for update in ("mean", "median"):
@@ -51,6 +61,24 @@ def main() -> None:
     for update in ("median", "mean"):
         fit = median_time(lambda: fastanchor.kmeans_iou(wh, 9, seed=0, update=update), 3)
         parts.append(f"{update} fit {fit:.3f} s")
+    print(f"{fastanchor.__file__}: " + " | ".join(parts))
+
+
+def fits(wh: np.ndarray) -> None:
+    init = fastanchor.kmeans_iou(wh[:20_000], 9, init="random", seed=0).anchors
+    parts = []
+    for update in ("median", "mean"):
+        r = fastanchor.kmeans_iou(wh, 9, init=init, update=update)
+        t = median_time(lambda: fastanchor.kmeans_iou(wh, 9, init=init, update=update), 5)
+        parts.append(f"{update} fit from a fixed init {t:.3f} s ({r.n_iter} iterations, {t / r.n_iter * 1e3:.2f} ms each)")
+    seeds = []
+    for seed in range(6):
+        r = fastanchor.kmeans_iou(wh, 9, seed=seed)
+        t = median_time(lambda: fastanchor.kmeans_iou(wh, 9, seed=seed), 2)
+        seeds.append(f"{t:.3f}/{r.n_iter}")
+    parts.append("default fits, seeds 0-5 (s/iterations): " + " ".join(seeds))
+    pp = median_time(lambda: fastanchor.kmeans_iou(wh, 9, seed=0, max_iter=0), 3)
+    parts.append(f"k-means++ alone (max_iter=0) {pp:.3f} s")
     print(f"{fastanchor.__file__}: " + " | ".join(parts))
 
 
