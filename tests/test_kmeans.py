@@ -474,3 +474,20 @@ def test_mean_of_exact_sums_is_the_correctly_rounded_mean():
     out = fastanchor._core.lloyd_trace(wh, None, sets, "mean", 2)
     assert out["updated"][0, 0].tolist() == [0.1, 0.3]
     assert out["updated"][0, 1].tolist() == [1e5 + 2.0**-22, 1e5]
+
+
+@pytest.mark.parametrize("k", [17, 254, 255, 300, 4097])
+@pytest.mark.parametrize("update", ["median", "mean"])
+def test_large_k_takes_every_engine_and_matches_reference(k, update):
+    # k > 16: the double kernels (no float ranking, no bounds); k >= 255: four-byte labels;
+    # k > 4096 (median): the sort-based median instead of histograms.
+    rng = np.random.default_rng(40 + k)
+    wh = np.exp(rng.normal(3, 1.0, (9000, 2)))
+    a = wh[rng.choice(len(wh), k, replace=False)]
+    sets = np.stack([a, a * np.exp(rng.normal(0, 0.02, a.shape))])
+    out = fastanchor._core.lloyd_trace(wh, None, sets, update, 2)
+    for s, anchors in enumerate(sets):
+        labels, best = ref.assign(anchors, wh)
+        np.testing.assert_array_equal(out["labels"][s], labels)
+        np.testing.assert_allclose(out["updated"][s], ref._update_step(anchors, labels, best, wh, np.ones(len(wh)), update),
+                                   rtol=1e-9)

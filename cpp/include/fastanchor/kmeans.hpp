@@ -740,6 +740,7 @@ private:
             since_reset_ = 0;
         }
         bounds_valid_ = keep_bounds_;
+        if (!use_float_) return;  // bounds exist on the float path only (k <= kMaxFixedK)
         constexpr double kUnit = double(1 << kSlackBits);
         for (int j = 0; j < k; ++j) {
             const double base = drift_[j] + drift_max_;
