@@ -156,15 +156,52 @@ struct Problem {
         else detail::split_rows(f64 + 2 * b, e - b, fscale, w, h);
     }
 
+    // The gathered boxes idx[0, m) of the block starting at box s, as load_float reads them.
+    void load_float_at(index_t s, const std::int32_t* __restrict idx, index_t m, float* __restrict w,
+                       float* __restrict h) const {
+        if (f32) {
+            const float sc = static_cast<float>(fscale);
+            const float* r = f32 + 2 * s;
+            for (index_t u = 0; u < m; ++u) {
+                w[u] = r[2 * idx[u]] * sc;
+                h[u] = r[2 * idx[u] + 1] * sc;
+            }
+        } else {
+            const double* r = f64 + 2 * s;
+            for (index_t u = 0; u < m; ++u) {
+                w[u] = static_cast<float>(r[2 * idx[u]] * fscale);
+                h[u] = static_cast<float>(r[2 * idx[u] + 1] * fscale);
+            }
+        }
+    }
+
+    // Calls f(c, b, e, w, h, a, q) for every chunk c = [b, e), in parallel, with the chunk's exact
+    // doubles loaded (load) and q scratch for kChunk results; per-thread scratch is allocated
+    // once. An exception thrown by f is carried out of the parallel region and rethrown.
+    template <class F>
+    void for_each_loaded_chunk(int n_threads, F&& f) const {
+        std::vector<double> buf(static_cast<std::size_t>(chunk_threads(n, n_threads)) * 4 * kChunk);
+        std::vector<std::exception_ptr> error(n_chunks(n));
+        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+            try {
+                double* w = buf.data() + static_cast<std::size_t>(thread_index()) * 4 * kChunk;
+                double *h = w + kChunk, *a = h + kChunk, *q = a + kChunk;
+                load(b, e, w, h, a);
+                f(c, b, e, w, h, a, q);
+            } catch (...) {
+                error[c] = std::current_exception();
+            }
+        });
+        for (auto& x : error)
+            if (x) std::rethrow_exception(x);
+    }
+
     // Weighted mean over the boxes of the best IoU with `anchors`: avg_best_iou's sums, bit for bit.
     double avg_iou(const WhSet& anchors, int n_threads) const {
         const int k = static_cast<int>(anchors.size());
         std::vector<double> num(n_chunks(n), 0.0), den(n_chunks(n), 0.0);
-        std::vector<double> buf(static_cast<std::size_t>(chunk_threads(n, n_threads)) * 4 * kChunk);
-        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
-            double* w = buf.data() + static_cast<std::size_t>(thread_index()) * 4 * kChunk;
-            double *h = w + kChunk, *a = h + kChunk, *q = a + kChunk;
-            load(b, e, w, h, a);
+        for_each_loaded_chunk(n_threads, [&](index_t c, index_t b, index_t e, const double* w, const double* h,
+                                             const double* a, double* q) {
             detail::best_iou_range(w, h, a, e - b, anchors.w.data(), anchors.h.data(), anchors.a.data(), k, q);
             detail::weighted_sums(q, weight, b, e, num[c], den[c]);
         });
@@ -489,6 +526,19 @@ FASTANCHOR_CLONES std::uint8_t flag_in_ranges(const L* __restrict lab, const T* 
     return any;
 }
 
+// The bin of counts h[0, n) holding the rank-th (1-based) counted item, and its rank within that
+// bin; the last bin when the counts fall short (they cannot unless the values changed behind the
+// fit's back).
+template <class Count>
+std::pair<std::size_t, index_t> rank_in_counts(const Count* h, std::size_t n, index_t rank) {
+    index_t below = 0;
+    for (std::size_t b = 0; b < n; ++b) {
+        if (below + static_cast<index_t>(h[b]) >= rank) return {b, rank - below};
+        below += static_cast<index_t>(h[b]);
+    }
+    return {n - 1, std::max<index_t>(1, rank - below)};
+}
+
 // A request for the rank-th smallest value (1-based; up to two consecutive ranks) of cluster c
 // along coordinate X among its boxes whose key (Problem::key) lies in [lo, hi]; `count` of its
 // boxes do. A target of one histogram bin has hi = lo + 2^shift - 1 and may be refined into a
@@ -510,10 +560,10 @@ struct SelectTarget {
 
 // One Lloyd run on a Problem; L is the label type (std::uint8_t for k < 255, else std::int32_t).
 //
-// Assignment labels every box in float32 (detail::label_top2, boxes scaled by one power of two)
-// and decides exactly in double every box whose two best float IoUs are too close to call, so the
-// labels are those of the exact rule. (Hamerly-style bounds would skip most boxes in the last
-// iterations, but cost 8-14 bytes per box; the float pass reads 8 and keeps 1.)
+// Assignment ranks boxes in float32 (detail::label_top2, boxes scaled by one power of two) and
+// decides exactly in double every box whose two best float IoUs are too close to call, so the
+// labels are those of the exact rule. Once the anchors move little, only the boxes whose 16-bit
+// bound (choose_pass) cannot prove their label are ranked again.
 //
 // Every box that changed cluster moves its contribution between the clusters' statistics at once:
 // counts, the exact sums of the unit-weight mean (Problem::exact_sums: 128-bit integers, so an
@@ -526,7 +576,9 @@ struct SelectTarget {
 // float bit pattern, monotone in the value) over `bins_` bins of 2^shift keys each. The bin of
 // the median rank is found from the counts; one pass over the boxes then collects the values
 // of that bin's members (refined by a finer histogram first when the bin holds too many), and
-// the median is selected among them. So the median is exact, with no sort order kept.
+// the median is selected among them. So the median is exact, with no sort order kept. Once a
+// median stays in its bin, the values around it are cached (Cached) and kept up to date by the
+// moves, and the pass is skipped while the median stays inside them.
 template <class L>
 class Lloyd {
 public:
@@ -689,9 +741,9 @@ private:
     // Added to every anchor's drift: covers the rounding of 1 - IoU.
     static constexpr double kDriftSlack = 1e-14;
     // When an anchor moved farther than this (in 1 - IoU) since the last assignment, the bounds
-    // would send most boxes to be ranked again anyway: the pass ranks every box and renews them.
-    // Measured on 1M COCO-like boxes (whole default fits, median and mean, thresholds 0 to 0.1):
-    // 0.01-0.02 is fastest.
+    // would send most boxes to be ranked again anyway: the pass ranks every box for its label
+    // alone and keeps no bounds. (Chosen with the previous engine, whose bounds differed: on 1M
+    // COCO-like boxes, whole default fits with thresholds 0 to 0.1, 0.01-0.02 was fastest.)
     static constexpr double kRelabelDrift = 0.02;
     // The margin that makes a skipped box's best IoU strictly the largest.
     static constexpr double kGap = 1e-9;
@@ -710,8 +762,9 @@ private:
     // full pass, a box ranked at time t0 with label a and a gap g(t0) between its distance to any
     // other anchor and to a keeps label a at time t while
     //     g(t0) + D_a(t0) + Dmax(t0) > D_a(t) + Dmax(t) + kGap,
-    // so one number per box is stored: the left side, rounded down to 16 bits (detail::label_top2's
-    // slack), tested against the right side rounded up. A box that passes keeps its exact label.
+    // so one number per box is stored: the left side, rounded down to 16 bits (rank_block, from
+    // detail::label_top2's gap), tested against the right side rounded up (threshold_). A box that
+    // passes keeps its exact label.
     void choose_pass(const WhSet& anchors) {
         const int k = k_;
         std::vector<double> step(k, 0.0);
@@ -775,26 +828,10 @@ private:
             else return changed;  // (bounds exist for one-byte labels only)
             if (!detail::need_rank(slack_.data() + s, lab, m, threshold_.data(), need)) continue;
             std::int32_t* idx = T.idx.data();
-            index_t nc = 0;
-            nc = detail::compact_flagged(need, m, idx);
+            const index_t nc = detail::compact_flagged(need, m, idx);
             std::uint8_t* old = T.old.data();
-            float *fw = T.fw.data(), *fh = T.fh.data();
-            if (p_.f32) {  // as load_float: a float product by a power of two
-                const float sc = static_cast<float>(p_.fscale);
-                const float* r = p_.f32 + 2 * s;
-                for (index_t u = 0; u < nc; ++u) {
-                    fw[u] = r[2 * idx[u]] * sc;
-                    fh[u] = r[2 * idx[u] + 1] * sc;
-                }
-            } else {
-                const double sc = p_.fscale;
-                const double* r = p_.f64 + 2 * s;
-                for (index_t u = 0; u < nc; ++u) {
-                    fw[u] = static_cast<float>(r[2 * idx[u]] * sc);
-                    fh[u] = static_cast<float>(r[2 * idx[u] + 1] * sc);
-                }
-            }
-            for (index_t u = 0; u < nc; ++u) old[u] = static_cast<std::uint8_t>(labels_[s + idx[u]]);
+            p_.load_float_at(s, idx, nc, T.fw.data(), T.fh.data());
+            for (index_t u = 0; u < nc; ++u) old[u] = lab[idx[u]];
             rank_block(T, nc, old);
             for (index_t u = 0; u < nc; ++u) {
                 const index_t i = s + idx[u];
@@ -966,16 +1003,11 @@ private:
     // ---- the histogram median (unit weights) ----
 
     // The bin of cluster c's histogram along X holding its rank-th smallest key (1-based), and
-    // the rank within that bin. Returns the last bin when the counts fall short (they cannot
-    // unless the values changed behind the fit's back).
+    // the rank within that bin.
     std::pair<std::uint32_t, index_t> find_rank(int X, int c, index_t rank) const {
-        const std::uint32_t* h = hist_.data() + (static_cast<std::size_t>(X) * k_ + c) * bins_;
-        index_t below = 0;
-        for (std::uint32_t b = 0; b < static_cast<std::uint32_t>(bins_); ++b) {
-            if (below + h[b] >= rank) return {b, rank - below};
-            below += h[b];
-        }
-        return {static_cast<std::uint32_t>(bins_ - 1), std::max<index_t>(1, rank - below)};
+        const auto [b, q] = detail::rank_in_counts(hist_.data() + (static_cast<std::size_t>(X) * k_ + c) * bins_,
+                                                   static_cast<std::size_t>(bins_), rank);
+        return {static_cast<std::uint32_t>(b), q};
     }
 
     // The values gathered for cluster c along X: every member with a key in bins [bin0, bin1]
@@ -1062,16 +1094,8 @@ private:
                 }
                 C.valid = false;
                 auto& w = where[sl];
-                // A run of bins around the median, gathered whole, when small enough; cached (with
-                // kMargin bins on each side) once the median stays in its bin from one update to
-                // the next (before that, the moves would soon take it out of any cached run).
-                const bool settled = last_bin_[sl] == b1;
-                last_bin_[sl] = b1;
-                const std::uint32_t last = static_cast<std::uint32_t>(bins_ - 1);
-                for (std::uint32_t margin : {settled ? kMargin : 0u, 0u}) {
-                    const std::uint32_t B0 = b1 > margin ? b1 - margin : 0, B1 = std::min(last, b2 + margin);
-                    const index_t count = members(B0, B1);
-                    if (count > kGatherCap) continue;
+                // A target for the members of cluster c in bins [B0, B1] along X.
+                auto add = [&](std::uint32_t B0, std::uint32_t B1, index_t count, index_t rank) {
                     detail::SelectTarget t;
                     t.X = X;
                     t.c = c;
@@ -1080,36 +1104,37 @@ private:
                         std::uint64_t{p_.key_lo[X]} + (std::uint64_t{B1 + 1} << shift_[X]) - 1, 0xffffffffu));
                     t.shift = shift_[X];
                     t.count = count;
+                    t.rank[0] = rank;
+                    targets.push_back(std::move(t));
+                    return std::make_pair(static_cast<int>(targets.size()) - 1, 0);
+                };
+                // A run of bins around the median, gathered whole, when small enough; cached (with
+                // kMargin bins on each side) once the median stays in its bin from one update to
+                // the next (before that, the moves would soon take it out of any cached run).
+                const bool settled = last_bin_[sl] == b1;
+                last_bin_[sl] = b1;
+                const std::uint32_t last = static_cast<std::uint32_t>(bins_ - 1);
+                bool gathered = false;
+                for (std::uint32_t margin : {settled ? kMargin : 0u, 0u}) {
+                    const std::uint32_t B0 = b1 > margin ? b1 - margin : 0, B1 = std::min(last, b2 + margin);
+                    const index_t count = members(B0, B1);
+                    if (count > kGatherCap) continue;
                     const index_t below = B0 > 0 ? members(0, B0 - 1) : 0;
-                    t.rank[0] = r1 - below;
+                    w[0] = add(B0, B1, count, r1 - below);
+                    w[1] = {w[0].first, two ? 1 : 0};
+                    detail::SelectTarget& t = targets[w[0].first];
                     t.rank[1] = r1 - below + 1;
                     t.ranks = two ? 2 : 1;
                     t.whole = true;
                     t.keep = settled;
-                    targets.push_back(std::move(t));
-                    const int id = static_cast<int>(targets.size()) - 1;
-                    w[0] = {id, 0};
-                    w[1] = {id, two ? 1 : 0};
                     C.bin0 = B0;
                     C.bin1 = B1;
+                    gathered = true;
                     break;
                 }
-                if (targets.empty() || targets.back().X != X || targets.back().c != c) {
+                if (!gathered) {
                     // Crowded: one target per bin, refined by finer histograms if need be.
-                    auto add = [&](std::uint32_t b, index_t rank) {
-                        detail::SelectTarget t;
-                        t.X = X;
-                        t.c = c;
-                        t.lo = p_.key_lo[X] + (b << shift_[X]);
-                        t.hi = static_cast<std::uint32_t>(
-                            std::min<std::uint64_t>(std::uint64_t{t.lo} + (std::uint64_t{1} << shift_[X]) - 1, 0xffffffffu));
-                        t.shift = shift_[X];
-                        t.count = h[b];
-                        t.rank[0] = rank;
-                        targets.push_back(std::move(t));
-                        return std::make_pair(static_cast<int>(targets.size()) - 1, 0);
-                    };
-                    w[0] = add(b1, q1);
+                    w[0] = add(b1, b1, h[b1], q1);
                     if (!two) {
                         w[1] = w[0];
                     } else if (shared) {
@@ -1118,7 +1143,7 @@ private:
                         t.ranks = 2;
                         w[1] = {w[0].first, 1};
                     } else {
-                        w[1] = add(b2, 1);
+                        w[1] = add(b2, b2, h[b2], 1);
                     }
                 }
             }
@@ -1146,6 +1171,12 @@ private:
         }
     }
 
+    // Whether a target's members are gathered (a run of whole bins, a small bin, or one key), not
+    // refined by a finer histogram first.
+    static bool gathers(const detail::SelectTarget& T) {
+        return T.whole || T.count <= kGatherCap || T.shift == 0;
+    }
+
     // Resolves every target: one pass over the boxes per round collects the values of the small
     // targets and a finer histogram (2^kRefineBits bins) of the large ones, which become smaller
     // targets for the next round.
@@ -1153,15 +1184,14 @@ private:
         const index_t n = p_.size();
         std::vector<int> pending(targets.size());
         std::iota(pending.begin(), pending.end(), 0);
+        std::vector<std::pair<int, int>> split;  // (parent, target of its upper rank)
         while (!pending.empty()) {
             std::vector<int> gather, refine;
             for (const int t : pending) {
                 detail::SelectTarget& T = targets[t];
-                if (T.whole) {
-                    gather.push_back(t);
-                } else if (T.shift == 0 && p_.f32) {  // one key: one float32 value
+                if (!T.whole && T.shift == 0 && p_.f32) {  // one key: one float32 value
                     T.value[0] = T.value[1] = Problem::key_value(T.lo);
-                } else if (T.count <= kGatherCap || T.shift == 0) {
+                } else if (gathers(T)) {
                     gather.push_back(t);
                 } else {
                     refine.push_back(t);
@@ -1171,15 +1201,12 @@ private:
             // Per cluster and coordinate, the targets to look at (at most two in a round).
             constexpr int kNoTarget = -1;
             std::vector<std::array<int, 2>> table(2 * static_cast<std::size_t>(k_), {kNoTarget, kNoTarget});
-            std::vector<int> role(targets.size(), -1);  // index into gather or refine
+            std::vector<int> role(targets.size(), -1);  // a refined target's index in refine
             auto enter = [&](int t) {
                 auto& slot = table[static_cast<std::size_t>(targets[t].X) * k_ + targets[t].c];
                 slot[slot[0] == kNoTarget ? 0 : 1] = t;
             };
-            for (std::size_t g = 0; g < gather.size(); ++g) {
-                role[gather[g]] = static_cast<int>(g);
-                enter(gather[g]);
-            }
+            for (const int t : gather) enter(t);
             for (std::size_t r = 0; r < refine.size(); ++r) {
                 role[refine[r]] = static_cast<int>(r);
                 enter(refine[r]);
@@ -1210,9 +1237,8 @@ private:
                     auto& out = found[static_cast<std::size_t>(thread_index())];
                     index_t* hs = sub[static_cast<std::size_t>(thread_index())].data();
                     std::uint8_t* hit = TH.flag.data();
-                    constexpr index_t kStep = kBlock;
-                    for (index_t s0 = b; s0 < e; s0 += kStep) {
-                        const index_t m = std::min(e, s0 + kStep) - s0;
+                    for (index_t s0 = b; s0 < e; s0 += kBlock) {
+                        const index_t m = std::min(e, s0 + kBlock) - s0;
                         const L* lab = labels_.data() + s0;
                         const std::uint8_t any =
                             p_.f32 ? detail::flag_in_ranges(lab, p_.f32 + 2 * s0, m, lo0, hi0, lo1, hi1, hit)
@@ -1229,7 +1255,7 @@ private:
                                     const detail::SelectTarget& T = targets[tg];
                                     const std::uint32_t off = key - T.lo;
                                     if (off > T.hi - T.lo) continue;
-                                    if (T.whole || T.count <= kGatherCap || T.shift == 0) {
+                                    if (gathers(T)) {
                                         out.emplace_back(tg, p_.value(X, i));
                                     } else {
                                         const int fine = std::max(0, T.shift - kRefineBits);
@@ -1281,41 +1307,32 @@ private:
                 std::vector<index_t> h(kSub, 0);
                 for (auto& s : sub)
                     for (std::size_t j = 0; j < kSub; ++j) h[j] += s[r * kSub + j];
-                const int fine = std::max(0, targets[t].shift - kRefineBits);
-                auto locate = [&](index_t rank) {
-                    index_t below = 0;
-                    for (std::size_t j = 0; j < kSub; ++j) {
-                        if (below + h[j] >= rank) return std::make_pair(j, rank - below);
-                        below += h[j];
-                    }
-                    return std::make_pair(kSub - 1, std::max<index_t>(1, rank - below));
-                };
                 const detail::SelectTarget parent = targets[t];
-                const auto [j0, q0] = locate(parent.rank[0]);
-                detail::SelectTarget& T = targets[t];
-                T.lo = parent.lo + (static_cast<std::uint32_t>(j0) << fine);
-                T.hi = T.lo + ((std::uint32_t{1} << fine) - 1);
-                T.shift = fine;
-                T.count = h[j0];
-                T.rank[0] = q0;
+                const int fine = std::max(0, parent.shift - kRefineBits);
+                // parent narrowed to its finer bin j, holding the rank-th of that bin
+                auto narrowed = [&](std::size_t j, index_t rank) {
+                    detail::SelectTarget u = parent;
+                    u.lo = parent.lo + (static_cast<std::uint32_t>(j) << fine);
+                    u.hi = u.lo + ((std::uint32_t{1} << fine) - 1);
+                    u.shift = fine;
+                    u.count = h[j];
+                    u.rank[0] = rank;
+                    u.ranks = 1;
+                    return u;
+                };
+                const auto [j0, q0] = detail::rank_in_counts(h.data(), kSub, parent.rank[0]);
+                targets[t] = narrowed(j0, q0);
                 next.push_back(t);
                 if (parent.ranks == 2) {
-                    const auto [j1, q1] = locate(parent.rank[1]);
+                    const auto [j1, q1] = detail::rank_in_counts(h.data(), kSub, parent.rank[1]);
                     if (j1 == j0) {
-                        T.rank[1] = q1;
+                        targets[t].rank[1] = q1;
+                        targets[t].ranks = 2;
                     } else {
                         // The upper rank is the first of a later bin: a separate target whose
                         // value is copied back below.
-                        T.ranks = 1;
-                        detail::SelectTarget U = parent;
-                        U.lo = parent.lo + (static_cast<std::uint32_t>(j1) << fine);
-                        U.hi = U.lo + ((std::uint32_t{1} << fine) - 1);
-                        U.shift = fine;
-                        U.count = h[j1];
-                        U.rank[0] = q1;
-                        U.ranks = 1;
-                        targets.push_back(U);
-                        split_.push_back({t, static_cast<int>(targets.size()) - 1});
+                        targets.push_back(narrowed(j1, q1));
+                        split.push_back({t, static_cast<int>(targets.size()) - 1});
                         next.push_back(static_cast<int>(targets.size()) - 1);
                     }
                 }
@@ -1323,11 +1340,10 @@ private:
             pending = std::move(next);
         }
         // Upper ranks resolved in targets of their own go back to their parent's second value.
-        for (auto it = split_.rbegin(); it != split_.rend(); ++it) {
+        for (auto it = split.rbegin(); it != split.rend(); ++it) {
             targets[it->first].value[1] = targets[it->second].value[0];
             targets[it->first].ranks = 2;
         }
-        split_.clear();
     }
 
     // Empty clusters, in index order, take the boxes with the lowest IoU to their nearest
@@ -1338,27 +1354,18 @@ private:
         using Key = std::pair<double, index_t>;  // (best IoU, index)
         // The e smallest keys of every chunk, then of all of them.
         std::vector<std::vector<Key>> part(n_chunks(n));
-        std::vector<std::exception_ptr> error(n_chunks(n));
         const int k = static_cast<int>(anchors.size());
-        for_each_chunk(n, nt_, [&](index_t c, index_t b, index_t end) {
-            try {
-                std::vector<double> buf(4 * static_cast<std::size_t>(kChunk));
-                double *w = buf.data(), *h = w + kChunk, *a = h + kChunk, *q = a + kChunk;
-                p_.load(b, end, w, h, a);
-                detail::best_iou_range(w, h, a, end - b, anchors.w.data(), anchors.h.data(), anchors.a.data(), k, q);
-                std::vector<Key>& keys = part[c];
-                keys.reserve(end - b);
-                for (index_t i = b; i < end; ++i) keys.emplace_back(q[i - b], i);
-                const std::size_t m = std::min(e, keys.size());
-                std::partial_sort(keys.begin(), keys.begin() + m, keys.end());
-                keys.resize(m);
-                keys.shrink_to_fit();
-            } catch (...) {
-                error[c] = std::current_exception();
-            }
+        p_.for_each_loaded_chunk(nt_, [&](index_t c, index_t b, index_t end, const double* w, const double* h,
+                                          const double* a, double* q) {
+            detail::best_iou_range(w, h, a, end - b, anchors.w.data(), anchors.h.data(), anchors.a.data(), k, q);
+            std::vector<Key>& keys = part[c];
+            keys.reserve(end - b);
+            for (index_t i = b; i < end; ++i) keys.emplace_back(q[i - b], i);
+            const std::size_t m = std::min(e, keys.size());
+            std::partial_sort(keys.begin(), keys.begin() + m, keys.end());
+            keys.resize(m);
+            keys.shrink_to_fit();
         });
-        for (auto& x : error)
-            if (x) std::rethrow_exception(x);
         std::vector<Key> all;
         for (const auto& keys : part) all.insert(all.end(), keys.begin(), keys.end());
         std::partial_sort(all.begin(), all.begin() + e, all.end());
@@ -1383,7 +1390,6 @@ private:
     std::vector<std::uint32_t> hist_;  // [X][cluster][bin]
     std::vector<Cached> cache_;        // [X][cluster]
     std::vector<std::uint32_t> last_bin_;  // [X][cluster]: the lower median's bin at the last update
-    std::vector<std::pair<int, int>> split_;
     std::vector<Thread> threads_;
     bool use_float_ = false;
     std::array<float, detail::kMaxFixedK> faw_{}, fah_{}, faa_{};
@@ -1759,12 +1765,10 @@ inline KMeansOutput kmeans_iou(BoxRows rows, const double* weights, index_t n, c
         out.labels.resize(n);
         labels = out.labels.data();
     }
-    std::vector<double> scratch(static_cast<std::size_t>(chunk_threads(n, o.n_threads)) * 3 * kChunk);
-    for_each_chunk(n, o.n_threads, [&](index_t, index_t b, index_t e) {
-        double* w = scratch.data() + static_cast<std::size_t>(thread_index()) * 3 * kChunk;
-        p.load(b, e, w, w + kChunk, w + 2 * kChunk);
-        detail::assign_rows(w, w + kChunk, w + 2 * kChunk, e - b, out.anchors.w.data(), out.anchors.h.data(),
-                            out.anchors.a.data(), o.k, labels + b);
+    p.for_each_loaded_chunk(o.n_threads, [&](index_t, index_t b, index_t e, const double* w, const double* h,
+                                             const double* a, double*) {
+        detail::assign_rows(w, h, a, e - b, out.anchors.w.data(), out.anchors.h.data(), out.anchors.a.data(), o.k,
+                            labels + b);
     });
     out.avg_iou = best.avg_iou;
     out.n_iter = best.n_iter;
