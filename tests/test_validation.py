@@ -162,3 +162,16 @@ def test_extreme_but_supported_magnitudes_are_exact():
             np.testing.assert_allclose(got.anchors, exp["anchors"], rtol=1e-9)
             np.testing.assert_array_equal(got.labels, exp["labels"])
             assert np.isfinite(got.avg_iou)
+
+
+@pytest.mark.parametrize("bad", [np.float32(1e30), np.float32(9e-31)])
+def test_float32_rows_read_in_place_are_checked_against_the_float64_range(bad):
+    # kmeans_iou checks float32 rows in place, without a float64 copy: the range is still
+    # [1e-30, 1e30] as doubles. float32(1e30) is 1.00000002e30 (numpy would round the bound to
+    # float32 and call it equal); float32(9e-31) is below 1e-30. Found by test_fuzz.
+    wh = np.full((8, 2), 5.0, dtype=np.float32)
+    wh[6, 0] = bad
+    with pytest.raises(ValueError, match=r"the first is row 6"):
+        fastanchor.kmeans_iou(wh, 2, seed=0)
+    with pytest.raises(ValueError, match=r"the first is row 6"):
+        fastanchor.kmeans_iou(wh.astype(np.float64), 2, seed=0)

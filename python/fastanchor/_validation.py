@@ -57,8 +57,11 @@ def _check_sides(values: np.ndarray, shown: np.ndarray, name: str, offset: int =
     """Raises the ValueError of as_wh when a row of ``values`` (rows ``offset``... of the caller's
     array ``shown``) is not finite and within [MIN_SIDE, MAX_SIDE]."""
     # Fast path: two reductions (a NaN makes both comparisons False, an inf fails the second).
-    if values.min() >= MIN_SIDE and values.max() <= MAX_SIDE:
+    # Compared as Python floats: against a float32 array numpy would round the bounds to float32
+    # (NEP 50), and float32(1e30) is above 1e30.
+    if float(values.min()) >= MIN_SIDE and float(values.max()) <= MAX_SIDE:
         return
+    values = values.astype(np.float64, copy=False)  # float32: a block of CHECK_ROWS rows at most
     with np.errstate(all="ignore"):
         ok = np.isfinite(values) & (values >= MIN_SIDE) & (values <= MAX_SIDE)
     row_ok = ok.all(axis=1)
