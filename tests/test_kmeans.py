@@ -281,6 +281,12 @@ def test_wide_value_range_matches_reference(update):
     init = wh[rng.choice(len(wh), 7, replace=False)]
     expected = ref.lloyd(wh, init, update=update, max_iter=20)
     assert_same_as_reference(fastanchor.kmeans_iou(wh, 7, init=init, update=update, max_iter=20), expected)
+    # k-means++ on such rows draws in double too (it once read a float form that did not exist).
+    for rows in (wh, wh.astype(np.float32)):
+        got = fastanchor.kmeans_iou(rows, 7, update=update, seed=3)
+        one = fastanchor.kmeans_iou(rows, 7, update=update, seed=3, n_threads=1)
+        np.testing.assert_array_equal(got.anchors, one.anchors)
+        np.testing.assert_array_equal(got.labels, ref.assign(got.anchors, rows.astype(np.float64))[0])
 
 
 @pytest.mark.parametrize("update", ["median", "mean"])

@@ -21,22 +21,7 @@
 #define FASTANCHOR_CLONES
 #endif
 
-// Hand-written AVX-512 kernels, chosen at run time where the CPU has AVX-512F and VL.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTANCHOR_NO_AVX512)
-#define FASTANCHOR_HAVE_AVX512_PATH 1
-#include <immintrin.h>
-#else
-#define FASTANCHOR_HAVE_AVX512_PATH 0
-#endif
-
 namespace fastanchor {
-
-#if FASTANCHOR_HAVE_AVX512_PATH
-inline bool cpu_has_avx512() {
-    static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-    return has;
-}
-#endif
 
 using index_t = std::int64_t;
 

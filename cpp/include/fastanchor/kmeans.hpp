@@ -18,10 +18,22 @@
 #include <limits>
 #include <numeric>
 #include <stdexcept>
+#include <tuple>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+// The AVX2 form of flag_in_ranges, chosen at run time where the CPU has AVX2.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTANCHOR_NO_AVX2_RANGES)
+#define FASTANCHOR_HAVE_AVX2_RANGES 1
+#include <immintrin.h>
+#else
+#define FASTANCHOR_HAVE_AVX2_RANGES 0
+#endif
 
 #include "common.hpp"
 #include "iou.hpp"
@@ -69,14 +81,13 @@ struct BoxRows {
 
 namespace detail {
 
-// Rows (w, h) of T times `scale`, rounded to float, into w and h.
-template <class T>
-FASTANCHOR_CLONES void split_rows(const T* __restrict rows, index_t m, T scale, float* __restrict w,
-                                  float* __restrict h) {
+// Float rows (w, h) times `scale` into w and h.
+FASTANCHOR_CLONES inline void split_rows(const float* __restrict rows, index_t m, float scale, float* __restrict w,
+                                         float* __restrict h) {
 #pragma omp simd
     for (index_t t = 0; t < m; ++t) {
-        w[t] = static_cast<float>(rows[2 * t] * scale);
-        h[t] = static_cast<float>(rows[2 * t + 1] * scale);
+        w[t] = rows[2 * t] * scale;
+        h[t] = rows[2 * t + 1] * scale;
     }
 }
 
@@ -90,8 +101,14 @@ struct Problem {
     const float* f32 = nullptr;
     const double* f64 = nullptr;
     const double* weight = nullptr;  // the caller's weights (null: unit)
-    // The float ranking reads every box times fscale (a power of two) as a float; has_float is
-    // false when the data's range does not fit in [kFloatLo, kFloatHi] with one scale.
+    // The float ranking reads every box as a float times fscale (a power of two) from float rows:
+    // f32 itself, or for float64 rows a copy rounded to float (4 bytes a value: half the bytes
+    // of a pass, and no conversion in it), made when has_float. has_float is false when the
+    // data's range does not fit in [kFloatLo, kFloatHi] with one scale, or when a float64 value
+    // is not a normal float (then a rounded value times fscale could differ from the scaled
+    // value rounded). The exact values (sums, ties, medians) are always read from the rows.
+    std::vector<float> f64_as_f32;
+    const float* frows() const { return f32 ? f32 : f64_as_f32.empty() ? nullptr : f64_as_f32.data(); }
     bool has_float = false;
     double fscale = 1.0;
     static constexpr double kFloatLo = 0x1p-60, kFloatHi = 0x1p60;
@@ -101,8 +118,9 @@ struct Problem {
     // of the smallest one's mantissa) below 2^kSumBits times it, so the sum of any set of up to
     // 2^32 boxes is a 128-bit integer, exact whatever the order of the additions.
     bool exact_sums = false;
-    bool fixed64 = false;  // every value's integer fits in 62 bits
+    bool fixed64 = false;  // every value's integer fits in 62 bits (most data: few binary orders)
     int sum_exp = 0;
+    double fixed_scale = 1.0;  // 2^-sum_exp, for fixed64
     static constexpr int kSumBits = 94;
     // For the sort-based median only (weighted, or k above the histograms' limit): each
     // coordinate's order of the boxes (ties by index).
@@ -117,7 +135,8 @@ struct Problem {
     // Box i's value along X as a float, bit pattern read as an unsigned integer: monotone in the
     // value (float rounding is monotone, and positive floats order as their bits).
     std::uint32_t key(int X, index_t i) const {
-        const float f = f32 ? f32[2 * i + X] : static_cast<float>(f64[2 * i + X]);
+        const float* fr = frows();  // (the copy holds the same roundings)
+        const float f = fr ? fr[2 * i + X] : static_cast<float>(f64[2 * i + X]);
         std::uint32_t b;
         std::memcpy(&b, &f, sizeof b);
         return b;
@@ -127,8 +146,8 @@ struct Problem {
         std::memcpy(&f, &key, sizeof f);
         return static_cast<double>(f);
     }
-    // Box i's value along X as the float ranking reads it.
-    float scaled(int X, index_t i) const { return static_cast<float>(value(X, i) * fscale); }
+    // Box i's value along X as the float ranking reads it (has_float).
+    float scaled(int X, index_t i) const { return frows()[2 * i + X] * static_cast<float>(fscale); }
 
     // Exact doubles of boxes [b, e): widths, heights and areas.
     void load(index_t b, index_t e, double* __restrict w, double* __restrict h, double* __restrict a) const {
@@ -149,29 +168,19 @@ struct Problem {
             }
         }
     }
-    // Scaled floats of boxes [b, e) (has_float): for float32 rows a product by a power of two,
-    // exact in range, so the same as scaled().
+    // Scaled floats of boxes [b, e) (has_float), as scaled() reads them.
     void load_float(index_t b, index_t e, float* __restrict w, float* __restrict h) const {
-        if (f32) detail::split_rows(f32 + 2 * b, e - b, static_cast<float>(fscale), w, h);
-        else detail::split_rows(f64 + 2 * b, e - b, fscale, w, h);
+        detail::split_rows(frows() + 2 * b, e - b, static_cast<float>(fscale), w, h);
     }
 
     // The gathered boxes idx[0, m) of the block starting at box s, as load_float reads them.
     void load_float_at(index_t s, const std::int32_t* __restrict idx, index_t m, float* __restrict w,
                        float* __restrict h) const {
-        if (f32) {
-            const float sc = static_cast<float>(fscale);
-            const float* r = f32 + 2 * s;
-            for (index_t u = 0; u < m; ++u) {
-                w[u] = r[2 * idx[u]] * sc;
-                h[u] = r[2 * idx[u] + 1] * sc;
-            }
-        } else {
-            const double* r = f64 + 2 * s;
-            for (index_t u = 0; u < m; ++u) {
-                w[u] = static_cast<float>(r[2 * idx[u]] * fscale);
-                h[u] = static_cast<float>(r[2 * idx[u] + 1] * fscale);
-            }
+        const float sc = static_cast<float>(fscale);
+        const float* r = frows() + 2 * s;
+        for (index_t u = 0; u < m; ++u) {
+            w[u] = r[2 * idx[u]] * sc;
+            h[u] = r[2 * idx[u] + 1] * sc;
         }
     }
 
@@ -209,11 +218,18 @@ struct Problem {
     }
 
 #if FASTANCHOR_HAVE_INT128
-    // Box i's value along X as the integer value / 2^sum_exp (exact_sums only), from its bits:
-    // a positive float or double is m * 2^e with the integer m of its mantissa field (and the
-    // implicit bit when normal), and e >= sum_exp for every value of the data. (The shift is clamped so
-    // that even values changed behind the fit's back cannot make it undefined.)
+    // Box i's value along X as the integer value / 2^sum_exp (exact_sums only). With fixed64 a
+    // product and a conversion; otherwise from its bits: a positive float or double is m * 2^e
+    // with the integer m of its mantissa field (and the implicit bit when normal), and
+    // e >= sum_exp for every value of the data. (Both are guarded so that even values changed
+    // behind the fit's back cannot make them undefined.)
     int128_t fixed(int X, index_t i) const {
+        if (fixed64) {
+            // value * 2^-sum_exp is then an integer below 2^62: exact as a double (a power-of-two
+            // scaling) and as an int64. A value changed behind the fit's back reads as 0.
+            const double y = value(X, i) * fixed_scale;
+            return static_cast<int128_t>(static_cast<std::int64_t>(y >= 0.0 && y < 0x1p62 ? y : 0.0));
+        }
         std::uint64_t m;
         int e, digits;
         if (f32) {  // float32 rows: units from the float's own 24-bit mantissa
@@ -234,8 +250,6 @@ struct Problem {
             digits = 53;
         }
         const int shift = std::clamp(e - sum_exp, 0, kSumBits - digits);
-        // Most data spans few binary orders: a 64-bit shift is then enough (and much cheaper).
-        if (fixed64 && shift <= 63 - digits) return static_cast<int128_t>(static_cast<std::int64_t>(m << shift));
         return static_cast<int128_t>(m) << shift;
     }
     // The mean of a set whose exact sum is `sum` (value / 2^sum_exp units) over `count` boxes.
@@ -294,10 +308,20 @@ struct Problem {
         p.sum_exp = std::max(std::ilogb(all.lo), min_exp) - (digits - 1);
         const int span = std::ilogb(all.hi) + 1 - p.sum_exp;  // bits of the largest value in those units
         p.exact_sums = !p.weighted() && span <= kSumBits && std::ilogb(all.hi) + 33 < 1000;
-        p.fixed64 = span <= 62;
+        p.fixed64 = span <= 62 && p.sum_exp >= -1022;  // (2^-sum_exp a finite double)
+        p.fixed_scale = std::ldexp(1.0, -p.sum_exp);
 #endif
         p.fscale = std::ldexp(1.0, -std::ilogb(std::sqrt(all.lo) * std::sqrt(all.hi)));
-        p.has_float = all.lo * p.fscale >= kFloatLo && all.hi * p.fscale <= kFloatHi;
+        p.has_float = all.lo * p.fscale >= kFloatLo && all.hi * p.fscale <= kFloatHi &&
+                      (p.f32 || (all.lo >= 0x1p-126 && all.hi <= 0x1p127));
+        if (p.f64 && p.has_float) {
+            p.f64_as_f32.resize(2 * static_cast<std::size_t>(n));
+            float* out = p.f64_as_f32.data();
+            const double* in = p.f64;
+            for_each_chunk(n, n_threads, [&](index_t, index_t b, index_t e) {
+                for (index_t t = 2 * b; t < 2 * e; ++t) out[t] = static_cast<float>(in[t]);
+            });
+        }
         if (need_orders) {
             auto sort_coordinate = [&](int X) {
                 p.order[X] = p.f32 ? argsort_positive<pos_t>(p.f32 + X, n, 2) : argsort_positive<pos_t>(p.f64 + X, n, 2);
@@ -421,6 +445,12 @@ struct alignas(64) LloydThread {
     std::vector<float> fw, fh, gap;
     std::vector<std::int32_t> lab, idx;
     std::vector<std::uint8_t> flag, need, old;
+    struct Flagged {  // a box flagged by the float ranking (detail::label_top2), to commit
+        index_t i;
+        std::int32_t label;
+        std::uint8_t flag;
+    };
+    std::vector<Flagged> pending;            // a chunk's flagged boxes, in order (assign_chunk)
     std::vector<std::uint16_t> slack;
     void allocate(int k, bool sums, std::size_t hist_size) {
         count.assign(k, 0);
@@ -445,34 +475,43 @@ struct alignas(64) LloydThread {
         fw.resize(kBlock);
         fh.resize(kBlock);
         gap.resize(kBlock);
+        pending.resize(kChunk);
     }
 };
 
-// The t < m with flag[t] != 0, in increasing order, written to idx; returns how many. Without a
-// branch per flag: the flags of the Lloyd passes (a few to a few tens of percent, spread
-// without order) would make one mispredict often.
-inline index_t compact_flagged(const std::uint8_t* __restrict flag, index_t m, std::int32_t* __restrict idx) {
-    index_t n = 0;
-    for (index_t t = 0; t < m; ++t) {
-        idx[n] = static_cast<std::int32_t>(t);
-        n += flag[t] != 0;
+// Bit t of the result: flag[t] != 0, for t < m <= 64. SSE2 (every x86-64) compares 16 flags
+// a step; elsewhere a plain loop.
+inline std::uint64_t nonzero_bits(const std::uint8_t* flag, index_t m) {
+    std::uint64_t bits = 0;
+    index_t t = 0;
+#if defined(__SSE2__)
+    const __m128i zero = _mm_setzero_si128();
+    for (; t + 16 <= m; t += 16) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(flag + t));
+        const auto is_zero = static_cast<std::uint32_t>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, zero)));
+        bits |= static_cast<std::uint64_t>(~is_zero & 0xffffu) << t;
     }
-    return n;
+#endif
+    for (; t < m; ++t) bits |= static_cast<std::uint64_t>(flag[t] != 0) << t;
+    return bits;
 }
 
-// Calls f(t) for every t < m with flag[t] != 0, in increasing order, reading eight flags at a
-// time: the cost follows the number of flags set (rare ones), not m.
+// Calls f(t) for every t < m with flag[t] != 0, in increasing order, 64 flags at a time: the
+// cost follows the number of flags set (a few to a few tens of percent in the Lloyd passes),
+// with one branch per flag set rather than one per flag.
 template <class F>
 void for_each_flagged(const std::uint8_t* flag, index_t m, F&& f) {
-    for (index_t t0 = 0; t0 < m; t0 += 8) {
-        std::uint64_t word = 0;
-        std::memcpy(&word, flag + t0, static_cast<std::size_t>(std::min<index_t>(8, m - t0)));
-        while (word) {
-            const int byte = __builtin_ctzll(word) >> 3;
-            word &= ~(std::uint64_t{0xff} << (8 * byte));
-            f(t0 + byte);
-        }
+    for (index_t t0 = 0; t0 < m; t0 += 64) {
+        for (std::uint64_t bits = nonzero_bits(flag + t0, std::min<index_t>(64, m - t0)); bits; bits &= bits - 1)
+            f(t0 + __builtin_ctzll(bits));
     }
+}
+
+// The t < m with flag[t] != 0, in increasing order, written to idx; returns how many.
+inline index_t compact_flagged(const std::uint8_t* __restrict flag, index_t m, std::int32_t* __restrict idx) {
+    index_t n = 0;
+    for_each_flagged(flag, m, [&](index_t t) { idx[n++] = static_cast<std::int32_t>(t); });
+    return n;
 }
 
 // The boxes of [0, m) whose slack does not prove their label (need[t] = 1), with thresholds by
@@ -525,6 +564,65 @@ FASTANCHOR_CLONES std::uint8_t flag_in_ranges(const L* __restrict lab, const T* 
     }
     return any;
 }
+
+#if FASTANCHOR_HAVE_AVX2_RANGES
+inline bool cpu_has_avx2_ranges() {
+    static const bool has = __builtin_cpu_supports("avx2");
+    return has;
+}
+
+// The entries c (0-15) of a 16-entry table held as its two halves.
+__attribute__((target("avx2"), always_inline)) inline __m256i lookup16(__m256i lo_half, __m256i hi_half, __m256i c,
+                                                                       __m256i upper) {
+    return _mm256_blendv_epi8(_mm256_permutevar8x32_epi32(lo_half, c), _mm256_permutevar8x32_epi32(hi_half, c), upper);
+}
+
+// flag_in_ranges for one-byte labels below 16 and float rows, eight boxes a step: the compiled
+// portable loop fetches the four bounds of each box's cluster with four gathers, which cost more
+// than the rest of the pass; here each is two in-register table lookups (vpermd, the tables of
+// 16 bounds held in two registers each). The same comparisons, as int32.
+__attribute__((target("avx2"))) inline std::uint8_t flag_in_ranges_avx2(
+    const std::uint8_t* __restrict lab, const float* __restrict rows, index_t m, int k,
+    const std::int32_t* __restrict lo0, const std::int32_t* __restrict hi0, const std::int32_t* __restrict lo1,
+    const std::int32_t* __restrict hi1, std::uint8_t* __restrict hit) {
+    alignas(32) std::int32_t tab[4][16];  // lo0, hi0, lo1, hi1; unused clusters: empty ranges
+    for (int c = 0; c < 16; ++c) {
+        tab[0][c] = c < k ? lo0[c] : 1;
+        tab[1][c] = c < k ? hi0[c] : 0;
+        tab[2][c] = c < k ? lo1[c] : 1;
+        tab[3][c] = c < k ? hi1[c] : 0;
+    }
+    __m256i lo_half[4], hi_half[4];
+    for (int q = 0; q < 4; ++q) {
+        lo_half[q] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab[q]));
+        hi_half[q] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tab[q] + 8));
+    }
+    const __m256i seven = _mm256_set1_epi32(7), one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
+    __m256i any = _mm256_setzero_si256();
+    index_t t = 0;
+    for (; t + 8 <= m; t += 8) {
+        const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(lab + t)));
+        const __m256i upper = _mm256_cmpgt_epi32(c, seven);  // clusters 8-15: the second register
+        // Rows (w, h) of boxes t..t+3 and t+4..t+7: the widths, then the heights, in box order.
+        const __m256 r0 = _mm256_loadu_ps(rows + 2 * t), r1 = _mm256_loadu_ps(rows + 2 * t + 8);
+        // (Per 128-bit lane the shuffle leaves pairs of boxes in the order 0, 2, 1, 3.)
+        const __m256d w4 = _mm256_castps_pd(_mm256_shuffle_ps(r0, r1, 0x88)), h4 = _mm256_castps_pd(_mm256_shuffle_ps(r0, r1, 0xdd));
+        const __m256i kw = _mm256_castpd_si256(_mm256_permute4x64_pd(w4, 0xd8));
+        const __m256i kh = _mm256_castpd_si256(_mm256_permute4x64_pd(h4, 0xd8));
+        const __m256i lw = lookup16(lo_half[0], hi_half[0], c, upper), hw = lookup16(lo_half[1], hi_half[1], c, upper);
+        const __m256i lh = lookup16(lo_half[2], hi_half[2], c, upper), hh = lookup16(lo_half[3], hi_half[3], c, upper);
+        // Outside: below lo or above hi.
+        const __m256i out_w = _mm256_or_si256(_mm256_cmpgt_epi32(lw, kw), _mm256_cmpgt_epi32(kw, hw));
+        const __m256i out_h = _mm256_or_si256(_mm256_cmpgt_epi32(lh, kh), _mm256_cmpgt_epi32(kh, hh));
+        const __m256i h = _mm256_or_si256(_mm256_andnot_si256(out_w, one), _mm256_andnot_si256(out_h, two));
+        any = _mm256_or_si256(any, h);
+        const __m128i h16 = _mm_packs_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(hit + t), _mm_packus_epi16(h16, h16));
+    }
+    const std::uint8_t tail = flag_in_ranges(lab + t, rows + 2 * t, m - t, lo0, hi0, lo1, hi1, hit + t);
+    return static_cast<std::uint8_t>(tail | (_mm256_testz_si256(any, any) ? 0 : 1));
+}
+#endif
 
 // The bin of counts h[0, n) holding the rank-th (1-based) counted item, and its rank within that
 // bin; the last bin when the counts fall short (they cannot unless the values changed behind the
@@ -854,11 +952,16 @@ private:
     }
 
     // Labels boxes [b, e) (one chunk) block by block; returns how many labels changed.
+    //
+    // On the float path the chunk's flagged boxes are committed after all its blocks are ranked:
+    // for float64 rows, which the ranking reads from their float copy, the rows a commit reads
+    // (exact sums, exact ties) are prefetched as they are found, and arrive while the next
+    // blocks are ranked.
     index_t assign_chunk(const WhSet& anchors, index_t b, index_t e) {
         if (bounded_) return assign_chunk_bounded(anchors, b, e);
         Thread& T = thread();
         const double *aw = anchors.w.data(), *ah = anchors.h.data(), *aa = anchors.a.data();
-        index_t changed = 0;
+        index_t changed = 0, pending = 0;
         for (index_t s = b; s < e; s += kBlock) {
             const index_t m = std::min(e, s + kBlock) - s;
             if (!use_float_) {
@@ -874,9 +977,14 @@ private:
             }
             // The flagged boxes: new labels, and the few too close to call in float.
             const std::uint8_t* flag = T.flag.data();
-            std::int32_t* idx = T.idx.data();
-            const index_t nf = detail::compact_flagged(flag, m, idx);
-            for (index_t u = 0; u < nf; ++u) changed += commit(T, anchors, s + idx[u], T.lab[idx[u]], flag[idx[u]]);
+            detail::for_each_flagged(flag, m, [&](index_t t) {
+                if (p_.f64) __builtin_prefetch(p_.f64 + 2 * (s + t));
+                T.pending[static_cast<std::size_t>(pending++)] = {s + t, T.lab[t], flag[t]};
+            });
+        }
+        for (index_t u = 0; u < pending; ++u) {
+            const auto& q = T.pending[static_cast<std::size_t>(u)];
+            changed += commit(T, anchors, q.i, q.label, q.flag);
         }
         return changed;
     }
@@ -1177,6 +1285,20 @@ private:
         return T.whole || T.count <= kGatherCap || T.shift == 0;
     }
 
+    // detail::flag_in_ranges of the m boxes from s0 (the AVX2 form where it serves).
+    std::uint8_t flag_block(const L* lab, index_t s0, index_t m, const std::int32_t* lo0, const std::int32_t* hi0,
+                            const std::int32_t* lo1, const std::int32_t* hi1, std::uint8_t* hit) const {
+        const float* fr = p_.frows();
+        if (!fr) return detail::flag_in_ranges(lab, p_.f64 + 2 * s0, m, lo0, hi0, lo1, hi1, hit);
+#if FASTANCHOR_HAVE_AVX2_RANGES
+        if constexpr (std::is_same_v<L, std::uint8_t>) {
+            if (k_ <= 16 && detail::cpu_has_avx2_ranges())
+                return detail::flag_in_ranges_avx2(lab, fr + 2 * s0, m, k_, lo0, hi0, lo1, hi1, hit);
+        }
+#endif
+        return detail::flag_in_ranges(lab, fr + 2 * s0, m, lo0, hi0, lo1, hi1, hit);
+    }
+
     // Resolves every target: one pass over the boxes per round collects the values of the small
     // targets and a finer histogram (2^kRefineBits bins) of the large ones, which become smaller
     // targets for the next round.
@@ -1237,12 +1359,13 @@ private:
                     auto& out = found[static_cast<std::size_t>(thread_index())];
                     index_t* hs = sub[static_cast<std::size_t>(thread_index())].data();
                     std::uint8_t* hit = TH.flag.data();
+                    // (target, box i, X) of the values to gather: read at the end of the chunk,
+                    // prefetched when found (float64 rows: the pass reads their float copy).
+                    std::vector<std::tuple<int, index_t, int>> at;
                     for (index_t s0 = b; s0 < e; s0 += kBlock) {
                         const index_t m = std::min(e, s0 + kBlock) - s0;
                         const L* lab = labels_.data() + s0;
-                        const std::uint8_t any =
-                            p_.f32 ? detail::flag_in_ranges(lab, p_.f32 + 2 * s0, m, lo0, hi0, lo1, hi1, hit)
-                                   : detail::flag_in_ranges(lab, p_.f64 + 2 * s0, m, lo0, hi0, lo1, hi1, hit);
+                        const std::uint8_t any = flag_block(lab, s0, m, lo0, hi0, lo1, hi1, hit);
                         if (!any) continue;
                         detail::for_each_flagged(hit, m, [&](index_t t) {
                             const index_t i = s0 + t;
@@ -1256,7 +1379,8 @@ private:
                                     const std::uint32_t off = key - T.lo;
                                     if (off > T.hi - T.lo) continue;
                                     if (gathers(T)) {
-                                        out.emplace_back(tg, p_.value(X, i));
+                                        if (p_.f64) __builtin_prefetch(p_.f64 + 2 * i + X);
+                                        at.emplace_back(tg, i, X);
                                     } else {
                                         const int fine = std::max(0, T.shift - kRefineBits);
                                         ++hs[static_cast<std::size_t>(role[tg]) * kSub + (off >> fine)];
@@ -1266,6 +1390,7 @@ private:
                             }
                         });
                     }
+                    for (const auto& [tg, i, X] : at) out.emplace_back(tg, p_.value(X, i));
                 } catch (...) {
                     error[ch] = std::current_exception();
                 }
@@ -1483,7 +1608,7 @@ double potential_of(const Problem& p, float* d2, index_t b, index_t e, index_t c
     constexpr index_t kBlock = LloydThread::kBlock;
     double acc[16] = {};
     const bool use_float = p.has_float;
-    const float cwf = p.scaled(0, c), chf = p.scaled(1, c);
+    const float cwf = use_float ? p.scaled(0, c) : 0.0f, chf = use_float ? p.scaled(1, c) : 0.0f;
     const double cw = p.value(0, c), ch = p.value(1, c);
     for (index_t s = b; s < e; s += kBlock) {
         const index_t m = std::min(e, s + kBlock) - s;
