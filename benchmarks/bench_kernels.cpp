@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -297,6 +298,55 @@ void BM_float_label_top2(benchmark::State& state) {
     set_rates(state, n, n * k);
 }
 
+// The median's gathering pass: which boxes have a width or height key inside their cluster's
+// target range (detail::flag_in_ranges), portable or AVX2 (threads: 1). The ranges hold the
+// keys of sides in [30, 31) px for every cluster, the labels are uniform in [0, k).
+template <bool Avx2>
+void BM_flag_in_ranges(benchmark::State& state) {
+    const fa::index_t n = state.range(0);
+    const int k = static_cast<int>(state.range(1));
+    const fa::Problem& p = problem(n, fa::Update::Median);
+    fa::Rng rng(5);
+    std::vector<std::uint8_t> lab(static_cast<std::size_t>(n));
+    for (auto& l : lab) l = static_cast<std::uint8_t>(rng.below(static_cast<std::uint64_t>(k)));
+    auto key = [](float v) {
+        std::int32_t b;
+        std::memcpy(&b, &v, sizeof b);
+        return b;
+    };
+    const std::vector<std::int32_t> lo(static_cast<std::size_t>(k), key(30.0f)), hi(static_cast<std::size_t>(k), key(31.0f) - 1);
+    std::vector<std::uint8_t> hit(fa::kChunk);
+#if FASTANCHOR_HAVE_AVX2_RANGES
+    if (Avx2 && !fa::detail::cpu_has_avx2_ranges()) {
+        state.SkipWithError("no AVX2 on this CPU");
+        return;
+    }
+#else
+    if (Avx2) {
+        state.SkipWithError("built without the AVX2 form");
+        return;
+    }
+#endif
+    for (auto _ : state) {
+        std::uint8_t any = 0;
+        for (fa::index_t b = 0; b < n; b += fa::kChunk) {
+            const fa::index_t m = std::min(fa::kChunk, n - b);
+            const float* rows = p.frows() + 2 * b;
+#if FASTANCHOR_HAVE_AVX2_RANGES
+            if (Avx2) {
+                any |= fa::detail::flag_in_ranges_avx2(lab.data() + b, rows, m, k, lo.data(), hi.data(), lo.data(),
+                                                       hi.data(), hit.data());
+                continue;
+            }
+#endif
+            any |= fa::detail::flag_in_ranges(lab.data() + b, rows, m, lo.data(), hi.data(), lo.data(), hi.data(),
+                                              hit.data());
+        }
+        benchmark::DoNotOptimize(any);
+    }
+    state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * n);
+}
+
 void register_all(std::int64_t max_n) {
     const std::vector<std::int64_t> ns = sizes(max_n);
     const std::vector<std::int64_t> ks = {5, 9, 15};
@@ -331,6 +381,14 @@ void register_all(std::int64_t max_n) {
         ->ArgsProduct({ns, ks})
         ->UseRealTime();
     benchmark::RegisterBenchmark("float_label_top2_gap", BM_float_label_top2<true>)
+        ->ArgNames({"n", "k"})
+        ->ArgsProduct({ns, ks})
+        ->UseRealTime();
+    benchmark::RegisterBenchmark("flag_in_ranges", BM_flag_in_ranges<false>)
+        ->ArgNames({"n", "k"})
+        ->ArgsProduct({ns, ks})
+        ->UseRealTime();
+    benchmark::RegisterBenchmark("flag_in_ranges_avx2", BM_flag_in_ranges<true>)
         ->ArgNames({"n", "k"})
         ->ArgsProduct({ns, ks})
         ->UseRealTime();
