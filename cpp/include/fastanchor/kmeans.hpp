@@ -173,14 +173,12 @@ struct Problem {
         detail::split_rows(frows() + 2 * b, e - b, static_cast<float>(fscale), w, h);
     }
 
-    // The gathered boxes idx[0, m) of the block starting at box s, as load_float reads them.
-    void load_float_at(index_t s, const std::int32_t* __restrict idx, index_t m, float* __restrict w,
-                       float* __restrict h) const {
-        const float sc = static_cast<float>(fscale);
+    // The float rows of boxes s + idx[0, m) (has_float), gathered into out (2m floats).
+    void gather_float_rows(index_t s, const std::int32_t* __restrict idx, index_t m, float* __restrict out) const {
         const float* r = frows() + 2 * s;
         for (index_t u = 0; u < m; ++u) {
-            w[u] = r[2 * idx[u]] * sc;
-            h[u] = r[2 * idx[u] + 1] * sc;
+            out[2 * u] = r[2 * idx[u]];
+            out[2 * u + 1] = r[2 * idx[u] + 1];
         }
     }
 
@@ -442,7 +440,7 @@ struct alignas(64) LloydThread {
     std::vector<Logged> log;                 // moves into and out of the median's cached ranges
     bool any = false;
     std::vector<double> w, h, a;
-    std::vector<float> fw, fh, gap;
+    std::vector<float> frows, gap;  // gathered float rows (w, h); float gaps
     std::vector<std::int32_t> lab, idx;
     std::vector<std::uint8_t> flag, need, old;
     struct Flagged {  // a box flagged by the float ranking (detail::label_top2), to commit
@@ -472,8 +470,7 @@ struct alignas(64) LloydThread {
         need.resize(kBlock);
         old.resize(kBlock);
         slack.resize(kBlock);
-        fw.resize(kBlock);
-        fh.resize(kBlock);
+        frows.resize(2 * kBlock);
         gap.resize(kBlock);
         pending.resize(kChunk);
     }
@@ -901,13 +898,12 @@ private:
         }
     }
 
-    // Ranks the m boxes whose scaled floats are in T.fw, T.fh (labels `old`) against the
-    // anchors: labels and flags (detail::label_top2) into T.lab, T.flag, and their slacks into
+    // Ranks the m boxes of the float rows `rows` (labels `old`) against the anchors: labels and flags (detail::label_top2) into T.lab, T.flag, and their slacks into
     // T.slack: in units of 2^-kSlackBits, a lower bound on the gap between the distance to any
     // other anchor and to the label's, plus the label's base (detail::label_top2's float gap,
     // less what float rounding may have added; 0 for the ties decided exactly).
-    void rank_block(Thread& T, index_t m, const std::uint8_t* old) {
-        detail::label_float_k(T.fw.data(), T.fh.data(), m, faw_.data(), fah_.data(), faa_.data(), k_, old,
+    void rank_block(Thread& T, const float* rows, index_t m, const std::uint8_t* old) {
+        detail::label_float_k(rows, static_cast<float>(p_.fscale), m, faw_.data(), fah_.data(), faa_.data(), k_, old,
                               T.lab.data(), T.flag.data(), keep_bounds_ ? T.gap.data() : nullptr);
         if (!keep_bounds_) return;
         detail::slack_units(T.gap.data(), T.lab.data(), T.flag.data(), base_.data(), m, kSlackEps,
@@ -928,9 +924,9 @@ private:
             std::int32_t* idx = T.idx.data();
             const index_t nc = detail::compact_flagged(need, m, idx);
             std::uint8_t* old = T.old.data();
-            p_.load_float_at(s, idx, nc, T.fw.data(), T.fh.data());
+            p_.gather_float_rows(s, idx, nc, T.frows.data());
             for (index_t u = 0; u < nc; ++u) old[u] = lab[idx[u]];
-            rank_block(T, nc, old);
+            rank_block(T, T.frows.data(), nc, old);
             for (index_t u = 0; u < nc; ++u) {
                 const index_t i = s + idx[u];
                 slack_[i] = T.slack[u];
@@ -971,8 +967,7 @@ private:
                 continue;
             }
             if constexpr (std::is_same_v<L, std::uint8_t>) {  // k <= kMaxFixedK: one-byte labels
-                p_.load_float(s, s + m, T.fw.data(), T.fh.data());
-                rank_block(T, m, labels_.data() + s);
+                rank_block(T, p_.frows() + 2 * s, m, labels_.data() + s);
                 if (keep_bounds_) std::copy(T.slack.begin(), T.slack.begin() + m, slack_.begin() + s);
             }
             // The flagged boxes: new labels, and the few too close to call in float.
