@@ -910,6 +910,10 @@ private:
                             static_cast<float>(1 << kSlackBits), T.slack.data());
     }
 
+    // One box in kDenseRanks ranked again is enough for the rows of the next block to be fetched
+    // whole (a 64-byte line holds 8 boxes' rows).
+    static constexpr index_t kDenseRanks = 32;
+
     // Boxes of a bounded pass in [b, e): those whose slack fails are gathered and ranked again.
     index_t assign_chunk_bounded(const WhSet& anchors, index_t b, index_t e) {
         Thread& T = thread();
@@ -923,6 +927,14 @@ private:
             if (!detail::need_rank(slack_.data() + s, lab, m, threshold_.data(), need)) continue;
             std::int32_t* idx = T.idx.data();
             const index_t nc = detail::compact_flagged(need, m, idx);
+            // A few percent of a block's boxes ranked again touch most of its rows' cache lines,
+            // in an order the hardware does not prefetch: the next block's rows are fetched
+            // while this one is ranked.
+            if (nc * kDenseRanks >= m && s + kBlock < e) {
+                const float* next = p_.frows() + 2 * (s + kBlock);
+                const index_t floats = 2 * (std::min(e, s + 2 * kBlock) - (s + kBlock));
+                for (index_t j = 0; j < floats; j += 16) __builtin_prefetch(next + j);
+            }
             std::uint8_t* old = T.old.data();
             p_.gather_float_rows(s, idx, nc, T.frows.data());
             for (index_t u = 0; u < nc; ++u) old[u] = lab[idx[u]];
