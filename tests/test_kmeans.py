@@ -406,12 +406,13 @@ def _median_cases(rng):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_histogram_median_is_the_exact_median(dtype):
     # The unit-weight median update against numpy.median of every cluster, exactly (no tolerance),
-    # for anchor sets that split the data unevenly (k = 1 and 2 give clusters of tens of thousands).
+    # for anchor sets that split the data unevenly (k = 1 and 2 give clusters of tens of thousands;
+    # 12 and 16 put labels in the upper half of the gathering pass's 16-entry range tables).
     rng = np.random.default_rng(31)
     for name, wh in _median_cases(rng):
         wh = wh.astype(dtype)
         exact = wh.astype(np.float64)
-        for k in (1, 2, 7):
+        for k in (1, 2, 7, 12, 16):
             anchors = np.quantile(exact, np.linspace(0.2, 0.8, k), axis=0)
             sets = anchors[None]
             out = fastanchor._core.lloyd_trace(wh, None, sets, "median", 2)
