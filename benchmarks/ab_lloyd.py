@@ -4,6 +4,7 @@ before/after comparisons of two builds in alternating fresh processes. Run on de
     PYTHONPATH=/path/to/old/build python benchmarks/ab_lloyd.py    # the old build
     python benchmarks/ab_lloyd.py                                   # the installed one
     python benchmarks/ab_lloyd.py --n 100000                        # a smaller set
+    python benchmarks/ab_lloyd.py --float64                         # the boxes as float64 rows
 
 (an old build: a worktree of the old commit built with CMake, ``-DFASTANCHOR_PYTHON=ON``, its
 ``python/fastanchor`` folder with the built ``_core*.so`` copied in.)
@@ -47,8 +48,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="boxes")
     ap.add_argument("--fits", action="store_true", help="whole fits from a fixed init and for six seeds")
+    ap.add_argument("--float64", action="store_true", help="pass the boxes as float64 rows (as run.py's iteration rows)")
     args = ap.parse_args()
     wh = coco_like(args.n, seed=0)
+    if args.float64:
+        wh = wh.astype(np.float64)
     if args.fits:
         fits(wh)
         return

@@ -1,0 +1,35 @@
+#!/bin/bash
+# The Lloyd engine of an old commit against the working tree's, in one process (ab_engines.cpp),
+# on run.py's data: 1M COCO-like boxes and the init run.py's iteration rows use. Run on demand:
+#
+#     benchmarks/ab_engines.sh OLD_COMMIT [REPEATS] [THREADS] [BOXES]
+#
+# (CI runs it on 20,000 boxes against HEAD, once, so that it never rots.)
+# Needs g++ with OpenMP and an installed fastanchor (for the init). Builds in a temporary folder.
+set -euo pipefail
+old=${1:?usage: ab_engines.sh OLD_COMMIT [REPEATS] [THREADS] [BOXES]}
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/a/fa_a" "$tmp/b/fa_b"
+# Each build's headers under its own namespace and macro prefix, so both link into one binary.
+for path in "$repo"/cpp/include/fastanchor/*.hpp; do
+    f=$(basename "$path")
+    git -C "$repo" show "$old:cpp/include/fastanchor/$f" 2>/dev/null |
+        sed 's/namespace fastanchor/namespace fa_a/g; s/fastanchor::/fa_a::/g; s/FASTANCHOR_/FA_A_/g' > "$tmp/a/fa_a/$f" || true  # (a header the old commit lacks stays empty)
+    sed 's/namespace fastanchor/namespace fa_b/g; s/fastanchor::/fa_b::/g; s/FASTANCHOR_/FA_B_/g' "$path" > "$tmp/b/fa_b/$f"
+done
+g++ -O3 -std=c++17 -fopenmp -DNDEBUG -Wall -Wextra -ffp-contract=off -fno-trapping-math -fopenmp-simd \
+    -I"$tmp/a" -I"$tmp/b" "$here/ab_engines.cpp" -o "$tmp/ab_engines"
+python - "$tmp" "$here" "${4:-1000000}" <<'PY'
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+import fastanchor
+from datasets import coco_like
+wh = coco_like(int(sys.argv[3]), seed=0)
+wh.astype(np.float32).tofile(f"{sys.argv[1]}/boxes.f32")
+fastanchor.kmeans_iou(wh[:20_000].astype(np.float64), 9, seed=0).anchors.tofile(f"{sys.argv[1]}/init.f64")
+PY
+"$tmp/ab_engines" "$tmp/boxes.f32" "$tmp/init.f64" "${2:-10}" "${3:-2}"
