@@ -314,8 +314,8 @@ void BM_flag_in_ranges(benchmark::State& state) {
     };
     const std::vector<std::int32_t> lo(static_cast<std::size_t>(k), key(30.0f)), hi(static_cast<std::size_t>(k), key(31.0f) - 1);
     std::vector<std::uint8_t> hit(fa::kChunk);
-#if FASTANCHOR_HAVE_AVX2_RANGES
-    if (Avx2 && !fa::detail::cpu_has_avx2_ranges()) {
+#if FASTANCHOR_HAVE_AVX2
+    if (Avx2 && !fa::cpu_has_avx2()) {
         state.SkipWithError("no AVX2 on this CPU");
         return;
     }
@@ -330,7 +330,7 @@ void BM_flag_in_ranges(benchmark::State& state) {
         for (fa::index_t b = 0; b < n; b += fa::kChunk) {
             const fa::index_t m = std::min(fa::kChunk, n - b);
             const float* rows = p.frows() + 2 * b;
-#if FASTANCHOR_HAVE_AVX2_RANGES
+#if FASTANCHOR_HAVE_AVX2
             if (Avx2) {
                 any |= fa::detail::flag_in_ranges_avx2(lab.data() + b, rows, m, k, lo.data(), hi.data(), lo.data(),
                                                        hi.data(), hit.data());

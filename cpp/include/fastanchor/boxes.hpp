@@ -19,15 +19,6 @@
 
 #include "common.hpp"
 
-// The hand-written AVX2 row kernel of the prior matching, chosen at run time where the CPU has
-// AVX2 (the portable kernel otherwise).
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTANCHOR_NO_AVX2_MATCH)
-#define FASTANCHOR_HAVE_AVX2_MATCH 1
-#include <immintrin.h>
-#else
-#define FASTANCHOR_HAVE_AVX2_MATCH 0
-#endif
-
 namespace fastanchor {
 
 // Corner boxes as structure of arrays; `a` caches the areas (x2 - x1) * (y2 - y1).
@@ -278,12 +269,7 @@ FASTANCHOR_CLONES inline index_t match_row_portable(double x1, double y1, double
     return j;
 }
 
-#if FASTANCHOR_HAVE_AVX2_MATCH
-inline bool cpu_has_avx2() {
-    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
-    return has;
-}
-
+#if FASTANCHOR_HAVE_AVX2
 // The row kernel in AVX2 intrinsics (the whole matching runs 1.6-1.8x faster than with the
 // portable kernel, whose branches and reductions GCC compiles poorly), in chunks of kMatchChunk
 // priors and two passes each, without a data-dependent branch (one per block mispredicted at
@@ -402,7 +388,7 @@ __attribute__((target("avx2,popcnt"))) inline index_t match_row_avx2(double x1, 
 inline index_t match_row(bool portable, double x1, double y1, double x2, double y2, double a, const CornerSet& pri,
                          const PriorBlocks& blocks, double* row, double* best_iou, std::int32_t* best_gt,
                          std::int32_t g, std::uint8_t* live, double* bmax, double* best) {
-#if FASTANCHOR_HAVE_AVX2_MATCH
+#if FASTANCHOR_HAVE_AVX2
     if (!portable && cpu_has_avx2())
         return match_row_avx2(x1, y1, x2, y2, a, pri, blocks, row, best_iou, best_gt, g, live, best);
 #endif

@@ -21,7 +21,24 @@
 #define FASTANCHOR_CLONES
 #endif
 
+// Hand-written AVX2 kernels (the prior matching's row kernel, the median's range flags), each
+// chosen at run time where the CPU has AVX2, the portable code otherwise.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTANCHOR_NO_AVX2)
+#define FASTANCHOR_HAVE_AVX2 1
+#include <immintrin.h>
+#else
+#define FASTANCHOR_HAVE_AVX2 0
+#endif
+
 namespace fastanchor {
+
+#if FASTANCHOR_HAVE_AVX2
+// AVX2, and POPCNT beside it (the matching kernel counts bits).
+inline bool cpu_has_avx2() {
+    static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    return has;
+}
+#endif
 
 using index_t = std::int64_t;
 

@@ -154,7 +154,8 @@ inline constexpr double kRankEps = 4e-6;
 
 // Labels in float of n boxes, rows (w, h) of floats times `scale` (a power of two: their sides
 // are the values times one power of two, rounded to float), read interleaved as they are stored
-// (about 10% faster than splitting them into two arrays first): each box's best of K anchors compared with its label old[i] (a value of K or more: none).
+// (about 10% faster than splitting them into two arrays first): each box's best of K anchors
+// compared with its label old[i] (a value of K or more: none).
 // flag[i] is 0 when the float ranking keeps the old label, 2 when it gives another (then lab[i]
 // holds it), 1 when another anchor's float IoU comes within 2 * kRankEps of the best one (the
 // caller decides those exactly). With Gap, gap[i] is the best float IoU minus the second best

@@ -27,13 +27,6 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
-// The AVX2 form of flag_in_ranges, chosen at run time where the CPU has AVX2.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTANCHOR_NO_AVX2_RANGES)
-#define FASTANCHOR_HAVE_AVX2_RANGES 1
-#include <immintrin.h>
-#else
-#define FASTANCHOR_HAVE_AVX2_RANGES 0
-#endif
 
 #include "common.hpp"
 #include "iou.hpp"
@@ -145,6 +138,11 @@ struct Problem {
         float f;
         std::memcpy(&f, &key, sizeof f);
         return static_cast<double>(f);
+    }
+    // Starts fetching box i's exact row when the passes read floats from a copy (float64 rows),
+    // for a read of value() or fixed() a little later.
+    void prefetch_row(index_t i) const {
+        if (f64) __builtin_prefetch(f64 + 2 * i);
     }
     // Box i's value along X as the float ranking reads it (has_float).
     float scaled(int X, index_t i) const { return frows()[2 * i + X] * static_cast<float>(fscale); }
@@ -562,12 +560,7 @@ FASTANCHOR_CLONES std::uint8_t flag_in_ranges(const L* __restrict lab, const T* 
     return any;
 }
 
-#if FASTANCHOR_HAVE_AVX2_RANGES
-inline bool cpu_has_avx2_ranges() {
-    static const bool has = __builtin_cpu_supports("avx2");
-    return has;
-}
-
+#if FASTANCHOR_HAVE_AVX2
 // The entries c (0-15) of a 16-entry table held as its two halves.
 __attribute__((target("avx2"), always_inline)) inline __m256i lookup16(__m256i lo_half, __m256i hi_half, __m256i c,
                                                                        __m256i upper) {
@@ -898,8 +891,8 @@ private:
         }
     }
 
-    // Ranks the m boxes of the float rows `rows` (labels `old`) against the anchors: labels and flags (detail::label_top2) into T.lab, T.flag, and their slacks into
-    // T.slack: in units of 2^-kSlackBits, a lower bound on the gap between the distance to any
+    // Ranks the m boxes of the float rows `rows` (labels `old`) against the anchors: labels and
+    // flags (detail::label_top2) into T.lab, T.flag, and their slacks into T.slack: in units of 2^-kSlackBits, a lower bound on the gap between the distance to any
     // other anchor and to the label's, plus the label's base (detail::label_top2's float gap,
     // less what float rounding may have added; 0 for the ties decided exactly).
     void rank_block(Thread& T, const float* rows, index_t m, const std::uint8_t* old) {
@@ -985,7 +978,7 @@ private:
             // The flagged boxes: new labels, and the few too close to call in float.
             const std::uint8_t* flag = T.flag.data();
             detail::for_each_flagged(flag, m, [&](index_t t) {
-                if (p_.f64) __builtin_prefetch(p_.f64 + 2 * (s + t));
+                p_.prefetch_row(s + t);
                 T.pending[static_cast<std::size_t>(pending++)] = {s + t, T.lab[t], flag[t]};
             });
         }
@@ -1297,9 +1290,9 @@ private:
                             const std::int32_t* lo1, const std::int32_t* hi1, std::uint8_t* hit) const {
         const float* fr = p_.frows();
         if (!fr) return detail::flag_in_ranges(lab, p_.f64 + 2 * s0, m, lo0, hi0, lo1, hi1, hit);
-#if FASTANCHOR_HAVE_AVX2_RANGES
+#if FASTANCHOR_HAVE_AVX2
         if constexpr (std::is_same_v<L, std::uint8_t>) {
-            if (k_ <= 16 && detail::cpu_has_avx2_ranges())
+            if (k_ <= 16 && cpu_has_avx2())
                 return detail::flag_in_ranges_avx2(lab, fr + 2 * s0, m, k_, lo0, hi0, lo1, hi1, hit);
         }
 #endif
@@ -1386,7 +1379,7 @@ private:
                                     const std::uint32_t off = key - T.lo;
                                     if (off > T.hi - T.lo) continue;
                                     if (gathers(T)) {
-                                        if (p_.f64) __builtin_prefetch(p_.f64 + 2 * i + X);
+                                        p_.prefetch_row(i);
                                         at.emplace_back(tg, i, X);
                                     } else {
                                         const int fine = std::max(0, T.shift - kRefineBits);
