@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -481,6 +483,39 @@ def test_mean_of_exact_sums_is_the_correctly_rounded_mean():
     out = fastanchor._core.lloyd_trace(wh, None, sets, "mean", 2)
     assert out["updated"][0, 0].tolist() == [0.1, 0.3]
     assert out["updated"][0, 1].tolist() == [1e5 + 2.0**-22, 1e5]
+
+
+@pytest.mark.parametrize("kind", ["float32 pixels", "float32 over 38 binary orders", "float64", "float64 of floats"])
+def test_unit_weight_mean_is_exact_in_every_integer_form(kind):
+    # The exact sums take one of three forms by the data's range (Problem::make): 64-bit sums
+    # (float32 pixel sizes), 128-bit sums of 64-bit integers (float32 values 2^38 apart: one
+    # value fits in 62 bits, the sum of two may not), 128-bit sums from the mantissa bits (float64
+    # values with full mantissas). Float64 rows of floats are read as float32 rows. Whatever the
+    # form, a cluster's mean is its correctly rounded sum (math.fsum) over its count, exactly,
+    # after the first assignment (moves from no cluster) and after later ones (between clusters).
+    rng = np.random.default_rng(50)
+    n = 20_000
+    if kind == "float32 pixels" or kind == "float64 of floats":
+        wh = rng.integers(1, 641, (n, 2)).astype(np.float64) + rng.integers(0, 4, (n, 2)) * 0.25
+    elif kind == "float32 over 38 binary orders":
+        wh = np.exp2(rng.uniform(-20, 18, (n, 2)))
+    else:
+        wh = np.exp(rng.normal(3, 1.0, (n, 2)))
+    if kind.startswith("float32"):
+        wh = wh.astype(np.float32)
+    exact = wh.astype(np.float64)
+    a = exact[rng.choice(n, 6, replace=False)]
+    sets = np.stack([a, a * np.exp(rng.normal(0, 0.3, a.shape)), a * np.exp(rng.normal(0, 0.3, a.shape))])
+    for threads in (1, 2):
+        out = fastanchor._core.lloyd_trace(wh, None, sets, "mean", threads)
+        for s, anchors in enumerate(sets):
+            labels, _ = ref.assign(anchors, exact)
+            np.testing.assert_array_equal(out["labels"][s], labels)
+            for j in range(len(anchors)):
+                members = exact[labels == j]
+                if len(members):
+                    want = [math.fsum(members[:, X]) / len(members) for X in (0, 1)]
+                    assert out["updated"][s, j].tolist() == want, (kind, threads, s, j)
 
 
 @pytest.mark.parametrize("k", [17, 254, 255, 300, 4097])
