@@ -274,8 +274,27 @@ float_anchors_t float_anchors(const fa::Problem& p, int k) {
     return f;
 }
 
-template <bool Gap>
+// True (and the benchmark marked skipped) when an AVX2 form is asked for and cannot run.
+bool no_avx2(benchmark::State& state, bool avx2) {
+#if FASTANCHOR_HAVE_AVX2
+    if (avx2 && !fa::cpu_has_avx2()) {
+        state.SkipWithError("no AVX2 on this CPU");
+        return true;
+    }
+#else
+    if (avx2) {
+        state.SkipWithError("built without the AVX2 forms");
+        return true;
+    }
+#endif
+    return false;
+}
+
+// The float labelling kernel (detail::label_float_k) on float rows in chunks, portable or AVX2
+// (threads: 1).
+template <bool Gap, bool Avx2>
 void BM_float_label_top2(benchmark::State& state) {
+    if (no_avx2(state, Avx2)) return;
     const fa::index_t n = state.range(0);
     const int k = static_cast<int>(state.range(1));
     const fa::Problem& p = problem(n, fa::Update::Mean);
@@ -288,7 +307,7 @@ void BM_float_label_top2(benchmark::State& state) {
         for (fa::index_t b = 0; b < n; b += fa::kChunk) {
             const fa::index_t m = std::min(fa::kChunk, n - b);
             fa::detail::label_float_k(p.frows() + 2 * b, static_cast<float>(p.fscale), m, A.w, A.h, A.a, k,
-                                      old.data() + b, label.data(), flag.data(), Gap ? gap.data() : nullptr);
+                                      old.data() + b, label.data(), flag.data(), Gap ? gap.data() : nullptr, Avx2);
             benchmark::DoNotOptimize(flag.data());
         }
         benchmark::ClobberMemory();
@@ -314,17 +333,7 @@ void BM_flag_in_ranges(benchmark::State& state) {
     };
     const std::vector<std::int32_t> lo(static_cast<std::size_t>(k), key(30.0f)), hi(static_cast<std::size_t>(k), key(31.0f) - 1);
     std::vector<std::uint8_t> hit(fa::kChunk);
-#if FASTANCHOR_HAVE_AVX2
-    if (Avx2 && !fa::cpu_has_avx2()) {
-        state.SkipWithError("no AVX2 on this CPU");
-        return;
-    }
-#else
-    if (Avx2) {
-        state.SkipWithError("built without the AVX2 form");
-        return;
-    }
-#endif
+    if (no_avx2(state, Avx2)) return;
     for (auto _ : state) {
         std::uint8_t any = 0;
         for (fa::index_t b = 0; b < n; b += fa::kChunk) {
@@ -374,22 +383,16 @@ void register_all(std::int64_t max_n) {
         ->ArgsProduct({fit_ns, ks, threads})
         ->UseRealTime()
         ->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark("float_label_top2", BM_float_label_top2<false>)
-        ->ArgNames({"n", "k"})
-        ->ArgsProduct({ns, ks})
-        ->UseRealTime();
-    benchmark::RegisterBenchmark("float_label_top2_gap", BM_float_label_top2<true>)
-        ->ArgNames({"n", "k"})
-        ->ArgsProduct({ns, ks})
-        ->UseRealTime();
-    benchmark::RegisterBenchmark("flag_in_ranges", BM_flag_in_ranges<false>)
-        ->ArgNames({"n", "k"})
-        ->ArgsProduct({ns, ks})
-        ->UseRealTime();
-    benchmark::RegisterBenchmark("flag_in_ranges_avx2", BM_flag_in_ranges<true>)
-        ->ArgNames({"n", "k"})
-        ->ArgsProduct({ns, ks})
-        ->UseRealTime();
+    const std::pair<const char*, void (*)(benchmark::State&)> single_thread[] = {
+        {"float_label_top2", BM_float_label_top2<false, false>},
+        {"float_label_top2_avx2", BM_float_label_top2<false, true>},
+        {"float_label_top2_gap", BM_float_label_top2<true, false>},
+        {"float_label_top2_gap_avx2", BM_float_label_top2<true, true>},
+        {"flag_in_ranges", BM_flag_in_ranges<false>},
+        {"flag_in_ranges_avx2", BM_flag_in_ranges<true>},
+    };
+    for (const auto& [name, fn] : single_thread)
+        benchmark::RegisterBenchmark(name, fn)->ArgNames({"n", "k"})->ArgsProduct({ns, ks})->UseRealTime();
     benchmark::RegisterBenchmark("avg_best_iou", BM_avg_best_iou)
         ->ArgNames({"n", "k", "threads"})
         ->ArgsProduct({ns, {9}, threads})

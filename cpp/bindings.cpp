@@ -93,7 +93,7 @@ double avg_iou(const Array& anchors, const Array& wh, const py::object& weights,
 // For tests (tests/test_kmeans.py): the Lloyd assignment and update driven through given
 // anchor sets (S, k, 2); see fastanchor::lloyd_trace.
 py::dict lloyd_trace(const py::array& wh, const py::object& weights, const Array& sets, const std::string& update,
-                     int n_threads) {
+                     int n_threads, bool portable) {
     Array wt;
     if (!weights.is_none()) wt = weights.cast<Array>();
     const double* wptr = weights.is_none() ? nullptr : wt.data();
@@ -106,7 +106,7 @@ py::dict lloyd_trace(const py::array& wh, const py::object& weights, const Array
     {
         py::gil_scoped_release release;
         t = fa::lloyd_trace(rows, wptr, n, sp, n_sets, k, update == "mean" ? fa::Update::Mean : fa::Update::Median,
-                            n_threads);
+                            n_threads, portable);
     }
     py::array_t<std::int32_t> labels({static_cast<py::ssize_t>(n_sets), static_cast<py::ssize_t>(n)});
     std::copy(t.labels.begin(), t.labels.end(), labels.mutable_data());
@@ -351,7 +351,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("init_anchors"), py::arg("update"), py::arg("n_init"), py::arg("max_iter"), py::arg("tol"),
           py::arg("seed"), py::arg("n_threads"), py::arg("callback"));
     m.def("lloyd_trace", &lloyd_trace, py::arg("wh"), py::arg("weights"), py::arg("sets"), py::arg("update"),
-          py::arg("n_threads"));
+          py::arg("n_threads"), py::arg("portable") = false);
     // ---- fitness / evolution ----
     m.def("anchor_fitness", &anchor_fitness, py::arg("anchors"), py::arg("wh"), py::arg("weights"), py::arg("thr"),
           py::arg("n_threads"));

@@ -240,7 +240,9 @@ def test_equal_weights_give_exactly_the_unweighted_fit(problem, update, w, seed)
 
 def _boundary_boxes(a, b, w, rng):
     """Boxes of widths w on the boundary where IoU with anchors a and b is equal (bisection on
-    the height, in float64), moved off it by relative steps float32 cannot resolve."""
+    the height, in float64), moved off it by relative steps float32 cannot resolve (1e-12 to
+    1e-6), and by steps inside the margin of the AVX2 kernel's approximate reciprocal (1e-5 to
+    3e-3): each must be flagged, or ranked right."""
     lo, hi = np.full_like(w, 1e-3), np.full_like(w, 1e3)
 
     def gap(h):
@@ -252,7 +254,8 @@ def _boundary_boxes(a, b, w, rng):
         mid = np.sqrt(lo * hi)
         same = np.sign(gap(mid)) == sign_lo
         lo, hi = np.where(same, mid, lo), np.where(same, hi, mid)
-    step = rng.choice([0.0, 1e-12, -1e-12, 1e-9, -1e-9, 1e-8, -1e-8, 1e-7, -1e-7, 1e-6, -1e-6], w.size)
+    steps = [1e-12, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3]
+    step = rng.choice([0.0] + steps + [-x for x in steps], w.size)
     return np.stack([w, lo * (1 + step)], 1)
 
 
@@ -352,7 +355,7 @@ def test_every_assignment_gives_the_exact_labels(update, weighted, dtype):
     # bound fails (1). Boxes sit on the boundaries between anchor pairs of the sets, moved off by 1e-12
     # to 1e-6 (as far as the dtype allows), and the set spans several chunks: each assignment's
     # labels must be the exact rule's and each update the reference's, for any number of threads,
-    # reading float32 or float64 rows in place.
+    # with the AVX2 or the portable float kernels, reading float32 or float64 rows in place.
     rng = np.random.default_rng(21)
     a0 = np.array([[10.0, 20.0], [25.0, 12.0], [40.0, 41.0], [5.0, 3.0], [90.0, 60.0]])
     a1 = a0 * np.exp(rng.normal(0, 0.4, a0.shape))  # far: 1 - IoU well above 0.05
@@ -372,6 +375,7 @@ def test_every_assignment_gives_the_exact_labels(update, weighted, dtype):
     wt = weights if weighted else np.ones(len(wh))
 
     runs = [fastanchor._core.lloyd_trace(wh, weights, sets, update, t) for t in (1, 2, 3)]
+    runs.append(fastanchor._core.lloyd_trace(wh, weights, sets, update, 2, portable=True))
     assert runs[0]["passes"].tolist() == [0, 2, 0, 1, 2]
     for s, a in enumerate(sets):
         labels, best = ref.assign(a, exact)
@@ -446,10 +450,12 @@ def test_a_fit_reads_float32_and_float64_rows_in_place():
         np.testing.assert_array_equal(r.labels, same.labels)
 
 
+@pytest.mark.parametrize("portable", [False, True])
 @pytest.mark.parametrize("update", ["median", "mean"])
-def test_assignments_over_random_moves_match_reference(update):
+def test_assignments_over_random_moves_match_reference(update, portable):
     # Anchor sets from random walks with steps of every size, on data of several kinds
-    # (continuous, pixel-like, few distinct values: exact ties).
+    # (continuous, pixel-like, few distinct values: exact ties), with the AVX2 float kernels
+    # (where the CPU has them) and the portable ones.
     rng = np.random.default_rng(22)
     for trial in range(6):
         kind = trial % 3
@@ -466,7 +472,7 @@ def test_assignments_over_random_moves_match_reference(update):
             sets.append(a)
             a = a * np.exp(rng.choice([0.0, 1e-6, 1e-3, 0.05, 0.5]) * rng.normal(0, 1, a.shape))
         sets = np.stack(sets)
-        out = fastanchor._core.lloyd_trace(wh, None, sets, update, 2)
+        out = fastanchor._core.lloyd_trace(wh, None, sets, update, 2, portable=portable)
         for s, a in enumerate(sets):
             labels, best = ref.assign(a, wh)
             np.testing.assert_array_equal(out["labels"][s], labels)

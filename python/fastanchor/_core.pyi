@@ -35,6 +35,7 @@ def lloyd_trace(
     sets: npt.NDArray[np.float64],
     update: str,
     n_threads: int,
+    portable: bool = ...,
 ) -> dict[str, Any]: ...
 def anchor_fitness(
     anchors: npt.NDArray[np.float64],

@@ -813,6 +813,9 @@ public:
         return changed;
     }
 
+    // The portable float kernels even where the AVX2 ones run (for tests: lloyd_trace).
+    void use_portable_kernels() { avx2_ = false; }
+
     // The label of box i after the last assign().
     std::int32_t label(index_t i) const { return static_cast<std::int32_t>(labels_[i]); }
     // How the last assign() went through the boxes (for tests): 0 ranked every box and stored its
@@ -961,7 +964,7 @@ private:
     // less what float rounding may have added; 0 for the ties decided exactly).
     void rank_block(Thread& T, const float* rows, index_t m, const std::uint8_t* old) {
         detail::label_float_k(rows, static_cast<float>(p_.fscale), m, faw_.data(), fah_.data(), faa_.data(), k_, old,
-                              T.lab.data(), T.flag.data(), keep_bounds_ ? T.gap.data() : nullptr);
+                              T.lab.data(), T.flag.data(), keep_bounds_ ? T.gap.data() : nullptr, avx2_);
         if (!keep_bounds_) return;
         detail::slack_units(T.gap.data(), T.lab.data(), T.flag.data(), base_.data(), m, kSlackEps,
                             static_cast<float>(1 << kSlackBits), T.slack.data());
@@ -1628,6 +1631,11 @@ private:
     std::vector<std::uint32_t> last_bin_;  // [X][cluster]: the lower median's bin at the last update
     std::vector<Thread> threads_;
     bool use_float_ = false;
+#if FASTANCHOR_HAVE_AVX2
+    bool avx2_ = cpu_has_avx2();  // detail::label_top2_avx2
+#else
+    bool avx2_ = false;
+#endif
     std::array<float, detail::kMaxFixedK> faw_{}, fah_{}, faa_{};
     // bounds (float path only): the slack of every box, the drifts since the last full pass
     std::vector<std::uint16_t> slack_;
@@ -1882,7 +1890,8 @@ inline bool needs_orders(const double* weights, int k, Update update) {
 
 // For tests: one Lloyd object driven through the given anchor sets. For each set s, assign()
 // with it, then update(): the labels, the updated anchors and the pass that assign() took.
-// sets: n_sets x k x 2 values.
+// sets: n_sets x k x 2 values. portable: the portable float kernels even where the AVX2 ones
+// run (Lloyd::use_portable_kernels).
 struct LloydTrace {
     std::vector<std::int32_t> labels;  // n_sets x n
     std::vector<double> updated;       // n_sets x k x 2
@@ -1890,12 +1899,13 @@ struct LloydTrace {
 };
 
 inline LloydTrace lloyd_trace(BoxRows rows, const double* weights, index_t n, const double* sets, int n_sets, int k,
-                              Update update, int n_threads) {
+                              Update update, int n_threads, bool portable = false) {
     const Problem p = Problem::make(rows, weights, n, needs_orders(weights, k, update), n_threads);
     LloydTrace t;
     t.labels.resize(static_cast<std::size_t>(n_sets) * n);
     t.updated.resize(static_cast<std::size_t>(n_sets) * k * 2);
     with_lloyd(p, k, update, n_threads, [&](auto& ll) {
+        if (portable) ll.use_portable_kernels();
         for (int s = 0; s < n_sets; ++s) {
             const WhSet a = WhSet::from_rows(sets + static_cast<std::size_t>(s) * k * 2, k);
             ll.assign(a);
