@@ -123,8 +123,9 @@ py::dict lloyd_trace(const py::array& wh, const py::object& weights, const Array
 
 py::dict kmeans_iou(const py::array& wh, const py::object& weights, int k, const std::string& init,
                     const py::object& init_anchors, const std::string& update, int n_init, int max_iter, double tol,
-                    std::uint64_t seed, int n_threads, py::object callback) {
+                    std::uint64_t seed, int n_threads, py::object callback, bool portable) {
     fa::KMeansOptions o;
+    o.portable = portable;
     o.k = k;
     o.init = init == "given" ? fa::Init::Given : init == "random" ? fa::Init::Random : fa::Init::KMeansPP;
     o.update = update == "mean" ? fa::Update::Mean : fa::Update::Median;
@@ -349,7 +350,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("avg_iou", &avg_iou, py::arg("anchors"), py::arg("wh"), py::arg("weights"), py::arg("n_threads"));
     m.def("kmeans_iou", &kmeans_iou, py::arg("wh"), py::arg("weights"), py::arg("k"), py::arg("init"),
           py::arg("init_anchors"), py::arg("update"), py::arg("n_init"), py::arg("max_iter"), py::arg("tol"),
-          py::arg("seed"), py::arg("n_threads"), py::arg("callback"));
+          py::arg("seed"), py::arg("n_threads"), py::arg("callback"), py::arg("portable") = false);
     m.def("lloyd_trace", &lloyd_trace, py::arg("wh"), py::arg("weights"), py::arg("sets"), py::arg("update"),
           py::arg("n_threads"), py::arg("portable") = false);
     // ---- fitness / evolution ----

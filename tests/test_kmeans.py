@@ -524,6 +524,28 @@ def test_unit_weight_mean_is_exact_in_every_integer_form(kind):
                     assert out["updated"][s, j].tolist() == want, (kind, threads, s, j)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avx2_and_portable_kernels_give_the_same_fit(dtype, weighted):
+    # Whole fits from k-means++ (its potentials: potential_avx2 or potential_t, the same sums bit
+    # for bit) through every kind of Lloyd pass (the labelling kernels: label_top2_avx2 or
+    # label_top2): the same anchors, labels and iterations, where the CPU has AVX2 (elsewhere
+    # both calls run the portable kernels). n is not a multiple of 8 or 16 (the kernels' tails).
+    rng = np.random.default_rng(60)
+    n = 50_003
+    size = np.exp(rng.normal(3.5, 1.1, n))
+    aspect = np.exp(rng.normal(0, 0.6, n))
+    wh = np.stack([size * np.sqrt(aspect), size / np.sqrt(aspect)], 1).astype(dtype)
+    weights = rng.uniform(0.1, 3.0, n) if weighted else None
+    for update in ("median", "mean"):
+        for seed in (0, 1):
+            args = (wh, weights, 9, "k-means++", None, update, 1, 300, 0.0, seed, 2, None)
+            fast, portable = fastanchor._core.kmeans_iou(*args), fastanchor._core.kmeans_iou(*args, portable=True)
+            np.testing.assert_array_equal(fast["anchors"], portable["anchors"])
+            np.testing.assert_array_equal(fast["labels"], portable["labels"])
+            assert fast["n_iter"] == portable["n_iter"] and fast["avg_iou"] == portable["avg_iou"]
+
+
 @pytest.mark.parametrize("k", [17, 254, 255, 300, 4097])
 @pytest.mark.parametrize("update", ["median", "mean"])
 def test_large_k_takes_every_engine_and_matches_reference(k, update):

@@ -28,6 +28,7 @@ def kmeans_iou(
     seed: int,
     n_threads: int,
     callback: Optional[Callable[[str, int, int], Any]],
+    portable: bool = ...,
 ) -> dict[str, Any]: ...
 def lloyd_trace(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],

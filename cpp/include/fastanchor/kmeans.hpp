@@ -54,6 +54,7 @@ struct KMeansOptions {
     double tol = 0.0;
     std::uint64_t seed = 0;
     int n_threads = 1;
+    bool portable = false;  // the portable float kernels even where the AVX2 ones run (for tests)
 };
 
 struct KMeansOutput {
@@ -571,6 +572,44 @@ FASTANCHOR_CLONES inline std::uint8_t need_rank(const std::uint16_t* __restrict 
     return any;
 }
 
+#if FASTANCHOR_HAVE_AVX2
+// need_rank and compact_flagged in one, for labels below 16, 32 boxes a step: each box's
+// threshold is two in-register byte lookups (vpshufb of the thresholds' low and high bytes),
+// the comparisons' mask read as bits (vpmovmskb). Writes the t < m with
+// slack[t] <= threshold[lab[t]] to idx in increasing order; returns how many.
+__attribute__((target("avx2"))) inline index_t need_rank_avx2(const std::uint16_t* __restrict slack,
+                                                              const std::uint8_t* __restrict lab, index_t m,
+                                                              const std::uint16_t* __restrict threshold,
+                                                              std::int32_t* __restrict idx) {
+    alignas(16) std::uint8_t lo[16], hi[16];
+    for (int c = 0; c < 16; ++c) {
+        lo[c] = static_cast<std::uint8_t>(threshold[c] & 0xff);
+        hi[c] = static_cast<std::uint8_t>(threshold[c] >> 8);
+    }
+    const __m256i tab_lo = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(lo)));
+    const __m256i tab_hi = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(hi)));
+    index_t n = 0, t = 0;
+    for (; t + 32 <= m; t += 32) {
+        const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lab + t));
+        const __m256i tl = _mm256_shuffle_epi8(tab_lo, l), th = _mm256_shuffle_epi8(tab_hi, l);
+        // Per 128-bit lane: thresholds of boxes 0-7 and 16-23 (lo), 8-15 and 24-31 (hi).
+        const __m256i thr_lo = _mm256_unpacklo_epi8(tl, th), thr_hi = _mm256_unpackhi_epi8(tl, th);
+        const __m256i s0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(slack + t));
+        const __m256i s1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(slack + t + 16));
+        const __m256i a = _mm256_permute2x128_si256(s0, s1, 0x20), b = _mm256_permute2x128_si256(s0, s1, 0x31);
+        // slack <= threshold (unsigned): max(slack, threshold) == threshold.
+        const __m256i le_a = _mm256_cmpeq_epi16(_mm256_max_epu16(a, thr_lo), thr_lo);
+        const __m256i le_b = _mm256_cmpeq_epi16(_mm256_max_epu16(b, thr_hi), thr_hi);
+        // Packed per lane as a's then b's eight: boxes 0-31 in order.
+        auto bits = static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_packs_epi16(le_a, le_b)));
+        for (; bits; bits &= bits - 1) idx[n++] = static_cast<std::int32_t>(t + __builtin_ctz(bits));
+    }
+    for (; t < m; ++t)
+        if (slack[t] <= threshold[lab[t]]) idx[n++] = static_cast<std::int32_t>(t);
+    return n;
+}
+#endif
+
 // slack[t] = (gap[t] - eps + base[lab[t]]) * unit - 1, truncated to an integer in [0, 2^16 - 1]
 // (0 where flag[t] == 1): a lower bound in units of 1 / unit.
 FASTANCHOR_CLONES inline void slack_units(const float* __restrict gap, const std::int32_t* __restrict lab,
@@ -974,19 +1013,28 @@ private:
     // whole (a 64-byte line holds 8 boxes' rows).
     static constexpr index_t kDenseRanks = 32;
 
+    // The boxes t of block [s, s + m) (labels lab) whose slack does not prove their label, into
+    // T.idx in increasing order; returns how many.
+    index_t boxes_to_rank(Thread& T, index_t s, const std::uint8_t* lab, index_t m) const {
+#if FASTANCHOR_HAVE_AVX2
+        if (avx2_) return detail::need_rank_avx2(slack_.data() + s, lab, m, threshold_.data(), T.idx.data());
+#endif
+        if (!detail::need_rank(slack_.data() + s, lab, m, threshold_.data(), T.need.data())) return 0;
+        return detail::compact_flagged(T.need.data(), m, T.idx.data());
+    }
+
     // Boxes of a bounded pass in [b, e): those whose slack fails are gathered and ranked again.
     index_t assign_chunk_bounded(const WhSet& anchors, index_t b, index_t e) {
         Thread& T = thread();
         index_t changed = 0;
-        std::uint8_t* need = T.need.data();
         for (index_t s = b; s < e; s += kBlock) {
             const index_t m = std::min(e, s + kBlock) - s;
             const std::uint8_t* lab = nullptr;
             if constexpr (std::is_same_v<L, std::uint8_t>) lab = labels_.data() + s;
             else return changed;  // (bounds exist for one-byte labels only)
-            if (!detail::need_rank(slack_.data() + s, lab, m, threshold_.data(), need)) continue;
-            std::int32_t* idx = T.idx.data();
-            const index_t nc = detail::compact_flagged(need, m, idx);
+            const index_t nc = boxes_to_rank(T, s, lab, m);
+            if (nc == 0) continue;
+            const std::int32_t* idx = T.idx.data();
             // A few percent of a block's boxes ranked again touch most of its rows' cache lines,
             // in an order the hardware does not prefetch: the next block's rows are fetched
             // while this one is ranked.
@@ -1719,11 +1767,48 @@ FASTANCHOR_CLONES void potential_t(const T* __restrict w, const T* __restrict h,
     }
 }
 
+#if FASTANCHOR_HAVE_AVX2
+// potential_t for floats, written out for AVX2 (GCC leaves the portable loop scalar): the same
+// operations on the same values, each box's term added to the same one of the 16 lanes, so the
+// same sums bit for bit. 16 boxes a step: four registers of four double lanes.
+template <bool Weighted, bool Store>
+__attribute__((target("avx2"))) void potential_avx2(const float* __restrict w, const float* __restrict h,
+                                                    float* __restrict d2, const double* __restrict wt, index_t n,
+                                                    float cw, float ch, double* __restrict acc) {
+    const __m256 vcw = _mm256_set1_ps(cw), vch = _mm256_set1_ps(ch), vca = _mm256_set1_ps(cw * ch);
+    const __m256d one = _mm256_set1_pd(1.0);
+    __m256d lane[4];
+    for (int q = 0; q < 4; ++q) lane[q] = _mm256_loadu_pd(acc + 4 * q);
+    const index_t nb = n / 16 * 16;
+    for (index_t i = 0; i < nb; i += 8) {
+        const __m256 wi = _mm256_loadu_ps(w + i), hi = _mm256_loadu_ps(h + i);
+        const __m256 inter = _mm256_mul_ps(_mm256_min_ps(wi, vcw), _mm256_min_ps(hi, vch));
+        const __m256 q = _mm256_div_ps(inter, _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(wi, hi), vca), inter));
+        const __m256d d_lo = _mm256_sub_pd(one, _mm256_cvtps_pd(_mm256_castps256_ps128(q)));
+        const __m256d d_hi = _mm256_sub_pd(one, _mm256_cvtps_pd(_mm256_extractf128_ps(q, 1)));
+        const __m256 dd = _mm256_set_m128(_mm256_cvtpd_ps(_mm256_mul_pd(d_hi, d_hi)), _mm256_cvtpd_ps(_mm256_mul_pd(d_lo, d_lo)));
+        const __m256 v = _mm256_min_ps(dd, _mm256_loadu_ps(d2 + i));  // std::min(d2, dd)
+        if (Store) _mm256_storeu_ps(d2 + i, v);
+        __m256d v_lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), v_hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+        if (Weighted) {
+            v_lo = _mm256_mul_pd(_mm256_loadu_pd(wt + i), v_lo);
+            v_hi = _mm256_mul_pd(_mm256_loadu_pd(wt + i + 4), v_hi);
+        }
+        const int q0 = (i % 16 == 0) ? 0 : 2;  // boxes i % 16 + 0..7: lanes q0 * 4 + 0..7
+        lane[q0] = _mm256_add_pd(lane[q0], v_lo);
+        lane[q0 + 1] = _mm256_add_pd(lane[q0 + 1], v_hi);
+    }
+    for (int q = 0; q < 4; ++q) _mm256_storeu_pd(acc + 4 * q, lane[q]);
+    if (nb < n) potential_t<float, Weighted, Store>(w + nb, h + nb, d2 + nb, Weighted ? wt + nb : nullptr, n - nb, cw, ch, acc);
+}
+#endif
+
 // The potential of boxes [b, e) (one chunk) if box c were added to the anchors (Store: and lower
 // d2 to it), in float when the problem has a float scale. Blocks of 1024 boxes are loaded into
 // `buf` (4 * 1024 doubles).
 template <bool Store>
-double potential_of(const Problem& p, float* d2, index_t b, index_t e, index_t c, double* buf) {
+double potential_of(const Problem& p, float* d2, index_t b, index_t e, index_t c, double* buf, bool avx2) {
+    (void)avx2;  // (unused without the AVX2 forms)
     constexpr index_t kBlock = LloydThread::kBlock;
     double acc[16] = {};
     const bool use_float = p.has_float;
@@ -1736,6 +1821,13 @@ double potential_of(const Problem& p, float* d2, index_t b, index_t e, index_t c
             float* fw = reinterpret_cast<float*>(buf);
             float* fh = fw + kBlock;
             p.load_float(s, s + m, fw, fh);
+#if FASTANCHOR_HAVE_AVX2
+            if (avx2) {
+                if (wt) potential_avx2<true, Store>(fw, fh, d2 + s, wt, m, cwf, chf, acc);
+                else potential_avx2<false, Store>(fw, fh, d2 + s, wt, m, cwf, chf, acc);
+                continue;
+            }
+#endif
             if (wt) potential_t<float, true, Store>(fw, fh, d2 + s, wt, m, cwf, chf, acc);
             else potential_t<float, false, Store>(fw, fh, d2 + s, wt, m, cwf, chf, acc);
         } else {
@@ -1794,8 +1886,15 @@ inline WhSet init_random(const Problem& p, int k, Rng& rng) {
 
 // Greedy k-means++ with D = 1 - best IoU: each step draws 2 + floor(ln k) candidates with
 // probability proportional to weight * D^2 and keeps the one that lowers sum(weight * D^2) most.
-// D^2 is kept per box as a float.
-inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Monitor& mon, int run) {
+// D^2 is kept per box as a float. portable: the portable potential even where the AVX2 one runs.
+inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Monitor& mon, int run,
+                           bool portable = false) {
+#if FASTANCHOR_HAVE_AVX2
+    const bool avx2 = !portable && cpu_has_avx2();
+#else
+    const bool avx2 = false;
+    (void)portable;
+#endif
     const index_t n = p.size();
     const index_t nc = n_chunks(n);
     const int trials = 2 + static_cast<int>(std::log(static_cast<double>(k)));
@@ -1827,7 +1926,7 @@ inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Mon
     // Adds box i as an anchor: lowers d2 and returns the new potential.
     auto lower_all = [&](index_t i) {
         for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
-            cs.chunk_total[c] = detail::potential_of<true>(p, d2.data(), b, e, i, buf());
+            cs.chunk_total[c] = detail::potential_of<true>(p, d2.data(), b, e, i, buf(), avx2);
         });
         return std::accumulate(cs.chunk_total.begin(), cs.chunk_total.end(), 0.0);
     };
@@ -1852,7 +1951,7 @@ inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Mon
         for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
             for (int t = 0; t < trials; ++t) {
                 part[static_cast<std::size_t>(c) * trials + t] =
-                    detail::potential_of<false>(p, d2.data(), b, e, cand[t], buf());
+                    detail::potential_of<false>(p, d2.data(), b, e, cand[t], buf(), avx2);
             }
         });
         int best = 0;
@@ -1937,6 +2036,7 @@ inline RunResult lloyd(const Problem& p, const WhSet& init, const KMeansOptions&
     RunResult r;
     r.anchors = init;
     with_lloyd(p, k, o.update, o.n_threads, [&](auto& ll) {
+        if (o.portable) ll.use_portable_kernels();
         for (;;) {
             const index_t changed = ll.assign(r.anchors);
             mon.tick("lloyd", run, r.n_iter);
@@ -1993,7 +2093,7 @@ inline KMeansOutput kmeans_iou(BoxRows rows, const double* weights, index_t n, c
         switch (o.init) {
             case Init::Given: init = WhSet::from_rows(init_anchors, o.k); break;
             case Init::Random: init = init_random(p, o.k, rng); break;
-            case Init::KMeansPP: init = init_kmeanspp(p, o.k, rng, o.n_threads, mon, run); break;
+            case Init::KMeansPP: init = init_kmeanspp(p, o.k, rng, o.n_threads, mon, run, o.portable); break;
         }
         RunResult r = lloyd(p, init, o, mon, run);
         if (run == 0 || r.avg_iou > best.avg_iou) {
