@@ -389,7 +389,7 @@ inline index_t match_row(bool portable, double x1, double y1, double x2, double 
                          const PriorBlocks& blocks, double* row, double* best_iou, std::int32_t* best_gt,
                          std::int32_t g, std::uint8_t* live, double* bmax, double* best) {
 #if FASTANCHOR_HAVE_AVX2
-    if (!portable && cpu_has_avx2())
+    if (use_avx2(portable))
         return match_row_avx2(x1, y1, x2, y2, a, pri, blocks, row, best_iou, best_gt, g, live, best);
 #endif
     (void)portable;

@@ -21,7 +21,8 @@
 #define FASTANCHOR_CLONES
 #endif
 
-// Hand-written AVX2 kernels (the prior matching's row kernel, the median's range flags), each
+// Hand-written AVX2 kernels (the prior matching's row kernel; in the Lloyd fit the labelling,
+// the bounded passes' slack test, the median's range flags and k-means++'s potential), each
 // chosen at run time where the CPU has AVX2, the portable code otherwise.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FASTANCHOR_NO_AVX2)
 #define FASTANCHOR_HAVE_AVX2 1
@@ -39,6 +40,17 @@ inline bool cpu_has_avx2() {
     return has;
 }
 #endif
+
+// Whether to run the AVX2 forms: built with them, the CPU has AVX2, and the caller did not ask
+// for the portable ones (tests run both).
+inline bool use_avx2(bool portable = false) {
+#if FASTANCHOR_HAVE_AVX2
+    return !portable && cpu_has_avx2();
+#else
+    (void)portable;
+    return false;
+#endif
+}
 
 using index_t = std::int64_t;
 

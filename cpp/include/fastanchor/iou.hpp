@@ -237,8 +237,7 @@ inline constexpr float kRcpTie = 1.1e-3f;
 // fl(b' (1 - kRcpTie)) - 2^-126, b' the best r'. Then r_j < r_b (1 + eps)(1 - kRcpTie)(1 + u) /
 // (1 - eps) < r_b, as kRcpTie = 1.1e-3 > 2 eps + u + 2 eps^2; the 2^-126 covers the absolute
 // error of subnormal products (at most 2^-150), so a box whose best r' is subnormal is always
-// flagged.
-// (1 - IoU ranks as -r; the exact rule decides every flagged box.) About 0.2% of 10^6
+// flagged. (1 - IoU ranks as -r; the exact rule decides every flagged box.) About 0.2% of 10^6
 // COCO-like boxes are flagged, against 0.003% with the division's margin.
 template <int K>
 struct Avx2Anchors {
@@ -332,30 +331,32 @@ __attribute__((target("avx2"))) void label_top2_avx2(const float* __restrict row
 #define FASTANCHOR_K_CASES(X)                                                                       \
     X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16)
 
-// Float labels of n boxes (label_top2), with their gaps unless gap is null; returns false when k
-// has no fixed-K kernel. avx2: label_top2_avx2 (the caller checks cpu_has_avx2()).
+// label_top2 or, with avx2 (use_avx2()), label_top2_avx2; with gaps unless gap is null.
+template <int K>
+void label_top2_any(const float* rows, float scale, index_t n, const float* aw, const float* ah, const float* aa,
+                    const std::uint8_t* old, std::int32_t* lab, std::uint8_t* flag, float* gap, bool avx2) {
+#if FASTANCHOR_HAVE_AVX2
+    if (avx2) {
+        if (gap) label_top2_avx2<K, true>(rows, scale, n, aw, ah, aa, old, lab, flag, gap);
+        else label_top2_avx2<K, false>(rows, scale, n, aw, ah, aa, old, lab, flag, nullptr);
+        return;
+    }
+#else
+    (void)avx2;
+#endif
+    if (gap) label_top2<K, true>(rows, scale, n, aw, ah, aa, old, lab, flag, gap);
+    else label_top2<K, false>(rows, scale, n, aw, ah, aa, old, lab, flag, nullptr);
+}
+
+// Float labels of n boxes (label_top2_any); returns false when k has no fixed-K kernel.
 inline bool label_float_k(const float* rows, float scale, index_t n, const float* aw, const float* ah,
                           const float* aa, int k, const std::uint8_t* old, std::int32_t* lab, std::uint8_t* flag,
                           float* gap, bool avx2) {
-#if !FASTANCHOR_HAVE_AVX2
-    (void)avx2;
-#endif
     switch (k) {
-#if FASTANCHOR_HAVE_AVX2
-#define FASTANCHOR_CASE(K)                                                                          \
-    case K:                                                                                         \
-        if (avx2 && gap) label_top2_avx2<K, true>(rows, scale, n, aw, ah, aa, old, lab, flag, gap);    \
-        else if (avx2) label_top2_avx2<K, false>(rows, scale, n, aw, ah, aa, old, lab, flag, nullptr); \
-        else if (gap) label_top2<K, true>(rows, scale, n, aw, ah, aa, old, lab, flag, gap);            \
-        else label_top2<K, false>(rows, scale, n, aw, ah, aa, old, lab, flag, nullptr);                \
+#define FASTANCHOR_CASE(K)                                                          \
+    case K:                                                                         \
+        label_top2_any<K>(rows, scale, n, aw, ah, aa, old, lab, flag, gap, avx2);   \
         return true;
-#else
-#define FASTANCHOR_CASE(K)                                                    \
-    case K:                                                                   \
-        if (gap) label_top2<K, true>(rows, scale, n, aw, ah, aa, old, lab, flag, gap);    \
-        else label_top2<K, false>(rows, scale, n, aw, ah, aa, old, lab, flag, nullptr);   \
-        return true;
-#endif
         FASTANCHOR_K_CASES(FASTANCHOR_CASE)
 #undef FASTANCHOR_CASE
         default:

@@ -998,9 +998,10 @@ private:
     }
 
     // Ranks the m boxes of the float rows `rows` (labels `old`) against the anchors: labels and
-    // flags (detail::label_top2) into T.lab, T.flag, and their slacks into T.slack: in units of 2^-kSlackBits, a lower bound on the gap between the distance to any
-    // other anchor and to the label's, plus the label's base (detail::label_top2's float gap,
-    // less what float rounding may have added; 0 for the ties decided exactly).
+    // flags (detail::label_top2) into T.lab, T.flag, and their slacks into T.slack: in units of
+    // 2^-kSlackBits, a lower bound on the gap between the distance to any other anchor and to
+    // the label's, plus the label's base (detail::label_top2's float gap, less what float
+    // rounding may have added; 0 for the ties decided exactly).
     void rank_block(Thread& T, const float* rows, index_t m, const std::uint8_t* old) {
         detail::label_float_k(rows, static_cast<float>(p_.fscale), m, faw_.data(), fah_.data(), faa_.data(), k_, old,
                               T.lab.data(), T.flag.data(), keep_bounds_ ? T.gap.data() : nullptr, avx2_);
@@ -1453,7 +1454,7 @@ private:
         if (!fr) return detail::flag_in_ranges(lab, p_.f64 + 2 * s0, m, lo0, hi0, lo1, hi1, hit);
 #if FASTANCHOR_HAVE_AVX2
         if constexpr (std::is_same_v<L, std::uint8_t>) {
-            if (k_ <= 16 && cpu_has_avx2())
+            if (k_ <= 16 && avx2_)
                 return detail::flag_in_ranges_avx2(lab, fr + 2 * s0, m, k_, lo0, hi0, lo1, hi1, hit);
         }
 #endif
@@ -1679,11 +1680,7 @@ private:
     std::vector<std::uint32_t> last_bin_;  // [X][cluster]: the lower median's bin at the last update
     std::vector<Thread> threads_;
     bool use_float_ = false;
-#if FASTANCHOR_HAVE_AVX2
-    bool avx2_ = cpu_has_avx2();  // detail::label_top2_avx2
-#else
-    bool avx2_ = false;
-#endif
+    bool avx2_ = use_avx2();  // the AVX2 kernels (use_portable_kernels)
     std::array<float, detail::kMaxFixedK> faw_{}, fah_{}, faa_{};
     // bounds (float path only): the slack of every box, the drifts since the last full pass
     std::vector<std::uint16_t> slack_;
@@ -1889,12 +1886,7 @@ inline WhSet init_random(const Problem& p, int k, Rng& rng) {
 // D^2 is kept per box as a float. portable: the portable potential even where the AVX2 one runs.
 inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Monitor& mon, int run,
                            bool portable = false) {
-#if FASTANCHOR_HAVE_AVX2
-    const bool avx2 = !portable && cpu_has_avx2();
-#else
-    const bool avx2 = false;
-    (void)portable;
-#endif
+    const bool avx2 = use_avx2(portable);
     const index_t n = p.size();
     const index_t nc = n_chunks(n);
     const int trials = 2 + static_cast<int>(std::log(static_cast<double>(k)));
