@@ -12,14 +12,19 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/a/fa_a" "$tmp/b/fa_b"
-# Each build's headers under its own namespace and macro prefix, so both link into one binary.
-for path in "$repo"/cpp/include/fastanchor/*.hpp; do
-    f=$(basename "$path")
-    git -C "$repo" show "$old:cpp/include/fastanchor/$f" 2>/dev/null |
-        sed 's/namespace fastanchor/namespace fa_a/g; s/fastanchor::/fa_a::/g; s/FASTANCHOR_/FA_A_/g' > "$tmp/a/fa_a/$f" || true  # (a header the old commit lacks stays empty)
-    sed 's/namespace fastanchor/namespace fa_b/g; s/fastanchor::/fa_b::/g; s/FASTANCHOR_/FA_B_/g' "$path" > "$tmp/b/fa_b/$f"
-done
+mkdir -p "$tmp/a/fa_a" "$tmp/b/fa_b" "$tmp/old"
+# Each build's headers (the whole tree under cpp/include/fastanchor, flat or in folders) under its
+# own namespace and macro prefix, so both link into one binary.
+git -C "$repo" archive "$old" cpp/include/fastanchor | tar -x -C "$tmp/old"
+rename_tree() {  # rename_tree SRC DST PREFIX: copies every header of SRC to DST, renamed
+    (cd "$1" && find . -name '*.hpp') | while read -r f; do
+        mkdir -p "$2/$(dirname "$f")"
+        sed "s/namespace fastanchor/namespace $3/g; s/fastanchor::/$3::/g; s/FASTANCHOR_/$(tr a-z A-Z <<<"$3")_/g" \
+            "$1/$f" > "$2/$f"
+    done
+}
+rename_tree "$tmp/old/cpp/include/fastanchor" "$tmp/a/fa_a" fa_a
+rename_tree "$repo/cpp/include/fastanchor" "$tmp/b/fa_b" fa_b
 g++ -O3 -std=c++17 -fopenmp -DNDEBUG -Wall -Wextra -ffp-contract=off -fno-trapping-math -fopenmp-simd \
     -I"$tmp/a" -I"$tmp/b" "$here/ab_engines.cpp" -o "$tmp/ab_engines"
 python - "$tmp" "$here" "${4:-1000000}" <<'PY'

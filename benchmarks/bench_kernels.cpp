@@ -101,7 +101,7 @@ const fa::WhSet& anchors(int k) {
 }
 
 struct float_anchors_t {
-    float w[fa::detail::kMaxFixedK], h[fa::detail::kMaxFixedK], a[fa::detail::kMaxFixedK];
+    float w[fa::kMaxFixedK], h[fa::kMaxFixedK], a[fa::kMaxFixedK];
 };
 
 void set_rates(benchmark::State& state, fa::index_t boxes_per_iter, fa::index_t pairs_per_iter) {
@@ -276,19 +276,14 @@ float_anchors_t float_anchors(const fa::Problem& p, int k) {
 
 // True (and the benchmark marked skipped) when an AVX2 form is asked for and cannot run.
 bool no_avx2(benchmark::State& state, bool avx2) {
-#if FASTANCHOR_HAVE_AVX2
     if (avx2 && !fa::cpu_has_avx2()) {
-        state.SkipWithError("no AVX2 on this CPU");
+        state.SkipWithError("no AVX2 in this build or on this CPU");
         return true;
     }
-#else
-    if (avx2) {
-        state.SkipWithError("built without the AVX2 forms");
-        return true;
-    }
-#endif
     return false;
 }
+
+fa::Isa isa_of(bool avx2) { return avx2 ? fa::Isa::Avx2 : fa::Isa::Portable; }
 
 // The float labelling kernel (detail::label_float_k) on float rows in chunks, portable or AVX2
 // (threads: 1).
@@ -306,8 +301,8 @@ void BM_float_label_top2(benchmark::State& state) {
     for (auto _ : state) {
         for (fa::index_t b = 0; b < n; b += fa::kChunk) {
             const fa::index_t m = std::min(fa::kChunk, n - b);
-            fa::detail::label_float_k(p.frows() + 2 * b, static_cast<float>(p.fscale), m, A.w, A.h, A.a, k,
-                                      old.data() + b, label.data(), flag.data(), Gap ? gap.data() : nullptr, Avx2);
+            fa::detail::label_float_k(isa_of(Avx2), p.frows() + 2 * b, static_cast<float>(p.fscale), m, A.w, A.h, A.a,
+                                      k, old.data() + b, label.data(), flag.data(), Gap ? gap.data() : nullptr);
             benchmark::DoNotOptimize(flag.data());
         }
         benchmark::ClobberMemory();
@@ -316,7 +311,7 @@ void BM_float_label_top2(benchmark::State& state) {
 }
 
 // The median's gathering pass: which boxes have a width or height key inside their cluster's
-// target range (detail::flag_in_ranges), portable or AVX2 (threads: 1). The ranges hold the
+// target range (detail::flag_ranges), portable or AVX2 (threads: 1). The ranges hold the
 // keys of sides in [30, 31) px for every cluster, the labels are uniform in [0, k).
 template <bool Avx2>
 void BM_flag_in_ranges(benchmark::State& state) {
@@ -339,15 +334,8 @@ void BM_flag_in_ranges(benchmark::State& state) {
         for (fa::index_t b = 0; b < n; b += fa::kChunk) {
             const fa::index_t m = std::min(fa::kChunk, n - b);
             const float* rows = p.frows() + 2 * b;
-#if FASTANCHOR_HAVE_AVX2
-            if (Avx2) {
-                any |= fa::detail::flag_in_ranges_avx2(lab.data() + b, rows, m, k, lo.data(), hi.data(), lo.data(),
-                                                       hi.data(), hit.data());
-                continue;
-            }
-#endif
-            any |= fa::detail::flag_in_ranges(lab.data() + b, rows, m, lo.data(), hi.data(), lo.data(), hi.data(),
-                                              hit.data());
+            any |= fa::detail::flag_ranges(isa_of(Avx2), lab.data() + b, rows, m, k, lo.data(), hi.data(), lo.data(),
+                                           hi.data(), hit.data());
         }
         benchmark::DoNotOptimize(any);
     }

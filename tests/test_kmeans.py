@@ -12,6 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 import fastanchor
 import reference as ref
+from simd import portable
 from strategies import boxes_and_k, n_distinct, sides, weights_for, wh_arrays
 
 
@@ -375,7 +376,8 @@ def test_every_assignment_gives_the_exact_labels(update, weighted, dtype):
     wt = weights if weighted else np.ones(len(wh))
 
     runs = [fastanchor._core.lloyd_trace(wh, weights, sets, update, t) for t in (1, 2, 3)]
-    runs.append(fastanchor._core.lloyd_trace(wh, weights, sets, update, 2, portable=True))
+    with portable():
+        runs.append(fastanchor._core.lloyd_trace(wh, weights, sets, update, 2))
     assert runs[0]["passes"].tolist() == [0, 2, 0, 1, 2]
     for s, a in enumerate(sets):
         labels, best = ref.assign(a, exact)
@@ -450,9 +452,9 @@ def test_a_fit_reads_float32_and_float64_rows_in_place():
         np.testing.assert_array_equal(r.labels, same.labels)
 
 
-@pytest.mark.parametrize("portable", [False, True])
+@pytest.mark.parametrize("portable_kernels", [False, True])
 @pytest.mark.parametrize("update", ["median", "mean"])
-def test_assignments_over_random_moves_match_reference(update, portable):
+def test_assignments_over_random_moves_match_reference(update, portable_kernels):
     # Anchor sets from random walks with steps of every size, on data of several kinds
     # (continuous, pixel-like, few distinct values: exact ties), with the AVX2 float kernels
     # (where the CPU has them) and the portable ones.
@@ -472,7 +474,8 @@ def test_assignments_over_random_moves_match_reference(update, portable):
             sets.append(a)
             a = a * np.exp(rng.choice([0.0, 1e-6, 1e-3, 0.05, 0.5]) * rng.normal(0, 1, a.shape))
         sets = np.stack(sets)
-        out = fastanchor._core.lloyd_trace(wh, None, sets, update, 2, portable=portable)
+        with portable(portable_kernels):
+            out = fastanchor._core.lloyd_trace(wh, None, sets, update, 2)
         for s, a in enumerate(sets):
             labels, best = ref.assign(a, wh)
             np.testing.assert_array_equal(out["labels"][s], labels)
@@ -540,10 +543,12 @@ def test_avx2_and_portable_kernels_give_the_same_fit(dtype, weighted):
     for update in ("median", "mean"):
         for seed in (0, 1):
             args = (wh, weights, 9, "k-means++", None, update, 1, 300, 0.0, seed, 2, None)
-            fast, portable = fastanchor._core.kmeans_iou(*args), fastanchor._core.kmeans_iou(*args, portable=True)
-            np.testing.assert_array_equal(fast["anchors"], portable["anchors"])
-            np.testing.assert_array_equal(fast["labels"], portable["labels"])
-            assert fast["n_iter"] == portable["n_iter"] and fast["avg_iou"] == portable["avg_iou"]
+            fast = fastanchor._core.kmeans_iou(*args)
+            with portable():
+                slow = fastanchor._core.kmeans_iou(*args)
+            np.testing.assert_array_equal(fast["anchors"], slow["anchors"])
+            np.testing.assert_array_equal(fast["labels"], slow["labels"])
+            assert fast["n_iter"] == slow["n_iter"] and fast["avg_iou"] == slow["avg_iou"]
 
 
 @pytest.mark.parametrize("k", [17, 254, 255, 300, 4097])

@@ -14,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 import fastanchor
 import reference as ref
 from conftest import DATA_DIR, needs_data, real_box_files
+from simd import portable
 from fastanchor import datasets
 from fastanchor.cli import YOLOV5_DEFAULT_ANCHORS
 
@@ -360,9 +361,9 @@ def test_match_priors_near_ties_equal_reference(problem):
     want = ref.match_priors(priors, gt, thr)
     np.testing.assert_array_equal(fastanchor.match_priors(priors, gt, threshold=thr), want)
     offsets = np.array([0, gt.shape[0]], dtype=np.int64)
-    for stored, portable in [(0, False), (1 << 22, True), (0, True)]:
-        got = fastanchor._core.match_priors(priors, np.ascontiguousarray(gt, dtype=float), offsets, thr, 1, stored,
-                                            portable)
+    for stored, portable_kernels in [(0, False), (1 << 22, True), (0, True)]:
+        with portable(portable_kernels):
+            got = fastanchor._core.match_priors(priors, np.ascontiguousarray(gt, dtype=float), offsets, thr, 1, stored)
         np.testing.assert_array_equal(got[0], want)
     # the same image twice in a batch, and in a padded array
     np.testing.assert_array_equal(fastanchor.match_priors(priors, [gt, gt], threshold=thr), [want, want])
@@ -406,8 +407,9 @@ def test_match_priors_skipped_blocks_equal_reference(problem):
     want = ref.match_priors(priors, gt, thr)
     offsets = np.array([0, gt.shape[0]], dtype=np.int64)
     for stored in (1 << 22, 0):
-        for portable in (False, True):
-            got = fastanchor._core.match_priors(priors, np.ascontiguousarray(gt), offsets, thr, 1, stored, portable)
+        for portable_kernels in (False, True):
+            with portable(portable_kernels):
+                got = fastanchor._core.match_priors(priors, np.ascontiguousarray(gt), offsets, thr, 1, stored)
             np.testing.assert_array_equal(got[0], want)
     np.testing.assert_array_equal(fastanchor.match_priors(priors, [gt, gt[:1], gt], threshold=thr),
                                   [want, ref.match_priors(priors, gt[:1], thr), want])

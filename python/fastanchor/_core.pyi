@@ -7,6 +7,11 @@ import numpy.typing as npt
 
 def max_threads() -> int: ...
 def has_openmp() -> bool: ...
+
+# ---- SIMD level of the hand-written kernels (for tests: tests/simd.py) ----
+def _simd_level() -> str: ...
+def _has_avx2() -> bool: ...
+def _set_simd_level(level: str) -> str: ...
 def wh_iou(wh1: npt.NDArray[np.float64], wh2: npt.NDArray[np.float64], out_float32: bool, n_threads: int) -> np.ndarray: ...
 def assign(anchors: npt.NDArray[np.float64], wh: npt.NDArray[np.float64], n_threads: int) -> npt.NDArray[np.int32]: ...
 def avg_iou(
@@ -28,7 +33,6 @@ def kmeans_iou(
     seed: int,
     n_threads: int,
     callback: Optional[Callable[[str, int, int], Any]],
-    portable: bool = ...,
 ) -> dict[str, Any]: ...
 def lloyd_trace(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
@@ -36,7 +40,6 @@ def lloyd_trace(
     sets: npt.NDArray[np.float64],
     update: str,
     n_threads: int,
-    portable: bool = ...,
 ) -> dict[str, Any]: ...
 def anchor_fitness(
     anchors: npt.NDArray[np.float64],
@@ -73,7 +76,6 @@ def match_priors(
     threshold: float,
     n_threads: int,
     max_stored_cells: int = ...,
-    portable: bool = ...,
 ) -> npt.NDArray[np.int32]: ...
 def grid_best_iou(
     boxes: npt.NDArray[np.float64],

@@ -1,0 +1,115 @@
+// Bindings of the anchor fitness (YOLOv5's ratio metric) and the mutation search:
+// cpp/include/fastanchor/fitness/ and evolve.hpp.
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "bindings.hpp"
+#include "fastanchor/evolve.hpp"
+#include "fastanchor/fitness.hpp"
+
+namespace fastanchor_py {
+namespace {
+
+py::tuple anchor_fitness(const Array& anchors, const Array& wh, const py::object& weights, double thr, int n_threads) {
+    check_rows(anchors, "anchors", 2);
+    check_least(anchors, "anchors", 1);
+    check_rows(wh, "wh", 2);
+    Array wt;
+    const double* wptr = weights_of(weights, wh.shape(0), wt);
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const int k = static_cast<int>(anchors.shape(0));
+    const double *data = wh.data(), *adata = anchors.data();
+    fa::FitnessMetrics r;
+    {
+        py::gil_scoped_release release;
+        r = fa::fitness_metrics(data, wptr, n, fa::RatioAnchors::from_rows(adata, k), thr, n_threads);
+    }
+    return py::make_tuple(r.fitness, r.bpr, r.aat, r.avg_iou);
+}
+
+// Ctrl-C between passes; progress(done, fitness) after each pass; callback(generation, fitness,
+// anchors) after every generation when given (a result that is not None and false stops).
+class PyEvolveMonitor final : public fa::EvolveMonitor {
+public:
+    PyEvolveMonitor(py::object progress, py::object callback)
+        : progress_(std::move(progress)), callback_(std::move(callback)) {}
+    void tick(const char*, int, fa::index_t) override {
+        py::gil_scoped_acquire gil;
+        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+    void progress(int done, double fitness) override {
+        if (progress_.is_none()) return;
+        py::gil_scoped_acquire gil;
+        progress_(done, fitness);
+    }
+    bool per_generation() const override { return !callback_.is_none(); }
+    bool generation(int g, double fitness, const fa::RatioAnchors& best) override {
+        py::gil_scoped_acquire gil;
+        py::array_t<double> rows({static_cast<py::ssize_t>(best.k), py::ssize_t{2}});
+        best.to_rows(rows.mutable_data());
+        const py::object r = callback_(g, fitness, rows);
+        return r.is_none() || py::bool_(r);
+    }
+
+private:
+    py::object progress_, callback_;
+};
+
+py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array& init, double thr, int generations,
+                        double mutation_prob, double sigma, double min_size, const std::string& strategy, int batch,
+                        std::uint64_t seed, int n_threads, py::object progress, py::object callback) {
+    check_rows(wh, "wh", 2);
+    check_least(wh, "wh", 1);
+    check_rows(init, "init", 2);
+    check_least(init, "init", 1);
+    fa::EvolveOptions o;
+    o.thr = thr;
+    o.generations = generations;
+    o.mutation_prob = mutation_prob;
+    o.sigma = sigma;
+    o.min_size = min_size;
+    o.strategy = choice(strategy, "strategy", {"anchorwise", "yolov5"}) == 1 ? fa::Strategy::YOLOv5
+                                                                             : fa::Strategy::Anchorwise;
+    o.batch = batch;
+    o.seed = seed;
+    o.n_threads = n_threads;
+    Array wt;
+    const double* wptr = weights_of(weights, wh.shape(0), wt);
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const int k = static_cast<int>(init.shape(0));
+    const double *data = wh.data(), *iptr = init.data();
+    PyEvolveMonitor mon(std::move(progress), std::move(callback));
+    fa::EvolveOutput r;
+    {
+        py::gil_scoped_release release;
+        r = fa::evolve_anchors(data, wptr, n, iptr, k, o, mon);
+    }
+    py::array_t<double> anchors({static_cast<py::ssize_t>(k), py::ssize_t{2}});
+    std::copy(r.anchors.begin(), r.anchors.end(), anchors.mutable_data());
+    py::array_t<double> history(static_cast<py::ssize_t>(r.history.size()));
+    std::copy(r.history.begin(), r.history.end(), history.mutable_data());
+    py::dict d;
+    d["anchors"] = anchors;
+    d["fitness"] = r.metrics.fitness;
+    d["bpr"] = r.metrics.bpr;
+    d["aat"] = r.metrics.aat;
+    d["avg_iou"] = r.metrics.avg_iou;
+    d["history"] = history;
+    d["n_improved"] = r.n_improved;
+    d["initial_fitness"] = r.initial_fitness;
+    return d;
+}
+
+}  // namespace
+
+void register_fitness(py::module_& m) {
+    m.def("anchor_fitness", &anchor_fitness, py::arg("anchors"), py::arg("wh"), py::arg("weights"), py::arg("thr"),
+          py::arg("n_threads"));
+    m.def("evolve_anchors", &evolve_anchors, py::arg("wh"), py::arg("weights"), py::arg("init"), py::arg("thr"),
+          py::arg("generations"), py::arg("mutation_prob"), py::arg("sigma"), py::arg("min_size"),
+          py::arg("strategy"), py::arg("batch"), py::arg("seed"), py::arg("n_threads"), py::arg("progress"),
+          py::arg("callback"));
+}
+
+}  // namespace fastanchor_py

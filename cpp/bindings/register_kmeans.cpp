@@ -1,0 +1,166 @@
+// Bindings of the (w, h) box kernels: the IoU matrix, assignment, the average IoU, the k-means fit
+// and lloyd_trace (for the tests). cpp/include/fastanchor/iou.hpp and kmeans/.
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "bindings.hpp"
+#include "fastanchor/iou.hpp"
+#include "fastanchor/kmeans.hpp"
+
+namespace fastanchor_py {
+namespace {
+
+fa::WhSet to_whset(const Array& a) { return fa::WhSet::from_rows(a.data(), static_cast<fa::index_t>(a.shape(0))); }
+
+// The boxes of a fit, read in place: a C-contiguous float32 array as it is, anything else as
+// float64 (converted only if it is not C-contiguous float64 already). `keep` holds the array.
+fa::BoxRows box_rows(const py::array& wh, py::object& keep) {
+    fa::BoxRows rows;
+    if (py::isinstance<Array32>(wh) && (wh.flags() & py::array::c_style)) {
+        Array32 a = py::reinterpret_borrow<Array32>(wh);
+        check_rows(a, "wh", 2);
+        rows.f32 = a.data();
+        keep = a;
+    } else {
+        Array a = wh.cast<Array>();
+        check_rows(a, "wh", 2);
+        rows.f64 = a.data();
+        keep = a;
+    }
+    return rows;
+}
+
+fa::Update update_of(const std::string& update) {
+    return choice(update, "update", {"median", "mean"}) == 1 ? fa::Update::Mean : fa::Update::Median;
+}
+
+py::array wh_iou(const Array& wh1, const Array& wh2, bool out_float32, int n_threads) {
+    check_rows(wh1, "wh1", 2);
+    check_rows(wh2, "wh2", 2);
+    const fa::WhSet s1 = to_whset(wh1), s2 = to_whset(wh2);
+    return new_matrix(static_cast<py::ssize_t>(s1.size()), static_cast<py::ssize_t>(s2.size()), out_float32,
+                      [&](auto* out) { fa::iou_matrix(s1, s2, out, n_threads); });
+}
+
+py::array_t<std::int32_t> assign(const Array& anchors, const Array& wh, int n_threads) {
+    check_rows(anchors, "anchors", 2);
+    check_least(anchors, "anchors", 1);
+    check_rows(wh, "wh", 2);
+    const fa::WhSet a = to_whset(anchors), b = to_whset(wh);
+    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(b.size()));
+    std::int32_t* ptr = labels.mutable_data();
+    py::gil_scoped_release release;
+    fa::assign_all(b, a, ptr, n_threads);
+    return labels;
+}
+
+double avg_iou(const Array& anchors, const Array& wh, const py::object& weights, int n_threads) {
+    check_rows(anchors, "anchors", 2);
+    check_least(anchors, "anchors", 1);
+    check_rows(wh, "wh", 2);
+    const fa::WhSet a = to_whset(anchors), b = to_whset(wh);
+    Array wt;
+    const double* wptr = weights_of(weights, wh.shape(0), wt);
+    py::gil_scoped_release release;
+    return fa::avg_best_iou(b, wptr, a, n_threads);
+}
+
+// For tests (tests/test_kmeans.py): the Lloyd assignment and update driven through given
+// anchor sets (S, k, 2); see fastanchor::lloyd_trace.
+py::dict lloyd_trace(const py::array& wh, const py::object& weights, const Array& sets, const std::string& update,
+                     int n_threads) {
+    const fa::Update u = update_of(update);
+    py::object keep;
+    const fa::BoxRows rows = box_rows(wh, keep);
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    Array wt;
+    const double* wptr = weights_of(weights, wh.shape(0), wt);
+    if (sets.ndim() != 3 || sets.shape(2) != 2 || sets.shape(1) < 1)
+        throw py::value_error("sets must have shape (S, k, 2) with k >= 1");
+    if (n < 1) throw py::value_error("wh must have at least 1 row");
+    const auto n_sets = static_cast<int>(sets.shape(0)), k = static_cast<int>(sets.shape(1));
+    const double* sp = sets.data();
+    fa::LloydTrace t;
+    {
+        py::gil_scoped_release release;
+        t = fa::lloyd_trace(rows, wptr, n, sp, n_sets, k, u, n_threads);
+    }
+    py::array_t<std::int32_t> labels({static_cast<py::ssize_t>(n_sets), static_cast<py::ssize_t>(n)});
+    std::copy(t.labels.begin(), t.labels.end(), labels.mutable_data());
+    py::array_t<double> updated({static_cast<py::ssize_t>(n_sets), static_cast<py::ssize_t>(k), py::ssize_t{2}});
+    std::copy(t.updated.begin(), t.updated.end(), updated.mutable_data());
+    py::array_t<int> pass(static_cast<py::ssize_t>(n_sets));
+    std::copy(t.pass.begin(), t.pass.end(), pass.mutable_data());
+    py::dict d;
+    d["labels"] = labels;
+    d["updated"] = updated;
+    d["passes"] = pass;
+    return d;
+}
+
+py::dict kmeans_iou(const py::array& wh, const py::object& weights, int k, const std::string& init,
+                    const py::object& init_anchors, const std::string& update, int n_init, int max_iter, double tol,
+                    std::uint64_t seed, int n_threads, py::object callback) {
+    fa::KMeansOptions o;
+    o.k = k;
+    const int init_kind = choice(init, "init", {"k-means++", "random", "given"});
+    o.init = init_kind == 2 ? fa::Init::Given : init_kind == 1 ? fa::Init::Random : fa::Init::KMeansPP;
+    o.update = update_of(update);
+    o.n_init = n_init;
+    o.max_iter = max_iter;
+    o.tol = tol;
+    o.seed = seed;
+    o.n_threads = n_threads;
+    py::object keep;
+    const fa::BoxRows rows = box_rows(wh, keep);
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    if (k < 1 || k > n) throw py::value_error("k must be in [1, len(wh)]");
+    Array wt, ia;
+    const double* wptr = weights_of(weights, wh.shape(0), wt);
+    const double* iptr = nullptr;
+    if (o.init == fa::Init::Given) {
+        if (init_anchors.is_none()) throw py::value_error("init 'given' needs init_anchors");
+        ia = init_anchors.cast<Array>();
+        check_rows(ia, "init_anchors", 2, k);
+        iptr = ia.data();
+    }
+    // Written by the fit at its end (untouched pages take no memory until then).
+    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
+    std::int32_t* lptr = labels.mutable_data();
+    PyMonitor mon(std::move(callback));
+    fa::KMeansOutput r;
+    {
+        py::gil_scoped_release release;
+        r = fa::kmeans_iou(rows, wptr, n, o, iptr, mon, lptr);
+    }
+    py::array_t<double> anchors({static_cast<py::ssize_t>(k), py::ssize_t{2}});
+    auto A = anchors.mutable_unchecked<2>();
+    for (int j = 0; j < k; ++j) {
+        A(j, 0) = r.anchors.w[j];
+        A(j, 1) = r.anchors.h[j];
+    }
+    py::dict d;
+    d["anchors"] = anchors;
+    d["labels"] = labels;
+    d["avg_iou"] = r.avg_iou;
+    d["n_iter"] = r.n_iter;
+    d["converged"] = r.converged;
+    d["best_run"] = r.best_run;
+    return d;
+}
+
+}  // namespace
+
+void register_kmeans(py::module_& m) {
+    m.def("wh_iou", &wh_iou, py::arg("wh1"), py::arg("wh2"), py::arg("out_float32"), py::arg("n_threads"));
+    m.def("assign", &assign, py::arg("anchors"), py::arg("wh"), py::arg("n_threads"));
+    m.def("avg_iou", &avg_iou, py::arg("anchors"), py::arg("wh"), py::arg("weights"), py::arg("n_threads"));
+    m.def("kmeans_iou", &kmeans_iou, py::arg("wh"), py::arg("weights"), py::arg("k"), py::arg("init"),
+          py::arg("init_anchors"), py::arg("update"), py::arg("n_init"), py::arg("max_iter"), py::arg("tol"),
+          py::arg("seed"), py::arg("n_threads"), py::arg("callback"));
+    m.def("lloyd_trace", &lloyd_trace, py::arg("wh"), py::arg("weights"), py::arg("sets"), py::arg("update"),
+          py::arg("n_threads"));
+}
+
+}  // namespace fastanchor_py

@@ -1,0 +1,432 @@
+// fastanchor: the anchor fitness of YOLOv5's autoanchor (the side-ratio metric, geometry.hpp's
+// ratio_exact and ratio_fast) and its report (fitness, best possible recall, anchors above
+// threshold, average IoU). The search's tiled layout is in tiles.hpp, the search in evolve.hpp.
+//
+// Definitions (the numpy reference in tests/reference.py is the specification). For box i and
+// anchor j, per side r = wh_i / anchor_j and x_ij = min over (w, h) of min(r, 1 / r); the best
+// ratio of a box is best_i = max_j x_ij; with t = 1 / thr:
+//     fitness = mean_i best_i * [best_i > t]     bpr = mean_i [best_i > t]
+//     aat     = mean_i #{j : x_ij > t}           avg_iou = mean_i max_j IoU_ij
+// (means weighted by the sample weights).
+//
+// Exactness. The kernels never divide per (box, anchor) pair: x_ij is computed from cached
+// reciprocals as min(w * (1/aw), aw * (1/w), h * (1/ah), ah * (1/h)). Each of these four
+// products is within a factor (1 +- u)^2 of the exact ratio (u = 2^-53), and so is every term the
+// reference computes (fl(w / aw) and fl(1 / fl(w / aw))); min and max are monotone, so the fast
+// value of x_ij and of best_i is within a relative 5u of the reference's. A discrete decision
+// ([x > t]) is therefore taken on the fast value only outside the band t * (1 +- 1e-12); inside
+// it (ties such as a side ratio of exactly thr) the box is redone with the reference's own
+// divisions, so every decision is bit-for-bit the reference's.
+//
+// Reproducibility. Every sum is fixed point: each box's term (in [0, 1], the weight scaled to a
+// largest weight of 1 included) is rounded to a multiple of 2^-50 and the integers are added
+// exactly (anchor counts with unit weights are added as they are). The sums are therefore
+// independent of the order of the boxes, of the number of threads and of the SIMD width, so the
+// search (which visits the boxes in a spatially sorted order and skips anchors per tile) and the
+// report (input order, every anchor) give the same fitness to the last bit.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <stdexcept>
+#include <vector>
+
+#include "../common.hpp"
+#include "../fixed_k.hpp"
+#include "../geometry.hpp"
+
+namespace fastanchor {
+
+namespace fitdetail {
+
+// Relative half-width of the band around the threshold in which decisions are redone exactly;
+// far above the 5u (5.6e-16) that separates the fast ratio from the reference's.
+inline constexpr double kBand = 1e-12;
+// Fixed point: a term z in [0, 1] counts as round(z * 2^50); a lane of 16 accumulates at most
+// 4096 / 16 terms per chunk (< 2^58), a chunk at most 2^62: int64 never overflows.
+inline constexpr double kFixScale = 0x1p50;
+inline constexpr int kLanes = 16;
+// Boxes per tile of the sorted layout (a chunk holds kChunk / kTile tiles).
+inline constexpr int kTile = 64;
+inline constexpr int kTilesPerChunk = static_cast<int>(kChunk / kTile);
+// Anchor sets larger than this are evaluated without per-tile pruning (masks are 64-bit).
+inline constexpr int kMaxPruned = 64;
+
+// round(z) for z in [0, 2^52) as an integer: adding 2^52 leaves an integer ulp, so the sum is
+// rounded to the nearest integer (ties to even) and its low mantissa bits are that integer.
+inline std::int64_t fix_round(double z) {
+    const double y = z + 0x1p52;
+    std::int64_t q;
+    std::memcpy(&q, &y, sizeof q);
+    return q - INT64_C(0x4330000000000000);
+}
+
+}  // namespace fitdetail
+
+// The threshold t = 1 / thr (as numpy computes it) and the half-width of the band of exact
+// re-evaluation: a fast ratio x with |x - t| > band decides [x > t] as the reference does.
+struct Threshold {
+    double t, band, lo;
+    explicit Threshold(double thr) : t(1.0 / thr), band(t * fitdetail::kBand), lo(t * (1.0 - fitdetail::kBand)) {}
+};
+
+// k anchors as structure of arrays with reciprocals and areas.
+struct RatioAnchors {
+    int k = 0;
+    std::vector<double> w, h, iw, ih, a;
+
+    RatioAnchors() = default;
+    explicit RatioAnchors(int k_) : k(k_), w(k_), h(k_), iw(k_), ih(k_), a(k_) {}
+
+    void set(int j, double wj, double hj) {
+        w[j] = wj;
+        h[j] = hj;
+        iw[j] = 1.0 / wj;
+        ih[j] = 1.0 / hj;
+        a[j] = wj * hj;
+    }
+
+    // From k rows (w, h), contiguous.
+    static RatioAnchors from_rows(const double* rows, int k) {
+        RatioAnchors r(k);
+        for (int j = 0; j < k; ++j) r.set(j, rows[2 * j], rows[2 * j + 1]);
+        return r;
+    }
+
+    void to_rows(double* rows) const {
+        for (int j = 0; j < k; ++j) {
+            rows[2 * j] = w[j];
+            rows[2 * j + 1] = h[j];
+        }
+    }
+};
+
+// Boxes prepared for the fitness: structure of arrays with reciprocals, and the weights scaled to
+// a largest value of 1 (om; empty for unit weights).
+struct FitBoxes {
+    index_t n = 0;
+    std::vector<double> w, h, iw, ih, om;
+    // Sum over boxes of round(om * 2^50) (n * 2^50 for unit weights): the fixed-point total weight.
+    int128_t denom = 0;
+
+    bool weighted() const { return !om.empty(); }
+
+    // Box j of the prepared order is row src[j] of the input (src null: identity).
+    static FitBoxes make(const double* wh, const double* weights, index_t n, const index_t* src = nullptr,
+                         int n_threads = 1) {
+        FitBoxes b;
+        b.n = n;
+        b.w.resize(n);
+        b.h.resize(n);
+        b.iw.resize(n);
+        b.ih.resize(n);
+        double top = 0.0;
+        if (weights) {
+            for (index_t i = 0; i < n; ++i) top = std::max(top, weights[i]);
+            if (!(top > 0.0)) throw std::invalid_argument("the weights must have a positive sum");
+            b.om.resize(n);
+        }
+        std::vector<std::int64_t> part(n_chunks(n), 0);
+        for_each_chunk(n, n_threads, [&](index_t c, index_t lo, index_t hi) {
+            std::int64_t d = 0;
+            for (index_t i = lo; i < hi; ++i) {
+                const index_t s = src ? src[i] : i;
+                b.w[i] = wh[2 * s];
+                b.h[i] = wh[2 * s + 1];
+                b.iw[i] = 1.0 / b.w[i];
+                b.ih[i] = 1.0 / b.h[i];
+                if (weights) {
+                    b.om[i] = weights[s] / top;
+                    d += fitdetail::fix_round(b.om[i] * fitdetail::kFixScale);
+                }
+            }
+            part[c] = d;
+        });
+        if (weights) {
+            for (const std::int64_t d : part) b.denom += d;
+        } else {
+            b.denom = static_cast<int128_t>(n) * (INT64_C(1) << 50);
+        }
+        return b;
+    }
+};
+
+// The report on a set of anchors.
+struct FitnessMetrics {
+    double fitness = 0.0, bpr = 0.0, aat = 0.0, avg_iou = 0.0;
+};
+
+namespace fitdetail {
+
+// The fixed-point scale of the anchors-above-threshold terms om * count: with unit weights the
+// counts themselves (exact), else om * count / k (in [0, 1]) in units of 2^-50.
+inline double aat_scale(bool weighted, int k) { return weighted ? kFixScale / k : 1.0; }
+
+struct ChunkMetrics {
+    int128_t fit = 0, bpr = 0, aat = 0, iou = 0, den = 0;
+};
+
+// Exact re-evaluation of one box: whether best > t and the number of anchors with x > t, by the
+// reference's operations.
+inline void exact_box(double w, double h, const RatioAnchors& A, double t, bool& above, int& count) {
+    double best = 0.0;
+    count = 0;
+    for (int j = 0; j < A.k; ++j) {
+        const double x = ratio_exact(w, h, A.w[j], A.h[j]);
+        best = std::max(best, x);
+        count += x > t ? 1 : 0;
+    }
+    above = best > t;
+}
+
+// Boxes per block of the report kernel, as one vector of 8 doubles (GCC/Clang vector extensions:
+// a zmm register with AVX-512, two ymm with AVX2, four xmm otherwise; every lane rounds as a
+// scalar double would, so the results do not depend on the instruction set).
+inline constexpr int kBlock = 8;
+typedef double V8d __attribute__((vector_size(64)));
+typedef std::int64_t V8i __attribute__((vector_size(64)));
+// (No function takes or returns a vector by value, so the vector ABI, on which GCC warns for the
+// baseline clone, never matters.)
+#define FASTANCHOR_VMIN(a, b) ((b) < (a) ? (b) : (a))
+#define FASTANCHOR_VMAX(a, b) ((a) < (b) ? (b) : (a))
+
+__attribute__((always_inline)) inline void vload(V8d& v, const double* p) { std::memcpy(&v, p, sizeof v); }
+
+// acc += fix_round(z), every lane.
+__attribute__((always_inline)) inline void vfix_add(V8i& acc, const V8d& z) {
+    const V8d y = z + 0x1p52;
+    V8i q;
+    std::memcpy(&q, &y, sizeof q);
+    acc += q - INT64_C(0x4330000000000000);
+}
+
+struct BlockSums {
+    V8i fit = {}, bpr = {}, aat = {}, iou = {}, den = {};
+};
+
+// Every metric on one block of 8 boxes against every anchor (KT > 0 fixes k at compile time,
+// unrolling the anchor loop). om holds the weights scaled to a largest value of 1 (1 for unit
+// weights, 0 in the padding of a tail block); m is the number of real boxes.
+template <int KT>
+__attribute__((always_inline)) inline void metrics_block(const V8d& w, const V8d& h, const V8d& iw, const V8d& ih,
+                                                         const V8d& om, int m, const RatioAnchors& A, const double* aw,
+                                                         const double* ah, const double* aiw, const double* aih,
+                                                         const double* aa, const Threshold& th, double aat_scale,
+                                                         BlockSums& acc) {
+    const int k = KT > 0 ? KT : A.k;
+    const V8d zero = {}, one = zero + 1.0;
+    const double t = th.t;
+    const V8d area = w * h;
+    V8d best = zero, cnt = zero, dist = zero + HUGE_VAL;
+    const V8d aw0 = zero + aw[0], ah0 = zero + ah[0];
+    V8d bi = FASTANCHOR_VMIN(w, aw0) * FASTANCHOR_VMIN(h, ah0);
+    V8d bu = (area + aa[0]) - bi;
+    for (int j = 0; j < k; ++j) {
+        const double awj = aw[j], ahj = ah[j], iwj = aiw[j], ihj = aih[j], aaj = aa[j];
+        const V8d rw = w * iwj, sw = awj * iw, rh = h * ihj, sh = ahj * ih;
+        const V8d xw = FASTANCHOR_VMIN(rw, sw), xh = FASTANCHOR_VMIN(rh, sh);
+        const V8d x = FASTANCHOR_VMIN(xw, xh);
+        best = FASTANCHOR_VMAX(best, x);
+        cnt += x > t ? one : zero;
+        const V8d d = x - t, ad = d < 0.0 ? -d : d;
+        dist = FASTANCHOR_VMIN(dist, ad);
+        // Highest IoU, compared by cross products (no division).
+        const V8d awv = zero + awj, ahv = zero + ahj;
+        const V8d inter = FASTANCHOR_VMIN(w, awv) * FASTANCHOR_VMIN(h, ahv);
+        const V8d u = (area + aaj) - inter;
+        const V8i better = inter * bu > bi * u;
+        bi = better ? inter : bi;
+        bu = better ? u : bu;
+    }
+    V8d above = best > t ? one : zero;
+    const V8i amb = dist <= th.band;
+    bool any_amb = false;
+    for (int l = 0; l < kBlock; ++l) any_amb |= amb[l] != 0;
+    if (any_amb) {
+        // The boxes with a ratio in the band: the exact decisions.
+        for (int l = 0; l < m; ++l) {
+            if (amb[l] == 0) continue;
+            bool ab;
+            int c;
+            exact_box(w[l], h[l], A, th.t, ab, c);
+            above[l] = ab ? 1.0 : 0.0;
+            cnt[l] = c;
+        }
+    }
+    // om is 1 for unit weights (exact products) and 0 in the padding.
+    vfix_add(acc.fit, above * om * best * kFixScale);
+    vfix_add(acc.bpr, above * om * kFixScale);
+    vfix_add(acc.aat, om * cnt * aat_scale);
+    vfix_add(acc.iou, om * (bi / bu) * kFixScale);
+    vfix_add(acc.den, om * kFixScale);
+}
+
+// Where the report kernel reads its boxes. PreparedBoxes: a FitBoxes (reciprocals and scaled
+// weights cached). RowBoxes: the caller's rows (w, h), with the reciprocals and scaled weights
+// computed on the fly by the same operations, so both give the same bits.
+struct PreparedBoxes {
+    const FitBoxes& B;
+    bool weighted() const { return B.weighted(); }
+    __attribute__((always_inline)) void load(index_t i0, int m, V8d& w, V8d& h, V8d& iw, V8d& ih, V8d& om) const {
+        if (m == kBlock) {
+            vload(w, B.w.data() + i0);
+            vload(h, B.h.data() + i0);
+            vload(iw, B.iw.data() + i0);
+            vload(ih, B.ih.data() + i0);
+            if (B.weighted())
+                vload(om, B.om.data() + i0);
+            else
+                om = V8d{} + 1.0;
+            return;
+        }
+        // The tail, padded with unit boxes of weight 0.
+        for (int l = 0; l < kBlock; ++l) {
+            const bool in = l < m;
+            w[l] = in ? B.w[i0 + l] : 1.0;
+            h[l] = in ? B.h[i0 + l] : 1.0;
+            iw[l] = in ? B.iw[i0 + l] : 1.0;
+            ih[l] = in ? B.ih[i0 + l] : 1.0;
+            om[l] = in ? (B.weighted() ? B.om[i0 + l] : 1.0) : 0.0;
+        }
+    }
+};
+
+struct RowBoxes {
+    const double* wh;
+    const double* weights;  // null: unit weights
+    double top;             // the largest weight
+    bool weighted() const { return weights != nullptr; }
+    __attribute__((always_inline)) void load(index_t i0, int m, V8d& w, V8d& h, V8d& iw, V8d& ih, V8d& om) const {
+        for (int l = 0; l < kBlock; ++l) {
+            const bool in = l < m;
+            w[l] = in ? wh[2 * (i0 + l)] : 1.0;
+            h[l] = in ? wh[2 * (i0 + l) + 1] : 1.0;
+            om[l] = in ? (weights ? weights[i0 + l] : 1.0) : 0.0;
+        }
+        iw = 1.0 / w;
+        ih = 1.0 / h;
+        if (weights) om = om / top;
+    }
+};
+
+// Every metric on boxes [b, e) of `src` against the anchors aw..aa, every anchor. All sums are
+// fixed point, so they depend neither on the vector width nor on the order of the boxes; lanes
+// are flushed to the 128-bit totals every 64 boxes (8 terms of at most 2^50 per lane).
+__attribute__((always_inline)) inline void flush(ChunkMetrics& r, BlockSums& acc) {
+    for (int l = 0; l < kBlock; ++l) {
+        r.fit += acc.fit[l];
+        r.bpr += acc.bpr[l];
+        r.aat += acc.aat[l];
+        r.iou += acc.iou[l];
+        r.den += acc.den[l];
+    }
+    acc = BlockSums();
+}
+
+template <int KT, class Src>
+__attribute__((always_inline)) inline void metrics_boxes(const Src& src, index_t b, index_t e, const RatioAnchors& A,
+                                                         const double* aw, const double* ah, const double* aiw,
+                                                         const double* aih, const double* aa, const Threshold& th,
+                                                         ChunkMetrics& out) {
+    const double as = aat_scale(src.weighted(), A.k);
+    ChunkMetrics r;
+    BlockSums acc;
+    index_t since_flush = 0;
+    for (index_t i0 = b; i0 < e; i0 += kBlock) {
+        const int m = static_cast<int>(std::min<index_t>(kBlock, e - i0));
+        V8d w, h, iw, ih, om;
+        src.load(i0, m, w, h, iw, ih, om);
+        metrics_block<KT>(w, h, iw, ih, om, m, A, aw, ah, aiw, aih, aa, th, as, acc);
+        if (++since_flush == kTile / kBlock) {
+            flush(r, acc);
+            since_flush = 0;
+        }
+    }
+    flush(r, acc);
+    out = r;
+}
+
+template <int KT, class Src>
+FASTANCHOR_CLONES void metrics_range(const Src& src, index_t b, index_t e, const RatioAnchors& A, const Threshold& th,
+                                     ChunkMetrics& out) {
+    if constexpr (KT > 0) {
+        // The anchors in local arrays: the compiler then sees that no store of a block aliases
+        // them (with pointers into A it versions the loops on run-time alias checks).
+        double aw[KT], ah[KT], aiw[KT], aih[KT], aa[KT];
+        for (int j = 0; j < KT; ++j) {
+            aw[j] = A.w[j];
+            ah[j] = A.h[j];
+            aiw[j] = A.iw[j];
+            aih[j] = A.ih[j];
+            aa[j] = A.a[j];
+        }
+        metrics_boxes<KT>(src, b, e, A, aw, ah, aiw, aih, aa, th, out);
+    } else {
+        metrics_boxes<KT>(src, b, e, A, A.w.data(), A.h.data(), A.iw.data(), A.ih.data(), A.a.data(), th, out);
+    }
+}
+
+template <class Src>
+void metrics_chunk(const Src& src, index_t b, index_t e, const RatioAnchors& A, const Threshold& th,
+                   ChunkMetrics& out) {
+    const bool fixed = with_k_in(
+        A.k, [&](auto K) { metrics_range<decltype(K)::value>(src, b, e, A, th, out); }, FitnessKs{});
+    if (!fixed) metrics_range<0>(src, b, e, A, th, out);
+}
+
+template <class Src>
+FitnessMetrics metrics_of(const Src& src, index_t n, const RatioAnchors& A, double thr, int n_threads) {
+    if (n <= 0 || A.k <= 0) throw std::invalid_argument("fitness_metrics: need boxes and anchors");
+    const Threshold th(thr);
+    std::vector<ChunkMetrics> part(n_chunks(n));
+    for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) { metrics_chunk(src, b, e, A, th, part[c]); });
+    ChunkMetrics s;
+    for (const auto& p : part) {
+        s.fit += p.fit;
+        s.bpr += p.bpr;
+        s.aat += p.aat;
+        s.iou += p.iou;
+        s.den += p.den;
+    }
+    // The total weight: sum of round(om * 2^50); n * 2^50 for unit weights.
+    const double denom = static_cast<double>(s.den);
+    FitnessMetrics m;
+    m.fitness = static_cast<double>(s.fit) / denom;
+    m.bpr = static_cast<double>(s.bpr) / denom;
+    m.aat = src.weighted() ? static_cast<double>(s.aat) * A.k / denom
+                           : static_cast<double>(s.aat) / static_cast<double>(n);
+    m.avg_iou = static_cast<double>(s.iou) / denom;
+    return m;
+}
+
+#undef FASTANCHOR_VMIN
+#undef FASTANCHOR_VMAX
+
+}  // namespace fitdetail
+
+// Fitness, best possible recall, anchors above threshold and average IoU of `A` on the boxes.
+inline FitnessMetrics fitness_metrics(const FitBoxes& B, const RatioAnchors& A, double thr, int n_threads) {
+    return fitdetail::metrics_of(fitdetail::PreparedBoxes{B}, B.n, A, thr, n_threads);
+}
+
+// The same on n rows (w, h) of the caller (weights: n values or null), without a prepared copy.
+inline FitnessMetrics fitness_metrics(const double* wh, const double* weights, index_t n, const RatioAnchors& A,
+                                      double thr, int n_threads) {
+    double top = 1.0;
+    if (weights) {
+        std::vector<double> part(n_chunks(n), 0.0);
+        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+            double t = 0.0;
+            for (index_t i = b; i < e; ++i) t = std::max(t, weights[i]);
+            part[c] = t;
+        });
+        top = *std::max_element(part.begin(), part.end());
+        if (!(top > 0.0)) throw std::invalid_argument("the weights must have a positive sum");
+    }
+    return fitdetail::metrics_of(fitdetail::RowBoxes{wh, weights, top}, n, A, thr, n_threads);
+}
+
+}  // namespace fastanchor

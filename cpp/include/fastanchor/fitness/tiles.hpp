@@ -1,0 +1,336 @@
+// fastanchor: the fitness search's layout (TiledBoxes: boxes in Z-order of (log w, log h), cut
+// into tiles with bounding rectangles) and the batch kernel that scores candidate anchor sets
+// with per-tile pruning (fitness_batch), bit for bit the report's fitness (metrics.hpp).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../common.hpp"
+#include "../sort.hpp"
+#include "metrics.hpp"
+
+namespace fastanchor {
+
+// ---------------------------------------------------------------------------------------------
+// The search's layout: boxes sorted along a Z-order curve of (log w, log h) and cut into tiles
+// of 64 consecutive boxes, each with its bounding rectangle. For one candidate anchor set, the
+// ratio of any box of a tile to anchor j lies between
+//     L_j = min(w0 / aw, aw / w1, h0 / ah, ah / h1)   (the rectangle's farthest corner) and
+//     U_j = min(1, w1 / aw, aw / w0, 1, h1 / ah, ah / h0)   (its nearest point),
+// so anchor j can be skipped in the tile when U_j < max_j' L_j' (another anchor beats it for
+// every box) or U_j <= t (it never passes the threshold). On COCO-like data about 1.1 anchors per
+// tile remain of 9. Bounds are computed with the cached reciprocals and widened by 1e-12, far
+// beyond their rounding, so a skipped anchor is never the maximum of the fast ratios: the best
+// ratio of every box is the same value the full evaluation gets, bit for bit.
+struct TiledBoxes {
+    FitBoxes boxes;  // sorted
+    index_t n_tiles = 0;
+    // Tile bounds: smallest and largest width and height, and their reciprocals.
+    std::vector<double> w0, w1, h0, h1, iw0, iw1, ih0, ih1;
+
+    index_t size() const { return boxes.n; }
+
+    static TiledBoxes make(const double* wh, const double* weights, index_t n, int n_threads = 1) {
+        // Z-order key of 10-bit cells over the data's range of (log w, log h); the log is the
+        // double's exponent and top mantissa bits (piecewise linear in log2, monotone). Only the
+        // speed depends on this order: the fitness is summed exactly in any order.
+        std::vector<std::uint32_t> lw(n), lh(n);
+        const index_t nc = n_chunks(n);
+        std::vector<std::uint32_t> lo_w(nc, ~0u), hi_w(nc, 0u), lo_h(nc, ~0u), hi_h(nc, 0u);
+        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+            for (index_t i = b; i < e; ++i) {
+                lw[i] = log_bits(wh[2 * i]);
+                lh[i] = log_bits(wh[2 * i + 1]);
+                lo_w[c] = std::min(lo_w[c], lw[i]);
+                hi_w[c] = std::max(hi_w[c], lw[i]);
+                lo_h[c] = std::min(lo_h[c], lh[i]);
+                hi_h[c] = std::max(hi_h[c], lh[i]);
+            }
+        });
+        const std::uint32_t w0 = *std::min_element(lo_w.begin(), lo_w.end());
+        const std::uint32_t w1 = *std::max_element(hi_w.begin(), hi_w.end());
+        const std::uint32_t h0 = *std::min_element(lo_h.begin(), lo_h.end());
+        const std::uint32_t h1 = *std::max_element(hi_h.begin(), hi_h.end());
+        const double sw = w1 > w0 ? 1023.0 / (w1 - w0) : 0.0, sh = h1 > h0 ? 1023.0 / (h1 - h0) : 0.0;
+        std::vector<std::uint32_t> key(n);
+        for_each_chunk(n, n_threads, [&](index_t, index_t b, index_t e) {
+            for (index_t i = b; i < e; ++i) {
+                const auto qw = static_cast<std::uint32_t>(std::min(1023.0, (lw[i] - w0) * sw));
+                const auto qh = static_cast<std::uint32_t>(std::min(1023.0, (lh[i] - h0) * sh));
+                key[i] = interleave(qw) | (interleave(qh) << 1);
+            }
+        });
+        // A stable sort of the 20-bit keys (sort.hpp skips the digit all keys share).
+        const std::vector<index_t> order = detail::radix_argsort<index_t>(key, n);
+        TiledBoxes t;
+        t.boxes = FitBoxes::make(wh, weights, n, order.data(), n_threads);
+        t.n_tiles = (n + fitdetail::kTile - 1) / fitdetail::kTile;
+        for (auto* v : {&t.w0, &t.w1, &t.h0, &t.h1, &t.iw0, &t.iw1, &t.ih0, &t.ih1}) v->resize(t.n_tiles);
+        const FitBoxes& B = t.boxes;
+        for_each_chunk(n, n_threads, [&](index_t, index_t b, index_t e) {
+            for (index_t q = b / fitdetail::kTile; q * fitdetail::kTile < e; ++q) {
+                const index_t qb = q * fitdetail::kTile, qe = std::min(n, qb + fitdetail::kTile);
+                double a0 = B.w[qb], a1 = B.w[qb], c0 = B.h[qb], c1 = B.h[qb];
+                for (index_t i = qb + 1; i < qe; ++i) {
+                    a0 = std::min(a0, B.w[i]);
+                    a1 = std::max(a1, B.w[i]);
+                    c0 = std::min(c0, B.h[i]);
+                    c1 = std::max(c1, B.h[i]);
+                }
+                t.w0[q] = a0;
+                t.w1[q] = a1;
+                t.h0[q] = c0;
+                t.h1[q] = c1;
+                t.iw0[q] = 1.0 / a0;
+                t.iw1[q] = 1.0 / a1;
+                t.ih0[q] = 1.0 / c0;
+                t.ih1[q] = 1.0 / c1;
+            }
+        });
+        return t;
+    }
+
+private:
+    // The high 32 bits of a positive double: 11 exponent and 20 mantissa bits, monotone.
+    static std::uint32_t log_bits(double x) {
+        std::uint64_t u;
+        std::memcpy(&u, &x, sizeof u);
+        return static_cast<std::uint32_t>(u >> 32);
+    }
+
+    // The bits of a 10-bit value spread to the even positions of 20 bits.
+    static std::uint32_t interleave(std::uint32_t x) {
+        x = (x | (x << 8)) & 0x00FF00FFu;
+        x = (x | (x << 4)) & 0x0F0F0F0Fu;
+        x = (x | (x << 2)) & 0x33333333u;
+        x = (x | (x << 1)) & 0x55555555u;
+        return x;
+    }
+};
+
+namespace fitdetail {
+
+// Pruning masks of one candidate for the tiles [q0, q1) of a chunk: bit j of mask[q] is set when
+// anchor j may hold the best ratio of some box of tile q above the threshold band's floor.
+//
+// sure[q] is set when every box of tile q has its best ratio above the band's ceiling (the
+// largest lower bound exceeds it), so no box of the tile needs a threshold check.
+FASTANCHOR_CLONES inline void tile_masks(const TiledBoxes& T, index_t q0, index_t q1, const RatioAnchors& A,
+                                         const Threshold& th, std::uint64_t* mask, std::uint8_t* sure) {
+    const int k = A.k;
+    const int nq = static_cast<int>(q1 - q0);
+    const double *aw = A.w.data(), *ah = A.h.data(), *aiw = A.iw.data(), *aih = A.ih.data();
+    const double lo = th.lo;
+    double M[kTilesPerChunk];
+    const double *w0 = T.w0.data() + q0, *w1 = T.w1.data() + q0, *h0 = T.h0.data() + q0, *h1 = T.h1.data() + q0;
+    const double *iw0 = T.iw0.data() + q0, *iw1 = T.iw1.data() + q0, *ih0 = T.ih0.data() + q0, *ih1 = T.ih1.data() + q0;
+    for (int q = 0; q < nq; ++q) {
+        M[q] = 0.0;
+        mask[q] = 0;
+    }
+    for (int j = 0; j < k; ++j) {
+        const double awj = aw[j], ahj = ah[j], iwj = aiw[j], ihj = aih[j];
+        for (int q = 0; q < nq; ++q) {
+            const double L = std::min(std::min(w0[q] * iwj, awj * iw1[q]), std::min(h0[q] * ihj, ahj * ih1[q]));
+            M[q] = L > M[q] ? L : M[q];
+        }
+    }
+    for (int q = 0; q < nq; ++q) {
+        M[q] *= 1.0 - kBand;
+        sure[q] = M[q] > th.t + th.band ? 1 : 0;
+    }
+    for (int j = 0; j < k; ++j) {
+        const double awj = aw[j], ahj = ah[j], iwj = aiw[j], ihj = aih[j];
+        const std::uint64_t bit = std::uint64_t{1} << j;
+        for (int q = 0; q < nq; ++q) {
+            const double cw = std::min(1.0, std::min(w1[q] * iwj, awj * iw0[q]));
+            const double ch = std::min(1.0, std::min(h1[q] * ihj, ahj * ih0[q]));
+            const double U = std::min(cw, ch) * (1.0 + kBand);
+            mask[q] |= (U >= M[q] && U > lo) ? bit : std::uint64_t{0};
+        }
+    }
+}
+
+// Fixed-point fitness sums of `count` candidates over the tiles [q0, q1) of one chunk: each tile
+// is loaded once and scored against every candidate (its active anchors only) while in cache.
+template <bool Weighted>
+FASTANCHOR_CLONES void tiled_sums(const TiledBoxes& T, index_t q0, index_t q1, const RatioAnchors* cands, int count,
+                                  const Threshold& th, const std::uint64_t* masks, const std::uint8_t* sures,
+                                  std::int64_t* acc /* count x 16 */,
+                                  std::int64_t* extra /* count */) {
+    const FitBoxes& B = T.boxes;
+    const double t = th.t, band = th.band;
+    const int nq = static_cast<int>(q1 - q0);
+    for (int q = 0; q < nq; ++q) {
+        const index_t b = (q0 + q) * kTile;
+        const index_t m = std::min<index_t>(kTile, B.n - b);
+        const double *w = B.w.data() + b, *h = B.h.data() + b, *iw = B.iw.data() + b, *ih = B.ih.data() + b;
+        const double* om = Weighted ? B.om.data() + b : nullptr;
+        for (int s = 0; s < count; ++s) {
+            std::uint64_t mk = masks[static_cast<std::size_t>(s) * kTilesPerChunk + q];
+            if (mk == 0) continue;
+            const RatioAnchors& A = cands[s];
+            const double *aw = A.w.data(), *ah = A.h.data(), *aiw = A.iw.data(), *aih = A.ih.data();
+            std::int64_t* a = acc + static_cast<std::size_t>(s) * kLanes;
+            const bool sure = sures[static_cast<std::size_t>(s) * kTilesPerChunk + q] != 0;
+            if (m == kTile && sure && (mk & (mk - 1)) == 0) {
+                // The common case: one anchor holds every box's best ratio, all above the band.
+                const int j = __builtin_ctzll(mk);
+                const double awj = aw[j], ahj = ah[j], iwj = aiw[j], ihj = aih[j];
+                for (int l0 = 0; l0 < kTile; l0 += kLanes) {
+                    for (int l = 0; l < kLanes; ++l) {
+                        const int i = l0 + l;
+                        const double x = std::min(std::min(w[i] * iwj, awj * iw[i]), std::min(h[i] * ihj, ahj * ih[i]));
+                        a[l] += fix_round((Weighted ? om[i] * x : x) * kFixScale);
+                    }
+                }
+            } else if (m == kTile) {
+                double best[kTile];
+                {
+                    const int j = __builtin_ctzll(mk);
+                    mk &= mk - 1;
+                    const double awj = aw[j], ahj = ah[j], iwj = aiw[j], ihj = aih[j];
+                    for (int l = 0; l < kTile; ++l)
+                        best[l] = std::min(std::min(w[l] * iwj, awj * iw[l]), std::min(h[l] * ihj, ahj * ih[l]));
+                }
+                while (mk != 0) {
+                    const int j = __builtin_ctzll(mk);
+                    mk &= mk - 1;
+                    const double awj = aw[j], ahj = ah[j], iwj = aiw[j], ihj = aih[j];
+                    for (int l = 0; l < kTile; ++l) {
+                        const double x = std::min(std::min(w[l] * iwj, awj * iw[l]), std::min(h[l] * ihj, ahj * ih[l]));
+                        best[l] = x > best[l] ? x : best[l];
+                    }
+                }
+                double above[kTile];
+                int n_amb = 0;
+                for (int l = 0; l < kTile; ++l) {
+                    above[l] = best[l] > t ? 1.0 : 0.0;
+                    n_amb += std::abs(best[l] - t) <= band ? 1 : 0;
+                }
+                if (n_amb != 0) {
+                    for (int l = 0; l < kTile; ++l) {
+                        if (!(std::abs(best[l] - t) <= band)) continue;
+                        bool ab;
+                        int c;
+                        exact_box(w[l], h[l], A, th.t, ab, c);
+                        above[l] = ab ? 1.0 : 0.0;
+                    }
+                }
+                for (int l0 = 0; l0 < kTile; l0 += kLanes) {
+                    for (int l = 0; l < kLanes; ++l) {
+                        const double bl = best[l0 + l];
+                        const double z = Weighted ? om[l0 + l] * bl : bl;
+                        a[l] += fix_round(above[l0 + l] != 0.0 ? z * kFixScale : 0.0);
+                    }
+                }
+            } else {
+                for (index_t i = 0; i < m; ++i) {
+                    double bl = 0.0;
+                    for (std::uint64_t r = mk; r != 0; r &= r - 1) {
+                        const int j = __builtin_ctzll(r);
+                        bl = std::max(bl, ratio_fast(w[i], h[i], iw[i], ih[i], aw[j], ah[j], aiw[j], aih[j]));
+                    }
+                    bool ab = bl > t;
+                    if (std::abs(bl - t) <= band) {
+                        int c;
+                        exact_box(w[i], h[i], A, th.t, ab, c);
+                    }
+                    if (ab) extra[s] += fix_round((Weighted ? om[i] * bl : bl) * kFixScale);
+                }
+            }
+        }
+    }
+}
+
+// Fitness sums without pruning (more than 64 anchors): every anchor, boxes in tiles as above.
+template <bool Weighted>
+FASTANCHOR_CLONES std::int64_t plain_sum(const FitBoxes& B, index_t b, index_t e, const RatioAnchors& A,
+                                         const Threshold& th) {
+    const int k = A.k;
+    const double *aw = A.w.data(), *ah = A.h.data(), *aiw = A.iw.data(), *aih = A.ih.data();
+    std::int64_t total = 0;
+    for (index_t i0 = b; i0 < e; i0 += kLanes) {
+        const int m = static_cast<int>(std::min<index_t>(kLanes, e - i0));
+        double best[kLanes];
+        for (int l = 0; l < kLanes; ++l) best[l] = 0.0;
+        for (int j = 0; j < k; ++j) {
+            for (int l = 0; l < m; ++l) {
+                const index_t i = i0 + l;
+                best[l] = std::max(best[l], ratio_fast(B.w[i], B.h[i], B.iw[i], B.ih[i], aw[j], ah[j], aiw[j], aih[j]));
+            }
+        }
+        for (int l = 0; l < m; ++l) {
+            const index_t i = i0 + l;
+            bool ab = best[l] > th.t;
+            if (std::abs(best[l] - th.t) <= th.band) {
+                int c;
+                exact_box(B.w[i], B.h[i], A, th.t, ab, c);
+            }
+            if (ab) total += fix_round((Weighted ? B.om[i] * best[l] : best[l]) * kFixScale);
+        }
+    }
+    return total;
+}
+
+}  // namespace fitdetail
+
+// Fitness of `count` candidate anchor sets in one pass over the boxes (each chunk of boxes is
+// visited once and scored against every candidate while it is in cache). out[c] = fitness of
+// candidates[c].
+inline void fitness_batch(const TiledBoxes& T, const RatioAnchors* candidates, int count, double thr, double* out,
+                          int n_threads) {
+    if (count <= 0) return;
+    const Threshold th(thr);
+    const index_t n = T.size();
+    const index_t nc = n_chunks(n);
+    std::vector<std::int64_t> part(static_cast<std::size_t>(nc) * count);
+    const bool weighted = T.boxes.weighted();
+    const bool pruned = candidates[0].k <= fitdetail::kMaxPruned;
+    // Per-thread scratch, allocated here: nothing may throw inside the parallel region.
+    const std::size_t tiles = static_cast<std::size_t>(count) * fitdetail::kTilesPerChunk;
+    const std::size_t lanes = static_cast<std::size_t>(count) * fitdetail::kLanes;
+    const std::size_t threads = static_cast<std::size_t>(chunk_threads(n, n_threads));
+    std::vector<std::uint64_t> all_masks(pruned ? threads * tiles : 0);
+    std::vector<std::uint8_t> all_sures(pruned ? threads * tiles : 0);
+    std::vector<std::int64_t> all_acc(pruned ? threads * lanes : 0);
+    for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+        std::int64_t* out_c = part.data() + static_cast<std::size_t>(c) * count;
+        if (!pruned) {
+            for (int s = 0; s < count; ++s)
+                out_c[s] = weighted ? fitdetail::plain_sum<true>(T.boxes, b, e, candidates[s], th)
+                                    : fitdetail::plain_sum<false>(T.boxes, b, e, candidates[s], th);
+            return;
+        }
+        const index_t q0 = b / fitdetail::kTile, q1 = (e + fitdetail::kTile - 1) / fitdetail::kTile;
+        const std::size_t t = static_cast<std::size_t>(thread_index());
+        std::uint64_t* masks = all_masks.data() + t * tiles;
+        std::uint8_t* sures = all_sures.data() + t * tiles;
+        std::int64_t* acc = all_acc.data() + t * lanes;
+        std::fill(acc, acc + lanes, std::int64_t{0});
+        for (int s = 0; s < count; ++s) {
+            const std::size_t at = static_cast<std::size_t>(s) * fitdetail::kTilesPerChunk;
+            fitdetail::tile_masks(T, q0, q1, candidates[s], th, masks + at, sures + at);
+        }
+        for (int s = 0; s < count; ++s) out_c[s] = 0;
+        if (weighted)
+            fitdetail::tiled_sums<true>(T, q0, q1, candidates, count, th, masks, sures, acc, out_c);
+        else
+            fitdetail::tiled_sums<false>(T, q0, q1, candidates, count, th, masks, sures, acc, out_c);
+        for (int s = 0; s < count; ++s)
+            for (int l = 0; l < fitdetail::kLanes; ++l)
+                out_c[s] += acc[static_cast<std::size_t>(s) * fitdetail::kLanes + l];
+    });
+    const double denom = static_cast<double>(T.boxes.denom);
+    for (int s = 0; s < count; ++s) {
+        int128_t total = 0;
+        for (index_t c = 0; c < nc; ++c) total += part[static_cast<std::size_t>(c) * count + s];
+        out[s] = static_cast<double>(total) / denom;
+    }
+}
+
+}  // namespace fastanchor

@@ -1,0 +1,195 @@
+// fastanchor: the mean update of the Lloyd iterations (MeanEngine).
+//
+// Unit weights (Problem::exact_sums): every box's value is an integer number of units 2^sum_exp,
+// and each cluster keeps the exact integer sums of its members, moved box by box as labels change
+// (a thread's partials, merged after the pass): an update costs O(moves), and the sums are the
+// same for any order of the moves, threads or chunks. With one-byte labels the moves go to
+// per-label slots (LloydThread::MeanMoves; 64-bit when every sum fits, Problem::sums64) with no
+// branch. Weighted boxes: per chunk, the weighted sums in box order for the chunks where a label
+// changed, combined in chunk order. docs/design.md, "Fixed-point sums".
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "../common.hpp"
+#include "problem.hpp"
+#include "thread.hpp"
+
+namespace fastanchor {
+
+template <class L>
+class MeanEngine {
+public:
+    using Thread = detail::LloydThread;
+    // Per cluster and chunk: sum of weight * w, weight * h, weight (mean without exact sums).
+    static constexpr int kStats = 3;
+
+    // on: the run's update is the mean. labels: the run's labels (read by the chunk sums).
+    MeanEngine(const Problem& p, int k, bool on, const std::vector<L>& labels)
+        : p_(p), k_(k), labels_(labels), on_(on) {
+        exact_ = on && p.exact_sums;
+        slot_ = std::is_same_v<L, std::uint8_t> && exact_;
+        if (exact_) {
+            sum_w_.assign(k, 0);
+            sum_h_.assign(k, 0);
+        }
+        if (stats()) part_.assign(static_cast<std::size_t>(n_chunks(p.size())) * k * kStats, 0.0);
+    }
+
+    bool on() const { return on_; }
+    // The exact sums, moved by record_move into a thread's per-cluster partials.
+    bool exact() const { return exact_; }
+    // The exact sums, moved by slot_move into a thread's per-label slots (one-byte labels).
+    bool slot() const { return slot_; }
+    // The weighted sums per chunk (chunk_stats).
+    bool stats() const { return on_ && !exact_; }
+
+    // Box i moves from one-byte label `from` (none: kByteLabelNone, whose slot nobody reads) to l
+    // (slot()): without a branch, small enough to inline into the loops over flagged boxes.
+    __attribute__((always_inline)) void slot_move(Thread& T, index_t i, std::uint8_t from, std::int32_t l) const {
+        if (p_.sums64) slot_move_into(T.mean64, i, from, l);
+        else slot_move_into(T.mean128, i, from, l);
+    }
+
+    // Box i moves from cluster `from` (none: -1) to l (exact(), not slot()).
+    void record_move(Thread& T, index_t i, std::int32_t from, std::int32_t l) const {
+        const int128_t w = p_.fixed(0, i), h = p_.fixed(1, i);
+        T.sum_w[l] += w;
+        T.sum_h[l] += h;
+        if (from >= 0) {
+            T.sum_w[from] -= w;
+            T.sum_h[from] -= h;
+        }
+    }
+
+    // A thread's slot partials (counts and sums) into the totals, cleared (slot()).
+    void merge_slots(Thread& t, std::vector<index_t>& cnt) {
+        auto merge = [&](auto& d) {
+            for (int c = 0; c < k_; ++c) {
+                cnt[c] += d.count[c];
+                sum_w_[c] += d.w[c];
+                sum_h_[c] += d.h[c];
+            }
+            d = {};
+        };
+        if (p_.sums64) merge(t.mean64);
+        else merge(t.mean128);
+    }
+
+    // A thread's per-cluster partial sums into the totals, cleared (exact(), not slot()).
+    void merge_sums(Thread& t) {
+        for (int c = 0; c < k_; ++c) {
+            sum_w_[c] += t.sum_w[c];
+            sum_h_[c] += t.sum_h[c];
+        }
+        std::fill(t.sum_w.begin(), t.sum_w.end(), 0);
+        std::fill(t.sum_h.begin(), t.sum_h.end(), 0);
+    }
+
+    // The means of every cluster with members (cnt[c] > 0) into mw and mh.
+    void update(const std::vector<index_t>& cnt, std::vector<double>& mw, std::vector<double>& mh) const {
+        const int k = k_;
+        if (exact_) {
+            for (int c = 0; c < k; ++c) {
+                if (cnt[c] > 0) {
+                    mw[c] = p_.fixed_mean(sum_w_[c], cnt[c]);
+                    mh[c] = p_.fixed_mean(sum_h_[c], cnt[c]);
+                }
+            }
+            return;
+        }
+        std::vector<double> st(static_cast<std::size_t>(k) * kStats, 0.0);
+        const std::size_t chunks = static_cast<std::size_t>(n_chunks(p_.size()));
+        for (std::size_t c = 0; c < chunks; ++c) {
+            const double* pc = part_.data() + c * k * kStats;
+            for (std::size_t j = 0; j < st.size(); ++j) st[j] += pc[j];
+        }
+        for (int c = 0; c < k; ++c) {
+            if (cnt[c] == 0) continue;
+            const double sw = st[c * kStats], sh = st[c * kStats + 1], total = st[c * kStats + 2];
+            mw[c] = sw / total;
+            mh[c] = sh / total;
+            // Sums this small may hold products weight * value that underflowed
+            // (weights spanning 290 orders of magnitude and more).
+            if (!(sw >= kTinySum && sh >= kTinySum)) rescaled_mean(c, mw[c], mh[c]);
+        }
+    }
+
+    // Below this, a sum of weight * value may have lost precision to subnormal products (each
+    // off by at most 2^-1075; above it, that is below 2^-74 relative for any n < 2^32).
+    static constexpr double kTinySum = 0x1p-969;
+
+    // Cluster c's weighted mean again, every weight divided by the cluster's largest, so that
+    // the largest term is the value itself: for sums below kTinySum.
+    void rescaled_mean(int c, double& mw, double& mh) const {
+        const index_t n = p_.size();
+        double top = 0.0;
+        for (index_t i = 0; i < n; ++i)
+            if (label(i) == c) top = std::max(top, p_.wt(i));
+        double sw = 0.0, sh = 0.0, st = 0.0;
+        for (index_t i = 0; i < n; ++i) {
+            if (label(i) != c) continue;
+            const double q = p_.wt(i) / top;
+            sw += q * p_.value(0, i);
+            sh += q * p_.value(1, i);
+            st += q;
+        }
+        mw = sw / st;
+        mh = sh / st;
+    }
+
+    // Chunk c's statistics (mean without exact sums), summed in box order. Box i goes to copy
+    // i % kCopies of the sums, the copies then added in a fixed order: consecutive boxes, which
+    // often share a cluster, do not wait on each other's additions.
+    void chunk_stats(index_t c, index_t b, index_t e) {
+        constexpr int kCopies = 4;
+        const std::size_t per = static_cast<std::size_t>(k_) * kStats;
+        std::vector<double> acc(kCopies * per, 0.0);
+        for (index_t i = b; i < e; ++i) {
+            double* sl = acc.data() + static_cast<std::size_t>(i % kCopies) * per + static_cast<std::size_t>(label(i)) * kStats;
+            const double wi = p_.wt(i);
+            sl[0] += wi * p_.value(0, i);
+            sl[1] += wi * p_.value(1, i);
+            sl[2] += wi;
+        }
+        double* st = part_.data() + static_cast<std::size_t>(c) * per;
+        for (std::size_t j = 0; j < per; ++j) st[j] = (acc[j] + acc[per + j]) + (acc[2 * per + j] + acc[3 * per + j]);
+    }
+
+
+private:
+    std::int32_t label(index_t i) const { return static_cast<std::int32_t>(labels_[i]); }
+
+    template <class Moves>
+    __attribute__((always_inline)) void slot_move_into(Moves& d, index_t i, std::uint8_t f, std::int32_t l) const {
+        using Sum = std::remove_reference_t<decltype(d.w[0])>;
+        Sum w, h;
+        if constexpr (std::is_same_v<Sum, std::int64_t>) {
+            w = p_.fixed_small(0, i);
+            h = p_.fixed_small(1, i);
+        } else {
+            w = p_.fixed(0, i);
+            h = p_.fixed(1, i);
+        }
+        ++d.count[l];
+        --d.count[f];
+        d.w[l] += w;
+        d.w[f] -= w;
+        d.h[l] += h;
+        d.h[f] -= h;
+    }
+
+    const Problem& p_;
+    int k_;
+    const std::vector<L>& labels_;
+    bool on_ = false;
+    bool exact_ = false;                    // the mean from exact sums (Problem::exact_sums)
+    bool slot_ = false;                     // ... moved by slot_move (one-byte labels)
+    std::vector<int128_t> sum_w_, sum_h_;  // per cluster, in units of 2^sum_exp
+    std::vector<double> part_;              // per chunk and cluster: kStats sums (weighted mean)
+};
+
+}  // namespace fastanchor
