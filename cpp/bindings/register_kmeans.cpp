@@ -150,6 +150,71 @@ py::dict kmeans_iou(const py::array& wh, const py::object& weights, int k, const
     return d;
 }
 
+// For tests: lloyd_step over the chunks [bounds[c], bounds[c + 1]) of wh (unit weights), the
+// chunks' partials merged in the order `order` (a permutation of the chunks). Returns the labels
+// and, for "mean", the counts and means; for "median", the counts and the histograms of the
+// layout (key_lo, shift, bins) given for both coordinates.
+py::dict lloyd_step_chunks(const py::array& wh, const Array& anchors, const std::string& mode, const IndexArray& bounds,
+                           const IndexArray& order, std::uint32_t key_lo, int shift, int bins) {
+    py::object keep;
+    const fa::BoxRows rows = box_rows(wh, keep);
+    check_rows(anchors, "anchors", 2);
+    check_least(anchors, "anchors", 1);
+    const int kind = choice(mode, "mode", {"assign", "mean", "median"});
+    const fa::StepMode m = kind == 0 ? fa::StepMode::AssignOnly : kind == 1 ? fa::StepMode::Mean : fa::StepMode::Median;
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    if (bounds.ndim() != 1 || bounds.shape(0) < 1 || order.ndim() != 1 || order.shape(0) != bounds.shape(0) - 1)
+        throw py::value_error("bounds must have shape (C + 1,) and order shape (C,)");
+    const fa::index_t* bd = bounds.data();
+    const fa::index_t* od = order.data();
+    const fa::index_t chunks = bounds.shape(0) - 1;
+    if (bd[0] != 0 || bd[chunks] != n) throw py::value_error("bounds must run from 0 to len(wh)");
+    for (fa::index_t c = 0; c < chunks; ++c) {
+        if (bd[c + 1] < bd[c]) throw py::value_error("bounds must be non-decreasing");
+        if (od[c] < 0 || od[c] >= chunks) throw py::value_error("order must be a permutation of the chunks");
+    }
+    if (bins < 1 || shift < 0 || shift > 31) throw py::value_error("bins must be >= 1 and shift in [0, 31]");
+    fa::HistLayout layout;
+    layout.key_lo[0] = layout.key_lo[1] = key_lo;
+    layout.shift[0] = layout.shift[1] = shift;
+    layout.bins = bins;
+    const fa::WhSet A = to_whset(anchors);
+    const int k = static_cast<int>(A.size());
+    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
+    std::int32_t* lptr = labels.mutable_data();
+    fa::StepPartials total(k, m, &layout);
+    {
+        py::gil_scoped_release release;
+        std::vector<fa::StepPartials> part(static_cast<std::size_t>(chunks), fa::StepPartials(k, m, &layout));
+        for (fa::index_t c = 0; c < chunks; ++c) {
+            fa::BoxRows r;
+            if (rows.f32) r.f32 = rows.f32 + 2 * bd[c];
+            else r.f64 = rows.f64 + 2 * bd[c];
+            fa::lloyd_step(r, bd[c + 1] - bd[c], A, lptr + bd[c], m, &layout, &part[static_cast<std::size_t>(c)]);
+        }
+        for (fa::index_t c = 0; c < chunks; ++c) total.merge(part[static_cast<std::size_t>(od[c])]);
+    }
+    py::dict d;
+    d["labels"] = labels;
+    py::array_t<std::int64_t> count(k);
+    std::copy(total.count.begin(), total.count.end(), count.mutable_data());
+    d["count"] = count;
+    if (m == fa::StepMode::Mean) {
+        py::array_t<double> means({static_cast<py::ssize_t>(k), py::ssize_t{2}});
+        auto M = means.mutable_unchecked<2>();
+        for (int c = 0; c < k; ++c) {
+            M(c, 0) = total.count[c] > 0 ? total.mean(0, c) : 0.0;
+            M(c, 1) = total.count[c] > 0 ? total.mean(1, c) : 0.0;
+        }
+        d["means"] = means;
+    } else if (m == fa::StepMode::Median) {
+        py::array_t<std::uint64_t> hist({py::ssize_t{2}, static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(bins)});
+        std::copy(total.hist.begin(), total.hist.end(), hist.mutable_data());
+        d["hist"] = hist;
+    }
+    return d;
+}
+
 }  // namespace
 
 void register_kmeans(py::module_& m) {
@@ -159,6 +224,8 @@ void register_kmeans(py::module_& m) {
     m.def("kmeans_iou", &kmeans_iou, py::arg("wh"), py::arg("weights"), py::arg("k"), py::arg("init"),
           py::arg("init_anchors"), py::arg("update"), py::arg("n_init"), py::arg("max_iter"), py::arg("tol"),
           py::arg("seed"), py::arg("n_threads"), py::arg("callback"));
+    m.def("_lloyd_step_chunks", &lloyd_step_chunks, py::arg("wh"), py::arg("anchors"), py::arg("mode"),
+          py::arg("bounds"), py::arg("order"), py::arg("key_lo"), py::arg("shift"), py::arg("bins"));
     m.def("lloyd_trace", &lloyd_trace, py::arg("wh"), py::arg("weights"), py::arg("sets"), py::arg("update"),
           py::arg("n_threads"));
 }

@@ -24,6 +24,7 @@
 #include "init.hpp"
 #include "lloyd.hpp"
 #include "problem.hpp"
+#include "step.hpp"
 
 namespace fastanchor {
 
@@ -175,10 +176,11 @@ inline KMeansOutput kmeans_iou(BoxRows rows, const double* weights, index_t n, c
         out.labels.resize(n);
         labels = out.labels.data();
     }
-    p.for_each_loaded_chunk(o.n_threads, [&](index_t, index_t b, index_t e, const double* w, const double* h,
-                                             const double* a, double*) {
-        detail::assign_rows(w, h, a, e - b, out.anchors.w.data(), out.anchors.h.data(), out.anchors.a.data(), o.k,
-                            labels + b);
+    for_each_chunk(n, o.n_threads, [&](index_t, index_t b, index_t e) {
+        BoxRows chunk;
+        if (p.f32) chunk.f32 = p.f32 + 2 * b;
+        else chunk.f64 = p.f64 + 2 * b;
+        lloyd_step(chunk, e - b, out.anchors, labels + b, StepMode::AssignOnly, nullptr, nullptr);
     });
     out.avg_iou = best.avg_iou;
     out.n_iter = best.n_iter;

@@ -1,0 +1,77 @@
+"""The Lloyd step kernel over chunks (kmeans/step.hpp): labels by the exact rule, and partials that
+merge in any order with bit-identical totals, equal to the in-memory fit's update."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastanchor
+import reference as ref
+
+
+def _chunking(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    cuts = np.sort(rng.integers(0, n + 1, int(rng.integers(0, 12))))
+    bounds = np.concatenate([[0], cuts, [n]]).astype(np.int64)
+    return bounds, rng.permutation(len(bounds) - 1).astype(np.int64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_chunks_label_exactly_and_merge_to_the_in_memory_mean(dtype):
+    rng = np.random.default_rng(70)
+    for trial in range(4):
+        n, k = 3000 + trial, int(rng.integers(1, 12))
+        wh = np.exp(rng.normal(2, 0.5 + trial / 2, (n, 2))).astype(dtype)
+        if trial == 3:
+            wh[: n // 2] = rng.integers(1, 9, (n // 2, 2))  # exact ties
+        anchors = wh[rng.choice(n, k, replace=False)].astype(np.float64)
+        labels, _ = ref.assign(anchors, wh.astype(np.float64))
+        # the in-memory engine's mean update from the same anchors (exact sums, unit weights)
+        want = fastanchor._core.lloyd_trace(wh, None, anchors[None], "mean", 1)
+        results = []
+        for _ in range(3):
+            bounds, order = _chunking(rng, n)
+            out = fastanchor._core._lloyd_step_chunks(wh, anchors, "mean", bounds, order, 0, 0, 1)
+            np.testing.assert_array_equal(out["labels"], labels)
+            np.testing.assert_array_equal(out["count"], np.bincount(labels, minlength=k))
+            results.append(out["means"])
+        for means in results[1:]:
+            np.testing.assert_array_equal(means, results[0])  # any chunking, any merge order
+        # The in-memory engine sums exactly while the values span at most 94 bits of units (the
+        # last mantissa bit of the smallest value); it then gives the same means, bit for bit.
+        digits = 24 if dtype == np.float32 else 53
+        span = np.floor(np.log2(wh.max())) + 1 - (np.floor(np.log2(wh.min())) - (digits - 1))
+        assert span <= 94
+        filled = np.bincount(labels, minlength=k) > 0
+        np.testing.assert_array_equal(results[0][filled], want["updated"][0][filled])
+
+
+def test_step_chunks_median_histograms_count_every_key():
+    rng = np.random.default_rng(71)
+    n, k = 5000, 7
+    wh = np.exp(rng.normal(3, 1.2, (n, 2))).astype(np.float32)
+    anchors = wh[rng.choice(n, k, replace=False)].astype(np.float64)
+    labels, _ = ref.assign(anchors, wh.astype(np.float64))
+    keys = wh.view(np.uint32).astype(np.int64)
+    key_lo, shift, bins = int(keys.min()), 16, 256
+    want = np.zeros((2, k, bins), np.uint64)
+    for X in range(2):
+        b = np.minimum((keys[:, X] - key_lo) >> shift, bins - 1)
+        np.add.at(want[X], (labels, b), 1)
+    for _ in range(3):
+        bounds, order = _chunking(rng, n)
+        out = fastanchor._core._lloyd_step_chunks(wh, anchors, "median", bounds, order, key_lo, shift, bins)
+        np.testing.assert_array_equal(out["labels"], labels)
+        np.testing.assert_array_equal(out["hist"], want)
+
+
+def test_step_chunks_assign_only_and_bad_arguments():
+    rng = np.random.default_rng(72)
+    wh = np.exp(rng.normal(2, 1, (500, 2)))
+    anchors = wh[:5].copy()
+    out = fastanchor._core._lloyd_step_chunks(wh, anchors, "assign", np.array([0, 200, 500]), np.array([1, 0]), 0, 0, 1)
+    np.testing.assert_array_equal(out["labels"], ref.assign(anchors, wh)[0])
+    with pytest.raises(ValueError, match="mode must be"):
+        fastanchor._core._lloyd_step_chunks(wh, anchors, "medoid", np.array([0, 500]), np.array([0]), 0, 0, 1)
+    with pytest.raises(ValueError, match="bounds must run"):
+        fastanchor._core._lloyd_step_chunks(wh, anchors, "mean", np.array([0, 400]), np.array([0]), 0, 0, 1)
