@@ -27,8 +27,8 @@ using IndexArray = py::array_t<std::int64_t, py::array::c_style | py::array::for
 // Raises ValueError unless `a` has shape (rows, cols) (rows < 0: any number of rows).
 inline void check_rows(const py::array& a, const char* name, py::ssize_t cols, py::ssize_t rows = -1) {
     if (a.ndim() != 2 || a.shape(1) != cols || (rows >= 0 && a.shape(0) != rows)) {
-        std::string want = "(" + (rows >= 0 ? std::to_string(rows) : std::string("n")) + ", " + std::to_string(cols) + ")";
-        throw py::value_error(std::string(name) + " must have shape " + want);
+        const std::string n = rows >= 0 ? std::to_string(rows) : std::string("n");
+        throw py::value_error(std::string(name) + " must have shape (" + n + ", " + std::to_string(cols) + ")");
     }
 }
 

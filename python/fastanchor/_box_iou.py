@@ -74,7 +74,7 @@ def box_iou(boxes1: Any, boxes2: Any, *, n_threads: Optional[int] = None) -> np.
     out32 = float32_output(boxes1, boxes2, ("boxes1", "boxes2"))
     a = as_boxes(boxes1, "boxes1")
     b = as_boxes(boxes2, "boxes2")
-    return _core.box_iou(a, b, out32, resolve_threads(n_threads))
+    return _core.box_iou(boxes1=a, boxes2=b, out_float32=out32, n_threads=resolve_threads(n_threads))
 
 
 def _as_four(x: Any, name: str) -> np.ndarray:

@@ -175,8 +175,9 @@ def _evolve(anchors, boxes, weights, thr, generations, mutation_prob, sigma, min
     bar = _EvolveProgress(generations, f"evolve_anchors ({strategy})") if progress else None
     try:
         out = _core.evolve_anchors(
-            boxes, weights, anchors, thr, generations, mutation_prob, sigma, min_size, strategy, batch, seed,
-            threads, bar, callback,
+            wh=boxes, weights=weights, init=anchors, thr=thr, generations=generations, mutation_prob=mutation_prob,
+            sigma=sigma, min_size=min_size, strategy=strategy, batch=batch, seed=seed, n_threads=threads,
+            progress=bar, callback=callback,
         )
     finally:
         if bar is not None:

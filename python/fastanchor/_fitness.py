@@ -93,7 +93,9 @@ class CheckResult:
 def _metrics(
     anchors: np.ndarray, boxes: np.ndarray, weights: Optional[np.ndarray], thr: float, threads: int
 ) -> FitnessResult:
-    fitness, bpr, aat, iou = _core.anchor_fitness(anchors, boxes, weights, thr, threads)
+    fitness, bpr, aat, iou = _core.anchor_fitness(
+        anchors=anchors, wh=boxes, weights=weights, thr=thr, n_threads=threads
+    )
     return FitnessResult(fitness=float(fitness), bpr=float(bpr), aat=float(aat), avg_iou=float(iou), thr=thr)
 
 

@@ -51,7 +51,7 @@ def grid_best_iou(anchors: Any, boxes_xyxy: Any, image_wh: Any, *, strides: Any 
     """Best IoU of every box with any anchor placed on the grids (see :func:`grid_recall`); (N,) float64."""
     levels = _grid_levels(anchors, strides)
     b, img = _grid_inputs(boxes_xyxy, image_wh)
-    return _core.grid_best_iou(b, img, levels, resolve_threads(n_threads))
+    return _core.grid_best_iou(boxes=b, image_wh=img, levels=levels, n_threads=resolve_threads(n_threads))
 
 
 def grid_recall(

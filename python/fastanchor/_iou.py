@@ -35,7 +35,7 @@ def wh_iou(wh1: Any, wh2: Any, *, n_threads: Optional[int] = None) -> np.ndarray
     out32 = float32_output(wh1, wh2, ("wh1", "wh2"))
     a = as_wh(wh1, "wh1")
     b = as_wh(wh2, "wh2")
-    return _core.wh_iou(a, b, out32, resolve_threads(n_threads))
+    return _core.wh_iou(wh1=a, wh2=b, out_float32=out32, n_threads=resolve_threads(n_threads))
 
 
 def avg_iou(anchors: Any, wh: Any, *, sample_weight: Any = None, n_threads: Optional[int] = None) -> float:
@@ -55,4 +55,4 @@ def avg_iou(anchors: Any, wh: Any, *, sample_weight: Any = None, n_threads: Opti
     a = as_wh(anchors, "anchors")
     boxes = as_wh(wh)
     weights = as_weights(sample_weight, boxes.shape[0])
-    return float(_core.avg_iou(a, boxes, weights, resolve_threads(n_threads)))
+    return float(_core.avg_iou(anchors=a, wh=boxes, weights=weights, n_threads=resolve_threads(n_threads)))

@@ -176,8 +176,8 @@ def kmeans_iou(
     bar = make_progress(progress, n_init, "kmeans_iou")
     try:
         out = _core.kmeans_iou(
-            fit_boxes, fit_weights, k, init_name, init_anchors, update_name, n_init, max_iter, tol,
-            core_seed, threads, bar,
+            wh=fit_boxes, weights=fit_weights, k=k, init=init_name, init_anchors=init_anchors, update=update_name,
+            n_init=n_init, max_iter=max_iter, tol=tol, seed=core_seed, n_threads=threads, callback=bar,
         )
     finally:
         if bar is not None:
@@ -185,7 +185,7 @@ def kmeans_iou(
 
     labels = out["labels"]
     if positive is not None:
-        all_labels = _core.assign(out["anchors"], boxes, threads)
+        all_labels = _core.assign(anchors=out["anchors"], wh=boxes, n_threads=threads)
         all_labels[positive] = labels
         labels = all_labels
     unchanged_since(boxes, checksum, "wh", "kmeans_iou")

@@ -104,7 +104,7 @@ def match_priors(
     gt, n, single = _gt_list(gt_boxes, counts)
     offsets = np.zeros(n.size + 1, dtype=np.int64)
     np.cumsum(n, out=offsets[1:])
-    out = _core.match_priors(p, gt, offsets, thr, resolve_threads(n_threads))
+    out = _core.match_priors(priors=p, gt=gt, offsets=offsets, threshold=thr, n_threads=resolve_threads(n_threads))
     return out[0] if single else out
 
 

@@ -181,6 +181,6 @@ def ssd_aspect_ratios(
         centers = _kmeans_euclidean(u, k, weights, resolve_seed(seed), runs, iterations)
     ratios = np.sort(centers[:, 0] / centers[:, 1])
     anchors = _ratio_boxes(ratios)
-    labels = _core.assign(anchors, u, threads)
+    labels = _core.assign(anchors=anchors, wh=u, n_threads=threads)
     score = avg_iou(anchors, u, sample_weight=weights, n_threads=threads)
     return AspectRatioResult(aspect_ratios=ratios, anchors=anchors, avg_iou=score, method=method, labels=labels)

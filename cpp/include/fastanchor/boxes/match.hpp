@@ -150,10 +150,7 @@ FASTANCHOR_CLONES inline index_t match_row_portable(double x1, double y1, double
 #pragma omp simd reduction(max : mx)
             for (index_t l = 0; l < B; ++l) {
                 const index_t j = b + l;
-                const double iw = std::max(std::min(x2, bx2[j]) - std::max(x1, bx1[j]), 0.0);
-                const double ih = std::max(std::min(y2, by2[j]) - std::max(y1, by1[j]), 0.0);
-                const double inter = iw * ih;
-                const double v = inter / ((a + ba[j]) - inter);
+                const double v = iou_box(x1, y1, x2, y2, a, bx1[j], by1[j], bx2[j], by2[j], ba[j]);
                 row[j] = v;
                 mx = std::max(mx, v);
                 const bool better = v > best_iou[j];

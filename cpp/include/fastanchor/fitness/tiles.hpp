@@ -184,7 +184,7 @@ FASTANCHOR_CLONES void tiled_sums(const TiledBoxes& T, index_t q0, index_t q1, c
                 for (int l0 = 0; l0 < kTile; l0 += kLanes) {
                     for (int l = 0; l < kLanes; ++l) {
                         const int i = l0 + l;
-                        const double x = std::min(std::min(w[i] * iwj, awj * iw[i]), std::min(h[i] * ihj, ahj * ih[i]));
+                        const double x = ratio_fast(w[i], h[i], iw[i], ih[i], awj, ahj, iwj, ihj);
                         a[l] += fix_round((Weighted ? om[i] * x : x) * kFixScale);
                     }
                 }
@@ -195,14 +195,14 @@ FASTANCHOR_CLONES void tiled_sums(const TiledBoxes& T, index_t q0, index_t q1, c
                     mk &= mk - 1;
                     const double awj = aw[j], ahj = ah[j], iwj = aiw[j], ihj = aih[j];
                     for (int l = 0; l < kTile; ++l)
-                        best[l] = std::min(std::min(w[l] * iwj, awj * iw[l]), std::min(h[l] * ihj, ahj * ih[l]));
+                        best[l] = ratio_fast(w[l], h[l], iw[l], ih[l], awj, ahj, iwj, ihj);
                 }
                 while (mk != 0) {
                     const int j = __builtin_ctzll(mk);
                     mk &= mk - 1;
                     const double awj = aw[j], ahj = ah[j], iwj = aiw[j], ihj = aih[j];
                     for (int l = 0; l < kTile; ++l) {
-                        const double x = std::min(std::min(w[l] * iwj, awj * iw[l]), std::min(h[l] * ihj, ahj * ih[l]));
+                        const double x = ratio_fast(w[l], h[l], iw[l], ih[l], awj, ahj, iwj, ihj);
                         best[l] = x > best[l] ? x : best[l];
                     }
                 }

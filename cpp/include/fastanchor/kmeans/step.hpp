@@ -199,8 +199,9 @@ void lloyd_step_rows(const T* __restrict rows, index_t n, const WhSet& anchors, 
 inline void lloyd_step(BoxRows rows, index_t n, const WhSet& anchors, std::int32_t* labels, StepMode mode,
                        const HistLayout* layout, StepPartials* partials) {
     if (anchors.size() < 1) throw std::invalid_argument("lloyd_step: need at least one anchor");
-    if (mode != StepMode::AssignOnly &&
-        (!partials || partials->k != anchors.size() || partials->count.size() != static_cast<std::size_t>(anchors.size())))
+    const auto k = static_cast<std::size_t>(anchors.size());
+    const bool fits = partials && static_cast<std::size_t>(partials->k) == k && partials->count.size() == k;
+    if (mode != StepMode::AssignOnly && !fits)
         throw std::invalid_argument("lloyd_step: partials for k anchors are needed");
     if (mode == StepMode::Median && (!layout || partials->bins != layout->bins))
         throw std::invalid_argument("lloyd_step: the median needs the partials' histogram layout");
