@@ -41,6 +41,16 @@ def lloyd_trace(
     update: str,
     n_threads: int,
 ) -> dict[str, Any]: ...
+def _lloyd_step_chunks(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    anchors: npt.NDArray[np.float64],
+    mode: str,
+    bounds: npt.NDArray[np.int64],
+    order: npt.NDArray[np.int64],
+    key_lo: int,
+    shift: int,
+    bins: int,
+) -> dict[str, Any]: ...
 def anchor_fitness(
     anchors: npt.NDArray[np.float64],
     wh: npt.NDArray[np.float64],
