@@ -31,6 +31,7 @@ namespace detail {
 // error of subnormal products (at most 2^-150), so a box whose best r' is subnormal is always
 // flagged. (1 - IoU ranks as -r; the exact rule decides every flagged box.) About 0.2% of 10^6
 // COCO-like boxes are flagged, against 0.003% with the division's margin.
+// (docs/design.md, "The vrcpps tie margin".)
 template <int K>
 struct Avx2Anchors {
     __m256 w[K], h[K], a[K];

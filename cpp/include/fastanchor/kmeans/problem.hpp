@@ -68,7 +68,8 @@ struct Problem {
     std::uint32_t key_lo[2] = {0, 0}, key_hi[2] = {0, 0};
     // Exact sums (unit weights): every value is an integer multiple of 2^sum_exp (the last bit
     // of the smallest one's mantissa) below 2^kSumBits times it, so the sum of any set of up to
-    // 2^32 boxes is a 128-bit integer, exact whatever the order of the additions.
+    // 2^32 boxes is a 128-bit integer, exact whatever the order of the additions (docs/design.md,
+    // "Fixed-point sums").
     bool exact_sums = false;
     bool fixed64 = false;  // every value's integer fits in 62 bits (most data: few binary orders)
     bool sums64 = false;   // fixed64, and n values' integers sum to less than 2^63 (fixed_max)
