@@ -189,9 +189,8 @@ def test_free_threading_is_declared():
     if hasattr(sys, "_is_gil_enabled") and sysconfig_free_threaded():
         assert not sys._is_gil_enabled()
     import re
-    src = Path(__file__).resolve().parents[1] / "cpp" / "bindings.cpp"
-    if src.exists():
-        assert re.search(r"PYBIND11_MODULE\(_core, m, py::mod_gil_not_used\(\)\)", src.read_text())
+    src = Path(__file__).resolve().parents[1] / "cpp" / "bindings" / "module.cpp"
+    assert re.search(r"PYBIND11_MODULE\(_core, m, py::mod_gil_not_used\(\)\)", src.read_text())
 
 
 def sysconfig_free_threaded() -> bool:

@@ -32,17 +32,17 @@ int sanitizer_selfcheck(int past) {
 }  // namespace fastanchor_py
 
 namespace fp = fastanchor_py;
+namespace py = pybind11;
 
 // Free-threaded Python (3.13t): every call keeps its state to itself (the inputs are private
 // copies made by the Python layer, the outputs new arrays, the monitors per call; the core's one
 // mutable global is the SIMD level, an atomic set by tests), so the module declares that it does
 // not need the GIL (pybind11 >= 2.13).
 #if PYBIND11_VERSION_HEX >= 0x020D0000
-PYBIND11_MODULE(_core, m, pybind11::mod_gil_not_used()) {
+PYBIND11_MODULE(_core, m, py::mod_gil_not_used()) {
 #else
 PYBIND11_MODULE(_core, m) {
 #endif
-    namespace py = pybind11;
     m.doc() = "fastanchor's compiled core (private: use the fastanchor package).";
     m.def("max_threads", &fastanchor::max_threads, "Threads OpenMP would use by default (honours OMP_NUM_THREADS).");
     m.def("has_openmp", &fastanchor::has_openmp, "Whether the core was compiled with OpenMP.");
