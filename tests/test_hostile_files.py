@@ -51,7 +51,7 @@ def report(fn, *args, **kwargs):
     except BaseException as exc:
         out = {"ok": False, "type": type(exc).__name__, "mro": [c.__name__ for c in type(exc).__mro__],
                "message": str(exc)[:100000], "length": len(str(exc))}
-    sys.stdout.write("\\nRESULT " + json.dumps(out) + "\\n")
+    sys.stdout.write("\\nRESULT " + json.dumps(out, default=lambda o: type(o).__name__) + "\\n")
 """
 
 

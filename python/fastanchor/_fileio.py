@@ -17,6 +17,7 @@ from typing import IO, Any, Iterator, List, Optional, Set, Tuple, Union
 
 __all__ = [
     "FileRefused",
+    "WriteFailed",
     "atomic_write",
     "excerpt",
     "iter_files",
@@ -44,6 +45,13 @@ class FileRefused(OSError):
 
     def __str__(self) -> str:
         return f"{sanitize(str(self.filename), 1000)}: {self.strerror}"
+
+
+class WriteFailed(OSError):
+    """A write that failed; the message names the target and says that it is unchanged."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def _kind(mode: int) -> str:
@@ -281,7 +289,7 @@ def atomic_write(path: PathLike, data: Union[str, bytes], *, encoding: str = "ut
         tmp = None
     except OSError as exc:
         shown = sanitize(os.fspath(path))
-        raise OSError(
+        raise WriteFailed(
             exc.errno, f"cannot write {shown}: {exc.strerror or exc} (any existing file there is unchanged)"
         ) from None
     finally:
