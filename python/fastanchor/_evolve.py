@@ -11,6 +11,7 @@ import numpy as np
 from . import _core
 from ._fitness import DEFAULT_THR, FitnessResult, _metrics, as_anchors, as_thr
 from ._kmeans import kmeans_iou
+from ._results import Result
 from ._validation import (
     INT_MAX,
     MAX_SIDE,
@@ -34,9 +35,12 @@ WARN_BELOW = 3.0
 Callback = Callable[[int, float, np.ndarray], Any]
 
 
-@dataclass(frozen=True)
-class EvolveResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class EvolveResult(Result):
     """The outcome of :func:`evolve_anchors`.
+
+    Immutable, with read-only arrays, and compared by identity (so hashable).
+    The repr shows ``history`` by its shape.
 
     Attributes
     ----------
@@ -56,6 +60,8 @@ class EvolveResult:
         Whether the callback stopped the search before the last generation.
     """
 
+    _summarized = ("history",)
+
     anchors: np.ndarray
     fitness: float
     bpr: float
@@ -67,9 +73,12 @@ class EvolveResult:
     stopped: bool
 
 
-@dataclass(frozen=True)
-class AutoAnchorResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class AutoAnchorResult(Result):
     """The outcome of :func:`autoanchor`.
+
+    Immutable, with read-only arrays, and compared by identity (so hashable).
+    The repr shows ``history`` by its shape.
 
     Attributes
     ----------
@@ -90,6 +99,8 @@ class AutoAnchorResult:
     n_small : int
         Boxes with a side below 3 pixels (counted before dropping; a warning reports them).
     """
+
+    _summarized = ("history",)
 
     anchors: np.ndarray
     kmeans_anchors: np.ndarray

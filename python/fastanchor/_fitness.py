@@ -12,6 +12,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from . import _core
+from ._results import Result
 from ._validation import MAX_ANCHORS, as_float, as_real_array, as_weights, as_wh, resolve_threads
 
 #: YOLOv5's ``anchor_t``: the largest side ratio a box may have to its anchor.
@@ -38,9 +39,11 @@ def as_thr(thr: Any) -> float:
     return value
 
 
-@dataclass(frozen=True)
-class FitnessResult:
+@dataclass(frozen=True, repr=False)
+class FitnessResult(Result):
     """The fit of a set of anchors to a set of boxes (YOLOv5's metrics).
+
+    Immutable, compared by value (its fields are numbers) and hashable.
 
     With ``x_ij = min over (w, h) of min(r, 1/r)``, ``r = wh_i / anchor_j``, ``best_i = max_j x_ij``
     and ``t = 1 / thr``; means weighted by the sample weights:
@@ -67,9 +70,11 @@ class FitnessResult:
     thr: float
 
 
-@dataclass(frozen=True)
-class CheckResult:
+@dataclass(frozen=True, repr=False)
+class CheckResult(Result):
     """The report of :func:`check_anchors`.
+
+    Immutable, compared by value (its fields are numbers) and hashable.
 
     Attributes
     ----------

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _core
 from ._progress import make_progress
+from ._results import Result
 from ._validation import (
     INT_MAX,
     SeedLike,
@@ -34,9 +35,12 @@ _UPDATES = ("median", "mean")
 _INITS = ("k-means++", "random")
 
 
-@dataclass(frozen=True)
-class KMeansResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class KMeansResult(Result):
     """The outcome of :func:`kmeans_iou`.
+
+    Immutable, with read-only arrays, and compared by identity (so hashable).
+    The repr shows ``labels`` by its shape.
 
     Attributes
     ----------
@@ -52,6 +56,8 @@ class KMeansResult:
         Whether that run stopped because labels stopped changing (or on ``tol``), rather than
         on ``max_iter``.
     """
+
+    _summarized = ("labels",)
 
     anchors: np.ndarray
     labels: np.ndarray

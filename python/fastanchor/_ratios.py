@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -10,6 +10,7 @@ import numpy as np
 from . import _core
 from ._iou import avg_iou
 from ._kmeans import kmeans_iou
+from ._results import Result
 from ._validation import (
     INT_MAX,
     MAX_SIDE,
@@ -43,9 +44,12 @@ def _ratio_boxes(ratios: np.ndarray) -> np.ndarray:
     return np.clip(np.stack([r, 1.0 / r], axis=1), MIN_SIDE, MAX_SIDE)
 
 
-@dataclass(frozen=True)
-class AspectRatioResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class AspectRatioResult(Result):
     """The result of :func:`ssd_aspect_ratios`.
+
+    Immutable, with read-only arrays, and compared by identity (so hashable).
+    The repr shows ``labels`` by its shape.
 
     Attributes
     ----------
@@ -61,11 +65,13 @@ class AspectRatioResult:
         Each box's cluster, indexing ``aspect_ratios``.
     """
 
+    _summarized = ("labels",)
+
     aspect_ratios: np.ndarray
     anchors: np.ndarray
     avg_iou: float
     method: str
-    labels: np.ndarray = field(repr=False)
+    labels: np.ndarray
 
 
 def _weighted_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:

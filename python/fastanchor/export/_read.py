@@ -11,12 +11,15 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 import yaml
 
+from .._results import Result
 from ._formats import cfg_value, darknet_sections, export_format, find_anchor_generator, yaml_block
 
 
-@dataclass(frozen=True)
-class ReadAnchors:
+@dataclass(frozen=True, eq=False, repr=False)
+class ReadAnchors(Result):
     """Anchors read from a file.
+
+    Immutable, with read-only arrays, and compared by identity (so hashable).
 
     Attributes
     ----------
