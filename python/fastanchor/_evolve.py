@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._fitness import DEFAULT_THR, FitnessResult, _metrics, as_anchors, as_thr
@@ -62,12 +63,12 @@ class EvolveResult(Result):
 
     _summarized = ("history",)
 
-    anchors: np.ndarray
+    anchors: npt.NDArray[np.float64]
     fitness: float
     bpr: float
     aat: float
     avg_iou: float
-    history: np.ndarray
+    history: npt.NDArray[np.float64]
     n_improved: int
     initial_fitness: float
     stopped: bool
@@ -102,11 +103,11 @@ class AutoAnchorResult(Result):
 
     _summarized = ("history",)
 
-    anchors: np.ndarray
-    kmeans_anchors: np.ndarray
+    anchors: npt.NDArray[np.float64]
+    kmeans_anchors: npt.NDArray[np.float64]
     kmeans: FitnessResult
     evolved: FitnessResult
-    history: np.ndarray
+    history: npt.NDArray[np.float64]
     n_boxes: int
     n_dropped: int
     n_small: int
@@ -207,8 +208,8 @@ def _evolve(anchors, boxes, weights, thr, generations, mutation_prob, sigma, min
 
 
 def evolve_anchors(
-    anchors: Any,
-    wh: Any,
+    anchors: npt.ArrayLike,
+    wh: npt.ArrayLike,
     *,
     thr: float = DEFAULT_THR,
     generations: int = 1000,
@@ -217,7 +218,7 @@ def evolve_anchors(
     min_size: float = 2.0,
     strategy: str = "anchorwise",
     batch: int = 8,
-    sample_weight: Any = None,
+    sample_weight: Optional[npt.ArrayLike] = None,
     seed: SeedLike = None,
     n_threads: Optional[int] = None,
     progress: bool = False,
@@ -300,7 +301,7 @@ def evolve_anchors(
 
 
 def autoanchor(
-    wh: Any,
+    wh: npt.ArrayLike,
     k: int = 9,
     *,
     thr: float = DEFAULT_THR,
@@ -312,7 +313,7 @@ def autoanchor(
     n_init: int = 1,
     tol: float = 1e-3,
     batch: int = 8,
-    sample_weight: Any = None,
+    sample_weight: Optional[npt.ArrayLike] = None,
     seed: SeedLike = None,
     n_threads: Optional[int] = None,
     progress: bool = False,

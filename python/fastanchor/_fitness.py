@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._results import Result
@@ -103,11 +104,11 @@ def _metrics(
 
 
 def anchor_fitness(
-    anchors: Any,
-    wh: Any,
+    anchors: npt.ArrayLike,
+    wh: npt.ArrayLike,
     *,
     thr: float = DEFAULT_THR,
-    sample_weight: Any = None,
+    sample_weight: Optional[npt.ArrayLike] = None,
     n_threads: Optional[int] = None,
 ) -> FitnessResult:
     """YOLOv5's anchor fitness, best possible recall, anchors above threshold and average IoU.
@@ -151,12 +152,12 @@ def anchor_fitness(
 
 
 def check_anchors(
-    anchors: Any,
-    wh: Any,
+    anchors: npt.ArrayLike,
+    wh: npt.ArrayLike,
     *,
     thr: float = DEFAULT_THR,
     bpr_threshold: float = DEFAULT_BPR_THRESHOLD,
-    sample_weight: Any = None,
+    sample_weight: Optional[npt.ArrayLike] = None,
     n_threads: Optional[int] = None,
 ) -> CheckResult:
     """Check existing anchors against a dataset before training, as YOLOv5's ``check_anchors``.
@@ -222,7 +223,7 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def split_levels(anchors: Any, strides: Sequence[float] = (8, 16, 32)) -> List[np.ndarray]:
+def split_levels(anchors: npt.ArrayLike, strides: Sequence[float] = (8, 16, 32)) -> List[npt.NDArray[np.float64]]:
     """Split anchors over the detection levels: in area order, evenly, the smallest to ``strides[0]``.
 
     Parameters

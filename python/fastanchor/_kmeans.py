@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._progress import make_progress
@@ -59,23 +60,23 @@ class KMeansResult(Result):
 
     _summarized = ("labels",)
 
-    anchors: np.ndarray
-    labels: np.ndarray
+    anchors: npt.NDArray[np.float64]
+    labels: npt.NDArray[np.int32]
     avg_iou: float
     n_iter: int
     converged: bool
 
 
 def kmeans_iou(
-    wh: Any,
+    wh: npt.ArrayLike,
     k: int,
     *,
-    init: Union[str, Any] = "k-means++",
+    init: Union[str, npt.ArrayLike] = "k-means++",
     update: str = "median",
     n_init: Optional[int] = None,
     max_iter: int = 300,
     tol: float = 0.0,
-    sample_weight: Any = None,
+    sample_weight: Optional[npt.ArrayLike] = None,
     seed: SeedLike = None,
     n_threads: Optional[int] = None,
     progress: bool = False,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -155,7 +155,7 @@ def _boxes_on_grids(
     base: Tuple[float, float] = (1.0, 1.0),
     strides: Optional[List[Tuple[float, float]]] = None,
     offsets: Optional[List[Tuple[float, float]]] = None,
-) -> np.ndarray:
+) -> npt.NDArray[np.float64]:
     """The priors of both layouts from the boxes of a location of every layer, ``(scale, ratio,
     turned)`` (turned: the box's height and width swapped), in center form.
 
@@ -214,9 +214,9 @@ def _boxes_on_grids(
         layer[..., 2] = bw
         layer[..., 3] = bh
         out.append(layer.reshape(-1, 4))
-    boxes = np.concatenate(out, axis=0)
+    boxes: npt.NDArray[np.float64] = np.concatenate(out, axis=0)
     if clip:
-        boxes = to_center(np.clip(to_corners(boxes), 0.0, 1.0))
+        boxes = cast("npt.NDArray[np.float64]", to_center(np.clip(to_corners(boxes), 0.0, 1.0)))  # float64 in, out
     return boxes
 
 
@@ -228,12 +228,12 @@ _TF_ONLY = ("interpolated_scale_aspect_ratio", "reduce_boxes_in_lowest_layer", "
 
 def ssd_default_boxes(
     feature_map_sizes: Sequence[Union[int, Tuple[int, int]]],
-    aspect_ratios: Sequence[Any] = (2.0, 3.0),
+    aspect_ratios: Union[Sequence[float], Sequence[Sequence[float]]] = (2.0, 3.0),
     *,
     min_scale: Optional[float] = None,
     max_scale: Optional[float] = None,
     scales: Optional[Sequence[float]] = None,
-    image_size: Any = None,
+    image_size: Union[float, Tuple[float, float], None] = None,
     clip: bool = True,
     style: str = "ssd",
     reciprocals: Optional[bool] = None,
@@ -241,10 +241,10 @@ def ssd_default_boxes(
     reduce_boxes_in_lowest_layer: Optional[bool] = None,
     base_anchor_height: Optional[float] = None,
     base_anchor_width: Optional[float] = None,
-    height_stride: Any = None,
-    width_stride: Any = None,
-    height_offset: Any = None,
-    width_offset: Any = None,
+    height_stride: Union[float, Sequence[float], None] = None,
+    width_stride: Union[float, Sequence[float], None] = None,
+    height_offset: Union[float, Sequence[float], None] = None,
+    width_offset: Union[float, Sequence[float], None] = None,
 ) -> npt.NDArray[np.float64]:
     """SSD default boxes (priors) on a set of feature maps, normalized center form ``(cx, cy, w, h)``.
 
@@ -319,7 +319,7 @@ def ssd_default_boxes(
     """
     if not isinstance(style, str) or style not in ("ssd", "tf"):
         raise ValueError(f"style must be 'ssd' or 'tf', got {style!r}")
-    tf_fields = dict(
+    tf_fields: Dict[str, Any] = dict(
         interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
         reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer, base_anchor_height=base_anchor_height,
         base_anchor_width=base_anchor_width, height_stride=height_stride, width_stride=width_stride,
@@ -340,7 +340,8 @@ def ssd_default_boxes(
         if scales is None:  # the defaults style="tf" always had
             min_scale = DEFAULT_MIN_SCALE if min_scale is None else min_scale
             max_scale = DEFAULT_MAX_SCALE if max_scale is None else max_scale
-        return tf_anchor_generator(feature_map_sizes, aspect_ratios, min_scale=min_scale, max_scale=max_scale,
+        tf_ratios = cast(Sequence[float], aspect_ratios)  # per-layer lists: tf_anchor_generator raises
+        return tf_anchor_generator(feature_map_sizes, tf_ratios, min_scale=min_scale, max_scale=max_scale,
                                    scales=scales, image_size=image_size, clip=clip, **given)
     if given:
         names, one = ", ".join(given), len(given) == 1
@@ -389,11 +390,11 @@ def tf_anchor_generator(
     reduce_boxes_in_lowest_layer: bool = True,
     base_anchor_height: float = 1.0,
     base_anchor_width: float = 1.0,
-    height_stride: Any = None,
-    width_stride: Any = None,
-    height_offset: Any = None,
-    width_offset: Any = None,
-    image_size: Any = None,
+    height_stride: Union[float, Sequence[float], None] = None,
+    width_stride: Union[float, Sequence[float], None] = None,
+    height_offset: Union[float, Sequence[float], None] = None,
+    width_offset: Union[float, Sequence[float], None] = None,
+    image_size: Union[float, Tuple[float, float], None] = None,
     clip: bool = True,
 ) -> npt.NDArray[np.float64]:
     """The anchors of TensorFlow's ``ssd_anchor_generator`` (Object Detection API), normalized

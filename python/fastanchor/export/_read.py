@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
+import numpy.typing as npt
 import yaml
 
 from .._results import Result
@@ -33,13 +34,13 @@ class ReadAnchors(Result):
         The network input size ``(width, height)`` the file states (darknet ``[net]``, json).
     """
 
-    levels: List[np.ndarray]
+    levels: List[npt.NDArray[np.float64]]
     strides: Optional[Tuple[float, ...]]
     format: str
     img_size: Optional[Tuple[int, int]] = None
 
     @property
-    def anchors(self) -> np.ndarray:
+    def anchors(self) -> npt.NDArray[np.float64]:
         """All anchors, (k, 2), level after level."""
         return np.concatenate(self.levels) if self.levels else np.zeros((0, 2))
 

@@ -9,6 +9,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 from ._formats import (
     cfg_value,
@@ -25,7 +26,7 @@ from ._formats import (
 
 def write_anchors(
     path: str,
-    levels: Sequence[Any],
+    levels: Sequence[npt.ArrayLike],
     strides: Sequence[float],
     *,
     template: Optional[str] = None,
