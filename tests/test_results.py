@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import re
 
 import numpy as np
@@ -111,6 +112,18 @@ def test_a_result_built_from_a_view_copies_it():
     assert r.anchors is not view and not r.anchors.flags.writeable
     base[0, 0] = 100.0  # the caller's array stays writeable, and the result does not see the change
     assert r.anchors[0, 0] == 1.0 and view.flags.writeable
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_results_stay_read_only_through_pickle(index):
+    _, r, arrays = array_results()[index]
+    again = pickle.loads(pickle.dumps(r))
+    assert type(again) is type(r) and again != r and repr(again) == repr(r)
+    for field in arrays:
+        np.testing.assert_array_equal(getattr(again, field), getattr(r, field))
+        assert not getattr(again, field).flags.writeable, field
+    f = fastanchor.anchor_fitness(WH[:9], WH)
+    assert pickle.loads(pickle.dumps(f)) == f
 
 
 def test_readonly():

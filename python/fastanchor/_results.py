@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, ClassVar, Tuple
+from typing import Any, ClassVar, Dict, Tuple
 
 import numpy as np
 
@@ -36,7 +36,8 @@ class Result:
 
     ``__post_init__`` makes every array field read-only (the arrays of a list field, as the per-level
     anchors of ``ReadAnchors``, go into a new list); ``__repr__`` summarizes the fields named in
-    ``_summarized`` as ``<ndarray (shape) dtype>``.
+    ``_summarized`` as ``<ndarray (shape) dtype>``; ``__setstate__`` keeps the arrays read-only
+    through a pickle.
     """
 
     #: Array fields shown by shape and dtype in the repr (one entry per box or per generation).
@@ -50,6 +51,12 @@ class Result:
             elif isinstance(value, list) and any(isinstance(item, np.ndarray) for item in value):
                 frozen = [readonly(item) if isinstance(item, np.ndarray) else item for item in value]
                 object.__setattr__(self, f.name, frozen)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Unpickling: numpy does not keep the read-only flag, so the arrays are frozen again."""
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self.__post_init__()
 
     def __repr__(self) -> str:
         parts = []
