@@ -47,7 +47,8 @@ def _gt_list(gt_boxes: Any, counts: Any) -> Tuple[np.ndarray, np.ndarray, bool]:
             raise ValueError("counts is for a padded (B, G, 4) array of gt_boxes")
         return as_boxes(arr, "gt_boxes", allow_empty=True), np.array([arr.shape[0]], dtype=np.int64), True
     if arr.ndim != 3 or arr.shape[2] != 4:
-        raise ValueError(f"gt_boxes must be (G, 4), a list of (G_i, 4) arrays or a padded (B, G, 4) array, got shape {arr.shape}")
+        raise ValueError("gt_boxes must be (G, 4), a list of (G_i, 4) arrays or a padded (B, G, 4) array, "
+                         f"got shape {arr.shape}")
     if counts is None:
         n = np.full(arr.shape[0], arr.shape[1], dtype=np.int64)
     else:

@@ -134,7 +134,8 @@ def _read_darknet(text: str, path: str) -> ReadAnchors:
         except ValueError:
             raise ValueError(f"{path}:{mask[0] + 1}: mask={mask[1]!r} is not a list of integers") from None
         if any(not 0 <= i < this.shape[0] for i in idx):
-            raise ValueError(f"{path}:{(mask or found)[0] + 1}: mask indices {idx} out of range for {this.shape[0]} anchors")
+            raise ValueError(f"{path}:{(mask or found)[0] + 1}: mask indices {idx} out of range for "
+                             f"{this.shape[0]} anchors")
         levels.append((min(idx) if idx else 0, this[idx]))
     levels.sort(key=lambda t: t[0])
     return ReadAnchors(levels=[a for _, a in levels], strides=None, format="darknet", img_size=img_size)
@@ -147,7 +148,8 @@ def _read_mmdet(text: str, path: str) -> ReadAnchors:
         raise ValueError(f"{path}:{call.lineno}: the anchor generator has no base_sizes")
     try:
         base = ast.literal_eval(kw["base_sizes"])
-        strides = [float(s) if not isinstance(s, (list, tuple)) else float(s[0]) for s in ast.literal_eval(kw["strides"])] if "strides" in kw else None
+        strides = ([float(s) if not isinstance(s, (list, tuple)) else float(s[0])
+                    for s in ast.literal_eval(kw["strides"])] if "strides" in kw else None)
     except (ValueError, TypeError, SyntaxError):
         raise ValueError(f"{path}:{call.lineno}: base_sizes and strides must be literal lists") from None
     levels = [_pairs(level, f"{path}:{call.lineno}") for level in base]

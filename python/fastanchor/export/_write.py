@@ -61,7 +61,8 @@ def write_anchors(
     if template is not None:
         template_fmt = export_format(template)
         if template_fmt != fmt:
-            raise ValueError(f"the template {template} is a {template_fmt} file but {path} is {fmt}: use the same kind of file")
+            raise ValueError(f"the template {template} is a {template_fmt} file but {path} is {fmt}: "
+                             "use the same kind of file")
         with open(template, encoding="utf-8") as f:
             text = f.read()
     else:
@@ -73,7 +74,8 @@ def write_anchors(
     elif fmt == "mmdet":
         out = _mmdet_text(text, lv, st, decimals, header, template)
     else:
-        doc: Dict[str, Any] = {"anchors": [[[_jsnum(w, decimals), _jsnum(h, decimals)] for w, h in a.tolist()] for a in lv],
+        doc: Dict[str, Any] = {"anchors": [[[_jsnum(w, decimals), _jsnum(h, decimals)] for w, h in a.tolist()]
+                                           for a in lv],
                                "strides": [_jsnum(s, 6) for s in st]}
         doc.update(metadata or {})
         out = dumps_json(doc) + "\n"
@@ -198,7 +200,8 @@ def _mmdet_text(text: Optional[str], lv, st, decimals, header, template) -> str:
         out = [f"# {header}\n"] if header else []
         out.append("# paste into model.bbox_head of an mmdetection YOLOv3-style config\n")
         out.append(
-            f"prior_generator = dict(\n    type=\"YOLOAnchorGenerator\",\n    base_sizes={base},\n    strides={strides},\n)\n"
+            f"prior_generator = dict(\n    type=\"YOLOAnchorGenerator\",\n    base_sizes={base},\n"
+            f"    strides={strides},\n)\n"
         )
         return "".join(out)
     call, where = find_anchor_generator(text, template)
@@ -213,7 +216,8 @@ def _mmdet_text(text: Optional[str], lv, st, decimals, header, template) -> str:
             old_strides = None
     if old_strides is not None and len(old_strides) != len(lv):
         raise ValueError(
-            f"{template}:{call.lineno}: the anchor generator has {len(old_strides)} levels but {len(lv)} were computed: "
+            f"{template}:{call.lineno}: the anchor generator has {len(old_strides)} levels but {len(lv)} were "
+            "computed: "
             f"use --levels {len(old_strides)}"
         )
     order = coarse_first if old_strides is None or old_strides[0] > old_strides[-1] else list(range(len(lv)))
