@@ -45,11 +45,13 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
                                      "is used, and --out writes a copy of it with new aspect ratios")
     s_.add_argument("--out", help="write a pipeline config whose ssd_anchor_generator has the new aspect_ratios lines "
                                   "(a copy of --config, or the file itself when it exists, everything else kept)")
-    s_.add_argument("--decimals", type=int_in_range(0, MAX_DECIMALS), default=4, help="decimal places written (default 4)")
+    s_.add_argument("--decimals", type=int_in_range(0, MAX_DECIMALS), default=4,
+                    help="decimal places written (default 4)")
     return ps
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:
+    """Run ``fastanchor ssd``: cluster aspect ratios, report and write them; returns the exit status."""
     from .. import __version__, avg_iou, ssd_aspect_ratios
     from .._ratios import unit_area
     from .._fileio import atomic_write
@@ -81,10 +83,12 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     written = [round(float(r), args.decimals) for r in res.aspect_ratios]
 
     ui.print(f"fastanchor {__version__} ssd: {describe(ld)}")
-    ui.print(f"aspect ratios (w/h), {args.method} k-means: " + ", ".join(f"{r:.{args.decimals}f}" for r in res.aspect_ratios))
+    ui.print(f"aspect ratios (w/h), {args.method} k-means: "
+             + ", ".join(f"{r:.{args.decimals}f}" for r in res.aspect_ratios))
     ui.print("avg IoU of the unit-area boxes with the unit-area anchors:")
     ui.print(f"  {args.method + ' k-means':<22} {res.avg_iou:.4f}")
-    ui.print(f"  {other.method + ' k-means':<22} {other.avg_iou:.4f}  ({', '.join(f'{r:.3g}' for r in other.aspect_ratios)})")
+    other_ratios = ", ".join(f"{r:.3g}" for r in other.aspect_ratios)
+    ui.print(f"  {other.method + ' k-means':<22} {other.avg_iou:.4f}  ({other_ratios})")
     ui.print(f"  {'TensorFlow defaults':<22} {tf_iou:.4f}  ({', '.join(f'{r:.4g}' for r in tf_ratios)})")
     if args.out:
         text = set_aspect_ratios(template or "", written, args.decimals)

@@ -7,9 +7,10 @@ import ast
 import math
 import os
 import re
-from typing import Any, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 from .._fileio import excerpt, sanitize
 
@@ -34,8 +35,9 @@ MAX_DECIMALS = 12
 MAX_MODEL_BYTES = 16 << 20
 
 
-def check_decimals(decimals: Any, name: str = "decimals") -> int:
-    """``decimals`` as an int from 0 to :data:`MAX_DECIMALS`, else a ValueError naming it."""
+def check_decimals(decimals: object, name: str = "decimals") -> int:
+    """``decimals`` as an int from 0 to :data:`MAX_DECIMALS`, else a TypeError or ValueError
+    naming it."""
     if isinstance(decimals, (bool, np.bool_)) or not isinstance(decimals, (int, np.integer)):
         raise TypeError(f"{name} must be an integer from 0 to {MAX_DECIMALS}, got {type(decimals).__name__}")
     if not 0 <= int(decimals) <= MAX_DECIMALS:
@@ -43,7 +45,17 @@ def check_decimals(decimals: Any, name: str = "decimals") -> int:
     return int(decimals)
 
 
-def check_anchors(anchors: Any, name: str = "anchors") -> np.ndarray:
+def _check_sizes(a: npt.NDArray[np.float64], name: str) -> None:
+    bad = ~(np.isfinite(a) & (a > 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1) if bad.ndim > 1 else bad)[0])
+        shown = ", ".join(f"{v:g}" for v in np.atleast_1d(a[i]).ravel()[:4])
+        raise ValueError(
+            f"{name}[{i}] is ({shown}): anchors must be finite and positive ({int(bad.sum())} values are not)"
+        )
+
+
+def check_anchors(anchors: npt.ArrayLike, name: str = "anchors") -> npt.NDArray[np.float64]:
     """``anchors`` as a (k, 2) float64 array of finite positive sizes, else a ValueError that
     names the first bad anchor."""
     try:
@@ -53,31 +65,40 @@ def check_anchors(anchors: Any, name: str = "anchors") -> np.ndarray:
     if a.size == 0 or a.size % 2:
         raise ValueError(f"{name} must be (width, height) pairs, got {a.size} numbers")
     a = a.reshape(-1, 2)
-    bad = ~(np.isfinite(a) & (a > 0)).all(axis=1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{name}[{i}] is ({a[i, 0]:g}, {a[i, 1]:g}): anchors must be finite and positive "
-            f"({int(bad.sum())} of {a.shape[0]} are not)"
-        )
+    _check_sizes(a, name)
     return a
 
 
-def round_anchors(anchors: Any, decimals: int = 0) -> np.ndarray:
+def round_anchors(anchors: npt.ArrayLike, decimals: int = 0) -> npt.NDArray[np.float64]:
     """Anchors as they are written: rounded to ``decimals`` places (whole pixels by default,
     YOLOv5's convention), and never below one unit of the last place.
+
+    Parameters
+    ----------
+    anchors : array_like
+        Anchor widths and heights, any shape; finite and positive.
+    decimals : int
+        Decimal places kept, from 0 to :data:`MAX_DECIMALS`.
+
+    Returns
+    -------
+    ndarray, float64
+        The rounded anchors, of the shape of ``anchors``.
 
     Raises
     ------
     ValueError
-        An anchor is not finite and positive, or ``decimals`` is not from 0 to
-        :data:`MAX_DECIMALS`.
+        An anchor is not finite and positive (the message names the first), or ``decimals`` is
+        out of range.
     """
-    shape = np.shape(anchors)
-    a = check_anchors(anchors)
     decimals = check_decimals(decimals)
+    try:
+        a = np.asarray(anchors, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError("anchors must be numbers") from None
+    _check_sizes(a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(-1), "anchors")
     unit = 10.0 ** (-decimals)
-    return np.maximum(np.round(a, decimals), unit).reshape(shape)
+    return np.maximum(np.round(a, decimals), unit)
 
 
 def read_model_text(path: str) -> str:
@@ -98,7 +119,7 @@ def format_number(v: float, decimals: int) -> str:
     return f"{v:.{decimals}f}" if decimals > 0 else f"{int(round(v))}"
 
 
-def format_anchor_list(level: np.ndarray, decimals: int = 0) -> str:
+def format_anchor_list(level: npt.ArrayLike, decimals: int = 0) -> str:
     """``"10,13, 16,30, 33,23"``: one level's anchors as YOLOv5 and darknet write them."""
     pairs = np.asarray(level).tolist()
     return ", ".join(f"{format_number(w, decimals)},{format_number(h, decimals)}" for w, h in pairs)

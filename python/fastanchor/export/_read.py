@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 from .._fileio import excerpt, sanitize
+from .._results import Result
 from ..datasets._yaml import load_yaml_text
 from ._formats import (
-    check_anchors,
     cfg_value,
+    check_anchors,
     darknet_sections,
     export_format,
     find_anchor_generator,
@@ -24,9 +26,11 @@ from ._formats import (
 )
 
 
-@dataclass(frozen=True)
-class ReadAnchors:
+@dataclass(frozen=True, eq=False, repr=False)
+class ReadAnchors(Result):
     """Anchors read from a file.
+
+    Immutable, with read-only arrays, and compared by identity (so hashable).
 
     Attributes
     ----------
@@ -40,13 +44,13 @@ class ReadAnchors:
         The network input size ``(width, height)`` the file states (darknet ``[net]``, json).
     """
 
-    levels: List[np.ndarray]
+    levels: List[npt.NDArray[np.float64]]
     strides: Optional[Tuple[float, ...]]
     format: str
     img_size: Optional[Tuple[int, int]] = None
 
     @property
-    def anchors(self) -> np.ndarray:
+    def anchors(self) -> npt.NDArray[np.float64]:
         """All anchors, (k, 2), level after level."""
         return np.concatenate(self.levels) if self.levels else np.zeros((0, 2))
 
@@ -146,7 +150,8 @@ def _read_darknet(text: str, path: str) -> ReadAnchors:
         except ValueError:
             raise ValueError(f"{path}:{mask[0] + 1}: mask={excerpt(mask[1])} is not a list of integers") from None
         if any(not 0 <= i < this.shape[0] for i in idx):
-            raise ValueError(f"{path}:{(mask or found)[0] + 1}: mask indices {idx} out of range for {this.shape[0]} anchors")
+            raise ValueError(f"{path}:{(mask or found)[0] + 1}: mask indices {idx} out of range for "
+                             f"{this.shape[0]} anchors")
         levels.append((min(idx) if idx else 0, this[idx]))
     levels.sort(key=lambda t: t[0])
     return ReadAnchors(levels=[a for _, a in levels], strides=None, format="darknet", img_size=img_size)
@@ -161,16 +166,17 @@ def _read_mmdet(text: str, path: str) -> ReadAnchors:
         base = ast.literal_eval(kw["base_sizes"])
         strides = None
         if "strides" in kw:
-            strides = [float(s) if not isinstance(s, (list, tuple)) else float(s[0]) for s in ast.literal_eval(kw["strides"])]
+            strides = [float(s) if not isinstance(s, (list, tuple)) else float(s[0])
+                       for s in ast.literal_eval(kw["strides"])]
             if not all(math.isfinite(s) and s > 0 for s in strides):
                 raise ValueError
         levels = [_pairs(level, f"{path}:{call.lineno}") for level in base]
-    except (TypeError, SyntaxError, OverflowError, RecursionError, MemoryError, IndexError):
-        raise ValueError(f"{path}:{call.lineno}: base_sizes and strides must be literal lists of positive numbers") from None
-    except ValueError as exc:
-        if str(path) in str(exc):
+    except (TypeError, SyntaxError, OverflowError, RecursionError, MemoryError, IndexError, ValueError) as exc:
+        if isinstance(exc, ValueError) and str(path) in str(exc):
             raise
-        raise ValueError(f"{path}:{call.lineno}: base_sizes and strides must be literal lists of positive numbers") from None
+        raise ValueError(
+            f"{path}:{call.lineno}: base_sizes and strides must be literal lists of positive numbers"
+        ) from None
     if strides is not None and len(strides) == len(levels):
         order = sorted(range(len(levels)), key=lambda i: strides[i])
         levels = [levels[i] for i in order]

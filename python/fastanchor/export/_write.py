@@ -10,6 +10,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 from .._fileio import atomic_write, excerpt
 from ._formats import (
@@ -30,7 +31,7 @@ from ._formats import (
 
 def write_anchors(
     path: str,
-    levels: Sequence[Any],
+    levels: Sequence[npt.ArrayLike],
     strides: Sequence[float],
     *,
     template: Optional[str] = None,
@@ -85,7 +86,8 @@ def write_anchors(
     if template is not None:
         template_fmt = export_format(template)
         if template_fmt != fmt:
-            raise ValueError(f"the template {template} is a {template_fmt} file but {path} is {fmt}: use the same kind of file")
+            raise ValueError(f"the template {template} is a {template_fmt} file but {path} is {fmt}: "
+                             "use the same kind of file")
         text: Optional[str] = read_model_text(template)
     else:
         text = None
@@ -96,7 +98,8 @@ def write_anchors(
     elif fmt == "mmdet":
         out = _mmdet_text(text, lv, st, decimals, header, template)
     else:
-        doc: Dict[str, Any] = {"anchors": [[[_jsnum(w, decimals), _jsnum(h, decimals)] for w, h in a.tolist()] for a in lv],
+        doc: Dict[str, Any] = {"anchors": [[[_jsnum(w, decimals), _jsnum(h, decimals)] for w, h in a.tolist()]
+                                           for a in lv],
                                "strides": [_jsnum(s, 6) for s in st]}
         doc.update(metadata or {})
         out = dumps_json(doc) + "\n"
@@ -220,7 +223,8 @@ def _mmdet_text(text: Optional[str], lv, st, decimals, header, template) -> str:
         out = [f"# {header}\n"] if header else []
         out.append("# paste into model.bbox_head of an mmdetection YOLOv3-style config\n")
         out.append(
-            f"prior_generator = dict(\n    type=\"YOLOAnchorGenerator\",\n    base_sizes={base},\n    strides={strides},\n)\n"
+            f"prior_generator = dict(\n    type=\"YOLOAnchorGenerator\",\n    base_sizes={base},\n"
+            f"    strides={strides},\n)\n"
         )
         return "".join(out)
     call, where = find_anchor_generator(text, template)
@@ -235,7 +239,8 @@ def _mmdet_text(text: Optional[str], lv, st, decimals, header, template) -> str:
             old_strides = None
     if old_strides is not None and len(old_strides) != len(lv):
         raise ValueError(
-            f"{template}:{call.lineno}: the anchor generator has {len(old_strides)} levels but {len(lv)} were computed: "
+            f"{template}:{call.lineno}: the anchor generator has {len(old_strides)} levels but {len(lv)} were "
+            "computed: "
             f"use --levels {len(old_strides)}"
         )
     order = coarse_first if old_strides is None or old_strides[0] > old_strides[-1] else list(range(len(lv)))
