@@ -605,3 +605,26 @@ def test_a_voc_size_that_is_not_one_drops_the_file_with_a_warning(tmp_path, widt
     (tmp_path / "Annotations" / "z.jpg").write_bytes(png_bytes(64, 48))
     boxes = datasets.load_voc(tmp_path / "Annotations")
     assert len(boxes) == 3 and boxes.image_wh.tolist()[2] == [64, 48]
+
+
+# ---------------------------------------------------------------------------------------------
+# JPEG headers: fill bytes and stray data across read chunks
+
+
+@pytest.mark.parametrize("fill", [0, 1, 2, 65_535, 65_536, 65_537, 300_000])
+@pytest.mark.parametrize("then", ["end", "frame", "stray then frame"])
+def test_jpeg_fill_bytes_of_any_length_end_in_a_size_or_a_named_error(tmp_path, fill, then):
+    import struct
+
+    from fastanchor.datasets import ImageSizeError, image_size
+
+    frame = b"\xff\xc0" + struct.pack(">HBHH", 11, 8, 48, 64) + b"\x01\x01\x11\x00"
+    stray = b"\x00" * 70_000 if then == "stray then frame" else b""
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"\xff\xd8" + stray + b"\xff" * fill + (b"" if then == "end" else frame))
+    with deadline(30):
+        if then == "end":
+            with pytest.raises(ImageSizeError, match="a.jpg"):
+                image_size(str(path))
+        else:
+            assert image_size(str(path)) == (64, 48)

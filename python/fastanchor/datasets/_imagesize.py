@@ -98,6 +98,8 @@ def _next_marker(f: BinaryIO) -> int:
         if j < len(chunk):
             f.seek(pos + j + 1)
             return chunk[j]
+        if len(chunk) < _CHUNK:  # fill bytes up to the end of the file
+            raise ImageSizeError("JPEG ended before its frame header")
         f.seek(pos + len(chunk) - 1)  # a run of 0xFF to the end of the chunk: go on from its last byte
 
 
