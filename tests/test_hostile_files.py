@@ -242,9 +242,12 @@ def test_yaml_integers_beyond_the_digit_limit_name_the_file(tmp_path, value, key
     text = {"nc": f"nc: {value}", "names": f"names: [{value}]", "names map": f"names: {{{value}: a}}",
             "path": f"path: {value}"}[key]
     data.write_text(f"train: images/train\n{text}\n")
-    with pytest.raises(AnnotationError) as exc:
-        datasets.load_yolo(data)
-    assert str(data) in str(exc.value) and len(str(exc.value)) < MESSAGE_LIMIT
+    try:
+        boxes = datasets.load_yolo(data)
+    except AnnotationError as exc:
+        assert str(data) in str(exc) and len(str(exc)) < MESSAGE_LIMIT
+    else:  # 0x.../0o... in a names list: a hexadecimal integer or a string, both valid (if odd) names
+        assert key == "names" and not value[1].isdigit() and len(boxes.class_names) == 1
 
 
 @pytest.mark.parametrize("entry", ["[[a, b]]", "{x: 1}", "[1, [2]]", "12", "true"])
@@ -269,10 +272,10 @@ def _special(path: Path, kind: str) -> None:
         os.symlink("/dev/zero", path)
     elif kind == "urandom":
         os.symlink("/dev/urandom", path)
-    elif kind == "sparse":  # 3 GB that would take minutes to scan and gigabytes to hold
+    elif kind == "sparse":  # 5 GB that would take minutes to scan and gigabytes to hold
         with open(path, "wb") as f:
             f.write(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" if path.suffix in (".jpg", ".png") else b"<annotation>")
-            f.truncate(3 << 30)
+            f.truncate(5 << 30)  # above every limit (COCO json: 4 GiB)
     else:
         raise ValueError(kind)
 
@@ -309,7 +312,7 @@ def _special_dataset(tmp_path: Path, fmt: str) -> Path:
 def test_special_and_huge_files_are_refused_without_blocking_or_reading_them(tmp_path, target, kind):
     fmt, rel = SPECIAL_TARGETS[target]
     if kind == "sparse" and target == "yolo image list":
-        pytest.skip("a 3 GB image list is within no limit worth testing here")
+        pytest.skip("an image list is limited to 256 MiB: see test_read_regular_bounds_the_read")
     load = _special_dataset(tmp_path, fmt)
     bad = tmp_path / rel
     _special(bad, kind)
@@ -439,7 +442,7 @@ def test_a_self_loop_link_does_not_abort_the_load(tmp_path, fmt):
     """As Debian's own /usr/bin/X11 -> . : a link to its own folder, and a loop of two links."""
     load = _special_dataset(tmp_path, fmt)
     folder = load if load.is_dir() else load.parent
-    for base in (folder, tmp_path / "images" / "train" if fmt == "yolo" else folder):
+    for base in {folder, tmp_path / "images" / "train" if fmt == "yolo" else folder}:
         os.symlink(".", base / "X11")
         os.symlink(base / "loopb", base / "loopa.xml")
         os.symlink(base / "loopa.xml", base / "loopb")
@@ -571,7 +574,7 @@ def test_coco_values_near_the_double_range_raise_no_numpy_warning(tmp_path, json
     doc = coco_doc()
     ann = doc["annotations"][0]
     if where == "image width":
-        doc["images"][0]["width"] = float(value)
+        doc["images"][0]["width"] = abs(float(value))
     else:
         if "x" in where:
             ann["bbox"][0] = float(value)
@@ -596,7 +599,7 @@ def test_a_voc_size_that_is_not_one_drops_the_file_with_a_warning(tmp_path, widt
     for name in ("a", "b"):
         (tmp_path / "Annotations" / f"{name}.xml").write_text(voc_xml(name=f"{name}.jpg"))
     (tmp_path / "Annotations" / "z.xml").write_text(voc_xml(name="z.jpg", width=width))
-    with pytest.warns(AnnotationWarning, match=r"z.xml.*image size of zero"):
+    with pytest.warns(AnnotationWarning, match=r"image size of zero.*z.xml"):
         boxes = datasets.load_voc(tmp_path / "Annotations")
     assert len(boxes) == 2 and np.isfinite(boxes.image_wh).all() and (boxes.image_wh > 0).all()
     with pytest.raises(AnnotationError, match=r"z.xml.*image size of zero"):

@@ -24,7 +24,10 @@ def read_json(path: str, limit: Optional[int] = None) -> Any:
     """Parse a json file with orjson when it is installed (several times faster), else json.
     Raises AnnotationError naming the file and line when it is not valid json, and OSError when
     it is not a regular file or is larger than ``limit`` (default :data:`MAX_JSON_BYTES`)."""
-    data = read_regular(path, MAX_JSON_BYTES if limit is None else limit)
+    try:
+        data = read_regular(path, MAX_JSON_BYTES if limit is None else limit)
+    except MemoryError:
+        raise AnnotationError(path, None, "too large to read in the memory available") from None
     try:
         import orjson  # type: ignore[import-not-found]
     except ImportError:
@@ -35,6 +38,8 @@ def read_json(path: str, limit: Optional[int] = None) -> Any:
         return json.loads(data)
     except RecursionError:  # the json module on arrays nested thousands deep (orjson has a depth limit)
         raise AnnotationError(path, None, "not valid json (nested too deeply)") from None
+    except MemoryError:
+        raise AnnotationError(path, None, f"too large to parse in the memory available ({len(data):,} bytes)") from None
     except ValueError as exc:  # json.JSONDecodeError, orjson.JSONDecodeError, UnicodeDecodeError
         line = getattr(exc, "lineno", None)
         if line is None and hasattr(exc, "pos") and isinstance(exc.pos, int):  # pragma: no cover

@@ -279,7 +279,7 @@ def _from_yaml(yaml_path: str, split: str) -> Tuple[Optional[Tuple[str, ...]], L
             found, lost = _from_images(p)
             pairs.extend(found)
             orphans.extend(lost)
-        elif os.path.isfile(p) and p.lower().endswith(".txt"):
+        elif os.path.lexists(p) and p.lower().endswith(".txt"):  # a special file is refused when read
             pairs.extend((im, label_path(im)) for im in _read_list(p, root))
         else:
             raise AnnotationError(
