@@ -101,8 +101,9 @@ def _children(node: yaml.Node) -> list:
 def load_yaml_text(text: str, path: str) -> Any:
     """The value of the YAML document ``text`` (read from ``path``, named in errors), within the
     bounds above. Raises :class:`AnnotationError` naming the file (and line when known)."""
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # the reader checks the characters here
         try:
             node = loader.get_single_node()
         except _TooDeep as exc:
@@ -125,7 +126,8 @@ def load_yaml_text(text: str, path: str) -> Any:
         raise AnnotationError(path, None, f"not a readable YAML value ({type(exc).__name__}: "
                                           f"{sanitize(str(exc), 100)})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml_file(path: str, limit: Optional[int] = None) -> Any:
