@@ -192,24 +192,25 @@ def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
 # --- walking folders -------------------------------------------------------------------------------------
 
 
-def iter_files(folder: PathLike) -> Iterator[Tuple[str, str, Optional[os.stat_result]]]:
-    """``(folder, path, stat)`` for every file below ``folder``, each real file once.
+def iter_files(folder: PathLike) -> Iterator[Tuple[str, str, Optional[Tuple[int, int]]]]:
+    """``(folder, path, identity)`` for every file below ``folder``, each real file once.
 
     Symbolic links are followed (a dataset often links its images folder from elsewhere), and
     every folder and file is identified by ``(st_dev, st_ino)``: a folder reached again (a link
     to a parent, fan-out links to one folder) is not entered again, and a file reached again
     (another link, a hard link) is not listed again. Hidden entries (a leading dot) are
-    skipped. Folders are visited depth first in name order, so the output is deterministic. A
-    broken or looping link gives ``stat=None`` (the caller's reader then reports it by name);
-    special files (FIFOs, devices) are listed, and refused when read.
+    skipped. Folders are visited depth first in name order, so the output is deterministic.
+    ``identity`` is the file's ``(st_dev, st_ino)`` (plain files without a stat call), or None
+    for a broken or looping link (the caller's reader then reports it by name). Special files
+    (FIFOs, devices) are listed, and refused when read.
     """
     top = os.fspath(folder)
     st = os.stat(top)
     seen_dirs: Set[Tuple[int, int]] = {(st.st_dev, st.st_ino)}
     seen_files: Set[Tuple[int, int]] = set()
-    stack = [top]
+    stack = [(top, st.st_dev)]
     while stack:
-        d = stack.pop()
+        d, dev = stack.pop()
         try:
             with os.scandir(d) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -219,21 +220,29 @@ def iter_files(folder: PathLike) -> Iterator[Tuple[str, str, Optional[os.stat_re
         for e in entries:
             if e.name.startswith("."):
                 continue  # hidden files and folders (.git, macOS ._ resource forks)
+            est: Optional[os.stat_result] = None
             try:
-                est: Optional[os.stat_result] = e.stat()  # follows links
+                if e.is_file(follow_symlinks=False):  # a plain file: its identity without a stat call
+                    key = (dev, e.inode())
+                    if key in seen_files:
+                        continue
+                    seen_files.add(key)
+                    yield d, e.path, key
+                    continue
+                est = e.stat()  # a folder, a link (followed) or a special file
             except OSError:  # a broken link, or a loop of links (ELOOP)
-                est = None
-            if est is not None:
-                key = (est.st_dev, est.st_ino)
-                if stat.S_ISDIR(est.st_mode):
-                    if key not in seen_dirs:
-                        seen_dirs.add(key)
-                        subdirs.append(e.path)
-                    continue
-                if key in seen_files:
-                    continue
-                seen_files.add(key)
-            yield d, e.path, est
+                yield d, e.path, None
+                continue
+            key = (est.st_dev, est.st_ino)
+            if stat.S_ISDIR(est.st_mode):
+                if key not in seen_dirs:
+                    seen_dirs.add(key)
+                    subdirs.append((e.path, est.st_dev))
+                continue
+            if key in seen_files:
+                continue
+            seen_files.add(key)
+            yield d, e.path, key
         stack.extend(reversed(subdirs))
 
 

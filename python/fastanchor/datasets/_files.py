@@ -37,12 +37,12 @@ def list_files(path_or_paths: Union[PathLike, Iterable[PathLike]], suffixes: Tup
     for item in items:
         p = os.fspath(item)
         if os.path.isdir(p):
-            for _, path, st in iter_files(p):
-                if os.path.basename(path).lower().endswith(suffixes) and (st is None or not _seen(seen, st)):
+            for _, path, key in iter_files(p):
+                if os.path.basename(path).lower().endswith(suffixes) and (key is None or not _seen(seen, key)):
                     out.append(path)
         elif os.path.exists(p):  # a file, or a special file that its reader will refuse by name
             st = os.stat(p)
-            if not _seen(seen, st):
+            if not _seen(seen, (st.st_dev, st.st_ino)):
                 out.append(p)
         elif os.path.islink(p):
             out.append(p)  # a broken or looping link: its reader reports it
@@ -51,9 +51,8 @@ def list_files(path_or_paths: Union[PathLike, Iterable[PathLike]], suffixes: Tup
     return out
 
 
-def _seen(seen: Set[Tuple[int, int]], st: os.stat_result) -> bool:
+def _seen(seen: Set[Tuple[int, int]], key: Tuple[int, int]) -> bool:
     """Whether a file was listed already (by device and inode); records it."""
-    key = (st.st_dev, st.st_ino)
     if key in seen:
         return True
     seen.add(key)
