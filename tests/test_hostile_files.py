@@ -517,6 +517,9 @@ def test_excerpts_of_deep_and_huge_values():
     for _ in range(100_000):
         deep = [deep]
     assert len(excerpt(deep)) <= 48
+    from fastanchor.datasets._coco import _short  # what an old orjson hands over: 3,000-deep arrays
+
+    assert len(_short(deep)) <= 90
     assert "digits" in excerpt(10**5000)
     assert sanitize("a\nb\x1b[31m\u202e") == "a\\nb\\x1b[31m\\u202e"
 
