@@ -16,14 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from fastanchor.export import read_anchors, set_aspect_ratios, write_anchors
 from fastanchor.export._formats import MAX_DECIMALS
 from fastanchor.export._tfconfig import parse_text_proto
-
-from test_hostile_files import PYTHON_DIR, alias_bomb, assert_refused, run_child, voc_xml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_hostile_files import PYTHON_DIR, assert_refused, run_child, voc_xml
 
 YOLOV5_MODEL = """# YOLOv5 model (a template)
 nc: 80  # number of classes

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from fastanchor import datasets
 from fastanchor._fileio import excerpt, iter_files, read_regular, sanitize
 from fastanchor.datasets import AnnotationError, AnnotationWarning
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 PYTHON_DIR = Path(datasets.__file__).resolve().parents[2]
 #: Address space of a child process (importing fastanchor takes about 160 MB).

@@ -56,7 +56,9 @@ def detect_format(path: PathLike) -> str:
         for suffixes, fmt in (((".json",), "coco"), ((".xml",), "voc"), ((".yaml", ".yml", ".txt"), "yolo")):
             if low.endswith(suffixes):
                 return fmt
-        raise ValueError(f"cannot tell the dataset format of {sanitize(p)}: expected .json (COCO), .xml (VOC) or .yaml (YOLO)")
+        raise ValueError(
+            f"cannot tell the dataset format of {sanitize(p)}: expected .json (COCO), .xml (VOC) or .yaml (YOLO)"
+        )
     if not os.path.isdir(p):
         raise FileNotFoundError(f"no such file or folder: {sanitize(p)}")
     top = [e for e in os.scandir(p) if not e.name.startswith(".")]
@@ -87,7 +89,9 @@ def detect_format(path: PathLike) -> str:
 def _single_json(folder: str) -> str:
     found = walk_files(folder, (".json",))
     if len(found) != 1:
-        raise ValueError(f"{folder}: expected one COCO .json file in the folder, found {len(found)}: pass the file itself")
+        raise ValueError(
+            f"{folder}: expected one COCO .json file in the folder, found {len(found)}: pass the file itself"
+        )
     return found[0]
 
 

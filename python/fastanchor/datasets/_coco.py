@@ -78,8 +78,10 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
     path = os.fspath(json_path)
     doc = read_json(path)
     problems = Problems(strict)
-    if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list) or not isinstance(doc.get("images"), list):
-        raise AnnotationError(path, None, "not a COCO detection file: expected a json object with 'images' and 'annotations' lists")
+    if not (isinstance(doc, dict) and isinstance(doc.get("annotations"), list) and isinstance(doc.get("images"), list)):
+        raise AnnotationError(
+            path, None, "not a COCO detection file: expected a json object with 'images' and 'annotations' lists"
+        )
 
     # Images: id -> row; every image becomes a file entry.
     files: List[str] = []
@@ -117,7 +119,9 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
             cat_names[cat["id"]] = _name(cat.get("name", cat["id"]))
         except (KeyError, TypeError, AttributeError, ValueError):
             problems.bad_file(path, None, f"categories[{i}] needs an 'id' and a string 'name': {_short(cat)}")
-    cat_ids = sorted(cat_names, key=lambda c: (not isinstance(c, (int, float)), c if isinstance(c, (int, float)) else str(c)))
+    cat_ids = sorted(
+        cat_names, key=lambda c: (not isinstance(c, (int, float)), c if isinstance(c, (int, float)) else str(c))
+    )
     cat_index = {c: i for i, c in enumerate(cat_ids)}
 
     anns = doc["annotations"]

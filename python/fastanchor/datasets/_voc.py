@@ -88,7 +88,8 @@ def load_voc(
         remap = np.array([names.setdefault(n, len(names)) for n in chunk["names"]], dtype=np.int64)
         coords.append(np.frombuffer(chunk["coords"], dtype=np.float64).reshape(-1, 4))
         obj_file.append(np.frombuffer(chunk["obj_file"], dtype=np.int32).astype(np.int64) + offset)
-        obj_class.append(remap[np.frombuffer(chunk["obj_class"], dtype=np.int32)] if remap.size else np.zeros(0, np.int64))
+        local_class = np.frombuffer(chunk["obj_class"], dtype=np.int32)
+        obj_class.append(remap[local_class] if remap.size else np.zeros(0, np.int64))
         obj_diff.append(np.frombuffer(chunk["obj_diff"], dtype=np.int8).astype(bool))
         sizes.append(np.frombuffer(chunk["sizes"], dtype=np.float64).reshape(-1, 2))
         offset += len(chunk["sizes"]) // 16

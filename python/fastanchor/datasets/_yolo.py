@@ -102,7 +102,8 @@ def load_yolo(
         shown = ", ".join(orphans[:3]) + (", ..." if len(orphans) > 3 else "")
         message = f"{len(orphans):,} label files have no image and were ignored: {shown}"
         if strict:
-            raise AnnotationError(orphans[0], None, "this label file has no image (looked for " + ", ".join(IMAGE_SUFFIXES[:4]) + ", ...)")
+            looked = ", ".join(IMAGE_SUFFIXES[:4])
+            raise AnnotationError(orphans[0], None, f"this label file has no image (looked for {looked}, ...)")
         problems.notes.append(message)
 
     n_workers = resolve_workers(workers, len(pairs))
@@ -158,7 +159,8 @@ def load_yolo(
     elif cls.size and int(cls.max()) >= len(names):
         j = int(np.argmax(cls >= len(names)))
         problems.bad_file(
-            pairs[item[j]][1], int(line[j]), f"class {int(cls[j])} is out of range: the dataset names {len(names)} classes"
+            pairs[item[j]][1], int(line[j]),
+            f"class {int(cls[j])} is out of range: the dataset names {len(names)} classes",
         )
         bad_items = set(item[cls >= len(names)].tolist())
         skipped_items |= bad_items
@@ -170,7 +172,8 @@ def load_yolo(
     xc, yc, w, h = (xywhn[:, j] for j in range(4))
     W, H = img[:, 0], img[:, 1]
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf (a polygon to inf) is a dropped box, not a warning
-        reason = box_reasons((xc - w / 2) * W, (yc - h / 2) * H, (xc + w / 2) * W, (yc + h / 2) * H, W, H, YOLO_TOLERANCE)
+        x1, y1, x2, y2 = (xc - w / 2) * W, (yc - h / 2) * H, (xc + w / 2) * W, (yc + h / 2) * H
+        reason = box_reasons(x1, y1, x2, y2, W, H, YOLO_TOLERANCE)
     reason[~keep_item[item]] = 0
     bad = np.flatnonzero(reason)
     if bad.size:
@@ -226,7 +229,8 @@ def _resolve(path: str, split: str) -> Tuple[Optional[Tuple[str, ...]], List[Tup
         preferred = [y for y in yamls if os.path.basename(y).lower() in ("data.yaml", "data.yml", "dataset.yaml")]
         if preferred or len(yamls) == 1:
             return _from_yaml((preferred or yamls)[0], split)
-        raise ValueError(f"{path} holds several YAML files ({', '.join(map(os.path.basename, yamls))}): pass the dataset's one")
+        shown = ", ".join(map(os.path.basename, yamls))
+        raise ValueError(f"{path} holds several YAML files ({shown}): pass the dataset's one")
     norm = os.path.normpath(os.path.abspath(path))
     if os.path.isdir(os.path.join(norm, "images")):  # a dataset root
         images_dir = os.path.join(norm, "images", split)
@@ -463,7 +467,10 @@ def _parse_chunk(pairs: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
     }
 
 
-def _parse_labels(text: str) -> Tuple[List[Tuple[int, float, float, float, float]], List[int], Optional[Tuple[int, str]]]:
+Row = Tuple[int, float, float, float, float]
+
+
+def _parse_labels(text: str) -> Tuple[List[Row], List[int], Optional[Tuple[int, str]]]:
     """Rows ``(class, x, y, w, h)`` of a label file, their line numbers, and the first problem
     ``(line, message)`` if any (then the rows are incomplete)."""
     rows = []

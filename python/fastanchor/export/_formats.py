@@ -12,7 +12,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import numpy.typing as npt
 
-from .._fileio import excerpt, sanitize
+from .._fileio import sanitize
 
 #: File suffix -> format name.
 EXPORT_FORMATS = {".yaml": "yolov5", ".yml": "yolov5", ".cfg": "darknet", ".py": "mmdet", ".json": "json"}
