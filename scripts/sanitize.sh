@@ -38,7 +38,9 @@ if [ ! -e "$ASAN_RT" ]; then
 fi
 # The module must really be instrumented, or the run would prove nothing.
 SO=$(find "$VENV" -name '_core*.so' -path '*fastanchor*' | head -n 1)
-if [ -z "$SO" ] || ! ldd "$SO" | grep -q libasan; then
+# (ldd's whole output read before the search: with pipefail, grep -q quitting at its first match
+# could fail the pipeline by a SIGPIPE to ldd.)
+if [ -z "$SO" ] || ! grep -q libasan <<<"$(ldd "$SO")"; then
     echo "sanitize.sh: the installed module (${SO:-not found}) is not built with ASan" >&2
     exit 1
 fi
