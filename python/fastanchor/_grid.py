@@ -3,6 +3,7 @@ centre of every level, compared with the boxes by their IoU."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
@@ -46,11 +47,22 @@ def _grid_inputs(boxes_xyxy: Any, image_wh: Any) -> Tuple[np.ndarray, np.ndarray
     return b, np.ascontiguousarray(img)
 
 
+def _check_cell_counts(levels: List[Tuple[float, np.ndarray]], b: np.ndarray, img: np.ndarray) -> None:
+    # The core counts cells and finds the nearest ones in float64 (no integer conversion, so any
+    # number of cells is fine) but needs every size and coordinate divided by a stride to be finite.
+    reach = max(float(np.abs(b).max()), float(img.max()))
+    for i, (s, _) in enumerate(levels):
+        if not math.isfinite(reach / s):
+            raise ValueError(f"strides[{i}] = {s!r} is too small for these boxes: a coordinate or image size "
+                             f"({reach:g}) divided by it overflows float64")
+
+
 def grid_best_iou(anchors: Any, boxes_xyxy: Any, image_wh: Any, *, strides: Any = (8, 16, 32),
                   n_threads: Optional[int] = None) -> np.ndarray:
     """Best IoU of every box with any anchor placed on the grids (see :func:`grid_recall`); (N,) float64."""
     levels = _grid_levels(anchors, strides)
     b, img = _grid_inputs(boxes_xyxy, image_wh)
+    _check_cell_counts(levels, b, img)
     return _core.grid_best_iou(boxes=b, image_wh=img, levels=levels, n_threads=resolve_threads(n_threads))
 
 
