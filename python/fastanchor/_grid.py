@@ -4,9 +4,10 @@ centre of every level, compared with the boxes by their IoU."""
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._box_iou import as_boxes
@@ -57,9 +58,36 @@ def _check_cell_counts(levels: List[Tuple[float, np.ndarray]], b: np.ndarray, im
                              f"({reach:g}) divided by it overflows float64")
 
 
-def grid_best_iou(anchors: Any, boxes_xyxy: Any, image_wh: Any, *, strides: Any = (8, 16, 32),
-                  n_threads: Optional[int] = None) -> np.ndarray:
-    """Best IoU of every box with any anchor placed on the grids (see :func:`grid_recall`); (N,) float64."""
+def grid_best_iou(
+    anchors: Union[npt.ArrayLike, Sequence[npt.ArrayLike]],
+    boxes_xyxy: npt.ArrayLike,
+    image_wh: npt.ArrayLike,
+    *,
+    strides: Sequence[float] = (8, 16, 32),
+    n_threads: Optional[int] = None,
+) -> npt.NDArray[np.float64]:
+    """Best IoU of every box with any anchor placed on the detector's grids.
+
+    Every anchor of a level is placed at every cell centre of that level, as described in
+    :func:`grid_recall`, and compared with the boxes by :func:`box_iou`.
+
+    Parameters
+    ----------
+    anchors, boxes_xyxy, image_wh, strides, n_threads
+        As in :func:`grid_recall`.
+
+    Returns
+    -------
+    ndarray, shape (N,), float64
+        For every box, the largest IoU with an anchor at any cell of any level. Cells are counted
+        in float64, so any image size and stride work (an image of more than 2^63 cells too).
+
+    Raises
+    ------
+    ValueError
+        When a stride is so small that a coordinate or image size divided by it overflows float64
+        (the message names the stride).
+    """
     levels = _grid_levels(anchors, strides)
     b, img = _grid_inputs(boxes_xyxy, image_wh)
     _check_cell_counts(levels, b, img)
@@ -67,11 +95,11 @@ def grid_best_iou(anchors: Any, boxes_xyxy: Any, image_wh: Any, *, strides: Any 
 
 
 def grid_recall(
-    anchors: Any,
-    boxes_xyxy: Any,
-    image_wh: Any,
+    anchors: Union[npt.ArrayLike, Sequence[npt.ArrayLike]],
+    boxes_xyxy: npt.ArrayLike,
+    image_wh: npt.ArrayLike,
     *,
-    strides: Any = (8, 16, 32),
+    strides: Sequence[float] = (8, 16, 32),
     iou: float = 0.5,
     n_threads: Optional[int] = None,
 ) -> float:
@@ -95,6 +123,13 @@ def grid_recall(
         The levels' strides in pixels.
     iou : float
         The IoU a box needs with some anchor to count as recalled.
+    n_threads : int, optional
+        As in :func:`box_iou`.
+
+    Returns
+    -------
+    float
+        The share of boxes whose :func:`grid_best_iou` is at least ``iou``.
     """
     thr = as_float(iou, "iou")
     return float(np.mean(grid_best_iou(anchors, boxes_xyxy, image_wh, strides=strides, n_threads=n_threads) >= thr))

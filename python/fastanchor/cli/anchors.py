@@ -10,9 +10,15 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ..export._formats import MAX_DECIMALS
 from ._common import (
     DEFAULT_K,
     DEFAULT_LEVELS,
+    MAX_ANCHORS,
+    MAX_GENERATIONS,
+    MAX_LEVELS,
+    MAX_SEED,
+    int_in_range,
     UI,
     YOLOV5_DEFAULT_ANCHORS,
     CLIError,
@@ -20,9 +26,7 @@ from ._common import (
     describe,
     load_dataset,
     metrics_row,
-    non_negative_int,
     parse_strides,
-    positive_int,
     print_levels,
     print_table,
     read_model,
@@ -41,19 +45,25 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
                                     "beside YOLOv5's defaults.")
     add_dataset_options(pa, demo=True)
     a = pa.add_argument_group("anchors")
-    a.add_argument("-k", type=positive_int, help="number of anchors (default 9, or the --model's count)")
+    a.add_argument("-k", type=int_in_range(1, MAX_ANCHORS),
+                   help="number of anchors (default 9, or the --model's count)")
     lv = a.add_mutually_exclusive_group()
-    lv.add_argument("--levels", type=positive_int, help="detection levels, strides 8, 16, 32, ... (default 3)")
+    lv.add_argument("--levels", type=int_in_range(1, MAX_LEVELS),
+                    help="detection levels, strides 8, 16, 32, ... (default 3)")
     lv.add_argument("--strides", type=parse_strides, help="the levels' strides, finest first (e.g. 8,16,32)")
-    a.add_argument("--generations", type=non_negative_int, default=1000, help="evolution generations (default 1000)")
-    a.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0; results are reproducible)")
-    a.add_argument("--anchors", dest="compare", metavar="ANCHORS", help='anchors to compare with, e.g. "10,13, 16,30, 33,23, ..."')
+    a.add_argument("--generations", type=int_in_range(0, MAX_GENERATIONS), default=1000,
+                   help="evolution generations (default 1000)")
+    a.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0,
+                   help="random seed (default 0; results are reproducible)")
+    a.add_argument("--anchors", dest="compare", metavar="ANCHORS",
+                   help='anchors to compare with, e.g. "10,13, 16,30, 33,23, ..."')
     a.add_argument("--model", help="a model file (YOLOv5 .yaml, darknet .cfg, mmdetection .py, .json): its anchors are "
                                     "compared, and --out of the same type writes a copy of it with new anchors")
     a.add_argument("--out", help="write the anchors: .yaml (YOLOv5 model), .cfg (darknet), .py (mmdetection), .json")
-    a.add_argument("--decimals", type=non_negative_int,
+    a.add_argument("--decimals", type=int_in_range(0, MAX_DECIMALS),
                    help="decimal places written (default: whole pixels, as YOLOv5 writes them, unless rounding to them "
-                        f"costs more than {ROUNDING_TOLERANCE:g} fitness, as with tiny anchors: then the fewest that do not)")
+                        f"costs more than {ROUNDING_TOLERANCE:g} fitness, as with tiny anchors: then the fewest that "
+                        "do not)")
     a.add_argument("--plot", metavar="FILE", help="save a PNG of the box sizes with the anchors (needs matplotlib)")
     return pa
 
@@ -72,6 +82,7 @@ def _auto_decimals(levels: Sequence[np.ndarray], wh: np.ndarray, thr: float) -> 
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:
+    """Run ``fastanchor anchors``: load, fit (autoanchor), report and write; returns the exit status."""
     from .. import anchor_fitness, autoanchor, split_levels
     from ..export import dumps_json, export_format, parse_anchor_text, round_anchors, write_anchors
 
@@ -103,7 +114,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     else:
         k = DEFAULT_K if len(strides) == DEFAULT_LEVELS else 3 * len(strides)
     if k % len(strides):
-        raise CLIError(f"-k {k} anchors cannot be split evenly over {len(strides)} levels: use a multiple of {len(strides)}")
+        raise CLIError(f"-k {k} anchors cannot be split evenly over {len(strides)} levels: "
+                       f"use a multiple of {len(strides)}")
     compare = parse_anchor_text(args.compare) if args.compare else None
 
     tmp = None
@@ -113,14 +125,16 @@ def run(args: argparse.Namespace, ui: UI) -> int:
 
             tmp = tempfile.TemporaryDirectory(prefix="fastanchor-demo-")
             path = make_demo(tmp.name, "voc", n_images=1000, seed=0)
-            ui.note(f"demo: wrote 1,000 example images' annotations (COCO-like boxes, 8 classes) as Pascal VOC XML to {path}")
+            ui.note("demo: wrote 1,000 example images' annotations (COCO-like boxes, 8 classes) as Pascal VOC XML "
+                    f"to {path}")
         else:
             path = args.dataset
         ld = load_dataset(args, ui, path, model_img, model_fmt)
     finally:
         if tmp is not None:
             tmp.cleanup()
-    ui.note(f"loaded {len(ld.boxes):,} boxes in {ld.seconds:.2f} s; computing {k} anchors ({args.generations} generations)")
+    ui.note(f"loaded {len(ld.boxes):,} boxes in {ld.seconds:.2f} s; computing {k} anchors "
+            f"({args.generations} generations)")
 
     t0 = time.perf_counter()
     result = autoanchor(ld.wh, k, thr=args.thr, generations=args.generations, seed=args.seed, progress=ui.progress)
@@ -136,18 +150,20 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     rows: List[Tuple[str, Dict[str, float]]] = [
         ("fastanchor", metrics_row(anchor_fitness(written_all, fit_wh, thr=args.thr))),
         ("k-means only", metrics_row(result.kmeans)),
-        ("YOLOv5 default", metrics_row(anchor_fitness(np.array(YOLOV5_DEFAULT_ANCHORS).reshape(-1, 2), fit_wh, thr=args.thr))),
+        ("YOLOv5 default",
+         metrics_row(anchor_fitness(np.array(YOLOV5_DEFAULT_ANCHORS).reshape(-1, 2), fit_wh, thr=args.thr))),
     ]
     if model is not None:
-        rows.append((f"--model {os.path.basename(args.model)}", metrics_row(anchor_fitness(model.anchors, fit_wh, thr=args.thr))))
+        rows.append((f"--model {os.path.basename(args.model)}",
+                     metrics_row(anchor_fitness(model.anchors, fit_wh, thr=args.thr))))
     if compare is not None:
         rows.append(("--anchors", metrics_row(anchor_fitness(compare, fit_wh, thr=args.thr))))
 
     from .. import __version__
 
     ui.print(f"fastanchor {__version__}: {describe(ld)}")
-    ui.print(f"{k} anchors by k-means + {args.generations} generations of evolution (thr {args.thr:g}, seed {args.seed}) "
-             f"in {seconds:.2f} s on {result.n_boxes:,} boxes")
+    ui.print(f"{k} anchors by k-means + {args.generations} generations of evolution (thr {args.thr:g}, "
+             f"seed {args.seed}) in {seconds:.2f} s on {result.n_boxes:,} boxes")
     ui.print()
     size = f"{ld.img_size[0]:g}" if ld.resize == "letterbox" else f"{ld.img_size[0]:g}x{ld.img_size[1]:g}"
     ui.print(f"anchors at img-size {size}, as written (width,height):")
@@ -167,10 +183,13 @@ def run(args: argparse.Namespace, ui: UI) -> int:
             "thr": args.thr,
             "metrics": rows[0][1],
         }
-        fmt = write_anchors(args.out, written, strides, template=template, decimals=args.decimals, header=header, metadata=meta)
-        what = {"yolov5": "YOLOv5 model yaml", "darknet": "darknet cfg", "mmdet": "mmdetection config", "json": "json"}[fmt]
+        fmt = write_anchors(args.out, written, strides, template=template, decimals=args.decimals, header=header,
+                            metadata=meta)
+        what = {"yolov5": "YOLOv5 model yaml", "darknet": "darknet cfg", "mmdet": "mmdetection config",
+                "json": "json"}[fmt]
         ui.print()
-        ui.print(f"wrote {args.out} ({what}{', a copy of ' + template + ' with its anchors replaced' if template else ''})")
+        copy = f", a copy of {template} with its anchors replaced" if template else ""
+        ui.print(f"wrote {args.out} ({what}{copy})")
     if args.plot:
         from ..plot import plot_anchors
 
