@@ -55,7 +55,9 @@ class KMeansResult(Result):
         Lloyd updates performed by the winning run.
     converged : bool
         Whether that run stopped because labels stopped changing (or on ``tol``), rather than
-        on ``max_iter``.
+        on ``max_iter``. Labels count as unchanged only with the anchors in their returned (area)
+        order, which decides exact ties; so with ``tol=0`` a converged result is a fixed point:
+        refitting from ``anchors`` returns the same anchors and labels, after one update.
     """
 
     _summarized = ("labels",)
