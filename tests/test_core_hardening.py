@@ -168,30 +168,40 @@ def test_tie_rule_matches_the_reference_from_any_start(seed, n, k):
 # --- an input changed and restored during the call -------------------------------------------------
 
 
-def test_copy_makes_kmeans_immune_to_a_change_undone_during_the_call():
-    import threading
+class _ChangeAndUndo:
+    """A progress hook that, inside the call, scales half the caller's rows at the first Lloyd
+    step and restores them when the call closes it (before the call's final checksum)."""
 
-    wh = _lognormal_boxes(200_000, seed=5)
+    def __init__(self, x: np.ndarray) -> None:
+        self.x, self.saved = x, x[: len(x) // 2].copy()
+        self.changed = False
+
+    def __call__(self, stage: str, run: int, step: int) -> None:
+        if stage == "lloyd" and not self.changed:
+            self.x[: len(self.x) // 2] *= 3.0
+            self.changed = True
+
+    def close(self) -> None:
+        self.x[: len(self.x) // 2] = self.saved
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_copy_makes_kmeans_immune_to_a_change_undone_during_the_call(monkeypatch, copy):
+    import fastanchor._kmeans as km
+
+    wh = _lognormal_boxes(50_000, seed=5)
     want = fastanchor.kmeans_iou(wh.copy(), 9, seed=0, n_init=1)
     x = wh.copy()
-    started = threading.Event()
-
-    def tamper():
-        saved = x[:100_000].copy()
-        started.wait()
-        for _ in range(20):  # change half the rows, then restore them, again and again
-            x[:100_000] *= 3.0
-            x[:100_000] = saved
-
-    t = threading.Thread(target=tamper)
-    t.start()
-    started.set()
-    try:
-        got = fastanchor.kmeans_iou(x, 9, seed=0, n_init=1, copy=True)
-    finally:
-        t.join()
-    np.testing.assert_array_equal(got.anchors, want.anchors)
-    np.testing.assert_array_equal(got.labels, want.labels)
+    hooks = []
+    monkeypatch.setattr(km, "make_progress", lambda *a, **kw: hooks.append(_ChangeAndUndo(x)) or hooks[-1])
+    got = fastanchor.kmeans_iou(x, 9, seed=0, n_init=1, copy=copy)
+    assert hooks and hooks[0].changed
+    np.testing.assert_array_equal(x, wh)  # restored: the checksum cannot see the change
+    if copy:
+        np.testing.assert_array_equal(got.anchors, want.anchors)
+        np.testing.assert_array_equal(got.labels, want.labels)
+    else:  # the documented limit of the in-place read
+        assert not np.array_equal(got.anchors, want.anchors)
 
 
 def test_copy_gives_the_in_place_result_for_every_dtype():
