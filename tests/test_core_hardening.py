@@ -213,3 +213,21 @@ def test_copy_gives_the_in_place_result_for_every_dtype():
         np.testing.assert_array_equal(a.labels, b.labels)
     with pytest.raises(TypeError, match="copy"):
         fastanchor.kmeans_iou(wh, 5, copy="yes")
+
+
+@pytest.mark.parametrize("k", [12, 80])
+def test_sliced_fitness_batches_equal_the_sequential_search(k):
+    # batch 600: a chunk's candidates (and, with k <= 64, its tiles) are scored in several slices
+    # between check points; the fixed-point sums make the result YOLOv5's sequential search's
+    from fastanchor._validation import resolve_seed
+
+    wh = _lognormal_boxes(6_000, seed=8)
+    anchors = np.exp(np.random.default_rng(9).normal(3.0, 1.0, (k, 2)))
+
+    def fitness(a):
+        return fastanchor.anchor_fitness(a, wh, n_threads=1).fitness
+
+    expected = ref.yolov5_evolve(anchors, wh, generations=600, seed=resolve_seed(5), fitness=fitness)
+    got = fastanchor.evolve_anchors(anchors, wh, generations=600, strategy="yolov5", batch=600, seed=5)
+    np.testing.assert_array_equal(got.anchors, expected["anchors"])
+    np.testing.assert_array_equal(got.history, expected["history"])
