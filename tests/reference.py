@@ -166,6 +166,16 @@ def lloyd(wh, init_anchors, *, update="median", max_iter=300, tol=0.0, sample_we
 
     Returns dict(anchors (k, 2) sorted by sort_anchors, labels int32 (N,),
     avg_iou float, n_iter int, converged bool).
+
+    The rule on ties, and why converged means a fixed point: a box tied between anchors goes to
+    the lowest anchor index (assign), so the order of the anchors decides ties. The labels are
+    taken as repeated (converged) only while the anchors are in sort_anchors' order (area, then
+    width, then index); when they repeat with the anchors in another order, the anchors are put
+    in that order and the iterations go on (within max_iter). So the returned (sorted) anchors
+    are the ones the last assignment used, each anchor with boxes is the median (mean) of its
+    returned labels' boxes, and a refit from the returned anchors returns the same anchors and
+    labels, converged after one update. With tol > 0 a run may stop as converged before its
+    labels repeat: no fixed point is promised then.
     """
     if update not in ("median", "mean"):
         raise ValueError("update must be 'median' or 'mean'")
@@ -183,8 +193,12 @@ def lloyd(wh, init_anchors, *, update="median", max_iter=300, tol=0.0, sample_we
     while True:
         labels, best = assign(anchors, wh)
         if prev is not None and np.array_equal(labels, prev):
-            converged = True
-            break
+            order = np.lexsort((np.arange(k), anchors[:, 0], anchors[:, 0] * anchors[:, 1]))
+            if np.array_equal(order, np.arange(k)):
+                converged = True
+                break
+            anchors = anchors[order]  # assign again in area order (prev stays: the labels change)
+            continue
         if n_iter >= max_iter:
             break
         new = _update_step(anchors, labels, best, wh, wt, update)
@@ -508,6 +522,8 @@ def grid_best_iou(levels, boxes, image_wh):
     rows nearest the box centre 0.5 * (x1 + x2) are tried: i0 = floor(cx / s - 0.5) and i0 + 1,
     clamped to the grid. In exact arithmetic the maximum over all cells is there (the overlap in
     x only shrinks as |dx| grows, the same in y); grid_best_iou_all_cells checks it to rounding.
+    Cell counts and indices are float64 integers (never converted to an integer type), so an
+    image of more than 2^63 cells is handled like any other.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     out = np.zeros(boxes.shape[0])
@@ -515,10 +531,10 @@ def grid_best_iou(levels, boxes, image_wh):
         W, H = image_wh[n]
         cx, cy = 0.5 * (b[0] + b[2]), 0.5 * (b[1] + b[3])
         for s, anchors in levels:
-            nx, ny = max(1, int(np.ceil(W / s))), max(1, int(np.ceil(H / s)))
-            ix, iy = np.floor(cx / s - 0.5), np.floor(cy / s - 0.5)
-            cols = [min(max(ix + d, 0), nx - 1) for d in (0, 1)]
-            rows = [min(max(iy + d, 0), ny - 1) for d in (0, 1)]
+            nx, ny = max(1.0, float(np.ceil(W / s))), max(1.0, float(np.ceil(H / s)))
+            ix, iy = float(np.floor(cx / s - 0.5)), float(np.floor(cy / s - 0.5))
+            cols = [min(max(ix + d, 0.0), nx - 1.0) for d in (0, 1)]
+            rows = [min(max(iy + d, 0.0), ny - 1.0) for d in (0, 1)]
             for w, h in np.asarray(anchors, dtype=np.float64):
                 for i in cols:
                     for j in rows:

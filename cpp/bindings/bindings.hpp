@@ -74,6 +74,13 @@ py::array new_matrix(py::ssize_t n, py::ssize_t m, bool out_float32, Fill&& fill
     return out_float32 ? run(py::array_t<float>({n, m})) : run(py::array_t<double>({n, m}));
 }
 
+// Runs Python's signal handlers (Ctrl-C raises KeyboardInterrupt: thrown as error_already_set).
+// Called with the GIL released, from the thread that called into the module.
+inline void check_signals() {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
 // Lets a long kernel notice Ctrl-C and report progress: between steps it takes the GIL,
 // runs Python's signal handlers (a KeyboardInterrupt propagates as error_already_set) and calls
 // the optional callback(stage, run, step).
@@ -85,6 +92,7 @@ public:
         if (PyErr_CheckSignals() != 0) throw py::error_already_set();
         if (!callback_.is_none()) callback_(stage, run, step);
     }
+    void poll() override { check_signals(); }
 
 private:
     py::object callback_;

@@ -34,10 +34,8 @@ class PyEvolveMonitor final : public fa::EvolveMonitor {
 public:
     PyEvolveMonitor(py::object progress, py::object callback)
         : progress_(std::move(progress)), callback_(std::move(callback)) {}
-    void tick(const char*, int, fa::index_t) override {
-        py::gil_scoped_acquire gil;
-        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-    }
+    void tick(const char*, int, fa::index_t) override { check_signals(); }
+    void poll() override { check_signals(); }
     void progress(int done, double fitness) override {
         if (progress_.is_none()) return;
         py::gil_scoped_acquire gil;

@@ -283,8 +283,9 @@ def evolve_anchors(
 
     Notes
     -----
-    Ctrl-C raises KeyboardInterrupt between two passes (at most ``batch`` generations); the GIL
-    is released while the core runs. The boxes are visited in a spatially sorted order in tiles of
+    Ctrl-C raises KeyboardInterrupt: the core checks for it about every 50 ms of work, inside a
+    pass too (whatever ``batch`` and the number of anchors); the GIL is released while the core
+    runs. The boxes are visited in a spatially sorted order in tiles of
     64, and per tile only the anchors that can hold a box's best ratio are evaluated (about one of
     nine on COCO-like data); the fitness is an exact fixed-point sum, so this changes no bit of it.
     """

@@ -3,6 +3,7 @@ centre of every level, compared with the boxes by their IoU."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -47,6 +48,16 @@ def _grid_inputs(boxes_xyxy: Any, image_wh: Any) -> Tuple[np.ndarray, np.ndarray
     return b, np.ascontiguousarray(img)
 
 
+def _check_cell_counts(levels: List[Tuple[float, np.ndarray]], b: np.ndarray, img: np.ndarray) -> None:
+    # The core counts cells and finds the nearest ones in float64 (no integer conversion, so any
+    # number of cells is fine) but needs every size and coordinate divided by a stride to be finite.
+    reach = max(float(np.abs(b).max()), float(img.max()))
+    for i, (s, _) in enumerate(levels):
+        if not math.isfinite(reach / s):
+            raise ValueError(f"strides[{i}] = {s!r} is too small for these boxes: a coordinate or image size "
+                             f"({reach:g}) divided by it overflows float64")
+
+
 def grid_best_iou(
     anchors: Union[npt.ArrayLike, Sequence[npt.ArrayLike]],
     boxes_xyxy: npt.ArrayLike,
@@ -68,10 +79,18 @@ def grid_best_iou(
     Returns
     -------
     ndarray, shape (N,), float64
-        For every box, the largest IoU with an anchor at any cell of any level.
+        For every box, the largest IoU with an anchor at any cell of any level. Cells are counted
+        in float64, so any image size and stride work (an image of more than 2^63 cells too).
+
+    Raises
+    ------
+    ValueError
+        When a stride is so small that a coordinate or image size divided by it overflows float64
+        (the message names the stride).
     """
     levels = _grid_levels(anchors, strides)
     b, img = _grid_inputs(boxes_xyxy, image_wh)
+    _check_cell_counts(levels, b, img)
     return _core.grid_best_iou(boxes=b, image_wh=img, levels=levels, n_threads=resolve_threads(n_threads))
 
 

@@ -48,6 +48,10 @@ public:
         (void)run;
         (void)step;
     }
+    // Checks for an interrupt only (no progress report): called on the calling thread every
+    // kPollInterval or so while an operation runs under a PollScope (parallel.hpp), possibly
+    // inside a parallel region. May throw to stop the operation.
+    virtual void poll() {}
 };
 
 inline Monitor& null_monitor() {

@@ -152,6 +152,7 @@ struct SearchState {
 inline EvolveOutput evolve_anchors(const double* wh, const double* weights, index_t n, const double* init, int k,
                                    const EvolveOptions& o, EvolveMonitor& mon) {
     if (n <= 0 || k <= 0) throw std::invalid_argument("evolve_anchors: need boxes and anchors");
+    const PollScope poll(mon);  // mon.poll() at check points, every kPollInterval of work
     const TiledBoxes T = TiledBoxes::make(wh, weights, n, o.n_threads);
     Rng rng(derive_seed(o.seed, fitdetail::kEvolveStream));
     const int batch = std::max(1, o.batch);

@@ -158,7 +158,9 @@ FASTANCHOR_CLONES void best_iou_fixed(const double* __restrict w, const double* 
 inline void best_iou_range(const double* w, const double* h, const double* a, index_t n, const double* aw,
                            const double* ah, const double* aa, int k, double* out) {
     if (with_fixed_k(k, [&](auto K) { best_iou_fixed<decltype(K)::value>(w, h, a, n, aw, ah, aa, out); })) return;
-    for (index_t i = 0; i < n; ++i) assign_exact(w[i], h[i], a[i], aw, ah, aa, k, out + i);
+    checked_slices(n, k, [&](index_t b, index_t e) {
+        for (index_t i = b; i < e; ++i) assign_exact(w[i], h[i], a[i], aw, ah, aa, k, out + i);
+    });
 }
 
 // Labels of n boxes (w, h, a) against k anchors written to out[0, n): highest IoU, lowest anchor
@@ -169,7 +171,9 @@ inline void assign_rows(const double* w, const double* h, const double* a, index
         for (index_t i = 0; i < n; ++i)
             if (out[i] < 0) out[i] = assign_exact(w[i], h[i], a[i], aw, ah, aa, k);
     } else {
-        for (index_t i = 0; i < n; ++i) out[i] = assign_exact(w[i], h[i], a[i], aw, ah, aa, k);
+        checked_slices(n, k, [&](index_t b, index_t e) {
+            for (index_t i = b; i < e; ++i) out[i] = assign_exact(w[i], h[i], a[i], aw, ah, aa, k);
+        });
     }
 }
 

@@ -27,9 +27,13 @@ struct GridLevel {
     std::vector<double> w, h;
 };
 
-inline double cell_center(double stride, index_t i) { return (static_cast<double>(i) + 0.5) * stride; }
+// The centre of the cell whose (integer-valued) index is i.
+inline double cell_center(double stride, double i) { return (i + 0.5) * stride; }
 
-// Best IoU of every box with any anchor of any level on its image's grids.
+// Best IoU of every box with any anchor of any level on its image's grids. Cell indices and
+// counts stay in double (integers there, exact up to 2^53): an image may hold more cells than any
+// integer type counts, and no index is ever needed as an integer. Beyond 2^53 cells the nearest
+// columns are found to within the rounding of cx / s (a relative 2^-52 of the box's position).
 inline void grid_best_iou(const CornerSet& boxes, const double* image_wh, const std::vector<GridLevel>& levels,
                           double* out, int n_threads) {
     for_each_chunk(boxes.size(), n_threads, [&](index_t, index_t b, index_t e) {
@@ -39,15 +43,12 @@ inline void grid_best_iou(const CornerSet& boxes, const double* image_wh, const 
             double best = 0.0;
             for (const GridLevel& L : levels) {
                 const double s = L.stride;
-                const index_t nx = std::max<index_t>(1, static_cast<index_t>(std::ceil(W / s)));
-                const index_t ny = std::max<index_t>(1, static_cast<index_t>(std::ceil(H / s)));
+                const double nx = std::max(1.0, std::ceil(W / s)), ny = std::max(1.0, std::ceil(H / s));
                 const double tx = std::floor(cx / s - 0.5), ty = std::floor(cy / s - 0.5);
-                index_t cols[2], rows[2];
+                double cols[2], rows[2];
                 for (int d = 0; d < 2; ++d) {
-                    const double fx = std::min(std::max(tx + d, 0.0), static_cast<double>(nx - 1));
-                    const double fy = std::min(std::max(ty + d, 0.0), static_cast<double>(ny - 1));
-                    cols[d] = static_cast<index_t>(fx);
-                    rows[d] = static_cast<index_t>(fy);
+                    cols[d] = std::min(std::max(tx + d, 0.0), nx - 1.0);
+                    rows[d] = std::min(std::max(ty + d, 0.0), ny - 1.0);
                 }
                 const index_t k = static_cast<index_t>(L.w.size());
                 for (index_t a = 0; a < k; ++a) {

@@ -300,10 +300,15 @@ inline void fitness_batch(const TiledBoxes& T, const RatioAnchors* candidates, i
     std::vector<std::int64_t> all_acc(pruned ? threads * lanes : 0);
     for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
         std::int64_t* out_c = part.data() + static_cast<std::size_t>(c) * count;
+        // (Check points between candidates and between slices of tiles: a chunk of many large
+        // candidates is a lot of work.)
+        const index_t k = candidates[0].k;
         if (!pruned) {
-            for (int s = 0; s < count; ++s)
-                out_c[s] = weighted ? fitdetail::plain_sum<true>(T.boxes, b, e, candidates[s], th)
-                                    : fitdetail::plain_sum<false>(T.boxes, b, e, candidates[s], th);
+            checked_slices(count, (e - b) * k, [&](index_t s0, index_t s1) {
+                for (index_t s = s0; s < s1; ++s)
+                    out_c[s] = weighted ? fitdetail::plain_sum<true>(T.boxes, b, e, candidates[s], th)
+                                        : fitdetail::plain_sum<false>(T.boxes, b, e, candidates[s], th);
+            });
             return;
         }
         const index_t q0 = b / fitdetail::kTile, q1 = (e + fitdetail::kTile - 1) / fitdetail::kTile;
@@ -312,15 +317,22 @@ inline void fitness_batch(const TiledBoxes& T, const RatioAnchors* candidates, i
         std::uint8_t* sures = all_sures.data() + t * tiles;
         std::int64_t* acc = all_acc.data() + t * lanes;
         std::fill(acc, acc + lanes, std::int64_t{0});
-        for (int s = 0; s < count; ++s) {
-            const std::size_t at = static_cast<std::size_t>(s) * fitdetail::kTilesPerChunk;
-            fitdetail::tile_masks(T, q0, q1, candidates[s], th, masks + at, sures + at);
-        }
+        checked_slices(count, (e - b) * k, [&](index_t s0, index_t s1) {
+            for (index_t s = s0; s < s1; ++s) {
+                const std::size_t at = static_cast<std::size_t>(s) * fitdetail::kTilesPerChunk;
+                fitdetail::tile_masks(T, q0, q1, candidates[s], th, masks + at, sures + at);
+            }
+        });
         for (int s = 0; s < count; ++s) out_c[s] = 0;
-        if (weighted)
-            fitdetail::tiled_sums<true>(T, q0, q1, candidates, count, th, masks, sures, acc, out_c);
-        else
-            fitdetail::tiled_sums<false>(T, q0, q1, candidates, count, th, masks, sures, acc, out_c);
+        // Integer sums: slicing the tiles changes no total.
+        checked_slices(q1 - q0, fitdetail::kTile * count, [&](index_t u0, index_t u1) {
+            if (weighted)
+                fitdetail::tiled_sums<true>(T, q0 + u0, q0 + u1, candidates, count, th, masks + u0, sures + u0, acc,
+                                            out_c);
+            else
+                fitdetail::tiled_sums<false>(T, q0 + u0, q0 + u1, candidates, count, th, masks + u0, sures + u0, acc,
+                                             out_c);
+        });
         for (int s = 0; s < count; ++s)
             for (int l = 0; l < fitdetail::kLanes; ++l)
                 out_c[s] += acc[static_cast<std::size_t>(s) * fitdetail::kLanes + l];

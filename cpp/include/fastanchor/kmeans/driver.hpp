@@ -108,6 +108,14 @@ struct RunResult {
 // Lloyd iterations from `init`: assign; stop when the labels repeat; else update (at most
 // max_iter updates). With tol > 0, also stop once no anchor moved by more than tol relatively,
 // after one last assignment.
+//
+// Converged means a fixed point of the returned anchors: labels repeat only with the anchors in
+// area order (area_order). Ties go to the lowest anchor index, so the order decides where a box
+// tied between two anchors goes; were the anchors converged in another order, the result, sorted
+// by area, would assign such boxes elsewhere and its anchors would not be the medians (means) of
+// their boxes. So when the labels repeat with the anchors out of order, the anchors are put in
+// area order and the iterations go on (within max_iter): refitting from a converged result
+// returns it again, converged after one update.
 inline RunResult lloyd(const Problem& p, const WhSet& init, const KMeansOptions& o, Monitor& mon, int run) {
     const int k = static_cast<int>(init.size());
     RunResult r;
@@ -117,8 +125,17 @@ inline RunResult lloyd(const Problem& p, const WhSet& init, const KMeansOptions&
             const index_t changed = ll.assign(r.anchors);
             mon.tick("lloyd", run, r.n_iter);
             if (r.n_iter > 0 && changed == 0) {
-                r.converged = true;
-                break;
+                const std::vector<int> order = area_order(r.anchors.w, r.anchors.a, k);
+                bool sorted = true;
+                for (int j = 0; j < k; ++j) sorted = sorted && order[j] == j;
+                if (sorted) {
+                    r.converged = true;
+                    break;
+                }
+                WhSet in_order(k);
+                for (int j = 0; j < k; ++j) in_order.set(j, r.anchors.w[order[j]], r.anchors.h[order[j]]);
+                r.anchors = std::move(in_order);
+                continue;  // assign again with the anchors in area order
             }
             if (r.n_iter >= o.max_iter) break;
             WhSet next = ll.update(r.anchors);
@@ -148,6 +165,7 @@ inline RunResult lloyd(const Problem& p, const WhSet& init, const KMeansOptions&
 inline KMeansOutput kmeans_iou(BoxRows rows, const double* weights, index_t n, const KMeansOptions& o,
                                const double* init_anchors, Monitor& mon, std::int32_t* labels = nullptr) {
     if (n <= 0 || o.k <= 0 || o.k > n) throw std::invalid_argument("kmeans_iou: need 0 < k <= n");
+    const PollScope poll(mon);  // mon.poll() at check points, every kPollInterval of work
     const Problem p = Problem::make(rows, weights, n, needs_orders(weights, o.k, o.update), o.n_threads);
     RunResult best;
     int best_run = 0;
