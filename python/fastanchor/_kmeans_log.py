@@ -4,26 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Optional, Union
 
-import numpy as np
-
 from . import _core
-from ._kmeans import DEFAULT_N_INIT, KMeansResult
+from ._kmeans import KMeansResult, _fit_inputs
 from ._progress import make_progress
-from ._validation import (
-    INT_MAX,
-    SeedLike,
-    as_float,
-    as_int,
-    as_weights,
-    as_wh,
-    as_wh_rows,
-    distinct_rows_at_least,
-    resolve_seed,
-    resolve_threads,
-    unchanged_since,
-)
-
-_INITS = ("k-means++", "random")
+from ._validation import SeedLike, as_int, as_weights, as_wh_rows, unchanged_since
 
 
 def kmeans_log(
@@ -112,45 +96,14 @@ def kmeans_log(
     k = as_int(k, "k", minimum=1)
     weights = as_weights(sample_weight, n)
 
-    init_anchors = None
-    if isinstance(init, str):
-        if init not in _INITS:
-            raise ValueError(f"init must be one of {_INITS} or an array of shape (k, 2), got {init!r}")
-        init_name = init
-        n_init = DEFAULT_N_INIT if n_init is None else as_int(n_init, "n_init", minimum=1, maximum=INT_MAX)
-    else:
-        init_anchors = as_wh(init, "init")
-        if init_anchors.shape[0] != k:
-            raise ValueError(f"init has {init_anchors.shape[0]} anchors but k={k}")
-        init_name = "given"
-        if n_init is not None and as_int(n_init, "n_init", minimum=1, maximum=INT_MAX) != 1:
-            raise ValueError(f"n_init must be 1 when init is an array (it is deterministic), got {n_init}")
-        n_init = 1
-    max_iter = as_int(max_iter, "max_iter", minimum=0, maximum=INT_MAX)
-    tol = as_float(tol, "tol")
-    if tol < 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
-    threads = resolve_threads(n_threads)
-    core_seed = resolve_seed(seed)
+    f = _fit_inputs(boxes, weights, k, init, n_init, max_iter, tol, n_threads, seed)
+    threads, positive = f.threads, f.positive
 
-    # As in kmeans_iou: zero-weight boxes are labelled after the fit; equal weights are no weights.
-    fit_boxes, fit_weights, positive = boxes, weights, None
-    if weights is not None and not (weights > 0).all():
-        positive = weights > 0
-        fit_boxes = np.ascontiguousarray(boxes[positive])
-        fit_weights = np.ascontiguousarray(weights[positive])
-    if fit_weights is not None and (fit_weights == fit_weights[0]).all():
-        fit_weights = None
-    distinct = distinct_rows_at_least(fit_boxes, k)
-    if k > distinct:
-        what = "distinct boxes with positive weight" if weights is not None else "distinct boxes"
-        raise ValueError(f"k={k} is larger than the number of {what} ({distinct})")
-
-    bar = make_progress(progress, n_init, "kmeans_log")
+    bar = make_progress(progress, f.n_init, "kmeans_log")
     try:
         out = _core.kmeans_log(
-            wh=fit_boxes, weights=fit_weights, k=k, init=init_name, init_anchors=init_anchors, n_init=n_init,
-            max_iter=max_iter, tol=tol, seed=core_seed, n_threads=threads, callback=bar,
+            wh=f.fit_boxes, weights=f.fit_weights, k=k, init=f.init_name, init_anchors=f.init_anchors,
+            n_init=f.n_init, max_iter=f.max_iter, tol=f.tol, seed=f.core_seed, n_threads=threads, callback=bar,
         )
     finally:
         if bar is not None:
