@@ -589,8 +589,9 @@ def kmeans_log(wh, init_anchors, *, max_iter=300, tol=0.0, sample_weight=None):
     Every box goes to the nearest anchor in log space (lowest anchor index on an exact tie); every
     anchor whose boxes have positive total weight moves to their weighted mean log (the weighted
     geometric mean per side), computed exactly as described above; an anchor without boxes stays
-    where it is (with its given value; a moved anchor is the math.exp of its log). Stops when no label changes, after ``max_iter`` updates, or (tol > 0) once no log
-    anchor moved by more than ``tol`` (after one last assignment).
+    where it is (with its given value; a moved anchor is the math.exp of its log). Stops when no
+    label changes, after ``max_iter`` updates, or (tol > 0) once no log anchor moved by more than
+    ``tol`` (after one last assignment).
 
     Returns a dict: ``log_anchors`` (k, 2) in the initial order, ``anchors`` (k, 2), ``labels``
     (N,), ``n_iter``, ``converged``.

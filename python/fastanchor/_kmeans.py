@@ -36,14 +36,15 @@ _INITS = ("k-means++", "random")
 
 @dataclass(frozen=True)
 class KMeansResult:
-    """The outcome of :func:`kmeans_iou`.
+    """The outcome of :func:`kmeans_iou` or :func:`kmeans_log`.
 
     Attributes
     ----------
     anchors : ndarray (k, 2) float64
         Anchor widths and heights, sorted by area ascending (ties by width).
     labels : ndarray (N,) int32
-        For every box, the index of its anchor in ``anchors`` (highest IoU, lowest index on ties).
+        For every box, the index of its anchor in ``anchors`` (highest IoU for kmeans_iou, nearest in
+        log space for kmeans_log; lowest index on ties).
     avg_iou : float
         Weighted mean over boxes of the best IoU with the anchors.
     n_iter : int

@@ -85,8 +85,10 @@ struct LogProblem {
             if (!(wmax > 0.0)) throw std::invalid_argument("kmeans_log: weights must be positive");
             const int s = kWeightBits - 1 - std::ilogb(wmax);
             p.wq.resize(n);
-            for (index_t i = 0; i < n; ++i)
-                p.wq[i] = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::nearbyint(std::ldexp(weights[i], s))));
+            for (index_t i = 0; i < n; ++i) {
+                const auto units = static_cast<std::int64_t>(std::nearbyint(std::ldexp(weights[i], s)));
+                p.wq[i] = std::max<std::int64_t>(1, units);
+            }
         }
         return p;
     }
