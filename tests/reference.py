@@ -9,6 +9,7 @@ Boxes and anchors are arrays of shape (n, 2) holding (width, height).
 """
 
 import itertools
+import math
 
 import numpy as np
 
@@ -558,3 +559,92 @@ def grid_best_iou_all_cells(levels, boxes, image_wh):
                 cells = np.stack([X - 0.5 * w, Y - 0.5 * h, X + 0.5 * w, Y + 0.5 * h], 1)
                 out[n] = max(out[n], box_iou(b[None], cells).max())
     return out
+
+
+# --- k-means in log space (fastanchor.kmeans_log) -------------------------------------------------
+# The contract of cpp/include/fastanchor/kmeans/log_space.hpp, bit for bit: logs by math.log per
+# element (the C library's log, as the core's std::log; numpy's vectorized np.log may differ in the
+# last bit on some CPUs), each log rounded half to even to a multiple of 2^-LOG_FRAC_BITS, integer
+# weights, exact integer sums, one rounding of each sum to float and one division.
+
+LOG_FRAC_BITS = 40
+LOG_WEIGHT_BITS = 40
+
+
+def log_rows(wh):
+    """(N, 2) float64 logs of (N, 2) positive rows, element by element with math.log."""
+    a = np.asarray(wh, dtype=np.float64).reshape(-1, 2)
+    return np.array([[math.log(w), math.log(h)] for w, h in a.tolist()], dtype=np.float64).reshape(-1, 2)
+
+
+def log_fixed(logs):
+    """Python ints round(ldexp(log, LOG_FRAC_BITS)) (half to even), as nested lists."""
+    return [[round(math.ldexp(x, LOG_FRAC_BITS)) for x in row] for row in np.asarray(logs).tolist()]
+
+
+def log_int_weights(sample_weight, n):
+    """Integer weights: 1 each for None, else max(1, round(ldexp(w, s))) with the largest weight in
+    [2^(LOG_WEIGHT_BITS - 1), 2^LOG_WEIGHT_BITS)."""
+    if sample_weight is None:
+        return [1] * n
+    wt = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    s = LOG_WEIGHT_BITS - 1 - (math.frexp(float(wt.max()))[1] - 1)
+    return [max(1, round(math.ldexp(w, s))) for w in wt.tolist()]
+
+
+def log_dist(log_anchors, logs):
+    """(N, k) squared distances in log space: dw * dw + dh * dh (the core's operation order)."""
+    dw = logs[:, None, 0] - log_anchors[None, :, 0]
+    dh = logs[:, None, 1] - log_anchors[None, :, 1]
+    return dw * dw + dh * dh
+
+
+def kmeans_log(wh, init_anchors, *, max_iter=300, tol=0.0, sample_weight=None):
+    """Lloyd's k-means with the squared distance in log space, from the given initial anchors.
+
+    Every box goes to the nearest anchor in log space (lowest anchor index on an exact tie); every
+    anchor whose boxes have positive total weight moves to their weighted mean log (the weighted
+    geometric mean per side), computed exactly as described above; an anchor without boxes stays
+    where it is (with its given value; a moved anchor is the math.exp of its log). Stops when no
+    label changes, after ``max_iter`` updates, or (tol > 0) once no log anchor moved by more than
+    ``tol`` (after one last assignment).
+
+    Returns a dict: ``log_anchors`` (k, 2) in the initial order, ``anchors`` (k, 2), ``labels``
+    (N,), ``n_iter``, ``converged``.
+    """
+    logs = log_rows(wh)
+    q = log_fixed(logs)
+    wq = log_int_weights(sample_weight, logs.shape[0])
+    anchors = np.array(init_anchors, dtype=np.float64).reshape(-1, 2)
+    la = log_rows(anchors)
+    k = la.shape[0]
+    labels = np.argmin(log_dist(la, logs), axis=1)
+    n_iter, converged = 0, False
+    while n_iter < max_iter:
+        shift = 0.0
+        for j in range(k):
+            idx = np.flatnonzero(labels == j).tolist()
+            total = sum(wq[i] for i in idx)
+            if total <= 0:
+                continue
+            for c in range(2):
+                m = math.ldexp(float(sum(wq[i] * q[i][c] for i in idx)) / float(total), -LOG_FRAC_BITS)
+                shift = max(shift, abs(m - la[j, c]))
+                la[j, c] = m
+                anchors[j, c] = math.exp(m)
+        n_iter += 1
+        new = np.argmin(log_dist(la, logs), axis=1)
+        if tol > 0 and shift <= tol:
+            labels, converged = new, True
+            break
+        if np.array_equal(new, labels):
+            converged = True
+            break
+        labels = new
+    return {"log_anchors": la, "anchors": anchors, "labels": labels, "n_iter": n_iter, "converged": converged}
+
+
+def log_inertia(log_anchors, wh, sample_weight=None):
+    """sum(weight * min_j d(box, anchor j)) in log space (float64; summation order unspecified)."""
+    d = log_dist(np.asarray(log_anchors, dtype=np.float64), log_rows(wh)).min(1)
+    return float((_weights(sample_weight, d.shape[0]) * d).sum())

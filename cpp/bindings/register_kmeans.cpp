@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "bindings.hpp"
 #include "fastanchor/iou.hpp"
@@ -150,6 +151,73 @@ py::dict kmeans_iou(const py::array& wh, const py::object& weights, int k, const
     return d;
 }
 
+// The log-space fit (fastanchor::kmeans_log): anchors (sorted), their logs, labels, inertia.
+py::dict kmeans_log(const py::array& wh, const py::object& weights, int k, const std::string& init,
+                    const py::object& init_anchors, int n_init, int max_iter, double tol, std::uint64_t seed,
+                    int n_threads, py::object callback) {
+    const int init_kind = choice(init, "init", {"k-means++", "random", "given"});
+    py::object keep;
+    const fa::BoxRows rows = box_rows(wh, keep);
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    if (k < 1 || k > n) throw py::value_error("k must be in [1, len(wh)]");
+    Array wt, ia;
+    const double* wptr = weights_of(weights, wh.shape(0), wt);
+    const double* iptr = nullptr;
+    if (init_kind == 2) {
+        if (init_anchors.is_none()) throw py::value_error("init 'given' needs init_anchors");
+        ia = init_anchors.cast<Array>();
+        check_rows(ia, "init_anchors", 2, k);
+        iptr = ia.data();
+    }
+    PyMonitor mon(std::move(callback));
+    fa::LogKMeansOutput r;
+    {
+        py::gil_scoped_release release;
+        r = fa::kmeans_log(rows, wptr, n, k, init_kind, iptr, n_init, max_iter, tol, seed, n_threads, mon);
+    }
+    py::array_t<double> anchors({static_cast<py::ssize_t>(k), py::ssize_t{2}});
+    py::array_t<double> logs({static_cast<py::ssize_t>(k), py::ssize_t{2}});
+    auto A = anchors.mutable_unchecked<2>();
+    auto L = logs.mutable_unchecked<2>();
+    for (int j = 0; j < k; ++j) {
+        A(j, 0) = r.anchors.w[j];
+        A(j, 1) = r.anchors.h[j];
+        L(j, 0) = r.log_w[j];
+        L(j, 1) = r.log_h[j];
+    }
+    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
+    std::copy(r.labels.begin(), r.labels.end(), labels.mutable_data());
+    py::dict d;
+    d["anchors"] = anchors;
+    d["log_anchors"] = logs;
+    d["labels"] = labels;
+    d["inertia"] = r.inertia;
+    d["n_iter"] = r.n_iter;
+    d["converged"] = r.converged;
+    d["best_run"] = r.best_run;
+    return d;
+}
+
+// Labels of wh by the nearest log anchor (fastanchor::log_assign).
+py::array_t<std::int32_t> log_assign(const Array& log_anchors, const py::array& wh, int n_threads) {
+    check_rows(log_anchors, "log_anchors", 2);
+    check_least(log_anchors, "log_anchors", 1);
+    py::object keep;
+    const fa::BoxRows rows = box_rows(wh, keep);
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const auto k = static_cast<std::size_t>(log_anchors.shape(0));
+    std::vector<double> aw(k), ah(k);
+    for (std::size_t j = 0; j < k; ++j) {
+        aw[j] = log_anchors.data()[2 * j];
+        ah[j] = log_anchors.data()[2 * j + 1];
+    }
+    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
+    std::int32_t* ptr = labels.mutable_data();
+    py::gil_scoped_release release;
+    fa::log_assign(rows, n, aw, ah, ptr, n_threads);
+    return labels;
+}
+
 // For tests: lloyd_step over the chunks [bounds[c], bounds[c + 1]) of wh (unit weights), the
 // chunks' partials merged in the order `order` (a permutation of the chunks). Returns the labels
 // and, for "mean", the counts and means; for "median", the counts and the histograms of the
@@ -224,6 +292,10 @@ void register_kmeans(py::module_& m) {
     m.def("kmeans_iou", &kmeans_iou, py::arg("wh"), py::arg("weights"), py::arg("k"), py::arg("init"),
           py::arg("init_anchors"), py::arg("update"), py::arg("n_init"), py::arg("max_iter"), py::arg("tol"),
           py::arg("seed"), py::arg("n_threads"), py::arg("callback"));
+    m.def("kmeans_log", &kmeans_log, py::arg("wh"), py::arg("weights"), py::arg("k"), py::arg("init"),
+          py::arg("init_anchors"), py::arg("n_init"), py::arg("max_iter"), py::arg("tol"), py::arg("seed"),
+          py::arg("n_threads"), py::arg("callback"));
+    m.def("log_assign", &log_assign, py::arg("log_anchors"), py::arg("wh"), py::arg("n_threads"));
     m.def("_lloyd_step_chunks", &lloyd_step_chunks, py::arg("wh"), py::arg("anchors"), py::arg("mode"),
           py::arg("bounds"), py::arg("order"), py::arg("key_lo"), py::arg("shift"), py::arg("bins"));
     m.def("lloyd_trace", &lloyd_trace, py::arg("wh"), py::arg("weights"), py::arg("sets"), py::arg("update"),

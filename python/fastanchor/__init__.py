@@ -30,6 +30,7 @@ from ._evolve import AutoAnchorResult, EvolveResult, autoanchor, evolve_anchors
 from ._fitness import CheckResult, FitnessResult, anchor_fitness, check_anchors, split_levels
 from ._iou import avg_iou, wh_iou
 from ._kmeans import DEFAULT_N_INIT, KMeansResult, kmeans_iou
+from ._kmeans_log import kmeans_log
 from ._grid import grid_best_iou, grid_recall
 from ._matching import decode, encode, match_priors
 from ._priors import ssd_default_boxes, tf_anchor_generator
@@ -58,6 +59,7 @@ __all__ = [
     "encode",
     "evolve_anchors",
     "grid_best_iou",
+    "kmeans_log",
     "grid_recall",
     "kmeans_iou",
     "match_priors",

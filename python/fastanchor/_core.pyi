@@ -34,6 +34,24 @@ def kmeans_iou(
     n_threads: int,
     callback: Optional[Callable[[str, int, int], Any]],
 ) -> dict[str, Any]: ...
+def kmeans_log(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    weights: Optional[npt.NDArray[np.float64]],
+    k: int,
+    init: str,
+    init_anchors: Optional[npt.NDArray[np.float64]],
+    n_init: int,
+    max_iter: int,
+    tol: float,
+    seed: int,
+    n_threads: int,
+    callback: Optional[Callable[[str, int, int], Any]],
+) -> dict[str, Any]: ...
+def log_assign(
+    log_anchors: npt.NDArray[np.float64],
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    n_threads: int,
+) -> npt.NDArray[np.int32]: ...
 def lloyd_trace(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
     weights: Optional[npt.NDArray[np.float64]],

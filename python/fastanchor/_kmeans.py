@@ -38,7 +38,7 @@ _INITS = ("k-means++", "random")
 
 @dataclass(frozen=True, eq=False, repr=False)
 class KMeansResult(Result):
-    """The outcome of :func:`kmeans_iou`.
+    """The outcome of :func:`kmeans_iou` or :func:`kmeans_log`.
 
     Immutable, with read-only arrays, and compared by identity (so hashable).
     The repr shows ``labels`` by its shape.
@@ -48,7 +48,8 @@ class KMeansResult(Result):
     anchors : ndarray (k, 2) float64
         Anchor widths and heights, sorted by area ascending (ties by width).
     labels : ndarray (N,) int32
-        For every box, the index of its anchor in ``anchors`` (highest IoU, lowest index on ties).
+        For every box, the index of its anchor in ``anchors`` (highest IoU for kmeans_iou, nearest in
+        log space for kmeans_log; lowest index on ties).
     avg_iou : float
         Weighted mean over boxes of the best IoU with the anchors.
     n_iter : int
@@ -67,6 +68,67 @@ class KMeansResult(Result):
     avg_iou: float
     n_iter: int
     converged: bool
+
+
+@dataclass(frozen=True)
+class _FitInputs:
+    """The checked arguments of a k-means fit (shared by kmeans_iou and kmeans_log)."""
+
+    init_name: str
+    init_anchors: Optional[np.ndarray]
+    n_init: int
+    max_iter: int
+    tol: float
+    threads: int
+    core_seed: int
+    fit_boxes: np.ndarray
+    fit_weights: Optional[np.ndarray]
+    positive: Optional[np.ndarray]
+
+
+def _fit_inputs(
+    boxes: np.ndarray, weights: Optional[np.ndarray], k: int, init: Any, n_init: Any, max_iter: Any, tol: Any,
+    n_threads: Any, seed: SeedLike,
+) -> _FitInputs:
+    """Validates the options of a fit; the boxes it fits (zero-weight boxes are labelled after it)."""
+    init_anchors = None
+    if isinstance(init, str):
+        if init not in _INITS:
+            raise ValueError(f"init must be one of {_INITS} or an array of shape (k, 2), got {init!r}")
+        init_name = init
+        n_init = DEFAULT_N_INIT if n_init is None else as_int(n_init, "n_init", minimum=1, maximum=INT_MAX)
+    else:
+        init_anchors = as_wh(init, "init")
+        if init_anchors.shape[0] != k:
+            raise ValueError(f"init has {init_anchors.shape[0]} anchors but k={k}")
+        init_name = "given"
+        if n_init is not None and as_int(n_init, "n_init", minimum=1, maximum=INT_MAX) != 1:
+            raise ValueError(f"n_init must be 1 when init is an array (it is deterministic), got {n_init}")
+        n_init = 1
+    max_iter = as_int(max_iter, "max_iter", minimum=0, maximum=INT_MAX)
+    tol = as_float(tol, "tol")
+    if tol < 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    threads = resolve_threads(n_threads)
+    core_seed = resolve_seed(seed)
+
+    # Zero-weight boxes take no part in the fit; they are labelled against the final anchors.
+    fit_boxes, fit_weights, positive = boxes, weights, None
+    if weights is not None and not (weights > 0).all():
+        positive = weights > 0
+        fit_boxes = np.ascontiguousarray(boxes[positive])
+        fit_weights = np.ascontiguousarray(weights[positive])
+    # Only the ratios of the weights matter: equal weights are no weights, and are fitted by the
+    # same code, so that sample_weight=np.ones(N), with or without zero-weight boxes beside,
+    # gives exactly the unweighted result.
+    if fit_weights is not None and (fit_weights == fit_weights[0]).all():
+        fit_weights = None
+    distinct = distinct_rows_at_least(fit_boxes, k)
+    if k > distinct:
+        what = "distinct boxes with positive weight" if weights is not None else "distinct boxes"
+        raise ValueError(f"k={k} is larger than the number of {what} ({distinct})")
+    return _FitInputs(init_name, init_anchors, n_init, max_iter, tol, threads, core_seed, fit_boxes, fit_weights,
+                      positive)
 
 
 def kmeans_iou(
@@ -160,42 +222,10 @@ def kmeans_iou(
     else:
         raise ValueError(f"update must be one of {_UPDATES}, got {update!r}")
 
-    init_anchors = None
-    if isinstance(init, str):
-        if init not in _INITS:
-            raise ValueError(f"init must be one of {_INITS} or an array of shape (k, 2), got {init!r}")
-        init_name = init
-        n_init = DEFAULT_N_INIT if n_init is None else as_int(n_init, "n_init", minimum=1, maximum=INT_MAX)
-    else:
-        init_anchors = as_wh(init, "init")
-        if init_anchors.shape[0] != k:
-            raise ValueError(f"init has {init_anchors.shape[0]} anchors but k={k}")
-        init_name = "given"
-        if n_init is not None and as_int(n_init, "n_init", minimum=1, maximum=INT_MAX) != 1:
-            raise ValueError(f"n_init must be 1 when init is an array (it is deterministic), got {n_init}")
-        n_init = 1
-    max_iter = as_int(max_iter, "max_iter", minimum=0, maximum=INT_MAX)
-    tol = as_float(tol, "tol")
-    if tol < 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
-    threads = resolve_threads(n_threads)
-    core_seed = resolve_seed(seed)
-
-    # Zero-weight boxes take no part in the fit; they are labelled against the final anchors.
-    fit_boxes, fit_weights, positive = boxes, weights, None
-    if weights is not None and not (weights > 0).all():
-        positive = weights > 0
-        fit_boxes = np.ascontiguousarray(boxes[positive])
-        fit_weights = np.ascontiguousarray(weights[positive])
-    # Only the ratios of the weights matter: equal weights are no weights, and are fitted by the
-    # same code, so that sample_weight=np.ones(N), with or without zero-weight boxes beside,
-    # gives exactly the unweighted result.
-    if fit_weights is not None and (fit_weights == fit_weights[0]).all():
-        fit_weights = None
-    distinct = distinct_rows_at_least(fit_boxes, k)
-    if k > distinct:
-        what = "distinct boxes with positive weight" if weights is not None else "distinct boxes"
-        raise ValueError(f"k={k} is larger than the number of {what} ({distinct})")
+    f = _fit_inputs(boxes, weights, k, init, n_init, max_iter, tol, n_threads, seed)
+    init_name, init_anchors, n_init, threads = f.init_name, f.init_anchors, f.n_init, f.threads
+    fit_boxes, fit_weights, positive = f.fit_boxes, f.fit_weights, f.positive
+    max_iter, tol, core_seed = f.max_iter, f.tol, f.core_seed
 
     bar = make_progress(progress, n_init, "kmeans_iou")
     try:

@@ -3,3 +3,4 @@
 #pragma once
 
 #include "kmeans/driver.hpp"
+#include "kmeans/log_space.hpp"
