@@ -970,11 +970,14 @@ def test_fuzz_ssd_default_boxes(sizes, ratios, style, scale_kind, lo, hi, data, 
             kwargs["interpolated_scale_aspect_ratio"] = interp
 
     def check():
-        if style not in ("ssd", "tf") or both_scales or misplaced:
+        if style not in ("ssd", "tf") or (both_scales and lo is not None) or misplaced:
             raise Invalid
         maps = feature_maps_oracle(sizes)
+        # min_scale/max_scale of None mean "not given": the layout's defaults
+        lo_v = 0.2 if lo is None else lo
+        hi_v = (0.95 if style == "tf" else 0.9) if hi is None else hi
         if scales is None:
-            positive_oracle(lo), positive_oracle(hi)
+            positive_oracle(lo_v), positive_oracle(hi_v)
         else:
             if isinstance(scales, (str, bytes)) or np.ndim(scales) != 1 or len(scales) != len(maps):
                 raise Invalid
@@ -989,7 +992,7 @@ def test_fuzz_ssd_default_boxes(sizes, ratios, style, scale_kind, lo, hi, data, 
             per_layer = [ratios_oracle(r) for r in ratios]
         else:
             per_layer = [ratios_oracle(ratios)] * len(maps)
-        i = real_oracle(interp)
+        i = real_oracle(interp) if style == "tf" else 0.0  # a TensorFlow field: not passed otherwise
         if image_size is not None:
             if isinstance(image_size, (int, float)) and not isinstance(image_size, bool):
                 positive_oracle(image_size)
@@ -999,8 +1002,8 @@ def test_fuzz_ssd_default_boxes(sizes, ratios, style, scale_kind, lo, hi, data, 
                 positive_oracle(image_size[0]), positive_oracle(image_size[1])
         # the boxes of a location, layer by layer (README's rules), as (scale, ratio, turned)
         sc = ([positive_oracle(v) for v in scales] if scales is not None else
-              [float(lo)] if len(maps) == 1 else
-              [float(lo) + (float(hi) - float(lo)) * k / (len(maps) - 1) for k in range(len(maps))]) + [1.0]
+              [float(lo_v)] if len(maps) == 1 else
+              [float(lo_v) + (float(hi_v) - float(lo_v)) * k / (len(maps) - 1) for k in range(len(maps))]) + [1.0]
         counts = []
         sides = []
         for k, r in enumerate(per_layer):
