@@ -353,6 +353,7 @@ def ssd_default_boxes(
       (ratios equal to 1 are skipped: the squares are always there).
       ``reciprocals=False``: each listed ratio in order at scale ``s_k``; a ratio of 1 is
       followed by the extra square.
+
     ``style="tf"`` (TensorFlow's ``ssd_anchor_generator``): the listed ``aspect_ratios`` at
     scale ``s_k``, then, if ``interpolated_scale_aspect_ratio > 0``, a box of that ratio at
     ``sqrt(s_k * s_{k+1})``; with ``reduce_boxes_in_lowest_layer`` the first layer has only
