@@ -177,7 +177,7 @@ def scaling_figure(path: Path, text: str) -> None:
     ax.set_ylim(0, 2.0)
     ax.set_xlabel("boxes")
     ax.set_ylabel("time per box, relative to 10^6 boxes")
-    ax.set_title("Scaling: time per box stays flat from 10^5 to 10^7 boxes", fontsize=10)
+    ax.set_title("Time per box at 10^5, 10^6 and 10^7 boxes", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(True, lw=0.3, alpha=0.6)
     fig.savefig(path, bbox_inches="tight")
