@@ -43,7 +43,7 @@ from ._ssd import (
 from ._validation import MAX_SIDE, MIN_SIDE
 from . import datasets  # loaders of Pascal VOC, COCO and YOLO annotations
 
-from ._version import __version__
+from ._version import __version__ as __version__
 
 __all__ = [
     "AspectRatioResult",
