@@ -90,6 +90,25 @@ _REPORTED_DISTRIBUTIONS = (
 )
 
 
+def _reported_distributions() -> list[str]:
+    """The list above, and every requirement of every extra the installed fastanchor declares."""
+    import re
+    from importlib import metadata
+
+    names = list(_REPORTED_DISTRIBUTIONS)
+    try:
+        requires = metadata.requires("fastanchor") or []
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        requires = []
+    known = {n.lower().replace("_", "-") for n in names}
+    for req in requires:
+        m = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", req)
+        if m and m.group(0).lower().replace("_", "-") not in known:
+            known.add(m.group(0).lower().replace("_", "-"))
+            names.append(m.group(0))
+    return names
+
+
 def _distribution_version(name: str) -> str:
     from importlib import metadata
 
@@ -111,7 +130,7 @@ def pytest_report_header(config) -> list[str]:
         fa = f"fastanchor {fastanchor.__version__} from {Path(fastanchor.__file__).parent}"
     except ImportError as exc:  # the suite will fail on it; say why here too
         fa = f"fastanchor: not importable ({exc})"
-    versions = ", ".join(f"{name} {_distribution_version(name)}" for name in _REPORTED_DISTRIBUTIONS)
+    versions = ", ".join(f"{name} {_distribution_version(name)}" for name in _reported_distributions())
     return [
         fa,
         f"python {platform.python_version()} ({platform.python_implementation()}), "
