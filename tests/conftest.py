@@ -19,17 +19,17 @@ sys.path.insert(0, str(TESTS_DIR))  # `import reference` (tests run with --impor
 #: Real annotation data, beside the repository (absent in a user's fresh clone: tests skip).
 DATA_DIR = TESTS_DIR.parents[1] / "shared" / "data"
 
+settings.register_profile("default", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
-    "default", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile(
-    "ci", deadline=None, max_examples=100, derandomize=True, print_blob=True,
+    "ci",
+    deadline=None,
+    max_examples=100,
+    derandomize=True,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("quick", deadline=None, max_examples=20, derandomize=True)
-settings.register_profile(
-    "thorough", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("thorough", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
 
 
@@ -85,8 +85,20 @@ def interrupt_latency(call, after: float = 0.3) -> float:
 # The versions a run tested against, first in its output: every dependency and optional extra
 # (an extra that is not installed says so), and whether the interpreter runs without the GIL.
 _REPORTED_DISTRIBUTIONS = (
-    "numpy", "tqdm", "PyYAML", "matplotlib", "orjson", "hypothesis", "pytest",
-    "scikit-learn", "scipy", "torch", "torchvision", "yolov5", "ultralytics", "dask",
+    "numpy",
+    "tqdm",
+    "PyYAML",
+    "matplotlib",
+    "orjson",
+    "hypothesis",
+    "pytest",
+    "scikit-learn",
+    "scipy",
+    "torch",
+    "torchvision",
+    "yolov5",
+    "ultralytics",
+    "dask",
 )
 
 

@@ -28,8 +28,12 @@ def test_a_ctrl_c_test_passes_with_sigint_ignored_in_the_parent():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
-        preexec_fn=_ignore_sigint, env=env, cwd=TESTS_DIR.parent,
-        capture_output=True, text=True, timeout=180,
+        preexec_fn=_ignore_sigint,
+        env=env,
+        cwd=TESTS_DIR.parent,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "1 passed" in proc.stdout

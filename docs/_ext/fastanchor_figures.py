@@ -59,8 +59,13 @@ def density_figure(path: Path, *, small: bool = False) -> None:
     wh = demo_boxes()
     result = fastanchor.autoanchor(wh, 9, seed=0)
     levels = fastanchor.split_levels(result.anchors, strides=(8, 16, 32))
-    fig = plot_anchors(wh, levels, strides=(8, 16, 32), reference=YOLOV5_DEFAULT_ANCHORS,
-                       title=f"{len(wh):,} demo boxes (letterboxed to 640) and their 9 anchors")
+    fig = plot_anchors(
+        wh,
+        levels,
+        strides=(8, 16, 32),
+        reference=YOLOV5_DEFAULT_ANCHORS,
+        title=f"{len(wh):,} demo boxes (letterboxed to 640) and their 9 anchors",
+    )
     if small:
         fig.set_size_inches(6.4, 5.0)
         fig.savefig(path, dpi=80, bbox_inches="tight")
@@ -108,8 +113,11 @@ def speed_rows(text: str) -> list[tuple[str, str, float, float]]:
     out = []
     for label, peer, pattern in SPEED_ROWS:
         if pattern is None:  # the autoanchor comparison is stated in prose
-            m = re.search(r"`autoanchor\(wh, 9\)` with 1000 generations on 1M boxes ([\d.]+) s against "
-                          r"([\d.]+) s for the YOLOv5-style", flat)
+            m = re.search(
+                r"`autoanchor\(wh, 9\)` with 1000 generations on 1M boxes ([\d.]+) s against "
+                r"([\d.]+) s for the YOLOv5-style",
+                flat,
+            )
             if not m:
                 raise FigureSourceError("the autoanchor vs YOLOv5-style pipeline figure")
             out.append((label, peer, float(m.group(1)), float(m.group(2))))
@@ -152,8 +160,13 @@ def speed_figure(path: Path, text: str) -> None:
     ax.set_xscale("log")
     ax.set_yticks(y, [f"{label}\nvs {peer}" for label, peer, _, _ in rows], fontsize=8)
     for yi, r, (_, _, f, p) in zip(y, ratios, rows):
-        ax.text(r * 1.08, yi, f"{r:,.0f}x  ({_fmt_s(f)} vs {_fmt_s(p)})" if r >= 10 else
-                f"{r:.1f}x  ({_fmt_s(f)} vs {_fmt_s(p)})", va="center", fontsize=8)
+        ax.text(
+            r * 1.08,
+            yi,
+            f"{r:,.0f}x  ({_fmt_s(f)} vs {_fmt_s(p)})" if r >= 10 else f"{r:.1f}x  ({_fmt_s(f)} vs {_fmt_s(p)})",
+            va="center",
+            fontsize=8,
+        )
     ax.set_xlim(1, max(ratios) * 40)
     ax.set_xlabel("times as fast (log scale)")
     ax.set_title("fastanchor against the tools people use (2 cores; benchmarks/RESULTS.md)", fontsize=10)
