@@ -19,17 +19,17 @@ sys.path.insert(0, str(TESTS_DIR))  # `import reference` (tests run with --impor
 #: Real annotation data, beside the repository (absent in a user's fresh clone: tests skip).
 DATA_DIR = TESTS_DIR.parents[1] / "shared" / "data"
 
+settings.register_profile("default", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
-    "default", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile(
-    "ci", deadline=None, max_examples=100, derandomize=True, print_blob=True,
+    "ci",
+    deadline=None,
+    max_examples=100,
+    derandomize=True,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("quick", deadline=None, max_examples=20, derandomize=True)
-settings.register_profile(
-    "thorough", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("thorough", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))
 
 
@@ -58,18 +58,94 @@ needs_data = pytest.mark.skipif(not real_box_files(), reason=f"real data folder 
 
 def interrupt_latency(call, after: float = 0.3) -> float:
     """Runs call() while a timer thread sends this process SIGINT after `after` seconds; asserts
-    that the call raises KeyboardInterrupt and returns the seconds from the signal to the raise."""
+    that the call raises KeyboardInterrupt and returns the seconds from the signal to the raise.
+
+    Python's own SIGINT handler is installed for the call and the previous one restored after:
+    a process started with SIGINT ignored (background jobs of a non-interactive shell, some CI
+    agents) would otherwise never see the signal, and the call would run to its end."""
     sent = {}
 
     def interrupt():
         sent["t"] = time.perf_counter()
         os.kill(os.getpid(), signal.SIGINT)
 
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(after, interrupt)
-    timer.start()
     try:
+        timer.start()
         with pytest.raises(KeyboardInterrupt):
             call()
         return time.perf_counter() - sent["t"]
     finally:
         timer.cancel()
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
+
+
+# The versions a run tested against, first in its output: every dependency and optional extra
+# (an extra that is not installed says so), and whether the interpreter runs without the GIL.
+_REPORTED_DISTRIBUTIONS = (
+    "numpy",
+    "tqdm",
+    "PyYAML",
+    "matplotlib",
+    "orjson",
+    "hypothesis",
+    "pytest",
+    "scikit-learn",
+    "scipy",
+    "torch",
+    "torchvision",
+    "yolov5",
+    "ultralytics",
+    "dask",
+)
+
+
+def _reported_distributions() -> list[str]:
+    """The list above, and every requirement of every extra the installed fastanchor declares."""
+    import re
+    from importlib import metadata
+
+    names = list(_REPORTED_DISTRIBUTIONS)
+    try:
+        requires = metadata.requires("fastanchor") or []
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        requires = []
+    known = {n.lower().replace("_", "-") for n in names}
+    for req in requires:
+        m = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", req)
+        if m and m.group(0).lower().replace("_", "-") not in known:
+            known.add(m.group(0).lower().replace("_", "-"))
+            names.append(m.group(0))
+    return names
+
+
+def _distribution_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def pytest_report_header(config) -> list[str]:
+    import platform
+    import sysconfig
+
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    try:
+        import fastanchor
+
+        fa = f"fastanchor {fastanchor.__version__} from {Path(fastanchor.__file__).parent}"
+    except ImportError as exc:  # the suite will fail on it; say why here too
+        fa = f"fastanchor: not importable ({exc})"
+    versions = ", ".join(f"{name} {_distribution_version(name)}" for name in _reported_distributions())
+    return [
+        fa,
+        f"python {platform.python_version()} ({platform.python_implementation()}), "
+        f"free-threaded build: {'yes' if free_threaded else 'no'}, GIL enabled: {'yes' if gil else 'no'}",
+        f"dependencies and extras: {versions}",
+    ]

@@ -38,7 +38,7 @@ from ._ratios import AspectRatioResult, ssd_aspect_ratios
 from ._validation import MAX_SIDE, MIN_SIDE
 from . import datasets  # loaders of Pascal VOC, COCO and YOLO annotations
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "AspectRatioResult",

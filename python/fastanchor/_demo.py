@@ -14,7 +14,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
@@ -111,7 +111,7 @@ def write_coco(path: str, images: List[DemoImage]) -> str:
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    anns = []
+    anns: List[Dict[str, Any]] = []
     for i, im in enumerate(images):
         for (x1, y1, x2, y2), c in zip(im.boxes.tolist(), im.classes.tolist()):
             anns.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -163,7 +163,9 @@ def _as_positive(x: Any, name: str) -> float:
     return value
 
 
-def _check_search_args(generations, mutation_prob, sigma, min_size, strategy, batch, callback):
+def _check_search_args(
+    generations: Any, mutation_prob: Any, sigma: Any, min_size: Any, strategy: Any, batch: Any, callback: Any
+) -> Tuple[int, float, float, float, int]:
     generations = as_int(generations, "generations", minimum=0)
     if generations >= 2**31:
         raise ValueError(f"generations must be < 2**31, got {generations}")
@@ -182,8 +184,9 @@ def _check_search_args(generations, mutation_prob, sigma, min_size, strategy, ba
     return generations, mutation_prob, sigma, min_size, batch
 
 
-def _evolve(anchors, boxes, weights, thr, generations, mutation_prob, sigma, min_size, strategy, batch, seed,
-            threads, progress, callback) -> EvolveResult:
+def _evolve(anchors: Any, boxes: Any, weights: Any, thr: float, generations: int, mutation_prob: float, sigma: float,
+            min_size: float, strategy: str, batch: int, seed: int, threads: int, progress: bool,
+            callback: Any) -> EvolveResult:
     bar = _EvolveProgress(generations, f"evolve_anchors ({strategy})") if progress else None
     try:
         out = _core.evolve_anchors(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -156,7 +156,7 @@ class Boxes:
             f"format={self.format!r}, source={self.source!r})"
         )
 
-    def class_counts(self) -> dict:
+    def class_counts(self) -> Dict[str, int]:
         """``{class name: number of boxes}`` in ``class_names`` order."""
         counts = np.bincount(self.class_id, minlength=len(self.class_names))
         return {name: int(c) for name, c in zip(self.class_names, counts)}

@@ -12,7 +12,7 @@ with a recursive alias, or nested too deeply to compose is refused with an
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import yaml
 
@@ -92,7 +92,7 @@ def _measure(root: yaml.Node, path: str) -> None:
             stack.extend((c, False) for c in _children(node) if id(c) not in size)
 
 
-def _children(node: yaml.Node) -> list:
+def _children(node: yaml.Node) -> List[Any]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     return [item for pair in node.value for item in pair]  # a mapping: keys and values

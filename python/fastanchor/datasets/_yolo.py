@@ -473,8 +473,8 @@ Row = Tuple[int, float, float, float, float]
 def _parse_labels(text: str) -> Tuple[List[Row], List[int], Optional[Tuple[int, str]]]:
     """Rows ``(class, x, y, w, h)`` of a label file, their line numbers, and the first problem
     ``(line, message)`` if any (then the rows are incomplete)."""
-    rows = []
-    row_lines = []
+    rows: List[Tuple[int, float, float, float, float]] = []
+    row_lines: List[int] = []
     for lineno, raw in enumerate(text.splitlines(), 1):
         parts = raw.split()
         if not parts:

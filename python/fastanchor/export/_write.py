@@ -130,7 +130,9 @@ def _yolov5_block(lv: List[np.ndarray], st: List[float], decimals: int, key_line
     return out
 
 
-def _yolov5_text(text: Optional[str], lv, st, decimals, header, template) -> str:
+def _yolov5_text(
+    text: Optional[str], lv: List[np.ndarray], st: List[float], decimals: int, header: str, template: Optional[str]
+) -> str:
     if text is None:
         lines = [f"# {header}\n"] if header else []
         return "".join(lines + _yolov5_block(lv, st, decimals, "anchors:\n"))
@@ -149,7 +151,9 @@ def _yolov5_text(text: Optional[str], lv, st, decimals, header, template) -> str
     return "".join(lines[:first] + new + lines[end:])
 
 
-def _darknet_text(text: Optional[str], lv, st, decimals, header, template) -> str:
+def _darknet_text(
+    text: Optional[str], lv: List[np.ndarray], st: List[float], decimals: int, header: str, template: Optional[str]
+) -> str:
     everything = np.concatenate(lv)
     k = everything.shape[0]
     all_anchors = ",  ".join(
@@ -205,7 +209,9 @@ def _darknet_text(text: Optional[str], lv, st, decimals, header, template) -> st
     return "".join(out)
 
 
-def _mmdet_literal(lv, st, decimals, indent: str, order: List[int]) -> Tuple[str, str]:
+def _mmdet_literal(
+    lv: List[np.ndarray], st: List[float], decimals: int, indent: str, order: List[int]
+) -> Tuple[str, str]:
     rows = []
     for level in order:
         pairs = ", ".join(
@@ -216,7 +222,9 @@ def _mmdet_literal(lv, st, decimals, indent: str, order: List[int]) -> Tuple[str
     return base, strides
 
 
-def _mmdet_text(text: Optional[str], lv, st, decimals, header, template) -> str:
+def _mmdet_text(
+    text: Optional[str], lv: List[np.ndarray], st: List[float], decimals: int, header: str, template: Optional[str]
+) -> str:
     coarse_first = list(range(len(lv)))[::-1]  # mmdetection's YOLOv3 lists the coarsest level first
     if text is None:
         base, strides = _mmdet_literal(lv, st, decimals, "    ", coarse_first)
