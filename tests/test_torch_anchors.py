@@ -320,3 +320,13 @@ def test_fastanchor_imports_without_torch_and_the_subpackage_names_the_extra():
     bad = _run("import fastanchor.torch")
     assert bad.returncode != 0
     assert 'pip install "fastanchor[torch]"' in bad.stderr
+
+
+def test_the_example_runs(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    out = tmp_path / "learned.yaml"
+    run = subprocess.run([sys.executable, str(REPO / "examples" / "learned_anchors.py"), "--steps", "20",
+                          "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "best possible recall" in run.stdout
+    assert read_anchors(str(out)).anchors.shape == (9, 2)
