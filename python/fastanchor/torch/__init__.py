@@ -25,6 +25,7 @@ except ImportError as exc:  # pragma: no cover - only without torch
         '`pip install "fastanchor[torch]"` (or install torch yourself)'
     ) from exc
 
+from . import _anchors
 from ._anchors import (
     LearnedAnchors,
     ShiftFreeNorm,
@@ -36,13 +37,4 @@ from ._anchors import (
     soft_assignment,
 )
 
-__all__ = [
-    "LearnedAnchors",
-    "ShiftFreeNorm",
-    "WarmupSchedule",
-    "clustering_loss",
-    "hard_assignment",
-    "log_sq_distance",
-    "regression_loss",
-    "soft_assignment",
-]
+__all__ = list(_anchors.__all__)
