@@ -98,8 +98,9 @@ def test_loss_gradient_reaches_the_anchors_and_matches_finite_differences(step, 
     soft = ref.log_soft_assignment(anchors, wh, sched.temperature)
     hard = np.eye(9)[np.argmin(ref.log_sq_dist(anchors, wh), 1)]
     blend, lam = s * soft + (1 - s) * hard, sched.cluster_lambda(step)
-    warm = s * ref.learned_anchor_gradient(anchors, wh, soft) + (
-        ref.learned_anchor_gradient(anchors, wh, blend, cluster_lambda=lam) - ref.learned_anchor_gradient(anchors, wh, blend))
+    clustering = (ref.learned_anchor_gradient(anchors, wh, blend, cluster_lambda=lam)
+                  - ref.learned_anchor_gradient(anchors, wh, blend))
+    warm = s * ref.learned_anchor_gradient(anchors, wh, soft) + clustering
     warm *= ad.warmup_weight * 2  # added as warmup_weight * batch_size * terms
 
     def own():  # YOLOv5's own box loss (its objectness target, the IoU, is detached by design), buffer synced

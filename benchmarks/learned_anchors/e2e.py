@@ -83,7 +83,8 @@ def run_arm(name, init_anchors, learn, args, train_sets, val, hyp, cfg):
     model.hyp = hyp
     det = find_detect(model)
     with torch.no_grad():  # the arm's starting anchors, in the model's level order
-        det.anchors.copy_(torch.as_tensor(init_anchors, dtype=torch.float32).view(3, 3, 2) / det.stride.view(-1, 1, 1))
+        start = torch.tensor(np.array(init_anchors), dtype=torch.float32).view(3, 3, 2)
+        det.anchors.copy_(start / det.stride.view(-1, 1, 1))
     raw_loss = ComputeLoss(model)
     groups = [{"params": model.parameters(), "lr": args.lr}]
     ad = None

@@ -69,6 +69,34 @@ def yolov5_arms(batches, hyp_name="hyp.scratch-low.yaml"):
     return {k: build(k) for k in ("plain", "learned, warm-ups on", "learned, after warm-ups")}
 
 
+def adapter_ops_yolov5(batches, reps=300):
+    """The adapter's own work in one YOLOv5 step, timed alone: the Detect pre-hook's sync, the
+    differentiable grid anchors, the warm-up terms with their backward (median seconds per step)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import yolov5
+        from yolov5.models.yolo import Model
+    from fastanchor.torch.yolov5 import YOLOv5Anchors, find_detect
+
+    torch.manual_seed(0)
+    model = Model(str(Path(yolov5.__file__).parent / "models" / "yolov5n.yaml"), nc=80)
+    ad = YOLOv5Anchors(model, schedule=WarmupSchedule(soft_steps=10**9, cluster_steps=10**9))
+    det = find_detect(model)
+    size = batches[0][0].shape[-1]
+    out = []
+    for i in range(reps):
+        targets = batches[i % len(batches)][1]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            ad.anchors.log_wh += 1e-6  # a changed anchor: the sync copies and drops the grids
+        ad.sync(det)
+        anchors = ad.grid_anchors(0.5)
+        warm = ad.anchors.warmup_loss(ad.target_wh(targets, (size, size)))
+        (warm + anchors.sum()).backward()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
 def frcnn_arms(batches, size):
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
 
@@ -139,6 +167,11 @@ def main() -> None:
         result["paired_ratio_median_pct"][n] = 100 * (ratio - 1)
         print(f"{args.model} {args.img}px batch {args.batch}, {args.steps} steps: {n:26s} median {1000 * med:8.1f} ms"
               f"  overhead {100 * (med / base - 1):+6.2f}%  (median of paired ratios {100 * (ratio - 1):+6.2f}%)")
+    if args.model == "yolov5n":
+        ops = adapter_ops_yolov5(batches)
+        result["adapter_ops_alone_s"] = ops
+        print(f"the adapter's own operations alone: median {1000 * ops:.3f} ms per step = "
+              f"{100 * ops / base:.2f}% of the plain step")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 
