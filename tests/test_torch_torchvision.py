@@ -92,25 +92,58 @@ def _loss_and_grad(model, gen, keys, dtype):
     return float(loss.detach()), gen.learned.log_wh.grad.clone()
 
 
+def _loss(model, keys, dtype):
+    imgs, targets = _data(dtype)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        losses = model(imgs, targets)
+    return float(sum(losses[k] for k in keys))
+
+
 def _finite_difference(model, gen, keys, dtype, entries, eps=1e-6):
     out = []
     for i, j in entries:
         with torch.no_grad():
             gen.learned.log_wh[i, j] += eps
-            up = _loss_and_grad(model, gen, keys, dtype)[0]
+        up = _loss(model, keys, dtype)
+        with torch.no_grad():
             gen.learned.log_wh[i, j] -= 2 * eps
-            down = _loss_and_grad(model, gen, keys, dtype)[0]
+        down = _loss(model, keys, dtype)
+        with torch.no_grad():
             gen.learned.log_wh[i, j] += eps
         out.append((up - down) / (2 * eps))
     return np.array(out)
 
 
-def _check_fd(model, gen, keys, entries):
+class _FrozenMatcher:
+    """Records a model's ground-truth-to-anchor matches, then replays them: finite differences then see
+    the loss's smooth dependence on the anchors, not the matching's jumps (IoU ties and thresholds)."""
+
+    def __init__(self, matcher):
+        self.matcher, self.calls, self.replay, self.next = matcher, [], False, 0
+
+    def __call__(self, quality):
+        if not self.replay:
+            self.calls.append(self.matcher(quality))
+            return self.calls[-1]
+        out = self.calls[self.next % len(self.calls)]
+        self.next += 1
+        return out.clone()
+
+
+def _check_fd(model, gen, keys, count=6):
+    """Autograd's gradient on the anchors against finite differences, on the entries where it is largest
+    (anchors that match no ground truth in these small images get none), with the matching frozen."""
+    owner = model.rpn if hasattr(model, "rpn") else model
+    frozen = owner.proposal_matcher = _FrozenMatcher(owner.proposal_matcher)
     _, grad = _loss_and_grad(model, gen, keys, torch.float64)
+    frozen.replay = True
+    flat = grad.abs().flatten()
+    assert float(flat.max()) > 0, "no gradient reached the anchors"
+    entries = [divmod(int(k), 2) for k in flat.argsort(descending=True)[:count]]
     picked = np.array([float(grad[i, j]) for i, j in entries])
-    assert np.abs(picked).max() > 0, "no gradient reached the anchors"
     np.testing.assert_allclose(picked, _finite_difference(model, gen, keys, torch.float64, entries),
-                               rtol=1e-4, atol=1e-7 * np.abs(picked).max() + 1e-12)
+                               rtol=1e-4, atol=1e-7 * np.abs(picked).max())
     return grad
 
 
@@ -118,8 +151,7 @@ def test_faster_rcnn_rpn_box_loss_gradient_reaches_the_anchors():
     model = _frcnn().double().train()
     gen = learn_anchors(model, schedule=HARD, dtype=torch.float64)
     assert model.rpn.anchor_generator is gen
-    entries = [(i, j) for i in range(0, gen.learned.num_anchors, 7) for j in (0, 1)][:6]
-    grad = _check_fd(model, gen, ["loss_rpn_box_reg"], entries)
+    grad = _check_fd(model, gen, ["loss_rpn_box_reg"])
     # the whole loss gives the anchors that same gradient: the proposals are detached, so the second
     # stage and the objectness pull nothing
     _, total = _loss_and_grad(model, gen, ["loss_rpn_box_reg", "loss_objectness", "loss_box_reg",
@@ -139,13 +171,13 @@ def test_ssd_box_loss_gradient_reaches_the_default_boxes():
     model = _ssd().double().train()
     gen = learn_anchors(model, schedule=HARD, dtype=torch.float64)
     assert isinstance(gen, LearnableDefaultBoxGenerator) and model.anchor_generator is gen
-    _check_fd(model, gen, ["bbox_regression"], [(0, 0), (1, 1), (5, 0), (9, 1), (14, 0), (20, 1)])
+    _check_fd(model, gen, ["bbox_regression"])
 
 
 def test_retinanet_box_loss_gradient_reaches_the_anchors():
     model = _retina().double().train()
     gen = learn_anchors(model, schedule=HARD, dtype=torch.float64)
-    _check_fd(model, gen, ["bbox_regression"], [(0, 0), (4, 1), (12, 0), (30, 1)])
+    _check_fd(model, gen, ["bbox_regression"], count=4)
 
 
 def test_warmup_terms_use_the_resized_targets_and_training_moves_the_anchors(tmp_path):
