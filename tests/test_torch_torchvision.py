@@ -130,6 +130,9 @@ class _FrozenMatcher:
         self.next += 1
         return out.clone()
 
+    def __getattr__(self, name):  # BELOW_LOW_THRESHOLD and the like
+        return getattr(self.matcher, name)
+
 
 def _check_fd(model, gen, keys, count=6):
     """Autograd's gradient on the anchors against finite differences, on the entries where it is largest
