@@ -648,3 +648,67 @@ def log_inertia(log_anchors, wh, sample_weight=None):
     """sum(weight * min_j d(box, anchor j)) in log space (float64; summation order unspecified)."""
     d = log_dist(np.asarray(log_anchors, dtype=np.float64), log_rows(wh)).min(1)
     return float((_weights(sample_weight, d.shape[0]) * d).sum())
+
+# ==== k-means in log space (the fixed point of learned anchors' online clustering) ==============
+# Kept apart from the IoU k-means above: distance = squared difference of log sides, update =
+# weighted mean of log sides (the weighted geometric mean of widths and of heights).
+
+
+def log_sq_dist(anchors, wh):
+    """(N, k) float64: (log w - log a_w)^2 + (log h - log a_h)^2 for boxes wh (N, 2), anchors (k, 2)."""
+    lg = np.log(np.asarray(wh, dtype=np.float64).reshape(-1, 2))
+    la = np.log(np.asarray(anchors, dtype=np.float64).reshape(-1, 2))
+    d = lg[:, None, :] - la[None, :, :]
+    return d[..., 0] ** 2 + d[..., 1] ** 2
+
+
+def kmeans_log_float(wh, init_anchors, *, max_iter=300, sample_weight=None):
+    """The float64 form of :func:`kmeans_log` that the learned-anchor tests compare with (np.log, float
+    sums; it agrees with the exact form to rounding). Lloyd's k-means with the squared distance in log space, from the given initial anchors.
+
+    Every box goes to the nearest anchor in log space (lowest anchor index on an exact tie); every
+    anchor with boxes of positive total weight moves to their weighted geometric mean (per side);
+    an anchor without such boxes stays where it is. Stops when no label changes (or after
+    ``max_iter`` updates). Deterministic given ``init_anchors``.
+
+    Returns (anchors (k, 2) float64 in the initial order, labels (N,) int, n_iter).
+    """
+    wh = np.asarray(wh, dtype=np.float64).reshape(-1, 2)
+    anchors = np.array(init_anchors, dtype=np.float64).reshape(-1, 2)
+    wt = _weights(sample_weight, wh.shape[0])
+    lg = np.log(wh)
+    labels = np.argmin(log_sq_dist(anchors, wh), axis=1)
+    n_iter = 0
+    for _ in range(max_iter):
+        for j in range(anchors.shape[0]):
+            m = labels == j
+            total = wt[m].sum()
+            if total > 0:
+                anchors[j] = np.exp((wt[m, None] * lg[m]).sum(0) / total)
+        n_iter += 1
+        new = np.argmin(log_sq_dist(anchors, wh), axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return anchors, labels, n_iter
+
+
+def log_soft_assignment(anchors, wh, temperature):
+    """(N, k) softmax over anchors of -log_sq_dist / temperature (each row sums to 1)."""
+    z = -log_sq_dist(anchors, wh) / temperature
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def learned_anchor_gradient(anchors, wh, assignment, delta=None, cluster_lambda=0.0):
+    """Closed-form gradient on the log anchors (k, 2) of
+    (1/N) sum_ij d_ij |D_ij + a_i - g_j|^2 + lambda/(2N) sum_ij d_ij |a_i - g_j|^2, the assignment
+    d held constant: (2/N) sum_j d_kj (D_kj + a_k - g_j) + (lambda/N) sum_j d_kj (a_k - g_j)."""
+    lg = np.log(np.asarray(wh, dtype=np.float64).reshape(-1, 2))
+    la = np.log(np.asarray(anchors, dtype=np.float64).reshape(-1, 2))
+    d = np.asarray(assignment, dtype=np.float64)
+    n = lg.shape[0]
+    r0 = la[None, :, :] - lg[:, None, :]  # (N, k, 2)
+    r = r0 if delta is None else r0 + np.asarray(delta, dtype=np.float64)
+    return (2.0 / n) * (d[..., None] * r).sum(0) + (cluster_lambda / n) * (d[..., None] * r0).sum(0)
