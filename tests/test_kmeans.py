@@ -561,3 +561,15 @@ def test_large_k_takes_every_engine_and_matches_reference(k, update):
         np.testing.assert_array_equal(out["labels"][s], labels)
         np.testing.assert_allclose(out["updated"][s], ref._update_step(anchors, labels, best, wh, np.ones(len(wh)), update),
                                    rtol=1e-9)
+
+
+def test_weighted_median_tie_is_decided_in_exact_arithmetic():
+    # Ten weights of 0.01 reach exactly half their total at the fifth box, so the median is the midpoint of
+    # the fifth and sixth heights; a float64 cumulative sum rounds past the half and would pick the fifth.
+    h = np.arange(1.0, 11.0)
+    wh = np.c_[np.full(10, 5.0), h]
+    weights = np.full(10, 0.01)
+    assert np.cumsum(weights)[4] > np.cumsum(weights)[-1] / 2  # the trap this test is about
+    assert ref.weighted_median(h, weights) == 5.5
+    got = fastanchor.kmeans_iou(wh, 1, init=[[5.0, 5.0]], update="median", sample_weight=weights, max_iter=1)
+    assert got.anchors[0, 1] == 5.5

@@ -708,7 +708,7 @@ train_config {
 
 
 def test_set_aspect_ratios_keeps_everything_else():
-    from fastanchor.cli import config_image_size, set_aspect_ratios
+    from fastanchor.export import config_image_size, set_aspect_ratios
 
     out = set_aspect_ratios(PIPELINE, [0.5, 1.25], 2)
     assert out == PIPELINE.replace(
@@ -801,7 +801,7 @@ def test_default_boxes_whose_sides_overflow_or_vanish_are_a_value_error(kwargs, 
 
 def test_default_boxes_count_is_limited_before_any_allocation(monkeypatch):
     """Only the size arithmetic runs: the limit is checked before the grids are built."""
-    import fastanchor._ssd as ssd
+    import fastanchor._priors as ssd
 
     assert ssd.MAX_PRIORS == 2**29  # 16 GiB of float64 output
     for sizes in ([10**6], [2**31], [(2**62, 2**62)], [2**15]):  # 2**15: 2**30 * 6 boxes
@@ -883,7 +883,7 @@ def test_euclidean_centres_of_subnormal_weights_do_not_underflow():
 def test_aspect_ratios_of_ratio_1e60_stay_within_the_side_range():
     """Unit-area boxes and anchors of a 1e60 ratio round one ulp beyond 1e30 or below 1e-30: kept
     inside, so no message about "anchors" (an argument the caller never gave)."""
-    from fastanchor._ssd import unit_area
+    from fastanchor._ratios import unit_area
 
     wh = [[1e-30, 1e30], [1e30, 1e-30], [1.0, 1.0]]
     u = unit_area(wh)

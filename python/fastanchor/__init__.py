@@ -30,16 +30,10 @@ from ._evolve import AutoAnchorResult, EvolveResult, autoanchor, evolve_anchors
 from ._fitness import CheckResult, FitnessResult, anchor_fitness, check_anchors, split_levels
 from ._iou import avg_iou, wh_iou
 from ._kmeans import DEFAULT_N_INIT, KMeansResult, kmeans_iou
-from ._ssd import (
-    AspectRatioResult,
-    decode,
-    encode,
-    grid_best_iou,
-    grid_recall,
-    match_priors,
-    ssd_aspect_ratios,
-    ssd_default_boxes,
-)
+from ._grid import grid_best_iou, grid_recall
+from ._matching import decode, encode, match_priors
+from ._priors import ssd_default_boxes
+from ._ratios import AspectRatioResult, ssd_aspect_ratios
 from ._validation import MAX_SIDE, MIN_SIDE
 from . import datasets  # loaders of Pascal VOC, COCO and YOLO annotations
 

@@ -195,6 +195,14 @@ def as_float(x: Any, name: str) -> float:
     return value
 
 
+def as_positive(x: Any, name: str) -> float:
+    """A finite, strictly positive real argument."""
+    v = as_float(x, name)
+    if v <= 0:
+        raise ValueError(f"{name} must be positive, got {x!r}")
+    return v
+
+
 def resolve_threads(n_threads: Any) -> int:
     """None: all threads OpenMP would use (honours OMP_NUM_THREADS); a positive count as given;
     a negative one counts back from the maximum (-1 = all); 0 is an error."""

@@ -1,0 +1,88 @@
+"""The recall of anchors placed on a detector's grids (a YOLO metric): every anchor at every cell
+centre of every level, compared with the boxes by their IoU."""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from ._box_iou import as_boxes
+from ._fitness import _as_strides, as_anchors, sort_by_area
+from ._validation import as_float, as_real_array, as_wh, resolve_threads
+
+__all__ = ["grid_best_iou", "grid_recall"]
+
+
+def _grid_levels(anchors: Any, strides: Any) -> List[Tuple[float, np.ndarray]]:
+    levels = _as_strides(strides)
+    if isinstance(anchors, (list, tuple)) and anchors and all(np.ndim(a) == 2 for a in anchors):
+        if len(anchors) != len(levels):
+            raise ValueError(f"anchors has {len(anchors)} levels but there are {len(levels)} strides")
+        groups = [as_wh(a, f"anchors[{i}]") for i, a in enumerate(anchors)]
+    else:
+        a = sort_by_area(as_anchors(anchors))
+        k, n = a.shape[0], len(levels)
+        if k % n:
+            raise ValueError(f"{k} anchors cannot be split evenly over {n} levels (strides {tuple(levels)}); "
+                             "give a list of per-level arrays instead")
+        groups = [a[i * (k // n):(i + 1) * (k // n)] for i in range(n)]
+    return [(s, np.ascontiguousarray(g)) for s, g in zip(levels, groups)]
+
+
+def _grid_inputs(boxes_xyxy: Any, image_wh: Any) -> Tuple[np.ndarray, np.ndarray]:
+    b = as_boxes(boxes_xyxy, "boxes_xyxy")
+    img = as_real_array(image_wh, "image_wh").astype(np.float64)
+    if img.shape == (2,):
+        img = np.broadcast_to(img, b.shape[:1] + (2,))
+    if img.shape != (b.shape[0], 2):
+        raise ValueError(f"image_wh must have shape (2,) or ({b.shape[0]}, 2), got {img.shape}")
+    with np.errstate(all="ignore"):
+        ok = (np.isfinite(img) & (img > 0) & (img <= 1e30)).all(1)
+    if not ok.all():
+        first = int(np.flatnonzero(~ok)[0])
+        raise ValueError(f"image_wh must be finite and positive; row {first} is {img[first].tolist()}")
+    return b, np.ascontiguousarray(img)
+
+
+def grid_best_iou(anchors: Any, boxes_xyxy: Any, image_wh: Any, *, strides: Any = (8, 16, 32),
+                  n_threads: Optional[int] = None) -> np.ndarray:
+    """Best IoU of every box with any anchor placed on the grids (see :func:`grid_recall`); (N,) float64."""
+    levels = _grid_levels(anchors, strides)
+    b, img = _grid_inputs(boxes_xyxy, image_wh)
+    return _core.grid_best_iou(b, img, levels, resolve_threads(n_threads))
+
+
+def grid_recall(
+    anchors: Any,
+    boxes_xyxy: Any,
+    image_wh: Any,
+    *,
+    strides: Any = (8, 16, 32),
+    iou: float = 0.5,
+    n_threads: Optional[int] = None,
+) -> float:
+    """Fraction of boxes that some anchor, placed on the detector's grids, overlaps with IoU >= ``iou``.
+
+    Level ``l`` (stride ``s``) covers a ``W x H`` image with ``ceil(W / s) x ceil(H / s)`` cells;
+    each of its anchors is placed at every cell centre ``((i + 0.5) * s, (j + 0.5) * s)`` and
+    compared with the boxes by :func:`box_iou`. Unlike :func:`wh_iou`, which assumes the centres
+    coincide, this counts the offset between a box and the nearest cell centres.
+
+    Parameters
+    ----------
+    anchors : array_like (k, 2), or a list of per-level (k_l, 2) arrays
+        Anchor widths and heights in pixels; a single array is split evenly over the levels in
+        area order (as :func:`split_levels`).
+    boxes_xyxy : array_like, shape (N, 4)
+        Boxes in pixels, corner form, in the same scale as ``anchors`` and ``image_wh``.
+    image_wh : array_like, shape (2,) or (N, 2)
+        The size of each box's image (the network input).
+    strides : sequence of float
+        The levels' strides in pixels.
+    iou : float
+        The IoU a box needs with some anchor to count as recalled.
+    """
+    thr = as_float(iou, "iou")
+    return float(np.mean(grid_best_iou(anchors, boxes_xyxy, image_wh, strides=strides, n_threads=n_threads) >= thr))

@@ -1,0 +1,202 @@
+"""``fastanchor anchors``: anchors for a dataset (k-means + evolution), written into a model file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from ._common import (
+    DEFAULT_K,
+    DEFAULT_LEVELS,
+    UI,
+    YOLOV5_DEFAULT_ANCHORS,
+    CLIError,
+    add_dataset_options,
+    describe,
+    load_dataset,
+    metrics_row,
+    non_negative_int,
+    parse_strides,
+    positive_int,
+    print_levels,
+    print_table,
+    read_model,
+    strides_for,
+)
+
+#: The most fitness that rounding the written anchors may cost when --decimals is not given.
+ROUNDING_TOLERANCE = 5e-4
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """Add the ``anchors`` command to the subcommands ``sub``; returns its parser."""
+    pa = sub.add_parser("anchors", help="compute anchors for a dataset (k-means + evolution) and write them",
+                        description="Load a dataset, scale its boxes to the network input, run autoanchor (IoU k-means "
+                                    "then YOLOv5's evolution) and report the anchors per level with their fitness, "
+                                    "beside YOLOv5's defaults.")
+    add_dataset_options(pa, demo=True)
+    a = pa.add_argument_group("anchors")
+    a.add_argument("-k", type=positive_int, help="number of anchors (default 9, or the --model's count)")
+    lv = a.add_mutually_exclusive_group()
+    lv.add_argument("--levels", type=positive_int, help="detection levels, strides 8, 16, 32, ... (default 3)")
+    lv.add_argument("--strides", type=parse_strides, help="the levels' strides, finest first (e.g. 8,16,32)")
+    a.add_argument("--generations", type=non_negative_int, default=1000, help="evolution generations (default 1000)")
+    a.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0; results are reproducible)")
+    a.add_argument("--anchors", dest="compare", metavar="ANCHORS", help='anchors to compare with, e.g. "10,13, 16,30, 33,23, ..."')
+    a.add_argument("--model", help="a model file (YOLOv5 .yaml, darknet .cfg, mmdetection .py, .json): its anchors are "
+                                    "compared, and --out of the same type writes a copy of it with new anchors")
+    a.add_argument("--out", help="write the anchors: .yaml (YOLOv5 model), .cfg (darknet), .py (mmdetection), .json")
+    a.add_argument("--decimals", type=non_negative_int,
+                   help="decimal places written (default: whole pixels, as YOLOv5 writes them, unless rounding to them "
+                        f"costs more than {ROUNDING_TOLERANCE:g} fitness, as with tiny anchors: then the fewest that do not)")
+    a.add_argument("--plot", metavar="FILE", help="save a PNG of the box sizes with the anchors (needs matplotlib)")
+    return pa
+
+
+def _auto_decimals(levels: Sequence[np.ndarray], wh: np.ndarray, thr: float) -> int:
+    """The fewest decimal places (0 to 3) whose rounding costs at most ROUNDING_TOLERANCE fitness."""
+    from .. import anchor_fitness
+    from ..export import round_anchors
+
+    exact = np.concatenate(levels)
+    target = anchor_fitness(exact, wh, thr=thr).fitness - ROUNDING_TOLERANCE
+    for decimals in range(3):
+        if anchor_fitness(round_anchors(exact, decimals), wh, thr=thr).fitness >= target:
+            return decimals
+    return 3
+
+
+def run(args: argparse.Namespace, ui: UI) -> int:
+    from .. import anchor_fitness, autoanchor, split_levels
+    from ..export import dumps_json, export_format, parse_anchor_text, round_anchors, write_anchors
+
+    model = per_level = model_img = model_fmt = None
+    if args.model:
+        model, per_level, model_img, model_fmt = read_model(args.model)
+    if args.out:
+        export_format(args.out)  # fail on a bad file name before the work
+    if args.plot:
+        from ..plot import _matplotlib
+
+        _matplotlib()
+
+    # Levels and k: the options, else the model's layout, else 3 levels of 3.
+    if args.strides:
+        strides = args.strides
+    elif args.levels:
+        strides = strides_for(args.levels)
+    elif model is not None:
+        strides = model.strides or strides_for(len(model.levels))
+    else:
+        strides = strides_for(DEFAULT_LEVELS)
+    if args.k is not None:
+        k = args.k
+    elif model is not None:
+        k = int(model.anchors.shape[0])
+    elif per_level is not None:
+        k = per_level * len(strides)
+    else:
+        k = DEFAULT_K if len(strides) == DEFAULT_LEVELS else 3 * len(strides)
+    if k % len(strides):
+        raise CLIError(f"-k {k} anchors cannot be split evenly over {len(strides)} levels: use a multiple of {len(strides)}")
+    compare = parse_anchor_text(args.compare) if args.compare else None
+
+    tmp = None
+    try:
+        if args.demo:
+            from .._demo import make_demo
+
+            tmp = tempfile.TemporaryDirectory(prefix="fastanchor-demo-")
+            path = make_demo(tmp.name, "voc", n_images=1000, seed=0)
+            ui.note(f"demo: wrote 1,000 example images' annotations (COCO-like boxes, 8 classes) as Pascal VOC XML to {path}")
+        else:
+            path = args.dataset
+        ld = load_dataset(args, ui, path, model_img, model_fmt)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    ui.note(f"loaded {len(ld.boxes):,} boxes in {ld.seconds:.2f} s; computing {k} anchors ({args.generations} generations)")
+
+    t0 = time.perf_counter()
+    result = autoanchor(ld.wh, k, thr=args.thr, generations=args.generations, seed=args.seed, progress=ui.progress)
+    seconds = time.perf_counter() - t0
+    keep = (ld.wh >= 2.0).any(axis=1)  # the boxes autoanchor fitted; every row is scored on them
+    fit_wh = ld.wh[keep]
+
+    levels = split_levels(result.anchors, strides)
+    if args.decimals is None:
+        args.decimals = _auto_decimals(levels, fit_wh, args.thr)
+    written = [round_anchors(a, args.decimals) for a in levels]
+    written_all = np.concatenate(written)
+    rows: List[Tuple[str, Dict[str, float]]] = [
+        ("fastanchor", metrics_row(anchor_fitness(written_all, fit_wh, thr=args.thr))),
+        ("k-means only", metrics_row(result.kmeans)),
+        ("YOLOv5 default", metrics_row(anchor_fitness(np.array(YOLOV5_DEFAULT_ANCHORS).reshape(-1, 2), fit_wh, thr=args.thr))),
+    ]
+    if model is not None:
+        rows.append((f"--model {os.path.basename(args.model)}", metrics_row(anchor_fitness(model.anchors, fit_wh, thr=args.thr))))
+    if compare is not None:
+        rows.append(("--anchors", metrics_row(anchor_fitness(compare, fit_wh, thr=args.thr))))
+
+    from .. import __version__
+
+    ui.print(f"fastanchor {__version__}: {describe(ld)}")
+    ui.print(f"{k} anchors by k-means + {args.generations} generations of evolution (thr {args.thr:g}, seed {args.seed}) "
+             f"in {seconds:.2f} s on {result.n_boxes:,} boxes")
+    ui.print()
+    size = f"{ld.img_size[0]:g}" if ld.resize == "letterbox" else f"{ld.img_size[0]:g}x{ld.img_size[1]:g}"
+    ui.print(f"anchors at img-size {size}, as written (width,height):")
+    print_levels(ui, written, strides, args.decimals)
+    ui.print()
+    print_table(ui, rows, args.thr)
+
+    header = (f"anchors by fastanchor {__version__} for {ld.name} at img-size {size} ({ld.resize}): "
+              f"fitness {rows[0][1]['fitness']:.4f}, BPR {rows[0][1]['bpr']:.4f}, thr {args.thr:g}")
+    if args.out:
+        template = args.model if (args.model and export_format(args.model) == export_format(args.out)) else None
+        meta = {
+            "fastanchor": __version__,
+            "dataset": ld.name,
+            "img_size": ld.img_size[0] if ld.resize == "letterbox" else list(ld.img_size),
+            "resize": ld.resize,
+            "thr": args.thr,
+            "metrics": rows[0][1],
+        }
+        fmt = write_anchors(args.out, written, strides, template=template, decimals=args.decimals, header=header, metadata=meta)
+        what = {"yolov5": "YOLOv5 model yaml", "darknet": "darknet cfg", "mmdet": "mmdetection config", "json": "json"}[fmt]
+        ui.print()
+        ui.print(f"wrote {args.out} ({what}{', a copy of ' + template + ' with its anchors replaced' if template else ''})")
+    if args.plot:
+        from ..plot import plot_anchors
+
+        plot_anchors(fit_wh, written, args.plot, strides=strides,
+                     reference=[np.array(a, dtype=float) for a in YOLOV5_DEFAULT_ANCHORS],
+                     title=f"{os.path.basename(str(ld.name).rstrip('/'))}: {len(fit_wh):,} boxes, {ld.scaling}")
+        ui.print(f"wrote {args.plot} (box sizes and anchors)")
+
+    if ui.json_mode:
+        doc = {
+            "dataset": {"path": ld.name, "format": ld.fmt, "boxes": len(ld.boxes), "images": ld.boxes.n_images,
+                        "left_out": ld.dropped, "fitted_boxes": result.n_boxes},
+            "img_size": ld.img_size[0] if ld.resize == "letterbox" else list(ld.img_size),
+            "resize": ld.resize,
+            "k": k,
+            "strides": list(strides),
+            "thr": args.thr,
+            "generations": args.generations,
+            "seed": args.seed,
+            "decimals": args.decimals,
+            "anchors": [a.tolist() for a in written],
+            "anchors_exact": [a.tolist() for a in levels],
+            "metrics": {label: m for label, m in rows},
+            "out": args.out,
+            "plot": args.plot,
+            "seconds": {"load": ld.seconds, "autoanchor": seconds},
+        }
+        print(dumps_json(doc), file=ui.out)
+    return 0

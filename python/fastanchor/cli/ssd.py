@@ -1,0 +1,101 @@
+"""``fastanchor ssd``: aspect ratios for an SSD anchor generator, written into a TensorFlow
+``pipeline.config``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from ._common import (
+    UI,
+    CLIError,
+    add_dataset_options,
+    describe,
+    load_dataset,
+    non_negative_int,
+    parse_img_size,
+    positive_int,
+)
+
+#: TensorFlow's default ssd_anchor_generator aspect ratios (its sample configs).
+TF_DEFAULT_ASPECT_RATIOS = (1.0, 2.0, 0.5, 3.0, 0.3333)
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+    """Add the ``ssd`` command to the subcommands ``sub``; returns its parser."""
+    ps = sub.add_parser("ssd", help="aspect ratios for an SSD anchor generator (TensorFlow pipeline.config)",
+                        description="Load a dataset, stretch its boxes to the network input (SSD's resize), cluster "
+                                    "their shapes at unit area into N aspect ratios and report them with the average "
+                                    "IoU, beside TensorFlow's default ratios; --out writes them into the "
+                                    "ssd_anchor_generator block of a pipeline config.")
+    add_dataset_options(ps, demo=False)
+    ps.add_argument("--image-size", dest="img_size", type=parse_img_size, metavar="WxH",
+                    help="network input size (default: the --config's fixed_shape_resizer, else 300x300); "
+                         "the same as --img-size")
+    s_ = ps.add_argument_group("aspect ratios")
+    s_.add_argument("-n", type=positive_int, default=4, help="number of aspect ratios (default 4)")
+    s_.add_argument("--method", choices=("iou", "euclidean"), default="iou",
+                    help="iou: k-means with 1 - IoU (default); euclidean: the TensorFlow notebook's k-means")
+    s_.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    s_.add_argument("--config", help="a TensorFlow Object Detection API pipeline config (text proto): its image size "
+                                     "is used, and --out writes a copy of it with new aspect ratios")
+    s_.add_argument("--out", help="write a pipeline config whose ssd_anchor_generator has the new aspect_ratios lines "
+                                  "(a copy of --config, or the file itself when it exists, everything else kept)")
+    s_.add_argument("--decimals", type=non_negative_int, default=4, help="decimal places written (default 4)")
+    return ps
+
+
+def run(args: argparse.Namespace, ui: UI) -> int:
+    from .. import __version__, avg_iou, ssd_aspect_ratios
+    from .._ratios import unit_area
+    from ..export import config_image_size, dumps_json, set_aspect_ratios
+
+    template = None
+    if args.config:
+        if not os.path.isfile(args.config):
+            raise CLIError(f"no such config file: {args.config}")
+        with open(args.config, encoding="utf-8", newline="") as f:
+            template = f.read()
+    elif args.out and os.path.isfile(args.out):
+        with open(args.out, encoding="utf-8", newline="") as f:
+            template = f.read()
+    if args.resize == "letterbox":
+        raise CLIError("SSD stretches every image to the input size: --resize letterbox does not apply")
+    args.resize = "stretch"
+    if args.img_size is None:
+        args.img_size = (config_image_size(template) if template else None) or (300.0, 300.0)
+    ld = load_dataset(args, ui, args.dataset, None, None)
+    res = ssd_aspect_ratios(ld.wh, args.n, method=args.method, seed=args.seed)
+    other = ssd_aspect_ratios(ld.wh, args.n, method="euclidean" if args.method == "iou" else "iou", seed=args.seed)
+    u = unit_area(ld.wh)
+    tf_ratios = np.array(TF_DEFAULT_ASPECT_RATIOS)
+    tf_iou = avg_iou(np.stack([np.sqrt(tf_ratios), 1 / np.sqrt(tf_ratios)], 1), u)
+    written = [round(float(r), args.decimals) for r in res.aspect_ratios]
+
+    ui.print(f"fastanchor {__version__} ssd: {describe(ld)}")
+    ui.print(f"aspect ratios (w/h), {args.method} k-means: " + ", ".join(f"{r:.{args.decimals}f}" for r in res.aspect_ratios))
+    ui.print("avg IoU of the unit-area boxes with the unit-area anchors:")
+    ui.print(f"  {args.method + ' k-means':<22} {res.avg_iou:.4f}")
+    ui.print(f"  {other.method + ' k-means':<22} {other.avg_iou:.4f}  ({', '.join(f'{r:.3g}' for r in other.aspect_ratios)})")
+    ui.print(f"  {'TensorFlow defaults':<22} {tf_iou:.4f}  ({', '.join(f'{r:.4g}' for r in tf_ratios)})")
+    if args.out:
+        text = set_aspect_ratios(template or "", written, args.decimals)
+        with open(args.out, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        ui.note(f"wrote the aspect ratios into the ssd_anchor_generator of {args.out}")
+    if ui.json_mode:
+        doc = {
+            "dataset": {"path": ld.name, "format": ld.fmt, "boxes": len(ld.boxes), "images": ld.boxes.n_images,
+                        "left_out": ld.dropped},
+            "img_size": list(ld.img_size),
+            "method": args.method,
+            "aspect_ratios": res.aspect_ratios.tolist(),
+            "avg_iou": res.avg_iou,
+            "other": {"method": other.method, "aspect_ratios": other.aspect_ratios.tolist(), "avg_iou": other.avg_iou},
+            "tf_default": {"aspect_ratios": list(TF_DEFAULT_ASPECT_RATIOS), "avg_iou": tf_iou},
+            "out": args.out,
+        }
+        print(dumps_json(doc), file=ui.out)
+    return 0

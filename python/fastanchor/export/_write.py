@@ -1,0 +1,237 @@
+"""Writing anchors into YOLOv5 yaml, darknet cfg, mmdetection config and json files."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._formats import (
+    cfg_value,
+    darknet_sections,
+    export_format,
+    find_anchor_generator,
+    format_anchor_list,
+    format_number,
+    level_name,
+    round_anchors,
+    yaml_block,
+)
+
+
+def write_anchors(
+    path: str,
+    levels: Sequence[Any],
+    strides: Sequence[float],
+    *,
+    template: Optional[str] = None,
+    decimals: int = 0,
+    header: str = "",
+    metadata: Optional[Dict[str, Any]] = None,
+) -> str:
+    """Write per-level anchors to ``path`` in the format its suffix names; returns that format.
+
+    Parameters
+    ----------
+    path : str
+        The output file (its suffix picks the format; see :mod:`fastanchor.export`).
+    levels : sequence of array_like (m, 2)
+        The anchors of each level, finest first, in pixels of the network input.
+    strides : sequence of float
+        The levels' strides, finest first.
+    template : str, optional
+        A model file of the same format to copy with only its anchors replaced.
+    decimals : int
+        Decimal places written (0: whole pixels).
+    header : str
+        A one-line note written as a comment where the format allows it.
+    metadata : dict, optional
+        Extra fields for the json output.
+    """
+    fmt = export_format(path)
+    lv = [round_anchors(np.asarray(a, dtype=np.float64).reshape(-1, 2), decimals) for a in levels]
+    st = [float(s) for s in strides]
+    if len(lv) != len(st):
+        raise ValueError(f"{len(lv)} levels of anchors but {len(st)} strides")
+    if template is not None:
+        template_fmt = export_format(template)
+        if template_fmt != fmt:
+            raise ValueError(f"the template {template} is a {template_fmt} file but {path} is {fmt}: use the same kind of file")
+        with open(template, encoding="utf-8") as f:
+            text = f.read()
+    else:
+        text = None
+    if fmt == "yolov5":
+        out = _yolov5_text(text, lv, st, decimals, header, template)
+    elif fmt == "darknet":
+        out = _darknet_text(text, lv, st, decimals, header, template)
+    elif fmt == "mmdet":
+        out = _mmdet_text(text, lv, st, decimals, header, template)
+    else:
+        doc: Dict[str, Any] = {"anchors": [[[_jsnum(w, decimals), _jsnum(h, decimals)] for w, h in a.tolist()] for a in lv],
+                               "strides": [_jsnum(s, 6) for s in st]}
+        doc.update(metadata or {})
+        out = dumps_json(doc) + "\n"
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(out)
+    return fmt
+
+
+def dumps_json(doc: Any) -> str:
+    """Indented json with every innermost list of numbers on one line (``[10, 13]``)."""
+    text = json.dumps(doc, indent=2)
+    return re.sub(
+        r"\[\s+((?:-?[\d.eE+-]+,\s+)*-?[\d.eE+-]+)\s+\]",
+        lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]",
+        text,
+    )
+
+
+def _jsnum(v: float, decimals: int) -> Any:
+    return int(round(v)) if decimals == 0 or float(v).is_integer() else round(float(v), decimals)
+
+
+def _yolov5_block(lv: List[np.ndarray], st: List[float], decimals: int, key_line: str) -> List[str]:
+    out = [key_line]
+    for a, s in zip(lv, st):
+        out.append(f"  - [{format_anchor_list(a, decimals)}]  # {level_name(s)}\n")
+    return out
+
+
+def _yolov5_text(text: Optional[str], lv, st, decimals, header, template) -> str:
+    if text is None:
+        lines = [f"# {header}\n"] if header else []
+        return "".join(lines + _yolov5_block(lv, st, decimals, "anchors:\n"))
+    lines = text.splitlines(keepends=True)
+    block = yaml_block(lines, "anchors")
+    if block is None:
+        raise ValueError(f"{template} has no top-level 'anchors:' entry (an anchor-free model?): nothing to replace")
+    first, end = block
+    key_line = lines[first]
+    # keep a comment on the key's line, drop an inline value
+    m = re.match(r"^(anchors\s*:)\s*([^#\n]*?)\s*(#.*)?$", key_line.rstrip("\n"))
+    comment = f"  {m.group(3)}" if m and m.group(3) else ""
+    newline = "\r\n" if key_line.endswith("\r\n") else "\n"
+    new = _yolov5_block(lv, st, decimals, f"anchors:{comment}{newline}")
+    new = [s.replace("\n", newline) if newline != "\n" else s for s in new]
+    return "".join(lines[:first] + new + lines[end:])
+
+
+def _darknet_text(text: Optional[str], lv, st, decimals, header, template) -> str:
+    everything = np.concatenate(lv)
+    k = everything.shape[0]
+    all_anchors = ",  ".join(
+        f"{format_number(w, decimals)},{format_number(h, decimals)}" for w, h in everything.tolist())
+    masks, start = [], 0
+    for a in lv:
+        masks.append(",".join(str(start + j) for j in range(a.shape[0])))
+        start += a.shape[0]
+    if text is None:
+        out = [f"# {header}\n"] if header else []
+        out.append("# paste into the [yolo] sections of your darknet .cfg (finest level first here)\n")
+        for level, (mask, s) in enumerate(zip(masks, st)):
+            out.append(f"\n[yolo]\n# {level_name(s)}\nmask={mask}\nanchors={all_anchors}\nnum={k}\n")
+        return "".join(out)
+    lines = text.splitlines(keepends=True)
+    sections = [s for s in darknet_sections(lines) if s[0] in ("yolo", "gaussian_yolo")]
+    if not sections:
+        raise ValueError(f"{template} has no [yolo] section: nothing to replace")
+    if len(sections) != len(lv):
+        raise ValueError(
+            f"{template} has {len(sections)} [yolo] sections but {len(lv)} levels of anchors were computed: "
+            f"use --levels {len(sections)}"
+        )
+    # Which section is which level: by the anchors its current mask points to (finest first);
+    # without masks, darknet's yolov3 order (coarsest first) cannot be told from yolov4's, so
+    # the file order is taken as finest first.
+    keys = []
+    for order, (_, first, end) in enumerate(sections):
+        found = cfg_value(lines, first, end, "mask")
+        try:
+            keys.append((min(int(x) for x in found[1].split(",") if x.strip()), order) if found else (order, order))
+        except ValueError:
+            raise ValueError(f"{template}:{found[0] + 1}: mask={found[1]!r} is not a list of integers") from None
+    level_of = {order: level for level, (_, order) in enumerate(sorted(keys))}
+    edits: Dict[int, str] = {}
+    inserts: Dict[int, List[str]] = {}
+    for order, (_, first, end) in enumerate(sections):
+        level = level_of[order]
+        newline = "\r\n" if lines[first].endswith("\r\n") else "\n"
+        for key, value in (("mask", masks[level]), ("anchors", all_anchors), ("num", str(k))):
+            found = cfg_value(lines, first, end, key)
+            if found is not None:
+                edits[found[0]] = f"{key}={value}{newline}"
+            else:
+                inserts.setdefault(first, []).append(f"{key}={value}{newline}")
+    out = []
+    for i, line in enumerate(lines):
+        out.append(edits.get(i, line))
+        if i in inserts:
+            if not out[-1].endswith("\n"):
+                out[-1] += "\n"
+            out.extend(inserts[i])
+    return "".join(out)
+
+
+def _mmdet_literal(lv, st, decimals, indent: str, order: List[int]) -> Tuple[str, str]:
+    rows = []
+    for level in order:
+        pairs = ", ".join(
+            f"({format_number(w, decimals)}, {format_number(h, decimals)})" for w, h in lv[level].tolist())
+        rows.append(f"{indent}    [{pairs}],  # {level_name(st[level])}\n")
+    base = "[\n" + "".join(rows) + f"{indent}]"
+    strides = "[" + ", ".join(f"{s:g}" for s in (st[i] for i in order)) + "]"
+    return base, strides
+
+
+def _mmdet_text(text: Optional[str], lv, st, decimals, header, template) -> str:
+    coarse_first = list(range(len(lv)))[::-1]  # mmdetection's YOLOv3 lists the coarsest level first
+    if text is None:
+        base, strides = _mmdet_literal(lv, st, decimals, "    ", coarse_first)
+        out = [f"# {header}\n"] if header else []
+        out.append("# paste into model.bbox_head of an mmdetection YOLOv3-style config\n")
+        out.append(
+            f"prior_generator = dict(\n    type=\"YOLOAnchorGenerator\",\n    base_sizes={base},\n    strides={strides},\n)\n"
+        )
+        return "".join(out)
+    call, where = find_anchor_generator(text, template)
+    kw = {k.arg: k.value for k in call.keywords if k.arg}
+    if "base_sizes" not in kw:
+        raise ValueError(f"{template}:{call.lineno}: the anchor generator has no base_sizes to replace")
+    old_strides = None
+    if "strides" in kw:
+        try:
+            old_strides = [float(s) for s in ast.literal_eval(kw["strides"])]
+        except (ValueError, TypeError):
+            old_strides = None
+    if old_strides is not None and len(old_strides) != len(lv):
+        raise ValueError(
+            f"{template}:{call.lineno}: the anchor generator has {len(old_strides)} levels but {len(lv)} were computed: "
+            f"use --levels {len(old_strides)}"
+        )
+    order = coarse_first if old_strides is None or old_strides[0] > old_strides[-1] else list(range(len(lv)))
+    lines = text.splitlines(keepends=True)
+    node = kw["base_sizes"]
+    indent = re.match(r"\s*", lines[node.lineno - 1]).group(0)
+    base, strides = _mmdet_literal(lv, st, decimals, indent, order)
+    replacements = [(node, base)]
+    if "strides" in kw:
+        replacements.append((kw["strides"], strides))
+    offsets = np.cumsum([0] + [len(s) for s in lines])
+    out = text
+    for n, new in sorted(replacements, key=lambda r: (r[0].lineno, r[0].col_offset), reverse=True):
+        a = offsets[n.lineno - 1] + _char_col(lines[n.lineno - 1], n.col_offset)
+        b = offsets[n.end_lineno - 1] + _char_col(lines[n.end_lineno - 1], n.end_col_offset)
+        out = out[:a] + new + out[b:]
+    return out
+
+
+def _char_col(line: str, byte_col: int) -> int:
+    """ast gives UTF-8 byte columns; the character column of the same place."""
+    return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
