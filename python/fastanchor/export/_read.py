@@ -44,6 +44,9 @@ class ReadAnchors:
 def read_anchors(path: str) -> ReadAnchors:
     """Read per-level anchors from a YOLOv5 yaml, darknet cfg, mmdetection config or json file.
 
+    The json may be fastanchor's or the ``anchor_optimize_result.json`` of mmyolo's and
+    mmdetection's ``optimize_anchors.py``.
+
     Levels come back finest first (for darknet, by the ``mask`` indices; for mmdetection and
     json, by stride; for YOLOv5, in file order, which is P3 first).
 
@@ -159,8 +162,10 @@ def _read_json(text: str, path: str) -> ReadAnchors:
         doc = json.loads(text)
     except ValueError as exc:
         raise ValueError(f"{path}:{getattr(exc, 'lineno', '?')}: not valid json ({getattr(exc, 'msg', exc)})") from None
+    if isinstance(doc, list):
+        return _read_optimize_result(doc, path)
     if not isinstance(doc, dict) or "anchors" not in doc:
-        raise ValueError(f"{path}: expected a json object with an 'anchors' list")
+        raise ValueError(f"{path}: expected a json object with an 'anchors' list, or mmyolo's list of levels")
     value = doc["anchors"]
     if isinstance(value, list) and value and isinstance(value[0], list) and value[0] and isinstance(value[0][0], list):
         levels = [_pairs(level, path) for level in value]
@@ -176,6 +181,27 @@ def _read_json(text: str, path: str) -> ReadAnchors:
     else:
         strides = None
     return ReadAnchors(levels=levels, strides=strides, format="json", img_size=img_size)
+
+
+def _read_optimize_result(doc: List[Any], path: str) -> ReadAnchors:
+    """The ``anchor_optimize_result.json`` of the OpenMMLab ``optimize_anchors.py``: mmyolo writes
+    ``[[[w, h], ...] per level]`` (finest level first: its optimizer sorts the anchors by area
+    before splitting them), mmdetection one list ``[[w, h], ...]`` (read as one level). The file
+    gives no strides."""
+    if not doc:
+        raise ValueError(f"{path}: the list of anchors is empty")
+
+    def is_pair(p: Any) -> bool:
+        return isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
+
+    if all(is_pair(p) for p in doc):
+        return ReadAnchors(levels=[_pairs(doc, path)], strides=None, format="json")
+    levels = []
+    for i, level in enumerate(doc):
+        if not (isinstance(level, list) and level and all(is_pair(p) for p in level)):
+            raise ValueError(f"{path}: level {i} must be a list of [width, height] pairs, got {level!r:.80}")
+        levels.append(_pairs(level, f"{path}: level {i}"))
+    return ReadAnchors(levels=levels, strides=None, format="json")
 
 
 def parse_anchor_text(text: str) -> np.ndarray:

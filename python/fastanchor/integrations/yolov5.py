@@ -18,7 +18,6 @@ import importlib
 import logging
 import sys
 import time
-import warnings
 from types import ModuleType
 from typing import Any, List, Optional, Tuple, Union
 
@@ -27,6 +26,7 @@ import numpy as np
 from .._evolve import DROP_BELOW, STRATEGIES, autoanchor, evolve_anchors
 from .._fitness import anchor_fitness
 from .._validation import as_float, as_int, distinct_rows_at_least
+from ._logging import warnings_to
 
 __all__ = ["HOST_MODULES", "Patch", "dataset_wh", "kmean_anchors", "patch"]
 
@@ -193,8 +193,7 @@ def kmean_anchors(
     if len(wh) == 0:
         raise ValueError(f"all {len(wh0)} labels are below {DROP_BELOW:g} pixels on both sides at img_size={size:g}")
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings_to(log, prefix):
         if distinct_rows_at_least(wh, n) >= n:
             log.info(f"{prefix}fastanchor: k-means and {strategy} search for {n} anchors on {len(wh)} points...")
             res = autoanchor(wh0, n, thr=thr, generations=gen, strategy=strategy, seed=seed, progress=verbose)
@@ -208,8 +207,6 @@ def kmean_anchors(
             init = np.sort(rng.random(2 * n)).reshape(n, 2) * size
             ev = evolve_anchors(init, wh, thr=thr, generations=gen, strategy=strategy, seed=seed, progress=verbose)
             anchors = ev.anchors
-    for w in caught:
-        log.warning(f"{prefix}WARNING {w.message}")
 
     fit = anchor_fitness(anchors, wh0, thr=thr)
     log.info(
