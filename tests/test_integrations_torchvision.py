@@ -150,3 +150,37 @@ def test_ssd_boxes_build_the_real_model():
     ns: dict = {}
     exec(fit.python(), ns)  # noqa: S102 - our own generated source
     assert ns["anchor_generator"].scales == gen.scales
+
+
+COCO_JSON = DATA_DIR / "raw" / "coco128_val2017_json" / "instances_val2017.json"
+needs_coco_json = pytest.mark.skipif(not COCO_JSON.is_file(), reason=f"real data file {COCO_JSON} is absent")
+
+
+@needs_coco_json
+@pytest.mark.parametrize("detector", ["fasterrcnn", "retinanet", "ssd"])
+def test_cli_writes_python_that_builds_the_generator(tmp_path, capsys, detector):
+    from fastanchor.cli import main
+
+    out = tmp_path / "anchors.py"
+    assert main(["torchvision", str(COCO_JSON), "--detector", detector, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "fastanchor" in text and ("AnchorGenerator(" in text or "DefaultBoxGenerator(" in text)
+    assert capsys.readouterr().out.rstrip().endswith(f"wrote {out}")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary file left behind"
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        return
+    ns: dict = {}
+    exec(text, ns)  # noqa: S102 - our own generated source
+    gen = ns["anchor_generator"]
+    assert type(gen).__name__ in ("AnchorGenerator", "DefaultBoxGenerator")
+
+
+def test_cli_refuses_bad_out(tmp_path, capsys):
+    from fastanchor.cli import main
+
+    assert main(["torchvision", "missing.json", "--out", str(tmp_path / "a.yaml")]) == 1
+    assert "give a .py file name" in capsys.readouterr().err
+    assert main(["torchvision", "missing.json", "--out", str(tmp_path / "no" / "a.py")]) == 1
+    assert "does not exist" in capsys.readouterr().err

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from typing import Any, List, Optional, Sequence
 
@@ -33,6 +32,7 @@ from .._evolve import autoanchor
 from .._fitness import anchor_fitness
 from .._kmeans import kmeans_iou
 from .._validation import as_float, as_int
+from ._files import atomic_write_text
 from ._logging import warnings_to
 
 __all__ = ["ALGORITHMS", "FastAnchorOptimizer", "RESULT_FILE"]
@@ -214,14 +214,6 @@ class FastAnchorOptimizer:
             return None
         os.makedirs(path, exist_ok=True)
         target = os.path.join(path, RESULT_FILE)
-        fd, tmp = tempfile.mkstemp(prefix=f".{RESULT_FILE}.", dir=path)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(levels, f)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(target, json.dumps(levels))
         self.logger.info(f"Result saved in {target}")
         return target
