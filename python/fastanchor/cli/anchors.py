@@ -86,14 +86,30 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         _matplotlib()
 
     # Levels and k: the options, else the model's layout, else 3 levels of 3.
+    layout = None
+    if args.model and model_fmt == "yolov5":
+        from ..export._yolov5arch import yolov5_layout
+
+        with open(args.model, encoding="utf-8") as f:
+            layout = yolov5_layout(f.read(), args.model)
     if args.strides:
         strides = args.strides
     elif args.levels:
         strides = strides_for(args.levels)
+    elif model is not None and model.strides:
+        strides = model.strides
+    elif layout is not None and layout.strides:
+        strides = layout.strides
     elif model is not None:
-        strides = model.strides or strides_for(len(model.levels))
+        strides = strides_for(len(model.levels))
     else:
         strides = strides_for(DEFAULT_LEVELS)
+    if layout is not None and layout.source == "well-known" and not (args.strides or args.levels):
+        ui.note(f"{args.model}: strides {', '.join(f'{s:g}' for s in strides)} guessed from its "
+                f"{layout.n_levels} detection levels (the architecture could not be walked); give --strides if wrong")
+    if layout is not None and (args.strides or args.levels) and len(strides) != layout.n_levels:
+        raise CLIError(f"{args.model}: its Detect layer (line {layout.detect_line}) takes {layout.n_levels} levels, "
+                       f"but {'--strides' if args.strides else '--levels'} gives {len(strides)}")
     if args.k is not None:
         k = args.k
     elif model is not None:
@@ -103,7 +119,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     else:
         k = DEFAULT_K if len(strides) == DEFAULT_LEVELS else 3 * len(strides)
     if k % len(strides):
-        raise CLIError(f"-k {k} anchors cannot be split evenly over {len(strides)} levels: use a multiple of {len(strides)}")
+        given = f"-k {k} anchors" if args.k is not None else f"the {k} anchors of --model {args.model}"
+        raise CLIError(f"{given} cannot be split evenly over {len(strides)} levels: use a multiple of {len(strides)}")
     compare = parse_anchor_text(args.compare) if args.compare else None
 
     tmp = None

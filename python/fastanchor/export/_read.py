@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 
 from ._formats import cfg_value, darknet_sections, export_format, find_anchor_generator, yaml_block
+from ._yolov5arch import yolov5_layout
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class ReadAnchors:
     levels : list of ndarray (m, 2) float64
         The anchors of each detection level, finest level (smallest stride) first.
     strides : tuple of float or None
-        The levels' strides when the file gives them (mmdetection, json), else None.
+        The levels' strides when the file gives them (mmdetection, json) or its architecture
+        implies them (a YOLOv5 yaml's Detect layer inputs), else None.
     format : str
         ``"yolov5"``, ``"darknet"``, ``"mmdet"`` or ``"json"``.
     img_size : tuple of int or None
@@ -96,7 +98,16 @@ def _read_yolov5(text: str, path: str) -> ReadAnchors:
     if not isinstance(value, list) or not value:
         raise ValueError(f"{path}:{first + 1}: 'anchors' must be a list of levels")
     levels = [_pairs(level, f"{path}:{first + 1}") for level in value]
-    return ReadAnchors(levels=levels, strides=None, format="yolov5")
+    layout = yolov5_layout(text, path)
+    strides = None
+    if layout is not None:
+        if layout.n_levels != len(levels):
+            raise ValueError(
+                f"{path}:{first + 1}: 'anchors' has {len(levels)} levels but the {layout.n_levels}-input Detect layer "
+                f"(line {layout.detect_line}) needs {layout.n_levels}"
+            )
+        strides = layout.strides
+    return ReadAnchors(levels=levels, strides=strides, format="yolov5")
 
 
 def _read_darknet(text: str, path: str) -> ReadAnchors:

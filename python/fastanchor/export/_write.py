@@ -21,6 +21,7 @@ from ._formats import (
     round_anchors,
     yaml_block,
 )
+from ._yolov5arch import yolov5_layout
 
 
 def write_anchors(
@@ -113,10 +114,17 @@ def _yolov5_text(text: Optional[str], lv, st, decimals, header, template) -> str
     if block is None:
         raise ValueError(f"{template} has no top-level 'anchors:' entry (an anchor-free model?): nothing to replace")
     first, end = block
+    layout = yolov5_layout(text, str(template))
+    if layout is not None and layout.n_levels != len(lv):
+        raise ValueError(
+            f"{template}: its Detect layer (line {layout.detect_line}) takes {layout.n_levels} levels, "
+            f"but {len(lv)} levels of anchors were given"
+        )
     key_line = lines[first]
-    # keep a comment on the key's line, drop an inline value
+    # keep a comment on the key's line, drop an inline value and the comment about it
+    # ("anchors: 3  # AutoAnchor evolves 3 anchors per P output layer" is stale above explicit anchors)
     m = re.match(r"^(anchors\s*:)\s*([^#\n]*?)\s*(#.*)?$", key_line.rstrip("\n"))
-    comment = f"  {m.group(3)}" if m and m.group(3) else ""
+    comment = f"  {m.group(3)}" if m and m.group(3) and not m.group(2) else ""
     newline = "\r\n" if key_line.endswith("\r\n") else "\n"
     new = _yolov5_block(lv, st, decimals, f"anchors:{comment}{newline}")
     new = [s.replace("\n", newline) if newline != "\n" else s for s in new]

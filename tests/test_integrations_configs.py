@@ -1,0 +1,130 @@
+"""Configs as users write them: YOLOv5 yamls of any level count, read back by the real frameworks."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DATA_DIR
+
+from fastanchor.cli import main
+from fastanchor.export import read_anchors, write_anchors
+from fastanchor.export._yolov5arch import yolov5_layout
+
+COCO_JSON = DATA_DIR / "raw" / "coco128_val2017_json" / "instances_val2017.json"
+needs_coco_json = pytest.mark.skipif(not COCO_JSON.is_file(), reason=f"real data file {COCO_JSON} is absent")
+
+TINY = """\
+nc: 80
+depth_multiple: 1.0
+width_multiple: 1.0
+anchors: 2  # AutoAnchor evolves 2 anchors per P output layer
+backbone:
+  [[-1, 1, Conv, [16, 3, 1]],  # 0
+   [-1, 1, nn.MaxPool2d, [2, 2, 0]],  # 1-P1/2
+   [-1, 1, Conv, [32, 3, 2]],  # 2-P2/4
+   [-1, 1, Conv, [64, 3, 2]],  # 3-P3/8
+   [-1, 1, Conv, [128, 3, 2]],  # 4-P4/16
+   [-1, 1, Conv, [256, 3, 2]],  # 5-P5/32
+  ]
+head:
+  [[-1, 1, Conv, [128, 1, 1]],  # 6
+   [-1, 1, nn.Upsample, [None, 2, 'nearest']],  # 7
+   [[-1, 4], 1, Concat, [1]],  # 8 (P4)
+   [-1, 1, Conv, [128, 3, 1]],  # 9
+   [[9, 6], 1, Detect, [nc, anchors]],  # Detect(P4, P5)
+  ]
+"""
+
+
+def test_layout_of_a_two_level_model():
+    layout = yolov5_layout(TINY)
+    assert layout.n_levels == 2 and layout.strides == (16.0, 32.0)
+    assert layout.source == "architecture" and layout.anchors_per_level == 2 and layout.detect_line == 18
+
+
+def test_layout_falls_back_to_well_known_strides():
+    text = TINY.replace("[[-1, 4], 1, Concat", "[[40, 4], 1, Concat")  # a layer the walk cannot resolve
+    layout = yolov5_layout(text)
+    assert layout.source == "well-known" and layout.strides == (16.0, 32.0)
+
+
+def test_layout_rejects_bad_detect_inputs():
+    with pytest.raises(ValueError, match="list of layer indices"):
+        yolov5_layout(TINY.replace("[[9, 6], 1, Detect", "[9, 1, Detect"))
+    assert yolov5_layout("anchors: 3\n") is None
+
+
+def test_written_yaml_has_explicit_levels_and_no_stale_comment(tmp_path):
+    template = tmp_path / "tiny.yaml"
+    template.write_text(TINY)
+    out = tmp_path / "out.yaml"
+    levels = [np.array([[10.0, 14], [23, 27]]), np.array([[37.0, 58], [81, 82]])]
+    write_anchors(str(out), levels, (16, 32), template=str(template))
+    text = out.read_text()
+    assert "AutoAnchor evolves" not in text and "anchors: 2" not in text
+    assert "# P4/16" in text and "# P5/32" in text
+    back = read_anchors(str(out))
+    assert back.strides == (16.0, 32.0)
+    np.testing.assert_array_equal(back.anchors, np.concatenate(levels))
+    with pytest.raises(ValueError, match="takes 2 levels, but 3 levels"):
+        write_anchors(str(tmp_path / "bad.yaml"), levels + [levels[0]], (8, 16, 32), template=str(template))
+    # a yaml whose anchors disagree with its Detect layer is refused on reading, naming the line
+    bad = tmp_path / "mismatch.yaml"
+    bad.write_text(text.replace("  - [37,58, 81,82]  # P5/32\n", ""))
+    with pytest.raises(ValueError, match="has 1 levels but the 2-input Detect layer"):
+        read_anchors(str(bad))
+
+
+@needs_coco_json
+def test_cli_uses_the_models_levels(tmp_path, capsys):
+    template = tmp_path / "tiny.yaml"
+    template.write_text(TINY)
+    out = tmp_path / "out.yaml"
+    assert main(["anchors", str(COCO_JSON), "--model", str(template), "--out", str(out), "--generations", "50"]) == 0
+    report = capsys.readouterr().out
+    assert "P4/16" in report and "P5/32" in report and "P3/8" not in report
+    back = read_anchors(str(out))
+    assert [len(lv) for lv in back.levels] == [2, 2] and back.strides == (16.0, 32.0)
+    assert main(["anchors", str(COCO_JSON), "--model", str(template), "--levels", "3", "--generations", "0"]) == 1
+    assert "takes 2 levels, but --levels gives 3" in capsys.readouterr().err
+    assert main(["anchors", str(COCO_JSON), "--model", str(template), "-k", "5", "--generations", "0"]) == 1
+    assert "-k 5 anchors cannot be split evenly over 2 levels" in capsys.readouterr().err
+
+
+def _yolov5_models() -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pytest.importorskip("torch")
+        yolov5 = pytest.importorskip("yolov5")
+    return Path(yolov5.__file__).parent / "models"
+
+
+@needs_coco_json
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["yolov5n", "hub/yolov5-p2", "hub/yolov5-p34", "hub/yolov5-p6", "hub/yolov5-p7",
+                                  "hub/yolov3-tiny", "hub/yolov5n6", "segment/yolov5n-seg"])
+def test_written_yaml_builds_the_real_model(tmp_path, capsys, name):
+    models = _yolov5_models()
+    import torch
+    from yolov5.models.yolo import Model
+
+    template = models / f"{name}.yaml"
+    out = tmp_path / "model.yaml"
+    assert main(["anchors", str(COCO_JSON), "--model", str(template), "--out", str(out), "--generations", "50"]) == 0
+    capsys.readouterr()
+    back = read_anchors(str(out))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Model(str(out), ch=3, nc=80)
+    det = model.model[-1]
+    assert det.nl == len(back.levels)
+    np.testing.assert_array_equal(det.stride.numpy(), back.strides)  # the architecture walk agrees with YOLOv5
+    built = (det.anchors * det.stride.view(-1, 1, 1)).reshape(-1, 2).numpy()
+    np.testing.assert_allclose(built, back.anchors, rtol=1e-6)
+    with torch.no_grad():
+        model.eval()
+        model(torch.zeros(1, 3, 128, 128))
