@@ -233,7 +233,8 @@ def test_mmdet_config(tmp_path):
     assert read.strides == (8, 16, 32)
     namespace: dict = {}
     exec(out.read_text(), namespace)  # valid Python
-    assert namespace["prior_generator"]["strides"] == [32, 16, 8]
+    # an override mmengine merges, with mmdetection YOLOV3Head's key
+    assert namespace["model"]["bbox_head"]["anchor_generator"]["strides"] == [32, 16, 8]
     template = tmp_path / "yolov3_config.py"
     template.write_text(MMDET_PY)
     write_anchors(str(out), LEVELS, STRIDES, template=str(template))

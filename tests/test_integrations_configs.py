@@ -128,3 +128,113 @@ def test_written_yaml_builds_the_real_model(tmp_path, capsys, name):
     with torch.no_grad():
         model.eval()
         model(torch.zeros(1, 3, 128, 128))
+
+
+MMYOLO_STYLE = """\
+_base_ = ['../_base_/default_runtime.py']
+anchors = [
+    [(10, 13), (16, 30), (33, 23)],  # P3/8
+    [(30, 61), (62, 45), (59, 119)],  # P4/16
+    [(116, 90), (156, 198), (373, 326)]  # P5/32
+]
+strides = [8, 16, 32]
+model = dict(
+    bbox_head=dict(
+        type='YOLOv5Head',
+        prior_generator=dict(type='mmdet.YOLOAnchorGenerator', base_sizes=anchors, strides=strides)))
+"""
+
+
+def test_mmyolo_top_level_names_are_read_and_rewritten(tmp_path):
+    cfgs = tmp_path / "configs" / "yolov5"
+    cfgs.mkdir(parents=True)
+    template = cfgs / "yolov5_s.py"
+    template.write_text(MMYOLO_STYLE)
+    back = read_anchors(str(template))
+    assert back.strides == (8.0, 16.0, 32.0) and back.levels[0].tolist() == [[10, 13], [16, 30], [33, 23]]
+    levels = [np.array([[11.0, 12], [20, 25], [30, 40]]), np.array([[50.0, 60], [70, 80], [90, 100]]),
+              np.array([[120.0, 130], [200, 210], [300, 310]])]
+    out_dir = tmp_path / "work"
+    out_dir.mkdir()
+    out = out_dir / "mine.py"
+    write_anchors(str(out), levels, (8, 16, 32), template=str(template))
+    text = out.read_text()
+    assert "base_sizes=anchors, strides=strides" in text  # the call is untouched; the names are rewritten
+    assert text.startswith("_base_ = ['../configs/_base_/default_runtime.py']")  # relative to the new folder
+    assert "anchors = [\n    [(11, 12), (20, 25), (30, 40)],  # P3/8" in text
+    again = read_anchors(str(out))
+    np.testing.assert_array_equal(again.anchors, np.concatenate(levels))
+
+
+def test_mmdet_snippet_is_an_override_with_the_mmdet_key(tmp_path):
+    out = tmp_path / "snippet.py"
+    levels = [np.array([[10.0, 13]]), np.array([[30.0, 61]]), np.array([[116.0, 90]])]
+    write_anchors(str(out), levels, (8, 16, 32))
+    text = out.read_text()
+    assert "anchor_generator=dict(" in text and "prior_generator=dict(" not in text
+    back = read_anchors(str(out))
+    assert back.strides == (8.0, 16.0, 32.0)
+    np.testing.assert_array_equal(back.anchors, np.concatenate(levels))
+
+
+def _mm_configs(package: str) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pytest.importorskip("mmengine")
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        pytest.skip(f"{package} is not installed (its configs are the test input)")
+    return Path(spec.origin).parent / ".mim" / "configs"
+
+
+MMDET_YOLO = ["yolov3_d53_8xb8-320-273e_coco", "yolov3_d53_8xb8-amp-ms-608-273e_coco", "yolov3_d53_8xb8-ms-416-273e_coco",
+              "yolov3_d53_8xb8-ms-608-273e_coco", "yolov3_mobilenetv2_8xb24-320-300e_coco",
+              "yolov3_mobilenetv2_8xb24-ms-416-300e_coco"]
+
+
+@needs_coco_json
+@pytest.mark.integration
+@pytest.mark.parametrize("name", [("mmdet", f"yolo/{n}") for n in MMDET_YOLO]
+                         + [("mmyolo", "yolov5/yolov5_s-v61_syncbn_8xb16-300e_coco"),
+                            ("mmyolo", "yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco")])
+def test_mm_config_written_is_what_mmengine_loads(tmp_path, capsys, name):
+    package, stem = name
+    template = _mm_configs(package) / f"{stem}.py"
+    from mmengine.config import Config
+
+    out = tmp_path / "elsewhere" / "mine.py"
+    out.parent.mkdir()
+    assert main(["anchors", str(COCO_JSON), "--model", str(template), "--out", str(out), "--generations", "50"]) == 0
+    report = capsys.readouterr()
+    written = read_anchors(str(out))
+    old = Config.fromfile(str(template), import_custom_modules=False)
+    new = Config.fromfile(str(out), import_custom_modules=False)
+    key = "anchor_generator" if package == "mmdet" else "prior_generator"
+    gen_old, gen_new = old.model.bbox_head[key], new.model.bbox_head[key]
+    assert gen_new.type == gen_old.type and list(gen_new.strides) == list(gen_old.strides)
+    order = np.argsort([s if not isinstance(s, (list, tuple)) else s[0] for s in gen_new.strides])
+    merged = np.concatenate([np.asarray(gen_new.base_sizes[i], dtype=float) for i in order])
+    np.testing.assert_array_equal(merged, written.anchors)
+    assert not np.array_equal(merged, np.concatenate([np.asarray(gen_old.base_sizes[i], float) for i in order]))
+    # everything else is the template's (the head's classes, the training schedule)
+    assert {k: v for k, v in new.model.bbox_head.items() if k != key} == \
+        {k: v for k, v in old.model.bbox_head.items() if k != key}
+    assert new.get("max_epochs") == old.get("max_epochs") and new.train_cfg == old.train_cfg
+    if package == "mmdet":  # the pipelines' image size was used
+        size = old.test_dataloader.dataset.pipeline[1].scale[0]
+        assert f"img-size {size} from the model config" in report.err
+
+
+def test_inherited_config_without_mmengine_says_what_to_install(tmp_path):
+    try:
+        import mmengine  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("mmengine is installed: the inherited config is read through it")
+    child = tmp_path / "child.py"
+    child.write_text("_base_ = './yolov3_d53.py'\nmodel = dict(bbox_head=dict(num_classes=3))\n")
+    with pytest.raises(ValueError, match=r"inherits one through _base_\): reading it needs mmengine"):
+        read_anchors(str(child))

@@ -71,6 +71,16 @@ def _auto_decimals(levels: Sequence[np.ndarray], wh: np.ndarray, thr: float) -> 
     return 3
 
 
+def _inherits(out: str, template: str) -> bool:
+    """Whether the written mmdet config is an override (``_base_`` and ``model`` only)."""
+    import ast
+
+    with open(out, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    names = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+    return names == {"_base_", "model"}
+
+
 def run(args: argparse.Namespace, ui: UI) -> int:
     from .. import anchor_fitness, autoanchor, split_levels
     from ..export import dumps_json, export_format, parse_anchor_text, round_anchors, write_anchors
@@ -187,7 +197,13 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         fmt = write_anchors(args.out, written, strides, template=template, decimals=args.decimals, header=header, metadata=meta)
         what = {"yolov5": "YOLOv5 model yaml", "darknet": "darknet cfg", "mmdet": "mmdetection config", "json": "json"}[fmt]
         ui.print()
-        ui.print(f"wrote {args.out} ({what}{', a copy of ' + template + ' with its anchors replaced' if template else ''})")
+        if template and fmt == "mmdet" and _inherits(args.out, template):
+            how = f", an override that inherits {template} through _base_"
+        elif template:
+            how = f", a copy of {template} with its anchors replaced"
+        else:
+            how = ""
+        ui.print(f"wrote {args.out} ({what}{how})")
     if args.plot:
         from ..plot import plot_anchors
 

@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 
 from ._formats import cfg_value, darknet_sections, export_format, find_anchor_generator, yaml_block
+from ._mmconfig import has_base, image_size_of, load_generator, merged_strides, resolve, top_level_literals
 from ._yolov5arch import yolov5_layout
 
 
@@ -151,21 +152,42 @@ def _read_darknet(text: str, path: str) -> ReadAnchors:
 
 
 def _read_mmdet(text: str, path: str) -> ReadAnchors:
-    call, _ = find_anchor_generator(text, path)
+    try:
+        call, _ = find_anchor_generator(text, path)
+    except ValueError as exc:
+        if "no YOLOAnchorGenerator" not in str(exc) or not has_base(text):
+            raise
+        # inherited through _base_ (or an override of num_classes only): mmengine merges the chain
+        _, gen, img = load_generator(path)
+        return _mmdet_levels(gen["base_sizes"], gen.get("strides"), f"{path} (merged config)", img)
     kw = {k.arg: k.value for k in call.keywords if k.arg}
     if "base_sizes" not in kw:
         raise ValueError(f"{path}:{call.lineno}: the anchor generator has no base_sizes")
+    names = top_level_literals(ast.parse(text))
     try:
-        base = ast.literal_eval(kw["base_sizes"])
-        strides = [float(s) if not isinstance(s, (list, tuple)) else float(s[0]) for s in ast.literal_eval(kw["strides"])] if "strides" in kw else None
-    except (ValueError, TypeError, SyntaxError):
-        raise ValueError(f"{path}:{call.lineno}: base_sizes and strides must be literal lists") from None
-    levels = [_pairs(level, f"{path}:{call.lineno}") for level in base]
-    if strides is not None and len(strides) == len(levels):
-        order = sorted(range(len(levels)), key=lambda i: strides[i])
+        base, _ = resolve(kw["base_sizes"], names)
+        strides = resolve(kw["strides"], names)[0] if "strides" in kw else merged_strides(path)
+    except ValueError as exc:
+        raise ValueError(f"{path}:{call.lineno}: base_sizes and strides must be literal lists or top-level names "
+                         f"bound to them ({exc})") from None
+    return _mmdet_levels(base, strides, f"{path}:{call.lineno}", image_size_of(path))
+
+
+def _mmdet_levels(base: Any, strides: Any, where: str, img_size: Optional[Tuple[int, int]]) -> ReadAnchors:
+    if not isinstance(base, (list, tuple)) or not base:
+        raise ValueError(f"{where}: base_sizes must be a list of levels")
+    levels = [_pairs(level, where) for level in base]
+    st = None
+    if strides is not None:
+        try:
+            st = [float(s) if not isinstance(s, (list, tuple)) else float(s[0]) for s in strides]
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: strides must be numbers or (w, h) pairs, got {strides!r}") from None
+    if st is not None and len(st) == len(levels):
+        order = sorted(range(len(levels)), key=lambda i: st[i])
         levels = [levels[i] for i in order]
-        strides = [strides[i] for i in order]
-    return ReadAnchors(levels=levels, strides=tuple(strides) if strides else None, format="mmdet")
+        st = [st[i] for i in order]
+    return ReadAnchors(levels=levels, strides=tuple(st) if st else None, format="mmdet", img_size=img_size)
 
 
 def _read_json(text: str, path: str) -> ReadAnchors:

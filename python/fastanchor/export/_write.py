@@ -21,6 +21,16 @@ from ._formats import (
     round_anchors,
     yaml_block,
 )
+from ._mmconfig import (
+    has_base,
+    load_generator,
+    merged_strides,
+    override_text,
+    rebase,
+    replace_nodes,
+    resolve,
+    top_level_literals,
+)
 from ._yolov5arch import yolov5_layout
 
 
@@ -71,7 +81,7 @@ def write_anchors(
     elif fmt == "darknet":
         out = _darknet_text(text, lv, st, decimals, header, template)
     elif fmt == "mmdet":
-        out = _mmdet_text(text, lv, st, decimals, header, template)
+        out = _mmdet_text(text, lv, st, decimals, header, template, path)
     else:
         doc: Dict[str, Any] = {"anchors": [[[_jsnum(w, decimals), _jsnum(h, decimals)] for w, h in a.tolist()] for a in lv],
                                "strides": [_jsnum(s, 6) for s in st]}
@@ -198,25 +208,40 @@ def _mmdet_literal(lv, st, decimals, indent: str, order: List[int]) -> Tuple[str
     return base, strides
 
 
-def _mmdet_text(text: Optional[str], lv, st, decimals, header, template) -> str:
+def _mmdet_text(text: Optional[str], lv, st, decimals, header, template, path: str) -> str:
     coarse_first = list(range(len(lv)))[::-1]  # mmdetection's YOLOv3 lists the coarsest level first
     if text is None:
-        base, strides = _mmdet_literal(lv, st, decimals, "    ", coarse_first)
+        base, strides = _mmdet_literal(lv, st, decimals, "            ", coarse_first)
         out = [f"# {header}\n"] if header else []
-        out.append("# paste into model.bbox_head of an mmdetection YOLOv3-style config\n")
-        out.append(
-            f"prior_generator = dict(\n    type=\"YOLOAnchorGenerator\",\n    base_sizes={base},\n    strides={strides},\n)\n"
-        )
+        out.append("# an override for an mmdetection YOLOv3 config (YOLOV3Head's anchor_generator, coarsest level first);\n"
+                   "# add _base_ = 'your_config.py' above it. mmyolo's heads call it prior_generator and list the\n"
+                   "# finest level first: write with --model your_mmyolo_config.py to get its form.\n")
+        out.append(f"model = dict(\n    bbox_head=dict(\n        anchor_generator=dict(\n"
+                   f"            base_sizes={base},\n            strides={strides},\n        )))\n")
         return "".join(out)
-    call, where = find_anchor_generator(text, template)
+    tree = ast.parse(text)
+    try:
+        call, where = find_anchor_generator(text, template)
+    except ValueError as exc:
+        if "no YOLOAnchorGenerator" not in str(exc) or not has_base(text):
+            raise
+        return _mmdet_override(lv, st, decimals, header, template, path)
     kw = {k.arg: k.value for k in call.keywords if k.arg}
     if "base_sizes" not in kw:
         raise ValueError(f"{template}:{call.lineno}: the anchor generator has no base_sizes to replace")
-    old_strides = None
-    if "strides" in kw:
+    names = top_level_literals(tree)
+    try:
+        _, base_node = resolve(kw["base_sizes"], names)
+        old_strides, strides_node = resolve(kw["strides"], names) if "strides" in kw else (None, None)
+        if old_strides is None:  # an override of base_sizes only: the inherited strides give the order
+            old_strides = merged_strides(template)
+    except ValueError as exc:
+        raise ValueError(f"{template}:{call.lineno}: base_sizes and strides must be literal lists or top-level names "
+                         f"bound to them ({exc})") from None
+    if old_strides is not None:
         try:
-            old_strides = [float(s) for s in ast.literal_eval(kw["strides"])]
-        except (ValueError, TypeError):
+            old_strides = [float(s) if not isinstance(s, (list, tuple)) else float(s[0]) for s in old_strides]
+        except (TypeError, ValueError):
             old_strides = None
     if old_strides is not None and len(old_strides) != len(lv):
         raise ValueError(
@@ -225,21 +250,29 @@ def _mmdet_text(text: Optional[str], lv, st, decimals, header, template) -> str:
         )
     order = coarse_first if old_strides is None or old_strides[0] > old_strides[-1] else list(range(len(lv)))
     lines = text.splitlines(keepends=True)
-    node = kw["base_sizes"]
-    indent = re.match(r"\s*", lines[node.lineno - 1]).group(0)
+    indent = re.match(r"\s*", lines[base_node.lineno - 1]).group(0)
+    if isinstance(kw["base_sizes"], ast.Name):  # a top-level assignment: its rows start at column 0
+        indent = ""
     base, strides = _mmdet_literal(lv, st, decimals, indent, order)
-    replacements = [(node, base)]
-    if "strides" in kw:
-        replacements.append((kw["strides"], strides))
-    offsets = np.cumsum([0] + [len(s) for s in lines])
-    out = text
-    for n, new in sorted(replacements, key=lambda r: (r[0].lineno, r[0].col_offset), reverse=True):
-        a = offsets[n.lineno - 1] + _char_col(lines[n.lineno - 1], n.col_offset)
-        b = offsets[n.end_lineno - 1] + _char_col(lines[n.end_lineno - 1], n.end_col_offset)
-        out = out[:a] + new + out[b:]
-    return out
+    if strides_node is base_node:
+        raise ValueError(f"{template}:{call.lineno}: base_sizes and strides are the same expression: cannot rewrite them")
+    replacements = [(base_node, base)]
+    if strides_node is not None:
+        replacements.append((strides_node, strides))
+    return rebase(replace_nodes(text, replacements), tree, template, path)
 
 
-def _char_col(line: str, byte_col: int) -> int:
-    """ast gives UTF-8 byte columns; the character column of the same place."""
-    return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
+def _mmdet_override(lv, st, decimals, header, template, path) -> str:
+    """An override of an inherited config: mmengine reads the template's chain to learn the key
+    and the order of the levels; the new file inherits the template."""
+    key, gen, _ = load_generator(template)
+    old = gen.get("strides")
+    old_strides = [float(s) if not isinstance(s, (list, tuple)) else float(s[0]) for s in old] if old else None
+    n_old = len(gen["base_sizes"])
+    if n_old != len(lv):
+        raise ValueError(f"{template}: its {key} has {n_old} levels but {len(lv)} were computed: use --levels {n_old}")
+    coarse = old_strides is not None and old_strides[0] > old_strides[-1]
+    order = list(range(len(lv)))[::-1] if coarse else list(range(len(lv)))
+    base, strides = _mmdet_literal(lv, st, decimals, "            ", order)
+    rel = os.path.relpath(os.path.abspath(template), os.path.dirname(os.path.abspath(path))).replace(os.sep, "/")
+    return override_text(key, base, strides, rel, header)
