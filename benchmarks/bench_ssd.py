@@ -83,8 +83,8 @@ def bench_match(n_priors_maps: str, repeats: int, threads: int) -> None:
     if n_priors_maps == "ssd300":
         priors_c = fastanchor.ssd_default_boxes([38, 19, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2, 3], [2], [2]])
     else:
-        priors_c = fastanchor.ssd_default_boxes([19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3], style="tf",
-                                                min_scale=0.2, max_scale=0.95)
+        priors_c = fastanchor.tf_anchor_generator([19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3],
+                                                  min_scale=0.2, max_scale=0.95)
     priors = fastanchor.to_corners(priors_c)
     rng = np.random.default_rng(1)
     gts = [random_boxes(rng, 50, 1.0, 0.02, 0.6) for _ in range(64)]

@@ -943,6 +943,7 @@ def ratios_oracle(x):
 )
 def test_fuzz_ssd_default_boxes(sizes, ratios, style, scale_kind, lo, hi, data, image_size, clip, reciprocals,
                                 interp, reduce):
+    """ssd_default_boxes (style "ssd") and tf_anchor_generator (style "tf") on hostile arguments."""
     m = len(sizes) if isinstance(sizes, (list, np.ndarray)) else 1
     if isinstance(ratios, list) and ratios and all(isinstance(r, list) for r in ratios) and chance(data.draw, 0.8):
         ratios = [ratios[i % len(ratios)] for i in range(max(m, 1))]  # per layer: mostly one list per map
@@ -951,12 +952,25 @@ def test_fuzz_ssd_default_boxes(sizes, ratios, style, scale_kind, lo, hi, data, 
         scales = [data.draw(st.floats(0.05, 1.0)) for _ in range(m)]
     elif scale_kind == "bad list":
         scales = data.draw(st.sampled_from([[0.1] * (m + 1), [float("nan")] * m, [-0.1] * m, "0.1", 0.1, [1e308] * m]))
-    kwargs = dict(min_scale=lo, max_scale=hi, scales=scales, image_size=image_size, clip=clip, style=style,
-                  reciprocals=reciprocals, interpolated_scale_aspect_ratio=interp,
-                  reduce_boxes_in_lowest_layer=reduce)
+    # ssd_default_boxes takes the SSD paper's options, tf_anchor_generator TensorFlow's; a parameter
+    # that does not apply (a TensorFlow field with style="ssd", scales with min_scale) is an error
+    kwargs = dict(scales=scales) if scales is not None else dict(min_scale=lo, max_scale=hi)
+    both_scales = scales is not None and chance(data.draw, 0.05)
+    if both_scales:
+        kwargs["min_scale"] = lo
+    kwargs.update(image_size=image_size, clip=clip)
+    misplaced = style != "tf" and chance(data.draw, 0.05)
+    if style == "tf":
+        make = fastanchor.tf_anchor_generator
+        kwargs.update(interpolated_scale_aspect_ratio=interp, reduce_boxes_in_lowest_layer=reduce)
+    else:
+        make = fastanchor.ssd_default_boxes
+        kwargs.update(style=style, reciprocals=reciprocals)
+        if misplaced:
+            kwargs["interpolated_scale_aspect_ratio"] = interp
 
     def check():
-        if style not in ("ssd", "tf"):
+        if style not in ("ssd", "tf") or both_scales or misplaced:
             raise Invalid
         maps = feature_maps_oracle(sizes)
         if scales is None:
@@ -1020,7 +1034,7 @@ def test_fuzz_ssd_default_boxes(sizes, ratios, style, scale_kind, lo, hi, data, 
         return sum(h * w * nb for (h, w), nb in zip(maps, counts))
 
     valid, n_rows = oracle(check)
-    result, error = call(fastanchor.ssd_default_boxes, sizes, ratios, **kwargs)
+    result, error = call(make, sizes, ratios, **kwargs)
     event("valid input" if valid else "invalid input")
     assert (error is None) == valid, f"valid={valid}, got {error!r}"
     if valid:

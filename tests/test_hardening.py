@@ -73,7 +73,9 @@ def workloads(n=20_000):
         "encode_decode": lambda: fastanchor.decode(fastanchor.encode(matched, centers), centers),
         "grid_best_iou": lambda: fastanchor.grid_best_iou(anchors, xyxy, (700, 700)),
         "ssd_aspect_ratios": lambda: fastanchor.ssd_aspect_ratios(wh[2][:5000], 4, seed=6),
-        "ssd_default_boxes": lambda: fastanchor.ssd_default_boxes([19, 10, 5, 3, 2, 1], style="tf"),
+        "ssd_default_boxes": lambda: fastanchor.ssd_default_boxes([38, 19, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2, 3],
+                                                                                     [2], [2]]),
+        "tf_anchor_generator": lambda: fastanchor.tf_anchor_generator([19, 10, 5, 3, 2, 1], (2.0, 3.0), max_scale=0.9),
     }
 
 

@@ -189,7 +189,8 @@ def _mm_configs(package: str) -> Path:
     return Path(spec.origin).parent / ".mim" / "configs"
 
 
-MMDET_YOLO = ["yolov3_d53_8xb8-320-273e_coco", "yolov3_d53_8xb8-amp-ms-608-273e_coco", "yolov3_d53_8xb8-ms-416-273e_coco",
+MMDET_YOLO = ["yolov3_d53_8xb8-320-273e_coco", "yolov3_d53_8xb8-amp-ms-608-273e_coco",
+              "yolov3_d53_8xb8-ms-416-273e_coco",
               "yolov3_d53_8xb8-ms-608-273e_coco", "yolov3_mobilenetv2_8xb24-320-300e_coco",
               "yolov3_mobilenetv2_8xb24-ms-416-300e_coco"]
 

@@ -3,6 +3,7 @@ aspect ratios and grid recall, against the numpy reference, with properties and 
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
@@ -151,8 +152,8 @@ def test_default_boxes_known_counts():
     ssd300 = fastanchor.ssd_default_boxes([38, 19, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2, 3], [2], [2]])
     assert ssd300.shape == (8732, 4)
     # TensorFlow's ssd_mobilenet_v1 300x300: 1917 anchors
-    tf = fastanchor.ssd_default_boxes([19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3], style="tf",
-                                      min_scale=0.2, max_scale=0.95, clip=False)
+    tf = fastanchor.tf_anchor_generator([19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3],
+                                        min_scale=0.2, max_scale=0.95, clip=False)
     assert tf.shape == (1917, 4)
     np.testing.assert_allclose(tf[:3, 2:], [[0.1, 0.1], [0.2 * np.sqrt(2), 0.2 / np.sqrt(2)],
                                             [0.2 * np.sqrt(0.5), 0.2 / np.sqrt(0.5)]])
@@ -169,7 +170,8 @@ def test_default_boxes_known_counts():
 )
 def test_default_boxes_inside_unit_square_when_clipped(maps, ratios, lo, hi, style):
     ratios = ratios or [1.0]
-    b = fastanchor.ssd_default_boxes(maps, ratios, min_scale=lo, max_scale=hi, style=style)
+    make = fastanchor.ssd_default_boxes if style == "ssd" else fastanchor.tf_anchor_generator
+    b = make(maps, ratios, min_scale=lo, max_scale=hi)
     corners = fastanchor.to_corners(b)
     assert (corners >= -1e-15).all() and (corners <= 1 + 1e-15).all()
     assert (b[:, 2:] > 0).all()
@@ -189,16 +191,16 @@ def test_default_boxes_errors():
 def test_tf_fields_default_to_the_current_boxes():
     maps, ratios = [19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3]
     for size in (None, 300, (640, 480)):
-        plain = fastanchor.ssd_default_boxes(maps, ratios, style="tf", min_scale=0.2, max_scale=0.95,
-                                             image_size=size)
-        explicit = fastanchor.ssd_default_boxes(maps, ratios, style="tf", min_scale=0.2, max_scale=0.95,
-                                                image_size=size, base_anchor_height=1.0, base_anchor_width=1.0)
+        plain = fastanchor.tf_anchor_generator(maps, ratios, min_scale=0.2, max_scale=0.95,
+                                               image_size=size)
+        explicit = fastanchor.tf_anchor_generator(maps, ratios, min_scale=0.2, max_scale=0.95,
+                                                  image_size=size, base_anchor_height=1.0, base_anchor_width=1.0)
         np.testing.assert_array_equal(explicit, plain)
     # Strides and offsets equal to TensorFlow's defaults give the same centres (to rounding).
     maps2 = [(4, 6), (2, 3), (1, 1)]
-    plain = fastanchor.ssd_default_boxes(maps2, [1.0, 2.0], style="tf", clip=False)
-    strided = fastanchor.ssd_default_boxes(maps2, [1.0, 2.0], style="tf", clip=False,
-                                           height_stride=[1 / 4, 1 / 2, 1.0], width_stride=[1 / 6, 1 / 3, 1.0])
+    plain = fastanchor.tf_anchor_generator(maps2, [1.0, 2.0], clip=False)
+    strided = fastanchor.tf_anchor_generator(maps2, [1.0, 2.0], clip=False,
+                                             height_stride=[1 / 4, 1 / 2, 1.0], width_stride=[1 / 6, 1 / 3, 1.0])
     np.testing.assert_allclose(strided, plain, rtol=0, atol=1e-15)
     np.testing.assert_array_equal(strided[:, 2:], plain[:, 2:])
 
@@ -210,8 +212,8 @@ def test_tf_fields_hand_computed():
     # and ratio a is w = s * sqrt(a) * 1.0 * 0.5 wide and h = s / sqrt(a) * 0.5 * 1.0 high.
     # Centres: y_i = (40 i + 10) / 100, x_j = (80 j + 20) / 200 on layer 0; layer 1 strides 100 x
     # 200 with offsets 50 x 100: its one box sits at (0.5, 0.5).
-    b = fastanchor.ssd_default_boxes(
-        [2, 1], [1.0, 2.0], style="tf", min_scale=0.2, max_scale=0.8, image_size=(200, 100),
+    b = fastanchor.tf_anchor_generator(
+        [2, 1], [1.0, 2.0], min_scale=0.2, max_scale=0.8, image_size=(200, 100),
         interpolated_scale_aspect_ratio=0.0, reduce_boxes_in_lowest_layer=False, clip=False,
         base_anchor_height=0.5, base_anchor_width=1.0, height_stride=[40, 100], width_stride=[80, 200],
         height_offset=[10, 50], width_offset=[20, 100])
@@ -225,9 +227,9 @@ def test_tf_fields_hand_computed():
     expected += [[0.5, 0.5, w1[0], h1[0]], [0.5, 0.5, w1[1], h1[1]]]
     np.testing.assert_allclose(b, expected, rtol=1e-15, atol=1e-16)
     # Strides without offsets: the offset is half the stride (TensorFlow's default).
-    c = fastanchor.ssd_default_boxes([2], [1.0], style="tf", image_size=(200, 100), clip=False,
-                                     interpolated_scale_aspect_ratio=0.0, reduce_boxes_in_lowest_layer=False,
-                                     height_stride=30, width_stride=60)
+    c = fastanchor.tf_anchor_generator([2], [1.0], image_size=(200, 100), clip=False,
+                                       interpolated_scale_aspect_ratio=0.0, reduce_boxes_in_lowest_layer=False,
+                                       height_stride=30, width_stride=60)
     np.testing.assert_allclose(c[:, :2], [[0.15, 0.15], [0.45, 0.15], [0.15, 0.45], [0.45, 0.45]], rtol=1e-15)
 
 
@@ -255,10 +257,10 @@ def test_tf_fields_equal_the_reference(maps, ratios, reduce, interp, size, base,
         pair = st.tuples(st.floats(-5.0, 50.0), st.floats(-5.0, 50.0))
         offsets = data.draw(st.lists(pair, min_size=m, max_size=m))
         kw.update(height_offset=[o[0] for o in offsets], width_offset=[o[1] for o in offsets])
-    got = fastanchor.ssd_default_boxes(maps, ratios, style="tf", min_scale=0.1, max_scale=0.9, clip=False,
-                                       image_size=size, interpolated_scale_aspect_ratio=interp,
-                                       reduce_boxes_in_lowest_layer=reduce, base_anchor_height=base[0],
-                                       base_anchor_width=base[1], **kw)
+    got = fastanchor.tf_anchor_generator(maps, ratios, min_scale=0.1, max_scale=0.9, clip=False,
+                                         image_size=size, interpolated_scale_aspect_ratio=interp,
+                                         reduce_boxes_in_lowest_layer=reduce, base_anchor_height=base[0],
+                                         base_anchor_width=base[1], **kw)
     want = ref.tf_ssd_anchors(maps, ratios, 0.1, 0.9, interp, reduce, base, strides, offsets, im_h, im_w)
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
 
@@ -269,19 +271,97 @@ def test_tf_fields_errors():
     with pytest.raises(ValueError, match="style='tf'"):
         fastanchor.ssd_default_boxes([3], [2.0], height_stride=1, width_stride=1)
     with pytest.raises(ValueError, match="height_stride needs width_stride"):
-        fastanchor.ssd_default_boxes([3], [2.0], style="tf", height_stride=16)
+        fastanchor.tf_anchor_generator([3], [2.0], height_stride=16)
     with pytest.raises(ValueError, match="width_offset needs height_offset"):
-        fastanchor.ssd_default_boxes([3], [2.0], style="tf", width_offset=8)
+        fastanchor.tf_anchor_generator([3], [2.0], width_offset=8)
     with pytest.raises(ValueError, match="height_stride has 1 values but there are 2 feature maps"):
-        fastanchor.ssd_default_boxes([3, 1], [2.0], style="tf", height_stride=[16], width_stride=[16])
+        fastanchor.tf_anchor_generator([3, 1], [2.0], height_stride=[16], width_stride=[16])
     with pytest.raises(ValueError, match=r"width_stride\[1\] must be positive"):
-        fastanchor.ssd_default_boxes([3, 1], [2.0], style="tf", height_stride=[16, 32], width_stride=[16, 0])
+        fastanchor.tf_anchor_generator([3, 1], [2.0], height_stride=[16, 32], width_stride=[16, 0])
     with pytest.raises(ValueError, match="base_anchor_width must be positive"):
-        fastanchor.ssd_default_boxes([3], [2.0], style="tf", base_anchor_width=-1.0)
+        fastanchor.tf_anchor_generator([3], [2.0], base_anchor_width=-1.0)
     with pytest.raises(ValueError, match="height_offset must be finite"):
-        fastanchor.ssd_default_boxes([3], [2.0], style="tf", height_offset=float("inf"), width_offset=0)
+        fastanchor.tf_anchor_generator([3], [2.0], height_offset=float("inf"), width_offset=0)
     with pytest.raises(TypeError, match="height_stride must be a number or a sequence"):
-        fastanchor.ssd_default_boxes([3], [2.0], style="tf", height_stride="16", width_stride=16)
+        fastanchor.tf_anchor_generator([3], [2.0], height_stride="16", width_stride=16)
+
+TF_FIELDS = dict(interpolated_scale_aspect_ratio=2.0, reduce_boxes_in_lowest_layer=False, base_anchor_height=2.0,
+                 base_anchor_width=0.5, height_stride=16, width_stride=16, height_offset=8, width_offset=8)
+
+
+@given(
+    st.lists(st.one_of(st.integers(1, 5), st.tuples(st.integers(1, 5), st.integers(1, 5))), min_size=1, max_size=4),
+    st.lists(st.floats(0.2, 5.0), min_size=1, max_size=3),
+    st.sampled_from(["default", "range", "scales"]),
+    st.sampled_from([{}, dict(interpolated_scale_aspect_ratio=0.0), dict(interpolated_scale_aspect_ratio=2.5)]),
+    st.sampled_from([{}, dict(reduce_boxes_in_lowest_layer=False), dict(reduce_boxes_in_lowest_layer=True)]),
+    st.sampled_from([{}, dict(base_anchor_height=0.5, base_anchor_width=2.0)]),
+    st.sampled_from([{}, dict(height_stride=16, width_stride=8, height_offset=4, width_offset=0)]),
+    st.sampled_from([None, 300, (640, 360)]),
+    st.booleans(),
+    st.data(),
+)
+def test_deprecated_style_tf_gives_the_arrays_of_tf_anchor_generator(maps, ratios, scale_kind, interp, reduce, base,
+                                                                    grid, size, clip, data):
+    kw = dict(**interp, **reduce, **base, **grid, image_size=size, clip=clip)
+    if scale_kind == "range":
+        kw.update(min_scale=data.draw(st.floats(0.05, 0.5)), max_scale=data.draw(st.floats(0.5, 1.0)))
+    elif scale_kind == "scales":
+        kw.update(scales=data.draw(st.lists(st.floats(0.05, 1.0), min_size=len(maps), max_size=len(maps))))
+    with pytest.warns(DeprecationWarning, match=r"style='tf'\) is deprecated: call fastanchor.tf_anchor_generator"):
+        old = fastanchor.ssd_default_boxes(maps, ratios, style="tf", **kw)
+    if scale_kind == "default":  # the defaults style="tf" had: min_scale 0.2, max_scale 0.9
+        kw.update(min_scale=0.2, max_scale=0.9)
+    new = fastanchor.tf_anchor_generator(maps, ratios, **kw)
+    assert old.dtype == new.dtype == np.float64
+    np.testing.assert_array_equal(old, new)
+
+
+def test_deprecated_style_tf_keeps_its_defaults():
+    maps = [19, 10, 5, 3, 2, 1]
+    with pytest.warns(DeprecationWarning, match="tf_anchor_generator"):
+        old = fastanchor.ssd_default_boxes(maps, style="tf")
+    np.testing.assert_array_equal(old, fastanchor.tf_anchor_generator(maps, (2.0, 3.0), min_scale=0.2, max_scale=0.9))
+    # TensorFlow's default max_scale is 0.95: the new function's default differs from the old call's
+    assert not np.array_equal(old, fastanchor.tf_anchor_generator(maps, (2.0, 3.0)))
+    np.testing.assert_array_equal(fastanchor.tf_anchor_generator(maps, (2.0, 3.0)),
+                                  fastanchor.tf_anchor_generator(maps, (2.0, 3.0), min_scale=0.2, max_scale=0.95))
+    # and a warning points at the caller's line
+    with pytest.warns(DeprecationWarning) as record:
+        fastanchor.ssd_default_boxes([2], style="tf")
+    assert record[0].filename == __file__
+
+
+def test_parameters_that_do_not_apply_raise():
+    # every TensorFlow field, alone, with the SSD paper's layout (even at TensorFlow's default value)
+    for name, value in TF_FIELDS.items():
+        with pytest.raises(ValueError, match=rf"^{name} is a field of TensorFlow's ssd_anchor_generator and does "
+                                             r"not apply to the SSD paper's layout: use tf_anchor_generator"):
+            fastanchor.ssd_default_boxes([3], [2.0], **{name: value})
+    defaults = dict(interpolated_scale_aspect_ratio=1.0, reduce_boxes_in_lowest_layer=True, base_anchor_height=1.0)
+    with pytest.raises(ValueError, match="^interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer, "
+                                         "base_anchor_height are fields of TensorFlow's"):
+        fastanchor.ssd_default_boxes([3], [2.0], **defaults)
+    # the SSD paper's reciprocals with TensorFlow's layout (True or False, both were ignored before)
+    for value in (True, False):
+        with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="reciprocals is an option of the SSD"):
+            fastanchor.ssd_default_boxes([3], [2.0], style="tf", reciprocals=value)
+    assert "reciprocals" not in inspect.signature(fastanchor.tf_anchor_generator).parameters
+    # explicit scales with min_scale or max_scale (the range was ignored before)
+    for make, extra in ((fastanchor.ssd_default_boxes, {}), (fastanchor.tf_anchor_generator, {})):
+        for kw, named in ((dict(min_scale=0.2), "min_scale"), (dict(max_scale=0.9), "max_scale"),
+                          (dict(min_scale=0.1, max_scale=0.9), "min_scale and max_scale")):
+            with pytest.raises(ValueError, match=f"give scales or {named}, not both"):
+                make([3, 1], [2.0], scales=[0.2, 0.5], **kw, **extra)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="give scales or max_scale, not both"):
+        fastanchor.ssd_default_boxes([3, 1], [2.0], style="tf", scales=[0.2, 0.5], max_scale=0.9)
+    # per-layer ratios: TensorFlow has one list
+    with pytest.raises(ValueError, match="one list of aspect ratios for all layers"):
+        fastanchor.tf_anchor_generator([3, 1], [[2.0], [3.0]])
+    # the bad style itself
+    for style in ("TF", None, 1):
+        with pytest.raises(ValueError, match="style must be 'ssd' or 'tf'"):
+            fastanchor.ssd_default_boxes([3], style=style)
 
 
 # --- matching ------------------------------------------------------------------------------------------
@@ -428,8 +508,8 @@ def test_match_iou_exactly_at_the_threshold():
 def test_match_ssd_layouts_equal_reference():
     # the benchmark's layouts (blocks of 32 priors, a tail) with GT boxes on and between priors
     rng = np.random.default_rng(7)
-    for priors_c in (fastanchor.ssd_default_boxes([19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3], style="tf",
-                                                  min_scale=0.2, max_scale=0.95),
+    for priors_c in (fastanchor.tf_anchor_generator([19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3],
+                                                    min_scale=0.2, max_scale=0.95),
                      fastanchor.ssd_default_boxes([38, 19, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2, 3], [2], [2]])):
         priors = fastanchor.to_corners(priors_c)
         gts = [random_boxes(rng, 20, 1.0, 0.02, 0.6) for _ in range(4)]
@@ -813,7 +893,7 @@ def test_default_boxes_count_is_limited_before_any_allocation(monkeypatch):
         fastanchor.ssd_default_boxes([2, (1, 1)], [[2.0, 3.0], [2.0, 3.0, 4.0]])  # 4 * 6 + 8 boxes
     # TensorFlow strides that put centres beyond float64 are refused too
     with pytest.raises(ValueError, match="layer 0: height/width_stride"):
-        fastanchor.ssd_default_boxes([3], style="tf", height_stride=1e308, width_stride=1.0)
+        fastanchor.tf_anchor_generator([3], [2.0, 3.0], height_stride=1e308, width_stride=1.0)
 
 
 def test_default_boxes_options_must_be_what_they_say():
@@ -824,11 +904,15 @@ def test_default_boxes_options_must_be_what_they_say():
     with pytest.raises(TypeError, match="feature_map_sizes"):
         fastanchor.ssd_default_boxes(np.array(3))
     with pytest.raises(TypeError, match="height_stride"):
-        fastanchor.ssd_default_boxes([2], style="tf", height_stride=np.array(8.0), width_stride=8.0)
-    for name in ("clip", "reciprocals", "reduce_boxes_in_lowest_layer"):
-        for bad in ("no", None, 1, np.array(True)):
+        fastanchor.tf_anchor_generator([2], [2.0], height_stride=np.array(8.0), width_stride=8.0)
+    for name, bads in (("clip", ("no", None, 1, np.array(True))), ("reciprocals", ("no", 1, np.array(True)))):
+        for bad in bads:  # reciprocals=None is its default (True)
             with pytest.raises(TypeError, match=f"{name} must be True or False"):
                 fastanchor.ssd_default_boxes([2], **{name: bad})
+    for name in ("clip", "reduce_boxes_in_lowest_layer"):
+        for bad in ("no", None, 1, np.array(True)):
+            with pytest.raises(TypeError, match=f"{name} must be True or False"):
+                fastanchor.tf_anchor_generator([2], [2.0], **{name: bad})
     np.testing.assert_array_equal(fastanchor.ssd_default_boxes([2], clip=np.bool_(False), reciprocals=np.True_),
                                   fastanchor.ssd_default_boxes([2], clip=False))
     np.testing.assert_array_equal(fastanchor.ssd_default_boxes([2], np.array([2.0, 3.0])),

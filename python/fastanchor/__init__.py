@@ -32,7 +32,7 @@ from ._iou import avg_iou, wh_iou
 from ._kmeans import DEFAULT_N_INIT, KMeansResult, kmeans_iou
 from ._grid import grid_best_iou, grid_recall
 from ._matching import decode, encode, match_priors
-from ._priors import ssd_default_boxes
+from ._priors import ssd_default_boxes, tf_anchor_generator
 from ._ratios import AspectRatioResult, ssd_aspect_ratios
 from ._validation import MAX_SIDE, MIN_SIDE
 from . import datasets  # loaders of Pascal VOC, COCO and YOLO annotations
@@ -64,6 +64,7 @@ __all__ = [
     "split_levels",
     "ssd_aspect_ratios",
     "ssd_default_boxes",
+    "tf_anchor_generator",
     "to_center",
     "to_corners",
     "wh_iou",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._validation import MAX_SIDE, as_real_array, float32_output, resolve_threads
@@ -48,7 +49,9 @@ def as_boxes(x: Any, name: str = "boxes", *, allow_empty: bool = False) -> np.nd
     )
 
 
-def box_iou(boxes1: Any, boxes2: Any, *, n_threads: Optional[int] = None) -> np.ndarray:
+def box_iou(
+    boxes1: npt.ArrayLike, boxes2: npt.ArrayLike, *, n_threads: Optional[int] = None
+) -> npt.NDArray[Union[np.float32, np.float64]]:
     """IoU of every box of ``boxes1`` with every box of ``boxes2``, corner form ``(x1, y1, x2, y2)``.
 
     ``iw = max(min(x2a, x2b) - max(x1a, x1b), 0)`` (``ih`` likewise), ``inter = iw * ih`` and
@@ -104,7 +107,7 @@ def _convert(boxes: Any, formula: Callable[[np.ndarray], np.ndarray], what: str)
     return out
 
 
-def to_corners(boxes: Any) -> np.ndarray:
+def to_corners(boxes: npt.ArrayLike) -> npt.NDArray[np.floating[Any]]:
     """Center form ``(cx, cy, w, h)`` to corner form ``(x1, y1, x2, y2)``: ``c -/+ 0.5 * size``.
 
     Any shape ``(..., 4)``; float arrays keep their dtype, integers become float64. Non-finite
@@ -118,7 +121,7 @@ def to_corners(boxes: Any) -> np.ndarray:
     return _convert(boxes, formula, "to_corners")
 
 
-def to_center(boxes: Any) -> np.ndarray:
+def to_center(boxes: npt.ArrayLike) -> npt.NDArray[np.floating[Any]]:
     """Corner form ``(x1, y1, x2, y2)`` to center form ``(cx, cy, w, h)``: ``c = 0.5 * (p1 + p2)``,
     ``size = p2 - p1``. Any shape ``(..., 4)``; dtypes and errors as :func:`to_corners`."""
 

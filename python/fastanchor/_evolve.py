@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._fitness import DEFAULT_THR, FitnessResult, _metrics, as_anchors, as_thr
 from ._kmeans import kmeans_iou
+from ._results import Result
 from ._validation import (
     INT_MAX,
     MAX_SIDE,
@@ -34,9 +36,12 @@ WARN_BELOW = 3.0
 Callback = Callable[[int, float, np.ndarray], Any]
 
 
-@dataclass(frozen=True)
-class EvolveResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class EvolveResult(Result):
     """The outcome of :func:`evolve_anchors`.
+
+    Immutable, with read-only arrays, and compared by identity (so hashable).
+    The repr shows ``history`` by its shape.
 
     Attributes
     ----------
@@ -56,20 +61,25 @@ class EvolveResult:
         Whether the callback stopped the search before the last generation.
     """
 
-    anchors: np.ndarray
+    _summarized = ("history",)
+
+    anchors: npt.NDArray[np.float64]
     fitness: float
     bpr: float
     aat: float
     avg_iou: float
-    history: np.ndarray
+    history: npt.NDArray[np.float64]
     n_improved: int
     initial_fitness: float
     stopped: bool
 
 
-@dataclass(frozen=True)
-class AutoAnchorResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class AutoAnchorResult(Result):
     """The outcome of :func:`autoanchor`.
+
+    Immutable, with read-only arrays, and compared by identity (so hashable).
+    The repr shows ``history`` by its shape.
 
     Attributes
     ----------
@@ -91,11 +101,13 @@ class AutoAnchorResult:
         Boxes with a side below 3 pixels (counted before dropping; a warning reports them).
     """
 
-    anchors: np.ndarray
-    kmeans_anchors: np.ndarray
+    _summarized = ("history",)
+
+    anchors: npt.NDArray[np.float64]
+    kmeans_anchors: npt.NDArray[np.float64]
     kmeans: FitnessResult
     evolved: FitnessResult
-    history: np.ndarray
+    history: npt.NDArray[np.float64]
     n_boxes: int
     n_dropped: int
     n_small: int
@@ -196,8 +208,8 @@ def _evolve(anchors, boxes, weights, thr, generations, mutation_prob, sigma, min
 
 
 def evolve_anchors(
-    anchors: Any,
-    wh: Any,
+    anchors: npt.ArrayLike,
+    wh: npt.ArrayLike,
     *,
     thr: float = DEFAULT_THR,
     generations: int = 1000,
@@ -206,7 +218,7 @@ def evolve_anchors(
     min_size: float = 2.0,
     strategy: str = "anchorwise",
     batch: int = 8,
-    sample_weight: Any = None,
+    sample_weight: Optional[npt.ArrayLike] = None,
     seed: SeedLike = None,
     n_threads: Optional[int] = None,
     progress: bool = False,
@@ -289,7 +301,7 @@ def evolve_anchors(
 
 
 def autoanchor(
-    wh: Any,
+    wh: npt.ArrayLike,
     k: int = 9,
     *,
     thr: float = DEFAULT_THR,
@@ -301,7 +313,7 @@ def autoanchor(
     n_init: int = 1,
     tol: float = 1e-3,
     batch: int = 8,
-    sample_weight: Any = None,
+    sample_weight: Optional[npt.ArrayLike] = None,
     seed: SeedLike = None,
     n_threads: Optional[int] = None,
     progress: bool = False,

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
+from ._results import Result
 from ._validation import MAX_ANCHORS, as_float, as_real_array, as_weights, as_wh, resolve_threads
 
 #: YOLOv5's ``anchor_t``: the largest side ratio a box may have to its anchor.
@@ -38,9 +40,11 @@ def as_thr(thr: Any) -> float:
     return value
 
 
-@dataclass(frozen=True)
-class FitnessResult:
+@dataclass(frozen=True, repr=False)
+class FitnessResult(Result):
     """The fit of a set of anchors to a set of boxes (YOLOv5's metrics).
+
+    Immutable, compared by value (its fields are numbers) and hashable.
 
     With ``x_ij = min over (w, h) of min(r, 1/r)``, ``r = wh_i / anchor_j``, ``best_i = max_j x_ij``
     and ``t = 1 / thr``; means weighted by the sample weights:
@@ -67,9 +71,11 @@ class FitnessResult:
     thr: float
 
 
-@dataclass(frozen=True)
-class CheckResult:
+@dataclass(frozen=True, repr=False)
+class CheckResult(Result):
     """The report of :func:`check_anchors`.
+
+    Immutable, compared by value (its fields are numbers) and hashable.
 
     Attributes
     ----------
@@ -98,11 +104,11 @@ def _metrics(
 
 
 def anchor_fitness(
-    anchors: Any,
-    wh: Any,
+    anchors: npt.ArrayLike,
+    wh: npt.ArrayLike,
     *,
     thr: float = DEFAULT_THR,
-    sample_weight: Any = None,
+    sample_weight: Optional[npt.ArrayLike] = None,
     n_threads: Optional[int] = None,
 ) -> FitnessResult:
     """YOLOv5's anchor fitness, best possible recall, anchors above threshold and average IoU.
@@ -146,12 +152,12 @@ def anchor_fitness(
 
 
 def check_anchors(
-    anchors: Any,
-    wh: Any,
+    anchors: npt.ArrayLike,
+    wh: npt.ArrayLike,
     *,
     thr: float = DEFAULT_THR,
     bpr_threshold: float = DEFAULT_BPR_THRESHOLD,
-    sample_weight: Any = None,
+    sample_weight: Optional[npt.ArrayLike] = None,
     n_threads: Optional[int] = None,
 ) -> CheckResult:
     """Check existing anchors against a dataset before training, as YOLOv5's ``check_anchors``.
@@ -217,7 +223,7 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def split_levels(anchors: Any, strides: Sequence[float] = (8, 16, 32)) -> List[np.ndarray]:
+def split_levels(anchors: npt.ArrayLike, strides: Sequence[float] = (8, 16, 32)) -> List[npt.NDArray[np.float64]]:
     """Split anchors over the detection levels: in area order, evenly, the smallest to ``strides[0]``.
 
     Parameters

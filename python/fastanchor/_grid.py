@@ -3,9 +3,10 @@ centre of every level, compared with the boxes by their IoU."""
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._box_iou import as_boxes
@@ -46,20 +47,40 @@ def _grid_inputs(boxes_xyxy: Any, image_wh: Any) -> Tuple[np.ndarray, np.ndarray
     return b, np.ascontiguousarray(img)
 
 
-def grid_best_iou(anchors: Any, boxes_xyxy: Any, image_wh: Any, *, strides: Any = (8, 16, 32),
-                  n_threads: Optional[int] = None) -> np.ndarray:
-    """Best IoU of every box with any anchor placed on the grids (see :func:`grid_recall`); (N,) float64."""
+def grid_best_iou(
+    anchors: Union[npt.ArrayLike, Sequence[npt.ArrayLike]],
+    boxes_xyxy: npt.ArrayLike,
+    image_wh: npt.ArrayLike,
+    *,
+    strides: Sequence[float] = (8, 16, 32),
+    n_threads: Optional[int] = None,
+) -> npt.NDArray[np.float64]:
+    """Best IoU of every box with any anchor placed on the detector's grids.
+
+    Every anchor of a level is placed at every cell centre of that level, as described in
+    :func:`grid_recall`, and compared with the boxes by :func:`box_iou`.
+
+    Parameters
+    ----------
+    anchors, boxes_xyxy, image_wh, strides, n_threads
+        As in :func:`grid_recall`.
+
+    Returns
+    -------
+    ndarray, shape (N,), float64
+        For every box, the largest IoU with an anchor at any cell of any level.
+    """
     levels = _grid_levels(anchors, strides)
     b, img = _grid_inputs(boxes_xyxy, image_wh)
     return _core.grid_best_iou(b, img, levels, resolve_threads(n_threads))
 
 
 def grid_recall(
-    anchors: Any,
-    boxes_xyxy: Any,
-    image_wh: Any,
+    anchors: Union[npt.ArrayLike, Sequence[npt.ArrayLike]],
+    boxes_xyxy: npt.ArrayLike,
+    image_wh: npt.ArrayLike,
     *,
-    strides: Any = (8, 16, 32),
+    strides: Sequence[float] = (8, 16, 32),
     iou: float = 0.5,
     n_threads: Optional[int] = None,
 ) -> float:
@@ -83,6 +104,13 @@ def grid_recall(
         The levels' strides in pixels.
     iou : float
         The IoU a box needs with some anchor to count as recalled.
+    n_threads : int, optional
+        As in :func:`box_iou`.
+
+    Returns
+    -------
+    float
+        The share of boxes whose :func:`grid_best_iou` is at least ``iou``.
     """
     thr = as_float(iou, "iou")
     return float(np.mean(grid_best_iou(anchors, boxes_xyxy, image_wh, strides=strides, n_threads=n_threads) >= thr))

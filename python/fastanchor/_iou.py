@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._validation import as_weights, as_wh, float32_output, resolve_threads
 
 
-def wh_iou(wh1: Any, wh2: Any, *, n_threads: Optional[int] = None) -> np.ndarray:
+def wh_iou(
+    wh1: npt.ArrayLike, wh2: npt.ArrayLike, *, n_threads: Optional[int] = None
+) -> npt.NDArray[Union[np.float32, np.float64]]:
     """IoU of every box of ``wh1`` with every box of ``wh2``, the boxes aligned at a common corner.
 
     ``inter = min(w1, w2) * min(h1, h2)`` and ``iou = inter / (w1*h1 + w2*h2 - inter)``: the
@@ -38,7 +41,13 @@ def wh_iou(wh1: Any, wh2: Any, *, n_threads: Optional[int] = None) -> np.ndarray
     return _core.wh_iou(a, b, out32, resolve_threads(n_threads))
 
 
-def avg_iou(anchors: Any, wh: Any, *, sample_weight: Any = None, n_threads: Optional[int] = None) -> float:
+def avg_iou(
+    anchors: npt.ArrayLike,
+    wh: npt.ArrayLike,
+    *,
+    sample_weight: Optional[npt.ArrayLike] = None,
+    n_threads: Optional[int] = None,
+) -> float:
     """Average over boxes of the best IoU with any anchor: ``sum(w_i * max_j iou_ij) / sum(w_i)``.
 
     Parameters
@@ -51,6 +60,11 @@ def avg_iou(anchors: Any, wh: Any, *, sample_weight: Any = None, n_threads: Opti
         Finite, non-negative weights with a positive sum (default: all ones).
     n_threads : int, optional
         As in :func:`wh_iou`.
+
+    Returns
+    -------
+    float
+        The weighted average, in (0, 1].
     """
     a = as_wh(anchors, "anchors")
     boxes = as_wh(wh)

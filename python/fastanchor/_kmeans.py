@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._progress import make_progress
+from ._results import Result
 from ._validation import (
     INT_MAX,
     SeedLike,
@@ -34,9 +36,12 @@ _UPDATES = ("median", "mean")
 _INITS = ("k-means++", "random")
 
 
-@dataclass(frozen=True)
-class KMeansResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class KMeansResult(Result):
     """The outcome of :func:`kmeans_iou`.
+
+    Immutable, with read-only arrays, and compared by identity (so hashable).
+    The repr shows ``labels`` by its shape.
 
     Attributes
     ----------
@@ -53,23 +58,25 @@ class KMeansResult:
         on ``max_iter``.
     """
 
-    anchors: np.ndarray
-    labels: np.ndarray
+    _summarized = ("labels",)
+
+    anchors: npt.NDArray[np.float64]
+    labels: npt.NDArray[np.int32]
     avg_iou: float
     n_iter: int
     converged: bool
 
 
 def kmeans_iou(
-    wh: Any,
+    wh: npt.ArrayLike,
     k: int,
     *,
-    init: Union[str, Any] = "k-means++",
+    init: Union[str, npt.ArrayLike] = "k-means++",
     update: str = "median",
     n_init: Optional[int] = None,
     max_iter: int = 300,
     tol: float = 0.0,
-    sample_weight: Any = None,
+    sample_weight: Optional[npt.ArrayLike] = None,
     seed: SeedLike = None,
     n_threads: Optional[int] = None,
     progress: bool = False,

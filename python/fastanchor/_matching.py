@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._box_iou import as_boxes
@@ -46,7 +47,8 @@ def _gt_list(gt_boxes: Any, counts: Any) -> Tuple[np.ndarray, np.ndarray, bool]:
             raise ValueError("counts is for a padded (B, G, 4) array of gt_boxes")
         return as_boxes(arr, "gt_boxes", allow_empty=True), np.array([arr.shape[0]], dtype=np.int64), True
     if arr.ndim != 3 or arr.shape[2] != 4:
-        raise ValueError(f"gt_boxes must be (G, 4), a list of (G_i, 4) arrays or a padded (B, G, 4) array, got shape {arr.shape}")
+        raise ValueError("gt_boxes must be (G, 4), a list of (G_i, 4) arrays or a padded (B, G, 4) array, "
+                         f"got shape {arr.shape}")
     if counts is None:
         n = np.full(arr.shape[0], arr.shape[1], dtype=np.int64)
     else:
@@ -61,13 +63,13 @@ def _gt_list(gt_boxes: Any, counts: Any) -> Tuple[np.ndarray, np.ndarray, bool]:
 
 
 def match_priors(
-    priors: Any,
-    gt_boxes: Any,
+    priors: npt.ArrayLike,
+    gt_boxes: Union[npt.ArrayLike, Sequence[npt.ArrayLike]],
     *,
     threshold: float = 0.5,
-    counts: Any = None,
+    counts: Optional[npt.ArrayLike] = None,
     n_threads: Optional[int] = None,
-) -> np.ndarray:
+) -> npt.NDArray[np.int32]:
     """Match ground-truth boxes to priors (SSD training): the GT index of every prior, -1 for background.
 
     Per image, on the IoU matrix of its G ground-truth boxes with the P priors:
@@ -132,7 +134,20 @@ def _center_priors(priors: Any) -> np.ndarray:
     return out
 
 
-def encode(matched_gt: Any, priors: Any, variances: Any = (0.1, 0.2)) -> np.ndarray:
+def _against_priors(x: Any, name: str, priors: Any, variances: Any) -> Tuple[np.ndarray, float, float, np.ndarray]:
+    """The checked priors (center form) and variances, and ``x`` as a real array of shape (P, 4) or
+    (B, P, 4) to match the priors (its values are checked by the caller)."""
+    d = _center_priors(priors)
+    v0, v1 = _variances(variances)
+    arr = as_real_array(x, name)
+    if arr.ndim not in (2, 3) or arr.shape[-2:] != d.shape:
+        raise ValueError(f"{name} must have shape {d.shape} or (B, {d.shape[0]}, 4) to match priors, got {arr.shape}")
+    return d, v0, v1, arr
+
+
+def encode(
+    matched_gt: npt.ArrayLike, priors: npt.ArrayLike, variances: Sequence[float] = (0.1, 0.2)
+) -> npt.NDArray[np.float64]:
     """SSD regression targets of matched boxes relative to their priors.
 
     ``t_xy = (g_c - d_c) / (d_wh * v0)`` and ``t_wh = log(g_wh / d_wh) / v1``, where ``g`` is the
@@ -160,11 +175,7 @@ def encode(matched_gt: Any, priors: Any, variances: Any = (0.1, 0.2)) -> np.ndar
         target is beyond float64 range (e.g. a 1e10 box against a 1e-300 prior), naming the
         first such row (and image, for a batch).
     """
-    d = _center_priors(priors)
-    v0, v1 = _variances(variances)
-    g = as_real_array(matched_gt, "matched_gt")
-    if g.ndim not in (2, 3) or g.shape[-2:] != d.shape:
-        raise ValueError(f"matched_gt must have shape {d.shape} or (B, {d.shape[0]}, 4) to match priors, got {g.shape}")
+    d, v0, v1, g = _against_priors(matched_gt, "matched_gt", priors, variances)
     flat = as_boxes(g.reshape(-1, 4), "matched_gt", allow_empty=True).reshape(g.shape)
     scale = _prior_scale(d, v0)
     with np.errstate(all="ignore"):
@@ -177,7 +188,9 @@ def encode(matched_gt: Any, priors: Any, variances: Any = (0.1, 0.2)) -> np.ndar
     return out
 
 
-def decode(loc: Any, priors: Any, variances: Any = (0.1, 0.2)) -> np.ndarray:
+def decode(
+    loc: npt.ArrayLike, priors: npt.ArrayLike, variances: Sequence[float] = (0.1, 0.2)
+) -> npt.NDArray[np.float64]:
     """Boxes in corner form from SSD offsets: the inverse formulas of :func:`encode`.
 
     ``c = d_c + t_xy * v0 * d_wh``, ``wh = d_wh * exp(t_wh * v1)``, corners ``c -/+ 0.5 * wh``.
@@ -192,11 +205,7 @@ def decode(loc: Any, priors: Any, variances: Any = (0.1, 0.2)) -> np.ndarray:
         where ``exp(1e4 * v1)`` overflows): "loc gives boxes beyond float64 range", naming the
         first such row (and image, for a batch).
     """
-    d = _center_priors(priors)
-    v0, v1 = _variances(variances)
-    t = as_real_array(loc, "loc")
-    if t.ndim not in (2, 3) or t.shape[-2:] != d.shape:
-        raise ValueError(f"loc must have shape {d.shape} or (B, {d.shape[0]}, 4) to match priors, got {t.shape}")
+    d, v0, v1, t = _against_priors(loc, "loc", priors, variances)
     t = t.astype(np.float64, copy=False)
     if not np.isfinite(t).all():
         raise ValueError("loc must be finite")

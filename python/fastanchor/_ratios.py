@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 from ._iou import avg_iou
 from ._kmeans import kmeans_iou
+from ._results import Result
 from ._validation import (
     INT_MAX,
     MAX_SIDE,
@@ -26,11 +28,21 @@ from ._validation import (
 __all__ = ["AspectRatioResult", "ssd_aspect_ratios", "unit_area"]
 
 
-def unit_area(wh: Any) -> np.ndarray:
+def unit_area(wh: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Every box scaled to unit area, its aspect ratio kept: ``(w / sqrt(w*h), h / sqrt(w*h))``.
 
-    The sides are kept within ``[MIN_SIDE, MAX_SIDE]`` (1e-30, 1e30), the range every function
-    accepts: a box of ratio 1e60 (the most that range allows) can round one ulp beyond it."""
+    Parameters
+    ----------
+    wh : array_like, shape (N, 2)
+        Box widths and heights, finite and strictly positive.
+
+    Returns
+    -------
+    ndarray, shape (N, 2), float64
+        The unit-area boxes. Their sides are kept within ``[MIN_SIDE, MAX_SIDE]`` (1e-30, 1e30),
+        the range every function accepts: a box of ratio 1e60 (the most that range allows) can
+        round one ulp beyond it.
+    """
     a = as_wh(wh)
     s = np.sqrt(a[:, 0] * a[:, 1])
     return np.clip(a / s[:, None], MIN_SIDE, MAX_SIDE)
@@ -43,9 +55,12 @@ def _ratio_boxes(ratios: np.ndarray) -> np.ndarray:
     return np.clip(np.stack([r, 1.0 / r], axis=1), MIN_SIDE, MAX_SIDE)
 
 
-@dataclass(frozen=True)
-class AspectRatioResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class AspectRatioResult(Result):
     """The result of :func:`ssd_aspect_ratios`.
+
+    Immutable, with read-only arrays, and compared by identity (so hashable).
+    The repr shows ``labels`` by its shape.
 
     Attributes
     ----------
@@ -61,11 +76,13 @@ class AspectRatioResult:
         Each box's cluster, indexing ``aspect_ratios``.
     """
 
-    aspect_ratios: np.ndarray
-    anchors: np.ndarray
+    _summarized = ("labels",)
+
+    aspect_ratios: npt.NDArray[np.float64]
+    anchors: npt.NDArray[np.float64]
     avg_iou: float
     method: str
-    labels: np.ndarray = field(repr=False)
+    labels: npt.NDArray[np.int32]
 
 
 def _weighted_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -123,14 +140,14 @@ def _kmeans_euclidean(x: np.ndarray, k: int, weights: Optional[np.ndarray], seed
 
 
 def ssd_aspect_ratios(
-    wh: Any,
+    wh: npt.ArrayLike,
     n: int,
     *,
     method: str = "iou",
     seed: SeedLike = None,
     n_init: Optional[int] = None,
     max_iter: int = 300,
-    sample_weight: Any = None,
+    sample_weight: Optional[npt.ArrayLike] = None,
     n_threads: Optional[int] = None,
 ) -> AspectRatioResult:
     """Aspect ratios for an SSD anchor generator, by clustering the box shapes at unit area.

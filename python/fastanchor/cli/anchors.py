@@ -47,13 +47,15 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
     lv.add_argument("--strides", type=parse_strides, help="the levels' strides, finest first (e.g. 8,16,32)")
     a.add_argument("--generations", type=non_negative_int, default=1000, help="evolution generations (default 1000)")
     a.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0; results are reproducible)")
-    a.add_argument("--anchors", dest="compare", metavar="ANCHORS", help='anchors to compare with, e.g. "10,13, 16,30, 33,23, ..."')
+    a.add_argument("--anchors", dest="compare", metavar="ANCHORS",
+                   help='anchors to compare with, e.g. "10,13, 16,30, 33,23, ..."')
     a.add_argument("--model", help="a model file (YOLOv5 .yaml, darknet .cfg, mmdetection .py, .json): its anchors are "
                                     "compared, and --out of the same type writes a copy of it with new anchors")
     a.add_argument("--out", help="write the anchors: .yaml (YOLOv5 model), .cfg (darknet), .py (mmdetection), .json")
     a.add_argument("--decimals", type=non_negative_int,
                    help="decimal places written (default: whole pixels, as YOLOv5 writes them, unless rounding to them "
-                        f"costs more than {ROUNDING_TOLERANCE:g} fitness, as with tiny anchors: then the fewest that do not)")
+                        f"costs more than {ROUNDING_TOLERANCE:g} fitness, as with tiny anchors: then the fewest that "
+                        "do not)")
     a.add_argument("--plot", metavar="FILE", help="save a PNG of the box sizes with the anchors (needs matplotlib)")
     return pa
 
@@ -77,11 +79,13 @@ def _inherits(out: str, template: str) -> bool:
 
     with open(out, encoding="utf-8") as f:
         tree = ast.parse(f.read())
-    names = {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+    names = {t.id for node in tree.body if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name)}
     return names == {"_base_", "model"}
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:
+    """Run ``fastanchor anchors``: load, fit (autoanchor), report and write; returns the exit status."""
     from .. import anchor_fitness, autoanchor, split_levels
     from ..export import dumps_json, export_format, parse_anchor_text, round_anchors, write_anchors
 
@@ -140,14 +144,16 @@ def run(args: argparse.Namespace, ui: UI) -> int:
 
             tmp = tempfile.TemporaryDirectory(prefix="fastanchor-demo-")
             path = make_demo(tmp.name, "voc", n_images=1000, seed=0)
-            ui.note(f"demo: wrote 1,000 example images' annotations (COCO-like boxes, 8 classes) as Pascal VOC XML to {path}")
+            ui.note("demo: wrote 1,000 example images' annotations (COCO-like boxes, 8 classes) as Pascal VOC XML "
+                    f"to {path}")
         else:
             path = args.dataset
         ld = load_dataset(args, ui, path, model_img, model_fmt)
     finally:
         if tmp is not None:
             tmp.cleanup()
-    ui.note(f"loaded {len(ld.boxes):,} boxes in {ld.seconds:.2f} s; computing {k} anchors ({args.generations} generations)")
+    ui.note(f"loaded {len(ld.boxes):,} boxes in {ld.seconds:.2f} s; computing {k} anchors "
+            f"({args.generations} generations)")
 
     t0 = time.perf_counter()
     result = autoanchor(ld.wh, k, thr=args.thr, generations=args.generations, seed=args.seed, progress=ui.progress)
@@ -163,18 +169,20 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     rows: List[Tuple[str, Dict[str, float]]] = [
         ("fastanchor", metrics_row(anchor_fitness(written_all, fit_wh, thr=args.thr))),
         ("k-means only", metrics_row(result.kmeans)),
-        ("YOLOv5 default", metrics_row(anchor_fitness(np.array(YOLOV5_DEFAULT_ANCHORS).reshape(-1, 2), fit_wh, thr=args.thr))),
+        ("YOLOv5 default",
+         metrics_row(anchor_fitness(np.array(YOLOV5_DEFAULT_ANCHORS).reshape(-1, 2), fit_wh, thr=args.thr))),
     ]
     if model is not None:
-        rows.append((f"--model {os.path.basename(args.model)}", metrics_row(anchor_fitness(model.anchors, fit_wh, thr=args.thr))))
+        rows.append((f"--model {os.path.basename(args.model)}",
+                     metrics_row(anchor_fitness(model.anchors, fit_wh, thr=args.thr))))
     if compare is not None:
         rows.append(("--anchors", metrics_row(anchor_fitness(compare, fit_wh, thr=args.thr))))
 
     from .. import __version__
 
     ui.print(f"fastanchor {__version__}: {describe(ld)}")
-    ui.print(f"{k} anchors by k-means + {args.generations} generations of evolution (thr {args.thr:g}, seed {args.seed}) "
-             f"in {seconds:.2f} s on {result.n_boxes:,} boxes")
+    ui.print(f"{k} anchors by k-means + {args.generations} generations of evolution (thr {args.thr:g}, "
+             f"seed {args.seed}) in {seconds:.2f} s on {result.n_boxes:,} boxes")
     ui.print()
     size = f"{ld.img_size[0]:g}" if ld.resize == "letterbox" else f"{ld.img_size[0]:g}x{ld.img_size[1]:g}"
     ui.print(f"anchors at img-size {size}, as written (width,height):")
@@ -194,8 +202,10 @@ def run(args: argparse.Namespace, ui: UI) -> int:
             "thr": args.thr,
             "metrics": rows[0][1],
         }
-        fmt = write_anchors(args.out, written, strides, template=template, decimals=args.decimals, header=header, metadata=meta)
-        what = {"yolov5": "YOLOv5 model yaml", "darknet": "darknet cfg", "mmdet": "mmdetection config", "json": "json"}[fmt]
+        fmt = write_anchors(args.out, written, strides, template=template, decimals=args.decimals, header=header,
+                            metadata=meta)
+        what = {"yolov5": "YOLOv5 model yaml", "darknet": "darknet cfg", "mmdet": "mmdetection config",
+                "json": "json"}[fmt]
         ui.print()
         if template and fmt == "mmdet" and _inherits(args.out, template):
             how = f", an override that inherits {template} through _base_"

@@ -25,19 +25,23 @@ from ._common import (
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
     """Add the ``check`` command to the subcommands ``sub``; returns its parser."""
-    pc = sub.add_parser("check", help="check anchors against a dataset (best possible recall), as YOLOv5 does before training",
+    pc = sub.add_parser("check",
+                        help="check anchors against a dataset (best possible recall), as YOLOv5 does before training",
                         description="Score existing anchors on a dataset and say whether to recompute them (YOLOv5: "
                                     "when the best possible recall is below 0.98).")
     add_dataset_options(pc, demo=False)
     src = pc.add_mutually_exclusive_group(required=True)
-    src.add_argument("--anchors", dest="compare", metavar="ANCHORS", help='the anchors, e.g. "10,13, 16,30, 33,23, ..."')
+    src.add_argument("--anchors", dest="compare", metavar="ANCHORS",
+                     help='the anchors, e.g. "10,13, 16,30, 33,23, ..."')
     src.add_argument("--model", help="read the anchors from a YOLOv5 .yaml, darknet .cfg, mmdetection .py or .json")
     pc.add_argument("--strides", type=parse_strides, help="the levels' strides for the report (default 8, 16, 32, ...)")
-    pc.add_argument("--bpr-threshold", type=float, default=0.98, help="recompute below this best possible recall (default 0.98)")
+    pc.add_argument("--bpr-threshold", type=float, default=0.98,
+                    help="recompute below this best possible recall (default 0.98)")
     return pc
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:
+    """Run ``fastanchor check``: score the given anchors on the dataset; returns the exit status."""
     from .. import __version__, check_anchors, split_levels
     from ..export import dumps_json, parse_anchor_text
 
@@ -45,7 +49,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     if args.model:
         model, per_level, model_img, model_fmt = read_model(args.model)
         if model is None:
-            raise CLIError(f"{args.model} has 'anchors: {per_level}': the anchors are computed at training time, nothing to check")
+            raise CLIError(f"{args.model} has 'anchors: {per_level}': the anchors are computed at training time, "
+                           "nothing to check")
         anchors = model.anchors
         source = args.model
         n_levels = len(model.levels)
@@ -55,7 +60,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         source = "--anchors"
         strides = args.strides or (strides_for(DEFAULT_LEVELS) if anchors.shape[0] % DEFAULT_LEVELS == 0 else (8.0,))
     if anchors.shape[0] % len(strides):
-        raise CLIError(f"{anchors.shape[0]} anchors cannot be split over {len(strides)} levels (strides {', '.join(f'{s:g}' for s in strides)})")
+        listed = ", ".join(f"{s:g}" for s in strides)
+        raise CLIError(f"{anchors.shape[0]} anchors cannot be split over {len(strides)} levels (strides {listed})")
     ld = load_dataset(args, ui, args.dataset, model_img, model_fmt)
     keep = (ld.wh >= 2.0).any(axis=1)
     fit_wh = ld.wh[keep]
@@ -69,10 +75,12 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     print_table(ui, [("anchors", metrics_row(res))], args.thr)
     ui.print()
     if res.recommend_recompute:
+        suggest = f" --model {args.model} --out NEW{os.path.splitext(args.model)[1]}" if args.model else ""
         verdict = (f"recompute: the best possible recall {res.bpr:.4f} is below {res.bpr_threshold:g}; run "
-                   f"`fastanchor anchors {args.dataset}{' --model ' + args.model + ' --out NEW' + os.path.splitext(args.model)[1] if args.model else ''}`")
+                   f"`fastanchor anchors {args.dataset}{suggest}`")
     else:
-        verdict = f"keep them: the best possible recall {res.bpr:.4f} is at least {res.bpr_threshold:g} (YOLOv5 would not recompute)"
+        verdict = (f"keep them: the best possible recall {res.bpr:.4f} is at least {res.bpr_threshold:g} "
+                   "(YOLOv5 would not recompute)")
     ui.print(verdict)
     if ui.json_mode:
         doc = {

@@ -19,6 +19,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:
+    """Run ``fastanchor demo``: write the example dataset; returns the exit status."""
     from .._demo import make_demo
 
     path = make_demo(args.folder, args.format, n_images=args.images, seed=args.seed)

@@ -48,6 +48,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
 
 
 def run(args: argparse.Namespace, ui: UI) -> int:
+    """Run ``fastanchor ssd``: cluster aspect ratios, report and write them; returns the exit status."""
     from .. import __version__, avg_iou, ssd_aspect_ratios
     from .._ratios import unit_area
     from ..export import config_image_size, dumps_json, set_aspect_ratios
@@ -75,10 +76,12 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     written = [round(float(r), args.decimals) for r in res.aspect_ratios]
 
     ui.print(f"fastanchor {__version__} ssd: {describe(ld)}")
-    ui.print(f"aspect ratios (w/h), {args.method} k-means: " + ", ".join(f"{r:.{args.decimals}f}" for r in res.aspect_ratios))
+    ui.print(f"aspect ratios (w/h), {args.method} k-means: "
+             + ", ".join(f"{r:.{args.decimals}f}" for r in res.aspect_ratios))
     ui.print("avg IoU of the unit-area boxes with the unit-area anchors:")
     ui.print(f"  {args.method + ' k-means':<22} {res.avg_iou:.4f}")
-    ui.print(f"  {other.method + ' k-means':<22} {other.avg_iou:.4f}  ({', '.join(f'{r:.3g}' for r in other.aspect_ratios)})")
+    other_ratios = ", ".join(f"{r:.3g}" for r in other.aspect_ratios)
+    ui.print(f"  {other.method + ' k-means':<22} {other.avg_iou:.4f}  ({other_ratios})")
     ui.print(f"  {'TensorFlow defaults':<22} {tf_iou:.4f}  ({', '.join(f'{r:.4g}' for r in tf_ratios)})")
     if args.out:
         text = set_aspect_ratios(template or "", written, args.decimals)

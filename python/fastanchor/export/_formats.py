@@ -7,9 +7,10 @@ import ast
 import math
 import os
 import re
-from typing import Any, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 #: File suffix -> format name.
 EXPORT_FORMATS = {".yaml": "yolov5", ".yml": "yolov5", ".cfg": "darknet", ".py": "mmdet", ".json": "json"}
@@ -26,9 +27,22 @@ def export_format(path: str) -> str:
     return EXPORT_FORMATS[suffix]
 
 
-def round_anchors(anchors: Any, decimals: int = 0) -> np.ndarray:
+def round_anchors(anchors: npt.ArrayLike, decimals: int = 0) -> npt.NDArray[np.float64]:
     """Anchors as they are written: rounded to ``decimals`` places (whole pixels by default,
-    YOLOv5's convention), and never below one unit of the last place."""
+    YOLOv5's convention), and never below one unit of the last place.
+
+    Parameters
+    ----------
+    anchors : array_like
+        Anchor widths and heights, any shape.
+    decimals : int
+        Decimal places kept.
+
+    Returns
+    -------
+    ndarray, float64
+        The rounded anchors, of the shape of ``anchors``.
+    """
     a = np.asarray(anchors, dtype=np.float64)
     unit = 10.0 ** (-decimals)
     return np.maximum(np.round(a, decimals), unit)
@@ -39,7 +53,7 @@ def format_number(v: float, decimals: int) -> str:
     return f"{v:.{decimals}f}" if decimals > 0 else f"{int(round(v))}"
 
 
-def format_anchor_list(level: np.ndarray, decimals: int = 0) -> str:
+def format_anchor_list(level: npt.ArrayLike, decimals: int = 0) -> str:
     """``"10,13, 16,30, 33,23"``: one level's anchors as YOLOv5 and darknet write them."""
     pairs = np.asarray(level).tolist()
     return ", ".join(f"{format_number(w, decimals)},{format_number(h, decimals)}" for w, h in pairs)

@@ -9,16 +9,20 @@ from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
+import numpy.typing as npt
 import yaml
 
+from .._results import Result
 from ._formats import cfg_value, darknet_sections, export_format, find_anchor_generator, yaml_block
 from ._mmconfig import has_base, image_size_of, load_generator, merged_strides, resolve, top_level_literals
 from ._yolov5arch import yolov5_layout
 
 
-@dataclass(frozen=True)
-class ReadAnchors:
+@dataclass(frozen=True, eq=False, repr=False)
+class ReadAnchors(Result):
     """Anchors read from a file.
+
+    Immutable, with read-only arrays, and compared by identity (so hashable).
 
     Attributes
     ----------
@@ -33,13 +37,13 @@ class ReadAnchors:
         The network input size ``(width, height)`` the file states (darknet ``[net]``, json).
     """
 
-    levels: List[np.ndarray]
+    levels: List[npt.NDArray[np.float64]]
     strides: Optional[Tuple[float, ...]]
     format: str
     img_size: Optional[Tuple[int, int]] = None
 
     @property
-    def anchors(self) -> np.ndarray:
+    def anchors(self) -> npt.NDArray[np.float64]:
         """All anchors, (k, 2), level after level."""
         return np.concatenate(self.levels) if self.levels else np.zeros((0, 2))
 
@@ -145,7 +149,8 @@ def _read_darknet(text: str, path: str) -> ReadAnchors:
         except ValueError:
             raise ValueError(f"{path}:{mask[0] + 1}: mask={mask[1]!r} is not a list of integers") from None
         if any(not 0 <= i < this.shape[0] for i in idx):
-            raise ValueError(f"{path}:{(mask or found)[0] + 1}: mask indices {idx} out of range for {this.shape[0]} anchors")
+            raise ValueError(f"{path}:{(mask or found)[0] + 1}: mask indices {idx} out of range for "
+                             f"{this.shape[0]} anchors")
         levels.append((min(idx) if idx else 0, this[idx]))
     levels.sort(key=lambda t: t[0])
     return ReadAnchors(levels=[a for _, a in levels], strides=None, format="darknet", img_size=img_size)

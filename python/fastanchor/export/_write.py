@@ -9,6 +9,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import numpy.typing as npt
 
 from ._formats import (
     cfg_value,
@@ -36,7 +37,7 @@ from ._yolov5arch import yolov5_layout
 
 def write_anchors(
     path: str,
-    levels: Sequence[Any],
+    levels: Sequence[npt.ArrayLike],
     strides: Sequence[float],
     *,
     template: Optional[str] = None,
@@ -71,7 +72,8 @@ def write_anchors(
     if template is not None:
         template_fmt = export_format(template)
         if template_fmt != fmt:
-            raise ValueError(f"the template {template} is a {template_fmt} file but {path} is {fmt}: use the same kind of file")
+            raise ValueError(f"the template {template} is a {template_fmt} file but {path} is {fmt}: "
+                             "use the same kind of file")
         with open(template, encoding="utf-8") as f:
             text = f.read()
     else:
@@ -83,7 +85,8 @@ def write_anchors(
     elif fmt == "mmdet":
         out = _mmdet_text(text, lv, st, decimals, header, template, path)
     else:
-        doc: Dict[str, Any] = {"anchors": [[[_jsnum(w, decimals), _jsnum(h, decimals)] for w, h in a.tolist()] for a in lv],
+        doc: Dict[str, Any] = {"anchors": [[[_jsnum(w, decimals), _jsnum(h, decimals)] for w, h in a.tolist()]
+                                           for a in lv],
                                "strides": [_jsnum(s, 6) for s in st]}
         doc.update(metadata or {})
         out = dumps_json(doc) + "\n"
@@ -213,9 +216,9 @@ def _mmdet_text(text: Optional[str], lv, st, decimals, header, template, path: s
     if text is None:
         base, strides = _mmdet_literal(lv, st, decimals, "            ", coarse_first)
         out = [f"# {header}\n"] if header else []
-        out.append("# an override for an mmdetection YOLOv3 config (YOLOV3Head's anchor_generator, coarsest level first);\n"
-                   "# add _base_ = 'your_config.py' above it. mmyolo's heads call it prior_generator and list the\n"
-                   "# finest level first: write with --model your_mmyolo_config.py to get its form.\n")
+        out.append("# an override for an mmdetection YOLOv3 config (YOLOV3Head's anchor_generator, coarsest level\n"
+                   "# first): add _base_ = 'your_config.py' above it. mmyolo's heads call it prior_generator and\n"
+                   "# list the finest level first: write with --model your_mmyolo_config.py to get its form.\n")
         out.append(f"model = dict(\n    bbox_head=dict(\n        anchor_generator=dict(\n"
                    f"            base_sizes={base},\n            strides={strides},\n        )))\n")
         return "".join(out)
@@ -245,7 +248,8 @@ def _mmdet_text(text: Optional[str], lv, st, decimals, header, template, path: s
             old_strides = None
     if old_strides is not None and len(old_strides) != len(lv):
         raise ValueError(
-            f"{template}:{call.lineno}: the anchor generator has {len(old_strides)} levels but {len(lv)} were computed: "
+            f"{template}:{call.lineno}: the anchor generator has {len(old_strides)} levels but {len(lv)} were "
+            "computed: "
             f"use --levels {len(old_strides)}"
         )
     order = coarse_first if old_strides is None or old_strides[0] > old_strides[-1] else list(range(len(lv)))
@@ -255,7 +259,8 @@ def _mmdet_text(text: Optional[str], lv, st, decimals, header, template, path: s
         indent = ""
     base, strides = _mmdet_literal(lv, st, decimals, indent, order)
     if strides_node is base_node:
-        raise ValueError(f"{template}:{call.lineno}: base_sizes and strides are the same expression: cannot rewrite them")
+        raise ValueError(f"{template}:{call.lineno}: base_sizes and strides are the same expression: "
+                         "cannot rewrite them")
     replacements = [(base_node, base)]
     if strides_node is not None:
         replacements.append((strides_node, strides))

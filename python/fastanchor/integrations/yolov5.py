@@ -241,7 +241,8 @@ def _resolve_hosts(module: Union[None, str, ModuleType, List[Any], Tuple[Any, ..
         raise TypeError(f"module must be a module, a module name or None, got {type(module).__name__}")
     for m in mods:
         if not (callable(getattr(m, "kmean_anchors", None)) and callable(getattr(m, "check_anchors", None))):
-            raise TypeError(f"{m.__name__} is not a YOLOv5 autoanchor module (it needs kmean_anchors and check_anchors)")
+            raise TypeError(f"{m.__name__} is not a YOLOv5 autoanchor module "
+                            "(it needs kmean_anchors and check_anchors)")
     return mods
 
 
