@@ -24,7 +24,7 @@ start=$(date +%s)
 
 echo "::group::install the frameworks"
 pip install -q "torch==2.14.1" "torchvision==0.29.1"
-pip install -q "yolov5==7.0.14" "setuptools<81" "mmengine==0.10.7"
+pip install -q "yolov5==7.0.14" "setuptools<81" "mmengine==0.10.7" "opencv-python<5"  # OpenCV 5 has no darknet reader
 pip install -q --no-deps "mmdet==3.3.0" "mmyolo==0.6.0"
 echo "::endgroup::"
 

@@ -239,3 +239,115 @@ def test_inherited_config_without_mmengine_says_what_to_install(tmp_path):
     child.write_text("_base_ = './yolov3_d53.py'\nmodel = dict(bbox_head=dict(num_classes=3))\n")
     with pytest.raises(ValueError, match=r"inherits one through _base_\): reading it needs mmengine"):
         read_anchors(str(child))
+
+
+TINY_CFG = """\
+[net]
+width=128
+height=128
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=255
+activation=linear
+
+[yolo]
+mask = 3,4,5
+anchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319
+classes=80
+num=6
+
+[route]
+layers = -3
+
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=255
+activation=linear
+
+[yolo]
+mask = 0,1,2
+anchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319
+classes=80
+num=6
+"""
+
+
+def test_darknet_filters_follow_the_anchor_count(tmp_path):
+    template = tmp_path / "tiny.cfg"
+    template.write_text(TINY_CFG)
+    out = tmp_path / "out.cfg"
+    levels = [np.array([[10.0, 14], [23, 27], [37, 58], [40, 40]]),
+              np.array([[81.0, 82], [135, 169], [344, 319], [300, 300]])]
+    write_anchors(str(out), levels, (8, 16), template=str(template))
+    text = out.read_text()
+    assert text.count("filters=340") == 2 and "filters=255" not in text  # (80 + 5) * 4
+    assert text.count("filters=16") == 1 and text.count("filters=32") == 1
+    back = read_anchors(str(out))
+    np.testing.assert_array_equal(back.anchors, np.concatenate(levels))
+    same = tmp_path / "same.cfg"  # an unchanged count leaves filters alone
+    write_anchors(str(same), [lv[:3] for lv in levels], (8, 16), template=str(template))
+    assert same.read_text().count("filters=255") == 2
+    bad = tmp_path / "bad.cfg"
+    bad.write_text(TINY_CFG.replace("filters=255", "filters=256", 1))
+    with pytest.raises(ValueError, match="filters=256 is not a multiple of the 3 anchors"):
+        write_anchors(str(tmp_path / "x.cfg"), levels, (8, 16), template=str(bad))
+
+
+@pytest.mark.integration
+def test_darknet_cfg_loads_in_opencv(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromDarknet"):
+        pytest.skip(f"OpenCV {cv2.__version__} has no darknet reader (OpenCV 5 dropped it; use opencv-python<5)")
+    template = tmp_path / "tiny.cfg"
+    template.write_text(TINY_CFG)
+    out = tmp_path / "out.cfg"
+    levels = [np.array([[10.0, 14], [23, 27], [37, 58], [40, 40]]),
+              np.array([[81.0, 82], [135, 169], [344, 319], [300, 300]])]
+    write_anchors(str(out), levels, (8, 16), template=str(template))
+    # zero weights of the right size (darknet: a header, then per layer biases [, BN scales, means,
+    # variances] and kernels), so that the net runs
+    f = 4 * (80 + 5)
+    counts = [16 * 4 + 16 * 3 * 9, 32 * 4 + 32 * 16 * 9, f + f * 32, f + f * 32]
+    weights = tmp_path / "zero.weights"
+    weights.write_bytes(np.array([0, 2, 0], np.int32).tobytes() + np.zeros(1, np.int64).tobytes()
+                        + np.zeros(sum(counts), np.float32).tobytes())
+    net = cv2.dnn.readNetFromDarknet(str(out), str(weights))
+    net.setInput(cv2.dnn.blobFromImage(np.zeros((128, 128, 3), np.uint8), 1 / 255, (128, 128)))
+    outs = net.forward(net.getUnconnectedOutLayersNames())
+    # one row per anchor and cell, (4 + 1 + 80) values each: 4 anchors on two 32x32 grids
+    assert sum(o.shape[0] for o in outs) == 2 * 4 * 32 * 32 and all(o.shape[1] == 85 for o in outs)
+    # with the filters of 3 anchors left in place, OpenCV refuses the file (what fastanchor fixes)
+    broken = tmp_path / "broken.cfg"
+    broken.write_text(out.read_text().replace("filters=340", "filters=255"))
+    f = 255
+    counts = [16 * 4 + 16 * 3 * 9, 32 * 4 + 32 * 16 * 9, f + f * 32, f + f * 32]
+    weights.write_bytes(np.array([0, 2, 0], np.int32).tobytes() + np.zeros(1, np.int64).tobytes()
+                        + np.zeros(sum(counts), np.float32).tobytes())
+    with pytest.raises(cv2.error):
+        net = cv2.dnn.readNetFromDarknet(str(broken), str(weights))
+        net.setInput(cv2.dnn.blobFromImage(np.zeros((128, 128, 3), np.uint8), 1 / 255, (128, 128)))
+        net.forward(net.getUnconnectedOutLayersNames())

@@ -144,6 +144,36 @@ def _yolov5_text(text: Optional[str], lv, st, decimals, header, template) -> str
     return "".join(lines[:first] + new + lines[end:])
 
 
+def _darknet_filters(lines: List[str], sections, first: int, end: int, n_new: int,
+                     template: Optional[str]) -> Optional[Tuple[int, int]]:
+    """``(line, filters)`` for the [convolutional] before the [yolo] section at ``first`` when its
+    anchor count changes: darknet needs ``filters = (classes + 5) * len(mask)`` there (``+ 9`` for
+    [Gaussian_yolo]), so the old filters per anchor are kept and multiplied by the new count.
+    None when the count is unchanged."""
+    mask = cfg_value(lines, first, end, "mask")
+    num = cfg_value(lines, first, end, "num")
+    try:
+        n_old = len([x for x in mask[1].split(",") if x.strip()]) if mask else int(num[1]) if num else None
+    except ValueError:
+        n_old = None
+    if n_old == n_new:
+        return None
+    conv = [sec for sec in sections if sec[2] <= first and sec[0] == "convolutional"]
+    found = cfg_value(lines, conv[-1][1], conv[-1][2], "filters") if conv else None
+    where = f"{template}:{first + 1}"
+    if found is None or n_old is None:
+        raise ValueError(f"{where}: this [yolo] section gets {n_new} anchors, but the filters= of the "
+                         "[convolutional] before it cannot be found to match (filters = (classes + 5) * anchors)")
+    try:
+        old_filters = int(found[1])
+    except ValueError:
+        raise ValueError(f"{template}:{found[0] + 1}: filters={found[1]!r} is not an integer") from None
+    if n_old <= 0 or old_filters % n_old:
+        raise ValueError(f"{template}:{found[0] + 1}: filters={old_filters} is not a multiple of the {n_old} anchors "
+                         f"of the [yolo] section at line {first + 1}: cannot update it for {n_new} anchors")
+    return found[0], old_filters // n_old * n_new
+
+
 def _darknet_text(text: Optional[str], lv, st, decimals, header, template) -> str:
     everything = np.concatenate(lv)
     k = everything.shape[0]
@@ -181,9 +211,13 @@ def _darknet_text(text: Optional[str], lv, st, decimals, header, template) -> st
     level_of = {order: level for level, (_, order) in enumerate(sorted(keys))}
     edits: Dict[int, str] = {}
     inserts: Dict[int, List[str]] = {}
+    all_sections = darknet_sections(lines)
     for order, (_, first, end) in enumerate(sections):
         level = level_of[order]
         newline = "\r\n" if lines[first].endswith("\r\n") else "\n"
+        filters = _darknet_filters(lines, all_sections, first, end, len(lv[level]), template)
+        if filters is not None:
+            edits[filters[0]] = f"filters={filters[1]}{newline}"
         for key, value in (("mask", masks[level]), ("anchors", all_anchors), ("num", str(k))):
             found = cfg_value(lines, first, end, key)
             if found is not None:
