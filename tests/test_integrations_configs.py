@@ -315,6 +315,21 @@ def test_darknet_filters_follow_the_anchor_count(tmp_path):
         write_anchors(str(tmp_path / "x.cfg"), levels, (8, 16), template=str(bad))
 
 
+def _zero_weights(path: Path, f: int) -> Path:
+    """Zero darknet weights for TINY_CFG with ``f`` filters before each [yolo]: a header, then per
+    layer biases [, BN scales, means, variances] and kernels."""
+    counts = [16 * 4 + 16 * 3 * 9, 32 * 4 + 32 * 16 * 9, f + f * 32, f + f * 32]
+    path.write_bytes(np.array([0, 2, 0], np.int32).tobytes() + np.zeros(1, np.int64).tobytes()
+                     + np.zeros(sum(counts), np.float32).tobytes())
+    return path
+
+
+def _forward(cv2, cfg: Path, weights: Path):
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    net.setInput(cv2.dnn.blobFromImage(np.zeros((128, 128, 3), np.uint8), 1 / 255, (128, 128)))
+    return net.forward(net.getUnconnectedOutLayersNames())
+
+
 @pytest.mark.integration
 def test_darknet_cfg_loads_in_opencv(tmp_path):
     with warnings.catch_warnings():
@@ -328,26 +343,11 @@ def test_darknet_cfg_loads_in_opencv(tmp_path):
     levels = [np.array([[10.0, 14], [23, 27], [37, 58], [40, 40]]),
               np.array([[81.0, 82], [135, 169], [344, 319], [300, 300]])]
     write_anchors(str(out), levels, (8, 16), template=str(template))
-    # zero weights of the right size (darknet: a header, then per layer biases [, BN scales, means,
-    # variances] and kernels), so that the net runs
-    f = 4 * (80 + 5)
-    counts = [16 * 4 + 16 * 3 * 9, 32 * 4 + 32 * 16 * 9, f + f * 32, f + f * 32]
-    weights = tmp_path / "zero.weights"
-    weights.write_bytes(np.array([0, 2, 0], np.int32).tobytes() + np.zeros(1, np.int64).tobytes()
-                        + np.zeros(sum(counts), np.float32).tobytes())
-    net = cv2.dnn.readNetFromDarknet(str(out), str(weights))
-    net.setInput(cv2.dnn.blobFromImage(np.zeros((128, 128, 3), np.uint8), 1 / 255, (128, 128)))
-    outs = net.forward(net.getUnconnectedOutLayersNames())
+    outs = _forward(cv2, out, _zero_weights(tmp_path / "w340", 4 * (80 + 5)))
     # one row per anchor and cell, (4 + 1 + 80) values each: 4 anchors on two 32x32 grids
     assert sum(o.shape[0] for o in outs) == 2 * 4 * 32 * 32 and all(o.shape[1] == 85 for o in outs)
     # with the filters of 3 anchors left in place, OpenCV refuses the file (what fastanchor fixes)
     broken = tmp_path / "broken.cfg"
     broken.write_text(out.read_text().replace("filters=340", "filters=255"))
-    f = 255
-    counts = [16 * 4 + 16 * 3 * 9, 32 * 4 + 32 * 16 * 9, f + f * 32, f + f * 32]
-    weights.write_bytes(np.array([0, 2, 0], np.int32).tobytes() + np.zeros(1, np.int64).tobytes()
-                        + np.zeros(sum(counts), np.float32).tobytes())
     with pytest.raises(cv2.error):
-        net = cv2.dnn.readNetFromDarknet(str(broken), str(weights))
-        net.setInput(cv2.dnn.blobFromImage(np.zeros((128, 128, 3), np.uint8), 1 / 255, (128, 128)))
-        net.forward(net.getUnconnectedOutLayersNames())
+        _forward(cv2, broken, _zero_weights(tmp_path / "w255", 255))
