@@ -351,3 +351,66 @@ def test_darknet_cfg_loads_in_opencv(tmp_path):
     broken.write_text(out.read_text().replace("filters=340", "filters=255"))
     with pytest.raises(cv2.error):
         _forward(cv2, broken, _zero_weights(tmp_path / "w255", 255))
+
+
+SSD_CONFIG = """\
+model {
+  ssd {
+    image_resizer {
+      fixed_shape_resizer {
+        height: 300
+        width: 300
+      }
+    }
+    anchor_generator {
+      ssd_anchor_generator {
+        num_layers: 6
+        min_scale: 0.2
+        max_scale: 0.95
+        aspect_ratios: 1.0
+        aspect_ratios: 2.0
+        aspect_ratios: 0.5
+        aspect_ratios: 3.0
+        aspect_ratios: 0.3333
+      }
+    }
+  }
+}
+"""
+
+
+@needs_coco_json
+def test_ssd_config_keeps_its_ratio_count_and_refuses_worse(tmp_path, capsys):
+    from fastanchor.export import config_aspect_ratios
+
+    cfg = tmp_path / "pipeline.config"
+    cfg.write_text(SSD_CONFIG)
+    out = tmp_path / "new.config"
+    code = main(["ssd", str(COCO_JSON), "--config", str(cfg), "--out", str(out), "-q", "--json"])
+    captured = capsys.readouterr()
+    import json
+
+    doc = json.loads(captured.out)
+    assert len(doc["aspect_ratios"]) == 5  # the config's count: the prior count and predictor shape stay
+    assert doc["config"]["aspect_ratios"] == [1.0, 2.0, 0.5, 3.0, 0.3333]
+    if doc["written"]["avg_iou"] >= doc["config"]["avg_iou"]:
+        assert code == 0 and len(config_aspect_ratios(out.read_text())) == 5
+    else:
+        assert code == 1 and "below the config's own" in captured.err and not out.exists()
+    # fewer ratios than the config's score lower: refused, unless forced
+    assert main(["ssd", str(COCO_JSON), "--config", str(cfg), "--out", str(out), "-n", "1"]) == 1
+    assert "below the config's own" in capsys.readouterr().err
+    assert main(["ssd", str(COCO_JSON), "--config", str(cfg), "--out", str(out), "-n", "1", "--force", "-q"]) == 0
+    assert "wrote the aspect ratios" in capsys.readouterr().out  # on stdout, not hidden by -q
+    assert config_aspect_ratios(out.read_text()) is not None and len(config_aspect_ratios(out.read_text())) == 1
+
+
+def test_ssd_checks_the_config_and_suffix_before_the_work(tmp_path, capsys):
+    cfg = tmp_path / "pipeline.config"
+    cfg.write_text("model { faster_rcnn { } }\n")
+    # the dataset does not exist: the config error must come first
+    assert main(["ssd", str(tmp_path / "nothing"), "--config", str(cfg), "--out", str(tmp_path / "o.config")]) == 1
+    assert "has no ssd_anchor_generator block" in capsys.readouterr().err
+    cfg.write_text(SSD_CONFIG)
+    assert main(["ssd", str(tmp_path / "nothing"), "--config", str(cfg), "--out", str(tmp_path / "o.yaml")]) == 1
+    assert "text proto; .yaml is the suffix of another format" in capsys.readouterr().err

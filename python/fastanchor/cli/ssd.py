@@ -35,7 +35,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
                     help="network input size (default: the --config's fixed_shape_resizer, else 300x300); "
                          "the same as --img-size")
     s_ = ps.add_argument_group("aspect ratios")
-    s_.add_argument("-n", type=positive_int, default=4, help="number of aspect ratios (default 4)")
+    s_.add_argument("-n", type=positive_int,
+                    help="number of aspect ratios (default: as many as the --config has, which keeps its prior count "
+                         "and predictor shape; else 4)")
     s_.add_argument("--method", choices=("iou", "euclidean"), default="iou",
                     help="iou: k-means with 1 - IoU (default); euclidean: the TensorFlow notebook's k-means")
     s_.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
@@ -44,6 +46,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
     s_.add_argument("--out", help="write a pipeline config whose ssd_anchor_generator has the new aspect_ratios lines "
                                   "(a copy of --config, or the file itself when it exists, everything else kept)")
     s_.add_argument("--decimals", type=non_negative_int, default=4, help="decimal places written (default 4)")
+    s_.add_argument("--force", action="store_true",
+                    help="write the new ratios even when they score below the --config's own")
     return ps
 
 
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     """Run ``fastanchor ssd``: cluster aspect ratios, report and write them; returns the exit status."""
     from .. import __version__, avg_iou, ssd_aspect_ratios
     from .._ratios import unit_area
-    from ..export import config_image_size, dumps_json, set_aspect_ratios
+    from ..export import EXPORT_FORMATS, config_aspect_ratios, config_image_size, dumps_json, set_aspect_ratios
 
     template = None
     if args.config:
@@ -62,6 +66,22 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     elif args.out and os.path.isfile(args.out):
         with open(args.out, encoding="utf-8", newline="") as f:
             template = f.read()
+    # check the config and the output before the work
+    suffix = os.path.splitext(args.out or "")[1].lower()
+    if args.out and suffix in EXPORT_FORMATS:
+        raise CLIError(f"--out {args.out}: a pipeline config is a text proto; {suffix} is the suffix of another format "
+                       "(use .config or .pbtxt)")
+    own = None
+    if template:
+        own = config_aspect_ratios(template)
+        if args.out and own is None and "ssd_anchor_generator" not in template:
+            where = args.config or args.out
+            raise CLIError(f"{where} has no ssd_anchor_generator block to write aspect ratios into")
+    if args.n is None:
+        args.n = len(own) if own else 4
+        if own:
+            ui.note(f"{len(own)} aspect ratios, as the config has (its prior count and box predictor shape stay); "
+                    "give -n to change")
     if args.resize == "letterbox":
         raise CLIError("SSD stretches every image to the input size: --resize letterbox does not apply")
     args.resize = "stretch"
@@ -74,6 +94,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     tf_ratios = np.array(TF_DEFAULT_ASPECT_RATIOS)
     tf_iou = avg_iou(np.stack([np.sqrt(tf_ratios), 1 / np.sqrt(tf_ratios)], 1), u)
     written = [round(float(r), args.decimals) for r in res.aspect_ratios]
+    written_iou = avg_iou(np.stack([np.sqrt(written), 1 / np.sqrt(written)], 1), u)
+    own_iou = avg_iou(np.stack([np.sqrt(own), 1 / np.sqrt(own)], 1), u) if own else None
 
     ui.print(f"fastanchor {__version__} ssd: {describe(ld)}")
     ui.print(f"aspect ratios (w/h), {args.method} k-means: "
@@ -83,11 +105,16 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     other_ratios = ", ".join(f"{r:.3g}" for r in other.aspect_ratios)
     ui.print(f"  {other.method + ' k-means':<22} {other.avg_iou:.4f}  ({other_ratios})")
     ui.print(f"  {'TensorFlow defaults':<22} {tf_iou:.4f}  ({', '.join(f'{r:.4g}' for r in tf_ratios)})")
+    if own_iou is not None:
+        ui.print(f"  {'--config own':<22} {own_iou:.4f}  ({', '.join(f'{r:.4g}' for r in own)})")
+    if args.out and own_iou is not None and written_iou < own_iou and not args.force:
+        raise CLIError(f"the new aspect ratios score {written_iou:.4f}, below the config's own {own_iou:.4f}: "
+                       f"{args.out} not written (--force writes them anyway)")
     if args.out:
         text = set_aspect_ratios(template or "", written, args.decimals)
         with open(args.out, "w", encoding="utf-8", newline="") as f:
             f.write(text)
-        ui.note(f"wrote the aspect ratios into the ssd_anchor_generator of {args.out}")
+        ui.print(f"wrote the aspect ratios into the ssd_anchor_generator of {args.out}")
     if ui.json_mode:
         doc = {
             "dataset": {"path": ld.name, "format": ld.fmt, "boxes": len(ld.boxes), "images": ld.boxes.n_images,
@@ -98,6 +125,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
             "avg_iou": res.avg_iou,
             "other": {"method": other.method, "aspect_ratios": other.aspect_ratios.tolist(), "avg_iou": other.avg_iou},
             "tf_default": {"aspect_ratios": list(TF_DEFAULT_ASPECT_RATIOS), "avg_iou": tf_iou},
+            "config": {"aspect_ratios": list(own), "avg_iou": own_iou} if own else None,
+            "written": {"aspect_ratios": written, "avg_iou": written_iou} if args.out else None,
             "out": args.out,
         }
         print(dumps_json(doc), file=ui.out)

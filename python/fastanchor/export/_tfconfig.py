@@ -41,6 +41,21 @@ def config_image_size(text: str) -> Optional[Tuple[float, float]]:
     return (float(w.group(1)), float(h.group(1))) if h and w else None
 
 
+def config_aspect_ratios(text: str) -> Optional[Tuple[float, ...]]:
+    """The ``aspect_ratios`` of a pipeline config's ssd_anchor_generator, in file order; None when
+    it has no such block or the block lists none."""
+    span = _find_block(text, "ssd_anchor_generator")
+    if span is None:
+        return None
+    body = text[span[0]:span[1]]
+    values = re.findall(r"(?m)^[ \t]*aspect_ratios\s*:\s*([-+0-9.eE]+)", body)
+    try:
+        ratios = tuple(float(v) for v in values)
+    except ValueError:
+        raise ValueError(f"the ssd_anchor_generator's aspect_ratios are not all numbers: {values}") from None
+    return ratios or None
+
+
 def set_aspect_ratios(text: str, ratios: Sequence[float], decimals: int = 4) -> str:
     """The pipeline config ``text`` with the ``aspect_ratios`` lines of its ssd_anchor_generator
     block replaced by one line per ratio (at the first old line's place and indentation);
