@@ -353,30 +353,11 @@ def test_darknet_cfg_loads_in_opencv(tmp_path):
         _forward(cv2, broken, _zero_weights(tmp_path / "w255", 255))
 
 
-SSD_CONFIG = """\
-model {
-  ssd {
-    image_resizer {
-      fixed_shape_resizer {
-        height: 300
-        width: 300
-      }
-    }
-    anchor_generator {
-      ssd_anchor_generator {
-        num_layers: 6
-        min_scale: 0.2
-        max_scale: 0.95
-        aspect_ratios: 1.0
-        aspect_ratios: 2.0
-        aspect_ratios: 0.5
-        aspect_ratios: 3.0
-        aspect_ratios: 0.3333
-      }
-    }
-  }
-}
-"""
+def _ssd_config() -> str:
+    """test_ssd's pipeline config (an SSD with TensorFlow's five default aspect ratios)."""
+    from test_ssd import PIPELINE
+
+    return PIPELINE
 
 
 @needs_coco_json
@@ -384,7 +365,7 @@ def test_ssd_config_keeps_its_ratio_count_and_refuses_worse(tmp_path, capsys):
     from fastanchor.export import config_aspect_ratios
 
     cfg = tmp_path / "pipeline.config"
-    cfg.write_text(SSD_CONFIG)
+    cfg.write_text(_ssd_config())
     out = tmp_path / "new.config"
     code = main(["ssd", str(COCO_JSON), "--config", str(cfg), "--out", str(out), "-q", "--json"])
     captured = capsys.readouterr()
@@ -411,6 +392,6 @@ def test_ssd_checks_the_config_and_suffix_before_the_work(tmp_path, capsys):
     # the dataset does not exist: the config error must come first
     assert main(["ssd", str(tmp_path / "nothing"), "--config", str(cfg), "--out", str(tmp_path / "o.config")]) == 1
     assert "has no ssd_anchor_generator block" in capsys.readouterr().err
-    cfg.write_text(SSD_CONFIG)
+    cfg.write_text(_ssd_config())
     assert main(["ssd", str(tmp_path / "nothing"), "--config", str(cfg), "--out", str(tmp_path / "o.yaml")]) == 1
     assert "text proto; .yaml is the suffix of another format" in capsys.readouterr().err
