@@ -85,8 +85,10 @@ def test_cli_uses_the_models_levels(tmp_path, capsys):
     template.write_text(TINY)
     out = tmp_path / "out.yaml"
     assert main(["anchors", str(COCO_JSON), "--model", str(template), "--out", str(out), "--generations", "50"]) == 0
-    report = capsys.readouterr().out
+    captured = capsys.readouterr()
+    report = captured.out
     assert "P4/16" in report and "P5/32" in report and "P3/8" not in report
+    assert f"read {out} back: 4 anchors in 2 levels, fitness" in captured.err  # re-read and re-scored
     back = read_anchors(str(out))
     assert [len(lv) for lv in back.levels] == [2, 2] and back.strides == (16.0, 32.0)
     assert main(["anchors", str(COCO_JSON), "--model", str(template), "--levels", "3", "--generations", "0"]) == 1

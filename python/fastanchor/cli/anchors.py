@@ -73,6 +73,24 @@ def _auto_decimals(levels: Sequence[np.ndarray], wh: np.ndarray, thr: float) -> 
     return 3
 
 
+def _verify_written(ui: UI, path: str, written: Sequence[np.ndarray], strides: Sequence[float], wh: np.ndarray,
+                    thr: float) -> None:
+    """Read the written file back as a user's tools will, and re-score what it holds."""
+    from .. import anchor_fitness
+    from ..export import read_anchors
+
+    back = read_anchors(path)
+    expected = np.concatenate(written)
+    if back.anchors.shape != expected.shape or not np.allclose(back.anchors, expected, rtol=1e-9, atol=0):
+        raise CLIError(f"{path} was written, but reading it back gives other anchors: {back.anchors.tolist()}")
+    if back.strides is not None and not np.allclose(back.strides, strides):
+        raise CLIError(f"{path} was written, but reading it back gives strides {list(back.strides)}, "
+                       f"not {list(strides)}")
+    fit = anchor_fitness(back.anchors, wh, thr=thr)
+    ui.note(f"read {path} back: {back.anchors.shape[0]} anchors in {len(back.levels)} levels, "
+            f"fitness {fit.fitness:.4f}, BPR {fit.bpr:.4f}")
+
+
 def _inherits(out: str, template: str) -> bool:
     """Whether the written mmdet config is an override (``_base_`` and ``model`` only)."""
     import ast
@@ -214,6 +232,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         else:
             how = ""
         ui.print(f"wrote {args.out} ({what}{how})")
+        _verify_written(ui, args.out, written, strides, fit_wh, args.thr)
     if args.plot:
         from ..plot import plot_anchors
 
