@@ -393,7 +393,50 @@ def test_ssd_checks_the_config_and_suffix_before_the_work(tmp_path, capsys):
     cfg.write_text("model { faster_rcnn { } }\n")
     # the dataset does not exist: the config error must come first
     assert main(["ssd", str(tmp_path / "nothing"), "--config", str(cfg), "--out", str(tmp_path / "o.config")]) == 1
-    assert "has no ssd_anchor_generator block" in capsys.readouterr().err
+    assert "has no ssd_anchor_generator or multiscale_anchor_generator block" in capsys.readouterr().err
     cfg.write_text(_ssd_config())
     assert main(["ssd", str(tmp_path / "nothing"), "--config", str(cfg), "--out", str(tmp_path / "o.yaml")]) == 1
     assert "text proto; .yaml is the suffix of another format" in capsys.readouterr().err
+
+
+MULTISCALE = """\
+model {
+  ssd {
+    image_resizer {
+      fixed_shape_resizer {
+        height: 640
+        width: 640
+      }
+    }
+    anchor_generator {
+      multiscale_anchor_generator {
+        min_level: 3
+        max_level: 7
+        anchor_scale: 4.0
+        aspect_ratios: 1.0
+        aspect_ratios: 2.0
+        aspect_ratios: 0.5
+        scales_per_octave: 2
+      }
+    }
+  }
+}
+"""
+
+
+@needs_coco_json
+def test_ssd_multiscale_anchor_generator(tmp_path, capsys):
+    from fastanchor.export import config_aspect_ratios
+
+    cfg = tmp_path / "retinanet.config"
+    cfg.write_text(MULTISCALE)
+    assert config_aspect_ratios(MULTISCALE) == (1.0, 2.0, 0.5)
+    out = tmp_path / "new.config"
+    code = main(["ssd", str(COCO_JSON), "--config", str(cfg), "--out", str(out), "--force"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "stretched to 640x640" in captured.out  # the config's resizer
+    text = out.read_text()
+    assert len(config_aspect_ratios(text)) == 3  # the config's count
+    for kept in ("min_level: 3", "max_level: 7", "anchor_scale: 4.0", "scales_per_octave: 2"):
+        assert kept in text

@@ -56,6 +56,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     from .. import __version__, avg_iou, ssd_aspect_ratios
     from .._ratios import unit_area
     from ..export import EXPORT_FORMATS, config_aspect_ratios, config_image_size, dumps_json, set_aspect_ratios
+    from ..export._tfconfig import GENERATOR_BLOCKS
 
     template = None
     if args.config:
@@ -74,9 +75,10 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     own = None
     if template:
         own = config_aspect_ratios(template)
-        if args.out and own is None and "ssd_anchor_generator" not in template:
+        if args.out and own is None and not any(b in template for b in GENERATOR_BLOCKS):
             where = args.config or args.out
-            raise CLIError(f"{where} has no ssd_anchor_generator block to write aspect ratios into")
+            raise CLIError(f"{where} has no ssd_anchor_generator or multiscale_anchor_generator block "
+                           "to write aspect ratios into")
     if args.n is None:
         args.n = len(own) if own else 4
         if own:
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         text = set_aspect_ratios(template or "", written, args.decimals)
         with open(args.out, "w", encoding="utf-8", newline="") as f:
             f.write(text)
-        ui.print(f"wrote the aspect ratios into the ssd_anchor_generator of {args.out}")
+        ui.print(f"wrote the aspect ratios into the anchor generator of {args.out}")
     if ui.json_mode:
         doc = {
             "dataset": {"path": ld.name, "format": ld.fmt, "boxes": len(ld.boxes), "images": ld.boxes.n_images,

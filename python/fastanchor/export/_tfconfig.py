@@ -41,30 +41,49 @@ def config_image_size(text: str) -> Optional[Tuple[float, float]]:
     return (float(w.group(1)), float(h.group(1))) if h and w else None
 
 
+#: The anchor generators whose aspect_ratios are rewritten: SSD's, and TF2's multiscale one
+#: (SSD-FPN, RetinaNet: min_level, max_level, anchor_scale, aspect_ratios, scales_per_octave).
+#: Both take ratios as width / height.
+GENERATOR_BLOCKS = ("ssd_anchor_generator", "multiscale_anchor_generator")
+
+
+def anchor_generator_block(text: str) -> Optional[Tuple[str, Tuple[int, int]]]:
+    """(name, span) of the config's first anchor generator block among :data:`GENERATOR_BLOCKS`."""
+    for name in GENERATOR_BLOCKS:
+        span = _find_block(text, name)
+        if span is not None:
+            return name, span
+    return None
+
+
 def config_aspect_ratios(text: str) -> Optional[Tuple[float, ...]]:
-    """The ``aspect_ratios`` of a pipeline config's ssd_anchor_generator, in file order; None when
-    it has no such block or the block lists none."""
-    span = _find_block(text, "ssd_anchor_generator")
-    if span is None:
+    """The ``aspect_ratios`` of a pipeline config's anchor generator (ssd_anchor_generator or
+    multiscale_anchor_generator), in file order; None when it has no such block or the block lists
+    none."""
+    found = anchor_generator_block(text)
+    if found is None:
         return None
+    span = found[1]
     body = text[span[0]:span[1]]
     values = re.findall(r"(?m)^[ \t]*aspect_ratios\s*:\s*([-+0-9.eE]+)", body)
     try:
         ratios = tuple(float(v) for v in values)
     except ValueError:
-        raise ValueError(f"the ssd_anchor_generator's aspect_ratios are not all numbers: {values}") from None
+        raise ValueError(f"the {found[0]}'s aspect_ratios are not all numbers: {values}") from None
     return ratios or None
 
 
 def set_aspect_ratios(text: str, ratios: Sequence[float], decimals: int = 4) -> str:
     """The pipeline config ``text`` with the ``aspect_ratios`` lines of its ssd_anchor_generator
-    block replaced by one line per ratio (at the first old line's place and indentation);
+    (or multiscale_anchor_generator) block replaced by one line per ratio (at the first old line's place and indentation);
     everything else is kept byte for byte. Without such a block, just the block is returned."""
     values = [f"{r:.{decimals}f}" for r in ratios]
-    span = _find_block(text, "ssd_anchor_generator")
+    found = anchor_generator_block(text)
+    span = found[1] if found else None
     if span is None:
         if text.strip():
-            raise ValueError("the config has no ssd_anchor_generator block")
+            raise ValueError("the config has no ssd_anchor_generator or multiscale_anchor_generator "
+                             "block")
         return "ssd_anchor_generator {\n" + "".join(f"  aspect_ratios: {v}\n" for v in values) + "}\n"
     start, end = span
     body_start = text.index("{", start) + 1
