@@ -440,3 +440,46 @@ def test_ssd_multiscale_anchor_generator(tmp_path, capsys):
     assert len(config_aspect_ratios(text)) == 3  # the config's count
     for kept in ("min_level: 3", "max_level: 7", "anchor_scale: 4.0", "scales_per_octave: 2"):
         assert kept in text
+
+
+def _tf_protos():
+    """The TF Object Detection API's generated protos (the `tensorflow-object-detection-api`
+    package ships them; generated in 2019, they load with protobuf's pure-Python implementation,
+    PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python, set before protobuf is first imported)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the 2019 generated code's descriptor calls
+            from google.protobuf import text_format
+            from object_detection.protos import pipeline_pb2
+    except ImportError as exc:
+        pytest.skip(f"the TF Object Detection API protos are not importable: {exc}")
+    except TypeError as exc:  # "Descriptors cannot be created directly": protobuf's C implementation
+        pytest.skip(f"the 2019 protos need PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python: {exc}")
+    return pipeline_pb2, text_format
+
+
+@needs_coco_json
+@pytest.mark.integration
+@pytest.mark.parametrize("which", ["ssd", "multiscale"])
+def test_ssd_config_written_parses_with_the_real_protos(tmp_path, capsys, which):
+    pipeline_pb2, text_format = _tf_protos()
+    from fastanchor.export import config_aspect_ratios
+
+    cfg = tmp_path / "pipeline.config"
+    cfg.write_text(_ssd_config() if which == "ssd" else MULTISCALE)
+    out = tmp_path / "new.config"
+    assert main(["ssd", str(COCO_JSON), "--config", str(cfg), "--out", str(out), "--force", "-q"]) == 0
+    capsys.readouterr()
+    parsed = pipeline_pb2.TrainEvalPipelineConfig()
+    text_format.Merge(out.read_text(), parsed)
+    gen = parsed.model.ssd.anchor_generator
+    block = gen.ssd_anchor_generator if which == "ssd" else gen.multiscale_anchor_generator
+    np.testing.assert_allclose(list(block.aspect_ratios), config_aspect_ratios(out.read_text()), rtol=1e-6)
+    assert len(block.aspect_ratios) == len(config_aspect_ratios(cfg.read_text()))
+    original = pipeline_pb2.TrainEvalPipelineConfig()
+    text_format.Merge(cfg.read_text(), original)
+    block.ClearField("aspect_ratios")
+    orig_block = (original.model.ssd.anchor_generator.ssd_anchor_generator if which == "ssd"
+                  else original.model.ssd.anchor_generator.multiscale_anchor_generator)
+    orig_block.ClearField("aspect_ratios")
+    assert parsed == original  # everything but the ratios is the config's own
