@@ -5,6 +5,7 @@ Needs matplotlib: ``pip install 'fastanchor[plot]'``.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -99,5 +100,20 @@ def plot_anchors(
     ax.legend(loc="upper left", fontsize=8, framealpha=0.85)
     ax.grid(True, which="major", lw=0.3, alpha=0.5)
     if path is not None:
-        fig.savefig(path, bbox_inches="tight")
+        save_figure(fig, path)
     return fig
+
+
+def save_figure(fig: Any, path: str) -> None:
+    """Save a matplotlib figure to ``path`` atomically (rendered in memory, then written to a
+    temporary file in the same folder and renamed: a failure leaves an existing file as it was).
+    The folder is created when missing; the format follows the suffix (PNG by default)."""
+    import io
+
+    from ._fileio import atomic_write
+
+    suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    buf = io.BytesIO()
+    fig.savefig(buf, format=suffix, bbox_inches="tight")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, buf.getvalue())

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 from . import anchors, check, demo, ssd, torchvision
 from ._common import UI, YOLOV5_DEFAULT_ANCHORS, one_line
+from ._guard import check_outputs
 from .anchors import ROUNDING_TOLERANCE
 from .ssd import TF_DEFAULT_ASPECT_RATIOS
 
@@ -59,6 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command in ("anchors", "ssd"):
+        check_outputs(parser, args)  # never over an input; exit 2 before any work
     ui = UI(quiet=getattr(args, "quiet", False), json_mode=getattr(args, "json", False))
     debug = os.environ.get("FASTANCHOR_DEBUG", "") not in ("", "0")
     with warnings.catch_warnings():

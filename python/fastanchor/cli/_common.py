@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
+from .._fileio import excerpt
 from ..export._formats import format_number
 
 #: YOLOv5's default anchors (P3/8, P4/16, P5/32), at img-size 640.
@@ -68,36 +69,63 @@ def isatty(stream: Any) -> bool:
         return False
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum."""
+#: Bounds of the options (argparse reports a value outside them with exit status 2, naming the
+#: option). Sizes in pixels: no network input or stride comes near 100,000.
+MAX_PIXELS = 100_000.0
+MAX_ANCHORS = 100_000
+MAX_LEVELS = 16
+MAX_GENERATIONS = 10_000_000
+MAX_SEED = 2**64 - 1
+MAX_RATIOS = 1000
+MAX_IMAGES = 10_000_000
+#: Longest option text quoted back in an error.
+_SHOWN = 40
+
+
+def _shown(text: str) -> str:
+    return excerpt(text, _SHOWN)
+
+
+def int_in_range(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: an integer from minimum to maximum."""
 
     def parse(text: str) -> int:
+        if len(text.strip()) > 30:
+            raise argparse.ArgumentTypeError(f"expected an integer from {minimum} to {maximum:,}, got {_shown(text)}")
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(
+                f"expected an integer from {minimum} to {maximum:,}, got {_shown(text)}"
+            ) from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected an integer from {minimum} to {maximum:,}, got {value}")
         return value
 
     return parse
 
 
-positive_int = int_at_least(1)
+def float_in_range(minimum: float, maximum: float, *, open_below: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite number above ``minimum`` (or equal, when not ``open_below``)
+    and at most ``maximum``."""
+    what = f"a finite number {'>' if open_below else '>='} {minimum:g} and <= {maximum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {_shown(text)}") from None
+        low_ok = value > minimum if open_below else value >= minimum
+        if not (math.isfinite(value) and low_ok and value <= maximum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {_shown(text)}")
+        return value
+
+    return parse
 
 
-non_negative_int = int_at_least(0)
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+positive_float = float_in_range(0.0, 1e6)
+#: A size in pixels, as --min-size takes it.
+non_negative_pixels = float_in_range(0.0, MAX_PIXELS, open_below=False)
 
 
 def parse_img_size(text: str) -> Tuple[float, float]:
@@ -106,9 +134,12 @@ def parse_img_size(text: str) -> Tuple[float, float]:
     try:
         values = [float(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size such as 640 or 416x416, got {text!r}") from None
-    if len(values) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected a size such as 640 or 416x416, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a size such as 640 or 416x416, got {_shown(text)}") from None
+    if len(values) not in (1, 2) or not all(math.isfinite(v) and 0 < v <= MAX_PIXELS for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 640 or 416x416 (each side above 0 and up to {MAX_PIXELS:,.0f}), "
+            f"got {_shown(text)}"
+        )
     return (values[0], values[-1])
 
 
@@ -117,9 +148,11 @@ def parse_strides(text: str) -> Tuple[float, ...]:
     try:
         values = tuple(float(p) for p in text.replace(" ", "").split(",") if p)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected strides such as 8,16,32, got {text!r}") from None
-    if not values or not all(math.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive strides such as 8,16,32, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected strides such as 8,16,32, got {_shown(text)}") from None
+    if not values or len(values) > MAX_LEVELS or not all(math.isfinite(v) and 0 < v <= MAX_PIXELS for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to {MAX_LEVELS} positive strides up to {MAX_PIXELS:,.0f} such as 8,16,32, got {_shown(text)}"
+        )
     return values
 
 
@@ -138,7 +171,7 @@ def add_dataset_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
                    help="annotation format (default: detected)")
     g.add_argument("--split", default="train", help="YOLO: the data.yaml split to load (default: train)")
     g.add_argument("--classes", help="only these classes (comma-separated names or ids)")
-    g.add_argument("--min-size", type=float, default=0.0, metavar="PX",
+    g.add_argument("--min-size", type=non_negative_pixels, default=0.0, metavar="PX",
                    help="drop boxes with a side below PX pixels of the original image")
     g.add_argument("--keep-difficult", action="store_true",
                    help="keep VOC boxes flagged difficult (dropped by default, as YOLOv5's VOC conversion does)")
@@ -278,7 +311,7 @@ def read_model(path: str) -> Tuple[Optional[Any], Optional[int], Optional[Tuple[
     from ..export import export_format, read_anchors
 
     fmt = export_format(path)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path) or os.path.isdir(path):
         raise CLIError(f"no such model file: {path}")
     try:
         model = read_anchors(path)

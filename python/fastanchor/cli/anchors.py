@@ -10,9 +10,15 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ..export._formats import MAX_DECIMALS
 from ._common import (
     DEFAULT_K,
     DEFAULT_LEVELS,
+    MAX_ANCHORS,
+    MAX_GENERATIONS,
+    MAX_LEVELS,
+    MAX_SEED,
+    int_in_range,
     UI,
     YOLOV5_DEFAULT_ANCHORS,
     CLIError,
@@ -20,9 +26,7 @@ from ._common import (
     describe,
     load_dataset,
     metrics_row,
-    non_negative_int,
     parse_strides,
-    positive_int,
     print_levels,
     print_table,
     read_model,
@@ -41,18 +45,22 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
                                     "beside YOLOv5's defaults.")
     add_dataset_options(pa, demo=True)
     a = pa.add_argument_group("anchors")
-    a.add_argument("-k", type=positive_int, help="number of anchors (default 9, or the --model's count)")
+    a.add_argument("-k", type=int_in_range(1, MAX_ANCHORS),
+                   help="number of anchors (default 9, or the --model's count)")
     lv = a.add_mutually_exclusive_group()
-    lv.add_argument("--levels", type=positive_int, help="detection levels, strides 8, 16, 32, ... (default 3)")
+    lv.add_argument("--levels", type=int_in_range(1, MAX_LEVELS),
+                    help="detection levels, strides 8, 16, 32, ... (default 3)")
     lv.add_argument("--strides", type=parse_strides, help="the levels' strides, finest first (e.g. 8,16,32)")
-    a.add_argument("--generations", type=non_negative_int, default=1000, help="evolution generations (default 1000)")
-    a.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0; results are reproducible)")
+    a.add_argument("--generations", type=int_in_range(0, MAX_GENERATIONS), default=1000,
+                   help="evolution generations (default 1000)")
+    a.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0,
+                   help="random seed (default 0; results are reproducible)")
     a.add_argument("--anchors", dest="compare", metavar="ANCHORS",
                    help='anchors to compare with, e.g. "10,13, 16,30, 33,23, ..."')
     a.add_argument("--model", help="a model file (YOLOv5 .yaml, darknet .cfg, mmdetection .py, .json): its anchors are "
                                     "compared, and --out of the same type writes a copy of it with new anchors")
     a.add_argument("--out", help="write the anchors: .yaml (YOLOv5 model), .cfg (darknet), .py (mmdetection), .json")
-    a.add_argument("--decimals", type=non_negative_int,
+    a.add_argument("--decimals", type=int_in_range(0, MAX_DECIMALS),
                    help="decimal places written (default: whole pixels, as YOLOv5 writes them, unless rounding to them "
                         f"costs more than {ROUNDING_TOLERANCE:g} fitness, as with tiny anchors: then the fewest that "
                         "do not)")

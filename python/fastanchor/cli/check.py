@@ -13,6 +13,7 @@ from ._common import (
     CLIError,
     add_dataset_options,
     describe,
+    float_in_range,
     load_dataset,
     metrics_row,
     parse_strides,
@@ -35,7 +36,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
                      help='the anchors, e.g. "10,13, 16,30, 33,23, ..."')
     src.add_argument("--model", help="read the anchors from a YOLOv5 .yaml, darknet .cfg, mmdetection .py or .json")
     pc.add_argument("--strides", type=parse_strides, help="the levels' strides for the report (default 8, 16, 32, ...)")
-    pc.add_argument("--bpr-threshold", type=float, default=0.98,
+    pc.add_argument("--bpr-threshold", type=float_in_range(0.0, 1.0, open_below=False), default=0.98,
                     help="recompute below this best possible recall (default 0.98)")
     return pc
 

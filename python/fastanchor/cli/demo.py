@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import UI, non_negative_int, positive_int
+from ._common import MAX_IMAGES, MAX_SEED, UI, int_in_range
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
@@ -13,8 +13,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
                         description="Write the generated example dataset (COCO-like boxes in 8 classes) to FOLDER.")
     pd.add_argument("folder")
     pd.add_argument("--format", default="voc", choices=("voc", "coco", "yolo"))
-    pd.add_argument("--images", type=positive_int, default=1000, help="number of images (default 1000)")
-    pd.add_argument("--seed", type=non_negative_int, default=0)
+    pd.add_argument("--images", type=int_in_range(1, MAX_IMAGES), default=1000, help="number of images (default 1000)")
+    pd.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0)
     return pd
 
 

@@ -8,15 +8,17 @@ import os
 
 import numpy as np
 
+from ..export._formats import MAX_DECIMALS
 from ._common import (
+    MAX_RATIOS,
+    MAX_SEED,
     UI,
     CLIError,
     add_dataset_options,
     describe,
+    int_in_range,
     load_dataset,
-    non_negative_int,
     parse_img_size,
-    positive_int,
 )
 
 #: TensorFlow's default ssd_anchor_generator aspect ratios (its sample configs).
@@ -35,17 +37,18 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
                     help="network input size (default: the --config's fixed_shape_resizer, else 300x300); "
                          "the same as --img-size")
     s_ = ps.add_argument_group("aspect ratios")
-    s_.add_argument("-n", type=positive_int,
+    s_.add_argument("-n", type=int_in_range(1, MAX_RATIOS),
                     help="number of aspect ratios (default: as many as the --config has, which keeps its prior count "
                          "and predictor shape; else 4)")
     s_.add_argument("--method", choices=("iou", "euclidean"), default="iou",
                     help="iou: k-means with 1 - IoU (default); euclidean: the TensorFlow notebook's k-means")
-    s_.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    s_.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0, help="random seed (default 0)")
     s_.add_argument("--config", help="a TensorFlow Object Detection API pipeline config (text proto): its image size "
                                      "is used, and --out writes a copy of it with new aspect ratios")
     s_.add_argument("--out", help="write a pipeline config whose ssd_anchor_generator has the new aspect_ratios lines "
                                   "(a copy of --config, or the file itself when it exists, everything else kept)")
-    s_.add_argument("--decimals", type=non_negative_int, default=4, help="decimal places written (default 4)")
+    s_.add_argument("--decimals", type=int_in_range(0, MAX_DECIMALS), default=4,
+                    help="decimal places written (default 4)")
     s_.add_argument("--force", action="store_true",
                     help="write the new ratios even when they score below the --config's own")
     return ps
@@ -55,30 +58,27 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     """Run ``fastanchor ssd``: cluster aspect ratios, report and write them; returns the exit status."""
     from .. import __version__, avg_iou, ssd_aspect_ratios
     from .._ratios import unit_area
+    from .._fileio import atomic_write
     from ..export import EXPORT_FORMATS, config_aspect_ratios, config_image_size, dumps_json, set_aspect_ratios
-    from ..export._tfconfig import GENERATOR_BLOCKS
+    from ..export._formats import read_model_text
 
-    template = None
-    if args.config:
-        if not os.path.isfile(args.config):
-            raise CLIError(f"no such config file: {args.config}")
-        with open(args.config, encoding="utf-8", newline="") as f:
-            template = f.read()
-    elif args.out and os.path.isfile(args.out):
-        with open(args.out, encoding="utf-8", newline="") as f:
-            template = f.read()
-    # check the config and the output before the work
     suffix = os.path.splitext(args.out or "")[1].lower()
     if args.out and suffix in EXPORT_FORMATS:
         raise CLIError(f"--out {args.out}: a pipeline config is a text proto; {suffix} is the suffix of another format "
                        "(use .config or .pbtxt)")
+    template = None
     own = None
-    if template:
-        own = config_aspect_ratios(template)
-        if args.out and own is None and not any(b in template for b in GENERATOR_BLOCKS):
-            where = args.config or args.out
-            raise CLIError(f"{where} has no ssd_anchor_generator or multiscale_anchor_generator block "
-                           "to write aspect ratios into")
+    source = args.config or (args.out if args.out and os.path.isfile(args.out) else None)
+    if args.config and (not os.path.lexists(args.config) or os.path.isdir(args.config)):
+        raise CLIError(f"no such config file: {args.config}")
+    if source:
+        template = read_model_text(source)
+        try:
+            set_aspect_ratios(template, [1.0], 1)  # a config we can edit: checked before the work
+            config_size = config_image_size(template)
+            own = config_aspect_ratios(template)
+        except ValueError as exc:
+            raise CLIError(f"{source}: {exc}") from None
     if args.n is None:
         args.n = len(own) if own else 4
         if own:
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         raise CLIError("SSD stretches every image to the input size: --resize letterbox does not apply")
     args.resize = "stretch"
     if args.img_size is None:
-        args.img_size = (config_image_size(template) if template else None) or (300.0, 300.0)
+        args.img_size = (config_size if template else None) or (300.0, 300.0)
     ld = load_dataset(args, ui, args.dataset, None, None)
     res = ssd_aspect_ratios(ld.wh, args.n, method=args.method, seed=args.seed)
     other = ssd_aspect_ratios(ld.wh, args.n, method="euclidean" if args.method == "iou" else "iou", seed=args.seed)
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
                        f"{args.out} not written (--force writes them anyway)")
     if args.out:
         text = set_aspect_ratios(template or "", written, args.decimals)
-        with open(args.out, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        atomic_write(args.out, text)
         ui.print(f"wrote the aspect ratios into the anchor generator of {args.out}")
     if ui.json_mode:
         doc = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from .._fileio import iter_files, sanitize, walk_files
 from ._boxes import AnnotationError, AnnotationWarning, Boxes
 from ._coco import load_coco
 from ._files import PathLike
@@ -50,31 +51,29 @@ def detect_format(path: PathLike) -> str:
     ``labels`` folder: YOLO), searched recursively.
     """
     p = os.fspath(path)
-    if os.path.isfile(p):
+    if os.path.lexists(p) and not os.path.isdir(p):  # a file (a special one is refused by its reader)
         low = p.lower()
         for suffixes, fmt in (((".json",), "coco"), ((".xml",), "voc"), ((".yaml", ".yml", ".txt"), "yolo")):
             if low.endswith(suffixes):
                 return fmt
-        raise ValueError(f"cannot tell the dataset format of {p}: expected .json (COCO), .xml (VOC) or .yaml (YOLO)")
+        raise ValueError(
+            f"cannot tell the dataset format of {sanitize(p)}: expected .json (COCO), .xml (VOC) or .yaml (YOLO)"
+        )
     if not os.path.isdir(p):
-        raise FileNotFoundError(f"no such file or folder: {p}")
+        raise FileNotFoundError(f"no such file or folder: {sanitize(p)}")
     top = [e for e in os.scandir(p) if not e.name.startswith(".")]
     names = {e.name.lower() for e in top}
     if any(n.endswith((".yaml", ".yml")) for n in names) or {"images", "labels"} <= names:
         return "yolo"
     jsons = []
-    seen = 0
-    for folder, dirs, files in os.walk(p):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for f in files:
-            low = f.lower()
-            if low.endswith(".xml"):
-                return "voc"
-            if low.endswith(".txt") and "labels" in os.path.normpath(folder).split(os.sep):
-                return "yolo"
-            if low.endswith(".json"):
-                jsons.append(os.path.join(folder, f))
-        seen += len(files)
+    for seen, (folder, file, _) in enumerate(iter_files(p)):
+        low = os.path.basename(file).lower()
+        if low.endswith(".xml"):
+            return "voc"
+        if low.endswith(".txt") and "labels" in os.path.normpath(folder).split(os.sep):
+            return "yolo"
+        if low.endswith(".json"):
+            jsons.append(file)
         if seen > 100_000:
             break
     if len(jsons) == 1:
@@ -88,12 +87,11 @@ def detect_format(path: PathLike) -> str:
 
 
 def _single_json(folder: str) -> str:
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(os.path.join(root, f) for f in sorted(files) if f.lower().endswith(".json"))
+    found = walk_files(folder, (".json",))
     if len(found) != 1:
-        raise ValueError(f"{folder}: expected one COCO .json file in the folder, found {len(found)}: pass the file itself")
+        raise ValueError(
+            f"{folder}: expected one COCO .json file in the folder, found {len(found)}: pass the file itself"
+        )
     return found[0]
 
 

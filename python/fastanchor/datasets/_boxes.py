@@ -8,9 +8,13 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .._fileio import sanitize
 from .._validation import as_float
 
 __all__ = ["Boxes", "AnnotationError", "AnnotationWarning"]
+
+#: Longest message of an AnnotationError (after its file and line).
+MAX_MESSAGE_CHARS = 2000
 
 
 class AnnotationError(ValueError):
@@ -27,8 +31,9 @@ class AnnotationError(ValueError):
     def __init__(self, path: str, line: Optional[int], message: str) -> None:
         self.path = str(path)
         self.line = line
-        where = f"{path}:{line}" if line is not None else f"{path}"
-        super().__init__(f"{where}: {message}")
+        # Bounded and printable whatever a foreign file put into the path or the message.
+        where = sanitize(self.path, 1000) + (f":{line}" if line is not None else "")
+        super().__init__(f"{where}: {sanitize(str(message), MAX_MESSAGE_CHARS)}")
 
 
 class AnnotationWarning(UserWarning):
@@ -275,7 +280,14 @@ class Boxes:
 # --- problems found while loading ------------------------------------------------------------------
 
 #: Why a box is degenerate, by code (0 = fine).
-REASONS = {1: "a NaN or infinite coordinate", 2: "zero or negative size", 3: "outside the image"}
+REASONS = {
+    1: "a NaN or infinite coordinate",
+    2: "zero or negative size",
+    3: "outside the image",
+    4: "an image size of zero, negative or not a number",
+}
+#: The reason code of boxes whose file states an image size that is not one.
+INVALID_SIZE = 4
 _SHOWN = 3
 
 
@@ -334,20 +346,21 @@ class Problems:
     def emit(self, stacklevel: int = 3) -> None:
         """Issue the collected warnings (one per kind of problem)."""
         if self.skipped:
-            paths = []
-            for path, line, _ in self.skipped:
-                if path not in paths:
-                    paths.append(path)
+            paths = dict.fromkeys(path for path, _, _ in self.skipped)
             path, line, message = self.skipped[0]
             where = f"{path}:{line}" if line is not None else path
             more = f", and {len(paths) - 1} more" if len(paths) > 1 else ""
             warnings.warn(
-                f"skipped {len(self.skipped):,} malformed entries in {len(paths):,} files: {where}: {message}{more}",
+                sanitize(
+                    f"skipped {len(self.skipped):,} malformed entries in {len(paths):,} files: "
+                    f"{where}: {message}{more}",
+                    2 * MAX_MESSAGE_CHARS,
+                ),
                 AnnotationWarning,
                 stacklevel=stacklevel,
             )
         for note in self.notes:
-            warnings.warn(note, AnnotationWarning, stacklevel=stacklevel)
+            warnings.warn(sanitize(note, 2 * MAX_MESSAGE_CHARS), AnnotationWarning, stacklevel=stacklevel)
 
 
 def box_reasons(
@@ -356,12 +369,14 @@ def box_reasons(
     """int8 reason codes for boxes given by corners in pixels (0: fine). ``tol`` is how far, in
     pixels, a box may reach past the image border (VOC's 1-based coordinates reach the width)."""
     reason = np.zeros(x1.shape[0], dtype=np.int8)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         known = np.isfinite(img_w) & np.isfinite(img_h)
         outside = known & ((x1 < -tol) | (y1 < -tol) | (x2 > img_w + tol) | (y2 > img_h + tol))
         reason[outside] = 3
-        reason[~((x2 - x1 > 0) & (y2 - y1 > 0))] = 2
-    finite = np.isfinite(x1) & np.isfinite(y1) & np.isfinite(x2) & np.isfinite(y2)
+        w, h = x2 - x1, y2 - y1
+        reason[~((w > 0) & (h > 0))] = 2
+        # a size beyond the double range (-1e308 to 1e308) counts as infinite
+        finite = np.isfinite(x1) & np.isfinite(y1) & np.isfinite(x2) & np.isfinite(y2) & np.isfinite(w) & np.isfinite(h)
     reason[~finite] = 1
     return reason
 

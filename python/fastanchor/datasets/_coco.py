@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .._fileio import excerpt, read_regular, sanitize
 from ._boxes import AnnotationError, Boxes, Problems, box_reasons, fmt_num
 from ._files import PathLike
 
@@ -15,13 +16,18 @@ from ._files import PathLike
 #: (COCO's float boxes overshoot by rounding; the official annotations stay within 1 px).
 COCO_TOLERANCE = 1.0
 _NUMBER = (int, float)
+#: Largest json file read (COCO's instances_train2017.json is 448 MB; LVIS's train file 1.1 GB).
+MAX_JSON_BYTES = 4 << 30
 
 
-def read_json(path: str) -> Any:
+def read_json(path: str, limit: Optional[int] = None) -> Any:
     """Parse a json file with orjson when it is installed (several times faster), else json.
-    Raises AnnotationError naming the file and line when it is not valid json."""
-    with open(path, "rb") as f:
-        data = f.read()
+    Raises AnnotationError naming the file and line when it is not valid json, and OSError when
+    it is not a regular file or is larger than ``limit`` (default :data:`MAX_JSON_BYTES`)."""
+    try:
+        data = read_regular(path, MAX_JSON_BYTES if limit is None else limit)
+    except MemoryError:
+        raise AnnotationError(path, None, "too large to read in the memory available") from None
     try:
         import orjson  # type: ignore[import-not-found]
     except ImportError:
@@ -32,12 +38,14 @@ def read_json(path: str) -> Any:
         return json.loads(data)
     except RecursionError:  # the json module on arrays nested thousands deep (orjson has a depth limit)
         raise AnnotationError(path, None, "not valid json (nested too deeply)") from None
+    except MemoryError:
+        raise AnnotationError(path, None, f"too large to parse in the memory available ({len(data):,} bytes)") from None
     except ValueError as exc:  # json.JSONDecodeError, orjson.JSONDecodeError, UnicodeDecodeError
         line = getattr(exc, "lineno", None)
         if line is None and hasattr(exc, "pos") and isinstance(exc.pos, int):  # pragma: no cover
             line = data.count(b"\n", 0, exc.pos) + 1
         msg = getattr(exc, "msg", None) or str(exc)
-        raise AnnotationError(path, line, f"not valid json ({msg})") from None
+        raise AnnotationError(path, line, f"not valid json ({sanitize(str(msg), 120)})") from None
 
 
 def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
@@ -70,8 +78,10 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
     path = os.fspath(json_path)
     doc = read_json(path)
     problems = Problems(strict)
-    if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list) or not isinstance(doc.get("images"), list):
-        raise AnnotationError(path, None, "not a COCO detection file: expected a json object with 'images' and 'annotations' lists")
+    if not (isinstance(doc, dict) and isinstance(doc.get("annotations"), list) and isinstance(doc.get("images"), list)):
+        raise AnnotationError(
+            path, None, "not a COCO detection file: expected a json object with 'images' and 'annotations' lists"
+        )
 
     # Images: id -> row; every image becomes a file entry.
     files: List[str] = []
@@ -84,12 +94,15 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
             w, h = float(im["width"]), float(im["height"])
             if not (0 < w < float("inf") and 0 < h < float("inf")):
                 raise ValueError
-            name = str(im.get("file_name", image_id))
+            name = _name(im.get("file_name", image_id))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):  # Overflow: an int beyond a double
-            problems.bad_file(path, None, f"images[{i}] needs an 'id' and a positive 'width' and 'height': {_short(im)}")
+            problems.bad_file(
+                path, None,
+                f"images[{i}] needs an 'id', a positive 'width' and 'height' and a string 'file_name': {_short(im)}",
+            )
             continue
         if image_id in image_row:
-            problems.bad_file(path, None, f"images[{i}] repeats image id {image_id!r}")
+            problems.bad_file(path, None, f"images[{i}] repeats image id {_short(image_id)}")
             continue
         image_row[image_id] = len(files)
         files.append(name)
@@ -103,10 +116,12 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
     cat_names: Dict[Any, str] = {}
     for i, cat in enumerate(categories):
         try:
-            cat_names[cat["id"]] = str(cat.get("name", cat["id"]))
-        except (KeyError, TypeError, AttributeError):
-            problems.bad_file(path, None, f"categories[{i}] has no 'id': {_short(cat)}")
-    cat_ids = sorted(cat_names, key=lambda c: (not isinstance(c, (int, float)), c if isinstance(c, (int, float)) else str(c)))
+            cat_names[cat["id"]] = _name(cat.get("name", cat["id"]))
+        except (KeyError, TypeError, AttributeError, ValueError):
+            problems.bad_file(path, None, f"categories[{i}] needs an 'id' and a string 'name': {_short(cat)}")
+    cat_ids = sorted(
+        cat_names, key=lambda c: (not isinstance(c, (int, float)), c if isinstance(c, (int, float)) else str(c))
+    )
     cat_index = {c: i for i, c in enumerate(cat_ids)}
 
     anns = doc["annotations"]
@@ -165,7 +180,9 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
     ann_index = np.flatnonzero(ok)
     img = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)[image_idx]
     x, y, w, h = xywh.T
-    reason = box_reasons(x, y, x + w, y + h, img[:, 0], img[:, 1], COCO_TOLERANCE)
+    with np.errstate(over="ignore", invalid="ignore"):  # x + w beyond 1.8e308: a degenerate box, not a warning
+        x2, y2 = x + w, y + h
+    reason = box_reasons(x, y, x2, y2, img[:, 0], img[:, 1], COCO_TOLERANCE)
     bad = np.flatnonzero(reason)
     if bad.size:
         first = int(bad[0])
@@ -203,9 +220,19 @@ def _fits_double(values: List[Any]) -> bool:
 
 
 def _id(ann: Any) -> str:
-    return f" (id {ann['id']!r})" if isinstance(ann, dict) and "id" in ann else ""
+    return f" (id {excerpt(ann['id'])})" if isinstance(ann, dict) and "id" in ann else ""
 
 
-def _short(x: Any, limit: int = 80) -> str:
-    text = repr(x)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _short(x: Any) -> str:
+    """A bounded excerpt of a json value for a message (never a deep repr)."""
+    return excerpt(x, 80)
+
+
+def _name(x: Any) -> str:
+    """A file or class name from json: a string, or a number written as one. Anything else (a
+    list, an object, an integer of thousands of digits) raises ValueError."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return str(x)  # ValueError beyond Python's int-to-string digit limit
+    raise ValueError(f"expected a string, got {type(x).__name__}")

@@ -6,7 +6,9 @@ import multiprocessing
 import os
 import sys
 import warnings
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
+
+from .._fileio import iter_files, sanitize
 
 PathLike = Union[str, "os.PathLike[str]"]
 T = TypeVar("T")
@@ -17,7 +19,10 @@ POOL_MIN_FILES = 2000
 
 def list_files(path_or_paths: Union[PathLike, Iterable[PathLike]], suffixes: Tuple[str, ...], what: str) -> List[str]:
     """Files with one of ``suffixes`` (lower-case, with the dot): a folder searched recursively,
-    a single file, or a list of either. Sorted within each folder; the order of a list is kept."""
+    a single file, or a list of either. Sorted within each folder; the order of a list is kept.
+
+    Each real file is listed once, however many paths reach it (links are followed, loops cut:
+    see :func:`fastanchor._fileio.iter_files`)."""
     if isinstance(path_or_paths, (str, os.PathLike)):
         items = [path_or_paths]
     else:
@@ -28,39 +33,30 @@ def list_files(path_or_paths: Union[PathLike, Iterable[PathLike]], suffixes: Tup
                 f"expected a path or a list of paths to {what} files, got {type(path_or_paths).__name__}"
             ) from None
     out: List[str] = []
+    seen: Set[Tuple[int, int]] = set()
     for item in items:
         p = os.fspath(item)
         if os.path.isdir(p):
-            found = _walk(p, suffixes)
-            out.extend(found)
-        elif os.path.isfile(p):
-            out.append(p)
-        elif os.path.exists(p):
-            raise ValueError(f"{p} is neither a file nor a folder")
+            for _, path, key in iter_files(p):
+                if os.path.basename(path).lower().endswith(suffixes) and (key is None or not _seen(seen, key)):
+                    out.append(path)
+        elif os.path.exists(p):  # a file, or a special file that its reader will refuse by name
+            st = os.stat(p)
+            if not _seen(seen, (st.st_dev, st.st_ino)):
+                out.append(p)
+        elif os.path.islink(p):
+            out.append(p)  # a broken or looping link: its reader reports it
         else:
-            raise FileNotFoundError(f"no such file or folder: {p}")
+            raise FileNotFoundError(f"no such file or folder: {sanitize(p)}")
     return out
 
 
-def _walk(folder: str, suffixes: Tuple[str, ...]) -> List[str]:
-    out: List[str] = []
-    stack = [folder]
-    while stack:
-        d = stack.pop()
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError as exc:
-            raise OSError(f"cannot list folder {d}: {exc.strerror or exc}") from None
-        subdirs = []
-        for e in entries:
-            if e.name.startswith("."):
-                continue  # hidden files and folders (.git, macOS ._ resource forks)
-            if e.is_dir():
-                subdirs.append(e.path)
-            elif e.name.lower().endswith(suffixes):
-                out.append(e.path)
-        stack.extend(reversed(subdirs))
-    return out
+def _seen(seen: Set[Tuple[int, int]], key: Tuple[int, int]) -> bool:
+    """Whether a file was listed already (by device and inode); records it."""
+    if key in seen:
+        return True
+    seen.add(key)
+    return False
 
 
 def resolve_workers(workers: Optional[int], n_items: int) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO, Optional, Tuple
 
+from .._fileio import open_regular
+
 __all__ = ["image_size", "ImageSizeError"]
 
 
@@ -22,6 +24,11 @@ _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # EXIF orientations 5..8 rotate by 90 degrees: the displayed image has width and height swapped
 # (Ultralytics and Pillow's exif_transpose both apply them before labels are normalized).
 _SWAPPING_ORIENTATIONS = frozenset((5, 6, 7, 8))
+#: How far into a JPEG the frame header is looked for (metadata before it rarely passes 1 MiB),
+#: and how many segments may come before it.
+MAX_JPEG_SCAN = 32 << 20
+MAX_JPEG_SEGMENTS = 10_000
+_CHUNK = 1 << 16
 
 
 def image_size(path: str) -> Tuple[int, int]:
@@ -35,7 +42,7 @@ def image_size(path: str) -> Tuple[int, int]:
     OSError
         When the file cannot be opened.
     """
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         head = f.read(32)
         size: Optional[Tuple[int, int]]
         try:
@@ -74,21 +81,33 @@ def _from_header(f: BinaryIO, head: bytes) -> Optional[Tuple[int, int]]:
     return None
 
 
+def _next_marker(f: BinaryIO) -> int:
+    """The code of the next JPEG marker: skips stray bytes and fill bytes (0xFF) in chunks, up to
+    :data:`MAX_JPEG_SCAN` bytes into the file; leaves the file just after the code."""
+    while True:
+        pos = f.tell()
+        if pos >= MAX_JPEG_SCAN:
+            raise ImageSizeError(f"no JPEG frame header in the first {MAX_JPEG_SCAN >> 20} MiB")
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            raise ImageSizeError("JPEG ended before its frame header")
+        i = chunk.find(b"\xff")
+        if i < 0:
+            continue  # stray data between segments: resynchronise on the next marker
+        j = len(chunk) - len(chunk[i:].lstrip(b"\xff"))  # past the fill bytes
+        if j < len(chunk):
+            f.seek(pos + j + 1)
+            return chunk[j]
+        if len(chunk) < _CHUNK:  # fill bytes up to the end of the file
+            raise ImageSizeError("JPEG ended before its frame header")
+        f.seek(pos + len(chunk) - 1)  # a run of 0xFF to the end of the chunk: go on from its last byte
+
+
 def _jpeg(f: BinaryIO) -> Tuple[int, int]:
     f.seek(2)
     orientation = 1
-    while True:
-        byte = f.read(1)
-        if not byte:
-            raise ImageSizeError("JPEG ended before its frame header")
-        if byte != b"\xff":
-            continue  # stray data between segments: resynchronise on the next marker
-        marker = f.read(1)
-        while marker == b"\xff":  # fill bytes
-            marker = f.read(1)
-        if not marker:
-            raise ImageSizeError("JPEG ended before its frame header")
-        code = marker[0]
+    for _ in range(MAX_JPEG_SEGMENTS):
+        code = _next_marker(f)
         if code == 0x01 or 0xD0 <= code <= 0xD8:  # markers without a length
             continue
         if code == 0xD9:
@@ -107,6 +126,7 @@ def _jpeg(f: BinaryIO) -> Tuple[int, int]:
                 orientation = _tiff_orientation(payload[6:])
         else:
             f.seek(length - 2, 1)
+    raise ImageSizeError(f"no JPEG frame header in the first {MAX_JPEG_SEGMENTS:,} segments")
 
 
 def _tiff_orientation(tiff: bytes) -> int:

@@ -9,7 +9,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._boxes import Boxes, Problems, box_reasons, fmt_num
+from .._fileio import EXCERPT_CHARS, read_regular, sanitize
+from ._boxes import INVALID_SIZE, Boxes, Problems, box_reasons, fmt_num
 from ._files import PathLike, list_files, resolve_workers, run_chunks
 from ._imagesize import ImageSizeError, image_size
 
@@ -17,6 +18,8 @@ _COORDS = ("xmin", "ymin", "xmax", "ymax")
 #: How far (pixels) a VOC box may reach past the image border before it counts as outside:
 #: VOC coordinates are 1-based, so xmax equals the width for a box that touches the border.
 VOC_TOLERANCE = 1.0
+#: Largest VOC file read (one image's annotation is a few kB).
+MAX_XML_BYTES = 16 << 20
 
 
 def load_voc(
@@ -85,7 +88,8 @@ def load_voc(
         remap = np.array([names.setdefault(n, len(names)) for n in chunk["names"]], dtype=np.int64)
         coords.append(np.frombuffer(chunk["coords"], dtype=np.float64).reshape(-1, 4))
         obj_file.append(np.frombuffer(chunk["obj_file"], dtype=np.int32).astype(np.int64) + offset)
-        obj_class.append(remap[np.frombuffer(chunk["obj_class"], dtype=np.int32)] if remap.size else np.zeros(0, np.int64))
+        local_class = np.frombuffer(chunk["obj_class"], dtype=np.int32)
+        obj_class.append(remap[local_class] if remap.size else np.zeros(0, np.int64))
         obj_diff.append(np.frombuffer(chunk["obj_diff"], dtype=np.int8).astype(bool))
         sizes.append(np.frombuffer(chunk["sizes"], dtype=np.float64).reshape(-1, 2))
         offset += len(chunk["sizes"]) // 16
@@ -102,12 +106,16 @@ def load_voc(
     # Images whose <size> is missing or zero: read the image header when the image is there.
     missing = np.flatnonzero(keep_file & ~(img_sizes > 0).all(axis=1))
     unresolved = []
+    invalid_size = np.zeros(len(files), dtype=bool)  # a <size> given as zero, negative or not a number
     for i in missing:
         size = _size_from_image(files[i], chunks, i)
-        if size is None:
+        if size is not None:
+            img_sizes[i] = size
+        elif np.isnan(img_sizes[i]).all():
             unresolved.append(files[i])
         else:
-            img_sizes[i] = size
+            invalid_size[i] = True
+            img_sizes[i] = np.nan
 
     # Class names sorted (VOC's own order is alphabetical); remap the ids.
     order = sorted(names, key=str)
@@ -118,6 +126,7 @@ def load_voc(
 
     img_wh = img_sizes[image_id] if image_id.size else np.zeros((0, 2))
     reason = box_reasons(xyxy[:, 0], xyxy[:, 1], xyxy[:, 2], xyxy[:, 3], img_wh[:, 0], img_wh[:, 1], VOC_TOLERANCE)
+    reason[invalid_size[image_id]] = INVALID_SIZE
     reason[~keep_file[image_id]] = 0
     bad = np.flatnonzero(reason)
     if bad.size:
@@ -196,12 +205,12 @@ def _parse_chunk(paths: Sequence[str]) -> Dict[str, Any]:
     names: Dict[str, int] = {}
     errors: List[Tuple[int, Optional[int], str]] = []
     nan = float("nan")
+    inf = float("inf")
     fromstring = ET.fromstring
     for index, path in enumerate(paths):
         image_names.append(None)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = read_regular(path, MAX_XML_BYTES)
         except OSError as exc:
             errors.append((index, None, f"cannot read the file: {exc.strerror or exc}"))
             sizes.extend((nan, nan))
@@ -215,22 +224,25 @@ def _parse_chunk(paths: Sequence[str]) -> Dict[str, Any]:
             sizes.extend((nan, nan))
             continue
         except (LookupError, ValueError, RecursionError) as exc:  # an unknown or impossible declared encoding
-            errors.append((index, 1, f"not well-formed XML ({type(exc).__name__}: {str(exc)[:80]})"))
+            errors.append((index, 1, f"not well-formed XML ({type(exc).__name__}: {sanitize(str(exc), 80)})"))
             sizes.extend((nan, nan))
             continue
         if root.tag != "annotation":
-            errors.append((index, 1, f"not a Pascal VOC annotation (root element <{root.tag}>, expected <annotation>)"))
+            tag = sanitize(root.tag, EXCERPT_CHARS)
+            errors.append((index, 1, f"not a Pascal VOC annotation (root element <{tag}>, expected <annotation>)"))
             sizes.extend((nan, nan))
             continue
         image_names[index] = root.findtext("filename")
         w = h = nan
         size = root.find("size")
-        if size is not None:
+        if size is not None and (size.find("width") is not None or size.find("height") is not None):
             try:
                 w = float(size.findtext("width") or "nan")
                 h = float(size.findtext("height") or "nan")
             except ValueError:
                 w = h = nan
+            if not (0 < w < inf and 0 < h < inf):
+                w = h = 0.0  # given, but not a size: the image header may tell, else its boxes are dropped
         start = len(obj_file)
         failure = None
         for k, obj in enumerate(root.iterfind("object")):
@@ -251,7 +263,7 @@ def _parse_chunk(paths: Sequence[str]) -> Dict[str, Any]:
                 try:
                     values.append(float(text))
                 except ValueError:
-                    failure = (k, f"has <{tag}>{text.strip()[:40]}</{tag}>, not a number")
+                    failure = (k, f"has <{tag}>{sanitize(text.strip(), EXCERPT_CHARS)}</{tag}>, not a number")
                     break
             if failure is not None:
                 break
@@ -295,8 +307,7 @@ def _line_of(data: bytes, needle: bytes, k: int) -> Optional[int]:
 
 def _object_line(path: str, k: int) -> Optional[int]:
     try:
-        with open(path, "rb") as f:
-            return _line_of(f.read(), b"<object", k)
+        return _line_of(read_regular(path, MAX_XML_BYTES), b"<object", k)
     except OSError:
         return None
 

@@ -10,7 +10,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ._boxes import AnnotationError, Boxes, Problems, box_reasons, fmt_num
-from ._files import PathLike, _walk, resolve_workers, run_chunks
+from .._fileio import excerpt, read_text, sanitize, walk_files
+from ._files import PathLike, resolve_workers, run_chunks
 from ._imagesize import ImageSizeError, image_size
 from ._yaml import load_yaml_file
 
@@ -23,6 +24,11 @@ MAX_CLASS = 2**31
 MAX_UNNAMED_CLASSES = 100_000
 #: How far (pixels of the image) a box may reach past the border before it counts as outside.
 YOLO_TOLERANCE = 1.0
+#: Largest label file or image list read (a label file of 1,000 boxes is about 40 kB).
+MAX_LABEL_BYTES = 16 << 20
+MAX_LIST_BYTES = 256 << 20
+#: Field excerpts shown in messages about a label file (which may be any file a link points at).
+_FIELD_CHARS = 20
 
 _SEP_IMAGES = f"{os.sep}images{os.sep}"
 _SEP_LABELS = f"{os.sep}labels{os.sep}"
@@ -96,7 +102,8 @@ def load_yolo(
         shown = ", ".join(orphans[:3]) + (", ..." if len(orphans) > 3 else "")
         message = f"{len(orphans):,} label files have no image and were ignored: {shown}"
         if strict:
-            raise AnnotationError(orphans[0], None, "this label file has no image (looked for " + ", ".join(IMAGE_SUFFIXES[:4]) + ", ...)")
+            looked = ", ".join(IMAGE_SUFFIXES[:4])
+            raise AnnotationError(orphans[0], None, f"this label file has no image (looked for {looked}, ...)")
         problems.notes.append(message)
 
     n_workers = resolve_workers(workers, len(pairs))
@@ -152,7 +159,8 @@ def load_yolo(
     elif cls.size and int(cls.max()) >= len(names):
         j = int(np.argmax(cls >= len(names)))
         problems.bad_file(
-            pairs[item[j]][1], int(line[j]), f"class {int(cls[j])} is out of range: the dataset names {len(names)} classes"
+            pairs[item[j]][1], int(line[j]),
+            f"class {int(cls[j])} is out of range: the dataset names {len(names)} classes",
         )
         bad_items = set(item[cls >= len(names)].tolist())
         skipped_items |= bad_items
@@ -164,7 +172,8 @@ def load_yolo(
     xc, yc, w, h = (xywhn[:, j] for j in range(4))
     W, H = img[:, 0], img[:, 1]
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf (a polygon to inf) is a dropped box, not a warning
-        reason = box_reasons((xc - w / 2) * W, (yc - h / 2) * H, (xc + w / 2) * W, (yc + h / 2) * H, W, H, YOLO_TOLERANCE)
+        x1, y1, x2, y2 = (xc - w / 2) * W, (yc - h / 2) * H, (xc + w / 2) * W, (yc + h / 2) * H
+        reason = box_reasons(x1, y1, x2, y2, W, H, YOLO_TOLERANCE)
     reason[~keep_item[item]] = 0
     bad = np.flatnonzero(reason)
     if bad.size:
@@ -204,7 +213,7 @@ def load_yolo(
 
 def _resolve(path: str, split: str) -> Tuple[Optional[Tuple[str, ...]], List[Tuple[str, str]], List[str], str]:
     """(class names or None, [(image, label file)], orphan label files, description)."""
-    if os.path.isfile(path):
+    if os.path.lexists(path) and not os.path.isdir(path):  # a file (a special one is refused when read)
         if path.lower().endswith((".yaml", ".yml")):
             return _from_yaml(path, split)
         if path.lower().endswith(".txt"):
@@ -220,7 +229,8 @@ def _resolve(path: str, split: str) -> Tuple[Optional[Tuple[str, ...]], List[Tup
         preferred = [y for y in yamls if os.path.basename(y).lower() in ("data.yaml", "data.yml", "dataset.yaml")]
         if preferred or len(yamls) == 1:
             return _from_yaml((preferred or yamls)[0], split)
-        raise ValueError(f"{path} holds several YAML files ({', '.join(map(os.path.basename, yamls))}): pass the dataset's one")
+        shown = ", ".join(map(os.path.basename, yamls))
+        raise ValueError(f"{path} holds several YAML files ({shown}): pass the dataset's one")
     norm = os.path.normpath(os.path.abspath(path))
     if os.path.isdir(os.path.join(norm, "images")):  # a dataset root
         images_dir = os.path.join(norm, "images", split)
@@ -247,26 +257,39 @@ def _from_yaml(yaml_path: str, split: str) -> Tuple[Optional[Tuple[str, ...]], L
         raise AnnotationError(yaml_path, None, "not a dataset YAML: expected a mapping with 'train', 'val' and 'names'")
     here = os.path.dirname(os.path.abspath(yaml_path))
     root = data.get("path")
-    root = here if root in (None, "") else os.path.normpath(os.path.join(here, os.path.expanduser(str(root))))
+    if root is not None and not isinstance(root, str):
+        raise AnnotationError(yaml_path, None, f"'path' must be a folder name, got {type(root).__name__}")
+    root = here if root in (None, "") else os.path.normpath(os.path.join(here, os.path.expanduser(root)))
     if not os.path.isdir(root):
-        raise AnnotationError(yaml_path, None, f"the dataset root {root} (its 'path') does not exist")
+        raise AnnotationError(yaml_path, None, f"the dataset root {sanitize(root, 200)} (its 'path') does not exist")
     names = _names(data, yaml_path)
     if split not in data or data[split] in (None, ""):
         keys = [k for k in ("train", "val", "test") if data.get(k)]
-        raise AnnotationError(yaml_path, None, f"has no {split!r} split (it has {', '.join(map(repr, keys)) or 'none'})")
+        raise AnnotationError(
+            yaml_path, None, f"has no {excerpt(split)} split (it has {', '.join(map(repr, keys)) or 'none'})"
+        )
     entries = data[split] if isinstance(data[split], list) else [data[split]]
     pairs: List[Tuple[str, str]] = []
     orphans: List[str] = []
-    for entry in entries:
-        p = os.path.normpath(os.path.join(root, os.path.expanduser(str(entry))))
+    for k, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            where = f"{split!r}" if len(entries) == 1 and not isinstance(data[split], list) else f"{split!r}[{k}]"
+            raise AnnotationError(
+                yaml_path, None, f"the {excerpt(where)} entry must be a folder or a .txt list of images, got "
+                f"{type(entry).__name__} {excerpt(entry)}"
+            )
+        p = os.path.normpath(os.path.join(root, os.path.expanduser(entry)))
         if os.path.isdir(p):
             found, lost = _from_images(p)
             pairs.extend(found)
             orphans.extend(lost)
-        elif os.path.isfile(p) and p.lower().endswith(".txt"):
+        elif os.path.lexists(p) and p.lower().endswith(".txt"):  # a special file is refused when read
             pairs.extend((im, label_path(im)) for im in _read_list(p, root))
         else:
-            raise AnnotationError(yaml_path, None, f"the {split!r} entry {entry!r} is neither a folder nor a .txt list: {p} not found")
+            raise AnnotationError(
+                yaml_path, None, f"the {excerpt(split)} entry {excerpt(entry)} is neither a folder nor a .txt list: "
+                f"{sanitize(p, 200)} not found"
+            )
     return names, pairs, orphans, f"{yaml_path} ({split})"
 
 
@@ -274,21 +297,50 @@ def _names(data: Dict[str, Any], yaml_path: str) -> Optional[Tuple[str, ...]]:
     names = data.get("names")
     if isinstance(names, dict):
         try:
-            ids = sorted(int(k) for k in names)
-        except (TypeError, ValueError):
+            lookup = {_class_id(k): v for k, v in names.items()}
+        except (TypeError, ValueError, OverflowError):
             raise AnnotationError(yaml_path, None, "'names' must map class ids (integers) to names") from None
+        ids = sorted(lookup)
         if ids != list(range(len(ids))):
             raise AnnotationError(yaml_path, None, f"'names' must have the class ids 0..{len(ids) - 1}, got {ids[:10]}")
-        lookup = {int(k): v for k, v in names.items()}
-        return tuple(str(lookup[i]) for i in ids)
-    if isinstance(names, list):
-        return tuple(str(n) for n in names)
-    if names is not None:
+        values = [lookup[i] for i in ids]
+    elif isinstance(names, list):
+        values = names
+    elif names is not None:
         raise AnnotationError(yaml_path, None, f"'names' must be a list or a mapping, got {type(names).__name__}")
-    nc = data.get("nc")
-    if isinstance(nc, int) and not isinstance(nc, bool) and nc > 0:
+    else:
+        nc = data.get("nc")
+        if nc is None:
+            return None
+        if not (isinstance(nc, int) and not isinstance(nc, bool) and 0 < nc <= MAX_UNNAMED_CLASSES):
+            raise AnnotationError(
+                yaml_path, None, f"'nc' must be a class count from 1 to {MAX_UNNAMED_CLASSES:,} (without 'names'), "
+                f"got {excerpt(nc)}"
+            )
         return tuple(str(i) for i in range(nc))
-    return None
+    for k, v in enumerate(values):
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise AnnotationError(
+                yaml_path, None, f"'names' entry {k} must be a name (a string), got {type(v).__name__} {excerpt(v)}"
+            )
+    return tuple(v if isinstance(v, str) else _number_name(v) for v in values)
+
+
+def _class_id(key: Any) -> int:
+    """A class id from a 'names' key: an integer, or a string or float holding one."""
+    if isinstance(key, bool) or not isinstance(key, (int, str, float)):
+        raise TypeError("not a class id")
+    value = int(key)  # ValueError for text or a float with a fraction; OverflowError for inf
+    if isinstance(key, float) and value != key:
+        raise ValueError("not an integer")
+    return value
+
+
+def _number_name(v: Any) -> str:
+    try:
+        return str(v)
+    except ValueError:  # an integer beyond Python's int-to-string digit limit
+        return f"<an integer of {v.bit_length()} bits>"
 
 
 def _read_list(txt: str, root: str) -> List[str]:
@@ -296,34 +348,39 @@ def _read_list(txt: str, root: str) -> List[str]:
     to the dataset root."""
     base = os.path.dirname(os.path.abspath(txt))
     out = []
-    with open(txt, encoding="utf-8") as f:
-        for raw in f:
-            s = raw.strip()
-            if not s:
-                continue
-            if s.startswith("./"):
-                p = os.path.join(base, s[2:])
-            else:
-                p = os.path.join(root, os.path.expanduser(s))
-            out.append(os.path.normpath(p))
+    try:
+        text = read_text(txt, MAX_LIST_BYTES)
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(txt, None, f"not a UTF-8 list of images ({exc.reason})") from None
+    for raw in text.splitlines():
+        s = raw.strip()
+        # Only image files, as Ultralytics reads these lists: any other line (this may be any
+        # text file on the system) is neither used nor shown.
+        if not s.lower().endswith(IMAGE_SUFFIXES):
+            continue
+        if s.startswith("./"):
+            p = os.path.join(base, s[2:])
+        else:
+            p = os.path.join(root, os.path.expanduser(s))
+        out.append(os.path.normpath(p))
     return out
 
 
 def _from_images(images_dir: str) -> Tuple[List[Tuple[str, str]], List[str]]:
     """(image, label) pairs of an images folder, and the label files of the matching labels
     folder that no image claims."""
-    images = _walk(images_dir, IMAGE_SUFFIXES)
+    images = walk_files(images_dir, IMAGE_SUFFIXES)
     pairs = [(im, label_path(im)) for im in images]
     labels_dir = label_path(os.path.join(images_dir, "x"))[:-len("x.txt")]
     orphans: List[str] = []
     if os.path.normpath(labels_dir) != os.path.normpath(images_dir) and os.path.isdir(labels_dir):
         claimed = {lab for _, lab in pairs}
-        orphans = [lab for lab in _walk(labels_dir, (".txt",)) if lab not in claimed]
+        orphans = [lab for lab in walk_files(labels_dir, (".txt",)) if lab not in claimed]
     return pairs, orphans
 
 
 def _from_labels_dir(labels_dir: str) -> Tuple[None, List[Tuple[str, str]], List[str], str]:
-    labels = _walk(labels_dir, (".txt",))
+    labels = walk_files(labels_dir, (".txt",))
     if not labels:
         raise ValueError(f"no .txt label files in {labels_dir}")
     pairs: List[Tuple[str, str]] = []
@@ -368,12 +425,16 @@ def _parse_chunk(pairs: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
             continue
         sizes.extend((float(w), float(h)))
         try:
-            with open(label, encoding="utf-8") as f:
-                text = f.read()
+            text = read_text(label, MAX_LABEL_BYTES)
         except FileNotFoundError:
+            if os.path.islink(label):
+                errors.append((index, label, None, "cannot read the label file: a broken link"))
             continue  # an image without labels: background
-        except (OSError, UnicodeDecodeError) as exc:
-            errors.append((index, label, None, f"cannot read the label file: {exc}"))
+        except OSError as exc:
+            errors.append((index, label, None, f"cannot read the label file: {exc.strerror or exc}"))
+            continue
+        except UnicodeDecodeError as exc:
+            errors.append((index, label, None, f"cannot read the label file: not UTF-8 text ({exc.reason})"))
             continue
         rows, row_lines, failure = _parse_labels(text)
         if failure is not None:
@@ -406,7 +467,10 @@ def _parse_chunk(pairs: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
     }
 
 
-def _parse_labels(text: str) -> Tuple[List[Tuple[int, float, float, float, float]], List[int], Optional[Tuple[int, str]]]:
+Row = Tuple[int, float, float, float, float]
+
+
+def _parse_labels(text: str) -> Tuple[List[Row], List[int], Optional[Tuple[int, str]]]:
     """Rows ``(class, x, y, w, h)`` of a label file, their line numbers, and the first problem
     ``(line, message)`` if any (then the rows are incomplete)."""
     rows = []
@@ -420,16 +484,18 @@ def _parse_labels(text: str) -> Tuple[List[Tuple[int, float, float, float, float
             return rows, row_lines, (
                 lineno,
                 f"expected 5 fields (class x_center y_center width height) or a polygon (class x1 y1 x2 y2 x3 y3 ...), "
-                f"got {n}: {raw.strip()[:60]!r}",
+                f"got {n}",
             )
         try:
             values = [float(p) for p in parts]
         except ValueError:
-            bad = next(p for p in parts if not _is_float(p))
-            return rows, row_lines, (lineno, f"{bad[:30]!r} is not a number")
+            k, bad = next((k, p) for k, p in enumerate(parts) if not _is_float(p))
+            return rows, row_lines, (lineno, f"{excerpt(bad, _FIELD_CHARS)} is not a number (field {k + 1})")
         c = values[0]
         if not (math.isfinite(c) and 0 <= c < MAX_CLASS and c == int(c)):
-            return rows, row_lines, (lineno, f"the class must be a non-negative integer below 2**31, got {parts[0]!r}")
+            return rows, row_lines, (
+                lineno, f"the class must be a non-negative integer below 2**31, got {excerpt(parts[0], _FIELD_CHARS)}"
+            )
         if n == 5:
             rows.append((int(c), values[1], values[2], values[3], values[4]))
         else:  # polygon: the box around its points

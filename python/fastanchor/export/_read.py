@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
-import yaml
 
+from .._fileio import excerpt, sanitize
 from .._results import Result
-from ._formats import cfg_value, darknet_sections, export_format, find_anchor_generator, yaml_block
+from ..datasets._yaml import load_yaml_text
+from ._formats import (
+    cfg_value,
+    check_anchors,
+    darknet_sections,
+    export_format,
+    find_anchor_generator,
+    read_model_text,
+    yaml_block,
+)
 from ._mmconfig import has_base, image_size_of, load_generator, merged_strides, resolve, top_level_literals
 from ._yolov5arch import yolov5_layout
 
@@ -57,31 +67,38 @@ def read_anchors(path: str) -> ReadAnchors:
     Levels come back finest first (for darknet, by the ``mask`` indices; for mmdetection and
     json, by stride; for YOLOv5, in file order, which is P3 first).
 
+    The file is read whole only if it is a regular file of at most
+    :data:`~fastanchor.export._formats.MAX_MODEL_BYTES`; a YOLOv5 yaml through the bounded YAML
+    reader of :mod:`fastanchor.datasets` (no alias expansion beyond its limits).
+
     Raises
     ------
     ValueError
-        The file has no anchors to read (the message says why and where).
+        The file has no anchors to read, or is malformed in any way (not UTF-8, nested too
+        deeply, numbers beyond the double range): the message names the file, and the line where
+        known. Anchors that are not finite and positive are refused too.
+    OSError
+        The file cannot be read, is not a regular file, or is too large.
     """
     fmt = export_format(path)
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if fmt == "yolov5":
-        return _read_yolov5(text, path)
-    if fmt == "darknet":
-        return _read_darknet(text, path)
-    if fmt == "mmdet":
-        return _read_mmdet(text, path)
-    return _read_json(text, path)
+    text = read_model_text(path)
+    reader = {"yolov5": _read_yolov5, "darknet": _read_darknet, "mmdet": _read_mmdet}.get(fmt, _read_json)
+    try:
+        return reader(text, path)
+    except ValueError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ValueError(f"{sanitize(path)}: {sanitize(str(exc), 300)}") from None
+    except (TypeError, OverflowError, RecursionError, KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{sanitize(path)}: cannot read the anchors ({type(exc).__name__}: "
+                         f"{sanitize(str(exc), 120)})") from None
 
 
 def _pairs(values: Any, where: str) -> np.ndarray:
     try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: the anchors are not numbers") from None
-    if arr.size == 0 or arr.size % 2:
-        raise ValueError(f"{where}: anchors must be (width, height) pairs, got {arr.size} numbers")
-    return arr.reshape(-1, 2)
+        return check_anchors(values)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _read_yolov5(text: str, path: str) -> ReadAnchors:
@@ -90,20 +107,22 @@ def _read_yolov5(text: str, path: str) -> ReadAnchors:
     if block is None:
         raise ValueError(f"{path} has no top-level 'anchors:' entry (an anchor-free model?)")
     first, end = block
-    snippet = "".join(lines[first:end])
-    try:
-        value = yaml.safe_load(snippet)["anchors"]
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}:{first + 1}: cannot read the anchors ({exc})") from None
+    snippet = "\n" * first + "".join(lines[first:end])  # blank lines before: errors give the file's lines
+    doc = load_yaml_text(snippet, path)
+    value = doc.get("anchors") if isinstance(doc, dict) else None
     if isinstance(value, int) and not isinstance(value, bool):
         raise ValueError(
-            f"{path}:{first + 1}: 'anchors: {value}' asks for {value} anchors per level computed at training time: "
+            f"{path}:{first + 1}: 'anchors: {excerpt(value)}' asks for {excerpt(value)} anchors per level computed at "
+            f"training time: "
             f"there are no anchors in the file"
         )
     if not isinstance(value, list) or not value:
         raise ValueError(f"{path}:{first + 1}: 'anchors' must be a list of levels")
     levels = [_pairs(level, f"{path}:{first + 1}") for level in value]
-    layout = yolov5_layout(text, path)
+    try:
+        layout = yolov5_layout(text, path)
+    except ValueError:  # the rest of the file is not readable yaml: the anchors alone are still read
+        layout = None
     strides = None
     if layout is not None:
         if layout.n_levels != len(levels):
@@ -140,14 +159,14 @@ def _read_darknet(text: str, path: str) -> ReadAnchors:
         try:
             values = [float(x) for x in found[1].replace(" ", "").split(",") if x]
         except ValueError:
-            raise ValueError(f"{path}:{found[0] + 1}: anchors={found[1]!r} is not a list of numbers") from None
+            raise ValueError(f"{path}:{found[0] + 1}: anchors={excerpt(found[1])} is not a list of numbers") from None
         this = _pairs(values, f"{path}:{found[0] + 1}")
         anchors = this if anchors is None else anchors
         mask = cfg_value(lines, first, end, "mask")
         try:
             idx = [int(x) for x in mask[1].split(",") if x.strip()] if mask else list(range(this.shape[0]))
         except ValueError:
-            raise ValueError(f"{path}:{mask[0] + 1}: mask={mask[1]!r} is not a list of integers") from None
+            raise ValueError(f"{path}:{mask[0] + 1}: mask={excerpt(mask[1])} is not a list of integers") from None
         if any(not 0 <= i < this.shape[0] for i in idx):
             raise ValueError(f"{path}:{(mask or found)[0] + 1}: mask indices {idx} out of range for "
                              f"{this.shape[0]} anchors")
@@ -181,13 +200,17 @@ def _read_mmdet(text: str, path: str) -> ReadAnchors:
 def _mmdet_levels(base: Any, strides: Any, where: str, img_size: Optional[Tuple[int, int]]) -> ReadAnchors:
     if not isinstance(base, (list, tuple)) or not base:
         raise ValueError(f"{where}: base_sizes must be a list of levels")
-    levels = [_pairs(level, where) for level in base]
-    st = None
-    if strides is not None:
-        try:
+    try:
+        levels = [_pairs(level, where) for level in base]
+        st = None
+        if strides is not None:
             st = [float(s) if not isinstance(s, (list, tuple)) else float(s[0]) for s in strides]
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: strides must be numbers or (w, h) pairs, got {strides!r}") from None
+            if not all(math.isfinite(s) and s > 0 for s in st):
+                raise ValueError
+    except (TypeError, OverflowError, IndexError, ValueError) as exc:
+        if isinstance(exc, ValueError) and where in str(exc):
+            raise
+        raise ValueError(f"{where}: base_sizes and strides must be literal lists of positive numbers") from None
     if st is not None and len(st) == len(levels):
         order = sorted(range(len(levels)), key=lambda i: st[i])
         levels = [levels[i] for i in order]
@@ -198,8 +221,11 @@ def _mmdet_levels(base: Any, strides: Any, where: str, img_size: Optional[Tuple[
 def _read_json(text: str, path: str) -> ReadAnchors:
     try:
         doc = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"{path}: not valid json (nested too deeply)") from None
     except ValueError as exc:
-        raise ValueError(f"{path}:{getattr(exc, 'lineno', '?')}: not valid json ({getattr(exc, 'msg', exc)})") from None
+        message = sanitize(str(getattr(exc, "msg", exc)), 120)
+        raise ValueError(f"{path}:{getattr(exc, 'lineno', '?')}: not valid json ({message})") from None
     if isinstance(doc, list):
         return _read_optimize_result(doc, path)
     if not isinstance(doc, dict) or "anchors" not in doc:
@@ -211,8 +237,11 @@ def _read_json(text: str, path: str) -> ReadAnchors:
         levels = [_pairs(value, path)]
     strides = doc.get("strides")
     img = doc.get("img_size")
-    img_size = (int(img), int(img)) if isinstance(img, (int, float)) else None
-    if isinstance(strides, list) and len(strides) == len(levels):
+    ok_img = isinstance(img, (int, float)) and not isinstance(img, bool) and 0 < img < 1e9
+    img_size = (int(img), int(img)) if ok_img else None
+    if isinstance(strides, list) and len(strides) == len(levels) and all(
+        isinstance(s, (int, float)) and not isinstance(s, bool) and 0 < s < 1e9 for s in strides
+    ):
         order = sorted(range(len(levels)), key=lambda i: strides[i])
         levels = [levels[i] for i in order]
         strides = tuple(float(strides[i]) for i in order)
@@ -248,7 +277,7 @@ def parse_anchor_text(text: str) -> np.ndarray:
     numbers = re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", text)
     rest = re.sub(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[\s,;\[\]()|]", "", text)
     if rest:
-        raise ValueError(f"anchors must be numbers separated by commas, got {text!r}")
+        raise ValueError(f"anchors must be numbers separated by commas, got {excerpt(text, 80)}")
     if not numbers or len(numbers) % 2:
-        raise ValueError(f"anchors must be (width, height) pairs, got {len(numbers)} numbers in {text!r}")
-    return np.array([float(x) for x in numbers]).reshape(-1, 2)
+        raise ValueError(f"anchors must be (width, height) pairs, got {len(numbers)} numbers in {excerpt(text, 80)}")
+    return check_anchors([float(x) for x in numbers])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -11,7 +12,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import numpy.typing as npt
 
+from .._fileio import atomic_write, excerpt
 from ._formats import (
+    check_anchors,
+    check_decimals,
+    read_model_text,
     cfg_value,
     darknet_sections,
     export_format,
@@ -63,10 +68,30 @@ def write_anchors(
         A one-line note written as a comment where the format allows it.
     metadata : dict, optional
         Extra fields for the json output.
+
+    The file is written atomically (a temporary file in the same folder, renamed over
+    ``path``): a failure part way leaves an existing ``path`` as it was, so ``template`` may be
+    ``path`` itself to update a model in place.
+
+    Raises
+    ------
+    ValueError
+        An anchor is not finite and positive (the message names it), a stride is not, or
+        ``decimals`` is not from 0 to :data:`~fastanchor.export._formats.MAX_DECIMALS`; the
+        template is malformed or of another format.
+    OSError
+        The template cannot be read, or ``path`` cannot be written (the message names it; an
+        existing file there is unchanged).
     """
     fmt = export_format(path)
-    lv = [round_anchors(np.asarray(a, dtype=np.float64).reshape(-1, 2), decimals) for a in levels]
-    st = [float(s) for s in strides]
+    decimals = check_decimals(decimals)
+    lv = [round_anchors(check_anchors(a, f"levels[{i}]"), decimals) for i, a in enumerate(levels)]
+    try:
+        st = [float(s) for s in strides]
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"strides must be numbers, got {excerpt(strides)}") from None
+    if not all(math.isfinite(s) and s > 0 for s in st):
+        raise ValueError(f"strides must be finite and positive, got {excerpt(st)}")
     if len(lv) != len(st):
         raise ValueError(f"{len(lv)} levels of anchors but {len(st)} strides")
     if template is not None:
@@ -74,8 +99,7 @@ def write_anchors(
         if template_fmt != fmt:
             raise ValueError(f"the template {template} is a {template_fmt} file but {path} is {fmt}: "
                              "use the same kind of file")
-        with open(template, encoding="utf-8") as f:
-            text = f.read()
+        text: Optional[str] = read_model_text(template)
     else:
         text = None
     if fmt == "yolov5":
@@ -92,8 +116,7 @@ def write_anchors(
         out = dumps_json(doc) + "\n"
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(out)
+    atomic_write(path, out)
     return fmt
 
 
@@ -207,7 +230,7 @@ def _darknet_text(text: Optional[str], lv, st, decimals, header, template) -> st
         try:
             keys.append((min(int(x) for x in found[1].split(",") if x.strip()), order) if found else (order, order))
         except ValueError:
-            raise ValueError(f"{template}:{found[0] + 1}: mask={found[1]!r} is not a list of integers") from None
+            raise ValueError(f"{template}:{found[0] + 1}: mask={excerpt(found[1])} is not a list of integers") from None
     level_of = {order: level for level, (_, order) in enumerate(sorted(keys))}
     edits: Dict[int, str] = {}
     inserts: Dict[int, List[str]] = {}
