@@ -7,7 +7,7 @@ import os
 import warnings
 from typing import Any
 
-from ._common import UI, CLIError, int_at_least, positive_int
+from ._common import MAX_PIXELS, MAX_RATIOS, UI, CLIError, int_in_range
 
 DETECTOR_CHOICES = ("fasterrcnn", "retinanet", "ssd")
 
@@ -25,12 +25,12 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> ar
     p.add_argument("dataset", help="a VOC folder, a COCO .json or a YOLO data.yaml / folder")
     p.add_argument("--detector", choices=DETECTOR_CHOICES, default="fasterrcnn",
                    help="the torchvision detector (default fasterrcnn)")
-    p.add_argument("--min-size", type=positive_int, default=800,
+    p.add_argument("--min-size", type=int_in_range(1, int(MAX_PIXELS)), default=800,
                    help="Faster R-CNN / RetinaNet: the transform's min_size (default 800)")
-    p.add_argument("--max-size", type=positive_int, default=1333,
+    p.add_argument("--max-size", type=int_in_range(1, int(MAX_PIXELS)), default=1333,
                    help="Faster R-CNN / RetinaNet: the transform's max_size (default 1333)")
-    p.add_argument("--size", type=positive_int, default=300, help="SSD: the input size (default 300)")
-    p.add_argument("--ratios", type=int_at_least(1), default=3,
+    p.add_argument("--size", type=int_in_range(1, int(MAX_PIXELS)), default=300, help="SSD: the input size (default 300)")
+    p.add_argument("--ratios", type=int_in_range(1, MAX_RATIOS), default=3,
                    help="Faster R-CNN / RetinaNet: aspect ratios per level (default 3)")
     p.add_argument("--split", default="train", help="YOLO: the split to load (default train)")
     p.add_argument("--out", help="write the Python that builds the generator into this .py file")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     from .. import datasets
     from ..export import dumps_json
     from ..integrations import torchvision as tv
-    from ..integrations._files import atomic_write_text
+    from .._fileio import atomic_write
 
     if args.out is not None:
         if not args.out.endswith(".py"):
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     else:
         ui.print(source.rstrip("\n"))
     if args.out is not None:
-        atomic_write_text(args.out, source)
+        atomic_write(args.out, source)
         ui.print(f"wrote {args.out}")
     if fit.avg_iou < fit.default_avg_iou:  # possible when --ratios differs from the defaults' 3
         warnings.warn(f"the fitted anchors' average IoU {fit.avg_iou:.4f} is below torchvision's defaults' "

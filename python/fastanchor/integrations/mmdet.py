@@ -32,7 +32,7 @@ from .._evolve import autoanchor
 from .._fitness import anchor_fitness
 from .._kmeans import kmeans_iou
 from .._validation import as_float, as_int
-from ._files import atomic_write_text
+from .._fileio import atomic_write
 from ._logging import warnings_to
 
 __all__ = ["ALGORITHMS", "FastAnchorOptimizer", "RESULT_FILE"]
@@ -214,6 +214,6 @@ class FastAnchorOptimizer:
             return None
         os.makedirs(path, exist_ok=True)
         target = os.path.join(path, RESULT_FILE)
-        atomic_write_text(target, json.dumps(levels))
+        atomic_write(target, json.dumps(levels))
         self.logger.info(f"Result saved in {target}")
         return target
