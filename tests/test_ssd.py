@@ -815,7 +815,10 @@ def test_cli_ssd(tmp_path, capsys):
     cfg = tmp_path / "pipeline.config"
     cfg.write_text(PIPELINE)
     out = tmp_path / "new.config"
-    assert main(["ssd", path, "-n", "3", "--config", str(cfg), "--out", str(out), "-q"]) == 0
+    # 3 ratios score below the config's own 5: written only with --force
+    assert main(["ssd", path, "-n", "3", "--config", str(cfg), "--out", str(out), "-q"]) == 1
+    assert "below the config's own" in capsys.readouterr().err and not out.exists()
+    assert main(["ssd", path, "-n", "3", "--config", str(cfg), "--out", str(out), "-q", "--force"]) == 0
     report = capsys.readouterr().out
     assert "stretched to 320x320" in report and "aspect ratios (w/h), iou k-means:" in report
     text = out.read_text()

@@ -71,3 +71,22 @@ __all__ = [
     "to_corners",
     "wh_iou",
 ]
+
+#: Submodules imported on first attribute access (``fastanchor.export`` works after ``import
+#: fastanchor``; ``integrations`` imports no framework until one of its adapters is used; ``plot``
+#: needs matplotlib only when a plot is drawn).
+_LAZY_SUBMODULES = ("export", "integrations", "plot")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

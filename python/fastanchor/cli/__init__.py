@@ -6,6 +6,7 @@
     fastanchor check DATASET (--anchors "10,13, 16,30, ..." | --model FILE)
     fastanchor demo FOLDER [--format voc|coco|yolo]
     fastanchor ssd DATASET [-n 4] [--image-size 300x300] [--config pipeline.config] [--out FILE]
+    fastanchor torchvision DATASET [--detector fasterrcnn|retinanet|ssd] [--out FILE.py]
 
 Run ``fastanchor COMMAND --help`` for every option. Errors are reported on one line with a
 non-zero exit status (1; 2 for a bad command line); set ``FASTANCHOR_DEBUG=1`` for tracebacks.
@@ -19,7 +20,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-from . import anchors, check, demo, ssd
+from . import anchors, check, demo, ssd, torchvision
 from ._common import UI, YOLOV5_DEFAULT_ANCHORS, one_line
 from ._guard import check_outputs
 from .anchors import ROUNDING_TOLERANCE
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     anchors.add_parser(sub)
     check.add_parser(sub)
     ssd.add_parser(sub)
+    torchvision.add_parser(sub)
     demo.add_parser(sub)
     return parser
 
@@ -77,6 +79,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 return check.run(args, ui)
             if args.command == "ssd":
                 return ssd.run(args, ui)
+            if args.command == "torchvision":
+                return torchvision.run(args, ui)
             return demo.run(args, ui)
         except KeyboardInterrupt:
             print("fastanchor: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
@@ -263,11 +264,18 @@ def load_dataset(args: argparse.Namespace, ui: UI, path: str, model_img: Optiona
     img = args.img_size
     if resize is None:
         resize = "stretch" if (model_fmt == "darknet" and img is None and model_img is not None) else "letterbox"
+    config_img = None  # the size the model config trains at, where it applies to this resize mode
+    if model_img is not None and (resize == "stretch" or (model_fmt == "mmdet" and model_img[0] == model_img[1])):
+        config_img = (float(model_img[0]), float(model_img[1]))
     if img is None:
-        if resize == "stretch" and model_img:
-            img = (float(model_img[0]), float(model_img[1]))
-        else:
-            img = (DEFAULT_IMG_SIZE,) * 2
+        img = config_img if config_img is not None else (DEFAULT_IMG_SIZE,) * 2
+        if config_img is not None:
+            shown = f"{img[0]:g}" if resize == "letterbox" else f"{img[0]:g}x{img[1]:g}"
+            ui.note(f"img-size {shown} from the model config ({resize})")
+    elif config_img is not None and tuple(img) != config_img:
+        warnings.warn(f"--img-size {img[0]:g}x{img[1]:g} differs from the model config's "
+                      f"{config_img[0]:g}x{config_img[1]:g}: "
+                      "the anchors are for the size you gave", UserWarning, stacklevel=1)
     if resize == "letterbox":
         if img[0] != img[1]:
             raise CLIError(f"--img-size {img[0]:g}x{img[1]:g}: letterbox takes one size (the long side); "

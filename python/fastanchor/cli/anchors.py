@@ -81,6 +81,35 @@ def _auto_decimals(levels: Sequence[np.ndarray], wh: np.ndarray, thr: float) -> 
     return 3
 
 
+def _verify_written(ui: UI, path: str, written: Sequence[np.ndarray], strides: Sequence[float], wh: np.ndarray,
+                    thr: float) -> None:
+    """Read the written file back as a user's tools will, and re-score what it holds."""
+    from .. import anchor_fitness
+    from ..export import read_anchors
+
+    back = read_anchors(path)
+    expected = np.concatenate(written)
+    if back.anchors.shape != expected.shape or not np.allclose(back.anchors, expected, rtol=1e-9, atol=0):
+        raise CLIError(f"{path} was written, but reading it back gives other anchors: {back.anchors.tolist()}")
+    if back.strides is not None and not np.allclose(back.strides, strides):
+        raise CLIError(f"{path} was written, but reading it back gives strides {list(back.strides)}, "
+                       f"not {list(strides)}")
+    fit = anchor_fitness(back.anchors, wh, thr=thr)
+    ui.note(f"read {path} back: {back.anchors.shape[0]} anchors in {len(back.levels)} levels, "
+            f"fitness {fit.fitness:.4f}, BPR {fit.bpr:.4f}")
+
+
+def _inherits(out: str, template: str) -> bool:
+    """Whether the written mmdet config is an override (``_base_`` and ``model`` only)."""
+    import ast
+
+    with open(out, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    names = {t.id for node in tree.body if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name)}
+    return names == {"_base_", "model"}
+
+
 def run(args: argparse.Namespace, ui: UI) -> int:
     """Run ``fastanchor anchors``: load, fit (autoanchor), report and write; returns the exit status."""
     from .. import anchor_fitness, autoanchor, split_levels
@@ -97,14 +126,30 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         _matplotlib()
 
     # Levels and k: the options, else the model's layout, else 3 levels of 3.
+    layout = None
+    if args.model and model_fmt == "yolov5":
+        from ..export._yolov5arch import yolov5_layout
+
+        with open(args.model, encoding="utf-8") as f:
+            layout = yolov5_layout(f.read(), args.model)
     if args.strides:
         strides = args.strides
     elif args.levels:
         strides = strides_for(args.levels)
+    elif model is not None and model.strides:
+        strides = model.strides
+    elif layout is not None and layout.strides:
+        strides = layout.strides
     elif model is not None:
-        strides = model.strides or strides_for(len(model.levels))
+        strides = strides_for(len(model.levels))
     else:
         strides = strides_for(DEFAULT_LEVELS)
+    if layout is not None and layout.source == "well-known" and not (args.strides or args.levels):
+        ui.note(f"{args.model}: strides {', '.join(f'{s:g}' for s in strides)} guessed from its "
+                f"{layout.n_levels} detection levels (the architecture could not be walked); give --strides if wrong")
+    if layout is not None and (args.strides or args.levels) and len(strides) != layout.n_levels:
+        raise CLIError(f"{args.model}: its Detect layer (line {layout.detect_line}) takes {layout.n_levels} levels, "
+                       f"but {'--strides' if args.strides else '--levels'} gives {len(strides)}")
     if args.k is not None:
         k = args.k
     elif model is not None:
@@ -114,8 +159,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     else:
         k = DEFAULT_K if len(strides) == DEFAULT_LEVELS else 3 * len(strides)
     if k % len(strides):
-        raise CLIError(f"-k {k} anchors cannot be split evenly over {len(strides)} levels: "
-                       f"use a multiple of {len(strides)}")
+        given = f"-k {k} anchors" if args.k is not None else f"the {k} anchors of --model {args.model}"
+        raise CLIError(f"{given} cannot be split evenly over {len(strides)} levels: use a multiple of {len(strides)}")
     compare = parse_anchor_text(args.compare) if args.compare else None
 
     tmp = None
@@ -188,8 +233,14 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         what = {"yolov5": "YOLOv5 model yaml", "darknet": "darknet cfg", "mmdet": "mmdetection config",
                 "json": "json"}[fmt]
         ui.print()
-        copy = f", a copy of {template} with its anchors replaced" if template else ""
-        ui.print(f"wrote {args.out} ({what}{copy})")
+        if template and fmt == "mmdet" and _inherits(args.out, template):
+            how = f", an override that inherits {template} through _base_"
+        elif template:
+            how = f", a copy of {template} with its anchors replaced"
+        else:
+            how = ""
+        ui.print(f"wrote {args.out} ({what}{how})")
+        _verify_written(ui, args.out, written, strides, fit_wh, args.thr)
     if args.plot:
         from ..plot import plot_anchors
 

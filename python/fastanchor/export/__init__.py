@@ -28,12 +28,13 @@ from __future__ import annotations
 
 from ._formats import EXPORT_FORMATS, export_format, format_anchor_list, level_name, round_anchors
 from ._read import ReadAnchors, parse_anchor_text, read_anchors
-from ._tfconfig import config_image_size, set_aspect_ratios
+from ._tfconfig import config_aspect_ratios, config_image_size, set_aspect_ratios
 from ._write import dumps_json, write_anchors
 
 __all__ = [
     "EXPORT_FORMATS",
     "ReadAnchors",
+    "config_aspect_ratios",
     "config_image_size",
     "dumps_json",
     "export_format",

@@ -181,7 +181,7 @@ def find_anchor_generator(text: str, path: Optional[str]) -> Tuple[ast.Call, str
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
             kw = {k.arg: k.value for k in node.keywords if k.arg}
             t = kw.get("type")
-            if isinstance(t, ast.Constant) and t.value == "YOLOAnchorGenerator":
+            if isinstance(t, ast.Constant) and t.value in ("YOLOAnchorGenerator", "mmdet.YOLOAnchorGenerator"):
                 return node, "YOLOAnchorGenerator"
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and any(k.arg == "base_sizes" for k in node.keywords):

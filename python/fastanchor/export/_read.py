@@ -24,6 +24,8 @@ from ._formats import (
     read_model_text,
     yaml_block,
 )
+from ._mmconfig import has_base, image_size_of, load_generator, merged_strides, resolve, top_level_literals
+from ._yolov5arch import yolov5_layout
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -37,7 +39,8 @@ class ReadAnchors(Result):
     levels : list of ndarray (m, 2) float64
         The anchors of each detection level, finest level (smallest stride) first.
     strides : tuple of float or None
-        The levels' strides when the file gives them (mmdetection, json), else None.
+        The levels' strides when the file gives them (mmdetection, json) or its architecture
+        implies them (a YOLOv5 yaml's Detect layer inputs), else None.
     format : str
         ``"yolov5"``, ``"darknet"``, ``"mmdet"`` or ``"json"``.
     img_size : tuple of int or None
@@ -57,6 +60,9 @@ class ReadAnchors(Result):
 
 def read_anchors(path: str) -> ReadAnchors:
     """Read per-level anchors from a YOLOv5 yaml, darknet cfg, mmdetection config or json file.
+
+    The json may be fastanchor's or the ``anchor_optimize_result.json`` of mmyolo's and
+    mmdetection's ``optimize_anchors.py``.
 
     Levels come back finest first (for darknet, by the ``mask`` indices; for mmdetection and
     json, by stride; for YOLOv5, in file order, which is P3 first).
@@ -113,7 +119,19 @@ def _read_yolov5(text: str, path: str) -> ReadAnchors:
     if not isinstance(value, list) or not value:
         raise ValueError(f"{path}:{first + 1}: 'anchors' must be a list of levels")
     levels = [_pairs(level, f"{path}:{first + 1}") for level in value]
-    return ReadAnchors(levels=levels, strides=None, format="yolov5")
+    try:
+        layout = yolov5_layout(text, path)
+    except ValueError:  # the rest of the file is not readable yaml: the anchors alone are still read
+        layout = None
+    strides = None
+    if layout is not None:
+        if layout.n_levels != len(levels):
+            raise ValueError(
+                f"{path}:{first + 1}: 'anchors' has {len(levels)} levels but the {layout.n_levels}-input Detect layer "
+                f"(line {layout.detect_line}) needs {layout.n_levels}"
+            )
+        strides = layout.strides
+    return ReadAnchors(levels=levels, strides=strides, format="yolov5")
 
 
 def _read_darknet(text: str, path: str) -> ReadAnchors:
@@ -158,30 +176,46 @@ def _read_darknet(text: str, path: str) -> ReadAnchors:
 
 
 def _read_mmdet(text: str, path: str) -> ReadAnchors:
-    call, _ = find_anchor_generator(text, path)
+    try:
+        call, _ = find_anchor_generator(text, path)
+    except ValueError as exc:
+        if "no YOLOAnchorGenerator" not in str(exc) or not has_base(text):
+            raise
+        # inherited through _base_ (or an override of num_classes only): mmengine merges the chain
+        _, gen, img = load_generator(path)
+        return _mmdet_levels(gen["base_sizes"], gen.get("strides"), f"{path} (merged config)", img)
     kw = {k.arg: k.value for k in call.keywords if k.arg}
     if "base_sizes" not in kw:
         raise ValueError(f"{path}:{call.lineno}: the anchor generator has no base_sizes")
+    names = top_level_literals(ast.parse(text))
     try:
-        base = ast.literal_eval(kw["base_sizes"])
-        strides = None
-        if "strides" in kw:
-            strides = [float(s) if not isinstance(s, (list, tuple)) else float(s[0])
-                       for s in ast.literal_eval(kw["strides"])]
-            if not all(math.isfinite(s) and s > 0 for s in strides):
+        base, _ = resolve(kw["base_sizes"], names)
+        strides = resolve(kw["strides"], names)[0] if "strides" in kw else merged_strides(path)
+    except ValueError as exc:
+        raise ValueError(f"{path}:{call.lineno}: base_sizes and strides must be literal lists or top-level names "
+                         f"bound to them ({exc})") from None
+    return _mmdet_levels(base, strides, f"{path}:{call.lineno}", image_size_of(path))
+
+
+def _mmdet_levels(base: Any, strides: Any, where: str, img_size: Optional[Tuple[int, int]]) -> ReadAnchors:
+    if not isinstance(base, (list, tuple)) or not base:
+        raise ValueError(f"{where}: base_sizes must be a list of levels")
+    try:
+        levels = [_pairs(level, where) for level in base]
+        st = None
+        if strides is not None:
+            st = [float(s) if not isinstance(s, (list, tuple)) else float(s[0]) for s in strides]
+            if not all(math.isfinite(s) and s > 0 for s in st):
                 raise ValueError
-        levels = [_pairs(level, f"{path}:{call.lineno}") for level in base]
-    except (TypeError, SyntaxError, OverflowError, RecursionError, MemoryError, IndexError, ValueError) as exc:
-        if isinstance(exc, ValueError) and str(path) in str(exc):
+    except (TypeError, OverflowError, IndexError, ValueError) as exc:
+        if isinstance(exc, ValueError) and where in str(exc):
             raise
-        raise ValueError(
-            f"{path}:{call.lineno}: base_sizes and strides must be literal lists of positive numbers"
-        ) from None
-    if strides is not None and len(strides) == len(levels):
-        order = sorted(range(len(levels)), key=lambda i: strides[i])
+        raise ValueError(f"{where}: base_sizes and strides must be literal lists of positive numbers") from None
+    if st is not None and len(st) == len(levels):
+        order = sorted(range(len(levels)), key=lambda i: st[i])
         levels = [levels[i] for i in order]
-        strides = [strides[i] for i in order]
-    return ReadAnchors(levels=levels, strides=tuple(strides) if strides else None, format="mmdet")
+        st = [st[i] for i in order]
+    return ReadAnchors(levels=levels, strides=tuple(st) if st else None, format="mmdet", img_size=img_size)
 
 
 def _read_json(text: str, path: str) -> ReadAnchors:
@@ -192,8 +226,10 @@ def _read_json(text: str, path: str) -> ReadAnchors:
     except ValueError as exc:
         message = sanitize(str(getattr(exc, "msg", exc)), 120)
         raise ValueError(f"{path}:{getattr(exc, 'lineno', '?')}: not valid json ({message})") from None
+    if isinstance(doc, list):
+        return _read_optimize_result(doc, path)
     if not isinstance(doc, dict) or "anchors" not in doc:
-        raise ValueError(f"{path}: expected a json object with an 'anchors' list")
+        raise ValueError(f"{path}: expected a json object with an 'anchors' list, or mmyolo's list of levels")
     value = doc["anchors"]
     if isinstance(value, list) and value and isinstance(value[0], list) and value[0] and isinstance(value[0][0], list):
         levels = [_pairs(level, path) for level in value]
@@ -212,6 +248,27 @@ def _read_json(text: str, path: str) -> ReadAnchors:
     else:
         strides = None
     return ReadAnchors(levels=levels, strides=strides, format="json", img_size=img_size)
+
+
+def _read_optimize_result(doc: List[Any], path: str) -> ReadAnchors:
+    """The ``anchor_optimize_result.json`` of the OpenMMLab ``optimize_anchors.py``: mmyolo writes
+    ``[[[w, h], ...] per level]`` (finest level first: its optimizer sorts the anchors by area
+    before splitting them), mmdetection one list ``[[w, h], ...]`` (read as one level). The file
+    gives no strides."""
+    if not doc:
+        raise ValueError(f"{path}: the list of anchors is empty")
+
+    def is_pair(p: Any) -> bool:
+        return isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
+
+    if all(is_pair(p) for p in doc):
+        return ReadAnchors(levels=[_pairs(doc, path)], strides=None, format="json")
+    levels = []
+    for i, level in enumerate(doc):
+        if not (isinstance(level, list) and level and all(is_pair(p) for p in level)):
+            raise ValueError(f"{path}: level {i} must be a list of [width, height] pairs, got {level!r:.80}")
+        levels.append(_pairs(level, f"{path}: level {i}"))
+    return ReadAnchors(levels=levels, strides=None, format="json")
 
 
 def parse_anchor_text(text: str) -> np.ndarray:

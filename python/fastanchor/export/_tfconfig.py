@@ -139,6 +139,41 @@ def _find(root: Field, name: str) -> Optional[Field]:
     return None
 
 
+#: The anchor generators whose aspect_ratios are rewritten: SSD's, and TF2's multiscale one
+#: (SSD-FPN, RetinaNet: min_level, max_level, anchor_scale, aspect_ratios, scales_per_octave).
+#: Both take ratios as width / height.
+GENERATOR_BLOCKS = ("ssd_anchor_generator", "multiscale_anchor_generator")
+
+
+def _generator(root: Field) -> Optional[Field]:
+    """The config's first anchor generator block among :data:`GENERATOR_BLOCKS`."""
+    for name in GENERATOR_BLOCKS:
+        block = _find(root, name)
+        if block is not None:
+            return block
+    return None
+
+
+def config_aspect_ratios(text: str) -> Optional[Tuple[float, ...]]:
+    """The ``aspect_ratios`` of a pipeline config's anchor generator (ssd_anchor_generator or
+    multiscale_anchor_generator), in file order; None when it has no such block or the block
+    lists none.
+
+    Raises ValueError when the config is not a readable text proto or a ratio is not a number."""
+    block = _generator(parse_text_proto(text))
+    if block is None:
+        return None
+    ratios: List[float] = []
+    for c in block.children or ():
+        if c.name == "aspect_ratios" and c.value is not None:
+            for v in re.findall(r"[^\s\[\],]+", str(c.value)):
+                try:
+                    ratios.append(float(v))
+                except ValueError:
+                    raise ValueError(f"the {block.name}'s aspect_ratios {excerpt(c.value)} is not a number") from None
+    return tuple(ratios) or None
+
+
 def config_image_size(text: str) -> Optional[Tuple[float, float]]:
     """(width, height) of a pipeline config's fixed_shape_resizer, if it has one.
 
@@ -176,15 +211,17 @@ def _alone_on_line(text: str, f: Field) -> bool:
 
 def set_aspect_ratios(text: str, ratios: Sequence[float], decimals: int = 4) -> str:
     """The pipeline config ``text`` with the ``aspect_ratios`` fields of its ssd_anchor_generator
-    block replaced by one field per ratio, at the first old field's place (one per line with its
-    indentation, or side by side when the config is written on one line); everything else is
-    kept byte for byte. Without such a block, just the block is returned for an empty config.
+    (or multiscale_anchor_generator) block replaced by one field per ratio, at the first old
+    field's place (one per line with its indentation, or side by side when the config is written
+    on one line); everything else is kept byte for byte. Without such a block, just the block is
+    returned for an empty config.
 
     Raises
     ------
     ValueError
-        The text is not a readable text proto, a non-empty one has no ssd_anchor_generator
-        block, a ratio is not finite and positive, or ``decimals`` is out of range.
+        The text is not a readable text proto, a non-empty one has no ssd_anchor_generator or
+        multiscale_anchor_generator block, a ratio is not finite and positive, or ``decimals`` is
+        out of range.
     """
     from ._formats import check_decimals
 
@@ -193,10 +230,10 @@ def set_aspect_ratios(text: str, ratios: Sequence[float], decimals: int = 4) -> 
         if not (isinstance(r, (int, float)) and math.isfinite(r) and r > 0):
             raise ValueError(f"aspect ratios must be finite and positive, got {excerpt(r)}")
     values = [f"{r:.{decimals}f}" for r in ratios]
-    block = _find(parse_text_proto(text), "ssd_anchor_generator")
+    block = _generator(parse_text_proto(text))
     if block is None:
         if text.strip():
-            raise ValueError("the config has no ssd_anchor_generator block")
+            raise ValueError("the config has no ssd_anchor_generator or multiscale_anchor_generator block")
         return "ssd_anchor_generator {\n" + "".join(f"  aspect_ratios: {v}\n" for v in values) + "}\n"
     newline = "\r\n" if "\r\n" in text else "\n"
     old = [c for c in block.children or () if c.name == "aspect_ratios"]

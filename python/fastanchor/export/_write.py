@@ -27,6 +27,17 @@ from ._formats import (
     round_anchors,
     yaml_block,
 )
+from ._mmconfig import (
+    has_base,
+    load_generator,
+    merged_strides,
+    override_text,
+    rebase,
+    replace_nodes,
+    resolve,
+    top_level_literals,
+)
+from ._yolov5arch import yolov5_layout
 
 
 def write_anchors(
@@ -96,7 +107,7 @@ def write_anchors(
     elif fmt == "darknet":
         out = _darknet_text(text, lv, st, decimals, header, template)
     elif fmt == "mmdet":
-        out = _mmdet_text(text, lv, st, decimals, header, template)
+        out = _mmdet_text(text, lv, st, decimals, header, template, path)
     else:
         doc: Dict[str, Any] = {"anchors": [[[_jsnum(w, decimals), _jsnum(h, decimals)] for w, h in a.tolist()]
                                            for a in lv],
@@ -141,14 +152,51 @@ def _yolov5_text(
     if block is None:
         raise ValueError(f"{template} has no top-level 'anchors:' entry (an anchor-free model?): nothing to replace")
     first, end = block
+    layout = yolov5_layout(text, str(template))
+    if layout is not None and layout.n_levels != len(lv):
+        raise ValueError(
+            f"{template}: its Detect layer (line {layout.detect_line}) takes {layout.n_levels} levels, "
+            f"but {len(lv)} levels of anchors were given"
+        )
     key_line = lines[first]
-    # keep a comment on the key's line, drop an inline value
+    # keep a comment on the key's line, drop an inline value and the comment about it
+    # ("anchors: 3  # AutoAnchor evolves 3 anchors per P output layer" is stale above explicit anchors)
     m = re.match(r"^(anchors\s*:)\s*([^#\n]*?)\s*(#.*)?$", key_line.rstrip("\n"))
-    comment = f"  {m.group(3)}" if m and m.group(3) else ""
+    comment = f"  {m.group(3)}" if m and m.group(3) and not m.group(2) else ""
     newline = "\r\n" if key_line.endswith("\r\n") else "\n"
     new = _yolov5_block(lv, st, decimals, f"anchors:{comment}{newline}")
     new = [s.replace("\n", newline) if newline != "\n" else s for s in new]
     return "".join(lines[:first] + new + lines[end:])
+
+
+def _darknet_filters(lines: List[str], sections, first: int, end: int, n_new: int,
+                     template: Optional[str]) -> Optional[Tuple[int, int]]:
+    """``(line, filters)`` for the [convolutional] before the [yolo] section at ``first`` when its
+    anchor count changes: darknet needs ``filters = (classes + 5) * len(mask)`` there (``+ 9`` for
+    [Gaussian_yolo]), so the old filters per anchor are kept and multiplied by the new count.
+    None when the count is unchanged."""
+    mask = cfg_value(lines, first, end, "mask")
+    num = cfg_value(lines, first, end, "num")
+    try:
+        n_old = len([x for x in mask[1].split(",") if x.strip()]) if mask else int(num[1]) if num else None
+    except ValueError:
+        n_old = None
+    if n_old == n_new:
+        return None
+    conv = [sec for sec in sections if sec[2] <= first and sec[0] == "convolutional"]
+    found = cfg_value(lines, conv[-1][1], conv[-1][2], "filters") if conv else None
+    where = f"{template}:{first + 1}"
+    if found is None or n_old is None:
+        raise ValueError(f"{where}: this [yolo] section gets {n_new} anchors, but the filters= of the "
+                         "[convolutional] before it cannot be found to match (filters = (classes + 5) * anchors)")
+    try:
+        old_filters = int(found[1])
+    except ValueError:
+        raise ValueError(f"{template}:{found[0] + 1}: filters={found[1]!r} is not an integer") from None
+    if n_old <= 0 or old_filters % n_old:
+        raise ValueError(f"{template}:{found[0] + 1}: filters={old_filters} is not a multiple of the {n_old} anchors "
+                         f"of the [yolo] section at line {first + 1}: cannot update it for {n_new} anchors")
+    return found[0], old_filters // n_old * n_new
 
 
 def _darknet_text(
@@ -190,9 +238,13 @@ def _darknet_text(
     level_of = {order: level for level, (_, order) in enumerate(sorted(keys))}
     edits: Dict[int, str] = {}
     inserts: Dict[int, List[str]] = {}
+    all_sections = darknet_sections(lines)
     for order, (_, first, end) in enumerate(sections):
         level = level_of[order]
         newline = "\r\n" if lines[first].endswith("\r\n") else "\n"
+        filters = _darknet_filters(lines, all_sections, first, end, len(lv[level]), template)
+        if filters is not None:
+            edits[filters[0]] = f"filters={filters[1]}{newline}"
         for key, value in (("mask", masks[level]), ("anchors", all_anchors), ("num", str(k))):
             found = cfg_value(lines, first, end, key)
             if found is not None:
@@ -223,27 +275,42 @@ def _mmdet_literal(
 
 
 def _mmdet_text(
-    text: Optional[str], lv: List[np.ndarray], st: List[float], decimals: int, header: str, template: Optional[str]
+    text: Optional[str], lv: List[np.ndarray], st: List[float], decimals: int, header: str, template: Optional[str],
+    path: str,
 ) -> str:
     coarse_first = list(range(len(lv)))[::-1]  # mmdetection's YOLOv3 lists the coarsest level first
     if text is None:
-        base, strides = _mmdet_literal(lv, st, decimals, "    ", coarse_first)
+        base, strides = _mmdet_literal(lv, st, decimals, "            ", coarse_first)
         out = [f"# {header}\n"] if header else []
-        out.append("# paste into model.bbox_head of an mmdetection YOLOv3-style config\n")
-        out.append(
-            f"prior_generator = dict(\n    type=\"YOLOAnchorGenerator\",\n    base_sizes={base},\n"
-            f"    strides={strides},\n)\n"
-        )
+        out.append("# an override for an mmdetection YOLOv3 config (YOLOV3Head's anchor_generator, coarsest level\n"
+                   "# first): add _base_ = 'your_config.py' above it. mmyolo's heads call it prior_generator and\n"
+                   "# list the finest level first: write with --model your_mmyolo_config.py to get its form.\n")
+        out.append(f"model = dict(\n    bbox_head=dict(\n        anchor_generator=dict(\n"
+                   f"            base_sizes={base},\n            strides={strides},\n        )))\n")
         return "".join(out)
-    call, where = find_anchor_generator(text, template)
+    tree = ast.parse(text)
+    try:
+        call, where = find_anchor_generator(text, template)
+    except ValueError as exc:
+        if "no YOLOAnchorGenerator" not in str(exc) or not has_base(text):
+            raise
+        return _mmdet_override(lv, st, decimals, header, template, path)
     kw = {k.arg: k.value for k in call.keywords if k.arg}
     if "base_sizes" not in kw:
         raise ValueError(f"{template}:{call.lineno}: the anchor generator has no base_sizes to replace")
-    old_strides = None
-    if "strides" in kw:
+    names = top_level_literals(tree)
+    try:
+        _, base_node = resolve(kw["base_sizes"], names)
+        old_strides, strides_node = resolve(kw["strides"], names) if "strides" in kw else (None, None)
+        if old_strides is None:  # an override of base_sizes only: the inherited strides give the order
+            old_strides = merged_strides(template)
+    except ValueError as exc:
+        raise ValueError(f"{template}:{call.lineno}: base_sizes and strides must be literal lists or top-level names "
+                         f"bound to them ({exc})") from None
+    if old_strides is not None:
         try:
-            old_strides = [float(s) for s in ast.literal_eval(kw["strides"])]
-        except (ValueError, TypeError):
+            old_strides = [float(s) if not isinstance(s, (list, tuple)) else float(s[0]) for s in old_strides]
+        except (TypeError, ValueError):
             old_strides = None
     if old_strides is not None and len(old_strides) != len(lv):
         raise ValueError(
@@ -253,21 +320,30 @@ def _mmdet_text(
         )
     order = coarse_first if old_strides is None or old_strides[0] > old_strides[-1] else list(range(len(lv)))
     lines = text.splitlines(keepends=True)
-    node = kw["base_sizes"]
-    indent = re.match(r"\s*", lines[node.lineno - 1]).group(0)
+    indent = re.match(r"\s*", lines[base_node.lineno - 1]).group(0)
+    if isinstance(kw["base_sizes"], ast.Name):  # a top-level assignment: its rows start at column 0
+        indent = ""
     base, strides = _mmdet_literal(lv, st, decimals, indent, order)
-    replacements = [(node, base)]
-    if "strides" in kw:
-        replacements.append((kw["strides"], strides))
-    offsets = np.cumsum([0] + [len(s) for s in lines])
-    out = text
-    for n, new in sorted(replacements, key=lambda r: (r[0].lineno, r[0].col_offset), reverse=True):
-        a = offsets[n.lineno - 1] + _char_col(lines[n.lineno - 1], n.col_offset)
-        b = offsets[n.end_lineno - 1] + _char_col(lines[n.end_lineno - 1], n.end_col_offset)
-        out = out[:a] + new + out[b:]
-    return out
+    if strides_node is base_node:
+        raise ValueError(f"{template}:{call.lineno}: base_sizes and strides are the same expression: "
+                         "cannot rewrite them")
+    replacements = [(base_node, base)]
+    if strides_node is not None:
+        replacements.append((strides_node, strides))
+    return rebase(replace_nodes(text, replacements), tree, template, path)
 
 
-def _char_col(line: str, byte_col: int) -> int:
-    """ast gives UTF-8 byte columns; the character column of the same place."""
-    return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
+def _mmdet_override(lv, st, decimals, header, template, path) -> str:
+    """An override of an inherited config: mmengine reads the template's chain to learn the key
+    and the order of the levels; the new file inherits the template."""
+    key, gen, _ = load_generator(template)
+    old = gen.get("strides")
+    old_strides = [float(s) if not isinstance(s, (list, tuple)) else float(s[0]) for s in old] if old else None
+    n_old = len(gen["base_sizes"])
+    if n_old != len(lv):
+        raise ValueError(f"{template}: its {key} has {n_old} levels but {len(lv)} were computed: use --levels {n_old}")
+    coarse = old_strides is not None and old_strides[0] > old_strides[-1]
+    order = list(range(len(lv)))[::-1] if coarse else list(range(len(lv)))
+    base, strides = _mmdet_literal(lv, st, decimals, "            ", order)
+    rel = os.path.relpath(os.path.abspath(template), os.path.dirname(os.path.abspath(path))).replace(os.sep, "/")
+    return override_text(key, base, strides, rel, header)
