@@ -83,9 +83,10 @@ int main(int argc, char** argv) {
                 tb.push_back(iteration_ms<fa_b::Lloyd<std::uint8_t>, fa_b::WhSet>(
                     pb, init, med ? fa_b::Update::Median : fa_b::Update::Mean, threads));
             }
-            std::printf("%s rows, %-6s update: old %.3f (%.3f)  new %.3f (%.3f)  new/old %.2f\n", f64 ? "float64" : "float32",
-                        med ? "median" : "mean", median(ta), *std::min_element(ta.begin(), ta.end()), median(tb),
-                        *std::min_element(tb.begin(), tb.end()), median(tb) / median(ta));
+            std::printf("%s rows, %-6s update: old %.3f (%.3f)  new %.3f (%.3f)  new/old %.2f\n",
+                        f64 ? "float64" : "float32", med ? "median" : "mean", median(ta),
+                        *std::min_element(ta.begin(), ta.end()), median(tb), *std::min_element(tb.begin(), tb.end()),
+                        median(tb) / median(ta));
         }
     }
     return 0;

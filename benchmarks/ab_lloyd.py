@@ -31,8 +31,9 @@ import numpy as np
 
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 
-import fastanchor  # noqa: E402
-from datasets import coco_like  # noqa: E402
+from datasets import coco_like
+
+import fastanchor
 
 
 def median_time(fn, repeats: int) -> float:
@@ -48,7 +49,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="boxes")
     ap.add_argument("--fits", action="store_true", help="whole fits from a fixed init and for six seeds")
-    ap.add_argument("--float64", action="store_true", help="pass the boxes as float64 rows (as run.py's iteration rows)")
+    ap.add_argument(
+        "--float64", action="store_true", help="pass the boxes as float64 rows (as run.py's iteration rows)"
+    )
     args = ap.parse_args()
     wh = coco_like(args.n, seed=0)
     if args.float64:
@@ -74,7 +77,9 @@ def fits(wh: np.ndarray) -> None:
     for update in ("median", "mean"):
         r = fastanchor.kmeans_iou(wh, 9, init=init, update=update)
         t = median_time(lambda: fastanchor.kmeans_iou(wh, 9, init=init, update=update), 5)
-        parts.append(f"{update} fit from a fixed init {t:.3f} s ({r.n_iter} iterations, {t / r.n_iter * 1e3:.2f} ms each)")
+        parts.append(
+            f"{update} fit from a fixed init {t:.3f} s ({r.n_iter} iterations, {t / r.n_iter * 1e3:.2f} ms each)"
+        )
     seeds = []
     for seed in range(6):
         r = fastanchor.kmeans_iou(wh, 9, seed=seed)

@@ -32,10 +32,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # benchmarks/datasets.py
 sys.path.insert(1, str(HERE.parent / "tests"))  # tests/reference.py
 
-import fastanchor  # noqa: E402
 import reference  # noqa: E402
 from datasets import coco_like, load_real, real_datasets  # noqa: E402
 from run import machine, race  # noqa: E402  (the shared timing helpers)
+
+import fastanchor  # noqa: E402
 
 SEEDS = range(5)
 STRATEGIES = ("yolov5", "anchorwise")
@@ -51,8 +52,10 @@ def quality(generations: int) -> None:
     if not names:
         print("no real datasets (../shared/data/boxes is absent)")
         return
-    print(f"\nMedian fitness over seeds {SEEDS.start}-{SEEDS.stop - 1}, {generations} generations from "
-          "kmeans_iou(wh, 9, seed=0):\n")
+    print(
+        f"\nMedian fitness over seeds {SEEDS.start}-{SEEDS.stop - 1}, {generations} generations from "
+        "kmeans_iou(wh, 9, seed=0):\n"
+    )
     print("| dataset | boxes | k-means | yolov5 | anchorwise (default) | gain | anchorwise >= yolov5 |")
     print("|---|---:|---:|---:|---:|---:|---|")
     wins = 0
@@ -62,15 +65,26 @@ def quality(generations: int) -> None:
         start = fastanchor.anchor_fitness(init, wh).fitness
         med = {}
         for s in STRATEGIES:
-            med[s] = float(np.median([fastanchor.evolve_anchors(init, wh, generations=generations, strategy=s,
-                                                               seed=seed).fitness for seed in SEEDS]))
+            med[s] = float(
+                np.median(
+                    [
+                        fastanchor.evolve_anchors(init, wh, generations=generations, strategy=s, seed=seed).fitness
+                        for seed in SEEDS
+                    ]
+                )
+            )
         ok = med["anchorwise"] >= med["yolov5"]
         wins += ok
         gain = (med["anchorwise"] - start) / max(med["yolov5"] - start, 1e-300)
-        print(f"| {name} | {len(wh):,} | {start:.5f} | {med['yolov5']:.5f} | {med['anchorwise']:.5f} | "
-              f"{gain:.2f}x | {'yes' if ok else 'NO'} |", flush=True)
-    print(f"\nanchorwise >= yolov5 on {wins} of {len(names)} datasets. gain = (anchorwise - k-means) / "
-          "(yolov5 - k-means): the improvement over the k-means anchors, relative to YOLOv5's.")
+        print(
+            f"| {name} | {len(wh):,} | {start:.5f} | {med['yolov5']:.5f} | {med['anchorwise']:.5f} | "
+            f"{gain:.2f}x | {'yes' if ok else 'NO'} |",
+            flush=True,
+        )
+    print(
+        f"\nanchorwise >= yolov5 on {wins} of {len(names)} datasets. gain = (anchorwise - k-means) / "
+        "(yolov5 - k-means): the improvement over the k-means anchors, relative to YOLOv5's."
+    )
 
 
 def numpy_fitness(anchors: np.ndarray, wh: np.ndarray, thr: float = 4.0) -> float:
@@ -82,8 +96,10 @@ def numpy_fitness(anchors: np.ndarray, wh: np.ndarray, thr: float = 4.0) -> floa
 def speed(n: int, repeats: int) -> None:
     wh = coco_like(n, seed=0).astype(np.float64)
     init = fastanchor.kmeans_iou(wh, 9, seed=0).anchors
-    print(f"\n{n:,} COCO-like boxes (benchmarks/datasets.py coco_like(seed=0), float64), k = 9, "
-          f"{fastanchor._core.max_threads()} threads, load average {os.getloadavg()[0]:.1f}:\n")
+    print(
+        f"\n{n:,} COCO-like boxes (benchmarks/datasets.py coco_like(seed=0), float64), k = 9, "
+        f"{fastanchor._core.max_threads()} threads, load average {os.getloadavg()[0]:.1f}:\n"
+    )
 
     def evolve(g: int, strategy: str = "anchorwise") -> Callable[[], object]:
         return lambda: fastanchor.evolve_anchors(init, wh, generations=g, strategy=strategy, seed=0)
@@ -107,15 +123,21 @@ def speed(n: int, repeats: int) -> None:
     rows = [
         ("YOLOv5's fitness in numpy (`reference.ratio_metric`, one call)", t["numpy fitness"], ""),
         ("fitness + bpr + aat + avg IoU in numpy (`reference.anchor_fitness`)", t["numpy all four"], ""),
-        ("`anchor_fitness(anchors, wh)`: all four metrics, validation included", t["anchor_fitness"],
-         f"{t['numpy all four'] / t['anchor_fitness']:.0f}x the numpy metrics, "
-         f"{t['numpy fitness'] / t['anchor_fitness']:.0f}x numpy's fitness alone"),
-        ("one fitness evaluation inside `evolve_anchors` (a generation, default strategy)", per_gen,
-         f"{t['numpy fitness'] / per_gen:.0f}x numpy's fitness"),
-        ("one generation, strategy=\"yolov5\"", per_gen_y, f"{t['numpy fitness'] / per_gen_y:.0f}x numpy's fitness"),
+        (
+            "`anchor_fitness(anchors, wh)`: all four metrics, validation included",
+            t["anchor_fitness"],
+            f"{t['numpy all four'] / t['anchor_fitness']:.0f}x the numpy metrics, "
+            f"{t['numpy fitness'] / t['anchor_fitness']:.0f}x numpy's fitness alone",
+        ),
+        (
+            "one fitness evaluation inside `evolve_anchors` (a generation, default strategy)",
+            per_gen,
+            f"{t['numpy fitness'] / per_gen:.0f}x numpy's fitness",
+        ),
+        ('one generation, strategy="yolov5"', per_gen_y, f"{t['numpy fitness'] / per_gen_y:.0f}x numpy's fitness"),
         ("`evolve_anchors(anchors, wh, generations=0)` (validation, sorting, report)", t["evolve 0"], ""),
         ("`evolve_anchors(anchors, wh)`: 1000 generations, default strategy", t["evolve 1000"], "target <= 1.5 s"),
-        ("`evolve_anchors(..., strategy=\"yolov5\")`: 1000 generations", t["evolve 1000 yolov5"], ""),
+        ('`evolve_anchors(..., strategy="yolov5")`: 1000 generations', t["evolve 1000 yolov5"], ""),
         ("`autoanchor(wh, 9)`: checks, k-means, 1000 generations, reports", t["autoanchor"], "target <= 3 s"),
     ]
     print("| what | time | ratio / note |")
@@ -124,8 +146,10 @@ def speed(n: int, repeats: int) -> None:
         shown = f"{sec * 1e3:.2f} ms" if sec < 1 else f"{sec:.3f} s"
         print(f"| {what} | {shown} | {note} |")
     km = fastanchor.kmeans_iou(wh, 9, seed=0)
-    print(f"\n(autoanchor's k-means alone: {race({'k': lambda: fastanchor.kmeans_iou(wh, 9, seed=1)}, 1)['k']:.3f} s,"
-          f" {km.n_iter} iterations)")
+    print(
+        f"\n(autoanchor's k-means alone: {race({'k': lambda: fastanchor.kmeans_iou(wh, 9, seed=1)}, 1)['k']:.3f} s,"
+        f" {km.n_iter} iterations)"
+    )
 
 
 def main(argv: List[str] | None = None) -> int:

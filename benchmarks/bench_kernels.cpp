@@ -79,8 +79,8 @@ const fa::Problem& problem(fa::index_t n, fa::Update update) {
     static std::map<std::pair<fa::index_t, fa::Update>, std::unique_ptr<fa::Problem>> cache;
     auto& slot = cache[{n, update}];
     if (!slot) {
-        slot = std::make_unique<fa::Problem>(fa::Problem::make(rows_of(boxes(n)), nullptr, n,
-                                                               fa::needs_orders(nullptr, 9, update), fa::max_threads()));
+        slot = std::make_unique<fa::Problem>(
+            fa::Problem::make(rows_of(boxes(n)), nullptr, n, fa::needs_orders(nullptr, 9, update), fa::max_threads()));
     }
     return *slot;
 }
@@ -326,7 +326,8 @@ void BM_flag_in_ranges(benchmark::State& state) {
         std::memcpy(&b, &v, sizeof b);
         return b;
     };
-    const std::vector<std::int32_t> lo(static_cast<std::size_t>(k), key(30.0f)), hi(static_cast<std::size_t>(k), key(31.0f) - 1);
+    const std::vector<std::int32_t> lo(static_cast<std::size_t>(k), key(30.0f)),
+        hi(static_cast<std::size_t>(k), key(31.0f) - 1);
     std::vector<std::uint8_t> hit(fa::kChunk);
     if (no_avx2(state, Avx2)) return;
     for (auto _ : state) {

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fastanchor  # noqa: E402
-from datasets import load_real, real_datasets  # noqa: E402
+from datasets import load_real, real_datasets
+
+import fastanchor
 
 K = 9
 SEEDS = (0, 1, 2)
@@ -50,8 +51,10 @@ def main() -> int:
     if not names:
         print("no real datasets found (../shared/data/boxes is absent)")
         return 0
-    print("| dataset | boxes | avg IoU: iou / log | fitness: iou / log | BPR: iou / log "
-          "| log MSD: iou / log | ms per fit: iou / log |")
+    print(
+        "| dataset | boxes | avg IoU: iou / log | fitness: iou / log | BPR: iou / log "
+        "| log MSD: iou / log | ms per fit: iou / log |"
+    )
     print("|---|---:|---|---|---|---|---|")
     diffs = []
     for name in names:
@@ -60,11 +63,15 @@ def main() -> int:
         a = measure(fastanchor.kmeans_iou, wh)
         b = measure(fastanchor.kmeans_log, wh)
         diffs.append((b["iou"] - a["iou"], b["fit"] - a["fit"]))
-        print(f"| {name} | {len(wh):,} | {a['iou']:.4f} / {b['iou']:.4f} | {a['fit']:.4f} / {b['fit']:.4f} "
-              f"| {a['bpr']:.4f} / {b['bpr']:.4f} | {a['msd']:.4f} / {b['msd']:.4f} | {a['ms']:.1f} / {b['ms']:.1f} |")
+        print(
+            f"| {name} | {len(wh):,} | {a['iou']:.4f} / {b['iou']:.4f} | {a['fit']:.4f} / {b['fit']:.4f} "
+            f"| {a['bpr']:.4f} / {b['bpr']:.4f} | {a['msd']:.4f} / {b['msd']:.4f} | {a['ms']:.1f} / {b['ms']:.1f} |"
+        )
     d = np.array(diffs)
-    print(f"\nlog - iou: avg IoU {d[:, 0].min():+.4f} to {d[:, 0].max():+.4f} (median {np.median(d[:, 0]):+.4f}); "
-          f"fitness {d[:, 1].min():+.4f} to {d[:, 1].max():+.4f} (median {np.median(d[:, 1]):+.4f})")
+    print(
+        f"\nlog - iou: avg IoU {d[:, 0].min():+.4f} to {d[:, 0].max():+.4f} (median {np.median(d[:, 0]):+.4f}); "
+        f"fitness {d[:, 1].min():+.4f} to {d[:, 1].max():+.4f} (median {np.median(d[:, 1]):+.4f})"
+    )
     return 0
 
 

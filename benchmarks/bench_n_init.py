@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fastanchor  # noqa: E402
-from datasets import load_real, real_datasets  # noqa: E402
+from datasets import load_real, real_datasets
+
+import fastanchor
 
 N_INITS = (1, 3, 10)
 SEEDS = range(10)

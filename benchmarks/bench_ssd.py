@@ -29,9 +29,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(1, str(HERE.parent / "tests"))  # tests/reference.py
 
-import fastanchor  # noqa: E402
 import reference  # noqa: E402
 from run import race  # noqa: E402  (the shared timing helpers)
+
+import fastanchor  # noqa: E402
 
 
 def random_boxes(rng: np.random.Generator, n: int, scale: float, lo: float, hi: float) -> np.ndarray:
@@ -43,7 +44,7 @@ def random_boxes(rng: np.random.Generator, n: int, scale: float, lo: float, hi: 
 def numpy_iou_chunked(a: np.ndarray, b: np.ndarray, rows: int = 1000) -> np.ndarray:
     out = np.empty((a.shape[0], b.shape[0]))
     for i in range(0, a.shape[0], rows):
-        out[i:i + rows] = reference.box_iou(a[i:i + rows], b)
+        out[i : i + rows] = reference.box_iou(a[i : i + rows], b)
     return out
 
 
@@ -83,8 +84,9 @@ def bench_match(n_priors_maps: str, repeats: int, threads: int) -> None:
     if n_priors_maps == "ssd300":
         priors_c = fastanchor.ssd_default_boxes([38, 19, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2, 3], [2], [2]])
     else:
-        priors_c = fastanchor.tf_anchor_generator([19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3],
-                                                  min_scale=0.2, max_scale=0.95)
+        priors_c = fastanchor.tf_anchor_generator(
+            [19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3], min_scale=0.2, max_scale=0.95
+        )
     priors = fastanchor.to_corners(priors_c)
     rng = np.random.default_rng(1)
     gts = [random_boxes(rng, 50, 1.0, 0.02, 0.6) for _ in range(64)]
@@ -100,8 +102,10 @@ def bench_match(n_priors_maps: str, repeats: int, threads: int) -> None:
         repeats,
     )
     base = t["numpy reference (per image)"]
-    print(f"\n### match_priors, 64 images x 50 GT boxes, {priors.shape[0]:,} priors ({n_priors_maps}; "
-          f"{threads} threads, median of {repeats})\n")
+    print(
+        f"\n### match_priors, 64 images x 50 GT boxes, {priors.shape[0]:,} priors ({n_priors_maps}; "
+        f"{threads} threads, median of {repeats})\n"
+    )
     print("| | seconds | speed-up vs the reference |\n|---|---:|---:|")
     for name, s in t.items():
         print(f"| {name} | {s:.4f} | {base / s:.1f}x |")

@@ -34,9 +34,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # benchmarks/datasets.py (a name other packages use too)
 sys.path.insert(1, str(HERE.parent / "tests"))  # tests/reference.py
 
-import fastanchor  # noqa: E402
 import reference  # noqa: E402
 from datasets import coco_like, load_real, real_datasets  # noqa: E402
+
+import fastanchor  # noqa: E402
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -124,7 +125,7 @@ def yolov5_pipeline(wh: np.ndarray, k: int = 9, thr: float = 4.0, gen: int = 100
     for _ in range(gen):
         v = np.ones(anchors.shape, dtype=np.float32)
         while (v == 1).all():
-            v = ((rng.random(anchors.shape) < 0.9) * rng.random() * rng.standard_normal(anchors.shape) * 0.1 + 1)
+            v = (rng.random(anchors.shape) < 0.9) * rng.random() * rng.standard_normal(anchors.shape) * 0.1 + 1
             v = v.clip(0.3, 3.0).astype(np.float32)
         cand = (anchors * v).clip(min=2.0)
         fc = yolov5_fitness(cand, wh, thr)
@@ -169,8 +170,15 @@ def bench_scaling(sizes: List[int], repeats: int) -> List[dict]:
         wh = coco_like(n, seed=0).astype(np.float64)
         it = bench_lloyd_iteration(wh, 9, "median", repeats)
         fit = race({"fit": lambda: fastanchor.kmeans_iou(wh, 9, seed=0)}, repeats)["fit"]
-        rows.append({"n": n, "iteration_s": it["fastanchor_s"], "iteration_ns_per_box": it["fastanchor_s"] / n * 1e9,
-                     "fit_s": fit, "fit_iterations": fastanchor.kmeans_iou(wh, 9, seed=0).n_iter})
+        rows.append(
+            {
+                "n": n,
+                "iteration_s": it["fastanchor_s"],
+                "iteration_ns_per_box": it["fastanchor_s"] / n * 1e9,
+                "fit_s": fit,
+                "fit_iterations": fastanchor.kmeans_iou(wh, 9, seed=0).n_iter,
+            }
+        )
     return rows
 
 
@@ -205,8 +213,14 @@ def bench_lloyd_iteration(wh: np.ndarray, k: int, update: str, repeats: int, ext
     # A difference of two noisy times: meaningful only over enough iterations.
     ours = (t["more"] - t["first"]) / extra if extra >= 5 and t["more"] > t["first"] else float("nan")
     return {
-        "n": len(wh), "k": k, "update": update, "fastanchor_s": ours, "numpy reference_s": t["numpy reference"],
-        "speedup": t["numpy reference"] / ours, "fastanchor_call_max_iter_1_s": t["first"], "iterations": extra,
+        "n": len(wh),
+        "k": k,
+        "update": update,
+        "fastanchor_s": ours,
+        "numpy reference_s": t["numpy reference"],
+        "speedup": t["numpy reference"] / ours,
+        "fastanchor_call_max_iter_1_s": t["first"],
+        "iterations": extra,
     }
 
 
@@ -229,7 +243,8 @@ def bench_full_fit(wh: np.ndarray, k: int, repeats: int) -> dict:
     out["fastanchor_extra_peak_mb"] = extra_peak_mb(len(wh), "fastanchor.kmeans_iou(wh, 9, seed=0)")
     # The same boxes as float64 rows (read in place too, plus a float32 copy for the ranking).
     out["fastanchor_extra_peak_mb_float64"] = extra_peak_mb(
-        len(wh), "fastanchor.kmeans_iou(wh, 9, seed=0)", "wh = wh.astype(np.float64)")
+        len(wh), "fastanchor.kmeans_iou(wh, 9, seed=0)", "wh = wh.astype(np.float64)"
+    )
     if "sklearn KMeans" in t:
         from sklearn.cluster import KMeans
 
@@ -262,10 +277,12 @@ def bench_pipeline_report(wh: np.ndarray, gen: int, results: dict) -> None:
     r = bench_pipeline(wh, gen, 1)
     results["autoanchor_vs_yolov5"] = r
     fq, yq = r["fastanchor_quality"], r["yolov5_quality"]
-    print(f"autoanchor (k=9, {gen} generations), N={r['n']:,}: fastanchor {r['fastanchor autoanchor_s']:.2f} s"
-          f" (fitness {fq['fitness']:.4f}, BPR {fq['bpr']:.4f}, avg IoU {fq['avg_iou']:.4f});"
-          f" YOLOv5-style numpy/scipy {r['YOLOv5-style numpy/scipy_s']:.2f} s (fitness {yq['fitness']:.4f},"
-          f" BPR {yq['bpr']:.4f}, avg IoU {yq['avg_iou']:.4f}); speedup {r['speedup']:.0f}x")
+    print(
+        f"autoanchor (k=9, {gen} generations), N={r['n']:,}: fastanchor {r['fastanchor autoanchor_s']:.2f} s"
+        f" (fitness {fq['fitness']:.4f}, BPR {fq['bpr']:.4f}, avg IoU {fq['avg_iou']:.4f});"
+        f" YOLOv5-style numpy/scipy {r['YOLOv5-style numpy/scipy_s']:.2f} s (fitness {yq['fitness']:.4f},"
+        f" BPR {yq['bpr']:.4f}, avg IoU {yq['avg_iou']:.4f}); speedup {r['speedup']:.0f}x"
+    )
 
 
 def main(argv: List[str] | None = None) -> int:
@@ -276,8 +293,13 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--generations", type=int, default=1000, help="generations of both autoanchor pipelines")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=str(HERE / "results.json"), help="where to write the JSON results")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["pipeline", "scaling", "real"],
-                    help="parts to leave out (the YOLOv5-style pipeline alone takes about 15 minutes)")
+    ap.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["pipeline", "scaling", "real"],
+        help="parts to leave out (the YOLOv5-style pipeline alone takes about 15 minutes)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         n, big, gen, repeats, sizes = 5_000, 0, 5, 1, [2_000, 5_000]
@@ -285,15 +307,22 @@ def main(argv: List[str] | None = None) -> int:
         n, big, gen, repeats = args.n, args.big, args.generations, args.repeats
         sizes = [s for s in (100_000, 1_000_000, 10_000_000) if s <= max(n, big)]
 
-    results: dict = {"machine": machine(), "n": n, "repeats": repeats, "quick": args.quick,
-                     "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    results: dict = {
+        "machine": machine(),
+        "n": n,
+        "repeats": repeats,
+        "quick": args.quick,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
     print(f"machine: {results['machine']}; load average {results['load_average']}")
     wh = coco_like(n, seed=0)
 
     r = bench_wh_iou(min(n, 2000), 2000, repeats)
     results["wh_iou"] = r
-    print(f"wh_iou {r['n']}x{r['m']}: fastanchor {r['fastanchor_s'] * 1e3:.2f} ms, numpy {r['numpy_s'] * 1e3:.2f} ms,"
-          f" speedup {r['speedup']:.1f}x")
+    print(
+        f"wh_iou {r['n']}x{r['m']}: fastanchor {r['fastanchor_s'] * 1e3:.2f} ms, numpy {r['numpy_s'] * 1e3:.2f} ms,"
+        f" speedup {r['speedup']:.1f}x"
+    )
 
     results["lloyd_iteration"] = []
     for update in ("median", "mean"):
@@ -304,22 +333,28 @@ def main(argv: List[str] | None = None) -> int:
         if not np.isfinite(r["fastanchor_s"]):
             print(f"one Lloyd iteration ({update}), N={r['n']:,}: too few iterations to measure (smoke run)")
             continue
-        print(f"one Lloyd iteration ({update}), N={r['n']:,}, k=9: fastanchor {r['fastanchor_s'] * 1e3:.2f} ms"
-              f" (a whole max_iter=1 call: {r['fastanchor_call_max_iter_1_s'] * 1e3:.1f} ms),"
-              f" numpy reference {r['numpy reference_s'] * 1e3:.1f} ms, speedup {r['speedup']:.0f}x")
+        print(
+            f"one Lloyd iteration ({update}), N={r['n']:,}, k=9: fastanchor {r['fastanchor_s'] * 1e3:.2f} ms"
+            f" (a whole max_iter=1 call: {r['fastanchor_call_max_iter_1_s'] * 1e3:.1f} ms),"
+            f" numpy reference {r['numpy reference_s'] * 1e3:.1f} ms, speedup {r['speedup']:.0f}x"
+        )
 
     results["kmeans_iou_defaults"] = []
     for size in [n] + ([big] if big else []):
         data = wh if size == n else coco_like(size, seed=0)
         r = bench_full_fit(data, 9, repeats if size == n else max(1, repeats // 2))
         results["kmeans_iou_defaults"].append(r)
-        line = (f"kmeans_iou(wh, 9) defaults, N={r['n']:,}: {r['fastanchor_s']:.3f} s ({r['n_iter']} iterations,"
-                f" avg IoU {r['avg_iou']:.4f}, extra peak memory {r['fastanchor_extra_peak_mb']:.0f} MB"
-                f" for {r['input_mb']:.0f} MB of float32 input, {r['fastanchor_extra_peak_mb_float64']:.0f} MB"
-                f" for the same as float64)")
+        line = (
+            f"kmeans_iou(wh, 9) defaults, N={r['n']:,}: {r['fastanchor_s']:.3f} s ({r['n_iter']} iterations,"
+            f" avg IoU {r['avg_iou']:.4f}, extra peak memory {r['fastanchor_extra_peak_mb']:.0f} MB"
+            f" for {r['input_mb']:.0f} MB of float32 input, {r['fastanchor_extra_peak_mb_float64']:.0f} MB"
+            f" for the same as float64)"
+        )
         if "ratio_vs_sklearn" in r:
-            line += (f"; sklearn KMeans {r['sklearn KMeans_s']:.3f} s (avg IoU of its anchors {r['sklearn_avg_iou']:.4f},"
-                     f" extra peak {r['sklearn_extra_peak_mb']:.0f} MB), fastanchor {r['ratio_vs_sklearn']:.2f}x as fast")
+            line += (
+                f"; sklearn KMeans {r['sklearn KMeans_s']:.3f} s (avg IoU of its anchors {r['sklearn_avg_iou']:.4f},"
+                f" extra peak {r['sklearn_extra_peak_mb']:.0f} MB), fastanchor {r['ratio_vs_sklearn']:.2f}x as fast"
+            )
         print(line)
 
     if "pipeline" not in args.skip:
@@ -329,14 +364,18 @@ def main(argv: List[str] | None = None) -> int:
         results["scaling"] = bench_scaling(sizes, max(1, repeats // 2))
         for row in results["scaling"]:
             it = f"{row['iteration_ns_per_box']:.2f} ns/box per iteration" if np.isfinite(row["iteration_s"]) else "n/a"
-            print(f"  scaling N={row['n']:>10,}: {it}; default fit {row['fit_s']:.3f} s"
-                  f" ({row['fit_s'] / row['n'] * 1e9:.0f} ns/box, {row['fit_iterations']} iterations)")
+            print(
+                f"  scaling N={row['n']:>10,}: {it}; default fit {row['fit_s']:.3f} s"
+                f" ({row['fit_s'] / row['n'] * 1e9:.0f} ns/box, {row['fit_iterations']} iterations)"
+            )
 
     if not args.quick and "real" not in args.skip:
         results["real_datasets"] = bench_real(repeats)
         for row in results["real_datasets"]:
-            print(f"  {row['dataset']:22s} {row['n']:8,d} boxes  {row['seconds'] * 1e3:8.1f} ms"
-                  f"  avg IoU {row['avg_iou']:.4f}  {row['n_iter']} iterations")
+            print(
+                f"  {row['dataset']:22s} {row['n']:8,d} boxes  {row['seconds'] * 1e3:8.1f} ms"
+                f"  avg IoU {row['avg_iou']:.4f}  {row['n_iter']} iterations"
+            )
 
     Path(args.json).write_text(json.dumps(results, indent=2, default=float))
     print(f"wrote {args.json}")

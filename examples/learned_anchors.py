@@ -58,12 +58,20 @@ def main() -> None:
     data = boxes(20000, rng)
 
     # 9 anchors over 3 levels, all starting at the boxes' geometric mean (a poor start)
-    schedule = WarmupSchedule(soft_steps=args.steps // 5, handover_steps=args.steps // 5, temperature=0.5,
-                              cluster_weight=1.0, cluster_steps=args.steps // 2)
+    schedule = WarmupSchedule(
+        soft_steps=args.steps // 5,
+        handover_steps=args.steps // 5,
+        temperature=0.5,
+        cluster_weight=1.0,
+        cluster_steps=args.steps // 2,
+    )
     anchors = LearnedAnchors("identical", 9, wh=data, strides=(8, 16, 32), schedule=schedule)
     head = OffsetHead(anchors.num_anchors)
-    optimizer = torch.optim.SGD([{"params": head.parameters(), "weight_decay": 1e-4},
-                                 {"params": anchors.parameters(), "weight_decay": 0.0}], lr=0.05, momentum=0.9)
+    optimizer = torch.optim.SGD(
+        [{"params": head.parameters(), "weight_decay": 1e-4}, {"params": anchors.parameters(), "weight_decay": 0.0}],
+        lr=0.05,
+        momentum=0.9,
+    )
     for step in range(args.steps):
         gt = torch.as_tensor(data[rng.integers(0, len(data), args.batch)], dtype=torch.float32)
         feature = gt.log() + 0.5 * torch.randn_like(gt)  # what the network "sees" of each box
@@ -75,8 +83,10 @@ def main() -> None:
         anchors.advance()
         if step % max(1, args.steps // 5) == 0 or step == args.steps - 1:
             shown = " ".join(f"{w:.0f}x{h:.0f}" for w, h in fastanchor.export.round_anchors(anchors.numpy()))
-            print(f"step {step:5d}  loss {loss.item():.4f}  soft share {schedule.soft_weight(step):.2f}  "
-                  f"lambda {schedule.cluster_lambda(step):.2f}  anchors {shown}")
+            print(
+                f"step {step:5d}  loss {loss.item():.4f}  soft share {schedule.soft_weight(step):.2f}  "
+                f"lambda {schedule.cluster_lambda(step):.2f}  anchors {shown}"
+            )
 
     check = anchors.check(data)
     print(f"learned anchors: best possible recall {check.bpr:.4f}, average IoU {check.avg_iou:.4f}")

@@ -351,8 +351,19 @@ def sort_by_area(anchors):
     return anchors[np.lexsort((np.arange(anchors.shape[0]), anchors[:, 0], anchors[:, 0] * anchors[:, 1]))]
 
 
-def yolov5_evolve(anchors, wh, *, thr=4.0, generations=1000, mutation_prob=0.9, sigma=0.1, min_size=2.0, seed=0,
-                  sample_weight=None, fitness=None):
+def yolov5_evolve(
+    anchors,
+    wh,
+    *,
+    thr=4.0,
+    generations=1000,
+    mutation_prob=0.9,
+    sigma=0.1,
+    min_size=2.0,
+    seed=0,
+    sample_weight=None,
+    fitness=None,
+):
     """YOLOv5's kmean_anchors mutation search, sequentially, with fastanchor's generator.
 
     Starts from max(anchors, min_size); each generation draws factors v (yolov5_factors; a
@@ -361,8 +372,10 @@ def yolov5_evolve(anchors, wh, *, thr=4.0, generations=1000, mutation_prob=0.9, 
     Returns dict(anchors sorted by area, fitness, history, n_improved).
     """
     if fitness is None:
+
         def fitness(a):
             return anchor_fitness(a, wh, thr, sample_weight)["fitness"]
+
     rng = Rng(derive_seed(seed, EVOLVE_STREAM))
     best = np.maximum(np.asarray(anchors, dtype=np.float64).reshape(-1, 2), min_size)
     f = fitness(best)
@@ -471,9 +484,19 @@ def ssd_default_boxes(feature_maps, aspect_ratios, min_scale=0.2, max_scale=0.9,
     return out
 
 
-def tf_ssd_anchors(feature_maps, aspect_ratios, min_scale=0.2, max_scale=0.95, interpolated_scale_aspect_ratio=1.0,
-                   reduce_boxes_in_lowest_layer=True, base_anchor_size=(1.0, 1.0), anchor_strides=None,
-                   anchor_offsets=None, im_height=1.0, im_width=1.0):
+def tf_ssd_anchors(
+    feature_maps,
+    aspect_ratios,
+    min_scale=0.2,
+    max_scale=0.95,
+    interpolated_scale_aspect_ratio=1.0,
+    reduce_boxes_in_lowest_layer=True,
+    base_anchor_size=(1.0, 1.0),
+    anchor_strides=None,
+    anchor_offsets=None,
+    im_height=1.0,
+    im_width=1.0,
+):
     """TensorFlow's ssd_anchor_generator (MultipleGridAnchorGenerator over create_ssd_anchors'
     box specs), written from its documented semantics, unclipped, in center form (cx, cy, w, h).
 
@@ -648,6 +671,7 @@ def log_inertia(log_anchors, wh, sample_weight=None):
     """sum(weight * min_j d(box, anchor j)) in log space (float64; summation order unspecified)."""
     d = log_dist(np.asarray(log_anchors, dtype=np.float64), log_rows(wh)).min(1)
     return float((_weights(sample_weight, d.shape[0]) * d).sum())
+
 
 # ==== k-means in log space (the fixed point of learned anchors' online clustering) ==============
 # Kept apart from the IoU k-means above: distance = squared difference of log sides, update =

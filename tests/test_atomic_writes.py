@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastanchor.export import read_anchors, set_aspect_ratios, write_anchors
-from fastanchor.export._formats import MAX_DECIMALS
-from fastanchor.export._tfconfig import parse_text_proto
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_hostile_files import PYTHON_DIR, assert_refused, run_child, voc_xml
+
+from fastanchor.export import read_anchors, set_aspect_ratios, write_anchors
+from fastanchor.export._formats import MAX_DECIMALS
+from fastanchor.export._tfconfig import parse_text_proto
 
 YOLOV5_MODEL = """# YOLOv5 model (a template)
 nc: 80  # number of classes
@@ -51,20 +52,22 @@ def _files(folder: Path) -> set:
 
 def run_limited(code: str, fsize: int, cwd: Path) -> subprocess.CompletedProcess:
     """Run python ``code`` with files limited to ``fsize`` bytes (writes past it fail with EFBIG)."""
+
     def limit():
         import resource
 
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
     env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=cwd, preexec_fn=limit)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=cwd, preexec_fn=limit
+    )
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".cfg", ".json", ".py"])
 def test_a_write_that_fails_part_way_leaves_the_file_as_it_was(tmp_path, suffix):
     target = tmp_path / f"model{suffix}"
-    original = (b"# the user's model: must survive\n" * 20)
+    original = b"# the user's model: must survive\n" * 20
     target.write_bytes(original)
     code = f"""
 import numpy as np
@@ -156,10 +159,13 @@ def _dataset(tmp_path: Path, fmt: str) -> Path:
             (d / f"{i}.xml").write_text(voc_xml(box=(1, 2, 10 + 3 * i, 15 + 2 * i)))
         return d
     if fmt == "coco":
-        doc = {"images": [{"id": i, "width": 100, "height": 80, "file_name": f"{i}.jpg"} for i in range(12)],
-               "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [1, 2, 10 + 3 * i, 15 + 2 * i]}
-                               for i in range(12)],
-               "categories": [{"id": 1, "name": "a"}]}
+        doc = {
+            "images": [{"id": i, "width": 100, "height": 80, "file_name": f"{i}.jpg"} for i in range(12)],
+            "annotations": [
+                {"id": i, "image_id": i, "category_id": 1, "bbox": [1, 2, 10 + 3 * i, 15 + 2 * i]} for i in range(12)
+            ],
+            "categories": [{"id": 1, "name": "a"}],
+        }
         (tmp_path / "coco").mkdir()
         path = tmp_path / "coco" / "instances.json"
         path.write_text(json.dumps(doc))
@@ -185,13 +191,15 @@ def _alias(path: Path, how: str) -> Path:
 
 def _cli(*argv) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "fastanchor", *map(str, argv)], capture_output=True, text=True,
-                          timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "fastanchor", *map(str, argv)], capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 @pytest.mark.parametrize("how", ["same", "symlink", "hardlink", "dotted"])
-@pytest.mark.parametrize("case", ["coco json", "yolo data.yaml", "voc folder member", "plot over the model",
-                                  "plot over out"])
+@pytest.mark.parametrize(
+    "case", ["coco json", "yolo data.yaml", "voc folder member", "plot over the model", "plot over out"]
+)
 def test_outputs_over_an_input_are_refused_before_any_work(tmp_path, case, how):
     extra = []
     option = "--out"
@@ -275,13 +283,21 @@ def test_bad_options_exit_2_naming_the_option_before_loading(tmp_path, option, v
 
     missing = tmp_path / "no-such-dataset"  # loading it would fail with status 1
     with pytest.raises(SystemExit) as exc:
-        main(["anchors", str(missing), f"{option}={value}" if value.startswith("-") else option, *(
-            [] if value.startswith("-") else [value])])
+        main(
+            [
+                "anchors",
+                str(missing),
+                f"{option}={value}" if value.startswith("-") else option,
+                *([] if value.startswith("-") else [value]),
+            ]
+        )
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize("option, value", [("--decimals", "400"), ("--img-size", "1e308"), ("-n", "0"),
-                                           ("--seed", "-5"), ("--image-size", "1e308x300")])
+@pytest.mark.parametrize(
+    "option, value",
+    [("--decimals", "400"), ("--img-size", "1e308"), ("-n", "0"), ("--seed", "-5"), ("--image-size", "1e308x300")],
+)
 def test_bad_ssd_options_name_the_option(tmp_path, option, value, capsys):
     from fastanchor.cli import main
 
@@ -295,9 +311,13 @@ def test_bad_ssd_options_name_the_option(tmp_path, option, value, capsys):
 # write_anchors validates
 
 
-@given(bad=st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -1.0, -1e-300, -np.finfo(float).max]),
-       level=st.integers(0, 2), row=st.integers(0, 2), col=st.integers(0, 1),
-       suffix=st.sampled_from([".yaml", ".cfg", ".py", ".json"]))
+@given(
+    bad=st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -1.0, -1e-300, -np.finfo(float).max]),
+    level=st.integers(0, 2),
+    row=st.integers(0, 2),
+    col=st.integers(0, 1),
+    suffix=st.sampled_from([".yaml", ".cfg", ".py", ".json"]),
+)
 @settings(max_examples=40)
 def test_write_anchors_refuses_anchors_that_are_not_sizes(tmp_path_factory, bad, level, row, col, suffix):
     levels, strides = _levels()
@@ -315,8 +335,11 @@ def test_write_anchors_refuses_decimals_out_of_range(tmp_path, decimals):
         write_anchors(str(tmp_path / "m.json"), levels, strides, decimals=decimals)
 
 
-@given(decimals=st.integers(0, MAX_DECIMALS), scale=st.floats(1e-3, 1e6),
-       suffix=st.sampled_from([".yaml", ".cfg", ".py", ".json"]))
+@given(
+    decimals=st.integers(0, MAX_DECIMALS),
+    scale=st.floats(1e-3, 1e6),
+    suffix=st.sampled_from([".yaml", ".cfg", ".py", ".json"]),
+)
 @settings(max_examples=40)
 def test_written_anchors_read_back_finite_and_positive(tmp_path_factory, decimals, scale, suffix):
     levels, strides = _levels()
@@ -358,7 +381,9 @@ HOSTILE_MODELS = {
     ".py": {
         "deep": "x = " + "[" * 100_000 + "]" * 100_000 + "\n",
         "deep dict": "m = dict(prior_generator=dict(type='YOLOAnchorGenerator', base_sizes="
-                     + "[" * 3000 + "]" * 3000 + "))\n",
+        + "[" * 3000
+        + "]" * 3000
+        + "))\n",
         "digits": "m = dict(type='YOLOAnchorGenerator', base_sizes=[[(" + "9" * 5000 + ", 13)]], strides=[8])\n",
         "huge stride": "m = dict(type='YOLOAnchorGenerator', base_sizes=[[(10, 13)]], strides=[10**400])\n",
         "nul": "m = 1\x00\n",
@@ -410,17 +435,66 @@ def test_a_model_that_is_a_special_file_is_refused(tmp_path, kind):
 # pipeline.config in any layout
 
 PIPELINE_TOKENS = [
-    "model", "{", "ssd", "{", "num_classes", ":", "3", "image_resizer", "{", "fixed_shape_resizer", "{",
-    "height", ":", "320", "width", ":", "300", "}", "}", "anchor_generator", "{", "ssd_anchor_generator", "{",
-    "num_layers", ":", "6", "aspect_ratios", ":", "1.0", "aspect_ratios", ":", "2.0", "reduce_boxes_in_lowest_layer",
-    ":", "true", "}", "}", "}", "}", "train_config", ":", "{", "batch_size", ":", "24", "fine_tune_checkpoint", ":",
-    '"a {b} # c"', "}",
+    "model",
+    "{",
+    "ssd",
+    "{",
+    "num_classes",
+    ":",
+    "3",
+    "image_resizer",
+    "{",
+    "fixed_shape_resizer",
+    "{",
+    "height",
+    ":",
+    "320",
+    "width",
+    ":",
+    "300",
+    "}",
+    "}",
+    "anchor_generator",
+    "{",
+    "ssd_anchor_generator",
+    "{",
+    "num_layers",
+    ":",
+    "6",
+    "aspect_ratios",
+    ":",
+    "1.0",
+    "aspect_ratios",
+    ":",
+    "2.0",
+    "reduce_boxes_in_lowest_layer",
+    ":",
+    "true",
+    "}",
+    "}",
+    "}",
+    "}",
+    "train_config",
+    ":",
+    "{",
+    "batch_size",
+    ":",
+    "24",
+    "fine_tune_checkpoint",
+    ":",
+    '"a {b} # c"',
+    "}",
 ]
 
 
-@given(seps=st.lists(st.sampled_from([" ", "\n", "  ", "\t", " # a comment { \n", "\r\n", "\n\n  "]),
-                     min_size=len(PIPELINE_TOKENS), max_size=len(PIPELINE_TOKENS)),
-       ratios=st.lists(st.floats(0.05, 20), min_size=1, max_size=6))
+@given(
+    seps=st.lists(
+        st.sampled_from([" ", "\n", "  ", "\t", " # a comment { \n", "\r\n", "\n\n  "]),
+        min_size=len(PIPELINE_TOKENS),
+        max_size=len(PIPELINE_TOKENS),
+    ),
+    ratios=st.lists(st.floats(0.05, 20), min_size=1, max_size=6),
+)
 @settings(max_examples=60)
 def test_aspect_ratios_are_set_in_any_layout(seps, ratios):
     text = "".join(tok + sep for tok, sep in zip(PIPELINE_TOKENS, seps))
@@ -438,14 +512,26 @@ def test_aspect_ratios_are_set_in_any_layout(seps, ratios):
 
 
 def test_a_one_line_config_is_edited_in_place():
-    text = ("model { ssd { anchor_generator { ssd_anchor_generator { num_layers: 6 aspect_ratios: 1.0 "
-            "aspect_ratios: 2.0 min_scale: 0.2 } } } }")
+    text = (
+        "model { ssd { anchor_generator { ssd_anchor_generator { num_layers: 6 aspect_ratios: 1.0 "
+        "aspect_ratios: 2.0 min_scale: 0.2 } } } }"
+    )
     assert set_aspect_ratios(text, [0.5, 3.0], 1) == text.replace(
-        "aspect_ratios: 1.0 aspect_ratios: 2.0", "aspect_ratios: 0.5 aspect_ratios: 3.0")
+        "aspect_ratios: 1.0 aspect_ratios: 2.0", "aspect_ratios: 0.5 aspect_ratios: 3.0"
+    )
 
 
-@pytest.mark.parametrize("text", ["model { ssd {", "model { } }", "a: ", "model { x: [1, 2 }", "{" * 500 + "}" * 500,
-                                  "a" + " { a" * 200 + " }" * 200])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "model { ssd {",
+        "model { } }",
+        "a: ",
+        "model { x: [1, 2 }",
+        "{" * 500 + "}" * 500,
+        "a" + " { a" * 200 + " }" * 200,
+    ],
+)
 def test_malformed_configs_raise_a_value_error(text):
     with pytest.raises(ValueError):
         set_aspect_ratios(text, [1.0], 1)

@@ -71,8 +71,21 @@ def rescore(doc, path_read, wh):
 def test_python_dash_m_demo_json(tmp_path):
     out = tmp_path / "anchors.yaml"
     proc = subprocess.run(
-        [sys.executable, "-m", "fastanchor", "anchors", "--demo", "--generations", GENERATIONS, "--out", str(out), "--json"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "fastanchor",
+            "anchors",
+            "--demo",
+            "--generations",
+            GENERATIONS,
+            "--out",
+            str(out),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -93,16 +106,34 @@ def _entry_point() -> str:
 def test_console_script_text_report(tmp_path, voc):
     proc = subprocess.run(
         [_entry_point(), "anchors", voc, "--generations", GENERATIONS, "--out", str(tmp_path / "a.json"), "--quiet"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
-    for needle in ("Pascal VOC", "letterboxed to 640", "P3/8", "P4/16", "P5/32", "fitness", "BPR", "anchors/target",
-                   "avg IoU", "YOLOv5 default", "k-means only", "wrote "):
+    for needle in (
+        "Pascal VOC",
+        "letterboxed to 640",
+        "P3/8",
+        "P4/16",
+        "P5/32",
+        "fitness",
+        "BPR",
+        "anchors/target",
+        "avg IoU",
+        "YOLOv5 default",
+        "k-means only",
+        "wrote ",
+    ):
         assert needle in text, needle
     assert proc.stderr == ""  # --quiet: no bars, no notes (and no warnings on this data)
     # the anchors printed are the anchors written
-    printed = [[float(v) for v in re.findall(r"[\d.]+", line.split(None, 1)[1])] for line in text.splitlines() if line.strip().startswith("P")]
+    printed = [
+        [float(v) for v in re.findall(r"[\d.]+", line.split(None, 1)[1])]
+        for line in text.splitlines()
+        if line.strip().startswith("P")
+    ]
     read = read_anchors(str(tmp_path / "a.json"))
     assert printed == [a.ravel().tolist() for a in read.levels]
 
@@ -111,13 +142,17 @@ def test_errors_are_one_line_with_exit_status(tmp_path):
     bad = tmp_path / "broken"
     bad.mkdir()
     (bad / "a.xml").write_text("<annotation>\n<object>\n</annotation>\n")
-    proc = subprocess.run([sys.executable, "-m", "fastanchor", "anchors", str(bad)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastanchor", "anchors", str(bad)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fastanchor: error: ")
     assert re.search(r"a\.xml:3: not well-formed XML", lines[0])
-    proc = subprocess.run([sys.executable, "-m", "fastanchor", "anchors", "--bogus"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastanchor", "anchors", "--bogus"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
@@ -146,7 +181,9 @@ def test_darknet_cfg_stretches_to_the_net_size(capsys, tmp_path, voc):
     assert doc["resize"] == "stretch" and doc["img_size"] == [416, 416]
     rescore(doc, out, fitted_boxes(voc, stretch=(416, 416)))
     # --img-size wins over the cfg's [net] size, and letterboxes
-    doc, _ = run_json(capsys, "anchors", voc, "--model", model, "--img-size", "512", "--out", out, "--generations", "50", "-q")
+    doc, _ = run_json(
+        capsys, "anchors", voc, "--model", model, "--img-size", "512", "--out", out, "--generations", "50", "-q"
+    )
     assert doc["resize"] == "letterbox" and doc["img_size"] == 512
     rescore(doc, out, fitted_boxes(voc, size=512))
 
@@ -182,12 +219,16 @@ def test_decimals_cost_little_fitness(capsys, tmp_path, voc):
         wh = fitted_boxes(voc, size=int(size))
         exact = np.concatenate([np.array(a) for a in doc["anchors_exact"]])
         best = fastanchor.anchor_fitness(exact, wh).fitness
-        cost = [best - fastanchor.anchor_fitness(round_anchors(exact, d), wh).fitness for d in range(doc["decimals"] + 1)]
+        cost = [
+            best - fastanchor.anchor_fitness(round_anchors(exact, d), wh).fitness for d in range(doc["decimals"] + 1)
+        ]
         assert cost[-1] <= ROUNDING_TOLERANCE and all(c > ROUNDING_TOLERANCE for c in cost[:-1])
         rescore(doc, out, wh)
     assert doc["decimals"] >= 1  # at 64 pixels, whole-pixel anchors would cost too much
     doc, _ = run_json(capsys, "anchors", voc, "--img-size", "64", "--decimals", "0", "--generations", "50", "-q")
-    assert doc["decimals"] == 0 and all(float(v).is_integer() for level in doc["anchors"] for pair in level for v in pair)
+    assert doc["decimals"] == 0 and all(
+        float(v).is_integer() for level in doc["anchors"] for pair in level for v in pair
+    )
 
 
 def test_seed_makes_it_reproducible(capsys, voc):
@@ -199,7 +240,9 @@ def test_seed_makes_it_reproducible(capsys, voc):
 def test_compare_anchors_and_plot(capsys, tmp_path, voc):
     pytest.importorskip("matplotlib")
     png = tmp_path / "p.png"
-    code, out, _ = run_main(capsys, "anchors", voc, "--anchors", "10,13, 16,30, 33,23", "--plot", png, "--generations", "50", "-q")
+    code, out, _ = run_main(
+        capsys, "anchors", voc, "--anchors", "10,13, 16,30, 33,23", "--plot", png, "--generations", "50", "-q"
+    )
     assert code == 0 and "--anchors" in out and f"wrote {png}" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -214,7 +257,9 @@ def test_yolo_dataset_and_filters(capsys, yolo):
 
 
 def test_check(capsys, tmp_path, voc):
-    doc, _ = run_json(capsys, "check", voc, "--anchors", "10,13, 16,30, 33,23, 30,61, 62,45, 59,119, 116,90, 156,198, 373,326")
+    doc, _ = run_json(
+        capsys, "check", voc, "--anchors", "10,13, 16,30, 33,23, 30,61, 62,45, 59,119, 116,90, 156,198, 373,326"
+    )
     wh = fitted_boxes(voc)
     res = fastanchor.check_anchors(np.array(YOLOV5_DEFAULT_ANCHORS).reshape(-1, 2), wh)
     assert doc["bpr"] == res.bpr and doc["fitness"] == res.fitness

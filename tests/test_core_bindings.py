@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from simd import simd_level
 
 from fastanchor import _core
-from simd import simd_level
 
 WH = np.exp(np.random.default_rng(0).normal(2, 1, (40, 2)))
 
@@ -15,31 +15,41 @@ WH = np.exp(np.random.default_rng(0).normal(2, 1, (40, 2)))
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: _core.kmeans_iou(WH, None, 3, "given", np.ones((1, 2)), "median", 1, 5, 0.0, 1, 1, None),
-         "init_anchors must have shape"),
+        (
+            lambda: _core.kmeans_iou(WH, None, 3, "given", np.ones((1, 2)), "median", 1, 5, 0.0, 1, 1, None),
+            "init_anchors must have shape",
+        ),
         (lambda: _core.kmeans_iou(WH, None, 3, "given", None, "median", 1, 5, 0.0, 1, 1, None), "needs init_anchors"),
         (lambda: _core.kmeans_iou(WH, None, 3, "kmeans", None, "median", 1, 5, 0.0, 1, 1, None), "init must be"),
         (lambda: _core.kmeans_iou(WH, None, 3, "random", None, "medoid", 1, 5, 0.0, 1, 1, None), "update must be"),
         (lambda: _core.kmeans_iou(WH, None, 41, "random", None, "median", 1, 5, 0.0, 1, 1, None), "k must be"),
-        (lambda: _core.kmeans_iou(WH, np.ones(3), 3, "random", None, "median", 1, 5, 0.0, 1, 1, None),
-         "weights must have shape"),
-        (lambda: _core.kmeans_iou(WH[:, :1], None, 3, "random", None, "median", 1, 5, 0.0, 1, 1, None),
-         "wh must have shape"),
+        (
+            lambda: _core.kmeans_iou(WH, np.ones(3), 3, "random", None, "median", 1, 5, 0.0, 1, 1, None),
+            "weights must have shape",
+        ),
+        (
+            lambda: _core.kmeans_iou(WH[:, :1], None, 3, "random", None, "median", 1, 5, 0.0, 1, 1, None),
+            "wh must have shape",
+        ),
         (lambda: _core.lloyd_trace(WH, None, np.ones((2, 3)), "mean", 1), "sets must have shape"),
         (lambda: _core.lloyd_trace(WH, None, np.ones((1, 3, 2)), "avg", 1), "update must be"),
         (lambda: _core.assign(np.ones((0, 2)), WH, 1), "anchors must have at least 1"),
         (lambda: _core.avg_iou(np.ones((2, 2)), WH, np.ones(2), 1), "weights must have shape"),
         (lambda: _core.wh_iou(np.ones((3, 3)), WH, False, 1), "wh1 must have shape"),
         (lambda: _core.anchor_fitness(np.ones((0, 2)), WH, None, 4.0, 1), "anchors must have at least 1"),
-        (lambda: _core.evolve_anchors(WH, None, np.ones((2, 2)), 4.0, 1, 0.9, 0.1, 2.0, "genetic", 1, 0, 1, None,
-                                      None), "strategy must be"),
+        (
+            lambda: _core.evolve_anchors(
+                WH, None, np.ones((2, 2)), 4.0, 1, 0.9, 0.1, 2.0, "genetic", 1, 0, 1, None, None
+            ),
+            "strategy must be",
+        ),
         (lambda: _core.box_iou(np.ones((2, 4)), np.ones((2, 2)), False, 1), "boxes2 must have shape"),
-        (lambda: _core.match_priors(np.ones((3, 4)), np.ones((2, 4)), np.array([0, 5]), 0.5, 1),
-         "offsets must lie in"),
-        (lambda: _core.match_priors(np.ones((3, 4)), np.ones((2, 4)), np.array([0, 2, 1]), 0.5, 1),
-         "non-decreasing"),
-        (lambda: _core.grid_best_iou(np.ones((3, 4)), np.ones((2, 2)), [(8.0, np.ones((1, 2)))], 1),
-         "image_wh must have shape"),
+        (lambda: _core.match_priors(np.ones((3, 4)), np.ones((2, 4)), np.array([0, 5]), 0.5, 1), "offsets must lie in"),
+        (lambda: _core.match_priors(np.ones((3, 4)), np.ones((2, 4)), np.array([0, 2, 1]), 0.5, 1), "non-decreasing"),
+        (
+            lambda: _core.grid_best_iou(np.ones((3, 4)), np.ones((2, 2)), [(8.0, np.ones((1, 2)))], 1),
+            "image_wh must have shape",
+        ),
         (lambda: _core._set_simd_level("sse4"), "simd level must be"),
     ],
 )

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference as ref
+from conftest import interrupt_latency
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastanchor
-import reference as ref
-from conftest import interrupt_latency
 
 # --- grid metrics at any scale -------------------------------------------------------------------
 
@@ -27,7 +27,7 @@ def test_grid_best_iou_at_any_image_scale_matches_reference(scale_exp, stride, b
     # An image of up to 1e30 pixels over strides as fine as 1e-3: up to 1e33 cells per side,
     # far beyond any 64-bit count. The box and the anchor scale with the image, so the best IoU
     # is that of the anchor centred on the box whenever the cells are small against the box.
-    size = 10.0 ** scale_exp
+    size = 10.0**scale_exp
     b = np.array([box]) * size
     a = np.array([anchor]) * size
     img = np.array([[size, size]])
@@ -46,8 +46,9 @@ def test_grid_recall_of_a_scaled_problem_does_not_depend_on_the_scale(size):
     anchors = [np.array([[0.5, 0.6]]) * size]
     img = np.array([[size, size]])
     best = fastanchor.grid_best_iou(anchors, box, img, strides=[size / 640 * 8])
-    small = fastanchor.grid_best_iou([np.array([[320.0, 384.0]])], box / size * 640, np.array([[640.0, 640.0]]),
-                                     strides=[8])
+    small = fastanchor.grid_best_iou(
+        [np.array([[320.0, 384.0]])], box / size * 640, np.array([[640.0, 640.0]]), strides=[8]
+    )
     assert best[0] == pytest.approx(small[0], rel=1e-12)
     # with a fixed stride of 8 the cells shrink against the box: the best IoU tends to 1
     fine = fastanchor.grid_best_iou(anchors, box, img, strides=[8])
@@ -79,8 +80,9 @@ def _lognormal_boxes(n: int, seed: int = 0) -> np.ndarray:
 def test_ctrl_c_stops_a_kmeans_with_many_anchors_promptly(n_threads):
     # k = 5,000 anchors over 100,000 boxes: one assignment is 5 * 10^8 IoUs (seconds of work)
     wh = _lognormal_boxes(100_000)
-    lat = interrupt_latency(lambda: fastanchor.kmeans_iou(wh, 5_000, seed=0, n_init=1, init="random",
-                                                          n_threads=n_threads), after=0.5)
+    lat = interrupt_latency(
+        lambda: fastanchor.kmeans_iou(wh, 5_000, seed=0, n_init=1, init="random", n_threads=n_threads), after=0.5
+    )
     assert lat < LATENCY_BOUND
 
 
@@ -89,16 +91,19 @@ def test_ctrl_c_stops_an_evolve_with_a_large_batch_promptly(n_threads):
     # 100 anchors (past the pruned kernels) and batch 4096: one pass is 4096 * 100 * 50,000 ratios
     wh = _lognormal_boxes(50_000)
     init = np.exp(np.random.default_rng(1).normal(3.0, 1.0, (100, 2)))
-    lat = interrupt_latency(lambda: fastanchor.evolve_anchors(init, wh, generations=10**6, batch=4096, seed=0,
-                                                              n_threads=n_threads), after=0.5)
+    lat = interrupt_latency(
+        lambda: fastanchor.evolve_anchors(init, wh, generations=10**6, batch=4096, seed=0, n_threads=n_threads),
+        after=0.5,
+    )
     assert lat < LATENCY_BOUND
 
 
 def test_ctrl_c_stops_an_evolve_of_pruned_candidates_promptly():
     wh = _lognormal_boxes(100_000)
     init = np.exp(np.random.default_rng(2).normal(3.0, 1.0, (12, 2)))
-    lat = interrupt_latency(lambda: fastanchor.evolve_anchors(init, wh, generations=10**7, batch=4096, seed=0),
-                            after=0.5)
+    lat = interrupt_latency(
+        lambda: fastanchor.evolve_anchors(init, wh, generations=10**7, batch=4096, seed=0), after=0.5
+    )
     assert lat < LATENCY_BOUND
 
 

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastanchor import datasets
-from fastanchor._demo import make_demo, sizes_of, demo_images, write_blank_png
+from fastanchor._demo import demo_images, make_demo, sizes_of, write_blank_png
 from fastanchor.datasets import AnnotationError, AnnotationWarning, Boxes, image_size
 
 RAW = DATA_DIR / "raw"
@@ -97,7 +97,10 @@ def test_voc_basic(tmp_path):
 def test_voc_workers_give_the_same_result(tmp_path):
     rng = np.random.default_rng(1)
     for i in range(60):
-        objs = [("ab"[j % 2], 0, (int(x), int(y), int(x) + 5 + j, int(y) + 7)) for j, (x, y) in enumerate(rng.integers(0, 300, (i % 5, 2)))]
+        objs = [
+            ("ab"[j % 2], 0, (int(x), int(y), int(x) + 5 + j, int(y) + 7))
+            for j, (x, y) in enumerate(rng.integers(0, 300, (i % 5, 2)))
+        ]
         write(tmp_path / f"{i:03d}.xml", voc_xml(objs))
     one = datasets.load_voc(tmp_path, workers=1)
     two = datasets.load_voc(tmp_path, workers=2)
@@ -116,7 +119,9 @@ def test_voc_degenerate_boxes_dropped_with_one_warning(tmp_path):
         b = datasets.load_voc(tmp_path)
     assert len(rec) == 1
     msg = str(rec[0].message)
-    assert "zero or negative size: 2" in msg and "NaN or infinite coordinate: 1" in msg and "outside the image: 1" in msg
+    assert (
+        "zero or negative size: 2" in msg and "NaN or infinite coordinate: 1" in msg and "outside the image: 1" in msg
+    )
     assert "nan.xml" in msg  # the first few files are named
     assert len(b) == 2
     # strict: the first bad box raises, with its file and line
@@ -141,8 +146,11 @@ def test_voc_border_tolerance(tmp_path):
         (voc_xml([("a", 0, (1, 1, "x1", 5))]), 4, r"object 1 has <xmax>x1</xmax>, not a number"),
         ("<annotation>\n<object><name>a</name></object>\n</annotation>", 2, "object 1 has no <bndbox>"),
         ("<annotation>\n\n<object><bndbox><xmin>1</xmin></bndbox></object></annotation>", 3, "object 1 has no <name>"),
-        ("<annotation><object><name>a</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>3</xmax></bndbox></object></annotation>",
-         1, "has no <ymax>"),
+        (
+            "<annotation><object><name>a</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>3</xmax></bndbox></object></annotation>",
+            1,
+            "has no <ymax>",
+        ),
     ],
 )
 def test_voc_malformed_files(tmp_path, text, line, what):
@@ -240,7 +248,10 @@ def test_coco_not_a_detection_file(tmp_path):
 @pytest.mark.parametrize(
     "ann, what",
     [
-        ({"image_id": 1, "category_id": 1, "bbox": [1, 2, 3]}, r"annotations\[1\] \(id 2\) has a bbox that is not 4 numbers"),
+        (
+            {"image_id": 1, "category_id": 1, "bbox": [1, 2, 3]},
+            r"annotations\[1\] \(id 2\) has a bbox that is not 4 numbers",
+        ),
         ({"image_id": 1, "category_id": 1, "bbox": [1, 2, None, 4]}, "not 4 numbers"),
         ({"image_id": 1, "category_id": 1}, "has no 'bbox'"),
         ({"image_id": 9, "category_id": 1, "bbox": [1, 2, 3, 4]}, "refers to image id 9, which is not in 'images'"),
@@ -265,7 +276,9 @@ def test_coco_degenerate_boxes(tmp_path):
         {"image_id": 1, "category_id": 1, "bbox": [-5, 2, 3, 4]},
     ]
     path = write(tmp_path / "c.json", json.dumps(coco_doc(anns)))
-    with pytest.warns(AnnotationWarning, match=r"dropped 3 degenerate boxes of 4 \(zero or negative size: 1, outside the image: 2\)"):
+    with pytest.warns(
+        AnnotationWarning, match=r"dropped 3 degenerate boxes of 4 \(zero or negative size: 1, outside the image: 2\)"
+    ):
         assert len(datasets.load_coco(path)) == 1
     with pytest.raises(AnnotationError, match=r"annotations\[1\] \(id 2\) has bbox \[1, 2, 0, 4\]"):
         datasets.load_coco(path, strict=True)
@@ -327,8 +340,11 @@ def test_yolo_malformed_lines(tmp_path, text, line, what):
 def test_yolo_huge_class_id_without_names(tmp_path):
     # Without a data.yaml every class up to the largest id gets a name: an id of 125 million
     # (a corrupt line, found by the loader fuzzer) once took 35 s and gigabytes to name them all.
-    yolo_dataset(tmp_path, {"a": "3 0.5 0.5 0.5 0.5\n", "b": "0 0.5 0.5 0.5 0.5\n125603839 0.5 0.5 0.2 0.2\n"},
-                 {"a": (100, 100), "b": (100, 100)})
+    yolo_dataset(
+        tmp_path,
+        {"a": "3 0.5 0.5 0.5 0.5\n", "b": "0 0.5 0.5 0.5 0.5\n125603839 0.5 0.5 0.2 0.2\n"},
+        {"a": (100, 100), "b": (100, 100)},
+    )
     labels = tmp_path / "labels" / "train"
     with pytest.raises(AnnotationError, match=r"b.txt:2: class 125603839 is out of range: without class names"):
         datasets.load_yolo(labels)
@@ -396,7 +412,9 @@ def test_yolo_layout_errors(tmp_path):
 def _jpeg(width, height, orientation=None):
     out = b"\xff\xd8"
     if orientation is not None:
-        tiff = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1) + struct.pack(">HHIHH", 274, 3, 1, orientation, 0)
+        tiff = (
+            b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1) + struct.pack(">HHIHH", 274, 3, 1, orientation, 0)
+        )
         tiff += struct.pack(">I", 0)
         app1 = b"Exif\x00\x00" + tiff
         out += b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1
@@ -413,12 +431,26 @@ def test_image_headers(tmp_path):
         "d.jpg": _jpeg(640, 427, orientation=3),
         "e.gif": b"GIF89a" + struct.pack("<HH", 33, 44) + b"\x00" * 8,
         "f.bmp": b"BM" + b"\x00" * 12 + struct.pack("<Iii", 40, 55, -66) + b"\x00" * 8,
-        "g.webp": b"RIFF\x00\x00\x00\x00WEBPVP8X" + b"\x00" * 8 + (99).to_bytes(3, "little") + (49).to_bytes(3, "little"),
-        "h.tif": b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 2)
-        + struct.pack("<HHIHH", 256, 3, 1, 77, 0) + struct.pack("<HHII", 257, 4, 1, 88),
+        "g.webp": b"RIFF\x00\x00\x00\x00WEBPVP8X"
+        + b"\x00" * 8
+        + (99).to_bytes(3, "little")
+        + (49).to_bytes(3, "little"),
+        "h.tif": b"II*\x00"
+        + struct.pack("<I", 8)
+        + struct.pack("<H", 2)
+        + struct.pack("<HHIHH", 256, 3, 1, 77, 0)
+        + struct.pack("<HHII", 257, 4, 1, 88),
     }
-    expected = {"a.png": (300, 7), "b.jpg": (640, 427), "c.jpg": (427, 640), "d.jpg": (640, 427), "e.gif": (33, 44),
-                "f.bmp": (55, 66), "g.webp": (100, 50), "h.tif": (77, 88)}
+    expected = {
+        "a.png": (300, 7),
+        "b.jpg": (640, 427),
+        "c.jpg": (427, 640),
+        "d.jpg": (640, 427),
+        "e.gif": (33, 44),
+        "f.bmp": (55, 66),
+        "g.webp": (100, 50),
+        "h.tif": (77, 88),
+    }
     for name, data in cases.items():
         if data is None:
             write_blank_png(str(tmp_path / name), 300, 7)
@@ -595,7 +627,9 @@ def test_real_widerface_voc(widerface):
         b = datasets.load_voc(widerface)
     assert b.n_images == 16106 and len(b) == 199132 - 42
     first = widerface / "WIDER_train_annotations" / "0_Parade_Parade_0_452.xml"
-    with pytest.raises(AnnotationError, match=r"0_Parade_Parade_0_452\.xml:1: degenerate box \(zero or negative size\)"):
+    with pytest.raises(
+        AnnotationError, match=r"0_Parade_Parade_0_452\.xml:1: degenerate box \(zero or negative size\)"
+    ):
         datasets.load_voc([first, widerface / "WIDER_val_annotations"], strict=True)
 
 
@@ -665,14 +699,30 @@ _json_values = st.recursive(
 @settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 @given(
     where=st.sampled_from(["doc", "images", "image", "annotations", "annotation", "bbox", "categories", "category"]),
-    key=st.sampled_from(["id", "image_id", "category_id", "bbox", "width", "height", "iscrowd", "name", "images",
-                         "annotations", "categories"]),
+    key=st.sampled_from(
+        [
+            "id",
+            "image_id",
+            "category_id",
+            "bbox",
+            "width",
+            "height",
+            "iscrowd",
+            "name",
+            "images",
+            "annotations",
+            "categories",
+        ]
+    ),
     value=_json_values,
     strict=st.sampled_from([None, True, False]),
 )
 def test_fuzz_coco_never_crashes(where, key, value, strict):
     doc = coco_doc(
-        [{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]}, {"image_id": 1, "category_id": 3, "bbox": [5, 6, 7, 8]}]
+        [
+            {"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]},
+            {"image_id": 1, "category_id": 3, "bbox": [5, 6, 7, 8]},
+        ]
     )
     if where == "doc":
         doc[key] = value
@@ -681,7 +731,9 @@ def test_fuzz_coco_never_crashes(where, key, value, strict):
     elif where == "bbox":
         doc["annotations"][1]["bbox"] = value
     else:
-        target = {"image": doc["images"][0], "annotation": doc["annotations"][1], "category": doc["categories"][1]}[where]
+        target = {"image": doc["images"][0], "annotation": doc["annotations"][1], "category": doc["categories"][1]}[
+            where
+        ]
         target[key] = value
     with tempfile.TemporaryDirectory() as tmp:
         path = write(Path(tmp) / "c.json", json.dumps(doc))

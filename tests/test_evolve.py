@@ -7,15 +7,16 @@ import sys
 import threading
 import time
 
-import fastanchor
 import numpy as np
 import pytest
 import reference as ref
 from conftest import clean, interrupt_latency, load_real, needs_data, real_box_files
-from fastanchor._validation import resolve_seed
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import weights_for, wh_arrays
+
+import fastanchor
+from fastanchor._validation import resolve_seed
 
 STRATEGIES = ["anchorwise", "yolov5"]
 
@@ -30,19 +31,44 @@ def problems(draw, max_rows=40, max_k=5):
     return wh, anchors, weights, thr, min_size
 
 
-@given(problems(), st.integers(0, 30), st.integers(1, 9), st.integers(0, 2**32), st.sampled_from([0.9, 0.5, 1.0]),
-       st.sampled_from([0.1, 0.5]))
+@given(
+    problems(),
+    st.integers(0, 30),
+    st.integers(1, 9),
+    st.integers(0, 2**32),
+    st.sampled_from([0.9, 0.5, 1.0]),
+    st.sampled_from([0.1, 0.5]),
+)
 def test_yolov5_strategy_is_the_sequential_yolov5_search(problem, generations, batch, seed, mp, sigma):
     wh, anchors, weights, thr, min_size = problem
 
     def fitness(a):
         return fastanchor.anchor_fitness(a, wh, thr=thr, sample_weight=weights, n_threads=1).fitness
 
-    expected = ref.yolov5_evolve(anchors, wh, thr=thr, generations=generations, mutation_prob=mp, sigma=sigma,
-                                 min_size=min_size, seed=resolve_seed(seed), fitness=fitness)
-    got = fastanchor.evolve_anchors(anchors, wh, thr=thr, generations=generations, mutation_prob=mp, sigma=sigma,
-                                    min_size=min_size, strategy="yolov5", batch=batch, sample_weight=weights,
-                                    seed=seed)
+    expected = ref.yolov5_evolve(
+        anchors,
+        wh,
+        thr=thr,
+        generations=generations,
+        mutation_prob=mp,
+        sigma=sigma,
+        min_size=min_size,
+        seed=resolve_seed(seed),
+        fitness=fitness,
+    )
+    got = fastanchor.evolve_anchors(
+        anchors,
+        wh,
+        thr=thr,
+        generations=generations,
+        mutation_prob=mp,
+        sigma=sigma,
+        min_size=min_size,
+        strategy="yolov5",
+        batch=batch,
+        sample_weight=weights,
+        seed=seed,
+    )
     np.testing.assert_array_equal(got.anchors, expected["anchors"])
     np.testing.assert_array_equal(got.history, expected["history"])
     assert got.fitness == expected["fitness"]
@@ -64,8 +90,7 @@ def test_yolov5_strategy_matches_the_numpy_search():
 @given(problems(), st.sampled_from(STRATEGIES), st.integers(0, 40), st.integers(0, 2**32))
 def test_search_properties(problem, strategy, generations, seed):
     wh, anchors, weights, thr, min_size = problem
-    kw = dict(thr=thr, generations=generations, min_size=min_size, strategy=strategy, sample_weight=weights,
-              seed=seed)
+    kw = dict(thr=thr, generations=generations, min_size=min_size, strategy=strategy, sample_weight=weights, seed=seed)
     runs = [fastanchor.evolve_anchors(anchors, wh, n_threads=t, **kw) for t in (1, 2, 3)]
     r = runs[0]
     for other in runs[1:]:  # deterministic per seed, whatever the thread count
@@ -84,8 +109,9 @@ def test_search_properties(problem, strategy, generations, seed):
     # the reported metrics are the returned anchors' metrics
     m = fastanchor.anchor_fitness(r.anchors, wh, thr=thr, sample_weight=weights)
     assert (r.fitness, r.bpr, r.aat, r.avg_iou) == (m.fitness, m.bpr, m.aat, m.avg_iou)
-    np.testing.assert_allclose(r.fitness, ref.anchor_fitness(r.anchors, wh, thr, weights)["fitness"], rtol=1e-12,
-                               atol=1e-14)
+    np.testing.assert_allclose(
+        r.fitness, ref.anchor_fitness(r.anchors, wh, thr, weights)["fitness"], rtol=1e-12, atol=1e-14
+    )
 
 
 def coco_like(n=20_000, seed=0, smallest=1.0):
@@ -99,8 +125,10 @@ def coco_like(n=20_000, seed=0, smallest=1.0):
 def test_thread_invariance_on_many_chunks(strategy):
     wh = coco_like(50_000)
     anchors = fastanchor.kmeans_iou(wh[:5000], 9, seed=0).anchors
-    runs = [fastanchor.evolve_anchors(anchors, wh, generations=200, strategy=strategy, seed=7, n_threads=t)
-            for t in (1, 2, 3)]
+    runs = [
+        fastanchor.evolve_anchors(anchors, wh, generations=200, strategy=strategy, seed=7, n_threads=t)
+        for t in (1, 2, 3)
+    ]
     for r in runs[1:]:
         np.testing.assert_array_equal(r.anchors, runs[0].anchors)
         np.testing.assert_array_equal(r.history, runs[0].history)
@@ -112,8 +140,10 @@ def test_thread_invariance_on_many_chunks(strategy):
 def test_anchorwise_beats_yolov5_on_a_synthetic_set():
     wh = coco_like(20_000, seed=3)
     anchors = fastanchor.kmeans_iou(wh, 9, seed=0).anchors
-    fits = {s: np.median([fastanchor.evolve_anchors(anchors, wh, strategy=s, seed=i).fitness for i in range(3)])
-            for s in STRATEGIES}
+    fits = {
+        s: np.median([fastanchor.evolve_anchors(anchors, wh, strategy=s, seed=i).fitness for i in range(3)])
+        for s in STRATEGIES
+    }
     assert fits["anchorwise"] > fits["yolov5"]
 
 
@@ -274,8 +304,10 @@ def test_real_data_default_strategy_at_least_yolov5(name):
     wh = clean(load_real(path, 640))
     wh = wh[(wh >= 2.0).any(1)]
     anchors = fastanchor.kmeans_iou(wh, 9, seed=0).anchors
-    med = {s: np.median([fastanchor.evolve_anchors(anchors, wh, strategy=s, seed=i).fitness for i in range(5)])
-           for s in STRATEGIES}
+    med = {
+        s: np.median([fastanchor.evolve_anchors(anchors, wh, strategy=s, seed=i).fitness for i in range(5)])
+        for s in STRATEGIES
+    }
     assert med["anchorwise"] >= med["yolov5"]
 
 

@@ -240,7 +240,9 @@ def test_mmdet_config(tmp_path):
     write_anchors(str(out), LEVELS, STRIDES, template=str(template))
     text = out.read_text()
     assert text.startswith(MMDET_PY[: MMDET_PY.index("base_sizes=")])
-    assert text.endswith(MMDET_PY[MMDET_PY.index("            strides=[32, 16, 8]),") + len("            strides=[32, 16, 8]"):])
+    assert text.endswith(
+        MMDET_PY[MMDET_PY.index("            strides=[32, 16, 8]),") + len("            strides=[32, 16, 8]") :]
+    )
     assert "(373, 326)" in text  # unchanged level values survive where they round the same
     read = read_anchors(str(out))
     check_levels(read)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-import fastanchor
 import numpy as np
 import pytest
 import reference as ref
@@ -12,6 +11,8 @@ from conftest import clean, load_real, needs_data, real_box_files
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import weights_for, wh_arrays
+
+import fastanchor
 
 THRS = st.one_of(st.sampled_from([4.0, 2.0, 3.0, 1.5, 8.0]), st.floats(1.01, 20.0, allow_nan=False))
 
@@ -121,8 +122,9 @@ def test_check_anchors_recommends_by_bpr():
 
 
 def test_split_levels_sorts_and_splits():
-    anchors = np.array([[116, 90], [10, 13], [373, 326], [30, 61], [16, 30], [62, 45], [33, 23], [59, 119],
-                        [156, 198]], dtype=float)
+    anchors = np.array(
+        [[116, 90], [10, 13], [373, 326], [30, 61], [16, 30], [62, 45], [33, 23], [59, 119], [156, 198]], dtype=float
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         levels = fastanchor.split_levels(anchors)
@@ -175,8 +177,17 @@ def test_bad_rows_are_named(bad, where):
             f(bad, GOOD)
 
 
-@pytest.mark.parametrize("thr, error", [(1.0, ValueError), (0.5, ValueError), (-4, ValueError),
-                                        (np.inf, ValueError), (np.nan, ValueError), ("4", TypeError)])
+@pytest.mark.parametrize(
+    "thr, error",
+    [
+        (1.0, ValueError),
+        (0.5, ValueError),
+        (-4, ValueError),
+        (np.inf, ValueError),
+        (np.nan, ValueError),
+        ("4", TypeError),
+    ],
+)
 def test_thr_must_exceed_one(thr, error):
     with pytest.raises(error, match="thr must"):
         fastanchor.anchor_fitness(GOOD, GOOD, thr=thr)

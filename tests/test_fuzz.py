@@ -17,11 +17,11 @@ import warnings
 
 import numpy as np
 import pytest
+import reference as ref
 from hypothesis import event, given
 from hypothesis import strategies as st
 
 import fastanchor
-import reference as ref
 
 MIN_SIDE, MAX_SIDE = 1e-30, 1e30
 
@@ -29,15 +29,51 @@ MIN_SIDE, MAX_SIDE = 1e-30, 1e30
 # Strategies
 
 #: Every kind of dtype numpy has: real ones (accepted) and the others (a TypeError).
-REAL_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-               np.float16, np.float32, np.float64, np.longdouble]
-OTHER_DTYPES = [np.bool_, np.complex64, np.complex128, np.clongdouble, object, "U6", "S6", "M8[s]", "m8[s]",
-                [("w", "f8"), ("h", "f8")], "V16"]
+REAL_DTYPES = [
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+    np.longdouble,
+]
+OTHER_DTYPES = [
+    np.bool_,
+    np.complex64,
+    np.complex128,
+    np.clongdouble,
+    object,
+    "U6",
+    "S6",
+    "M8[s]",
+    "m8[s]",
+    [("w", "f8"), ("h", "f8")],
+    "V16",
+]
 DTYPE_CLASSES = REAL_DTYPES + OTHER_DTYPES
 
 #: Values injected at random places: out of range, non-finite, zero, negative, subnormal, huge.
-SPECIALS = [0.0, -0.0, -1.0, -1e30, float("nan"), float("inf"), float("-inf"), 1e-31, 1.1e30, 5e-324, 1e308,
-            1e-300, 2.0**-1022]
+SPECIALS = [
+    0.0,
+    -0.0,
+    -1.0,
+    -1e30,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    1e-31,
+    1.1e30,
+    5e-324,
+    1e308,
+    1e-300,
+    2.0**-1022,
+]
 
 #: Shapes: (N, 2) (the only valid one unless empty), and every other kind.
 SHAPES = ["rows", "rows", "rows", "empty", "0d", "1d", "3d", "cols1", "cols3", "cols0"]
@@ -45,8 +81,8 @@ SHAPES = ["rows", "rows", "rows", "empty", "0d", "1d", "3d", "cols1", "cols3", "
 LAYOUTS = ["C", "F", "strided", "negative", "readonly", "broadcast", "list", "tuple"]
 
 supported = st.one_of(
-    st.floats(-30.0, 30.0).map(lambda e: 10.0**e),   # the whole supported range
-    st.integers(1, 8).map(float),                     # ties and duplicates
+    st.floats(-30.0, 30.0).map(lambda e: 10.0**e),  # the whole supported range
+    st.integers(1, 8).map(float),  # ties and duplicates
     st.sampled_from([MIN_SIDE, MAX_SIDE, 1e-6, 1e6]),  # its ends
 )
 
@@ -90,10 +126,23 @@ def arrays(draw, rows=(1, 10), special_rate=0.1, dtype_rate=0.2, shape_rate=0.06
     most of the time (a wrong dtype, shape or value) so the valid space is also covered."""
     n = draw(st.integers(*rows))
     kind = draw(st.sampled_from(SHAPES)) if chance(draw, shape_rate) else "rows"
-    shape = {"rows": (n, square), "empty": (0, square), "0d": (), "1d": (n,), "3d": (n, 1, square),
-             "cols1": (n, 1), "cols3": (n, 3), "cols0": (n, 0)}[kind]
-    dtype = (draw(st.sampled_from(OTHER_DTYPES)) if chance(draw, dtype_rate / 4) else
-             draw(st.sampled_from(REAL_DTYPES)) if chance(draw, dtype_rate) else np.float64)
+    shape = {
+        "rows": (n, square),
+        "empty": (0, square),
+        "0d": (),
+        "1d": (n,),
+        "3d": (n, 1, square),
+        "cols1": (n, 1),
+        "cols3": (n, 3),
+        "cols0": (n, 0),
+    }[kind]
+    dtype = (
+        draw(st.sampled_from(OTHER_DTYPES))
+        if chance(draw, dtype_rate / 4)
+        else draw(st.sampled_from(REAL_DTYPES))
+        if chance(draw, dtype_rate)
+        else np.float64
+    )
     if np.dtype(dtype).kind in "iu" or dtype == np.float16:
         # values that dtype can hold (the others are covered by the float64 draws)
         size = int(np.prod(shape))
@@ -136,12 +185,17 @@ def mostly(draw, good, bad, bad_rate=0.1):
     return draw(bad) if chance(draw, bad_rate) else draw(good)
 
 
-threads = mostly(st.sampled_from([None, 1, 2, -1, 10**6, np.int64(2)]),
-                 st.sampled_from([0, -100_000, 1.5, True, "2"]))
-seeds = mostly(st.sampled_from([None, 0, 7, 2**64 - 1, 2**70, np.uint64(3)]) | st.builds(
-    np.random.default_rng, st.integers(0, 10)), st.sampled_from([-1, 1.5, "seed", True]))
+threads = mostly(st.sampled_from([None, 1, 2, -1, 10**6, np.int64(2)]), st.sampled_from([0, -100_000, 1.5, True, "2"]))
+seeds = mostly(
+    st.sampled_from([None, 0, 7, 2**64 - 1, 2**70, np.uint64(3)])
+    | st.builds(np.random.default_rng, st.integers(0, 10)),
+    st.sampled_from([-1, 1.5, "seed", True]),
+)
 weight_elems = st.one_of(
-    st.floats(0.01, 100.0), st.just(0.0), st.just(1.0), st.sampled_from([1e-300, 5e-324, 1e300, 1e308, 1e-30, 1e30]),
+    st.floats(0.01, 100.0),
+    st.just(0.0),
+    st.just(1.0),
+    st.sampled_from([1e-300, 5e-324, 1e300, 1e308, 1e-30, 1e30]),
     st.sampled_from([-1.0, float("nan"), float("inf")]),
 )
 
@@ -173,8 +227,25 @@ def reals(lo=-10.0, hi=10.0, bad_rate=0.15):
     boundaries, non-finite values and non-numbers."""
     return mostly(
         st.floats(lo, hi) | st.sampled_from([np.float32(2.0), np.int8(3), 4]),
-        st.sampled_from([0.0, 1.0, -1.0, float("nan"), float("inf"), -float("inf"), 1e308, 5e-324, 1e-30, 1e30,
-                         "1", None, True, 1j, [1.0]]),
+        st.sampled_from(
+            [
+                0.0,
+                1.0,
+                -1.0,
+                float("nan"),
+                float("inf"),
+                -float("inf"),
+                1e308,
+                5e-324,
+                1e-30,
+                1e30,
+                "1",
+                None,
+                True,
+                1j,
+                [1.0],
+            ]
+        ),
         bad_rate,
     )
 
@@ -223,8 +294,9 @@ def anchors_oracle(x):
         a = np.asarray(x)
     except Exception:
         raise Invalid
-    if a.dtype.kind in "fiu" and ((a.ndim == 2 and a.shape[1] > 2 and a.shape[1] % 2 == 0)
-                                  or (a.ndim == 3 and a.shape[2] == 2)):
+    if a.dtype.kind in "fiu" and (
+        (a.ndim == 2 and a.shape[1] > 2 and a.shape[1] % 2 == 0) or (a.ndim == 3 and a.shape[2] == 2)
+    ):
         a = a.reshape(-1, 2)
     return wh_oracle(a)
 
@@ -299,7 +371,8 @@ def call(fn, *args, **kwargs):
             result, error = None, exc
     for w in caught:
         assert w.category is UserWarning or issubclass(w.category, fastanchor.datasets.AnnotationWarning), (
-            f"a {w.category.__name__} leaked: {w.message}")
+            f"a {w.category.__name__} leaked: {w.message}"
+        )
     if error is not None:
         assert len(str(error)) > 10, f"unhelpful message: {error!r}"
     return result, error
@@ -409,8 +482,20 @@ def test_fuzz_kmeans_iou(wh, k_offset, k_kind, data, update, init, max_iter, n_i
         return boxes, kk, wt
 
     valid, vals = oracle(check)
-    out = expect(valid, fastanchor.kmeans_iou, wh, k, init=init_arg, update=update, n_init=n_init,
-                 max_iter=max_iter, tol=tol, sample_weight=w, seed=seed, n_threads=n_threads)
+    out = expect(
+        valid,
+        fastanchor.kmeans_iou,
+        wh,
+        k,
+        init=init_arg,
+        update=update,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        sample_weight=w,
+        seed=seed,
+        n_threads=n_threads,
+    )
     if valid:
         boxes, kk, wt = vals
         assert out.anchors.shape == (kk, 2) and out.anchors.dtype == np.float64
@@ -428,16 +513,27 @@ def test_fuzz_kmeans_iou(wh, k_offset, k_kind, data, update, init, max_iter, n_i
 
 def _fitness_args(data, anchors):
     """Anchors in YOLOv5's per-level layouts too."""
-    if (isinstance(anchors, np.ndarray) and anchors.ndim == 2 and anchors.shape[1] == 2 and anchors.shape[0] % 3 == 0
-            and data.draw(st.booleans())):
+    if (
+        isinstance(anchors, np.ndarray)
+        and anchors.ndim == 2
+        and anchors.shape[1] == 2
+        and anchors.shape[0] % 3 == 0
+        and data.draw(st.booleans())
+    ):
         layout = data.draw(st.sampled_from(["rows", "levels"]))
         m = anchors.shape[0] // 3
         return anchors.reshape(3, 2 * m) if layout == "rows" else anchors.reshape(3, m, 2)
     return anchors
 
 
-@given(anchors=arrays(rows=(1, 9)), wh=arrays(), data=st.data(), thr=reals(1.0, 8.0, bad_rate=0.05),
-       n_threads=threads, bpr_threshold=reals(-0.1, 1.1, bad_rate=0.05))
+@given(
+    anchors=arrays(rows=(1, 9)),
+    wh=arrays(),
+    data=st.data(),
+    thr=reals(1.0, 8.0, bad_rate=0.05),
+    n_threads=threads,
+    bpr_threshold=reals(-0.1, 1.1, bad_rate=0.05),
+)
 def test_fuzz_anchor_fitness_and_check_anchors(anchors, wh, data, thr, n_threads, bpr_threshold):
     anchors = _fitness_args(data, anchors)
     n = np.shape(wh)[0] if np.ndim(np.asarray(wh, dtype=object)) else 1
@@ -469,8 +565,16 @@ def test_fuzz_anchor_fitness_and_check_anchors(anchors, wh, data, thr, n_threads
             raise Invalid
 
     level_ok, _ = oracle(check_level)
-    res = expect(valid and level_ok, fastanchor.check_anchors, anchors, wh, thr=thr, bpr_threshold=bpr_threshold,
-                 sample_weight=w, n_threads=n_threads)
+    res = expect(
+        valid and level_ok,
+        fastanchor.check_anchors,
+        anchors,
+        wh,
+        thr=thr,
+        bpr_threshold=bpr_threshold,
+        sample_weight=w,
+        n_threads=n_threads,
+    )
     if res is not None:
         assert res.fitness == out.fitness and res.bpr == out.bpr
         assert res.recommend_recompute == (res.bpr < float(bpr_threshold))
@@ -484,15 +588,18 @@ def test_fuzz_anchor_fitness_and_check_anchors(anchors, wh, data, thr, n_threads
     generations=mostly(st.sampled_from([0, 1, 7, 20]), st.sampled_from([-1, 2**31, 3.0])),
     mutation_prob=mostly(reals(0.0, 1.0, bad_rate=0.05), st.sampled_from([-0.1, 1.1])),
     sigma=mostly(reals(0.01, 3.0, bad_rate=0.05), st.sampled_from([0.0, -1.0])),
-    min_size=mostly(st.sampled_from([2.0, 1e-30, 1e30]) | st.floats(0.1, 50),
-                    st.sampled_from([1e-31, 2e30, 0.0, -1.0, float("nan")])),
+    min_size=mostly(
+        st.sampled_from([2.0, 1e-30, 1e30]) | st.floats(0.1, 50),
+        st.sampled_from([1e-31, 2e30, 0.0, -1.0, float("nan")]),
+    ),
     strategy=mostly(st.sampled_from(["anchorwise", "yolov5"]), st.sampled_from(["YOLOv5", None])),
     batch=mostly(st.sampled_from([1, 3, 8, 4096]), st.sampled_from([0, 4097, 2.5])),
     seed=seeds,
     n_threads=threads,
 )
-def test_fuzz_evolve_anchors(anchors, wh, data, thr, generations, mutation_prob, sigma, min_size, strategy, batch,
-                             seed, n_threads):
+def test_fuzz_evolve_anchors(
+    anchors, wh, data, thr, generations, mutation_prob, sigma, min_size, strategy, batch, seed, n_threads
+):
     n = np.shape(wh)[0] if np.ndim(np.asarray(wh, dtype=object)) else 1
     w = data.draw(weights_for(max(n, 1)))
     calls = []
@@ -515,9 +622,23 @@ def test_fuzz_evolve_anchors(anchors, wh, data, thr, generations, mutation_prob,
         return a, b, wt, t, g, m
 
     valid, vals = oracle(check)
-    out = expect(valid, fastanchor.evolve_anchors, anchors, wh, thr=thr, generations=generations,
-                 mutation_prob=mutation_prob, sigma=sigma, min_size=min_size, strategy=strategy, batch=batch,
-                 sample_weight=w, seed=seed, n_threads=n_threads, callback=lambda g, f, a: calls.append(g))
+    out = expect(
+        valid,
+        fastanchor.evolve_anchors,
+        anchors,
+        wh,
+        thr=thr,
+        generations=generations,
+        mutation_prob=mutation_prob,
+        sigma=sigma,
+        min_size=min_size,
+        strategy=strategy,
+        batch=batch,
+        sample_weight=w,
+        seed=seed,
+        n_threads=n_threads,
+        callback=lambda g, f, a: calls.append(g),
+    )
     if valid:
         a, b, wt, t, g, m = vals
         assert out.anchors.shape == a.shape and all_finite(out.anchors, out.history)
@@ -554,13 +675,18 @@ def test_fuzz_autoanchor(wh, k_offset, data, generations, n_init, tol, seed):
             raise Invalid
         seed_oracle(seed)
         keep = (boxes >= 2.0).any(axis=1)
-        if not keep.any() or not (wt[keep] > 0).any() or kk > distinct(boxes[keep], wt[keep] if w is not None else None):
+        if (
+            not keep.any()
+            or not (wt[keep] > 0).any()
+            or kk > distinct(boxes[keep], wt[keep] if w is not None else None)
+        ):
             raise Invalid
         return boxes[keep], kk, wt[keep]
 
     valid, vals = oracle(check)
-    out = expect(valid, fastanchor.autoanchor, wh, k, generations=generations, n_init=n_init, tol=tol,
-                 sample_weight=w, seed=seed)
+    out = expect(
+        valid, fastanchor.autoanchor, wh, k, generations=generations, n_init=n_init, tol=tol, sample_weight=w, seed=seed
+    )
     if valid:
         boxes, kk, wt = vals
         assert out.anchors.shape == (kk, 2) and all_finite(out.anchors, out.kmeans_anchors, out.history)
@@ -573,10 +699,26 @@ def test_fuzz_autoanchor(wh, k_offset, data, generations, n_init, tol, seed):
 
 
 strides_values = st.sampled_from([(8, 16, 32), [8], (8, 16), (1, 2, 4), np.array([1.0, 2.0, 3.0])]) | st.one_of(
-    st.lists(st.sampled_from([8, 16, 32, 64.0, 4.5, 0, -8, float("nan"), float("inf"), True, "8", None]),
-             min_size=0, max_size=4),
-    st.sampled_from([(8, 16, 32), [8], np.array([8, 16, 32]), np.array(8), np.array([[8, 16, 32]]), "8,16,32", 8,
-                     None, {8, 16}, (32, 16, 8), (8, 8, 8)]),
+    st.lists(
+        st.sampled_from([8, 16, 32, 64.0, 4.5, 0, -8, float("nan"), float("inf"), True, "8", None]),
+        min_size=0,
+        max_size=4,
+    ),
+    st.sampled_from(
+        [
+            (8, 16, 32),
+            [8],
+            np.array([8, 16, 32]),
+            np.array(8),
+            np.array([[8, 16, 32]]),
+            "8,16,32",
+            8,
+            None,
+            {8, 16},
+            (32, 16, 8),
+            (8, 8, 8),
+        ]
+    ),
 )
 
 
@@ -605,8 +747,9 @@ def test_fuzz_split_levels(anchors, data, strides):
     if valid:
         a, levels = vals
         assert len(out) == levels and all(g.shape == (a.shape[0] // levels, 2) for g in out)
-        np.testing.assert_array_equal(np.concatenate(out), a[np.lexsort((np.arange(len(a)), a[:, 0],
-                                                                         a[:, 0] * a[:, 1]))])
+        np.testing.assert_array_equal(
+            np.concatenate(out), a[np.lexsort((np.arange(len(a)), a[:, 0], a[:, 0] * a[:, 1]))]
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,8 +758,9 @@ def test_fuzz_split_levels(anchors, data, strides):
 #: Coordinates: ties on a small integer grid, continuous values, pixels and the range's ends.
 coords = st.one_of(st.integers(-4, 8).map(float), st.floats(-1e3, 1e3), st.sampled_from([-1e30, 0.0, 1e-30, 1e29]))
 #: Box sides (x2 - x1): ties, continuous and extreme, within the supported range.
-box_sides = st.one_of(st.integers(1, 6).map(float), st.floats(-6.0, 6.0).map(lambda e: 10.0**e),
-                      st.sampled_from([1e-30, 1e-3, 1e29]))
+box_sides = st.one_of(
+    st.integers(1, 6).map(float), st.floats(-6.0, 6.0).map(lambda e: 10.0**e), st.sampled_from([1e-30, 1e-3, 1e29])
+)
 #: Values that make a corner box bad: non-finite, beyond 1e30, and sides that are 0 or negative.
 BOX_SPECIALS = [float("nan"), float("inf"), -float("inf"), 1.1e30, -1e31, 1e308, 5e-324]
 
@@ -632,9 +776,14 @@ def hostile(draw, a, special_rate=0.1, specials=SPECIALS, dtype_rate=0.15, shape
             a.flat[draw(st.integers(0, a.size - 1))] = draw(st.sampled_from(specials))
     if chance(draw, shape_rate):
         kind = draw(st.sampled_from(["0d", "flat", "extra", "drop", "cols3", "cols5"]))
-        a = {"0d": lambda: np.asarray(a.flat[0] if a.size else 1.0), "flat": lambda: a.ravel(),
-             "extra": lambda: a[None], "drop": lambda: a[..., 0],
-             "cols3": lambda: a[..., :3], "cols5": lambda: np.concatenate([a, a[..., :1]], -1)}[kind]()
+        a = {
+            "0d": lambda: np.asarray(a.flat[0] if a.size else 1.0),
+            "flat": lambda: a.ravel(),
+            "extra": lambda: a[None],
+            "drop": lambda: a[..., 0],
+            "cols3": lambda: a[..., :3],
+            "cols5": lambda: np.concatenate([a, a[..., :1]], -1),
+        }[kind]()
     if chance(draw, dtype_rate / 4):
         a = _cast(a, draw(st.sampled_from(OTHER_DTYPES)))
     elif chance(draw, dtype_rate):
@@ -723,9 +872,24 @@ def test_fuzz_to_corners_and_to_center(name, boxes):
 
 
 #: Pairs of variances: good ones and every kind of bad one.
-variances_values = mostly(st.sampled_from([(0.1, 0.2), [1.0, 1.0], np.array([0.5, 0.25]), (np.float32(0.1), 2)]),
-                          st.sampled_from([(0.0, 0.2), (0.1, -1.0), (float("nan"), 0.2), (0.1,), (0.1, 0.2, 0.3),
-                                           0.1, "ab", None, (True, 0.2), (5e-324, 5e-324), (1e308, 1e308)]))
+variances_values = mostly(
+    st.sampled_from([(0.1, 0.2), [1.0, 1.0], np.array([0.5, 0.25]), (np.float32(0.1), 2)]),
+    st.sampled_from(
+        [
+            (0.0, 0.2),
+            (0.1, -1.0),
+            (float("nan"), 0.2),
+            (0.1,),
+            (0.1, 0.2, 0.3),
+            0.1,
+            "ab",
+            None,
+            (True, 0.2),
+            (5e-324, 5e-324),
+            (1e308, 1e308),
+        ]
+    ),
+)
 
 
 @st.composite
@@ -794,8 +958,14 @@ def test_fuzz_encode(priors, data, variances, batch):
     gt = data.draw(corner_boxes(rows=shape_rows, special_rate=0.05))
     if batch is not None and isinstance(gt, np.ndarray) and gt.shape == (batch * p, 4):
         gt = gt.reshape(batch, p, 4)
-    check_against_priors(fastanchor.encode, gt, priors, variances,
-                         lambda g: boxes_oracle(g.reshape(-1, 4), allow_empty=True).reshape(g.shape), ref.ssd_encode)
+    check_against_priors(
+        fastanchor.encode,
+        gt,
+        priors,
+        variances,
+        lambda g: boxes_oracle(g.reshape(-1, 4), allow_empty=True).reshape(g.shape),
+        ref.ssd_encode,
+    )
 
 
 @given(priors=center_priors(), data=st.data(), variances=variances_values, batch=st.sampled_from([None, 0, 2]))
@@ -803,8 +973,9 @@ def test_fuzz_decode(priors, data, variances, batch):
     """Offsets so large that the boxes overflow float64 are to be a ValueError, never inf or NaN."""
     p = np.shape(priors)[0] if np.ndim(np.asarray(priors, dtype=object)) else 1
     shape = (p, 4) if batch is None else (batch, p, 4)
-    elems = mostly(st.floats(-5, 5) | st.integers(-3, 3).map(float), st.sampled_from([-1e3, 1e3, 1e4, 1e308, -1e308]),
-                   0.03)
+    elems = mostly(
+        st.floats(-5, 5) | st.integers(-3, 3).map(float), st.sampled_from([-1e3, 1e3, 1e4, 1e308, -1e308]), 0.03
+    )
     loc = np.array([data.draw(elems) for _ in range(int(np.prod(shape)))]).reshape(shape)
     loc = data.draw(hostile(loc, 0.05, SPECIALS, dtype_rate=0.1))
     check_against_priors(fastanchor.decode, loc, priors, variances, finite_oracle, ref.ssd_decode)
@@ -854,9 +1025,21 @@ def test_fuzz_match_priors(data, n_priors, form, images, threshold, n_threads):
         if form == "padded_counts":
             counts = np.array([len(g) for g in gts], dtype=np.int64)
             if chance(data.draw, 0.2):
-                counts = data.draw(st.sampled_from([
-                    counts + 1, counts - 1, counts.astype(np.float64), counts[:-1], counts.reshape(-1, 1),
-                    counts.astype(np.uint8), counts.tolist(), np.full(len(counts), 2**40), "1"]))
+                counts = data.draw(
+                    st.sampled_from(
+                        [
+                            counts + 1,
+                            counts - 1,
+                            counts.astype(np.float64),
+                            counts[:-1],
+                            counts.reshape(-1, 1),
+                            counts.astype(np.uint8),
+                            counts.tolist(),
+                            np.full(len(counts), 2**40),
+                            "1",
+                        ]
+                    )
+                )
 
     def check():
         p = boxes_oracle(priors)
@@ -892,13 +1075,22 @@ def test_fuzz_match_priors(data, n_priors, form, images, threshold, n_threads):
 
 
 map_sizes = mostly(
-    st.lists(mostly(st.integers(1, 4) | st.tuples(st.integers(1, 3), st.integers(1, 3)) | st.just(np.int64(2)),
-                    st.sampled_from([0, -1, 2.0, True, "3", None, (1, 2, 3), (0, 2), [2, 2.5]]), 0.05),
-             min_size=1, max_size=3),
+    st.lists(
+        mostly(
+            st.integers(1, 4) | st.tuples(st.integers(1, 3), st.integers(1, 3)) | st.just(np.int64(2)),
+            st.sampled_from([0, -1, 2.0, True, "3", None, (1, 2, 3), (0, 2), [2, 2.5]]),
+            0.05,
+        ),
+        min_size=1,
+        max_size=3,
+    ),
     st.sampled_from([[], 3, "3", None, np.array([2, 1]), np.array([[2, 1], [1, 1]]), {2}, range(1, 3)]),
 )
-ratio_values = mostly(st.floats(0.2, 5.0) | st.sampled_from([1.0, 2.0, 0.5, np.float32(3.0)]),
-                      st.sampled_from([0.0, -1.0, float("nan"), float("inf"), "2", None, True, 1e308, 5e-324]), 0.05)
+ratio_values = mostly(
+    st.floats(0.2, 5.0) | st.sampled_from([1.0, 2.0, 0.5, np.float32(3.0)]),
+    st.sampled_from([0.0, -1.0, float("nan"), float("inf"), "2", None, True, 1e308, 5e-324]),
+    0.05,
+)
 aspect_ratio_lists = mostly(
     st.lists(ratio_values, min_size=0, max_size=3)
     | st.lists(st.lists(ratio_values, min_size=0, max_size=2), min_size=1, max_size=3),  # per layer
@@ -934,15 +1126,18 @@ def ratios_oracle(x):
     lo=reals(0.01, 1.0, bad_rate=0.05),
     hi=reals(0.01, 1.0, bad_rate=0.05),
     data=st.data(),
-    image_size=mostly(st.sampled_from([None, 300, (300, 300), (640, 360), [512.0, 1024]]),
-                      st.sampled_from([0, -1, (0, 300), (300,), (1, 2, 3), "300", float("nan"), (1e308, 5e-324)])),
+    image_size=mostly(
+        st.sampled_from([None, 300, (300, 300), (640, 360), [512.0, 1024]]),
+        st.sampled_from([0, -1, (0, 300), (300,), (1, 2, 3), "300", float("nan"), (1e308, 5e-324)]),
+    ),
     clip=st.booleans(),
     reciprocals=st.booleans(),
     interp=reals(0.0, 3.0, bad_rate=0.05),
     reduce=st.booleans(),
 )
-def test_fuzz_ssd_default_boxes(sizes, ratios, style, scale_kind, lo, hi, data, image_size, clip, reciprocals,
-                                interp, reduce):
+def test_fuzz_ssd_default_boxes(
+    sizes, ratios, style, scale_kind, lo, hi, data, image_size, clip, reciprocals, interp, reduce
+):
     """ssd_default_boxes (style "ssd") and tf_anchor_generator (style "tf") on hostile arguments."""
     m = len(sizes) if isinstance(sizes, (list, np.ndarray)) else 1
     if isinstance(ratios, list) and ratios and all(isinstance(r, list) for r in ratios) and chance(data.draw, 0.8):
@@ -983,9 +1178,12 @@ def test_fuzz_ssd_default_boxes(sizes, ratios, style, scale_kind, lo, hi, data, 
                 raise Invalid
             for v in scales:
                 positive_oracle(v)
-        nested = (isinstance(ratios, (list, tuple, np.ndarray)) and np.ndim(np.asarray(ratios, dtype=object)) > 0
-                  and len(ratios) > 0
-                  and all(isinstance(r, (list, tuple, np.ndarray)) for r in ratios))
+        nested = (
+            isinstance(ratios, (list, tuple, np.ndarray))
+            and np.ndim(np.asarray(ratios, dtype=object)) > 0
+            and len(ratios) > 0
+            and all(isinstance(r, (list, tuple, np.ndarray)) for r in ratios)
+        )
         if nested:
             if style == "tf" or len(ratios) != len(maps):
                 raise Invalid
@@ -1001,16 +1199,23 @@ def test_fuzz_ssd_default_boxes(sizes, ratios, style, scale_kind, lo, hi, data, 
             else:
                 positive_oracle(image_size[0]), positive_oracle(image_size[1])
         # the boxes of a location, layer by layer (README's rules), as (scale, ratio, turned)
-        sc = ([positive_oracle(v) for v in scales] if scales is not None else
-              [float(lo_v)] if len(maps) == 1 else
-              [float(lo_v) + (float(hi_v) - float(lo_v)) * k / (len(maps) - 1) for k in range(len(maps))]) + [1.0]
+        sc = (
+            [positive_oracle(v) for v in scales]
+            if scales is not None
+            else [float(lo_v)]
+            if len(maps) == 1
+            else [float(lo_v) + (float(hi_v) - float(lo_v)) * k / (len(maps) - 1) for k in range(len(maps))]
+        ) + [1.0]
         counts = []
         sides = []
         for k, r in enumerate(per_layer):
             extra = math.sqrt(sc[k] * sc[k + 1])
             if style == "tf":
-                specs = ([(0.1, 1.0, False), (sc[k], 2.0, False), (sc[k], 0.5, False)] if (k == 0 and reduce) else
-                         [(sc[k], a, False) for a in r] + ([(extra, i, False)] if i > 0 else []))
+                specs = (
+                    [(0.1, 1.0, False), (sc[k], 2.0, False), (sc[k], 0.5, False)]
+                    if (k == 0 and reduce)
+                    else [(sc[k], a, False) for a in r] + ([(extra, i, False)] if i > 0 else [])
+                )
             elif reciprocals:
                 specs = [(sc[k], 1.0, False), (extra, 1.0, False)]
                 specs += [(sc[k], a, t) for a in r if a != 1.0 for t in (False, True)]
@@ -1045,9 +1250,14 @@ def test_fuzz_ssd_default_boxes(sizes, ratios, style, scale_kind, lo, hi, data, 
         if clip:
             corners = fastanchor.to_corners(result)
             assert (corners >= -1e-15).all() and (corners <= 1 + 1e-15).all()
-        simple = (style == "ssd" and reciprocals and scales is None and image_size is None
-                  and all(isinstance(s, (int, np.integer)) for s in sizes)
-                  and not any(isinstance(r, (list, tuple, np.ndarray)) for r in ratios))
+        simple = (
+            style == "ssd"
+            and reciprocals
+            and scales is None
+            and image_size is None
+            and all(isinstance(s, (int, np.integer)) for s in sizes)
+            and not any(isinstance(r, (list, tuple, np.ndarray)) for r in ratios)
+        )
         if simple:
             exp = ref.ssd_default_boxes([int(s) for s in sizes], [float(r) for r in ratios], float(lo), float(hi), clip)
             np.testing.assert_allclose(result, exp, rtol=1e-14, atol=1e-15)
@@ -1090,24 +1300,37 @@ def test_fuzz_ssd_aspect_ratios(wh, n_offset, n_kind, method, data, n_init, max_
     valid, vals = oracle(check)
     if valid:
         boxes, k, wt, u = vals
-    result, error = call(fastanchor.ssd_aspect_ratios, wh, n, method=method, seed=seed, n_init=n_init,
-                         max_iter=max_iter, sample_weight=w, n_threads=n_threads)
+    result, error = call(
+        fastanchor.ssd_aspect_ratios,
+        wh,
+        n,
+        method=method,
+        seed=seed,
+        n_init=n_init,
+        max_iter=max_iter,
+        sample_weight=w,
+        n_threads=n_threads,
+    )
     event("valid input" if valid else "invalid input")
     assert (error is None) == valid, f"valid={valid}, got {error!r}"
     if valid:
         r = result.aspect_ratios
         assert r.shape == (k,) and all_finite(r, result.anchors, result.avg_iou) and (r > 0).all()
         assert (np.diff(r) >= 0).all() and result.method == method
-        np.testing.assert_array_equal(result.anchors, np.clip(np.stack([np.sqrt(r), 1 / np.sqrt(r)], 1),
-                                                              MIN_SIDE, MAX_SIDE))
+        np.testing.assert_array_equal(
+            result.anchors, np.clip(np.stack([np.sqrt(r), 1 / np.sqrt(r)], 1), MIN_SIDE, MAX_SIDE)
+        )
         assert result.labels.shape == (boxes.shape[0],)
         np.testing.assert_array_equal(result.labels, ref.assign(result.anchors, u)[0])
         assert 0 < result.avg_iou <= 1
         assert result.avg_iou == pytest.approx(ref.avg_iou(result.anchors, u, scaled(wt)), rel=1e-9)
 
 
-grid_strides = mostly(st.sampled_from([(8, 16, 32), (8,), (16, 32), (1.5, 3.0, 6.0), [64]]),
-                      st.sampled_from([(), (8, 0), (8, float("nan")), (-8,), "8", None, 8, (8, "16")]), 0.1)
+grid_strides = mostly(
+    st.sampled_from([(8, 16, 32), (8,), (16, 32), (1.5, 3.0, 6.0), [64]]),
+    st.sampled_from([(), (8, 0), (8, float("nan")), (-8,), "8", None, 8, (8, "16")]),
+    0.1,
+)
 
 
 @given(
@@ -1137,8 +1360,14 @@ def test_fuzz_grid_recall_and_grid_best_iou(data, strides, per_level, image, iou
         x, y = data.draw(st.floats(-20, W)), data.draw(st.floats(-20, H))
         raw[i] = [x, y, x + data.draw(st.floats(1, W)), y + data.draw(st.floats(1, H))]
     boxes = data.draw(hostile(raw, 0.05, BOX_SPECIALS, dtype_rate=0.05))
-    image_wh = {"one": img_wh[0], "per box": img_wh, "zero": np.zeros(2), "nan": np.array([np.nan, 5.0]),
-                "shape": img_wh[:, :1], "str": "640"}[image]
+    image_wh = {
+        "one": img_wh[0],
+        "per box": img_wh,
+        "zero": np.zeros(2),
+        "nan": np.array([np.nan, 5.0]),
+        "shape": img_wh[:, :1],
+        "str": "640",
+    }[image]
 
     def check():
         s = np.asarray(strides, dtype=object) if not isinstance(strides, (str, int)) and strides is not None else None
@@ -1147,8 +1376,11 @@ def test_fuzz_grid_recall_and_grid_best_iou(data, strides, per_level, image, iou
         for v in s:
             if not (real_oracle(v) > 0):
                 raise Invalid
-        if isinstance(anchors, (list, tuple)) and anchors and all(
-                np.ndim(np.asarray(a, dtype=object)) == 2 for a in anchors):
+        if (
+            isinstance(anchors, (list, tuple))
+            and anchors
+            and all(np.ndim(np.asarray(a, dtype=object)) == 2 for a in anchors)
+        ):
             groups = [wh_oracle(a) for a in anchors]
             if len(groups) != s.size:
                 raise Invalid
@@ -1158,7 +1390,7 @@ def test_fuzz_grid_recall_and_grid_best_iou(data, strides, per_level, image, iou
                 raise Invalid
             a = ref.sort_by_area(a)
             step = a.shape[0] // s.size
-            groups = [a[i * step:(i + 1) * step] for i in range(s.size)]
+            groups = [a[i * step : (i + 1) * step] for i in range(s.size)]
         b = boxes_oracle(boxes)
         img = real_array_oracle(image_wh).astype(np.float64)
         if img.shape == (2,):
@@ -1175,8 +1407,16 @@ def test_fuzz_grid_recall_and_grid_best_iou(data, strides, per_level, image, iou
         assert out.shape == (b.shape[0],) and out.dtype == np.float64 and all_finite(out)
         np.testing.assert_allclose(out, ref.grid_best_iou(lv, b, img), rtol=1e-12, atol=0)
     thr_ok, _ = oracle(lambda: real_oracle(iou))
-    rec = expect(valid and thr_ok, fastanchor.grid_recall, anchors, boxes, image_wh, strides=strides, iou=iou,
-                 n_threads=n_threads)
+    rec = expect(
+        valid and thr_ok,
+        fastanchor.grid_recall,
+        anchors,
+        boxes,
+        image_wh,
+        strides=strides,
+        iou=iou,
+        n_threads=n_threads,
+    )
     if rec is not None:
         assert rec == float(np.mean(out >= float(iou)))
 

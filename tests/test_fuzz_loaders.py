@@ -51,12 +51,46 @@ def check_load(load, *args, seconds: float = 30.0, **kwargs):
 
 #: Numbers as annotation tools write them, and as they should not.
 HOSTILE_NUMBERS = [
-    "30", "30.5", " 30 ", "3e1", "nan", "NaN", "inf", "-inf", "Infinity", "1e400", "-1e400", "9" * 400, "1e-400",
-    "4.9e-324", "-5", "0", "-0", "0x10", "0x1p-1", "30abc", "3_0", "", " ", "\u0663\u0660", "\uff13\uff10", "1,5",
-    "+30", "30.", ".5", "1e", "--1", "\x00", "30\x00", "١e٢",
+    "30",
+    "30.5",
+    " 30 ",
+    "3e1",
+    "nan",
+    "NaN",
+    "inf",
+    "-inf",
+    "Infinity",
+    "1e400",
+    "-1e400",
+    "9" * 400,
+    "1e-400",
+    "4.9e-324",
+    "-5",
+    "0",
+    "-0",
+    "0x10",
+    "0x1p-1",
+    "30abc",
+    "3_0",
+    "",
+    " ",
+    "\u0663\u0660",
+    "\uff13\uff10",
+    "1,5",
+    "+30",
+    "30.",
+    ".5",
+    "1e",
+    "--1",
+    "\x00",
+    "30\x00",
+    "١e٢",
 ]
-bad_number = st.sampled_from(HOSTILE_NUMBERS) | st.floats(allow_nan=True, allow_infinity=True).map(repr) | st.integers(
-    -(10**30), 10**30).map(str)
+bad_number = (
+    st.sampled_from(HOSTILE_NUMBERS)
+    | st.floats(allow_nan=True, allow_infinity=True).map(repr)
+    | st.integers(-(10**30), 10**30).map(str)
+)
 
 
 def tmpdir() -> Path:
@@ -76,8 +110,10 @@ def voc_doc(values: dict, *, drop=(), extra="", name="dog", difficult="0") -> st
     v = {"width": "100", "height": "80", "xmin": "1", "ymin": "2", "xmax": "30", "ymax": "40", **values}
     size = "".join(f"<{k}>{v[k]}</{k}>" for k in ("width", "height") if k not in drop)
     box = "".join(f"<{k}>{v[k]}</{k}>" for k in ("xmin", "ymin", "xmax", "ymax") if k not in drop)
-    return (f"<annotation><size>{size}</size><object><name>{name}</name><difficult>{difficult}</difficult>"
-            f"<bndbox>{box}</bndbox>{extra}</object></annotation>")
+    return (
+        f"<annotation><size>{size}</size><object><name>{name}</name><difficult>{difficult}</difficult>"
+        f"<bndbox>{box}</bndbox>{extra}</object></annotation>"
+    )
 
 
 def _xml_text(s: str) -> str:
@@ -109,10 +145,12 @@ def test_fuzz_voc_structure(values, drop, extra, name, difficult, strict):
 _LOL = "".join(f'<!ENTITY l{i + 1} "' + f"&l{i};" * 10 + '">' for i in range(9))
 VOC_FILES = {
     "billion laughs": f'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY l0 "lol">{_LOL}]>' + voc_doc({}, name="&l9;"),
-    "quadratic blowup": '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "' + "x" * 50_000 + '">]>'
-                        + voc_doc({}, name="&x;" * 2_000),
+    "quadratic blowup": '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "'
+    + "x" * 50_000
+    + '">]>'
+    + voc_doc({}, name="&x;" * 2_000),
     "external entity": '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-                       + voc_doc({}, name="&x;"),
+    + voc_doc({}, name="&x;"),
     "external dtd": '<?xml version="1.0"?><!DOCTYPE a SYSTEM "http://example.invalid/a.dtd">' + voc_doc({}),
     "deep nesting": "<annotation>" + "<a>" * 100_000 + "</a>" * 100_000 + "</annotation>",
     "deep objects": "<annotation>" + "<object>" * 5_000 + "</object>" * 5_000 + "</annotation>",
@@ -134,8 +172,9 @@ VOC_FILES = {
     "attributes not text": voc_doc({}).replace("<xmax>30</xmax>", '<xmax value="30"/>'),
     "object without name": voc_doc({}).replace("<name>dog</name>", ""),
     "many objects": "<annotation><size><width>100</width><height>80</height></size>"
-                    + "<object><name>a</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"
-                    * 20_000 + "</annotation>",
+    + "<object><name>a</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"
+    * 20_000
+    + "</annotation>",
 }
 
 
@@ -164,13 +203,32 @@ def json_backend(request, monkeypatch):
 
 
 def coco_text(bbox="[1, 2, 30, 40]", width="100", image_id="1", category_id="1", extra="") -> str:
-    return ('{"images": [{"id": 1, "width": %s, "height": 80, "file_name": "a.jpg"}], '
-            '"annotations": [{"id": 1, "image_id": %s, "category_id": %s, "bbox": %s, "iscrowd": 0}%s], '
-            '"categories": [{"id": 1, "name": "a"}]}') % (width, image_id, category_id, bbox, extra)
+    return (
+        '{"images": [{"id": 1, "width": %s, "height": 80, "file_name": "a.jpg"}], '
+        '"annotations": [{"id": 1, "image_id": %s, "category_id": %s, "bbox": %s, "iscrowd": 0}%s], '
+        '"categories": [{"id": 1, "name": "a"}]}'
+    ) % (width, image_id, category_id, bbox, extra)
 
 
-_JSON_NUMBERS = ["30", "NaN", "Infinity", "-Infinity", "1e400", "1" + "0" * 400, "-1", "1e-400", "4.9e-324", "true",
-                 "null", '"30"', "[30]", "{}", "-0", "0", "1.7976931348623157e308"]
+_JSON_NUMBERS = [
+    "30",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e400",
+    "1" + "0" * 400,
+    "-1",
+    "1e-400",
+    "4.9e-324",
+    "true",
+    "null",
+    '"30"',
+    "[30]",
+    "{}",
+    "-0",
+    "0",
+    "1.7976931348623157e308",
+]
 COCO_FILES = {
     **{f"bbox width {v[:12]}": coco_text(bbox=f"[1, 2, {v}, 40]") for v in _JSON_NUMBERS},
     **{f"image width {v[:12]}": coco_text(width=v) for v in _JSON_NUMBERS},
@@ -255,8 +313,11 @@ def png(width: int, height: int) -> bytes:
 
 
 def jpeg(width: int, height: int, orientation: int = 1) -> bytes:
-    exif = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01" + struct.pack(
-        ">H", orientation) + b"\x00\x00\x00\x00\x00\x00"
+    exif = (
+        b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01"
+        + struct.pack(">H", orientation)
+        + b"\x00\x00\x00\x00\x00\x00"
+    )
     app1 = b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
     sof = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
     return b"\xff\xd8" + app1 + sof + b"\xff\xd9"
@@ -288,8 +349,10 @@ def test_fuzz_yolo_lines(lines, sep, strict):
         assert boxes is not None and len(boxes) >= 1
 
 
-@pytest.mark.parametrize("line", ["30 30 30 30 30 30 30 30 inf", "0 0.1 0.1 inf 0.2 0.3 -inf", "0 1e308 0.5 1e308 0.5",
-                                  "0 0.5 0.5 1e308 1e308"])
+@pytest.mark.parametrize(
+    "line",
+    ["30 30 30 30 30 30 30 30 inf", "0 0.1 0.1 inf 0.2 0.3 -inf", "0 1e308 0.5 1e308 0.5", "0 0.5 0.5 1e308 1e308"],
+)
 def test_yolo_infinite_polygons_are_dropped_without_a_numpy_warning(line):
     boxes = check_load(datasets.load_yolo, yolo_folder(line.encode(), bmp(64, 32)), workers=1)
     assert boxes is not None and len(boxes) == 1  # only the good file's box
@@ -299,13 +362,16 @@ def _mutations(data: bytes):
     return st.one_of(
         st.integers(0, len(data)).map(lambda i: data[:i]),  # truncated
         st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)).map(
-            lambda t: data[:t[0]] + bytes([t[1]]) + data[t[0] + 1:]),  # one byte changed
+            lambda t: data[: t[0]] + bytes([t[1]]) + data[t[0] + 1 :]
+        ),  # one byte changed
         st.binary(max_size=64),
     )
 
 
 IMAGES = {
-    ".bmp": bmp(64, 32), ".png": png(64, 32), ".jpg": jpeg(64, 32, 6),
+    ".bmp": bmp(64, 32),
+    ".png": png(64, 32),
+    ".jpg": jpeg(64, 32, 6),
 }
 
 
@@ -325,14 +391,43 @@ def test_fuzz_image_headers(data, suffix, strict):
 
 @pytest.mark.parametrize(
     "image",
-    [bmp(0, 32), bmp(64, 0), bmp(2**31 - 1, -(2**31)), bmp(-64, 32), png(0, 0), png(2**32 - 1, 2**32 - 1),
-     jpeg(0, 32), jpeg(65535, 65535, 8), jpeg(64, 32, 99), b"", b"BM", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"],
-    ids=["bmp w0", "bmp h0", "bmp huge", "bmp negative w", "png 0x0", "png huge", "jpeg w0", "jpeg max rotated",
-         "jpeg bad orientation", "empty", "bmp magic only", "png magic only", "jpeg magic only"],
+    [
+        bmp(0, 32),
+        bmp(64, 0),
+        bmp(2**31 - 1, -(2**31)),
+        bmp(-64, 32),
+        png(0, 0),
+        png(2**32 - 1, 2**32 - 1),
+        jpeg(0, 32),
+        jpeg(65535, 65535, 8),
+        jpeg(64, 32, 99),
+        b"",
+        b"BM",
+        b"\x89PNG\r\n\x1a\n",
+        b"\xff\xd8\xff",
+    ],
+    ids=[
+        "bmp w0",
+        "bmp h0",
+        "bmp huge",
+        "bmp negative w",
+        "png 0x0",
+        "png huge",
+        "jpeg w0",
+        "jpeg max rotated",
+        "jpeg bad orientation",
+        "empty",
+        "bmp magic only",
+        "png magic only",
+        "jpeg magic only",
+    ],
 )
 def test_extreme_image_headers(image):
-    labels = yolo_folder(b"0 0.5 0.5 0.25 0.5\n", image, ".bmp" if image[:2] == b"BM" or not image else
-                         ".png" if image[:4] == b"\x89PNG" else ".jpg")
+    labels = yolo_folder(
+        b"0 0.5 0.5 0.25 0.5\n",
+        image,
+        ".bmp" if image[:2] == b"BM" or not image else ".png" if image[:4] == b"\x89PNG" else ".jpg",
+    )
     boxes = check_load(datasets.load_yolo, labels, workers=1)
     if boxes is not None:
         assert np.isfinite(boxes.image_wh).all() and (boxes.image_wh > 0).all()
@@ -344,8 +439,8 @@ YOLO_YAMLS = {
     "invalid yaml": "train: [unclosed\n",
     "python tag": "!!python/object/apply:os.system ['echo pwned']\n",
     "anchors alias bomb": "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-                          "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
-                          "train: images\nnames: [*d]\n",
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "train: images\nnames: [*d]\n",
     "names a number": "path: .\ntrain: images\nnames: 5\n",
     "names with gaps": "path: .\ntrain: images\nnames: {0: a, 5: b}\n",
     "train a number": "path: .\ntrain: 5\nnames: [a]\n",

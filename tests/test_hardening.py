@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import interrupt_latency
 
 import fastanchor
 from fastanchor import datasets
-
-from conftest import interrupt_latency
 
 
 def boxes(n, seed=0):
@@ -51,7 +50,7 @@ def workloads(n=20_000):
     xyxy = np.concatenate([xy, xy + np.minimum(wh[0], 300)], axis=1)
     centers = fastanchor.ssd_default_boxes([19, 10, 5, 3, 2, 1])
     priors = fastanchor.to_corners(centers)
-    gt = [xyxy[i * 25:(i + 1) * 25] / 640 for i in range(64)]  # 64 images of 25 boxes
+    gt = [xyxy[i * 25 : (i + 1) * 25] / 640 for i in range(64)]  # 64 images of 25 boxes
     counts = np.arange(64) % 26
     padded = np.stack(gt)
     matched = gt[0][np.maximum(fastanchor.match_priors(priors, gt[0]), 0)]
@@ -73,8 +72,9 @@ def workloads(n=20_000):
         "encode_decode": lambda: fastanchor.decode(fastanchor.encode(matched, centers), centers),
         "grid_best_iou": lambda: fastanchor.grid_best_iou(anchors, xyxy, (700, 700)),
         "ssd_aspect_ratios": lambda: fastanchor.ssd_aspect_ratios(wh[2][:5000], 4, seed=6),
-        "ssd_default_boxes": lambda: fastanchor.ssd_default_boxes([38, 19, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2, 3],
-                                                                                     [2], [2]]),
+        "ssd_default_boxes": lambda: fastanchor.ssd_default_boxes(
+            [38, 19, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2, 3], [2], [2]]
+        ),
         "tf_anchor_generator": lambda: fastanchor.tf_anchor_generator([19, 10, 5, 3, 2, 1], (2.0, 3.0), max_scale=0.9),
     }
 
@@ -115,12 +115,14 @@ def test_thread_pool_results_equal_single_threaded_ones(n_threads):
 
     def work(i):
         p, a = problems[i], anchors[i]
-        return fingerprint((
-            fastanchor.kmeans_iou(p, 9, seed=i, n_threads=n_threads),
-            fastanchor.anchor_fitness(a, p, n_threads=n_threads),
-            fastanchor.evolve_anchors(a, p, generations=60, seed=i, n_threads=n_threads),
-            fastanchor.wh_iou(p[:300], a, n_threads=n_threads),
-        ))
+        return fingerprint(
+            (
+                fastanchor.kmeans_iou(p, 9, seed=i, n_threads=n_threads),
+                fastanchor.anchor_fitness(a, p, n_threads=n_threads),
+                fastanchor.evolve_anchors(a, p, generations=60, seed=i, n_threads=n_threads),
+                fastanchor.wh_iou(p[:300], a, n_threads=n_threads),
+            )
+        )
 
     expected = [work(i) for i in range(len(problems))]
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -191,6 +193,7 @@ def test_free_threading_is_declared():
     if hasattr(sys, "_is_gil_enabled") and sysconfig_free_threaded():
         assert not sys._is_gil_enabled()
     import re
+
     src = Path(__file__).resolve().parents[1] / "cpp" / "bindings" / "module.cpp"
     assert re.search(r"PYBIND11_MODULE\(_core, m, py::mod_gil_not_used\(\)\)", src.read_text())
 
@@ -212,6 +215,7 @@ def rss_bytes() -> int:
 
 def _bad_calls(wh):
     """Error paths: validation errors, an exception out of a callback through the core."""
+
     def boom(*_):
         raise RuntimeError("stop")
 
@@ -239,24 +243,31 @@ def _tiny_datasets(root: Path) -> dict:
             "</bndbox></object></annotation>"
         )
     coco = root / "coco.json"
-    coco.write_text(json.dumps({
-        "images": [{"id": 1, "width": 100, "height": 80, "file_name": "a.jpg"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 40], "iscrowd": 0}],
-        "categories": [{"id": 1, "name": "a"}],
-    }))
+    coco.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "width": 100, "height": 80, "file_name": "a.jpg"}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 30, 40], "iscrowd": 0}],
+                "categories": [{"id": 1, "name": "a"}],
+            }
+        )
+    )
     yolo = root / "yolo"
     (yolo / "images").mkdir(parents=True)
     (yolo / "labels").mkdir()
     # a 64x32 BMP header (only headers are read)
     (yolo / "images" / "a.bmp").write_bytes(
-        b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHH", 40, 64, 32, 1, 24) + bytes(24))
+        b"BM" + struct.pack("<IHHI", 54, 0, 0, 54) + struct.pack("<IiiHH", 40, 64, 32, 1, 24) + bytes(24)
+    )
     (yolo / "labels" / "a.txt").write_text("0 0.5 0.5 0.25 0.5\n")
     return {"voc": voc, "coco": coco, "yolo": yolo / "labels"}
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads /proc (Linux)")
-@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
-                    reason="under AddressSanitizer freed memory is held in quarantine: resident memory grows")
+@pytest.mark.skipif(
+    "asan" in os.environ.get("LD_PRELOAD", ""),
+    reason="under AddressSanitizer freed memory is held in quarantine: resident memory grows",
+)
 def test_memory_stays_flat_over_thousands_of_calls(tmp_path):
     wh = boxes(300)
     anchors = fastanchor.kmeans_iou(wh, 9, seed=0).anchors

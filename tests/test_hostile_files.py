@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fastanchor import datasets
 from fastanchor._fileio import excerpt, iter_files, read_regular, sanitize
 from fastanchor.datasets import AnnotationError, AnnotationWarning
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 PYTHON_DIR = Path(datasets.__file__).resolve().parents[2]
 #: Address space of a child process (importing fastanchor takes about 160 MB).
@@ -68,14 +69,18 @@ def run_child(code: str, *, memory: int = CHILD_MEMORY, seconds: float = CHILD_S
     try:
         proc = subprocess.run(
             [sys.executable, "-c", _CHILD_PRELUDE + textwrap.dedent(code)],
-            capture_output=True, text=True, timeout=seconds, env=env, cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=seconds,
+            env=env,
+            cwd=cwd,
             preexec_fn=lambda: _limits(memory),
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"the child did not finish in {seconds} s (a hang, or unbounded work)")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, f"the child crashed (status {proc.returncode}): {proc.stderr[-2000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def assert_refused(result: dict, path, *, kinds=("AnnotationError",), contains: str = "") -> str:
@@ -91,6 +96,7 @@ def assert_refused(result: dict, path, *, kinds=("AnnotationError",), contains: 
 @contextlib.contextmanager
 def deadline(seconds: float):
     """Raise TimeoutError in this thread after ``seconds`` (a walk that explodes fails fast)."""
+
     def expire(signum, frame):
         raise TimeoutError(f"not finished in {seconds} s")
 
@@ -109,9 +115,11 @@ def deadline(seconds: float):
 
 def voc_xml(name="a.jpg", width="100", height="80", box=(1, 2, 30, 40), cls="dog") -> str:
     x1, y1, x2, y2 = box
-    return (f"<annotation><filename>{name}</filename><size><width>{width}</width><height>{height}</height></size>"
-            f"<object><name>{cls}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
-            f"<ymax>{y2}</ymax></bndbox></object></annotation>")
+    return (
+        f"<annotation><filename>{name}</filename><size><width>{width}</width><height>{height}</height></size>"
+        f"<object><name>{cls}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+        f"<ymax>{y2}</ymax></bndbox></object></annotation>"
+    )
 
 
 def png_bytes(w: int, h: int) -> bytes:
@@ -122,8 +130,12 @@ def png_bytes(w: int, h: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     raw = b"".join(b"\x00" + b"\x00" * w for _ in range(h))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def yolo_tree(root: Path, n: int = 2, yaml_extra: str = "") -> Path:
@@ -156,16 +168,19 @@ def alias_bomb(shape: str, levels: int = 9, fanout: int = 9) -> str:
         lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * fanout)}]" for i in range(1, levels + 1)]
     elif shape == "mapping":
         lines = ["l0: &l0 {x: lol}"]
-        lines += [f"l{i}: &l{i} {{{', '.join(f'k{j}: *l{i - 1}' for j in range(fanout))}}}"
-                  for i in range(1, levels + 1)]
+        lines += [
+            f"l{i}: &l{i} {{{', '.join(f'k{j}: *l{i - 1}' for j in range(fanout))}}}" for i in range(1, levels + 1)
+        ]
     elif shape == "string":  # few nodes, a long scalar repeated
         lines = ['l0: &l0 "' + "x" * 4000 + '"']
         lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * fanout)}]" for i in range(1, levels - 2)]
         levels -= 3
     elif shape == "merge":  # merge keys copy a mapping into each level
         lines = ["l0: &l0 {a: 1, b: 2, c: 3}"]
-        lines += [f"l{i}: &l{i} {{<<: [*l{i - 1}], n{i}: [{', '.join([f'*l{i - 1}'] * fanout)}]}}"
-                  for i in range(1, levels + 1)]
+        lines += [
+            f"l{i}: &l{i} {{<<: [*l{i - 1}], n{i}: [{', '.join([f'*l{i - 1}'] * fanout)}]}}"
+            for i in range(1, levels + 1)
+        ]
     else:
         raise ValueError(shape)
     return "\n".join(lines) + f"\nbomb: *l{levels}\n"
@@ -208,8 +223,11 @@ def test_a_huge_or_wrong_class_count_is_refused(tmp_path, count):
     assert_refused(result, data)
 
 
-@given(depth=st.integers(65, 20_000), style=st.sampled_from(["flow list", "flow map", "block list", "mixed"]),
-       where=st.sampled_from(["train", "names", "extra"]))
+@given(
+    depth=st.integers(65, 20_000),
+    style=st.sampled_from(["flow list", "flow map", "block list", "mixed"]),
+    where=st.sampled_from(["train", "names", "extra"]),
+)
 @settings(max_examples=25)
 def test_deep_yaml_is_refused_with_the_file_named(depth, style, where):
     root = Path(os.environ.get("TMPDIR", "/tmp"))
@@ -238,8 +256,12 @@ def test_deep_yaml_is_refused_with_the_file_named(depth, style, where):
 @pytest.mark.parametrize("key", ["nc", "names", "names map", "path"])
 def test_yaml_integers_beyond_the_digit_limit_name_the_file(tmp_path, value, key):
     data = yolo_tree(tmp_path)
-    text = {"nc": f"nc: {value}", "names": f"names: [{value}]", "names map": f"names: {{{value}: a}}",
-            "path": f"path: {value}"}[key]
+    text = {
+        "nc": f"nc: {value}",
+        "names": f"names: [{value}]",
+        "names map": f"names: {{{value}: a}}",
+        "path": f"path: {value}",
+    }[key]
     data.write_text(f"train: images/train\n{text}\n")
     try:
         boxes = datasets.load_yolo(data)
@@ -355,8 +377,11 @@ def _real_files(root: Path, suffix: str) -> set:
     out = set()
     for folder, dirs, files in os.walk(root):  # does not follow links: each real file once
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        out |= {os.path.realpath(os.path.join(folder, f)) for f in files if f.endswith(suffix)
-                and not os.path.islink(os.path.join(folder, f))}
+        out |= {
+            os.path.realpath(os.path.join(folder, f))
+            for f in files
+            if f.endswith(suffix) and not os.path.islink(os.path.join(folder, f))
+        }
     return out
 
 
@@ -461,7 +486,8 @@ def test_a_self_loop_link_does_not_abort_the_load(tmp_path, fmt):
 
 secret_lines = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),
-    min_size=1, max_size=300,
+    min_size=1,
+    max_size=300,
 ).filter(lambda s: len(s.split()) not in (0, 5) and s.strip())
 
 
@@ -488,7 +514,7 @@ def test_a_label_file_linked_to_a_foreign_file_is_not_echoed(line, marker_at):
         assert message.isprintable()
         # at most a short excerpt of one field: no 25 characters of the file in a row
         foreign_text = foreign.read_text()
-        assert not any(foreign_text[i:i + 25] in message for i in range(len(foreign_text) - 24))
+        assert not any(foreign_text[i : i + 25] in message for i in range(len(foreign_text) - 24))
         assert "second line" not in message
 
 
@@ -503,9 +529,13 @@ def test_an_image_list_pointing_at_a_foreign_file_shows_nothing_of_it(tmp_path):
     assert "SECRETHASH" not in str(exc.value) and "daemon" not in str(exc.value)
 
 
-@given(value=st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=200)
-                          | st.binary(max_size=50), lambda c: st.lists(c, max_size=5)
-                          | st.dictionaries(st.text(max_size=5), c, max_size=5), max_leaves=60))
+@given(
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=200) | st.binary(max_size=50),
+        lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=5), c, max_size=5),
+        max_leaves=60,
+    )
+)
 def test_excerpts_are_short_and_printable(value):
     text = excerpt(value)
     assert len(text) <= 48 and text.isprintable()
@@ -537,8 +567,9 @@ def json_backend(request, monkeypatch):
 
 
 @pytest.mark.parametrize("depth", [500, 1000, 3000, 50_000])
-@pytest.mark.parametrize("where", ["bbox", "image_id", "category_id", "file_name", "annotation", "image",
-                                   "category name", "id"])
+@pytest.mark.parametrize(
+    "where", ["bbox", "image_id", "category_id", "file_name", "annotation", "image", "category name", "id"]
+)
 def test_deeply_nested_coco_values_name_the_file(tmp_path, json_backend, depth, where):
     doc = coco_doc()
     deep = "[" * depth + "]" * depth

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import DATA_DIR
 
 from fastanchor.cli import main
@@ -107,8 +106,19 @@ def _yolov5_models() -> Path:
 
 @needs_coco_json
 @pytest.mark.integration
-@pytest.mark.parametrize("name", ["yolov5n", "hub/yolov5-p2", "hub/yolov5-p34", "hub/yolov5-p6", "hub/yolov5-p7",
-                                  "hub/yolov3-tiny", "hub/yolov5n6", "segment/yolov5n-seg"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "yolov5n",
+        "hub/yolov5-p2",
+        "hub/yolov5-p34",
+        "hub/yolov5-p6",
+        "hub/yolov5-p7",
+        "hub/yolov3-tiny",
+        "hub/yolov5n6",
+        "segment/yolov5n-seg",
+    ],
+)
 def test_written_yaml_builds_the_real_model(tmp_path, capsys, name):
     models = _yolov5_models()
     import torch
@@ -154,8 +164,11 @@ def test_mmyolo_top_level_names_are_read_and_rewritten(tmp_path):
     template.write_text(MMYOLO_STYLE)
     back = read_anchors(str(template))
     assert back.strides == (8.0, 16.0, 32.0) and back.levels[0].tolist() == [[10, 13], [16, 30], [33, 23]]
-    levels = [np.array([[11.0, 12], [20, 25], [30, 40]]), np.array([[50.0, 60], [70, 80], [90, 100]]),
-              np.array([[120.0, 130], [200, 210], [300, 310]])]
+    levels = [
+        np.array([[11.0, 12], [20, 25], [30, 40]]),
+        np.array([[50.0, 60], [70, 80], [90, 100]]),
+        np.array([[120.0, 130], [200, 210], [300, 310]]),
+    ]
     out_dir = tmp_path / "work"
     out_dir.mkdir()
     out = out_dir / "mine.py"
@@ -191,17 +204,26 @@ def _mm_configs(package: str) -> Path:
     return Path(spec.origin).parent / ".mim" / "configs"
 
 
-MMDET_YOLO = ["yolov3_d53_8xb8-320-273e_coco", "yolov3_d53_8xb8-amp-ms-608-273e_coco",
-              "yolov3_d53_8xb8-ms-416-273e_coco",
-              "yolov3_d53_8xb8-ms-608-273e_coco", "yolov3_mobilenetv2_8xb24-320-300e_coco",
-              "yolov3_mobilenetv2_8xb24-ms-416-300e_coco"]
+MMDET_YOLO = [
+    "yolov3_d53_8xb8-320-273e_coco",
+    "yolov3_d53_8xb8-amp-ms-608-273e_coco",
+    "yolov3_d53_8xb8-ms-416-273e_coco",
+    "yolov3_d53_8xb8-ms-608-273e_coco",
+    "yolov3_mobilenetv2_8xb24-320-300e_coco",
+    "yolov3_mobilenetv2_8xb24-ms-416-300e_coco",
+]
 
 
 @needs_coco_json
 @pytest.mark.integration
-@pytest.mark.parametrize("name", [("mmdet", f"yolo/{n}") for n in MMDET_YOLO]
-                         + [("mmyolo", "yolov5/yolov5_s-v61_syncbn_8xb16-300e_coco"),
-                            ("mmyolo", "yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco")])
+@pytest.mark.parametrize(
+    "name",
+    [("mmdet", f"yolo/{n}") for n in MMDET_YOLO]
+    + [
+        ("mmyolo", "yolov5/yolov5_s-v61_syncbn_8xb16-300e_coco"),
+        ("mmyolo", "yolov5/yolov5_n-v61_syncbn_fast_8xb16-300e_coco"),
+    ],
+)
 def test_mm_config_written_is_what_mmengine_loads(tmp_path, capsys, name):
     package, stem = name
     template = _mm_configs(package) / f"{stem}.py"
@@ -222,8 +244,9 @@ def test_mm_config_written_is_what_mmengine_loads(tmp_path, capsys, name):
     np.testing.assert_array_equal(merged, written.anchors)
     assert not np.array_equal(merged, np.concatenate([np.asarray(gen_old.base_sizes[i], float) for i in order]))
     # everything else is the template's (the head's classes, the training schedule)
-    assert {k: v for k, v in new.model.bbox_head.items() if k != key} == \
-        {k: v for k, v in old.model.bbox_head.items() if k != key}
+    assert {k: v for k, v in new.model.bbox_head.items() if k != key} == {
+        k: v for k, v in old.model.bbox_head.items() if k != key
+    }
     assert new.get("max_epochs") == old.get("max_epochs") and new.train_cfg == old.train_cfg
     if package == "mmdet":  # the pipelines' image size was used
         size = old.test_dataloader.dataset.pipeline[1].scale[0]
@@ -300,8 +323,10 @@ def test_darknet_filters_follow_the_anchor_count(tmp_path):
     template = tmp_path / "tiny.cfg"
     template.write_text(TINY_CFG)
     out = tmp_path / "out.cfg"
-    levels = [np.array([[10.0, 14], [23, 27], [37, 58], [40, 40]]),
-              np.array([[81.0, 82], [135, 169], [344, 319], [300, 300]])]
+    levels = [
+        np.array([[10.0, 14], [23, 27], [37, 58], [40, 40]]),
+        np.array([[81.0, 82], [135, 169], [344, 319], [300, 300]]),
+    ]
     write_anchors(str(out), levels, (8, 16), template=str(template))
     text = out.read_text()
     assert text.count("filters=340") == 2 and "filters=255" not in text  # (80 + 5) * 4
@@ -321,8 +346,11 @@ def _zero_weights(path: Path, f: int) -> Path:
     """Zero darknet weights for TINY_CFG with ``f`` filters before each [yolo]: a header, then per
     layer biases [, BN scales, means, variances] and kernels."""
     counts = [16 * 4 + 16 * 3 * 9, 32 * 4 + 32 * 16 * 9, f + f * 32, f + f * 32]
-    path.write_bytes(np.array([0, 2, 0], np.int32).tobytes() + np.zeros(1, np.int64).tobytes()
-                     + np.zeros(sum(counts), np.float32).tobytes())
+    path.write_bytes(
+        np.array([0, 2, 0], np.int32).tobytes()
+        + np.zeros(1, np.int64).tobytes()
+        + np.zeros(sum(counts), np.float32).tobytes()
+    )
     return path
 
 
@@ -342,8 +370,10 @@ def test_darknet_cfg_loads_in_opencv(tmp_path):
     template = tmp_path / "tiny.cfg"
     template.write_text(TINY_CFG)
     out = tmp_path / "out.cfg"
-    levels = [np.array([[10.0, 14], [23, 27], [37, 58], [40, 40]]),
-              np.array([[81.0, 82], [135, 169], [344, 319], [300, 300]])]
+    levels = [
+        np.array([[10.0, 14], [23, 27], [37, 58], [40, 40]]),
+        np.array([[81.0, 82], [135, 169], [344, 319], [300, 300]]),
+    ]
     write_anchors(str(out), levels, (8, 16), template=str(template))
     outs = _forward(cv2, out, _zero_weights(tmp_path / "w340", 4 * (80 + 5)))
     # one row per anchor and cell, (4 + 1 + 80) values each: 4 anchors on two 32x32 grids
@@ -479,7 +509,10 @@ def test_ssd_config_written_parses_with_the_real_protos(tmp_path, capsys, which)
     original = pipeline_pb2.TrainEvalPipelineConfig()
     text_format.Merge(cfg.read_text(), original)
     block.ClearField("aspect_ratios")
-    orig_block = (original.model.ssd.anchor_generator.ssd_anchor_generator if which == "ssd"
-                  else original.model.ssd.anchor_generator.multiscale_anchor_generator)
+    orig_block = (
+        original.model.ssd.anchor_generator.ssd_anchor_generator
+        if which == "ssd"
+        else original.model.ssd.anchor_generator.multiscale_anchor_generator
+    )
     orig_block.ClearField("aspect_ratios")
     assert parsed == original  # everything but the ratios is the config's own

@@ -29,8 +29,10 @@ print(",".join(heavy))
 def test_lazy_submodules_import_no_framework():
     import fastanchor
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(fastanchor.__file__).parents[1]),
-                                                       os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(Path(fastanchor.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    )
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, check=False, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"importing the adapters imported {out.stdout.strip()}"
@@ -40,6 +42,6 @@ def test_unknown_attribute():
     import fastanchor
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        fastanchor.nope  # noqa: B018
+        fastanchor.nope
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        fastanchor.integrations.nope  # noqa: B018
+        fastanchor.integrations.nope

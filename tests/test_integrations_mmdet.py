@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import DATA_DIR
 
 from fastanchor.export import read_anchors
@@ -32,8 +31,9 @@ def _coco_dataset():
     class CocoBoxes(mmengine_dataset.BaseDataset):
         def load_data_list(self):
             doc = json.loads(Path(self.ann_file).read_text())
-            per_image = {img["id"]: {"width": img["width"], "height": img["height"], "instances": []}
-                         for img in doc["images"]}
+            per_image = {
+                img["id"]: {"width": img["width"], "height": img["height"], "instances": []} for img in doc["images"]
+            }
             for ann in doc["annotations"]:
                 x, y, w, h = ann["bbox"]
                 per_image[ann["image_id"]]["instances"].append({"bbox": [x, y, x + w, y + h], "bbox_label": 0})
@@ -85,8 +85,14 @@ def test_accepts_what_the_installed_tool_passes(package):
 @pytest.mark.integration
 def test_boxes_resized_as_mmyolo(tmp_path):
     ds = _coco_dataset()
-    opt = FastAnchorOptimizer(dataset=ds, input_shape=[640, 480], num_anchor_per_level=[3, 3, 3],
-                              logger=logging.getLogger("test"), out_dir=None, iters=10)
+    opt = FastAnchorOptimizer(
+        dataset=ds,
+        input_shape=[640, 480],
+        num_anchor_per_level=[3, 3, 3],
+        logger=logging.getLogger("test"),
+        out_dir=None,
+        iters=10,
+    )
     wh, shapes = [], []
     for i in range(len(ds)):
         info = ds.get_data_info(i)
@@ -105,8 +111,15 @@ def test_boxes_resized_as_mmyolo(tmp_path):
 def test_optimize_writes_a_result_read_anchors_reads(tmp_path):
     ds = _coco_dataset()
     out = tmp_path / "work"
-    opt = FastAnchorOptimizer(dataset=ds, input_shape=[640, 640], num_anchor_per_level=[3, 3, 3],
-                              logger=logging.getLogger("test"), out_dir=str(out), iters=300, seed=0)
+    opt = FastAnchorOptimizer(
+        dataset=ds,
+        input_shape=[640, 640],
+        num_anchor_per_level=[3, 3, 3],
+        logger=logging.getLogger("test"),
+        out_dir=str(out),
+        iters=300,
+        seed=0,
+    )
     anchors = opt.optimize()
     assert anchors.shape == (9, 2) and np.all(np.diff(anchors.prod(1)) >= 0)
     doc = json.loads((out / RESULT_FILE).read_text())
@@ -115,12 +128,14 @@ def test_optimize_writes_a_result_read_anchors_reads(tmp_path):
     back = read_anchors(str(out / RESULT_FILE))
     assert len(back.levels) == 3 and back.strides is None
     np.testing.assert_array_equal(back.anchors, np.round(anchors))
-    again = FastAnchorOptimizer(dataset=ds, input_shape=[640, 640], num_anchor_per_level=[3, 3, 3],
-                                out_dir=None, iters=300, seed=0).optimize()
+    again = FastAnchorOptimizer(
+        dataset=ds, input_shape=[640, 640], num_anchor_per_level=[3, 3, 3], out_dir=None, iters=300, seed=0
+    ).optimize()
     np.testing.assert_array_equal(anchors, again)
     # mmdetection's form: num_anchors, a flat list
-    flat = FastAnchorOptimizer(dataset=ds, input_shape=[640, 640], num_anchors=9, out_dir=str(tmp_path / "flat"),
-                               algorithm="k-means", seed=0)
+    flat = FastAnchorOptimizer(
+        dataset=ds, input_shape=[640, 640], num_anchors=9, out_dir=str(tmp_path / "flat"), algorithm="k-means", seed=0
+    )
     flat.optimize()
     doc = json.loads((tmp_path / "flat" / RESULT_FILE).read_text())
     assert len(doc) == 9 and all(len(p) == 2 for p in doc)

@@ -6,7 +6,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import DATA_DIR
 
 from fastanchor import wh_iou
@@ -107,7 +106,7 @@ def test_fpn_anchors_build_the_real_model(detector):
     assert isinstance(out, list) and set(out[0]) >= {"boxes", "scores", "labels"}
     # and the python() text is code that builds the same generator
     ns: dict = {}
-    exec(fit.python(), ns)  # noqa: S102 - our own generated source
+    exec(fit.python(), ns)
     assert ns["anchor_generator"].sizes == gen.sizes and ns["anchor_generator"].aspect_ratios == gen.aspect_ratios
     assert tv.__version__
 
@@ -148,7 +147,7 @@ def test_ssd_boxes_build_the_real_model():
         out = model([torch.rand(3, 300, 300)])
     assert set(out[0]) >= {"boxes", "scores", "labels"}
     ns: dict = {}
-    exec(fit.python(), ns)  # noqa: S102 - our own generated source
+    exec(fit.python(), ns)
     assert ns["anchor_generator"].scales == gen.scales
 
 
@@ -172,7 +171,7 @@ def test_cli_writes_python_that_builds_the_generator(tmp_path, capsys, detector)
     except ImportError:
         return
     ns: dict = {}
-    exec(text, ns)  # noqa: S102 - our own generated source
+    exec(text, ns)
     gen = ns["anchor_generator"]
     assert type(gen).__name__ in ("AnchorGenerator", "DefaultBoxGenerator")
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import DATA_DIR
 
 pytestmark = pytest.mark.integration
@@ -162,8 +161,9 @@ def test_few_distinct_boxes_fall_back_like_yolov5():
         shapes = np.array([[640, 640]])
         labels = [np.array([[0, 0.5, 0.5, 0.1, 0.2], [0, 0.3, 0.3, 0.1, 0.2]], np.float32)]
 
-    k = kmean_anchors(Two(), n=3, img_size=640, gen=200, verbose=False, seed=0,
-                      logger=logging.getLogger("fastanchor.test"))
+    k = kmean_anchors(
+        Two(), n=3, img_size=640, gen=200, verbose=False, seed=0, logger=logging.getLogger("fastanchor.test")
+    )
     assert k.shape == (3, 2)
     # the one distinct box (64 x 128) is matched by at least one anchor within thr
     best, _ = _yolov5_metric(k.astype(np.float64), np.array([[64.0, 128.0]]), 4.0)
@@ -262,9 +262,21 @@ def test_training_start_uses_fastanchor(tmp_path, monkeypatch, host_log):
                 return out
 
             monkeypatch.setattr(autoanchor, "kmean_anchors", spy)
-            train.run(data=str(data), cfg="yolov5n.yaml", weights="", epochs=1, imgsz=64, batch_size=8,
-                      workers=0, device="cpu", project=str(tmp_path / "runs"), name="exp", exist_ok=True,
-                      noplots=True, seed=0)
+            train.run(
+                data=str(data),
+                cfg="yolov5n.yaml",
+                weights="",
+                epochs=1,
+                imgsz=64,
+                batch_size=8,
+                workers=0,
+                device="cpu",
+                project=str(tmp_path / "runs"),
+                name="exp",
+                exist_ok=True,
+                noplots=True,
+                seed=0,
+            )
     assert len(calls) == 1, host_log.messages
     assert any("Done ✅" in m for m in host_log.messages), host_log.messages
     det = seen["model"].model[-1]

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import interrupt_latency
 
 import fastanchor
-from conftest import interrupt_latency
 
 
 def long_problem(n=400_000):

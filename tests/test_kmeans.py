@@ -6,14 +6,14 @@ import math
 
 import numpy as np
 import pytest
+import reference as ref
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-import fastanchor
-import reference as ref
 from simd import portable
 from strategies import boxes_and_k, n_distinct, sides, weights_for, wh_arrays
+
+import fastanchor
 
 
 def assert_same_as_reference(got, expected):
@@ -168,7 +168,7 @@ def test_zero_weight_boxes_do_not_change_the_fit(problem, update, data):
     b = fastanchor.kmeans_iou(both, k, init=init, update=update, sample_weight=weights)
     np.testing.assert_array_equal(a.anchors, b.anchors)
     np.testing.assert_array_equal(a.labels, b.labels[: len(wh)])
-    np.testing.assert_array_equal(b.labels[len(wh):], ref.assign(b.anchors, extra)[0])
+    np.testing.assert_array_equal(b.labels[len(wh) :], ref.assign(b.anchors, extra)[0])
 
 
 def test_integer_weights_equal_repeated_boxes():
@@ -382,8 +382,9 @@ def test_every_assignment_gives_the_exact_labels(update, weighted, dtype):
     for s, a in enumerate(sets):
         labels, best = ref.assign(a, exact)
         np.testing.assert_array_equal(runs[0]["labels"][s], labels)
-        np.testing.assert_allclose(runs[0]["updated"][s], ref._update_step(a, labels, best, exact, wt, update),
-                                   rtol=1e-9)
+        np.testing.assert_allclose(
+            runs[0]["updated"][s], ref._update_step(a, labels, best, exact, wt, update), rtol=1e-9
+        )
     for other in runs[1:]:
         np.testing.assert_array_equal(other["labels"], runs[0]["labels"])
         np.testing.assert_array_equal(other["updated"], runs[0]["updated"])
@@ -479,8 +480,9 @@ def test_assignments_over_random_moves_match_reference(update, portable_kernels)
         for s, a in enumerate(sets):
             labels, best = ref.assign(a, wh)
             np.testing.assert_array_equal(out["labels"][s], labels)
-            np.testing.assert_allclose(out["updated"][s],
-                                       ref._update_step(a, labels, best, wh, np.ones(n), update), rtol=1e-9)
+            np.testing.assert_allclose(
+                out["updated"][s], ref._update_step(a, labels, best, wh, np.ones(n), update), rtol=1e-9
+            )
 
 
 def test_mean_of_exact_sums_is_the_correctly_rounded_mean():
@@ -564,8 +566,9 @@ def test_large_k_takes_every_engine_and_matches_reference(k, update):
     for s, anchors in enumerate(sets):
         labels, best = ref.assign(anchors, wh)
         np.testing.assert_array_equal(out["labels"][s], labels)
-        np.testing.assert_allclose(out["updated"][s], ref._update_step(anchors, labels, best, wh, np.ones(len(wh)), update),
-                                   rtol=1e-9)
+        np.testing.assert_allclose(
+            out["updated"][s], ref._update_step(anchors, labels, best, wh, np.ones(len(wh)), update), rtol=1e-9
+        )
 
 
 def test_weighted_median_tie_is_decided_in_exact_arithmetic():

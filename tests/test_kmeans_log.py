@@ -7,13 +7,13 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-import fastanchor
 import reference as ref
 from conftest import interrupt_latency, load_real, needs_data, real_box_files
+from hypothesis import given
+from hypothesis import strategies as st
 from strategies import boxes_and_k, n_distinct, sides, weights_for, wh_arrays
+
+import fastanchor
 
 
 @st.composite
@@ -85,8 +85,9 @@ def test_empty_cluster_keeps_its_anchor():
     init = np.array([[2.0, 2.0], [1000.0, 1000.0]])  # nothing near the second anchor
     r = fastanchor.kmeans_log(wh, 2, init=init)
     np.testing.assert_array_equal(r.anchors[1], [1000.0, 1000.0])  # never moved: the given value
-    assert r.anchors[0, 0] == math.exp(math.ldexp(float(sum(round(math.ldexp(math.log(x), 40)) for x in (1, 2, 4)))
-                                                  / 3.0, -40))
+    assert r.anchors[0, 0] == math.exp(
+        math.ldexp(float(sum(round(math.ldexp(math.log(x), 40)) for x in (1, 2, 4))) / 3.0, -40)
+    )
     assert abs(r.anchors[0, 0] - 2.0) < 1e-12  # the geometric mean of 1, 2, 4
 
 

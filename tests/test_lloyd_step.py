@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference as ref
 
 import fastanchor
-import reference as ref
 
 
 def _chunking(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import fastanchor
 import reference as ref
 from conftest import clean, load_real, needs_data, real_box_files
+
+import fastanchor
 
 pytestmark = needs_data
 FILES = real_box_files()

@@ -8,14 +8,14 @@ import warnings
 
 import numpy as np
 import pytest
+import reference as ref
+from conftest import DATA_DIR, needs_data, real_box_files
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from simd import portable
 
 import fastanchor
-import reference as ref
-from conftest import DATA_DIR, needs_data, real_box_files
-from simd import portable
 from fastanchor import datasets
 from fastanchor.cli import YOLOV5_DEFAULT_ANCHORS
 
@@ -34,8 +34,11 @@ def corner_boxes(draw, min_rows: int = 1, max_rows: int = 40):
     n = draw(st.integers(min_rows, max_rows))
     coord = draw(st.sampled_from([_int_coord, _float_coord]))
     p = draw(hnp.arrays(np.float64, (n, 2), elements=coord))
-    size = draw(hnp.arrays(np.float64, (n, 2), elements=st.one_of(st.integers(1, 6).map(float),
-                                                                   st.floats(0.01, 40.0, allow_nan=False))))
+    size = draw(
+        hnp.arrays(
+            np.float64, (n, 2), elements=st.one_of(st.integers(1, 6).map(float), st.floats(0.01, 40.0, allow_nan=False))
+        )
+    )
     return np.concatenate([p, p + size], axis=1)
 
 
@@ -86,7 +89,7 @@ def test_box_iou_threads_do_not_change_results():
 @pytest.mark.parametrize(
     "bad, row",
     [
-        ([[0, 0, 1, 1], [2, 0, 2, 1]], 1),          # x2 == x1
+        ([[0, 0, 1, 1], [2, 0, 2, 1]], 1),  # x2 == x1
         ([[0, 0, 1, 1], [0, 0, 1, 1], [0, 3, 1, 2]], 2),  # y2 < y1
         ([[0, np.nan, 1, 1]], 0),
         ([[0, 0, np.inf, 1]], 0),
@@ -131,10 +134,16 @@ def test_default_boxes_order_and_shapes():
     # layer 0: scale 0.2; layer 1: 0.9; after the last, 1.0. 4 boxes per location.
     assert b.shape == (2 * 2 * 4 + 4, 4)
     s0, s1 = 0.2, 0.9
-    np.testing.assert_allclose(b[:4], [[0.25, 0.25, s0, s0], [0.25, 0.25, np.sqrt(s0 * s1), np.sqrt(s0 * s1)],
-                                       [0.25, 0.25, s0 * np.sqrt(2), s0 / np.sqrt(2)],
-                                       [0.25, 0.25, s0 / np.sqrt(2), s0 * np.sqrt(2)]])
-    np.testing.assert_allclose(b[4:8, :2], [[0.75, 0.25]] * 4)       # next location: x moves first
+    np.testing.assert_allclose(
+        b[:4],
+        [
+            [0.25, 0.25, s0, s0],
+            [0.25, 0.25, np.sqrt(s0 * s1), np.sqrt(s0 * s1)],
+            [0.25, 0.25, s0 * np.sqrt(2), s0 / np.sqrt(2)],
+            [0.25, 0.25, s0 / np.sqrt(2), s0 * np.sqrt(2)],
+        ],
+    )
+    np.testing.assert_allclose(b[4:8, :2], [[0.75, 0.25]] * 4)  # next location: x moves first
     np.testing.assert_allclose(b[8, :2], [0.25, 0.75])
     np.testing.assert_allclose(b[-4:, 2:3].ravel()[:2], [s1, np.sqrt(s1 * 1.0)])
     # reciprocals=False: the list as given, the extra square after ratio 1
@@ -145,7 +154,7 @@ def test_default_boxes_order_and_shapes():
     d = fastanchor.ssd_default_boxes([(2, 3)], [1.0], image_size=(600, 300), clip=False)
     assert d.shape == (2 * 3 * 2, 4)
     np.testing.assert_allclose(d[:6:2, 0], [1 / 6, 1 / 2, 5 / 6])
-    np.testing.assert_allclose(d[0, 2] * 600, d[0, 3] * 300)     # square in pixels
+    np.testing.assert_allclose(d[0, 2] * 600, d[0, 3] * 300)  # square in pixels
 
 
 def test_default_boxes_known_counts():
@@ -153,13 +162,15 @@ def test_default_boxes_known_counts():
     ssd300 = fastanchor.ssd_default_boxes([38, 19, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2, 3], [2], [2]])
     assert ssd300.shape == (8732, 4)
     # TensorFlow's ssd_mobilenet_v1 300x300: 1917 anchors
-    tf = fastanchor.tf_anchor_generator([19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3],
-                                        min_scale=0.2, max_scale=0.95, clip=False)
+    tf = fastanchor.tf_anchor_generator(
+        [19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3], min_scale=0.2, max_scale=0.95, clip=False
+    )
     assert tf.shape == (1917, 4)
-    np.testing.assert_allclose(tf[:3, 2:], [[0.1, 0.1], [0.2 * np.sqrt(2), 0.2 / np.sqrt(2)],
-                                            [0.2 * np.sqrt(0.5), 0.2 / np.sqrt(0.5)]])
+    np.testing.assert_allclose(
+        tf[:3, 2:], [[0.1, 0.1], [0.2 * np.sqrt(2), 0.2 / np.sqrt(2)], [0.2 * np.sqrt(0.5), 0.2 / np.sqrt(0.5)]]
+    )
     s1, s2 = 0.2 + 0.75 / 5, 0.2 + 0.75 * 2 / 5
-    np.testing.assert_allclose(tf[19 * 19 * 3 + 5, 2:], [np.sqrt(s1 * s2)] * 2)   # interpolated box
+    np.testing.assert_allclose(tf[19 * 19 * 3 + 5, 2:], [np.sqrt(s1 * s2)] * 2)  # interpolated box
 
 
 @given(
@@ -192,16 +203,17 @@ def test_default_boxes_errors():
 def test_tf_fields_default_to_the_current_boxes():
     maps, ratios = [19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3]
     for size in (None, 300, (640, 480)):
-        plain = fastanchor.tf_anchor_generator(maps, ratios, min_scale=0.2, max_scale=0.95,
-                                               image_size=size)
-        explicit = fastanchor.tf_anchor_generator(maps, ratios, min_scale=0.2, max_scale=0.95,
-                                                  image_size=size, base_anchor_height=1.0, base_anchor_width=1.0)
+        plain = fastanchor.tf_anchor_generator(maps, ratios, min_scale=0.2, max_scale=0.95, image_size=size)
+        explicit = fastanchor.tf_anchor_generator(
+            maps, ratios, min_scale=0.2, max_scale=0.95, image_size=size, base_anchor_height=1.0, base_anchor_width=1.0
+        )
         np.testing.assert_array_equal(explicit, plain)
     # Strides and offsets equal to TensorFlow's defaults give the same centres (to rounding).
     maps2 = [(4, 6), (2, 3), (1, 1)]
     plain = fastanchor.tf_anchor_generator(maps2, [1.0, 2.0], clip=False)
-    strided = fastanchor.tf_anchor_generator(maps2, [1.0, 2.0], clip=False,
-                                             height_stride=[1 / 4, 1 / 2, 1.0], width_stride=[1 / 6, 1 / 3, 1.0])
+    strided = fastanchor.tf_anchor_generator(
+        maps2, [1.0, 2.0], clip=False, height_stride=[1 / 4, 1 / 2, 1.0], width_stride=[1 / 6, 1 / 3, 1.0]
+    )
     np.testing.assert_allclose(strided, plain, rtol=0, atol=1e-15)
     np.testing.assert_array_equal(strided[:, 2:], plain[:, 2:])
 
@@ -214,10 +226,21 @@ def test_tf_fields_hand_computed():
     # Centres: y_i = (40 i + 10) / 100, x_j = (80 j + 20) / 200 on layer 0; layer 1 strides 100 x
     # 200 with offsets 50 x 100: its one box sits at (0.5, 0.5).
     b = fastanchor.tf_anchor_generator(
-        [2, 1], [1.0, 2.0], min_scale=0.2, max_scale=0.8, image_size=(200, 100),
-        interpolated_scale_aspect_ratio=0.0, reduce_boxes_in_lowest_layer=False, clip=False,
-        base_anchor_height=0.5, base_anchor_width=1.0, height_stride=[40, 100], width_stride=[80, 200],
-        height_offset=[10, 50], width_offset=[20, 100])
+        [2, 1],
+        [1.0, 2.0],
+        min_scale=0.2,
+        max_scale=0.8,
+        image_size=(200, 100),
+        interpolated_scale_aspect_ratio=0.0,
+        reduce_boxes_in_lowest_layer=False,
+        clip=False,
+        base_anchor_height=0.5,
+        base_anchor_width=1.0,
+        height_stride=[40, 100],
+        width_stride=[80, 200],
+        height_offset=[10, 50],
+        width_offset=[20, 100],
+    )
     r2 = np.sqrt(2.0)
     w0, h0 = [0.1, 0.2 * r2 * 0.5], [0.1, 0.2 / r2 * 0.5]
     w1, h1 = [0.4, 0.8 * r2 * 0.5], [0.4, 0.8 / r2 * 0.5]
@@ -228,9 +251,16 @@ def test_tf_fields_hand_computed():
     expected += [[0.5, 0.5, w1[0], h1[0]], [0.5, 0.5, w1[1], h1[1]]]
     np.testing.assert_allclose(b, expected, rtol=1e-15, atol=1e-16)
     # Strides without offsets: the offset is half the stride (TensorFlow's default).
-    c = fastanchor.tf_anchor_generator([2], [1.0], image_size=(200, 100), clip=False,
-                                       interpolated_scale_aspect_ratio=0.0, reduce_boxes_in_lowest_layer=False,
-                                       height_stride=30, width_stride=60)
+    c = fastanchor.tf_anchor_generator(
+        [2],
+        [1.0],
+        image_size=(200, 100),
+        clip=False,
+        interpolated_scale_aspect_ratio=0.0,
+        reduce_boxes_in_lowest_layer=False,
+        height_stride=30,
+        width_stride=60,
+    )
     np.testing.assert_allclose(c[:, :2], [[0.15, 0.15], [0.45, 0.15], [0.15, 0.45], [0.45, 0.45]], rtol=1e-15)
 
 
@@ -258,10 +288,19 @@ def test_tf_fields_equal_the_reference(maps, ratios, reduce, interp, size, base,
         pair = st.tuples(st.floats(-5.0, 50.0), st.floats(-5.0, 50.0))
         offsets = data.draw(st.lists(pair, min_size=m, max_size=m))
         kw.update(height_offset=[o[0] for o in offsets], width_offset=[o[1] for o in offsets])
-    got = fastanchor.tf_anchor_generator(maps, ratios, min_scale=0.1, max_scale=0.9, clip=False,
-                                         image_size=size, interpolated_scale_aspect_ratio=interp,
-                                         reduce_boxes_in_lowest_layer=reduce, base_anchor_height=base[0],
-                                         base_anchor_width=base[1], **kw)
+    got = fastanchor.tf_anchor_generator(
+        maps,
+        ratios,
+        min_scale=0.1,
+        max_scale=0.9,
+        clip=False,
+        image_size=size,
+        interpolated_scale_aspect_ratio=interp,
+        reduce_boxes_in_lowest_layer=reduce,
+        base_anchor_height=base[0],
+        base_anchor_width=base[1],
+        **kw,
+    )
     want = ref.tf_ssd_anchors(maps, ratios, 0.1, 0.9, interp, reduce, base, strides, offsets, im_h, im_w)
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
 
@@ -286,8 +325,17 @@ def test_tf_fields_errors():
     with pytest.raises(TypeError, match="height_stride must be a number or a sequence"):
         fastanchor.tf_anchor_generator([3], [2.0], height_stride="16", width_stride=16)
 
-TF_FIELDS = dict(interpolated_scale_aspect_ratio=2.0, reduce_boxes_in_lowest_layer=False, base_anchor_height=2.0,
-                 base_anchor_width=0.5, height_stride=16, width_stride=16, height_offset=8, width_offset=8)
+
+TF_FIELDS = dict(
+    interpolated_scale_aspect_ratio=2.0,
+    reduce_boxes_in_lowest_layer=False,
+    base_anchor_height=2.0,
+    base_anchor_width=0.5,
+    height_stride=16,
+    width_stride=16,
+    height_offset=8,
+    width_offset=8,
+)
 
 
 @given(
@@ -302,8 +350,9 @@ TF_FIELDS = dict(interpolated_scale_aspect_ratio=2.0, reduce_boxes_in_lowest_lay
     st.booleans(),
     st.data(),
 )
-def test_deprecated_style_tf_gives_the_arrays_of_tf_anchor_generator(maps, ratios, scale_kind, interp, reduce, base,
-                                                                    grid, size, clip, data):
+def test_deprecated_style_tf_gives_the_arrays_of_tf_anchor_generator(
+    maps, ratios, scale_kind, interp, reduce, base, grid, size, clip, data
+):
     kw = dict(**interp, **reduce, **base, **grid, image_size=size, clip=clip)
     if scale_kind == "range":
         kw.update(min_scale=data.draw(st.floats(0.05, 0.5)), max_scale=data.draw(st.floats(0.5, 1.0)))
@@ -325,8 +374,10 @@ def test_deprecated_style_tf_keeps_its_defaults():
     np.testing.assert_array_equal(old, fastanchor.tf_anchor_generator(maps, (2.0, 3.0), min_scale=0.2, max_scale=0.9))
     # TensorFlow's default max_scale is 0.95: the new function's default differs from the old call's
     assert not np.array_equal(old, fastanchor.tf_anchor_generator(maps, (2.0, 3.0)))
-    np.testing.assert_array_equal(fastanchor.tf_anchor_generator(maps, (2.0, 3.0)),
-                                  fastanchor.tf_anchor_generator(maps, (2.0, 3.0), min_scale=0.2, max_scale=0.95))
+    np.testing.assert_array_equal(
+        fastanchor.tf_anchor_generator(maps, (2.0, 3.0)),
+        fastanchor.tf_anchor_generator(maps, (2.0, 3.0), min_scale=0.2, max_scale=0.95),
+    )
     # and a warning points at the caller's line
     with pytest.warns(DeprecationWarning) as record:
         fastanchor.ssd_default_boxes([2], style="tf")
@@ -336,12 +387,18 @@ def test_deprecated_style_tf_keeps_its_defaults():
 def test_parameters_that_do_not_apply_raise():
     # every TensorFlow field, alone, with the SSD paper's layout (even at TensorFlow's default value)
     for name, value in TF_FIELDS.items():
-        with pytest.raises(ValueError, match=rf"^{name} is a field of TensorFlow's ssd_anchor_generator and does "
-                                             r"not apply to the SSD paper's layout: use tf_anchor_generator"):
+        with pytest.raises(
+            ValueError,
+            match=rf"^{name} is a field of TensorFlow's ssd_anchor_generator and does "
+            r"not apply to the SSD paper's layout: use tf_anchor_generator",
+        ):
             fastanchor.ssd_default_boxes([3], [2.0], **{name: value})
     defaults = dict(interpolated_scale_aspect_ratio=1.0, reduce_boxes_in_lowest_layer=True, base_anchor_height=1.0)
-    with pytest.raises(ValueError, match="^interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer, "
-                                         "base_anchor_height are fields of TensorFlow's"):
+    with pytest.raises(
+        ValueError,
+        match="^interpolated_scale_aspect_ratio, reduce_boxes_in_lowest_layer, "
+        "base_anchor_height are fields of TensorFlow's",
+    ):
         fastanchor.ssd_default_boxes([3], [2.0], **defaults)
     # the SSD paper's reciprocals with TensorFlow's layout (True or False, both were ignored before)
     for value in (True, False):
@@ -350,8 +407,11 @@ def test_parameters_that_do_not_apply_raise():
     assert "reciprocals" not in inspect.signature(fastanchor.tf_anchor_generator).parameters
     # explicit scales with min_scale or max_scale (the range was ignored before)
     for make, extra in ((fastanchor.ssd_default_boxes, {}), (fastanchor.tf_anchor_generator, {})):
-        for kw, named in ((dict(min_scale=0.2), "min_scale"), (dict(max_scale=0.9), "max_scale"),
-                          (dict(min_scale=0.1, max_scale=0.9), "min_scale and max_scale")):
+        for kw, named in (
+            (dict(min_scale=0.2), "min_scale"),
+            (dict(max_scale=0.9), "max_scale"),
+            (dict(min_scale=0.1, max_scale=0.9), "min_scale and max_scale"),
+        ):
             with pytest.raises(ValueError, match=f"give scales or {named}, not both"):
                 make([3, 1], [2.0], scales=[0.2, 0.5], **kw, **extra)
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="give scales or max_scale, not both"):
@@ -414,8 +474,13 @@ def near_tie_problem(draw):
     and one ulp around 0.5. Up to ~150 priors: the kernels work in blocks of 8 priors."""
     scale = 2.0 ** draw(st.integers(-3, 3))
     shift = float(draw(st.integers(-4, 4)))
-    cells = draw(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(1, 3), st.integers(1, 3)),
-                          min_size=1, max_size=40))
+    cells = draw(
+        st.lists(
+            st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(1, 3), st.integers(1, 3)),
+            min_size=1,
+            max_size=40,
+        )
+    )
     boxes = [[x, y, x + w, y + h] for x, y, w, h in cells]
     halves = [[b[0], b[1], (b[0] + b[2]) / 2, b[3]] for b in boxes[: draw(st.integers(0, 5))]]
     cx, cy, r = 4.0, 4.0, draw(st.sampled_from([2.0, 3.0, 1.5]))
@@ -457,8 +522,13 @@ def grid_match_problem(draw):
     count that is not a multiple of 8; P < G too). The GT boxes are priors, copies of each other
     and integer boxes (exact and near ties)."""
     side = 24.0
-    shapes = draw(st.lists(st.sampled_from([(1.0, 1.0), (2.0, 2.0), (2.0, 1.0), (1.0, 2.0), (3.0, 1 / 3), (1 / 3, 3.0),
-                                            (1.5, 1.5)]), min_size=1, max_size=6))
+    shapes = draw(
+        st.lists(
+            st.sampled_from([(1.0, 1.0), (2.0, 2.0), (2.0, 1.0), (1.0, 2.0), (3.0, 1 / 3), (1 / 3, 3.0), (1.5, 1.5)]),
+            min_size=1,
+            max_size=6,
+        )
+    )
     rows = []
     for f in draw(st.lists(st.integers(1, 20), min_size=1, max_size=2)):
         s = side / f
@@ -469,8 +539,11 @@ def grid_match_problem(draw):
     priors = np.array(rows)
     priors = priors[: priors.shape[0] - draw(st.integers(0, min(7, priors.shape[0] - 1)))]
     gt = [priors[i] for i in draw(st.lists(st.integers(0, priors.shape[0] - 1), max_size=6))]
-    for x, y, w, h in draw(st.lists(st.tuples(st.integers(-2, 23), st.integers(-2, 23), st.integers(1, 12),
-                                              st.integers(1, 12)), max_size=8)):
+    for x, y, w, h in draw(
+        st.lists(
+            st.tuples(st.integers(-2, 23), st.integers(-2, 23), st.integers(1, 12), st.integers(1, 12)), max_size=8
+        )
+    ):
         gt.append(np.array([x, y, x + w, y + h], float))
     gt += gt[:1] * draw(st.integers(0, 3))  # copies: GT boxes that want the same priors
     gt = np.array(gt).reshape(-1, 4)
@@ -491,8 +564,10 @@ def test_match_priors_skipped_blocks_equal_reference(problem):
             with portable(portable_kernels):
                 got = fastanchor._core.match_priors(priors, np.ascontiguousarray(gt), offsets, thr, 1, stored)
             np.testing.assert_array_equal(got[0], want)
-    np.testing.assert_array_equal(fastanchor.match_priors(priors, [gt, gt[:1], gt], threshold=thr),
-                                  [want, ref.match_priors(priors, gt[:1], thr), want])
+    np.testing.assert_array_equal(
+        fastanchor.match_priors(priors, [gt, gt[:1], gt], threshold=thr),
+        [want, ref.match_priors(priors, gt[:1], thr), want],
+    )
 
 
 def test_match_iou_exactly_at_the_threshold():
@@ -503,19 +578,23 @@ def test_match_iou_exactly_at_the_threshold():
     np.testing.assert_array_equal(fastanchor.match_priors(priors, gt, threshold=0.5), [0, 0, 1])
     np.testing.assert_array_equal(fastanchor.match_priors(priors, gt, threshold=np.nextafter(0.5, 1)), [-1, 0, 1])
     for thr in (0.5, np.nextafter(0.5, 1)):
-        np.testing.assert_array_equal(fastanchor.match_priors(priors, gt, threshold=thr),
-                                      ref.match_priors(priors, gt, thr))
+        np.testing.assert_array_equal(
+            fastanchor.match_priors(priors, gt, threshold=thr), ref.match_priors(priors, gt, thr)
+        )
 
 
 def test_match_ssd_layouts_equal_reference():
     # the benchmark's layouts (blocks of 32 priors, a tail) with GT boxes on and between priors
     rng = np.random.default_rng(7)
-    for priors_c in (fastanchor.tf_anchor_generator([19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3],
-                                                    min_scale=0.2, max_scale=0.95),
-                     fastanchor.ssd_default_boxes([38, 19, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2, 3], [2], [2]])):
+    for priors_c in (
+        fastanchor.tf_anchor_generator(
+            [19, 10, 5, 3, 2, 1], [1.0, 2.0, 0.5, 3.0, 1 / 3], min_scale=0.2, max_scale=0.95
+        ),
+        fastanchor.ssd_default_boxes([38, 19, 10, 5, 3, 1], [[2], [2, 3], [2, 3], [2, 3], [2], [2]]),
+    ):
         priors = fastanchor.to_corners(priors_c)
         gts = [random_boxes(rng, 20, 1.0, 0.02, 0.6) for _ in range(4)]
-        gts.append(priors[rng.choice(priors.shape[0], 20)])       # GT boxes equal to priors
+        gts.append(priors[rng.choice(priors.shape[0], 20)])  # GT boxes equal to priors
         gts.append(np.repeat(priors[rng.choice(priors.shape[0], 5)], 3, axis=0))  # duplicated GT boxes
         got = fastanchor.match_priors(priors, gts)
         for b, g in enumerate(gts):
@@ -558,8 +637,9 @@ def test_match_batched_forms_agree():
     for b, g in enumerate(gts):
         padded[b, : g.shape[0]] = g
     np.testing.assert_array_equal(fastanchor.match_priors(priors, padded, counts=counts), batch)
-    np.testing.assert_array_equal(fastanchor.match_priors(priors, gts, n_threads=1),
-                                  fastanchor.match_priors(priors, gts, n_threads=3))
+    np.testing.assert_array_equal(
+        fastanchor.match_priors(priors, gts, n_threads=1), fastanchor.match_priors(priors, gts, n_threads=3)
+    )
     assert fastanchor.match_priors(priors, []).shape == (0, priors.shape[0])
 
 
@@ -580,8 +660,13 @@ def test_match_errors_name_the_image_and_row():
 def test_decode_inverts_encode(gt, v0, v1):
     centers = fastanchor.to_center(gt)
     rng = np.random.default_rng(gt.shape[0])
-    priors = np.concatenate([centers[:, :2] + rng.normal(0, 1, (len(gt), 2)) * centers[:, 2:],
-                             centers[:, 2:] * rng.uniform(0.3, 3, (len(gt), 2))], 1)
+    priors = np.concatenate(
+        [
+            centers[:, :2] + rng.normal(0, 1, (len(gt), 2)) * centers[:, 2:],
+            centers[:, 2:] * rng.uniform(0.3, 3, (len(gt), 2)),
+        ],
+        1,
+    )
     t = fastanchor.encode(gt, priors, (v0, v1))
     np.testing.assert_array_equal(t, ref.ssd_encode(gt, priors, (v0, v1)))
     back = fastanchor.decode(t, priors, (v0, v1))
@@ -633,7 +718,7 @@ def test_aspect_ratios_score_and_reproducibility():
     r2 = fastanchor.ssd_aspect_ratios(wh, 4, seed=1)
     np.testing.assert_array_equal(r.aspect_ratios, r2.aspect_ratios)
     e = fastanchor.ssd_aspect_ratios(wh, 4, seed=1, method="euclidean")
-    assert e.avg_iou <= r.avg_iou + 1e-3   # k-means on IoU optimizes the IoU score
+    assert e.avg_iou <= r.avg_iou + 1e-3  # k-means on IoU optimizes the IoU score
     with pytest.raises(ValueError, match="method"):
         fastanchor.ssd_aspect_ratios(wh, 4, method="cosine")
     with pytest.raises(ValueError, match="wh has 1 bad row"):
@@ -650,8 +735,13 @@ def grid_problem(draw):
     boxes = draw(corner_boxes(1, 15))
     boxes = np.abs(boxes) % 60.0
     boxes = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:]) + 0.5], 1)
-    anchors = draw(hnp.arrays(np.float64, (draw(st.integers(1, 3)), 2),
-                              elements=st.one_of(st.integers(1, 40).map(float), st.floats(0.5, 60.0))))
+    anchors = draw(
+        hnp.arrays(
+            np.float64,
+            (draw(st.integers(1, 3)), 2),
+            elements=st.one_of(st.integers(1, 40).map(float), st.floats(0.5, 60.0)),
+        )
+    )
     strides = draw(st.sampled_from([(8.0,), (4.0, 16.0), (5.0, 7.0, 32.0)]))
     return anchors, boxes, np.array([W, H]), strides
 
@@ -674,15 +764,19 @@ def test_grid_best_iou_equals_reference_and_brute_force_over_all_cells(problem):
 def test_grid_recall_examples():
     # an anchor exactly on a cell: IoU 1; shifted by half a cell: lower
     anchors = [np.array([[16.0, 16.0]])]
-    on_cell = np.array([[16.0, 16.0, 32.0, 32.0]])      # centre (24, 24): cell (1, 1) of stride 16
+    on_cell = np.array([[16.0, 16.0, 32.0, 32.0]])  # centre (24, 24): cell (1, 1) of stride 16
     assert fastanchor.grid_best_iou(anchors, on_cell, (64, 64), strides=(16,))[0] == 1.0
-    off = np.array([[0.0, 0.0, 16.0, 16.0]])            # centre (8, 8): cell (0, 0) of stride 16
+    off = np.array([[0.0, 0.0, 16.0, 16.0]])  # centre (8, 8): cell (0, 0) of stride 16
     assert fastanchor.grid_best_iou(anchors, off, (64, 64), strides=(16,))[0] == 1.0
-    half = np.array([[8.0, 0.0, 24.0, 16.0]])           # centre (16, 8): half a cell off in x
-    assert fastanchor.grid_best_iou(anchors, half, (64, 64), strides=(16,))[0] == pytest.approx(8 * 16 / (2 * 256 - 128))
+    half = np.array([[8.0, 0.0, 24.0, 16.0]])  # centre (16, 8): half a cell off in x
+    assert fastanchor.grid_best_iou(anchors, half, (64, 64), strides=(16,))[0] == pytest.approx(
+        8 * 16 / (2 * 256 - 128)
+    )
     assert fastanchor.grid_recall(anchors, np.concatenate([off, half]), (64, 64), strides=(16,), iou=0.5) == 0.5
     # a (k, 2) array is split over the levels in area order; wh_iou would say 1.0 for all
-    wh = np.array([[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119], [116, 90], [156, 198], [373, 326]], float)
+    wh = np.array(
+        [[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119], [116, 90], [156, 198], [373, 326]], float
+    )
     r = fastanchor.grid_recall(wh, np.array([[0, 0, 10, 13], [3, 5, 13, 18]], float), (640, 640))
     assert 0 <= r <= 1
     with pytest.raises(ValueError, match="cannot be split evenly"):
@@ -728,7 +822,7 @@ def test_loaders_keep_positions_and_grid_recall_runs(name):
     r = fastanchor.grid_recall(wh, box640[keep], (img * scale)[keep], iou=0.5)
     centered = fastanchor.wh_iou(box640[keep, 2:] - box640[keep, :2], wh).max(1)
     assert 0.0 < r <= 1.0
-    assert (best <= centered + 1e-12).all()        # an offset never helps: wh-IoU bounds it
+    assert (best <= centered + 1e-12).all()  # an offset never helps: wh-IoU bounds it
     assert r <= np.mean(centered >= 0.5)
 
 
@@ -750,7 +844,7 @@ def test_aspect_ratios_on_real_datasets():
             wh = z["wh"].astype(np.float64)
             img = z["img_wh"].astype(np.float64)
         ok = np.isfinite(wh).all(1) & (wh > 0).all(1) & np.isfinite(img).all(1) & (img > 0).all(1)
-        wh = (wh[ok] * (300.0 / img[ok]))[:20000]     # stretched to 300x300, as SSD trains
+        wh = (wh[ok] * (300.0 / img[ok]))[:20000]  # stretched to 300x300, as SSD trains
         r = fastanchor.ssd_aspect_ratios(wh, 5, seed=0)
         e = fastanchor.ssd_aspect_ratios(wh, 5, seed=0, method="euclidean", n_init=2)
         assert 0.5 < r.avg_iou <= 1 and (np.diff(r.aspect_ratios) > 0).all()
@@ -803,7 +897,9 @@ def test_set_aspect_ratios_keeps_everything_else():
     bare = bare.replace("        aspect_ratios: 0.5  # tall\n", "").replace("        aspect_ratios: 3.0\n", "")
     bare = bare.replace("        aspect_ratios: 0.3333\n", "")
     again = set_aspect_ratios(bare, [0.5, 1.25], 2)
-    assert "reduce_boxes_in_lowest_layer: true\n        aspect_ratios: 0.50\n        aspect_ratios: 1.25\n      }" in again
+    assert (
+        "reduce_boxes_in_lowest_layer: true\n        aspect_ratios: 0.50\n        aspect_ratios: 1.25\n      }" in again
+    )
     assert set_aspect_ratios("", [2.0], 1) == "ssd_anchor_generator {\n  aspect_ratios: 2.0\n}\n"
 
 
@@ -845,8 +941,13 @@ def test_box_validation_takes_a_private_copy():
 # --- regressions: inputs the fuzzing found (issue 7) ---------------------------------------------------
 
 
-@pytest.mark.parametrize("loc, variances", [(np.full((1, 4), 1e4), (0.1, 0.2)),     # exp(2000) overflows
-                                            (np.full((1, 4), 1.0), (1e308, 1e308))])  # the prior's scale overflows
+@pytest.mark.parametrize(
+    "loc, variances",
+    [
+        (np.full((1, 4), 1e4), (0.1, 0.2)),  # exp(2000) overflows
+        (np.full((1, 4), 1.0), (1e308, 1e308)),
+    ],
+)  # the prior's scale overflows
 def test_decode_beyond_float64_is_a_value_error(loc, variances):
     with pytest.raises(ValueError, match="loc gives boxes beyond float64 range.*row 0|priors row 0"):
         fastanchor.decode(loc, [[0.5, 0.5, 0.1, 0.1]], variances)
@@ -863,8 +964,9 @@ def test_encode_beyond_float64_is_a_value_error():
     # (a unit box against a 1e-300 prior is 5e300: large, but finite)
     assert np.isfinite(fastanchor.encode([[0.0, 0.0, 1.0, 1.0]], [[0.0, 0.0, 1e-300, 1e-300]])).all()
     with pytest.raises(ValueError, match="matched_gt gives targets beyond float64 range.*row 1: \\[inf, inf"):
-        fastanchor.encode([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1e10, 1e10]],
-                          [[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1e-300, 1e-300]])
+        fastanchor.encode(
+            [[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1e10, 1e10]], [[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1e-300, 1e-300]]
+        )
     # d_wh * v0 must be a finite positive double, even with no boxes to encode
     for v, side in [((1e308, 1e308), 10.0), ((5e-324, 0.2), 0.1)]:  # 1e309 and 5e-325
         priors = [[0.5, 0.5, 1.0, 1.0], [0.5, 0.5, side, side]]
@@ -873,12 +975,18 @@ def test_encode_beyond_float64_is_a_value_error():
                 fn(np.zeros((0, 2, 4)), priors, v)
 
 
-@pytest.mark.parametrize("kwargs, what", [
-    (dict(feature_map_sizes=[1], aspect_ratios=[1e308], scales=[1e308], clip=False), "width inf"),
-    (dict(feature_map_sizes=[1], aspect_ratios=[1e308], scales=[1e308], clip=True), "width inf"),  # not clipped away
-    (dict(feature_map_sizes=[1], image_size=(1e308, 5e-324)), "width 0.0"),
-    (dict(feature_map_sizes=[1, 1], aspect_ratios=[2.0], scales=[1e-200, 1e-200]), "layer 0: box 1 .* width 0.0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, what",
+    [
+        (dict(feature_map_sizes=[1], aspect_ratios=[1e308], scales=[1e308], clip=False), "width inf"),
+        (
+            dict(feature_map_sizes=[1], aspect_ratios=[1e308], scales=[1e308], clip=True),
+            "width inf",
+        ),  # not clipped away
+        (dict(feature_map_sizes=[1], image_size=(1e308, 5e-324)), "width 0.0"),
+        (dict(feature_map_sizes=[1, 1], aspect_ratios=[2.0], scales=[1e-200, 1e-200]), "layer 0: box 1 .* width 0.0"),
+    ],
+)
 def test_default_boxes_whose_sides_overflow_or_vanish_are_a_value_error(kwargs, what):
     with pytest.raises(ValueError, match=what + ".*scales .*aspect_ratios, image_size"):
         fastanchor.ssd_default_boxes(**kwargs)
@@ -918,22 +1026,28 @@ def test_default_boxes_options_must_be_what_they_say():
         for bad in ("no", None, 1, np.array(True)):
             with pytest.raises(TypeError, match=f"{name} must be True or False"):
                 fastanchor.tf_anchor_generator([2], [2.0], **{name: bad})
-    np.testing.assert_array_equal(fastanchor.ssd_default_boxes([2], clip=np.bool_(False), reciprocals=np.True_),
-                                  fastanchor.ssd_default_boxes([2], clip=False))
-    np.testing.assert_array_equal(fastanchor.ssd_default_boxes([2], np.array([2.0, 3.0])),
-                                  fastanchor.ssd_default_boxes([2], [2.0, 3.0]))
+    np.testing.assert_array_equal(
+        fastanchor.ssd_default_boxes([2], clip=np.bool_(False), reciprocals=np.True_),
+        fastanchor.ssd_default_boxes([2], clip=False),
+    )
+    np.testing.assert_array_equal(
+        fastanchor.ssd_default_boxes([2], np.array([2.0, 3.0])), fastanchor.ssd_default_boxes([2], [2.0, 3.0])
+    )
 
 
 def test_euclidean_aspect_ratios_take_the_counts_of_kmeans_iou():
     wh = [[1, 2], [3, 1], [2, 2]]
     for method in ("iou", "euclidean"):
-        for kwargs, what in [(dict(n_init=2**40), "n_init must be <= 2147483647"),
-                             (dict(max_iter=2**31), "max_iter must be <= 2147483647"),
-                             (dict(n_init=0), "n_init must be >= 1"), (dict(max_iter=-1), "max_iter must be >= 0")]:
+        for kwargs, what in [
+            (dict(n_init=2**40), "n_init must be <= 2147483647"),
+            (dict(max_iter=2**31), "max_iter must be <= 2147483647"),
+            (dict(n_init=0), "n_init must be >= 1"),
+            (dict(max_iter=-1), "max_iter must be >= 0"),
+        ]:
             with pytest.raises(ValueError, match=what):
                 fastanchor.ssd_aspect_ratios(wh, 2, method=method, **kwargs)
         r = fastanchor.ssd_aspect_ratios(wh, 3, method=method, max_iter=0, seed=0)  # the seeds, as kmeans_iou
-        np.testing.assert_allclose(r.aspect_ratios, [1 / 3 ** 0 / 2, 1.0, 3.0])
+        np.testing.assert_allclose(r.aspect_ratios, [1 / 3**0 / 2, 1.0, 3.0])
     with pytest.raises(ValueError, match="method"):
         fastanchor.ssd_aspect_ratios(wh, 2, method=np.array(["iou"]))
 
@@ -954,8 +1068,9 @@ def test_euclidean_centres_of_subnormal_weights_do_not_underflow():
     wh = [[1, 1], [1, 1], [1, 1], [1, 10], [10, 1]]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        r = fastanchor.ssd_aspect_ratios(wh, 3, method="euclidean", max_iter=1, sample_weight=[1, 0, 0, 1, 5e-324],
-                                         seed=0)
+        r = fastanchor.ssd_aspect_ratios(
+            wh, 3, method="euclidean", max_iter=1, sample_weight=[1, 0, 0, 1, 5e-324], seed=0
+        )
     # the boxes of positive weight are the centres, whatever the weights' scale
     assert np.isfinite(r.aspect_ratios).all() and np.isfinite(r.avg_iou)
     assert {0.1, 10.0} <= set(np.round(r.aspect_ratios, 12))

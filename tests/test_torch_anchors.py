@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 import reference as ref
 from conftest import clean, load_real, needs_data, real_box_files
+from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 import fastanchor  # noqa: E402
@@ -64,8 +63,9 @@ def test_gradient_soft_assignment_equals_closed_form(problem):
     grad, d = _autograd(anchors, wh, delta, lambda la, lg: soft_assignment(la, lg, temperature), lam)
     d_ref = ref.log_soft_assignment(anchors, wh, temperature)
     np.testing.assert_allclose(d, d_ref, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(grad, ref.learned_anchor_gradient(anchors, wh, d_ref, delta, lam),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        grad, ref.learned_anchor_gradient(anchors, wh, d_ref, delta, lam), rtol=1e-10, atol=1e-12
+    )
 
 
 @given(problems())
@@ -75,8 +75,9 @@ def test_gradient_hard_assignment_equals_closed_form(problem):
     labels = np.argmin(ref.log_sq_dist(anchors, wh), axis=1)
     d_ref = np.eye(anchors.shape[0])[labels]
     np.testing.assert_array_equal(d, d_ref)
-    np.testing.assert_allclose(grad, ref.learned_anchor_gradient(anchors, wh, d_ref, delta, lam),
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        grad, ref.learned_anchor_gradient(anchors, wh, d_ref, delta, lam), rtol=1e-10, atol=1e-12
+    )
 
 
 def _train_hard(wh, init, steps=3000, lr=0.5):
@@ -310,8 +311,9 @@ _BLOCK_TORCH = (
 
 def _run(code: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
-    return subprocess.run([sys.executable, "-c", _BLOCK_TORCH + code], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", _BLOCK_TORCH + code], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_fastanchor_imports_without_torch_and_the_subpackage_names_the_extra():
@@ -325,8 +327,13 @@ def test_fastanchor_imports_without_torch_and_the_subpackage_names_the_extra():
 def test_the_example_runs(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
     out = tmp_path / "learned.yaml"
-    run = subprocess.run([sys.executable, str(REPO / "examples" / "learned_anchors.py"), "--steps", "20",
-                          "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "learned_anchors.py"), "--steps", "20", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "best possible recall" in run.stdout
     assert read_anchors(str(out)).anchors.shape == (9, 2)

@@ -32,17 +32,24 @@ HARD = WarmupSchedule.off()  # the detector's own loss alone reaches the anchors
 def _data(dtype=torch.float32):
     g = torch.Generator().manual_seed(0)
     imgs = [torch.rand(3, 128, 160, generator=g, dtype=dtype), torch.rand(3, 144, 128, generator=g, dtype=dtype)]
-    targets = [{"boxes": torch.tensor([[10., 20., 80., 90.], [50., 40., 120., 120.]], dtype=dtype),
-                "labels": torch.tensor([1, 2])},
-               {"boxes": torch.tensor([[5., 5., 60., 40.], [30., 60., 90., 140.]], dtype=dtype),
-                "labels": torch.tensor([1, 1])}]
+    targets = [
+        {
+            "boxes": torch.tensor([[10.0, 20.0, 80.0, 90.0], [50.0, 40.0, 120.0, 120.0]], dtype=dtype),
+            "labels": torch.tensor([1, 2]),
+        },
+        {
+            "boxes": torch.tensor([[5.0, 5.0, 60.0, 40.0], [30.0, 60.0, 90.0, 140.0]], dtype=dtype),
+            "labels": torch.tensor([1, 1]),
+        },
+    ]
     return imgs, targets
 
 
 def _frcnn(**kw):
     torch.manual_seed(0)
-    return fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=3,
-                                                 min_size=128, max_size=160, **kw)
+    return fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=3, min_size=128, max_size=160, **kw
+    )
 
 
 def _ssd():
@@ -60,10 +67,13 @@ def _features(sizes, dtype=torch.float32):
     return images, [torch.zeros(2, 8, h, w, dtype=dtype) for h, w in sizes]
 
 
-@pytest.mark.parametrize("generator", [
-    AnchorGenerator(((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3),
-    AnchorGenerator(((16,), (32,), (64,)), ((0.5, 1.0, 2.0),) * 3),
-])
+@pytest.mark.parametrize(
+    "generator",
+    [
+        AnchorGenerator(((32, 64, 128, 256, 512),) * 3, ((0.5, 1.0, 2.0),) * 3),
+        AnchorGenerator(((16,), (32,), (64,)), ((0.5, 1.0, 2.0),) * 3),
+    ],
+)
 def test_anchor_generator_starts_identical(generator):
     images, feats = _features([(16, 20), (8, 10), (4, 5)])
     expected = generator(images, feats)
@@ -145,8 +155,12 @@ def _check_fd(model, gen, keys, count=6):
     assert float(flat.max()) > 0, "no gradient reached the anchors"
     entries = [divmod(int(k), 2) for k in flat.argsort(descending=True)[:count]]
     picked = np.array([float(grad[i, j]) for i, j in entries])
-    np.testing.assert_allclose(picked, _finite_difference(model, gen, keys, torch.float64, entries),
-                               rtol=1e-4, atol=1e-7 * np.abs(picked).max())
+    np.testing.assert_allclose(
+        picked,
+        _finite_difference(model, gen, keys, torch.float64, entries),
+        rtol=1e-4,
+        atol=1e-7 * np.abs(picked).max(),
+    )
     return grad
 
 
@@ -157,8 +171,9 @@ def test_faster_rcnn_rpn_box_loss_gradient_reaches_the_anchors():
     grad = _check_fd(model, gen, ["loss_rpn_box_reg"])
     # the whole loss gives the anchors that same gradient: the proposals are detached, so the second
     # stage and the objectness pull nothing
-    _, total = _loss_and_grad(model, gen, ["loss_rpn_box_reg", "loss_objectness", "loss_box_reg",
-                                           "loss_classifier"], torch.float64)
+    _, total = _loss_and_grad(
+        model, gen, ["loss_rpn_box_reg", "loss_objectness", "loss_box_reg", "loss_classifier"], torch.float64
+    )
     torch.testing.assert_close(total, grad, rtol=1e-12, atol=1e-15)
 
 

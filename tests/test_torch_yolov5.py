@@ -24,13 +24,22 @@ from fastanchor.export import read_anchors  # noqa: E402
 from fastanchor.torch import WarmupSchedule  # noqa: E402
 from fastanchor.torch.yolov5 import YOLOv5Anchors, find_detect  # noqa: E402
 
-pytestmark = [pytest.mark.torch, pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-              pytest.mark.filterwarnings("ignore::UserWarning")]
+pytestmark = [
+    pytest.mark.torch,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
 
 CFG = Path(yolov5.__file__).parent / "models" / "yolov5n.yaml"
 HYP = yaml.safe_load((Path(yolov5.__file__).parent / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
-TARGETS = torch.tensor([[0, 1, 0.50, 0.50, 0.30, 0.40], [0, 0, 0.20, 0.30, 0.08, 0.10],
-                        [1, 0, 0.30, 0.60, 0.10, 0.25], [1, 1, 0.70, 0.40, 0.55, 0.35]])
+TARGETS = torch.tensor(
+    [
+        [0, 1, 0.50, 0.50, 0.30, 0.40],
+        [0, 0, 0.20, 0.30, 0.08, 0.10],
+        [1, 0, 0.30, 0.60, 0.10, 0.25],
+        [1, 1, 0.70, 0.40, 0.55, 0.35],
+    ]
+)
 
 
 def _model(dtype=torch.float32):
@@ -44,8 +53,9 @@ def test_starts_from_the_model_anchors_and_splits_per_level():
     model = _model()
     ad = YOLOv5Anchors(model)
     det = find_detect(model)
-    np.testing.assert_allclose(ad.pixels().reshape(3, 3, 2), (det.anchors * det.stride.view(-1, 1, 1)).numpy(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        ad.pixels().reshape(3, 3, 2), (det.anchors * det.stride.view(-1, 1, 1)).numpy(), rtol=1e-6
+    )
     np.testing.assert_allclose(ad.levels()[0], [[10, 13], [16, 30], [33, 23]], rtol=1e-6)
     assert ad.anchors.strides == (8.0, 16.0, 32.0)
 
@@ -98,8 +108,9 @@ def test_loss_gradient_reaches_the_anchors_and_matches_finite_differences(step, 
     soft = ref.log_soft_assignment(anchors, wh, sched.temperature)
     hard = np.eye(9)[np.argmin(ref.log_sq_dist(anchors, wh), 1)]
     blend, lam = s * soft + (1 - s) * hard, sched.cluster_lambda(step)
-    clustering = (ref.learned_anchor_gradient(anchors, wh, blend, cluster_lambda=lam)
-                  - ref.learned_anchor_gradient(anchors, wh, blend))
+    clustering = ref.learned_anchor_gradient(anchors, wh, blend, cluster_lambda=lam) - ref.learned_anchor_gradient(
+        anchors, wh, blend
+    )
     warm = s * ref.learned_anchor_gradient(anchors, wh, soft) + clustering
     warm *= ad.warmup_weight * 2  # added as warmup_weight * batch_size * terms
 
@@ -129,8 +140,9 @@ def test_training_steps_move_the_anchors_and_keep_the_buffer_in_sync():
     model = _model().train()
     ad = YOLOv5Anchors(model, schedule=WarmupSchedule(soft_steps=2, handover_steps=2, cluster_steps=4))
     loss_fn = ad.wrap_loss(ComputeLoss(model))
-    opt = torch.optim.SGD([{"params": model.parameters()}, {"params": ad.parameters(), "weight_decay": 0.0}],
-                          lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD(
+        [{"params": model.parameters()}, {"params": ad.parameters(), "weight_decay": 0.0}], lr=0.01, momentum=0.9
+    )
     start = ad.pixels()
     x = torch.rand(2, 3, 96, 96)
     for _ in range(6):
@@ -142,8 +154,7 @@ def test_training_steps_move_the_anchors_and_keep_the_buffer_in_sync():
     assert not np.allclose(ad.pixels(), start)
     model(x)
     det = find_detect(model)
-    np.testing.assert_allclose((det.anchors * det.stride.view(-1, 1, 1)).reshape(-1, 2).numpy(), ad.pixels(),
-                               rtol=1e-5)
+    np.testing.assert_allclose((det.anchors * det.stride.view(-1, 1, 1)).reshape(-1, 2).numpy(), ad.pixels(), rtol=1e-5)
 
 
 def test_checkpoints_and_ema_copies_carry_the_learned_anchors():
@@ -159,8 +170,9 @@ def test_checkpoints_and_ema_copies_carry_the_learned_anchors():
     loaded = torch.load(buf, weights_only=False)
     for m in (ema, loaded):
         det = find_detect(m)
-        np.testing.assert_allclose((det.anchors * det.stride.view(-1, 1, 1)).reshape(-1, 2).numpy(), ad.pixels(),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            (det.anchors * det.stride.view(-1, 1, 1)).reshape(-1, 2).numpy(), ad.pixels(), rtol=1e-5
+        )
     loaded(torch.rand(1, 3, 64, 64))  # the loaded hook is inert, the model still runs
 
 
@@ -178,8 +190,9 @@ def test_write_yaml_into_the_model_template(tmp_path):
     assert "backbone:" in text and text.split("backbone:")[1] == original.split("backbone:")[1]
     rebuilt = Model(str(out), nc=2)
     det = find_detect(rebuilt)
-    np.testing.assert_allclose((det.anchors * det.stride.view(-1, 1, 1)).reshape(-1, 2).numpy(),
-                               np.round(ad.pixels()), rtol=1e-6)
+    np.testing.assert_allclose(
+        (det.anchors * det.stride.view(-1, 1, 1)).reshape(-1, 2).numpy(), np.round(ad.pixels()), rtol=1e-6
+    )
     ad.update_model_yaml(model)
     assert model.yaml["anchors"][0] == [int(v) for v in np.round(ad.levels()[0]).reshape(-1)]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference as ref
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import weights_for, wh_arrays
 
 import fastanchor
-import reference as ref
-from strategies import wh_arrays, weights_for
 
 
 @given(wh_arrays(), wh_arrays())

@@ -99,7 +99,7 @@ def synthetic_batch(labels, img_wh, idx, size: int, seed: int):
             c = cls[j]
             colour = np.array([(c * 37 % 255), (c * 91 % 255), (c * 151 % 255)], dtype=np.float32) / 255
             xa, ya, xb, yb = (int(round(v)) for v in box[j])
-            im[:, ya:max(yb, ya + 1), xa:max(xb, xa + 1)] = colour[:, None, None]
+            im[:, ya : max(yb, ya + 1), xa : max(xb, xa + 1)] = colour[:, None, None]
         imgs[b] = im.clip(0, 1)
         cxcy = (box[:, :2] + box[:, 2:]) / 2 / size
         bwh = (box[:, 2:] - box[:, :2]) / size

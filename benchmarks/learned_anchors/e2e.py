@@ -49,8 +49,10 @@ with warnings.catch_warnings():
 
 def batches(labels, img_wh, size, batch, seed):
     order = np.random.default_rng(seed).permutation(len(labels))
-    return [synthetic_batch(labels, img_wh, order[i:i + batch], size, seed * 1000 + i)
-            for i in range(0, len(order) - batch + 1, batch)]
+    return [
+        synthetic_batch(labels, img_wh, order[i : i + batch], size, seed * 1000 + i)
+        for i in range(0, len(order) - batch + 1, batch)
+    ]
 
 
 def evaluate(model, loss_fn, val):
@@ -73,8 +75,11 @@ def evaluate(model, loss_fn, val):
                 hits += int((iou >= 0.5).sum())
                 best_ious.extend(iou.tolist())
     model.train()
-    return {"val_box_loss": float(np.mean(lbox)), "recall50": hits / max(total, 1),
-            "mean_best_iou": float(np.mean(best_ious)) if best_ious else 0.0}
+    return {
+        "val_box_loss": float(np.mean(lbox)),
+        "recall50": hits / max(total, 1),
+        "mean_best_iou": float(np.mean(best_ious)) if best_ious else 0.0,
+    }
 
 
 def run_arm(name, init_anchors, learn, args, train_sets, val, hyp, cfg):
@@ -112,11 +117,17 @@ def run_arm(name, init_anchors, learn, args, train_sets, val, hyp, cfg):
         anchors = (det.anchors * det.stride.view(-1, 1, 1)).reshape(-1, 2).detach().double().numpy()
         traj.append(anchors.tolist())
         epochs.append({"epoch": e + 1, "train_box_loss": float(np.mean(tb))})
-        print(f"{name:15s} epoch {e + 1:2d}: train box loss {np.mean(tb):.4f}  anchors "
-              + " ".join(f"{w:.0f}x{h:.0f}" for w, h in anchors), flush=True)
+        print(
+            f"{name:15s} epoch {e + 1:2d}: train box loss {np.mean(tb):.4f}  anchors "
+            + " ".join(f"{w:.0f}x{h:.0f}" for w, h in anchors),
+            flush=True,
+        )
     ev = evaluate(model, raw_loss, val)
-    print(f"{name:15s} final: val box loss {ev['val_box_loss']:.4f}  recall@0.5 {ev['recall50']:.4f}  "
-          f"mean best IoU {ev['mean_best_iou']:.4f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(
+        f"{name:15s} final: val box loss {ev['val_box_loss']:.4f}  recall@0.5 {ev['recall50']:.4f}  "
+        f"mean best IoU {ev['mean_best_iou']:.4f}  ({time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
     return {"epochs": epochs, "final": ev, "trajectory": traj, "seconds": time.perf_counter() - t0}
 
 
@@ -141,17 +152,36 @@ def main() -> None:
     vlabels, vimg_wh = coco128_labels("val2017")
     train_sets = [batches(labels, img_wh, args.img, args.batch, args.seed + e) for e in range(3)]
     val = batches(vlabels, vimg_wh, args.img, args.batch, 99)
-    wh = np.concatenate([np.asarray([[b[2] - b[0], b[3] - b[1]] for b in box]).reshape(-1, 2)
-                         for s in train_sets[:1] for _, _, c in s for box, _ in c])
+    wh = np.concatenate(
+        [
+            np.asarray([[b[2] - b[0], b[3] - b[1]] for b in box]).reshape(-1, 2)
+            for s in train_sets[:1]
+            for _, _, c in s
+            for box, _ in c
+        ]
+    )
     wh = wh[(wh >= 1).all(1)]
     km = fastanchor.kmeans_iou(wh, 9, seed=args.seed).anchors  # sorted by area: P3, P4, P5 in order
     poor = np.repeat(np.exp(np.log(wh).mean(0, keepdims=True)), 9, axis=0)
-    starts = {"kmeans": (km, False), "poor-fixed": (poor, False), "poor-learned": (poor, True),
-              "kmeans-learned": (km, True)}
-    print(f"{len(wh)} training boxes at {args.img}px; k-means anchors "
-          + " ".join(f"{w:.0f}x{h:.0f}" for w, h in km) + f"; poor start {poor[0, 0]:.0f}x{poor[0, 1]:.0f}", flush=True)
-    report = {"args": vars(args), "train_boxes": int(len(wh)), "kmeans": km.tolist(), "poor": poor[0].tolist(),
-              "arms": {}}
+    starts = {
+        "kmeans": (km, False),
+        "poor-fixed": (poor, False),
+        "poor-learned": (poor, True),
+        "kmeans-learned": (km, True),
+    }
+    print(
+        f"{len(wh)} training boxes at {args.img}px; k-means anchors "
+        + " ".join(f"{w:.0f}x{h:.0f}" for w, h in km)
+        + f"; poor start {poor[0, 0]:.0f}x{poor[0, 1]:.0f}",
+        flush=True,
+    )
+    report = {
+        "args": vars(args),
+        "train_boxes": int(len(wh)),
+        "kmeans": km.tolist(),
+        "poor": poor[0].tolist(),
+        "arms": {},
+    }
     for name in args.arms:
         init, learn = starts[name]
         report["arms"][name] = run_arm(name, init, learn, args, train_sets, val, hyp, cfg)

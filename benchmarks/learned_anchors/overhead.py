@@ -65,7 +65,9 @@ def yolov5_arms(batches, hyp_name="hyp.scratch-low.yaml"):
             opt.step()
             if ad is not None:
                 ad.advance()
+
         return step
+
     return {k: build(k) for k in ("plain", "learned, warm-ups on", "learned, after warm-ups")}
 
 
@@ -104,8 +106,9 @@ def frcnn_arms(batches, size):
 
     def build(kind):
         torch.manual_seed(0)
-        model = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=81,
-                                                      min_size=size, max_size=size).train()
+        model = fasterrcnn_mobilenet_v3_large_320_fpn(
+            weights=None, weights_backbone=None, num_classes=81, min_size=size, max_size=size
+        ).train()
         gen = None
         if kind != "plain":
             gen = learn_anchors(model, schedule=WarmupSchedule(soft_steps=10**9, cluster_steps=10**9))
@@ -115,8 +118,9 @@ def frcnn_arms(batches, size):
 
         def step(i):
             imgs, _, corners = batches[i % len(batches)]
-            targets = [{"boxes": torch.as_tensor(b, dtype=torch.float32), "labels": torch.as_tensor(c + 1)}
-                       for b, c in corners]
+            targets = [
+                {"boxes": torch.as_tensor(b, dtype=torch.float32), "labels": torch.as_tensor(c + 1)} for b, c in corners
+            ]
             opt.zero_grad()
             losses = model(list(imgs), targets)
             loss = sum(losses.values())
@@ -126,14 +130,20 @@ def frcnn_arms(batches, size):
             opt.step()
             if gen is not None:
                 gen.advance()
+
         return step
+
     return {k: build(k) for k in ("plain", "learned, warm-ups on", "learned, after warm-ups")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", choices=["yolov5n", "frcnn"], default="yolov5n",
-                    help="yolov5n or fasterrcnn_mobilenet_v3_large_320_fpn")
+    ap.add_argument(
+        "--model",
+        choices=["yolov5n", "frcnn"],
+        default="yolov5n",
+        help="yolov5n or fasterrcnn_mobilenet_v3_large_320_fpn",
+    )
     ap.add_argument("--img", type=int, default=160)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=60, help="timed steps per arm")
@@ -144,13 +154,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     labels, img_wh = coco128_labels()
     rng = np.random.default_rng(0)
-    batches = [synthetic_batch(labels, img_wh, rng.choice(len(labels), args.batch, replace=False), args.img, s)
-               for s in range(8)]
+    batches = [
+        synthetic_batch(labels, img_wh, rng.choice(len(labels), args.batch, replace=False), args.img, s)
+        for s in range(8)
+    ]
     arms = yolov5_arms(batches) if args.model == "yolov5n" else frcnn_arms(batches, args.img)
     names = list(arms)
     times = {n: [] for n in names}
     for i in range(args.warmup + args.steps):
-        order = names[i % len(names):] + names[:i % len(names)]
+        order = names[i % len(names) :] + names[: i % len(names)]
         for n in order:
             t0 = time.perf_counter()
             arms[n](i)
@@ -165,13 +177,17 @@ def main() -> None:
         result["median_s"][n] = med
         result["overhead_pct"][n] = 100 * (med / base - 1)
         result["paired_ratio_median_pct"][n] = 100 * (ratio - 1)
-        print(f"{args.model} {args.img}px batch {args.batch}, {args.steps} steps: {n:26s} median {1000 * med:8.1f} ms"
-              f"  overhead {100 * (med / base - 1):+6.2f}%  (median of paired ratios {100 * (ratio - 1):+6.2f}%)")
+        print(
+            f"{args.model} {args.img}px batch {args.batch}, {args.steps} steps: {n:26s} median {1000 * med:8.1f} ms"
+            f"  overhead {100 * (med / base - 1):+6.2f}%  (median of paired ratios {100 * (ratio - 1):+6.2f}%)"
+        )
     if args.model == "yolov5n":
         ops = adapter_ops_yolov5(batches)
         result["adapter_ops_alone_s"] = ops
-        print(f"the adapter's own operations alone: median {1000 * ops:.3f} ms per step = "
-              f"{100 * ops / base:.2f}% of the plain step")
+        print(
+            f"the adapter's own operations alone: median {1000 * ops:.3f} ms per step = "
+            f"{100 * ops / base:.2f}% of the plain step"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

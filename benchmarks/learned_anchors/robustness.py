@@ -37,8 +37,18 @@ except ImportError:  # pragma: no cover
     ref = None
 
 
-def train(wh: np.ndarray, init, k: int, schedule: WarmupSchedule, steps: int, batch: int, lr: float, seed: int,
-          record_every: int, jitter: float):
+def train(
+    wh: np.ndarray,
+    init,
+    k: int,
+    schedule: WarmupSchedule,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    record_every: int,
+    jitter: float,
+):
     torch.manual_seed(seed)
     anchors = LearnedAnchors(init, k, wh=wh, schedule=schedule, seed=seed, jitter=jitter, dtype=torch.float64)
     opt = torch.optim.SGD(anchors.parameters(), lr=lr, momentum=0.9)
@@ -60,8 +70,12 @@ def train(wh: np.ndarray, init, k: int, schedule: WarmupSchedule, steps: int, ba
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--datasets", nargs="+", default=["coco_mini:640", "voc2007_train:416"],
-                    help="NAME:IMG_SIZE of ../shared/data/boxes/NAME.npz")
+    ap.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["coco_mini:640", "voc2007_train:416"],
+        help="NAME:IMG_SIZE of ../shared/data/boxes/NAME.npz",
+    )
     ap.add_argument("--k", type=int, default=9)
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=64)
@@ -71,8 +85,13 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    warm = WarmupSchedule(soft_steps=args.steps // 4, handover_steps=args.steps // 4, temperature=0.5,
-                          cluster_weight=1.0, cluster_steps=args.steps // 2)
+    warm = WarmupSchedule(
+        soft_steps=args.steps // 4,
+        handover_steps=args.steps // 4,
+        temperature=0.5,
+        cluster_weight=1.0,
+        cluster_steps=args.steps // 2,
+    )
     configs = {"warm-ups": warm, "no warm-ups": WarmupSchedule.off()}
     report = {"args": vars(args), "datasets": {}}
     paths = {}
@@ -80,13 +99,19 @@ def main() -> None:
         name, size = spec.split(":")
         wh = real_boxes(name, int(size))
         km = fastanchor.kmeans_iou(wh, args.k, seed=args.seed)
-        starts = {"identical": ("identical", 1e-3), "uniform": ("uniform", 0.0), "k-means": (km, 0.0),
-                  "identical, no jitter": ("identical", 0.0)}
+        starts = {
+            "identical": ("identical", 1e-3),
+            "uniform": ("uniform", 0.0),
+            "k-means": (km, 0.0),
+            "identical, no jitter": ("identical", 0.0),
+        }
         entry = {"boxes": int(len(wh)), "img_size": int(size)}
         if ref is not None:
             kl, _, _ = ref.kmeans_log_float(wh, km.anchors)
-            entry["numpy_kmeans_log_from_kmeans"] = {"objective": log_objective(kl, wh),
-                                                     "anchors": np.round(kl, 2).tolist()}
+            entry["numpy_kmeans_log_from_kmeans"] = {
+                "objective": log_objective(kl, wh),
+                "anchors": np.round(kl, 2).tolist(),
+            }
         for cname, schedule in configs.items():
             ends = {}
             runs = {}
@@ -95,18 +120,31 @@ def main() -> None:
                 end, path = train(wh, init, args.k, schedule, args.steps, args.batch, args.lr, args.seed, 20, jitter)
                 ends[sname] = end
                 paths[f"{name}|{cname}|{sname}"] = path
-                runs[sname] = {"dead": dead_anchors(end, wh), "objective": log_objective(end, wh),
-                               "seconds": round(time.perf_counter() - t0, 2), "anchors": np.round(end, 2).tolist()}
+                runs[sname] = {
+                    "dead": dead_anchors(end, wh),
+                    "objective": log_objective(end, wh),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                    "anchors": np.round(end, 2).tolist(),
+                }
             names = [n for n in ends if n != "identical, no jitter"]
-            pairs = {f"{a} vs {b}": max_side_diff(ends[a], ends[b]) for i, a in enumerate(names) for b in names[i + 1:]}
+            pairs = {
+                f"{a} vs {b}": max_side_diff(ends[a], ends[b]) for i, a in enumerate(names) for b in names[i + 1 :]
+            }
             entry[cname] = {"runs": runs, "max_side_diff": pairs}
-            print(f"{name} ({len(wh)} boxes) {cname}: max per-side diff "
-                  + ", ".join(f"{p} {100 * v:.2f}%" for p, v in pairs.items())
-                  + " | dead " + ", ".join(f"{s} {r['dead']}" for s, r in runs.items())
-                  + " | objective " + ", ".join(f"{s} {r['objective']:.4f}" for s, r in runs.items()), flush=True)
+            print(
+                f"{name} ({len(wh)} boxes) {cname}: max per-side diff "
+                + ", ".join(f"{p} {100 * v:.2f}%" for p, v in pairs.items())
+                + " | dead "
+                + ", ".join(f"{s} {r['dead']}" for s, r in runs.items())
+                + " | objective "
+                + ", ".join(f"{s} {r['objective']:.4f}" for s, r in runs.items()),
+                flush=True,
+            )
         if "numpy_kmeans_log_from_kmeans" in entry:
-            print(f"  numpy kmeans_log from the k-means start: objective "
-                  f"{entry['numpy_kmeans_log_from_kmeans']['objective']:.4f}")
+            print(
+                f"  numpy kmeans_log from the k-means start: objective "
+                f"{entry['numpy_kmeans_log_from_kmeans']['objective']:.4f}"
+            )
         report["datasets"][name] = entry
     (out / "robustness.json").write_text(json.dumps(report, indent=1))
     np.savez_compressed(out / "paths.npz", **paths)

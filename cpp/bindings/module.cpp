@@ -46,8 +46,9 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "fastanchor's compiled core (private: use the fastanchor package).";
     m.def("max_threads", &fastanchor::max_threads, "Threads OpenMP would use by default (honours OMP_NUM_THREADS).");
     m.def("has_openmp", &fastanchor::has_openmp, "Whether the core was compiled with OpenMP.");
-    m.def("_simd_level", [] { return std::string(fastanchor::simd_level_name(fastanchor::simd_level())); },
-          "The SIMD level asked for: 'auto', 'avx2' or 'portable' (for tests).");
+    m.def(
+        "_simd_level", [] { return std::string(fastanchor::simd_level_name(fastanchor::simd_level())); },
+        "The SIMD level asked for: 'auto', 'avx2' or 'portable' (for tests).");
     m.def("_has_avx2", &fastanchor::cpu_has_avx2, "Whether this build and CPU run the AVX2 kernels.");
     m.def("_set_simd_level", &fp::set_simd_level, py::arg("level"),
           "Sets the SIMD level of the hand-written kernels ('auto', 'avx2' or 'portable') for the whole process; "

@@ -67,8 +67,8 @@ py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array&
     o.mutation_prob = mutation_prob;
     o.sigma = sigma;
     o.min_size = min_size;
-    o.strategy = choice(strategy, "strategy", {"anchorwise", "yolov5"}) == 1 ? fa::Strategy::YOLOv5
-                                                                             : fa::Strategy::Anchorwise;
+    o.strategy =
+        choice(strategy, "strategy", {"anchorwise", "yolov5"}) == 1 ? fa::Strategy::YOLOv5 : fa::Strategy::Anchorwise;
     o.batch = batch;
     o.seed = seed;
     o.n_threads = n_threads;
@@ -105,9 +105,8 @@ void register_fitness(py::module_& m) {
     m.def("anchor_fitness", &anchor_fitness, py::arg("anchors"), py::arg("wh"), py::arg("weights"), py::arg("thr"),
           py::arg("n_threads"));
     m.def("evolve_anchors", &evolve_anchors, py::arg("wh"), py::arg("weights"), py::arg("init"), py::arg("thr"),
-          py::arg("generations"), py::arg("mutation_prob"), py::arg("sigma"), py::arg("min_size"),
-          py::arg("strategy"), py::arg("batch"), py::arg("seed"), py::arg("n_threads"), py::arg("progress"),
-          py::arg("callback"));
+          py::arg("generations"), py::arg("mutation_prob"), py::arg("sigma"), py::arg("min_size"), py::arg("strategy"),
+          py::arg("batch"), py::arg("seed"), py::arg("n_threads"), py::arg("progress"), py::arg("callback"));
 }
 
 }  // namespace fastanchor_py

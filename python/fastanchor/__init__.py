@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 # OpenMP workers that spin while idle (libgomp's default "active" wait policy) steal the CPU from
 # the thread doing the sequential parts, and on small or shared machines (VMs, containers, busy
@@ -25,19 +26,18 @@ except ImportError as exc:  # pragma: no cover - only when the build did not run
         "Install with `pip install .` from the repository root (a C++17 compiler is needed)."
     ) from exc
 
+from . import datasets  # loaders of Pascal VOC, COCO and YOLO annotations
 from ._box_iou import box_iou, to_center, to_corners
 from ._evolve import AutoAnchorResult, EvolveResult, autoanchor, evolve_anchors
 from ._fitness import CheckResult, FitnessResult, anchor_fitness, check_anchors, split_levels
+from ._grid import grid_best_iou, grid_recall
 from ._iou import avg_iou, wh_iou
 from ._kmeans import DEFAULT_N_INIT, KMeansResult, kmeans_iou
 from ._kmeans_log import kmeans_log
-from ._grid import grid_best_iou, grid_recall
 from ._matching import decode, encode, match_priors
 from ._priors import ssd_default_boxes, tf_anchor_generator
 from ._ratios import AspectRatioResult, ssd_aspect_ratios
 from ._validation import MAX_SIDE, MIN_SIDE
-from . import datasets  # loaders of Pascal VOC, COCO and YOLO annotations
-
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -78,7 +78,7 @@ __all__ = [
 _LAZY_SUBMODULES = ("export", "integrations", "plot")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY_SUBMODULES:
         import importlib
 
@@ -88,5 +88,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY_SUBMODULES))

@@ -126,7 +126,9 @@ def write_coco(path: str, images: List[DemoImage]) -> str:
             )
     doc = {
         "info": {"description": "fastanchor demo dataset (synthetic)"},
-        "images": [{"id": i + 1, "file_name": im.name, "width": im.width, "height": im.height} for i, im in enumerate(images)],
+        "images": [
+            {"id": i + 1, "file_name": im.name, "width": im.width, "height": im.height} for i, im in enumerate(images)
+        ],
         "annotations": anns,
         "categories": [{"id": c + 1, "name": name} for c, name in enumerate(CLASS_NAMES)],
     }
@@ -146,15 +148,23 @@ def write_yolo(root: str, images: List[DemoImage], split: str = "train") -> str:
         write_blank_png(os.path.join(img_dir, stem + ".png"), im.width, im.height)
         b = im.boxes.astype(np.float64)
         rows = np.stack(
-            [(b[:, 0] + b[:, 2]) / 2 / im.width, (b[:, 1] + b[:, 3]) / 2 / im.height,
-             (b[:, 2] - b[:, 0]) / im.width, (b[:, 3] - b[:, 1]) / im.height],
+            [
+                (b[:, 0] + b[:, 2]) / 2 / im.width,
+                (b[:, 1] + b[:, 3]) / 2 / im.height,
+                (b[:, 2] - b[:, 0]) / im.width,
+                (b[:, 3] - b[:, 1]) / im.height,
+            ],
             axis=1,
         )
         with open(os.path.join(lab_dir, stem + ".txt"), "w", encoding="utf-8") as f:
-            f.writelines(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, (x, y, w, h) in zip(im.classes.tolist(), rows.tolist()))
+            f.writelines(
+                f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, (x, y, w, h) in zip(im.classes.tolist(), rows.tolist())
+            )
     names = "".join(f"  {i}: {n}\n" for i, n in enumerate(CLASS_NAMES))
     with open(os.path.join(root, "data.yaml"), "w", encoding="utf-8") as f:
-        f.write(f"# fastanchor demo dataset (synthetic)\npath: .\n{split}: images/{split}\nval: images/{split}\n\nnames:\n{names}")
+        f.write(
+            f"# fastanchor demo dataset (synthetic)\npath: .\n{split}: images/{split}\nval: images/{split}\n\nnames:\n{names}"
+        )
     return os.path.join(root, "data.yaml")
 
 

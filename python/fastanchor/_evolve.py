@@ -184,15 +184,39 @@ def _check_search_args(
     return generations, mutation_prob, sigma, min_size, batch
 
 
-def _evolve(anchors: Any, boxes: Any, weights: Any, thr: float, generations: int, mutation_prob: float, sigma: float,
-            min_size: float, strategy: str, batch: int, seed: int, threads: int, progress: bool,
-            callback: Any) -> EvolveResult:
+def _evolve(
+    anchors: Any,
+    boxes: Any,
+    weights: Any,
+    thr: float,
+    generations: int,
+    mutation_prob: float,
+    sigma: float,
+    min_size: float,
+    strategy: str,
+    batch: int,
+    seed: int,
+    threads: int,
+    progress: bool,
+    callback: Any,
+) -> EvolveResult:
     bar = _EvolveProgress(generations, f"evolve_anchors ({strategy})") if progress else None
     try:
         out = _core.evolve_anchors(
-            wh=boxes, weights=weights, init=anchors, thr=thr, generations=generations, mutation_prob=mutation_prob,
-            sigma=sigma, min_size=min_size, strategy=strategy, batch=batch, seed=seed, n_threads=threads,
-            progress=bar, callback=callback,
+            wh=boxes,
+            weights=weights,
+            init=anchors,
+            thr=thr,
+            generations=generations,
+            mutation_prob=mutation_prob,
+            sigma=sigma,
+            min_size=min_size,
+            strategy=strategy,
+            batch=batch,
+            seed=seed,
+            n_threads=threads,
+            progress=bar,
+            callback=callback,
         )
     finally:
         if bar is not None:
@@ -300,8 +324,20 @@ def evolve_anchors(
         generations, mutation_prob, sigma, min_size, strategy, batch, callback
     )
     return _evolve(
-        a, boxes, weights, t, generations, mutation_prob, sigma, min_size, strategy, batch, resolve_seed(seed),
-        resolve_threads(n_threads), progress, callback,
+        a,
+        boxes,
+        weights,
+        t,
+        generations,
+        mutation_prob,
+        sigma,
+        min_size,
+        strategy,
+        batch,
+        resolve_seed(seed),
+        resolve_threads(n_threads),
+        progress,
+        callback,
     )
 
 
@@ -401,11 +437,24 @@ def autoanchor(
             if not weights.sum() > 0:
                 raise ValueError("every box with a positive weight is smaller than 2 pixels on both sides")
 
-    km = kmeans_iou(boxes, k, n_init=n_init, tol=tol, sample_weight=weights, seed=gen, n_threads=threads,
-                    progress=progress)
+    km = kmeans_iou(
+        boxes, k, n_init=n_init, tol=tol, sample_weight=weights, seed=gen, n_threads=threads, progress=progress
+    )
     ev = _evolve(
-        km.anchors, boxes, weights, t, generations, mutation_prob, sigma, min_size, strategy, batch,
-        resolve_seed(gen), threads, progress, callback,
+        km.anchors,
+        boxes,
+        weights,
+        t,
+        generations,
+        mutation_prob,
+        sigma,
+        min_size,
+        strategy,
+        batch,
+        resolve_seed(gen),
+        threads,
+        progress,
+        callback,
     )
     return AutoAnchorResult(
         anchors=ev.anchors,

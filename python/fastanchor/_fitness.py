@@ -192,7 +192,12 @@ def check_anchors(
         raise ValueError(f"bpr_threshold must be in [0, 1], got {level}")
     m = _metrics(a, boxes, weights, t, resolve_threads(n_threads))
     return CheckResult(
-        fitness=m.fitness, bpr=m.bpr, aat=m.aat, avg_iou=m.avg_iou, thr=t, bpr_threshold=level,
+        fitness=m.fitness,
+        bpr=m.bpr,
+        aat=m.aat,
+        avg_iou=m.avg_iou,
+        thr=t,
+        bpr_threshold=level,
         recommend_recompute=bool(m.bpr < level),
     )
 
@@ -204,8 +209,10 @@ def sort_by_area(anchors: np.ndarray) -> np.ndarray:
 
 
 def _as_strides(strides: Any) -> List[float]:
-    if isinstance(strides, (str, bytes)) or not isinstance(strides, (Sequence, np.ndarray)) or (
-        isinstance(strides, np.ndarray) and strides.ndim != 1
+    if (
+        isinstance(strides, (str, bytes))
+        or not isinstance(strides, (Sequence, np.ndarray))
+        or (isinstance(strides, np.ndarray) and strides.ndim != 1)
     ):
         raise TypeError(f"strides must be a sequence of numbers, got {type(strides).__name__}")
     out = []
@@ -259,7 +266,7 @@ def split_levels(anchors: npt.ArrayLike, strides: Sequence[float] = (8, 16, 32))
     k, n = a.shape[0], len(levels)
     if k % n:
         raise ValueError(f"{k} anchors cannot be split evenly over {n} levels (strides {tuple(levels)})")
-    groups = [a[i * (k // n):(i + 1) * (k // n)].copy() for i in range(n)]
+    groups = [a[i * (k // n) : (i + 1) * (k // n)].copy() for i in range(n)]
     if any(levels[i + 1] <= levels[i] for i in range(n - 1)):
         warnings.warn(
             f"strides ({', '.join(_fmt(s) for s in levels)}) are not increasing: anchors are assigned in increasing "
@@ -269,10 +276,7 @@ def split_levels(anchors: npt.ArrayLike, strides: Sequence[float] = (8, 16, 32))
             stacklevel=2,
         )
     small = [
-        f"[{_fmt(w)}, {_fmt(h)}] (stride {_fmt(s)})"
-        for s, g in zip(levels, groups)
-        for w, h in g
-        if max(w, h) < s
+        f"[{_fmt(w)}, {_fmt(h)}] (stride {_fmt(s)})" for s, g in zip(levels, groups) for w, h in g if max(w, h) < s
     ]
     if small:
         warnings.warn(

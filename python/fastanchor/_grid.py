@@ -27,9 +27,11 @@ def _grid_levels(anchors: Any, strides: Any) -> List[Tuple[float, np.ndarray]]:
         a = sort_by_area(as_anchors(anchors))
         k, n = a.shape[0], len(levels)
         if k % n:
-            raise ValueError(f"{k} anchors cannot be split evenly over {n} levels (strides {tuple(levels)}); "
-                             "give a list of per-level arrays instead")
-        groups = [a[i * (k // n):(i + 1) * (k // n)] for i in range(n)]
+            raise ValueError(
+                f"{k} anchors cannot be split evenly over {n} levels (strides {tuple(levels)}); "
+                "give a list of per-level arrays instead"
+            )
+        groups = [a[i * (k // n) : (i + 1) * (k // n)] for i in range(n)]
     return [(s, np.ascontiguousarray(g)) for s, g in zip(levels, groups)]
 
 
@@ -54,8 +56,10 @@ def _check_cell_counts(levels: List[Tuple[float, np.ndarray]], b: np.ndarray, im
     reach = max(float(np.abs(b).max()), float(img.max()))
     for i, (s, _) in enumerate(levels):
         if not math.isfinite(reach / s):
-            raise ValueError(f"strides[{i}] = {s!r} is too small for these boxes: a coordinate or image size "
-                             f"({reach:g}) divided by it overflows float64")
+            raise ValueError(
+                f"strides[{i}] = {s!r} is too small for these boxes: a coordinate or image size "
+                f"({reach:g}) divided by it overflows float64"
+            )
 
 
 def grid_best_iou(

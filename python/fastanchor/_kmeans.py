@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -87,8 +87,15 @@ class _FitInputs:
 
 
 def _fit_inputs(
-    boxes: np.ndarray, weights: Optional[np.ndarray], k: int, init: Any, n_init: Any, max_iter: Any, tol: Any,
-    n_threads: Any, seed: SeedLike,
+    boxes: np.ndarray,
+    weights: Optional[np.ndarray],
+    k: int,
+    init: Any,
+    n_init: Any,
+    max_iter: Any,
+    tol: Any,
+    n_threads: Any,
+    seed: SeedLike,
 ) -> _FitInputs:
     """Validates the options of a fit; the boxes it fits (zero-weight boxes are labelled after it)."""
     init_anchors = None
@@ -127,8 +134,9 @@ def _fit_inputs(
     if k > distinct:
         what = "distinct boxes with positive weight" if weights is not None else "distinct boxes"
         raise ValueError(f"k={k} is larger than the number of {what} ({distinct})")
-    return _FitInputs(init_name, init_anchors, n_init, max_iter, tol, threads, core_seed, fit_boxes, fit_weights,
-                      positive)
+    return _FitInputs(
+        init_name, init_anchors, n_init, max_iter, tol, threads, core_seed, fit_boxes, fit_weights, positive
+    )
 
 
 def kmeans_iou(
@@ -230,8 +238,18 @@ def kmeans_iou(
     bar = make_progress(progress, n_init, "kmeans_iou")
     try:
         out = _core.kmeans_iou(
-            wh=fit_boxes, weights=fit_weights, k=k, init=init_name, init_anchors=init_anchors, update=update_name,
-            n_init=n_init, max_iter=max_iter, tol=tol, seed=core_seed, n_threads=threads, callback=bar,
+            wh=fit_boxes,
+            weights=fit_weights,
+            k=k,
+            init=init_name,
+            init_anchors=init_anchors,
+            update=update_name,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            seed=core_seed,
+            n_threads=threads,
+            callback=bar,
         )
     finally:
         if bar is not None:

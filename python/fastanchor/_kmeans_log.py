@@ -102,8 +102,17 @@ def kmeans_log(
     bar = make_progress(progress, f.n_init, "kmeans_log")
     try:
         out = _core.kmeans_log(
-            wh=f.fit_boxes, weights=f.fit_weights, k=k, init=f.init_name, init_anchors=f.init_anchors,
-            n_init=f.n_init, max_iter=f.max_iter, tol=f.tol, seed=f.core_seed, n_threads=threads, callback=bar,
+            wh=f.fit_boxes,
+            weights=f.fit_weights,
+            k=k,
+            init=f.init_name,
+            init_anchors=f.init_anchors,
+            n_init=f.n_init,
+            max_iter=f.max_iter,
+            tol=f.tol,
+            seed=f.core_seed,
+            n_threads=threads,
+            callback=bar,
         )
     finally:
         if bar is not None:

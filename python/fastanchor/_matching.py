@@ -24,8 +24,7 @@ def _checked_images(parts: Sequence[Any]) -> Tuple[np.ndarray, np.ndarray]:
     if all(isinstance(g, np.ndarray) and g.ndim == 2 and g.shape[1] == 4 and g.dtype.kind in "fiu" for g in parts):
         n = np.array([g.shape[0] for g in parts], dtype=np.int64)
         try:
-            return as_boxes(np.concatenate(parts) if len(parts) else np.zeros((0, 4)), "gt_boxes",
-                            allow_empty=True), n
+            return as_boxes(np.concatenate(parts) if len(parts) else np.zeros((0, 4)), "gt_boxes", allow_empty=True), n
         except ValueError:
             pass  # checked again image by image below, for a message that names the image
     images = [as_boxes(g, f"gt_boxes[{b}]", allow_empty=True) for b, g in enumerate(parts)]
@@ -36,8 +35,9 @@ def _checked_images(parts: Sequence[Any]) -> Tuple[np.ndarray, np.ndarray]:
 def _gt_list(gt_boxes: Any, counts: Any) -> Tuple[np.ndarray, np.ndarray, bool]:
     """The ground truth of all images, validated and concatenated; the number of boxes of each
     image; and whether a single image was given."""
-    if isinstance(gt_boxes, (list, tuple)) and (len(gt_boxes) == 0 or not np.isscalar(gt_boxes[0]) and
-                                                np.ndim(gt_boxes[0]) == 2):
+    if isinstance(gt_boxes, (list, tuple)) and (
+        len(gt_boxes) == 0 or not np.isscalar(gt_boxes[0]) and np.ndim(gt_boxes[0]) == 2
+    ):
         if counts is not None:
             raise ValueError("counts is for a padded (B, G, 4) array of gt_boxes, not a list")
         return (*_checked_images(gt_boxes), False)
@@ -47,8 +47,9 @@ def _gt_list(gt_boxes: Any, counts: Any) -> Tuple[np.ndarray, np.ndarray, bool]:
             raise ValueError("counts is for a padded (B, G, 4) array of gt_boxes")
         return as_boxes(arr, "gt_boxes", allow_empty=True), np.array([arr.shape[0]], dtype=np.int64), True
     if arr.ndim != 3 or arr.shape[2] != 4:
-        raise ValueError("gt_boxes must be (G, 4), a list of (G_i, 4) arrays or a padded (B, G, 4) array, "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"gt_boxes must be (G, 4), a list of (G_i, 4) arrays or a padded (B, G, 4) array, got shape {arr.shape}"
+        )
     if counts is None:
         n = np.full(arr.shape[0], arr.shape[1], dtype=np.int64)
     else:
@@ -226,8 +227,10 @@ def _prior_scale(d: np.ndarray, v0: float) -> np.ndarray:
     bad = ~(np.isfinite(scale) & (scale > 0)).all(1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"priors row {row} has (w, h) = {d[row, 2:].tolist()} which times variances[0] = {v0!r} "
-                         f"is {scale[row].tolist()}: it must be finite and positive in float64")
+        raise ValueError(
+            f"priors row {row} has (w, h) = {d[row, 2:].tolist()} which times variances[0] = {v0!r} "
+            f"is {scale[row].tolist()}: it must be finite and positive in float64"
+        )
     return scale
 
 
@@ -239,5 +242,7 @@ def _finite_rows(out: np.ndarray, what: str) -> None:
         bad = np.flatnonzero(~ok)
         first = int(bad[0])
         where = f"row {first}" if out.ndim == 2 else f"image {first // out.shape[1]}, row {first % out.shape[1]}"
-        raise ValueError(f"{what}: {bad.size} row{'s' if bad.size > 1 else ''} would be inf or NaN; "
-                         f"the first is {where}: {rows[first].tolist()}")
+        raise ValueError(
+            f"{what}: {bad.size} row{'s' if bad.size > 1 else ''} would be inf or NaN; "
+            f"the first is {where}: {rows[first].tolist()}"
+        )

@@ -186,12 +186,15 @@ def _boxes_on_grids(
                 f"have width {float(bw[i])!r} and height {float(bh[i])!r}: box sides must be finite and "
                 "positive in float64; "
                 "scales (or min_scale/max_scale), aspect_ratios, image_size and base_anchor_height/width "
-                "give them")
+                "give them"
+            )
         layers.append((H, W, bw, bh))
     total = sum(H * W * bw.size for H, W, bw, _ in layers)  # Python ints: exact
     if total > MAX_PRIORS:
-        raise ValueError(f"feature_map_sizes and aspect_ratios give {total} priors: at most {MAX_PRIORS} "
-                         f"(MAX_PRIORS: {MAX_PRIORS * 32 / 2**30:g} GiB of output) are supported")
+        raise ValueError(
+            f"feature_map_sizes and aspect_ratios give {total} priors: at most {MAX_PRIORS} "
+            f"(MAX_PRIORS: {MAX_PRIORS * 32 / 2**30:g} GiB of output) are supported"
+        )
 
     out = []
     for k, (H, W, bw, bh) in enumerate(layers):
@@ -204,8 +207,10 @@ def _boxes_on_grids(
             oy, ox = (0.5 * sy, 0.5 * sx) if offsets is None else (offsets[k][0] / im_h, offsets[k][1] / im_w)
             last = ((H - 1) * sy + oy, (W - 1) * sx + ox)  # Python floats: inf on overflow, no warning
             if not all(math.isfinite(v) and abs(v) <= MAX_SIDE for v in (sy, sx, oy, ox) + last):
-                raise ValueError(f"layer {k}: height/width_stride and height/width_offset over image_size put "
-                                 f"box centres at {last} (normalized): beyond {MAX_SIDE:g}")
+                raise ValueError(
+                    f"layer {k}: height/width_stride and height/width_offset over image_size put "
+                    f"box centres at {last} (normalized): beyond {MAX_SIDE:g}"
+                )
             cy, cx = np.meshgrid(np.arange(H) * sy + oy, np.arange(W) * sx + ox, indexing="ij")
         nb = bw.size
         layer = np.empty((H, W, nb, 4))
@@ -222,8 +227,16 @@ def _boxes_on_grids(
 
 #: The parameters of :func:`tf_anchor_generator` that ``ssd_default_boxes`` still takes for its
 #: deprecated ``style="tf"``; they do not apply to the SSD paper's layout.
-_TF_ONLY = ("interpolated_scale_aspect_ratio", "reduce_boxes_in_lowest_layer", "base_anchor_height",
-            "base_anchor_width", "height_stride", "width_stride", "height_offset", "width_offset")
+_TF_ONLY = (
+    "interpolated_scale_aspect_ratio",
+    "reduce_boxes_in_lowest_layer",
+    "base_anchor_height",
+    "base_anchor_width",
+    "height_stride",
+    "width_stride",
+    "height_offset",
+    "width_offset",
+)
 
 
 def ssd_default_boxes(
@@ -321,9 +334,13 @@ def ssd_default_boxes(
         raise ValueError(f"style must be 'ssd' or 'tf', got {style!r}")
     tf_fields: Dict[str, Any] = dict(
         interpolated_scale_aspect_ratio=interpolated_scale_aspect_ratio,
-        reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer, base_anchor_height=base_anchor_height,
-        base_anchor_width=base_anchor_width, height_stride=height_stride, width_stride=width_stride,
-        height_offset=height_offset, width_offset=width_offset,
+        reduce_boxes_in_lowest_layer=reduce_boxes_in_lowest_layer,
+        base_anchor_height=base_anchor_height,
+        base_anchor_width=base_anchor_width,
+        height_stride=height_stride,
+        width_stride=width_stride,
+        height_offset=height_offset,
+        width_offset=width_offset,
     )
     given = {name: value for name, value in tf_fields.items() if value is not None}
     if style == "tf":
@@ -335,19 +352,31 @@ def ssd_default_boxes(
             stacklevel=2,
         )
         if reciprocals is not None:
-            raise ValueError("reciprocals is an option of the SSD paper's layout (style='ssd'); TensorFlow's "
-                             "layout (tf_anchor_generator) has interpolated_scale_aspect_ratio instead")
+            raise ValueError(
+                "reciprocals is an option of the SSD paper's layout (style='ssd'); TensorFlow's "
+                "layout (tf_anchor_generator) has interpolated_scale_aspect_ratio instead"
+            )
         if scales is None:  # the defaults style="tf" always had
             min_scale = DEFAULT_MIN_SCALE if min_scale is None else min_scale
             max_scale = DEFAULT_MAX_SCALE if max_scale is None else max_scale
         tf_ratios = cast(Sequence[float], aspect_ratios)  # per-layer lists: tf_anchor_generator raises
-        return tf_anchor_generator(feature_map_sizes, tf_ratios, min_scale=min_scale, max_scale=max_scale,
-                                   scales=scales, image_size=image_size, clip=clip, **given)
+        return tf_anchor_generator(
+            feature_map_sizes,
+            tf_ratios,
+            min_scale=min_scale,
+            max_scale=max_scale,
+            scales=scales,
+            image_size=image_size,
+            clip=clip,
+            **given,
+        )
     if given:
         names, one = ", ".join(given), len(given) == 1
-        raise ValueError(f"{names} {'is a field' if one else 'are fields'} of TensorFlow's ssd_anchor_generator "
-                         f"and {'does' if one else 'do'} not apply to the SSD paper's layout: use "
-                         "tf_anchor_generator (formerly style='tf')")
+        raise ValueError(
+            f"{names} {'is a field' if one else 'are fields'} of TensorFlow's ssd_anchor_generator "
+            f"and {'does' if one else 'do'} not apply to the SSD paper's layout: use "
+            "tf_anchor_generator (formerly style='tf')"
+        )
     maps = _feature_maps(feature_map_sizes)
     m = len(maps)
     sc = _layer_scales(m, min_scale, max_scale, scales, DEFAULT_MAX_SCALE)
@@ -491,8 +520,10 @@ def tf_anchor_generator(
     clip = _as_bool(clip, "clip")
     reduce = _as_bool(reduce_boxes_in_lowest_layer, "reduce_boxes_in_lowest_layer")
     if _is_sequence(aspect_ratios) and len(aspect_ratios) and all(_is_sequence(r) for r in aspect_ratios):
-        raise ValueError("tf_anchor_generator takes one list of aspect ratios for all layers (TensorFlow's "
-                         "ssd_anchor_generator has no per-layer ratios)")
+        raise ValueError(
+            "tf_anchor_generator takes one list of aspect ratios for all layers (TensorFlow's "
+            "ssd_anchor_generator has no per-layer ratios)"
+        )
     ratios = _ratio_list(aspect_ratios, "aspect_ratios")
     interp = as_float(interpolated_scale_aspect_ratio, "interpolated_scale_aspect_ratio")
     _image_scale(image_size)  # checked before the boxes

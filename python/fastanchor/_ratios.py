@@ -94,8 +94,9 @@ def _weighted_mean(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (w[:, None] * x).sum(0) / w.sum()
 
 
-def _kmeans_euclidean(x: np.ndarray, k: int, weights: Optional[np.ndarray], seed: int, n_init: int,
-                      max_iter: int) -> np.ndarray:
+def _kmeans_euclidean(
+    x: np.ndarray, k: int, weights: Optional[np.ndarray], seed: int, n_init: int, max_iter: int
+) -> np.ndarray:
     """Plain Lloyd k-means with squared Euclidean distance and k-means++ seeding (what the
     TensorFlow notebook does with scikit-learn); the centres of the run with the lowest inertia.
 

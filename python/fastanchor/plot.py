@@ -83,13 +83,31 @@ def plot_anchors(
     ax.plot([lo, hi], [lo, hi], color="0.6", lw=0.8, ls=":", zorder=1, label="square (w = h)")
     if reference is not None:
         ref = np.concatenate([np.asarray(r, dtype=np.float64).reshape(-1, 2) for r in reference])
-        ax.scatter(ref[:, 0], ref[:, 1], s=70, facecolors="none", edgecolors="0.25", linewidths=1.3, marker="s",
-                   zorder=3, label=reference_label)
+        ax.scatter(
+            ref[:, 0],
+            ref[:, 1],
+            s=70,
+            facecolors="none",
+            edgecolors="0.25",
+            linewidths=1.3,
+            marker="s",
+            zorder=3,
+            label=reference_label,
+        )
     for i, level_anchors in enumerate(levels):
         a = np.asarray(level_anchors, dtype=np.float64).reshape(-1, 2)
         name = level_name(strides[i]) if strides is not None and i < len(strides) else f"level {i + 1}"
-        ax.scatter(a[:, 0], a[:, 1], s=90, color=_LEVEL_COLOURS[i % len(_LEVEL_COLOURS)], edgecolors="black",
-                   linewidths=0.8, marker="o", zorder=4, label=f"anchors {name}")
+        ax.scatter(
+            a[:, 0],
+            a[:, 1],
+            s=90,
+            color=_LEVEL_COLOURS[i % len(_LEVEL_COLOURS)],
+            edgecolors="black",
+            linewidths=0.8,
+            marker="o",
+            zorder=4,
+            label=f"anchors {name}",
+        )
         for x, y in a:
             ax.annotate(f"{x:.0f}x{y:.0f}", (x, y), xytext=(5, 4), textcoords="offset points", fontsize=7, zorder=5)
     ax.set_xlim(lo, hi)

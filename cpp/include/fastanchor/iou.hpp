@@ -50,9 +50,8 @@ namespace detail {
 
 // Rows [r0, r1) of the N x M IoU matrix, written to out (row-major, M columns).
 template <class Out>
-FASTANCHOR_CLONES void iou_matrix_rows(const double* w1, const double* h1, const double* a1, index_t r0,
-                                       index_t r1, const double* w2, const double* h2, const double* a2,
-                                       index_t m, Out* out) {
+FASTANCHOR_CLONES void iou_matrix_rows(const double* w1, const double* h1, const double* a1, index_t r0, index_t r1,
+                                       const double* w2, const double* h2, const double* a2, index_t m, Out* out) {
     for (index_t i = r0; i < r1; ++i) {
         const double wi = w1[i], hi = h1[i], ai = a1[i];
         Out* row = out + i * m;
@@ -84,8 +83,8 @@ struct FixedAnchors {
 };
 
 // Label of one box by the exact rule (highest rounded IoU, lowest index on ties).
-inline std::int32_t assign_exact(double w, double h, double a, const double* aw, const double* ah,
-                                 const double* aa, int k, double* best_iou = nullptr) {
+inline std::int32_t assign_exact(double w, double h, double a, const double* aw, const double* ah, const double* aa,
+                                 int k, double* best_iou = nullptr) {
     std::int32_t best = 0;
     double bq = iou_wh(w, h, a, aw[0], ah[0], aa[0]);
     for (int j = 1; j < k; ++j) {
@@ -102,10 +101,9 @@ inline std::int32_t assign_exact(double w, double h, double a, const double* aw,
 // Labels without divisions, vectorized over boxes. A box whose decision fell inside the rounding
 // margin at some anchor gets label -1, to be redone by assign_exact.
 template <int K>
-FASTANCHOR_CLONES void assign_nodiv(const double* __restrict w, const double* __restrict h,
-                                    const double* __restrict a, index_t n, const double* __restrict aw,
-                                    const double* __restrict ah, const double* __restrict aa,
-                                    std::int32_t* __restrict out) {
+FASTANCHOR_CLONES void assign_nodiv(const double* __restrict w, const double* __restrict h, const double* __restrict a,
+                                    index_t n, const double* __restrict aw, const double* __restrict ah,
+                                    const double* __restrict aa, std::int32_t* __restrict out) {
     const FixedAnchors<K> A(aw, ah, aa);
     const double *AW = A.w, *AH = A.h, *AA = A.a;
 #pragma omp simd
@@ -248,8 +246,9 @@ inline double chunked_mean(const std::vector<double>& num, const std::vector<dou
 // the same values.
 inline double weighted_mean(const double* v, const double* weights, index_t n, int n_threads) {
     std::vector<double> num(n_chunks(n), 0.0), den(n_chunks(n), 0.0);
-    for_each_chunk(n, n_threads,
-                   [&](index_t c, index_t b, index_t e) { detail::weighted_sums(v + b, weights, b, e, num[c], den[c]); });
+    for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+        detail::weighted_sums(v + b, weights, b, e, num[c], den[c]);
+    });
     return detail::chunked_mean(num, den);
 }
 

@@ -50,9 +50,12 @@ inline std::atomic<int>& simd_level_store() {
 
 inline const char* simd_level_name(SimdLevel level) {
     switch (level) {
-        case SimdLevel::Avx2: return "avx2";
-        case SimdLevel::Portable: return "portable";
-        default: return "auto";
+        case SimdLevel::Avx2:
+            return "avx2";
+        case SimdLevel::Portable:
+            return "portable";
+        default:
+            return "auto";
     }
 }
 

@@ -37,10 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fastanchor",
         description="Anchor boxes for object detectors, from annotation files to the model's config.",
         epilog="Examples:\n  fastanchor anchors --demo\n"
-               "  fastanchor anchors data/VOC2007/Annotations --out anchors.yaml\n"
-               "  fastanchor anchors coco128/data.yaml --model yolov5s.yaml --out yolov5s-coco128.yaml "
-               "--plot anchors.png\n"
-               "  fastanchor check coco128/data.yaml --model yolov5s.yaml",
+        "  fastanchor anchors data/VOC2007/Annotations --out anchors.yaml\n"
+        "  fastanchor anchors coco128/data.yaml --model yolov5s.yaml --out yolov5s-coco128.yaml "
+        "--plot anchors.png\n"
+        "  fastanchor check coco128/data.yaml --model yolov5s.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fastanchor {__version__}")

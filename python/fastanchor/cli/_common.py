@@ -56,8 +56,9 @@ class UI:
         if not self.json_mode:
             print(text, file=self.out)
 
-    def warning(self, message: Any, category: Any, filename: str, lineno: int, file: Any = None,
-                line: Any = None) -> None:
+    def warning(
+        self, message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
         print(f"fastanchor: warning: {message}", file=self.err)
 
 
@@ -159,36 +160,64 @@ def parse_strides(text: str) -> Tuple[float, ...]:
 def add_dataset_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
     """The dataset and output options every dataset command has (``demo``: DATASET optional, with ``--demo``)."""
     if demo:
-        p.add_argument("dataset", nargs="?",
-                       help="a Pascal VOC folder or .xml, a COCO .json, or a YOLO data.yaml or folder")
-        p.add_argument("--demo", action="store_true",
-                       help="use a generated example dataset (1,000 images, written as Pascal VOC files to a "
-                            "temporary folder)")
+        p.add_argument(
+            "dataset", nargs="?", help="a Pascal VOC folder or .xml, a COCO .json, or a YOLO data.yaml or folder"
+        )
+        p.add_argument(
+            "--demo",
+            action="store_true",
+            help="use a generated example dataset (1,000 images, written as Pascal VOC files to a temporary folder)",
+        )
     else:
         p.add_argument("dataset", help="a Pascal VOC folder or .xml, a COCO .json, or a YOLO data.yaml or folder")
     g = p.add_argument_group("dataset")
-    g.add_argument("--format", default="auto", choices=("auto", "voc", "coco", "yolo"),
-                   help="annotation format (default: detected)")
+    g.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "voc", "coco", "yolo"),
+        help="annotation format (default: detected)",
+    )
     g.add_argument("--split", default="train", help="YOLO: the data.yaml split to load (default: train)")
     g.add_argument("--classes", help="only these classes (comma-separated names or ids)")
-    g.add_argument("--min-size", type=non_negative_pixels, default=0.0, metavar="PX",
-                   help="drop boxes with a side below PX pixels of the original image")
-    g.add_argument("--keep-difficult", action="store_true",
-                   help="keep VOC boxes flagged difficult (dropped by default, as YOLOv5's VOC conversion does)")
-    g.add_argument("--keep-crowd", action="store_true",
-                   help="keep COCO iscrowd boxes (dropped by default, as Ultralytics' COCO conversion does)")
+    g.add_argument(
+        "--min-size",
+        type=non_negative_pixels,
+        default=0.0,
+        metavar="PX",
+        help="drop boxes with a side below PX pixels of the original image",
+    )
+    g.add_argument(
+        "--keep-difficult",
+        action="store_true",
+        help="keep VOC boxes flagged difficult (dropped by default, as YOLOv5's VOC conversion does)",
+    )
+    g.add_argument(
+        "--keep-crowd",
+        action="store_true",
+        help="keep COCO iscrowd boxes (dropped by default, as Ultralytics' COCO conversion does)",
+    )
     strict = g.add_mutually_exclusive_group()
-    strict.add_argument("--strict", action="store_true",
-                        help="degenerate boxes are errors (default: dropped with a warning)")
-    strict.add_argument("--skip-bad-files", action="store_true",
-                        help="skip malformed files with a warning (default: error)")
-    g.add_argument("--img-size", type=parse_img_size, metavar="SIZE",
-                   help="network input size: 640 (letterbox, the default), or WxH with --resize stretch")
-    g.add_argument("--resize", choices=("letterbox", "stretch"),
-                   help="letterbox: long side to img-size, YOLOv5 (default); stretch: every image to WxH, darknet/SSD "
-                        "(the default for a darknet --model, at its [net] size)")
-    g.add_argument("--thr", type=positive_float, default=4.0,
-                   help="YOLOv5's anchor_t: the largest side ratio (default 4.0)")
+    strict.add_argument(
+        "--strict", action="store_true", help="degenerate boxes are errors (default: dropped with a warning)"
+    )
+    strict.add_argument(
+        "--skip-bad-files", action="store_true", help="skip malformed files with a warning (default: error)"
+    )
+    g.add_argument(
+        "--img-size",
+        type=parse_img_size,
+        metavar="SIZE",
+        help="network input size: 640 (letterbox, the default), or WxH with --resize stretch",
+    )
+    g.add_argument(
+        "--resize",
+        choices=("letterbox", "stretch"),
+        help="letterbox: long side to img-size, YOLOv5 (default); stretch: every image to WxH, darknet/SSD "
+        "(the default for a darknet --model, at its [net] size)",
+    )
+    g.add_argument(
+        "--thr", type=positive_float, default=4.0, help="YOLOv5's anchor_t: the largest side ratio (default 4.0)"
+    )
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="print the report as json")
     o.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
@@ -219,8 +248,9 @@ class Loaded:
     fmt: str
 
 
-def load_dataset(args: argparse.Namespace, ui: UI, path: str, model_img: Optional[Tuple[int, int]],
-                 model_fmt: Optional[str]) -> Loaded:
+def load_dataset(
+    args: argparse.Namespace, ui: UI, path: str, model_img: Optional[Tuple[int, int]], model_fmt: Optional[str]
+) -> Loaded:
     """Load ``path`` with the dataset options, drop what they leave out (classes, difficult, crowd,
     small boxes, unknown image sizes) and scale the boxes to the network input (letterbox or
     stretch; a darknet ``--model`` gives its [net] size)."""
@@ -273,13 +303,19 @@ def load_dataset(args: argparse.Namespace, ui: UI, path: str, model_img: Optiona
             shown = f"{img[0]:g}" if resize == "letterbox" else f"{img[0]:g}x{img[1]:g}"
             ui.note(f"img-size {shown} from the model config ({resize})")
     elif config_img is not None and tuple(img) != config_img:
-        warnings.warn(f"--img-size {img[0]:g}x{img[1]:g} differs from the model config's "
-                      f"{config_img[0]:g}x{config_img[1]:g}: "
-                      "the anchors are for the size you gave", UserWarning, stacklevel=1)
+        warnings.warn(
+            f"--img-size {img[0]:g}x{img[1]:g} differs from the model config's "
+            f"{config_img[0]:g}x{config_img[1]:g}: "
+            "the anchors are for the size you gave",
+            UserWarning,
+            stacklevel=1,
+        )
     if resize == "letterbox":
         if img[0] != img[1]:
-            raise CLIError(f"--img-size {img[0]:g}x{img[1]:g}: letterbox takes one size (the long side); "
-                           "use --resize stretch for WxH")
+            raise CLIError(
+                f"--img-size {img[0]:g}x{img[1]:g}: letterbox takes one size (the long side); "
+                "use --resize stretch for WxH"
+            )
         wh = boxes.letterbox(img[0])
         scaling = f"letterboxed to {img[0]:g}"
     else:
@@ -333,13 +369,16 @@ def metrics_row(fit: Any) -> Dict[str, float]:
     return {"fitness": fit.fitness, "bpr": fit.bpr, "aat": fit.aat, "avg_iou": fit.avg_iou}
 
 
-def print_levels(ui: UI, levels: Sequence[np.ndarray], strides: Sequence[float], decimals: int,
-                 indent: str = "  ") -> None:
+def print_levels(
+    ui: UI, levels: Sequence[np.ndarray], strides: Sequence[float], decimals: int, indent: str = "  "
+) -> None:
     """The anchors of each level on one line, after the level's name."""
     from ..export import level_name
 
-    cells = [[f"{format_number(w, decimals)},{format_number(h, decimals)}" for w, h in np.asarray(a).tolist()]
-             for a in levels]
+    cells = [
+        [f"{format_number(w, decimals)},{format_number(h, decimals)}" for w, h in np.asarray(a).tolist()]
+        for a in levels
+    ]
     width = max(len(c) for row in cells for c in row)
     for s, row in zip(strides, cells):
         ui.print(f"{indent}{level_name(s):<9}" + "  ".join(c.rjust(width) for c in row))
@@ -350,7 +389,10 @@ def print_table(ui: UI, rows: List[Tuple[str, Dict[str, float]]], thr: float) ->
     label_w = max(len(r[0]) for r in rows)
     ui.print(f"  {'':<{label_w}}  {'fitness':>8}  {'BPR':>7}  {'anchors/target':>14}  {'avg IoU':>8}")
     for label, m in rows:
-        ui.print(f"  {label:<{label_w}}  {m['fitness']:>8.4f}  {m['bpr']:>7.4f}  {m['aat']:>14.3f}  "
-                 f"{m['avg_iou']:>8.4f}")
-    ui.print(f"  (thr {thr:g}: BPR is the share of boxes within a side ratio of {thr:g} of some anchor; "
-             f"anchors/target counts such anchors per box)")
+        ui.print(
+            f"  {label:<{label_w}}  {m['fitness']:>8.4f}  {m['bpr']:>7.4f}  {m['aat']:>14.3f}  {m['avg_iou']:>8.4f}"
+        )
+    ui.print(
+        f"  (thr {thr:g}: BPR is the share of boxes within a side ratio of {thr:g} of some anchor; "
+        f"anchors/target counts such anchors per box)"
+    )

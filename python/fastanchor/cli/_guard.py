@@ -45,8 +45,13 @@ def _inputs(args: argparse.Namespace) -> List[Tuple[str, str]]:
     return out
 
 
-def refusal(args: argparse.Namespace, option: str, path: Optional[str], other: Optional[Tuple[str, str]] = None,
-            in_place: Optional[str] = None) -> Optional[str]:
+def refusal(
+    args: argparse.Namespace,
+    option: str,
+    path: Optional[str],
+    other: Optional[Tuple[str, str]] = None,
+    in_place: Optional[str] = None,
+) -> Optional[str]:
     """Why ``path`` (the value of ``option``) must not be written, or None when it may be.
     ``in_place`` names the input option it may update in place; ``other`` is the other output."""
     if not path:
@@ -77,8 +82,10 @@ def refusal(args: argparse.Namespace, option: str, path: Optional[str], other: O
         if same_file(source, path):
             return f"{shown} is {what} of this run: writing there would destroy it; choose another file"
         if what == "the dataset" and os.path.isdir(source) and _inside(path, source):
-            return (f"{shown} is inside the dataset folder {sanitize(source, 300)}, an input of this run: "
-                    f"choose a file outside it")
+            return (
+                f"{shown} is inside the dataset folder {sanitize(source, 300)}, an input of this run: "
+                f"choose a file outside it"
+            )
     return None
 
 

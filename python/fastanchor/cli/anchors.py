@@ -18,12 +18,12 @@ from ._common import (
     MAX_GENERATIONS,
     MAX_LEVELS,
     MAX_SEED,
-    int_in_range,
     UI,
     YOLOV5_DEFAULT_ANCHORS,
     CLIError,
     add_dataset_options,
     describe,
+    int_in_range,
     load_dataset,
     metrics_row,
     parse_strides,
@@ -37,33 +37,50 @@ from ._common import (
 ROUNDING_TOLERANCE = 5e-4
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add the ``anchors`` command to the subcommands ``sub``; returns its parser."""
-    pa = sub.add_parser("anchors", help="compute anchors for a dataset (k-means + evolution) and write them",
-                        description="Load a dataset, scale its boxes to the network input, run autoanchor (IoU k-means "
-                                    "then YOLOv5's evolution) and report the anchors per level with their fitness, "
-                                    "beside YOLOv5's defaults.")
+    pa = sub.add_parser(
+        "anchors",
+        help="compute anchors for a dataset (k-means + evolution) and write them",
+        description="Load a dataset, scale its boxes to the network input, run autoanchor (IoU k-means "
+        "then YOLOv5's evolution) and report the anchors per level with their fitness, "
+        "beside YOLOv5's defaults.",
+    )
     add_dataset_options(pa, demo=True)
     a = pa.add_argument_group("anchors")
-    a.add_argument("-k", type=int_in_range(1, MAX_ANCHORS),
-                   help="number of anchors (default 9, or the --model's count)")
+    a.add_argument(
+        "-k", type=int_in_range(1, MAX_ANCHORS), help="number of anchors (default 9, or the --model's count)"
+    )
     lv = a.add_mutually_exclusive_group()
-    lv.add_argument("--levels", type=int_in_range(1, MAX_LEVELS),
-                    help="detection levels, strides 8, 16, 32, ... (default 3)")
+    lv.add_argument(
+        "--levels", type=int_in_range(1, MAX_LEVELS), help="detection levels, strides 8, 16, 32, ... (default 3)"
+    )
     lv.add_argument("--strides", type=parse_strides, help="the levels' strides, finest first (e.g. 8,16,32)")
-    a.add_argument("--generations", type=int_in_range(0, MAX_GENERATIONS), default=1000,
-                   help="evolution generations (default 1000)")
-    a.add_argument("--seed", type=int_in_range(0, MAX_SEED), default=0,
-                   help="random seed (default 0; results are reproducible)")
-    a.add_argument("--anchors", dest="compare", metavar="ANCHORS",
-                   help='anchors to compare with, e.g. "10,13, 16,30, 33,23, ..."')
-    a.add_argument("--model", help="a model file (YOLOv5 .yaml, darknet .cfg, mmdetection .py, .json): its anchors are "
-                                    "compared, and --out of the same type writes a copy of it with new anchors")
+    a.add_argument(
+        "--generations",
+        type=int_in_range(0, MAX_GENERATIONS),
+        default=1000,
+        help="evolution generations (default 1000)",
+    )
+    a.add_argument(
+        "--seed", type=int_in_range(0, MAX_SEED), default=0, help="random seed (default 0; results are reproducible)"
+    )
+    a.add_argument(
+        "--anchors", dest="compare", metavar="ANCHORS", help='anchors to compare with, e.g. "10,13, 16,30, 33,23, ..."'
+    )
+    a.add_argument(
+        "--model",
+        help="a model file (YOLOv5 .yaml, darknet .cfg, mmdetection .py, .json): its anchors are "
+        "compared, and --out of the same type writes a copy of it with new anchors",
+    )
     a.add_argument("--out", help="write the anchors: .yaml (YOLOv5 model), .cfg (darknet), .py (mmdetection), .json")
-    a.add_argument("--decimals", type=int_in_range(0, MAX_DECIMALS),
-                   help="decimal places written (default: whole pixels, as YOLOv5 writes them, unless rounding to them "
-                        f"costs more than {ROUNDING_TOLERANCE:g} fitness, as with tiny anchors: then the fewest that "
-                        "do not)")
+    a.add_argument(
+        "--decimals",
+        type=int_in_range(0, MAX_DECIMALS),
+        help="decimal places written (default: whole pixels, as YOLOv5 writes them, unless rounding to them "
+        f"costs more than {ROUNDING_TOLERANCE:g} fitness, as with tiny anchors: then the fewest that "
+        "do not)",
+    )
     a.add_argument("--plot", metavar="FILE", help="save a PNG of the box sizes with the anchors (needs matplotlib)")
     return pa
 
@@ -81,8 +98,9 @@ def _auto_decimals(levels: Sequence[np.ndarray], wh: np.ndarray, thr: float) -> 
     return 3
 
 
-def _verify_written(ui: UI, path: str, written: Sequence[np.ndarray], strides: Sequence[float], wh: np.ndarray,
-                    thr: float) -> None:
+def _verify_written(
+    ui: UI, path: str, written: Sequence[np.ndarray], strides: Sequence[float], wh: np.ndarray, thr: float
+) -> None:
     """Read the written file back as a user's tools will, and re-score what it holds."""
     from .. import anchor_fitness
     from ..export import read_anchors
@@ -92,11 +110,14 @@ def _verify_written(ui: UI, path: str, written: Sequence[np.ndarray], strides: S
     if back.anchors.shape != expected.shape or not np.allclose(back.anchors, expected, rtol=1e-9, atol=0):
         raise CLIError(f"{path} was written, but reading it back gives other anchors: {back.anchors.tolist()}")
     if back.strides is not None and not np.allclose(back.strides, strides):
-        raise CLIError(f"{path} was written, but reading it back gives strides {list(back.strides)}, "
-                       f"not {list(strides)}")
+        raise CLIError(
+            f"{path} was written, but reading it back gives strides {list(back.strides)}, not {list(strides)}"
+        )
     fit = anchor_fitness(back.anchors, wh, thr=thr)
-    ui.note(f"read {path} back: {back.anchors.shape[0]} anchors in {len(back.levels)} levels, "
-            f"fitness {fit.fitness:.4f}, BPR {fit.bpr:.4f}")
+    ui.note(
+        f"read {path} back: {back.anchors.shape[0]} anchors in {len(back.levels)} levels, "
+        f"fitness {fit.fitness:.4f}, BPR {fit.bpr:.4f}"
+    )
 
 
 def _inherits(out: str, template: str) -> bool:
@@ -105,8 +126,9 @@ def _inherits(out: str, template: str) -> bool:
 
     with open(out, encoding="utf-8") as f:
         tree = ast.parse(f.read())
-    names = {t.id for node in tree.body if isinstance(node, ast.Assign)
-             for t in node.targets if isinstance(t, ast.Name)}
+    names = {
+        t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
+    }
     return names == {"_base_", "model"}
 
 
@@ -145,11 +167,15 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     else:
         strides = strides_for(DEFAULT_LEVELS)
     if layout is not None and layout.source == "well-known" and not (args.strides or args.levels):
-        ui.note(f"{args.model}: strides {', '.join(f'{s:g}' for s in strides)} guessed from its "
-                f"{layout.n_levels} detection levels (the architecture could not be walked); give --strides if wrong")
+        ui.note(
+            f"{args.model}: strides {', '.join(f'{s:g}' for s in strides)} guessed from its "
+            f"{layout.n_levels} detection levels (the architecture could not be walked); give --strides if wrong"
+        )
     if layout is not None and (args.strides or args.levels) and len(strides) != layout.n_levels:
-        raise CLIError(f"{args.model}: its Detect layer (line {layout.detect_line}) takes {layout.n_levels} levels, "
-                       f"but {'--strides' if args.strides else '--levels'} gives {len(strides)}")
+        raise CLIError(
+            f"{args.model}: its Detect layer (line {layout.detect_line}) takes {layout.n_levels} levels, "
+            f"but {'--strides' if args.strides else '--levels'} gives {len(strides)}"
+        )
     if args.k is not None:
         k = args.k
     elif model is not None:
@@ -170,16 +196,19 @@ def run(args: argparse.Namespace, ui: UI) -> int:
 
             tmp = tempfile.TemporaryDirectory(prefix="fastanchor-demo-")
             path = make_demo(tmp.name, "voc", n_images=1000, seed=0)
-            ui.note("demo: wrote 1,000 example images' annotations (COCO-like boxes, 8 classes) as Pascal VOC XML "
-                    f"to {path}")
+            ui.note(
+                "demo: wrote 1,000 example images' annotations (COCO-like boxes, 8 classes) as Pascal VOC XML "
+                f"to {path}"
+            )
         else:
             path = args.dataset
         ld = load_dataset(args, ui, path, model_img, model_fmt)
     finally:
         if tmp is not None:
             tmp.cleanup()
-    ui.note(f"loaded {len(ld.boxes):,} boxes in {ld.seconds:.2f} s; computing {k} anchors "
-            f"({args.generations} generations)")
+    ui.note(
+        f"loaded {len(ld.boxes):,} boxes in {ld.seconds:.2f} s; computing {k} anchors ({args.generations} generations)"
+    )
 
     t0 = time.perf_counter()
     result = autoanchor(ld.wh, k, thr=args.thr, generations=args.generations, seed=args.seed, progress=ui.progress)
@@ -195,20 +224,28 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     rows: List[Tuple[str, Dict[str, float]]] = [
         ("fastanchor", metrics_row(anchor_fitness(written_all, fit_wh, thr=args.thr))),
         ("k-means only", metrics_row(result.kmeans)),
-        ("YOLOv5 default",
-         metrics_row(anchor_fitness(np.array(YOLOV5_DEFAULT_ANCHORS).reshape(-1, 2), fit_wh, thr=args.thr))),
+        (
+            "YOLOv5 default",
+            metrics_row(anchor_fitness(np.array(YOLOV5_DEFAULT_ANCHORS).reshape(-1, 2), fit_wh, thr=args.thr)),
+        ),
     ]
     if model is not None:
-        rows.append((f"--model {os.path.basename(args.model)}",
-                     metrics_row(anchor_fitness(model.anchors, fit_wh, thr=args.thr))))
+        rows.append(
+            (
+                f"--model {os.path.basename(args.model)}",
+                metrics_row(anchor_fitness(model.anchors, fit_wh, thr=args.thr)),
+            )
+        )
     if compare is not None:
         rows.append(("--anchors", metrics_row(anchor_fitness(compare, fit_wh, thr=args.thr))))
 
     from .. import __version__
 
     ui.print(f"fastanchor {__version__}: {describe(ld)}")
-    ui.print(f"{k} anchors by k-means + {args.generations} generations of evolution (thr {args.thr:g}, "
-             f"seed {args.seed}) in {seconds:.2f} s on {result.n_boxes:,} boxes")
+    ui.print(
+        f"{k} anchors by k-means + {args.generations} generations of evolution (thr {args.thr:g}, "
+        f"seed {args.seed}) in {seconds:.2f} s on {result.n_boxes:,} boxes"
+    )
     ui.print()
     size = f"{ld.img_size[0]:g}" if ld.resize == "letterbox" else f"{ld.img_size[0]:g}x{ld.img_size[1]:g}"
     ui.print(f"anchors at img-size {size}, as written (width,height):")
@@ -216,8 +253,10 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     ui.print()
     print_table(ui, rows, args.thr)
 
-    header = (f"anchors by fastanchor {__version__} for {ld.name} at img-size {size} ({ld.resize}): "
-              f"fitness {rows[0][1]['fitness']:.4f}, BPR {rows[0][1]['bpr']:.4f}, thr {args.thr:g}")
+    header = (
+        f"anchors by fastanchor {__version__} for {ld.name} at img-size {size} ({ld.resize}): "
+        f"fitness {rows[0][1]['fitness']:.4f}, BPR {rows[0][1]['bpr']:.4f}, thr {args.thr:g}"
+    )
     if args.out:
         template = args.model if (args.model and export_format(args.model) == export_format(args.out)) else None
         meta = {
@@ -228,10 +267,12 @@ def run(args: argparse.Namespace, ui: UI) -> int:
             "thr": args.thr,
             "metrics": rows[0][1],
         }
-        fmt = write_anchors(args.out, written, strides, template=template, decimals=args.decimals, header=header,
-                            metadata=meta)
-        what = {"yolov5": "YOLOv5 model yaml", "darknet": "darknet cfg", "mmdet": "mmdetection config",
-                "json": "json"}[fmt]
+        fmt = write_anchors(
+            args.out, written, strides, template=template, decimals=args.decimals, header=header, metadata=meta
+        )
+        what = {"yolov5": "YOLOv5 model yaml", "darknet": "darknet cfg", "mmdet": "mmdetection config", "json": "json"}[
+            fmt
+        ]
         ui.print()
         if template and fmt == "mmdet" and _inherits(args.out, template):
             how = f", an override that inherits {template} through _base_"
@@ -244,15 +285,26 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     if args.plot:
         from ..plot import plot_anchors
 
-        plot_anchors(fit_wh, written, args.plot, strides=strides,
-                     reference=[np.array(a, dtype=float) for a in YOLOV5_DEFAULT_ANCHORS],
-                     title=f"{os.path.basename(str(ld.name).rstrip('/'))}: {len(fit_wh):,} boxes, {ld.scaling}")
+        plot_anchors(
+            fit_wh,
+            written,
+            args.plot,
+            strides=strides,
+            reference=[np.array(a, dtype=float) for a in YOLOV5_DEFAULT_ANCHORS],
+            title=f"{os.path.basename(str(ld.name).rstrip('/'))}: {len(fit_wh):,} boxes, {ld.scaling}",
+        )
         ui.print(f"wrote {args.plot} (box sizes and anchors)")
 
     if ui.json_mode:
         doc = {
-            "dataset": {"path": ld.name, "format": ld.fmt, "boxes": len(ld.boxes), "images": ld.boxes.n_images,
-                        "left_out": ld.dropped, "fitted_boxes": result.n_boxes},
+            "dataset": {
+                "path": ld.name,
+                "format": ld.fmt,
+                "boxes": len(ld.boxes),
+                "images": ld.boxes.n_images,
+                "left_out": ld.dropped,
+                "fitted_boxes": result.n_boxes,
+            },
             "img_size": ld.img_size[0] if ld.resize == "letterbox" else list(ld.img_size),
             "resize": ld.resize,
             "k": k,

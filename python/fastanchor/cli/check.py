@@ -24,20 +24,27 @@ from ._common import (
 )
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add the ``check`` command to the subcommands ``sub``; returns its parser."""
-    pc = sub.add_parser("check",
-                        help="check anchors against a dataset (best possible recall), as YOLOv5 does before training",
-                        description="Score existing anchors on a dataset and say whether to recompute them (YOLOv5: "
-                                    "when the best possible recall is below 0.98).")
+    pc = sub.add_parser(
+        "check",
+        help="check anchors against a dataset (best possible recall), as YOLOv5 does before training",
+        description="Score existing anchors on a dataset and say whether to recompute them (YOLOv5: "
+        "when the best possible recall is below 0.98).",
+    )
     add_dataset_options(pc, demo=False)
     src = pc.add_mutually_exclusive_group(required=True)
-    src.add_argument("--anchors", dest="compare", metavar="ANCHORS",
-                     help='the anchors, e.g. "10,13, 16,30, 33,23, ..."')
+    src.add_argument(
+        "--anchors", dest="compare", metavar="ANCHORS", help='the anchors, e.g. "10,13, 16,30, 33,23, ..."'
+    )
     src.add_argument("--model", help="read the anchors from a YOLOv5 .yaml, darknet .cfg, mmdetection .py or .json")
     pc.add_argument("--strides", type=parse_strides, help="the levels' strides for the report (default 8, 16, 32, ...)")
-    pc.add_argument("--bpr-threshold", type=float_in_range(0.0, 1.0, open_below=False), default=0.98,
-                    help="recompute below this best possible recall (default 0.98)")
+    pc.add_argument(
+        "--bpr-threshold",
+        type=float_in_range(0.0, 1.0, open_below=False),
+        default=0.98,
+        help="recompute below this best possible recall (default 0.98)",
+    )
     return pc
 
 
@@ -50,8 +57,9 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     if args.model:
         model, per_level, model_img, model_fmt = read_model(args.model)
         if model is None:
-            raise CLIError(f"{args.model} has 'anchors: {per_level}': the anchors are computed at training time, "
-                           "nothing to check")
+            raise CLIError(
+                f"{args.model} has 'anchors: {per_level}': the anchors are computed at training time, nothing to check"
+            )
         anchors = model.anchors
         source = args.model
         n_levels = len(model.levels)
@@ -77,16 +85,26 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     ui.print()
     if res.recommend_recompute:
         suggest = f" --model {args.model} --out NEW{os.path.splitext(args.model)[1]}" if args.model else ""
-        verdict = (f"recompute: the best possible recall {res.bpr:.4f} is below {res.bpr_threshold:g}; run "
-                   f"`fastanchor anchors {args.dataset}{suggest}`")
+        verdict = (
+            f"recompute: the best possible recall {res.bpr:.4f} is below {res.bpr_threshold:g}; run "
+            f"`fastanchor anchors {args.dataset}{suggest}`"
+        )
     else:
-        verdict = (f"keep them: the best possible recall {res.bpr:.4f} is at least {res.bpr_threshold:g} "
-                   "(YOLOv5 would not recompute)")
+        verdict = (
+            f"keep them: the best possible recall {res.bpr:.4f} is at least {res.bpr_threshold:g} "
+            "(YOLOv5 would not recompute)"
+        )
     ui.print(verdict)
     if ui.json_mode:
         doc = {
-            "dataset": {"path": ld.name, "format": ld.fmt, "boxes": len(ld.boxes), "images": ld.boxes.n_images,
-                        "left_out": ld.dropped, "fitted_boxes": int(keep.sum())},
+            "dataset": {
+                "path": ld.name,
+                "format": ld.fmt,
+                "boxes": len(ld.boxes),
+                "images": ld.boxes.n_images,
+                "left_out": ld.dropped,
+                "fitted_boxes": int(keep.sum()),
+            },
             "img_size": ld.img_size[0] if ld.resize == "letterbox" else list(ld.img_size),
             "resize": ld.resize,
             "anchors": [a.tolist() for a in levels],

@@ -7,10 +7,13 @@ import argparse
 from ._common import MAX_IMAGES, MAX_SEED, UI, int_in_range
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add the ``demo`` command to the subcommands ``sub``; returns its parser."""
-    pd = sub.add_parser("demo", help="write the example dataset as real annotation files",
-                        description="Write the generated example dataset (COCO-like boxes in 8 classes) to FOLDER.")
+    pd = sub.add_parser(
+        "demo",
+        help="write the example dataset as real annotation files",
+        description="Write the generated example dataset (COCO-like boxes in 8 classes) to FOLDER.",
+    )
     pd.add_argument("folder")
     pd.add_argument("--format", default="voc", choices=("voc", "coco", "yolo"))
     pd.add_argument("--images", type=int_in_range(1, MAX_IMAGES), default=1000, help="number of images (default 1000)")
@@ -23,6 +26,9 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     from .._demo import make_demo
 
     path = make_demo(args.folder, args.format, n_images=args.images, seed=args.seed)
-    print(f"wrote a demo dataset of {args.images:,} images ({args.format}) to {args.folder}; load it with "
-          f"`fastanchor anchors {path}`", file=ui.out)
+    print(
+        f"wrote a demo dataset of {args.images:,} images ({args.format}) to {args.folder}; load it with "
+        f"`fastanchor anchors {path}`",
+        file=ui.out,
+    )
     return 0

@@ -163,7 +163,7 @@ class Boxes:
 
     # --- selection ---------------------------------------------------------------------------
 
-    def __getitem__(self, index: Any) -> "Boxes":
+    def __getitem__(self, index: Any) -> Boxes:
         """A new ``Boxes`` with the selected boxes (boolean mask, integer indices or slice).
 
         ``files`` and ``class_names`` are kept whole, so ``image_id`` and ``class_id`` keep
@@ -190,7 +190,7 @@ class Boxes:
         min_size: float = 0.0,
         drop_difficult: bool = False,
         drop_crowd: bool = False,
-    ) -> "Boxes":
+    ) -> Boxes:
         """Keep the boxes that pass every given test.
 
         Parameters

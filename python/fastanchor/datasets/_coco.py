@@ -97,7 +97,8 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
             name = _name(im.get("file_name", image_id))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):  # Overflow: an int beyond a double
             problems.bad_file(
-                path, None,
+                path,
+                None,
                 f"images[{i}] needs an 'id', a positive 'width' and 'height' and a string 'file_name': {_short(im)}",
             )
             continue

@@ -75,8 +75,10 @@ def _measure(root: yaml.Node, path: str) -> None:
             line = node.start_mark.line + 1 if node.start_mark is not None else None
             if size[key] > MAX_YAML_SIZE:
                 raise AnnotationError(
-                    path, line, f"the YAML expands to more than {MAX_YAML_SIZE:,} nodes and characters (through its "
-                    f"aliases): refused"
+                    path,
+                    line,
+                    f"the YAML expands to more than {MAX_YAML_SIZE:,} nodes and characters (through its "
+                    f"aliases): refused",
                 )
             if depth[key] > MAX_YAML_DEPTH:
                 raise AnnotationError(path, line, f"the YAML nests deeper than {MAX_YAML_DEPTH} levels: refused")
@@ -123,8 +125,9 @@ def load_yaml_text(text: str, path: str) -> Any:
         # a 5,000-digit integer (ValueError: int max str digits), a value no constructor takes
         if isinstance(exc, AnnotationError):
             raise
-        raise AnnotationError(path, None, f"not a readable YAML value ({type(exc).__name__}: "
-                                          f"{sanitize(str(exc), 100)})") from None
+        raise AnnotationError(
+            path, None, f"not a readable YAML value ({type(exc).__name__}: {sanitize(str(exc), 100)})"
+        ) from None
     finally:
         if loader is not None:
             loader.dispose()

@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._boxes import AnnotationError, Boxes, Problems, box_reasons, fmt_num
 from .._fileio import excerpt, read_text, sanitize, walk_files
+from ._boxes import AnnotationError, Boxes, Problems, box_reasons, fmt_num
 from ._files import PathLike, resolve_workers, run_chunks
 from ._imagesize import ImageSizeError, image_size
 from ._yaml import load_yaml_file
@@ -148,7 +148,8 @@ def load_yolo(
         if out_of_range.any():
             j = int(np.argmax(out_of_range))
             problems.bad_file(
-                pairs[item[j]][1], int(line[j]),
+                pairs[item[j]][1],
+                int(line[j]),
                 f"class {int(cls[j])} is out of range: without class names (a data.yaml with 'names'), class ids "
                 f"go up to {MAX_UNNAMED_CLASSES - 1:,}",
             )
@@ -159,7 +160,8 @@ def load_yolo(
     elif cls.size and int(cls.max()) >= len(names):
         j = int(np.argmax(cls >= len(names)))
         problems.bad_file(
-            pairs[item[j]][1], int(line[j]),
+            pairs[item[j]][1],
+            int(line[j]),
             f"class {int(cls[j])} is out of range: the dataset names {len(names)} classes",
         )
         bad_items = set(item[cls >= len(names)].tolist())
@@ -222,9 +224,7 @@ def _resolve(path: str, split: str) -> Tuple[Optional[Tuple[str, ...]], List[Tup
         raise ValueError(f"{path}: expected a dataset .yaml file, a labels folder or an images folder")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"no such file or folder: {path}")
-    yamls = sorted(
-        e.path for e in os.scandir(path) if e.is_file() and e.name.lower().endswith((".yaml", ".yml"))
-    )
+    yamls = sorted(e.path for e in os.scandir(path) if e.is_file() and e.name.lower().endswith((".yaml", ".yml")))
     if yamls:
         preferred = [y for y in yamls if os.path.basename(y).lower() in ("data.yaml", "data.yml", "dataset.yaml")]
         if preferred or len(yamls) == 1:
@@ -275,8 +275,10 @@ def _from_yaml(yaml_path: str, split: str) -> Tuple[Optional[Tuple[str, ...]], L
         if not isinstance(entry, str):
             where = f"{split!r}" if len(entries) == 1 and not isinstance(data[split], list) else f"{split!r}[{k}]"
             raise AnnotationError(
-                yaml_path, None, f"the {excerpt(where)} entry must be a folder or a .txt list of images, got "
-                f"{type(entry).__name__} {excerpt(entry)}"
+                yaml_path,
+                None,
+                f"the {excerpt(where)} entry must be a folder or a .txt list of images, got "
+                f"{type(entry).__name__} {excerpt(entry)}",
             )
         p = os.path.normpath(os.path.join(root, os.path.expanduser(entry)))
         if os.path.isdir(p):
@@ -287,8 +289,10 @@ def _from_yaml(yaml_path: str, split: str) -> Tuple[Optional[Tuple[str, ...]], L
             pairs.extend((im, label_path(im)) for im in _read_list(p, root))
         else:
             raise AnnotationError(
-                yaml_path, None, f"the {excerpt(split)} entry {excerpt(entry)} is neither a folder nor a .txt list: "
-                f"{sanitize(p, 200)} not found"
+                yaml_path,
+                None,
+                f"the {excerpt(split)} entry {excerpt(entry)} is neither a folder nor a .txt list: "
+                f"{sanitize(p, 200)} not found",
             )
     return names, pairs, orphans, f"{yaml_path} ({split})"
 
@@ -314,8 +318,9 @@ def _names(data: Dict[str, Any], yaml_path: str) -> Optional[Tuple[str, ...]]:
             return None
         if not (isinstance(nc, int) and not isinstance(nc, bool) and 0 < nc <= MAX_UNNAMED_CLASSES):
             raise AnnotationError(
-                yaml_path, None, f"'nc' must be a class count from 1 to {MAX_UNNAMED_CLASSES:,} (without 'names'), "
-                f"got {excerpt(nc)}"
+                yaml_path,
+                None,
+                f"'nc' must be a class count from 1 to {MAX_UNNAMED_CLASSES:,} (without 'names'), got {excerpt(nc)}",
             )
         return tuple(str(i) for i in range(nc))
     for k, v in enumerate(values):
@@ -371,7 +376,7 @@ def _from_images(images_dir: str) -> Tuple[List[Tuple[str, str]], List[str]]:
     folder that no image claims."""
     images = walk_files(images_dir, IMAGE_SUFFIXES)
     pairs = [(im, label_path(im)) for im in images]
-    labels_dir = label_path(os.path.join(images_dir, "x"))[:-len("x.txt")]
+    labels_dir = label_path(os.path.join(images_dir, "x"))[: -len("x.txt")]
     orphans: List[str] = []
     if os.path.normpath(labels_dir) != os.path.normpath(images_dir) and os.path.isdir(labels_dir):
         claimed = {lab for _, lab in pairs}
@@ -481,10 +486,14 @@ def _parse_labels(text: str) -> Tuple[List[Row], List[int], Optional[Tuple[int, 
             continue
         n = len(parts)
         if n != 5 and (n < 7 or n % 2 == 0):
-            return rows, row_lines, (
-                lineno,
-                f"expected 5 fields (class x_center y_center width height) or a polygon (class x1 y1 x2 y2 x3 y3 ...), "
-                f"got {n}",
+            return (
+                rows,
+                row_lines,
+                (
+                    lineno,
+                    f"expected 5 fields (class x_center y_center width height) or a polygon (class x1 y1 x2 y2 x3 y3 ...), "
+                    f"got {n}",
+                ),
             )
         try:
             values = [float(p) for p in parts]
@@ -493,8 +502,13 @@ def _parse_labels(text: str) -> Tuple[List[Row], List[int], Optional[Tuple[int, 
             return rows, row_lines, (lineno, f"{excerpt(bad, _FIELD_CHARS)} is not a number (field {k + 1})")
         c = values[0]
         if not (math.isfinite(c) and 0 <= c < MAX_CLASS and c == int(c)):
-            return rows, row_lines, (
-                lineno, f"the class must be a non-negative integer below 2**31, got {excerpt(parts[0], _FIELD_CHARS)}"
+            return (
+                rows,
+                row_lines,
+                (
+                    lineno,
+                    f"the class must be a non-negative integer below 2**31, got {excerpt(parts[0], _FIELD_CHARS)}",
+                ),
             )
         if n == 5:
             rows.append((int(c), values[1], values[2], values[3], values[4]))

@@ -59,8 +59,10 @@ def has_base(text: str) -> bool:
         tree = ast.parse(text)
     except SyntaxError:
         return False
-    return any(isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_base_" for t in node.targets)
-               for node in tree.body)
+    return any(
+        isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_base_" for t in node.targets)
+        for node in tree.body
+    )
 
 
 def load_generator(path: str) -> Tuple[str, Dict[str, Any], Optional[Tuple[int, int]]]:
@@ -88,8 +90,10 @@ def load_generator(path: str) -> Tuple[str, Dict[str, Any], Optional[Tuple[int, 
         gen = head.get(key)
         if gen is not None and "base_sizes" in gen:
             return key, dict(gen), config_image_size(cfg)
-    raise ValueError(f"{path}: model.bbox_head has no anchor_generator or prior_generator with base_sizes "
-                     "(after mmengine merged its _base_ chain)")
+    raise ValueError(
+        f"{path}: model.bbox_head has no anchor_generator or prior_generator with base_sizes "
+        "(after mmengine merged its _base_ chain)"
+    )
 
 
 def image_size_of(path: str) -> Optional[Tuple[int, int]]:
@@ -99,7 +103,7 @@ def image_size_of(path: str) -> Optional[Tuple[int, int]]:
         from mmengine.config import Config
 
         return config_image_size(Config.fromfile(path, import_custom_modules=False))
-    except Exception:  # noqa: BLE001 - best effort: any failure means "no size known"
+    except Exception:
         return None
 
 
@@ -138,8 +142,12 @@ def rebase(text: str, tree: ast.Module, template: str, out: str) -> str:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_base_" for t in node.targets):
             items = node.value.elts if isinstance(node.value, (ast.List, ast.Tuple)) else [node.value]
             for item in items:
-                if isinstance(item, ast.Constant) and isinstance(item.value, str) and "::" not in item.value \
-                        and not os.path.isabs(item.value):
+                if (
+                    isinstance(item, ast.Constant)
+                    and isinstance(item.value, str)
+                    and "::" not in item.value
+                    and not os.path.isabs(item.value)
+                ):
                     new = os.path.relpath(os.path.join(src_dir, item.value), dst_dir).replace(os.sep, "/")
                     spans.append((item, repr(new)))
     return replace_nodes(text, spans)
@@ -168,6 +176,8 @@ def override_text(key: str, base: str, strides: str, base_path: str, header: Opt
     """A config that inherits ``base_path`` and overrides only the head's anchor generator."""
     out = [f"# {header}\n"] if header else []
     out.append(f"_base_ = {base_path!r}\n\n")
-    out.append(f"model = dict(\n    bbox_head=dict(\n        {key}=dict(\n"
-               f"            base_sizes={base},\n            strides={strides},\n        )))\n")
+    out.append(
+        f"model = dict(\n    bbox_head=dict(\n        {key}=dict(\n"
+        f"            base_sizes={base},\n            strides={strides},\n        )))\n"
+    )
     return "".join(out)

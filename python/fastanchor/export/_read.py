@@ -90,8 +90,9 @@ def read_anchors(path: str) -> ReadAnchors:
             raise
         raise ValueError(f"{sanitize(path)}: {sanitize(str(exc), 300)}") from None
     except (TypeError, OverflowError, RecursionError, KeyError, IndexError, AttributeError) as exc:
-        raise ValueError(f"{sanitize(path)}: cannot read the anchors ({type(exc).__name__}: "
-                         f"{sanitize(str(exc), 120)})") from None
+        raise ValueError(
+            f"{sanitize(path)}: cannot read the anchors ({type(exc).__name__}: {sanitize(str(exc), 120)})"
+        ) from None
 
 
 def _pairs(values: Any, where: str) -> np.ndarray:
@@ -168,8 +169,9 @@ def _read_darknet(text: str, path: str) -> ReadAnchors:
         except ValueError:
             raise ValueError(f"{path}:{mask[0] + 1}: mask={excerpt(mask[1])} is not a list of integers") from None
         if any(not 0 <= i < this.shape[0] for i in idx):
-            raise ValueError(f"{path}:{(mask or found)[0] + 1}: mask indices {idx} out of range for "
-                             f"{this.shape[0]} anchors")
+            raise ValueError(
+                f"{path}:{(mask or found)[0] + 1}: mask indices {idx} out of range for {this.shape[0]} anchors"
+            )
         levels.append((min(idx) if idx else 0, this[idx]))
     levels.sort(key=lambda t: t[0])
     return ReadAnchors(levels=[a for _, a in levels], strides=None, format="darknet", img_size=img_size)
@@ -192,8 +194,10 @@ def _read_mmdet(text: str, path: str) -> ReadAnchors:
         base, _ = resolve(kw["base_sizes"], names)
         strides = resolve(kw["strides"], names)[0] if "strides" in kw else merged_strides(path)
     except ValueError as exc:
-        raise ValueError(f"{path}:{call.lineno}: base_sizes and strides must be literal lists or top-level names "
-                         f"bound to them ({exc})") from None
+        raise ValueError(
+            f"{path}:{call.lineno}: base_sizes and strides must be literal lists or top-level names "
+            f"bound to them ({exc})"
+        ) from None
     return _mmdet_levels(base, strides, f"{path}:{call.lineno}", image_size_of(path))
 
 
@@ -239,8 +243,10 @@ def _read_json(text: str, path: str) -> ReadAnchors:
     img = doc.get("img_size")
     ok_img = isinstance(img, (int, float)) and not isinstance(img, bool) and 0 < img < 1e9
     img_size = (int(img), int(img)) if ok_img else None
-    if isinstance(strides, list) and len(strides) == len(levels) and all(
-        isinstance(s, (int, float)) and not isinstance(s, bool) and 0 < s < 1e9 for s in strides
+    if (
+        isinstance(strides, list)
+        and len(strides) == len(levels)
+        and all(isinstance(s, (int, float)) and not isinstance(s, bool) and 0 < s < 1e9 for s in strides)
     ):
         order = sorted(range(len(levels)), key=lambda i: strides[i])
         levels = [levels[i] for i in order]

@@ -45,10 +45,10 @@ class Field:
     start: int
     end: int = -1
     value: Optional[str] = None
-    children: Optional[List["Field"]] = None
+    children: Optional[List[Field]] = None
     body: Tuple[int, int] = (-1, -1)
 
-    def walk(self) -> Iterator["Field"]:
+    def walk(self) -> Iterator[Field]:
         """This field and every field inside it, depth first in text order."""
         stack = [self]
         while stack:
@@ -116,13 +116,13 @@ def parse_text_proto(text: str) -> Field:
                 j += 1
             if j >= n or toks[j][0] != "rbracket":
                 raise ValueError(f"line {_line(text, vstart)}: an unclosed '[' list")
-            f.value, f.end = text[vstart:toks[j][3]], toks[j][3]
+            f.value, f.end = text[vstart : toks[j][3]], toks[j][3]
             i = j + 1
         elif vkind in ("word", "string"):
             j = i + 1
             while vkind == "string" and j < n and toks[j][0] == "string":  # "a" "b": one string
                 j += 1
-            f.value, f.end = text[vstart:toks[j - 1][3]], toks[j - 1][3]
+            f.value, f.end = text[vstart : toks[j - 1][3]], toks[j - 1][3]
             i = j
         else:
             raise ValueError(f"line {_line(text, vstart)}: the field {excerpt(tok)} has no value")
@@ -203,9 +203,9 @@ def _line_start(text: str, pos: int) -> int:
 
 def _alone_on_line(text: str, f: Field) -> bool:
     """Whether only blanks precede ``f`` on its line and only blanks or a comment follow it."""
-    before = text[_line_start(text, f.start):f.start]
+    before = text[_line_start(text, f.start) : f.start]
     nl = text.find("\n", f.end)
-    after = text[f.end:nl if nl >= 0 else len(text)].strip()
+    after = text[f.end : nl if nl >= 0 else len(text)].strip()
     return not before.strip() and (not after or after.startswith("#"))
 
 
@@ -237,11 +237,11 @@ def set_aspect_ratios(text: str, ratios: Sequence[float], decimals: int = 4) -> 
         return "ssd_anchor_generator {\n" + "".join(f"  aspect_ratios: {v}\n" for v in values) + "}\n"
     newline = "\r\n" if "\r\n" in text else "\n"
     old = [c for c in block.children or () if c.name == "aspect_ratios"]
-    multiline = "\n" in text[block.body[0]:block.body[1]]
+    multiline = "\n" in text[block.body[0] : block.body[1]]
     edits: List[Tuple[int, int, str]] = []  # (start, end, replacement), applied from the end
     if old and multiline and _alone_on_line(text, old[0]):
         first = old[0]
-        indent = text[_line_start(text, first.start):first.start]
+        indent = text[_line_start(text, first.start) : first.start]
         at = _line_start(text, first.start)
         edits.append((at, at, "".join(f"{indent}aspect_ratios: {v}{newline}" for v in values)))
     elif old:
@@ -249,9 +249,9 @@ def set_aspect_ratios(text: str, ratios: Sequence[float], decimals: int = 4) -> 
         edits.append((at, at, " ".join(f"aspect_ratios: {v}" for v in values)))
     else:
         close = block.body[1]
-        if multiline and not text[_line_start(text, close):close].strip():
+        if multiline and not text[_line_start(text, close) : close].strip():
             first_child = (block.children or [None])[0]
-            indent = text[_line_start(text, first_child.start):first_child.start] if first_child else "  "
+            indent = text[_line_start(text, first_child.start) : first_child.start] if first_child else "  "
             at = _line_start(text, close)
             edits.append((at, at, "".join(f"{indent}aspect_ratios: {v}{newline}" for v in values)))
         else:

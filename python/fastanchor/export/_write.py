@@ -14,16 +14,16 @@ import numpy.typing as npt
 
 from .._fileio import atomic_write, excerpt
 from ._formats import (
+    cfg_value,
     check_anchors,
     check_decimals,
-    read_model_text,
-    cfg_value,
     darknet_sections,
     export_format,
     find_anchor_generator,
     format_anchor_list,
     format_number,
     level_name,
+    read_model_text,
     round_anchors,
     yaml_block,
 )
@@ -97,8 +97,9 @@ def write_anchors(
     if template is not None:
         template_fmt = export_format(template)
         if template_fmt != fmt:
-            raise ValueError(f"the template {template} is a {template_fmt} file but {path} is {fmt}: "
-                             "use the same kind of file")
+            raise ValueError(
+                f"the template {template} is a {template_fmt} file but {path} is {fmt}: use the same kind of file"
+            )
         text: Optional[str] = read_model_text(template)
     else:
         text = None
@@ -109,9 +110,10 @@ def write_anchors(
     elif fmt == "mmdet":
         out = _mmdet_text(text, lv, st, decimals, header, template, path)
     else:
-        doc: Dict[str, Any] = {"anchors": [[[_jsnum(w, decimals), _jsnum(h, decimals)] for w, h in a.tolist()]
-                                           for a in lv],
-                               "strides": [_jsnum(s, 6) for s in st]}
+        doc: Dict[str, Any] = {
+            "anchors": [[[_jsnum(w, decimals), _jsnum(h, decimals)] for w, h in a.tolist()] for a in lv],
+            "strides": [_jsnum(s, 6) for s in st],
+        }
         doc.update(metadata or {})
         out = dumps_json(doc) + "\n"
     folder = os.path.dirname(os.path.abspath(path))
@@ -169,8 +171,9 @@ def _yolov5_text(
     return "".join(lines[:first] + new + lines[end:])
 
 
-def _darknet_filters(lines: List[str], sections, first: int, end: int, n_new: int,
-                     template: Optional[str]) -> Optional[Tuple[int, int]]:
+def _darknet_filters(
+    lines: List[str], sections: List[Tuple[str, int, int]], first: int, end: int, n_new: int, template: Optional[str]
+) -> Optional[Tuple[int, int]]:
     """``(line, filters)`` for the [convolutional] before the [yolo] section at ``first`` when its
     anchor count changes: darknet needs ``filters = (classes + 5) * len(mask)`` there (``+ 9`` for
     [Gaussian_yolo]), so the old filters per anchor are kept and multiplied by the new count.
@@ -187,15 +190,19 @@ def _darknet_filters(lines: List[str], sections, first: int, end: int, n_new: in
     found = cfg_value(lines, conv[-1][1], conv[-1][2], "filters") if conv else None
     where = f"{template}:{first + 1}"
     if found is None or n_old is None:
-        raise ValueError(f"{where}: this [yolo] section gets {n_new} anchors, but the filters= of the "
-                         "[convolutional] before it cannot be found to match (filters = (classes + 5) * anchors)")
+        raise ValueError(
+            f"{where}: this [yolo] section gets {n_new} anchors, but the filters= of the "
+            "[convolutional] before it cannot be found to match (filters = (classes + 5) * anchors)"
+        )
     try:
         old_filters = int(found[1])
     except ValueError:
         raise ValueError(f"{template}:{found[0] + 1}: filters={found[1]!r} is not an integer") from None
     if n_old <= 0 or old_filters % n_old:
-        raise ValueError(f"{template}:{found[0] + 1}: filters={old_filters} is not a multiple of the {n_old} anchors "
-                         f"of the [yolo] section at line {first + 1}: cannot update it for {n_new} anchors")
+        raise ValueError(
+            f"{template}:{found[0] + 1}: filters={old_filters} is not a multiple of the {n_old} anchors "
+            f"of the [yolo] section at line {first + 1}: cannot update it for {n_new} anchors"
+        )
     return found[0], old_filters // n_old * n_new
 
 
@@ -205,7 +212,8 @@ def _darknet_text(
     everything = np.concatenate(lv)
     k = everything.shape[0]
     all_anchors = ",  ".join(
-        f"{format_number(w, decimals)},{format_number(h, decimals)}" for w, h in everything.tolist())
+        f"{format_number(w, decimals)},{format_number(h, decimals)}" for w, h in everything.tolist()
+    )
     masks, start = [], 0
     for a in lv:
         masks.append(",".join(str(start + j) for j in range(a.shape[0])))
@@ -267,7 +275,8 @@ def _mmdet_literal(
     rows = []
     for level in order:
         pairs = ", ".join(
-            f"({format_number(w, decimals)}, {format_number(h, decimals)})" for w, h in lv[level].tolist())
+            f"({format_number(w, decimals)}, {format_number(h, decimals)})" for w, h in lv[level].tolist()
+        )
         rows.append(f"{indent}    [{pairs}],  # {level_name(st[level])}\n")
     base = "[\n" + "".join(rows) + f"{indent}]"
     strides = "[" + ", ".join(f"{s:g}" for s in (st[i] for i in order)) + "]"
@@ -275,18 +284,27 @@ def _mmdet_literal(
 
 
 def _mmdet_text(
-    text: Optional[str], lv: List[np.ndarray], st: List[float], decimals: int, header: str, template: Optional[str],
+    text: Optional[str],
+    lv: List[np.ndarray],
+    st: List[float],
+    decimals: int,
+    header: str,
+    template: Optional[str],
     path: str,
 ) -> str:
     coarse_first = list(range(len(lv)))[::-1]  # mmdetection's YOLOv3 lists the coarsest level first
     if text is None:
         base, strides = _mmdet_literal(lv, st, decimals, "            ", coarse_first)
         out = [f"# {header}\n"] if header else []
-        out.append("# an override for an mmdetection YOLOv3 config (YOLOV3Head's anchor_generator, coarsest level\n"
-                   "# first): add _base_ = 'your_config.py' above it. mmyolo's heads call it prior_generator and\n"
-                   "# list the finest level first: write with --model your_mmyolo_config.py to get its form.\n")
-        out.append(f"model = dict(\n    bbox_head=dict(\n        anchor_generator=dict(\n"
-                   f"            base_sizes={base},\n            strides={strides},\n        )))\n")
+        out.append(
+            "# an override for an mmdetection YOLOv3 config (YOLOV3Head's anchor_generator, coarsest level\n"
+            "# first): add _base_ = 'your_config.py' above it. mmyolo's heads call it prior_generator and\n"
+            "# list the finest level first: write with --model your_mmyolo_config.py to get its form.\n"
+        )
+        out.append(
+            f"model = dict(\n    bbox_head=dict(\n        anchor_generator=dict(\n"
+            f"            base_sizes={base},\n            strides={strides},\n        )))\n"
+        )
         return "".join(out)
     tree = ast.parse(text)
     try:
@@ -305,8 +323,10 @@ def _mmdet_text(
         if old_strides is None:  # an override of base_sizes only: the inherited strides give the order
             old_strides = merged_strides(template)
     except ValueError as exc:
-        raise ValueError(f"{template}:{call.lineno}: base_sizes and strides must be literal lists or top-level names "
-                         f"bound to them ({exc})") from None
+        raise ValueError(
+            f"{template}:{call.lineno}: base_sizes and strides must be literal lists or top-level names "
+            f"bound to them ({exc})"
+        ) from None
     if old_strides is not None:
         try:
             old_strides = [float(s) if not isinstance(s, (list, tuple)) else float(s[0]) for s in old_strides]
@@ -320,20 +340,23 @@ def _mmdet_text(
         )
     order = coarse_first if old_strides is None or old_strides[0] > old_strides[-1] else list(range(len(lv)))
     lines = text.splitlines(keepends=True)
-    indent = re.match(r"\s*", lines[base_node.lineno - 1]).group(0)
+    indent = re.match(r"\s*", lines[base_node.lineno - 1]).group(0)  # type: ignore[attr-defined]
     if isinstance(kw["base_sizes"], ast.Name):  # a top-level assignment: its rows start at column 0
         indent = ""
     base, strides = _mmdet_literal(lv, st, decimals, indent, order)
     if strides_node is base_node:
-        raise ValueError(f"{template}:{call.lineno}: base_sizes and strides are the same expression: "
-                         "cannot rewrite them")
+        raise ValueError(
+            f"{template}:{call.lineno}: base_sizes and strides are the same expression: cannot rewrite them"
+        )
     replacements = [(base_node, base)]
     if strides_node is not None:
         replacements.append((strides_node, strides))
     return rebase(replace_nodes(text, replacements), tree, template, path)
 
 
-def _mmdet_override(lv, st, decimals, header, template, path) -> str:
+def _mmdet_override(
+    lv: List[np.ndarray], st: List[float], decimals: int, header: str, template: Optional[str], path: str
+) -> str:
     """An override of an inherited config: mmengine reads the template's chain to learn the key
     and the order of the levels; the new file inherits the template."""
     key, gen, _ = load_generator(template)
@@ -345,5 +368,6 @@ def _mmdet_override(lv, st, decimals, header, template, path) -> str:
     coarse = old_strides is not None and old_strides[0] > old_strides[-1]
     order = list(range(len(lv)))[::-1] if coarse else list(range(len(lv)))
     base, strides = _mmdet_literal(lv, st, decimals, "            ", order)
+    assert template is not None  # an override is written only for a template that was read
     rel = os.path.relpath(os.path.abspath(template), os.path.dirname(os.path.abspath(path))).replace(os.sep, "/")
     return override_text(key, base, strides, rel, header)

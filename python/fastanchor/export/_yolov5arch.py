@@ -17,8 +17,13 @@ import yaml
 #: Strides of the usual layouts by level count, used when the architecture cannot be walked.
 #: Two levels are YOLOv3-tiny's P4/P5; four are YOLOv5-P6's P3-P6 (YOLOv5-P2's P2-P5 is also
 #: four levels, which is why the walk is tried first).
-WELL_KNOWN_STRIDES = {1: (32.0,), 2: (16.0, 32.0), 3: (8.0, 16.0, 32.0), 4: (8.0, 16.0, 32.0, 64.0),
-                      5: (8.0, 16.0, 32.0, 64.0, 128.0)}
+WELL_KNOWN_STRIDES = {
+    1: (32.0,),
+    2: (16.0, 32.0),
+    3: (8.0, 16.0, 32.0),
+    4: (8.0, 16.0, 32.0, 64.0),
+    5: (8.0, 16.0, 32.0, 64.0, 128.0),
+}
 
 _DOWN_ARG = ("Conv", "GhostConv", "DWConv", "CrossConv", "MixConv2d", "nn.Conv2d")
 _DETECT = ("Detect", "Segment")

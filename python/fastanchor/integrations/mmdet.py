@@ -29,10 +29,10 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from .._evolve import autoanchor
+from .._fileio import atomic_write
 from .._fitness import anchor_fitness
 from .._kmeans import kmeans_iou
 from .._validation import as_float, as_int
-from .._fileio import atomic_write
 from ._logging import warnings_to
 
 __all__ = ["ALGORITHMS", "FastAnchorOptimizer", "RESULT_FILE"]
@@ -157,8 +157,10 @@ class FastAnchorOptimizer:
         img_shapes = np.array(shapes, dtype=np.float64).reshape(-1, 2)
         ok = np.isfinite(wh).all(1) & (wh > 0).all(1) & np.isfinite(img_shapes).all(1) & (img_shapes > 0).all(1)
         if not ok.all():
-            self.logger.warning(f"{int((~ok).sum())} of {len(wh)} boxes have a zero, negative or non-finite size "
-                                "(or image size) and are left out")
+            self.logger.warning(
+                f"{int((~ok).sum())} of {len(wh)} boxes have a zero, negative or non-finite size "
+                "(or image size) and are left out"
+            )
             wh, img_shapes = wh[ok], img_shapes[ok]
         if len(wh) == 0:
             raise ValueError("the dataset has no box with a positive width and height")
@@ -180,8 +182,13 @@ class FastAnchorOptimizer:
                 anchors = kmeans_iou(self.bbox_whs, self.num_anchors, seed=self.seed).anchors
             else:
                 anchors = autoanchor(
-                    self.bbox_whs, self.num_anchors, thr=self.prior_match_thr, generations=self.iters,
-                    mutation_prob=self.mutation_prob, sigma=self.mutation_sigma, strategy=self.strategy,
+                    self.bbox_whs,
+                    self.num_anchors,
+                    thr=self.prior_match_thr,
+                    generations=self.iters,
+                    mutation_prob=self.mutation_prob,
+                    sigma=self.mutation_sigma,
+                    strategy=self.strategy,
                     seed=self.seed,
                 ).anchors
         fit = anchor_fitness(anchors, self.bbox_whs, thr=self.prior_match_thr)
@@ -205,7 +212,7 @@ class FastAnchorOptimizer:
         levels: List[Any] = []
         start = 0
         for num in self.num_anchor_per_level:
-            levels.append([[int(round(w)), int(round(h))] for w, h in a[start:start + num]])
+            levels.append([[int(round(w)), int(round(h))] for w, h in a[start : start + num]])
             start += num
         if self._flat:
             levels = levels[0]

@@ -255,8 +255,9 @@ def fpn_anchors(
     spec = DETECTORS[detector]
     boxes = as_wh(wh)
     n_ratios = as_int(n_ratios, "n_ratios", minimum=1)
-    spo = as_int(spec["scales_per_octave"] if scales_per_octave is None else scales_per_octave,
-                 "scales_per_octave", minimum=1)
+    spo = as_int(
+        spec["scales_per_octave"] if scales_per_octave is None else scales_per_octave, "scales_per_octave", minimum=1
+    )
     st = tuple(as_int(s, "strides", minimum=1) for s in (spec["strides"] if strides is None else strides))
     if not st or any(b <= a for a, b in zip(st, st[1:])):
         raise ValueError(f"strides must be increasing, got {list(st)}")
@@ -339,12 +340,13 @@ def _ssd_wh_pairs(scales: Sequence[float], aspect_ratios: Sequence[Sequence[floa
     return out
 
 
-def _refine_scales(rel: np.ndarray, scales: List[float], ratios: Sequence[Sequence[float]],
-                   decimals: int) -> Tuple[List[float], float]:
+def _refine_scales(
+    rel: np.ndarray, scales: List[float], ratios: Sequence[Sequence[float]], decimals: int
+) -> Tuple[List[float], float]:
     """Coordinate ascent of the average best IoU over each scale (a few sweeps of factors)."""
     cur = [round(v, decimals) for v in scales]
     score = float(_ssd_eval(rel, cur, ratios)[0].mean())
-    step = 10.0 ** -decimals
+    step = 10.0**-decimals
     for _ in range(4):
         improved = False
         for k in range(len(cur)):
@@ -352,7 +354,7 @@ def _refine_scales(rel: np.ndarray, scales: List[float], ratios: Sequence[Sequen
                 v = round(cur[k] * f, decimals)
                 if v <= 0 or v > 1.5 or abs(v - cur[k]) < step / 2:
                     continue
-                trial = cur[:k] + [v] + cur[k + 1:]
+                trial = cur[:k] + [v] + cur[k + 1 :]
                 t = float(_ssd_eval(rel, trial, ratios)[0].mean())
                 if t > score:
                     cur, score, improved = trial, t, True

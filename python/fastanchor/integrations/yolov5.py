@@ -179,7 +179,7 @@ def kmean_anchors(
     host_logger, prefix = _host_logger(_host)
     log = logger if logger is not None else host_logger
     if seed is None:
-        seed = int(np.random.randint(0, 2**31 - 1))
+        seed = int(np.random.randint(0, 2**31 - 1))  # noqa: NPY002 - the global RNG that YOLOv5 init_seeds() seeds
     t0 = time.perf_counter()
 
     wh0 = _load_path(dataset, size) if isinstance(dataset, str) else dataset_wh(dataset, size)
@@ -241,8 +241,9 @@ def _resolve_hosts(module: Union[None, str, ModuleType, List[Any], Tuple[Any, ..
         raise TypeError(f"module must be a module, a module name or None, got {type(module).__name__}")
     for m in mods:
         if not (callable(getattr(m, "kmean_anchors", None)) and callable(getattr(m, "check_anchors", None))):
-            raise TypeError(f"{m.__name__} is not a YOLOv5 autoanchor module "
-                            "(it needs kmean_anchors and check_anchors)")
+            raise TypeError(
+                f"{m.__name__} is not a YOLOv5 autoanchor module (it needs kmean_anchors and check_anchors)"
+            )
     return mods
 
 
@@ -265,8 +266,14 @@ class Patch:
     def _bound(self, host: ModuleType) -> Any:
         options = self.options
 
-        def kmean_anchors_fastanchor(dataset: Any = "./data/coco128.yaml", n: int = 9, img_size: int = 640,
-                                     thr: float = 4.0, gen: int = 1000, verbose: bool = True) -> np.ndarray:
+        def kmean_anchors_fastanchor(
+            dataset: Any = "./data/coco128.yaml",
+            n: int = 9,
+            img_size: int = 640,
+            thr: float = 4.0,
+            gen: int = 1000,
+            verbose: bool = True,
+        ) -> np.ndarray:
             return kmean_anchors(dataset, n, img_size, thr, gen, verbose, _host=host, **options)
 
         kmean_anchors_fastanchor.__doc__ = kmean_anchors.__doc__
@@ -279,7 +286,7 @@ class Patch:
             m, original = self._saved.pop()
             m.kmean_anchors = original
 
-    def __enter__(self) -> "Patch":
+    def __enter__(self) -> Patch:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -18,7 +18,7 @@ Needs the optional extra ``fastanchor[torch]`` (``pip install "fastanchor[torch]
 from __future__ import annotations
 
 try:
-    import torch as _torch  # noqa: F401
+    import torch as _torch
 except ImportError as exc:  # pragma: no cover - only without torch
     raise ImportError(
         "fastanchor.torch needs PyTorch, which is not installed: install the optional extra with "

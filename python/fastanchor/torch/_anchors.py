@@ -227,7 +227,7 @@ class WarmupSchedule:
             raise ValueError(f"WarmupSchedule.metric must be one of {_METRICS}, got {self.metric!r}")
 
     @classmethod
-    def off(cls) -> "WarmupSchedule":
+    def off(cls) -> WarmupSchedule:
         """No warm-up at all: hard assignment from the first step, no clustering term."""
         return cls(soft=False, clustering=False)
 
@@ -256,8 +256,9 @@ def _init_array(init: Any, k: Optional[int], wh: Any, jitter: float, seed: int) 
         init = init.anchors
     if isinstance(init, str):
         if init not in ("identical", "uniform"):
-            raise ValueError(f'init must be an (A, 2) array, a KMeansResult/AutoAnchorResult, "identical" or '
-                             f'"uniform", got {init!r}')
+            raise ValueError(
+                f'init must be an (A, 2) array, a KMeansResult/AutoAnchorResult, "identical" or "uniform", got {init!r}'
+            )
         if k is None or isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f'init="{init}" needs the number of anchors k >= 1, got k={k!r}')
         if wh is None:
@@ -453,8 +454,15 @@ class LearnedAnchors(nn.Module):
         return (a.detach() + scale * (a - a.detach())).exp()
 
     # -- export and checks
-    def export(self, path: str, *, strides: Optional[Sequence[float]] = None, template: Optional[str] = None,
-               decimals: int = 0, header: str = "") -> str:
+    def export(
+        self,
+        path: str,
+        *,
+        strides: Optional[Sequence[float]] = None,
+        template: Optional[str] = None,
+        decimals: int = 0,
+        header: str = "",
+    ) -> str:
         """Write the current anchors with :func:`fastanchor.export.write_anchors`; returns the format.
 
         With this module's ``strides`` the levels are its own (index order, as the model uses
@@ -464,10 +472,10 @@ class LearnedAnchors(nn.Module):
         if strides is None:
             if self.strides is None:
                 raise ValueError("pass strides=... (these anchors have none)")
-            return write_anchors(path, self.levels(), self.strides, template=template, decimals=decimals,
-                                 header=header)
-        return write_anchors(path, split_levels(self.numpy(), strides), strides, template=template,
-                             decimals=decimals, header=header)
+            return write_anchors(path, self.levels(), self.strides, template=template, decimals=decimals, header=header)
+        return write_anchors(
+            path, split_levels(self.numpy(), strides), strides, template=template, decimals=decimals, header=header
+        )
 
     def check(self, wh: Any, *, thr: float = 4.0, bpr_threshold: float = 0.98) -> CheckResult:
         """:func:`fastanchor.check_anchors` of the current anchors against boxes ``wh`` (same units)."""
@@ -509,14 +517,16 @@ class ShiftFreeNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[self.dim] != self.num_features:
-            raise ValueError(f"ShiftFreeNorm expects {self.num_features} channels on axis {self.dim}, "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"ShiftFreeNorm expects {self.num_features} channels on axis {self.dim}, got shape {tuple(x.shape)}"
+            )
         moved = x.movedim(self.dim, -1)
         flat = moved.reshape(-1, self.num_features)
         if self.training and flat.shape[0] < 2:
             raise ValueError("ShiftFreeNorm needs at least 2 values per channel in training")
-        y = nn.functional.batch_norm(flat, self.running_mean, self.running_var, self.weight, None,
-                                     self.training, self.momentum, self.eps)
+        y = nn.functional.batch_norm(
+            flat, self.running_mean, self.running_var, self.weight, None, self.training, self.momentum, self.eps
+        )
         return y.reshape(moved.shape).movedim(-1, self.dim)
 
     def extra_repr(self) -> str:

@@ -46,12 +46,15 @@ class _Learnable:
     counts: List[int]
     _gt_wh: Optional[torch.Tensor]
 
-    def _setup(self, initial: np.ndarray, counts: List[int], init: Any, schedule: Optional[WarmupSchedule],
-               **kwargs: Any) -> None:
+    def _setup(
+        self, initial: np.ndarray, counts: List[int], init: Any, schedule: Optional[WarmupSchedule], **kwargs: Any
+    ) -> None:
         self.learned = LearnedAnchors(initial if init is None else init, schedule=schedule, **kwargs)
         if self.learned.num_anchors != sum(counts):
-            raise ValueError(f"the generator has {sum(counts)} anchors ({counts} per level) but "
-                             f"{self.learned.num_anchors} initial anchors were given")
+            raise ValueError(
+                f"the generator has {sum(counts)} anchors ({counts} per level) but "
+                f"{self.learned.num_anchors} initial anchors were given"
+            )
         self.counts = counts
         self._gt_wh = None
 
@@ -82,15 +85,23 @@ class _Learnable:
             return self.learned.log_wh.sum() * 0.0
         return weight * self.learned.warmup_loss(self._gt_wh)
 
-    def export(self, path: str, strides: Sequence[float], *, template: Optional[str] = None,
-               decimals: int = 0, scale: float = 1.0) -> str:
+    def export(
+        self,
+        path: str,
+        strides: Sequence[float],
+        *,
+        template: Optional[str] = None,
+        decimals: int = 0,
+        scale: float = 1.0,
+    ) -> str:
         """Write the current sizes (times ``scale``, e.g. the image size for SSD's relative sizes),
         one level per stride, with :func:`fastanchor.export.write_anchors`."""
         from ..export import write_anchors
 
         lv = [level * scale for level in self.levels()]
-        return write_anchors(path, lv, strides, template=template, decimals=decimals,
-                             header="anchors learned with fastanchor.torch")
+        return write_anchors(
+            path, lv, strides, template=template, decimals=decimals, header="anchors learned with fastanchor.torch"
+        )
 
 
 class LearnableAnchorGenerator(_Learnable, AnchorGenerator):
@@ -109,8 +120,9 @@ class LearnableAnchorGenerator(_Learnable, AnchorGenerator):
         Passed to :class:`~fastanchor.torch.LearnedAnchors`.
     """
 
-    def __init__(self, generator: AnchorGenerator, init: Any = None, *, schedule: Optional[WarmupSchedule] = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, generator: AnchorGenerator, init: Any = None, *, schedule: Optional[WarmupSchedule] = None, **kwargs: Any
+    ) -> None:
         if not isinstance(generator, AnchorGenerator):
             raise TypeError(f"expected a torchvision AnchorGenerator, got {type(generator).__name__}")
         AnchorGenerator.__init__(self, generator.sizes, generator.aspect_ratios)
@@ -130,17 +142,25 @@ class LearnableDefaultBoxGenerator(_Learnable, DefaultBoxGenerator):
     Parameters are those of :class:`LearnableAnchorGenerator`, for a ``DefaultBoxGenerator``.
     """
 
-    def __init__(self, generator: DefaultBoxGenerator, init: Any = None, *,
-                 schedule: Optional[WarmupSchedule] = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        generator: DefaultBoxGenerator,
+        init: Any = None,
+        *,
+        schedule: Optional[WarmupSchedule] = None,
+        **kwargs: Any,
+    ) -> None:
         if not isinstance(generator, DefaultBoxGenerator):
             raise TypeError(f"expected a torchvision DefaultBoxGenerator, got {type(generator).__name__}")
-        DefaultBoxGenerator.__init__(self, generator.aspect_ratios, scales=list(generator.scales),
-                                     steps=generator.steps, clip=generator.clip)
+        DefaultBoxGenerator.__init__(
+            self, generator.aspect_ratios, scales=list(generator.scales), steps=generator.steps, clip=generator.clip
+        )
         pairs = [p.detach().double().cpu() for p in generator._wh_pairs]
         self._setup(torch.cat(pairs).numpy(), [len(p) for p in pairs], init, schedule, **kwargs)
 
-    def _grid_default_boxes(self, grid_sizes: List[List[int]], image_size: List[int],
-                            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def _grid_default_boxes(
+        self, grid_sizes: List[List[int]], image_size: List[int], dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         # on the CPU, as torchvision builds the grid there and moves it to the features' device
         self._wh_pairs = list(self.current(dtype, torch.device("cpu")).split(self.counts))
         return DefaultBoxGenerator._grid_default_boxes(self, grid_sizes, image_size, dtype)
@@ -158,6 +178,7 @@ def _record_targets(gen: _Learnable, relative: bool):
             h, w = images.tensors.shape[-2:]
             wh = wh / wh.new_tensor([float(w), float(h)])
         gen.set_targets_wh(wh[(wh > 0).all(1)])
+
     return hook
 
 
@@ -166,8 +187,14 @@ def _detach_proposals(module: nn.Module, args: Any, output: Any) -> Any:
     return [b.detach() for b in boxes], losses
 
 
-def learn_anchors(model: nn.Module, init: Any = None, *, schedule: Optional[WarmupSchedule] = None,
-                  detach_proposals: bool = True, **kwargs: Any) -> _Learnable:
+def learn_anchors(
+    model: nn.Module,
+    init: Any = None,
+    *,
+    schedule: Optional[WarmupSchedule] = None,
+    detach_proposals: bool = True,
+    **kwargs: Any,
+) -> _Learnable:
     """Make a torchvision detection model's anchors learnable; returns the new generator.
 
     Parameters
@@ -201,8 +228,10 @@ def learn_anchors(model: nn.Module, init: Any = None, *, schedule: Optional[Warm
     elif isinstance(old, DefaultBoxGenerator):
         gen = LearnableDefaultBoxGenerator(old, init, schedule=schedule, **kwargs)
     else:
-        raise ValueError(f"{type(model).__name__} has no torchvision AnchorGenerator or DefaultBoxGenerator "
-                         f"(looked at {'model.rpn' if owner is rpn else 'model'}.anchor_generator)")
+        raise ValueError(
+            f"{type(model).__name__} has no torchvision AnchorGenerator or DefaultBoxGenerator "
+            f"(looked at {'model.rpn' if owner is rpn else 'model'}.anchor_generator)"
+        )
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     gen.to(device)
     owner.anchor_generator = gen
@@ -211,4 +240,3 @@ def learn_anchors(model: nn.Module, init: Any = None, *, schedule: Optional[Warm
     if owner is rpn and detach_proposals:
         rpn.register_forward_hook(_detach_proposals)
     return gen
-

@@ -52,15 +52,15 @@ class _SyncHook:
     """Forward pre-hook of the Detect head; holds its adapter weakly, and pickles (checkpoints) and
     deep-copies (ModelEMA) as an inert or shared hook, never as a copy of the adapter."""
 
-    def __init__(self, adapter: "YOLOv5Anchors") -> None:
-        self._ref: Callable[[], Optional["YOLOv5Anchors"]] = weakref.ref(adapter)
+    def __init__(self, adapter: YOLOv5Anchors) -> None:
+        self._ref: Callable[[], Optional[YOLOv5Anchors]] = weakref.ref(adapter)
 
     def __call__(self, module: nn.Module, args: Any) -> None:
         adapter = self._ref()
         if adapter is not None:
             adapter.sync(module)
 
-    def __deepcopy__(self, memo: dict) -> "_SyncHook":
+    def __deepcopy__(self, memo: dict) -> _SyncHook:
         return self
 
     def __getstate__(self) -> dict:
@@ -93,22 +93,35 @@ class YOLOv5Anchors(nn.Module):
     without weight decay (YOLOv5's groups would decay them towards 1 pixel).
     """
 
-    def __init__(self, model: nn.Module, init: Any = None, *, schedule: Optional[WarmupSchedule] = None,
-                 warmup_weight: Optional[float] = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        init: Any = None,
+        *,
+        schedule: Optional[WarmupSchedule] = None,
+        warmup_weight: Optional[float] = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
         detect = find_detect(model)
         self.nl, self.na = int(detect.nl), int(detect.na)
         stride = detect.stride.detach().double().cpu()
         current = (detect.anchors.detach().double().cpu() * stride.view(-1, 1, 1)).reshape(-1, 2).numpy()
-        self.anchors = LearnedAnchors(current if init is None else init, strides=stride.tolist(),
-                                      schedule=schedule, **kwargs)
+        self.anchors = LearnedAnchors(
+            current if init is None else init, strides=stride.tolist(), schedule=schedule, **kwargs
+        )
         if self.anchors.num_anchors != self.nl * self.na:
-            raise ValueError(f"the model has {self.nl} levels x {self.na} anchors but {self.anchors.num_anchors} "
-                             f"initial anchors were given")
+            raise ValueError(
+                f"the model has {self.nl} levels x {self.na} anchors but {self.anchors.num_anchors} "
+                f"initial anchors were given"
+            )
         self.register_buffer("stride", detect.stride.detach().float().clone())
         hyp = getattr(model, "hyp", None)
-        self.warmup_weight = float(warmup_weight if warmup_weight is not None else
-                                   (hyp["box"] if isinstance(hyp, dict) and "box" in hyp else 0.05))
+        self.warmup_weight = float(
+            warmup_weight
+            if warmup_weight is not None
+            else (hyp["box"] if isinstance(hyp, dict) and "box" in hyp else 0.05)
+        )
         self._detect_ref = weakref.ref(detect)
         self._hook = detect.register_forward_pre_hook(_SyncHook(self))
         self.sync(detect)
@@ -151,8 +164,10 @@ class YOLOv5Anchors(nn.Module):
             return
         new = self.grid_anchors().to(detect.anchors.device, detect.anchors.dtype)
         if new.shape != detect.anchors.shape:
-            raise ValueError(f"the Detect head's anchors have shape {tuple(detect.anchors.shape)}, the learned "
-                             f"ones {tuple(new.shape)}")
+            raise ValueError(
+                f"the Detect head's anchors have shape {tuple(detect.anchors.shape)}, the learned "
+                f"ones {tuple(new.shape)}"
+            )
         if not torch.equal(new, detect.anchors):
             detect.anchors.copy_(new)
             for i in range(len(detect.anchor_grid)):
@@ -180,8 +195,14 @@ class YOLOv5Anchors(nn.Module):
     def write_yaml(self, path: str, template: Optional[str] = None, *, decimals: int = 0) -> str:
         """Write the current anchors (pixels, per level) into a model yaml (a copy of ``template``
         with only its ``anchors:`` block replaced) with :func:`fastanchor.export.write_anchors`."""
-        return write_anchors(path, self.levels(), self.anchors.strides or (), template=template,
-                             decimals=decimals, header="anchors learned with fastanchor.torch")
+        return write_anchors(
+            path,
+            self.levels(),
+            self.anchors.strides or (),
+            template=template,
+            decimals=decimals,
+            header="anchors learned with fastanchor.torch",
+        )
 
     def update_model_yaml(self, model: nn.Module, decimals: int = 0) -> None:
         """Set ``model.yaml["anchors"]`` (saved in checkpoints) to the current anchors, rounded."""

@@ -56,10 +56,10 @@ namespace detail {
 
 // out[j] = IoU of box (x1, y1, x2, y2, a) with boxes j of s, j in [0, m); vectorized over j.
 template <class Out>
-FASTANCHOR_CLONES void box_iou_row(double x1, double y1, double x2, double y2, double a,
-                                   const double* __restrict bx1, const double* __restrict by1,
-                                   const double* __restrict bx2, const double* __restrict by2,
-                                   const double* __restrict ba, index_t m, Out* __restrict out) {
+FASTANCHOR_CLONES void box_iou_row(double x1, double y1, double x2, double y2, double a, const double* __restrict bx1,
+                                   const double* __restrict by1, const double* __restrict bx2,
+                                   const double* __restrict by2, const double* __restrict ba, index_t m,
+                                   Out* __restrict out) {
 #pragma omp simd
     for (index_t j = 0; j < m; ++j) {
         out[j] = static_cast<Out>(iou_box(x1, y1, x2, y2, a, bx1[j], by1[j], bx2[j], by2[j], ba[j]));

@@ -195,9 +195,9 @@ namespace detail {
 inline index_t match_row(Isa isa, double x1, double y1, double x2, double y2, double a, const CornerSet& pri,
                          const PriorBlocks& blocks, double* row, double* best_iou, std::int32_t* best_gt,
                          std::int32_t g, std::uint8_t* live, double* bmax, double* best) {
-    return FASTANCHOR_SIMD(isa, match_row_avx2(x1, y1, x2, y2, a, pri, blocks, row, best_iou, best_gt, g, live, best),
-                           match_row_portable(x1, y1, x2, y2, a, pri, blocks, row, best_iou, best_gt, g, live, bmax,
-                                              best));
+    return FASTANCHOR_SIMD(
+        isa, match_row_avx2(x1, y1, x2, y2, a, pri, blocks, row, best_iou, best_gt, g, live, best),
+        match_row_portable(x1, y1, x2, y2, a, pri, blocks, row, best_iou, best_gt, g, live, bmax, best));
 }
 
 // Best prior among those not taken (lowest index on ties) of a GT whose row is stored, with
@@ -261,10 +261,9 @@ inline void match_image(const CornerSet& pri, const detail::PriorBlocks& blocks,
         double* row = stored ? s.mat.data() + g * P : s.buf.data();
         std::uint8_t* live = s.live.data() + (stored ? g * ls : 0);
         // Best prior of this GT: the first maximum.
-        s.g_prior[g] = static_cast<std::int32_t>(detail::match_row(isa, b[0], b[1], b[2], b[3], ga[g], pri,
-                                                                   blocks, row, s.best_iou.data(), s.best_gt.data(),
-                                                                   static_cast<std::int32_t>(g), live, s.bmax.data(),
-                                                                   &s.g_iou[g]));
+        s.g_prior[g] = static_cast<std::int32_t>(
+            detail::match_row(isa, b[0], b[1], b[2], b[3], ga[g], pri, blocks, row, s.best_iou.data(), s.best_gt.data(),
+                              static_cast<std::int32_t>(g), live, s.bmax.data(), &s.g_iou[g]));
     }
     // Step 2 first, for every prior (a loop that skipped the taken priors would not vectorize):
     // its best GT when that reaches the threshold. The forced matches overwrite theirs.
@@ -290,8 +289,7 @@ inline void match_image(const CornerSet& pri, const detail::PriorBlocks& blocks,
             if (s.g_prior[g] != p || s.g_iou[g] < 0.0) continue;  // not an open GT that wanted p
             s.g_prior[g] = stored ? detail::best_free_stored(s.mat.data() + g * P, s.live.data() + g * ls, blocks,
                                                              s.taken, P, s.buf.data(), &s.g_iou[g])
-                                  : detail::best_free_prior(pri, gt + 4 * g, ga[g], s.taken, s.buf.data(),
-                                                            &s.g_iou[g]);
+                                  : detail::best_free_prior(pri, gt + 4 * g, ga[g], s.taken, s.buf.data(), &s.g_iou[g]);
         }
     }
 }

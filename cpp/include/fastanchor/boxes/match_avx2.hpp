@@ -21,13 +21,11 @@ namespace detail {
 inline constexpr index_t kMatchChunk = 512;
 
 __attribute__((target("avx2,popcnt"))) inline index_t match_row_avx2(double x1, double y1, double x2, double y2,
-                                                                    double a, const CornerSet& pri,
-                                                                    const PriorBlocks& blocks,
-                                                                    double* __restrict row,
-                                                                    double* __restrict best_iou,
-                                                                    std::int32_t* __restrict best_gt,
-                                                                    std::int32_t g, std::uint8_t* __restrict live,
-                                                                    double* best) {
+                                                                     double a, const CornerSet& pri,
+                                                                     const PriorBlocks& blocks, double* __restrict row,
+                                                                     double* __restrict best_iou,
+                                                                     std::int32_t* __restrict best_gt, std::int32_t g,
+                                                                     std::uint8_t* __restrict live, double* best) {
     static_assert(kMatchBlock == 8 && kMatchChunk % (4 * kMatchBlock) == 0, "2 vectors a block, 4 blocks a test");
     constexpr index_t CB = kMatchChunk / kMatchBlock;  // blocks per chunk
     // kSetBits[mask] lists the set bits of a 4-bit mask, lowest first.
@@ -40,11 +38,11 @@ __attribute__((target("avx2,popcnt"))) inline index_t match_row_avx2(double x1, 
     const double* __restrict bx2 = pri.x2.data();
     const double* __restrict by2 = pri.y2.data();
     const double* __restrict ba = pri.a.data();
-    const __m256d X1 = _mm256_set1_pd(x1), Y1 = _mm256_set1_pd(y1), X2 = _mm256_set1_pd(x2),
-                  Y2 = _mm256_set1_pd(y2), A = _mm256_set1_pd(a), Z = _mm256_setzero_pd();
+    const __m256d X1 = _mm256_set1_pd(x1), Y1 = _mm256_set1_pd(y1), X2 = _mm256_set1_pd(x2), Y2 = _mm256_set1_pd(y2),
+                  A = _mm256_set1_pd(a), Z = _mm256_setzero_pd();
     const __m256d lane = _mm256_setr_pd(0.0, 1.0, 2.0, 3.0);
     const __m128 G = _mm_castsi128_ps(_mm_set1_epi32(g));
-    __m256d vmax = Z, vidx = lane;  // prior indices as doubles (exact below 2^53)
+    __m256d vmax = Z, vidx = lane;      // prior indices as doubles (exact below 2^53)
     alignas(16) std::int32_t hits[CB];  // pass 1 stores 4 at hits + n, n <= CB - 4
     for (index_t c = 0; c < nb; c += CB) {
         const index_t ce = std::min(c + CB, nb);
@@ -52,11 +50,11 @@ __attribute__((target("avx2,popcnt"))) inline index_t match_row_avx2(double x1, 
         // (live has the padded stride).
         int n = 0;
         for (index_t k = c; k < ce; k += 4) {
-            const __m256d ov = _mm256_and_pd(
-                _mm256_and_pd(_mm256_cmp_pd(_mm256_loadu_pd(blocks.x1.data() + k), X2, _CMP_LT_OQ),
-                              _mm256_cmp_pd(X1, _mm256_loadu_pd(blocks.x2.data() + k), _CMP_LT_OQ)),
-                _mm256_and_pd(_mm256_cmp_pd(_mm256_loadu_pd(blocks.y1.data() + k), Y2, _CMP_LT_OQ),
-                              _mm256_cmp_pd(Y1, _mm256_loadu_pd(blocks.y2.data() + k), _CMP_LT_OQ)));
+            const __m256d ov =
+                _mm256_and_pd(_mm256_and_pd(_mm256_cmp_pd(_mm256_loadu_pd(blocks.x1.data() + k), X2, _CMP_LT_OQ),
+                                            _mm256_cmp_pd(X1, _mm256_loadu_pd(blocks.x2.data() + k), _CMP_LT_OQ)),
+                              _mm256_and_pd(_mm256_cmp_pd(_mm256_loadu_pd(blocks.y1.data() + k), Y2, _CMP_LT_OQ),
+                                            _mm256_cmp_pd(Y1, _mm256_loadu_pd(blocks.y2.data() + k), _CMP_LT_OQ)));
             const int mask = _mm256_movemask_pd(ov);
             // Bit l of the mask to byte l: the four shifted copies do not overlap.
             const std::uint32_t bytes = (static_cast<std::uint32_t>(mask) * 0x204081u) & 0x01010101u;
@@ -74,16 +72,15 @@ __attribute__((target("avx2,popcnt"))) inline index_t match_row_avx2(double x1, 
                 const __m256d ih = _mm256_max_pd(Z, _mm256_sub_pd(_mm256_min_pd(_mm256_loadu_pd(by2 + j), Y2),
                                                                   _mm256_max_pd(_mm256_loadu_pd(by1 + j), Y1)));
                 const __m256d inter = _mm256_mul_pd(iw, ih);
-                const __m256d v =
-                    _mm256_div_pd(inter, _mm256_sub_pd(_mm256_add_pd(A, _mm256_loadu_pd(ba + j)), inter));
+                const __m256d v = _mm256_div_pd(inter, _mm256_sub_pd(_mm256_add_pd(A, _mm256_loadu_pd(ba + j)), inter));
                 _mm256_storeu_pd(row + j, v);
                 const __m256d bi = _mm256_loadu_pd(best_iou + j);
                 const __m256d up = _mm256_cmp_pd(v, bi, _CMP_GT_OQ);
                 _mm256_storeu_pd(best_iou + j, _mm256_max_pd(v, bi));  // v > bi ? v : bi
                 // The 64-bit lane masks narrowed to the 32-bit lanes of the GT indices.
-                const __m128 up32 = _mm_shuffle_ps(_mm256_castps256_ps128(_mm256_castpd_ps(up)),
-                                                   _mm256_extractf128_ps(_mm256_castpd_ps(up), 1),
-                                                   _MM_SHUFFLE(2, 0, 2, 0));
+                const __m128 up32 =
+                    _mm_shuffle_ps(_mm256_castps256_ps128(_mm256_castpd_ps(up)),
+                                   _mm256_extractf128_ps(_mm256_castpd_ps(up), 1), _MM_SHUFFLE(2, 0, 2, 0));
                 auto* bg = reinterpret_cast<__m128i*>(best_gt + j);
                 _mm_storeu_si128(bg, _mm_castps_si128(_mm_blendv_ps(_mm_castsi128_ps(_mm_loadu_si128(bg)), G, up32)));
                 const __m256d nm = _mm256_cmp_pd(v, vmax, _CMP_GT_OQ);

@@ -276,10 +276,8 @@ struct PreparedBoxes {
             vload(h, B.h.data() + i0);
             vload(iw, B.iw.data() + i0);
             vload(ih, B.ih.data() + i0);
-            if (B.weighted())
-                vload(om, B.om.data() + i0);
-            else
-                om = V8d{} + 1.0;
+            if (B.weighted()) vload(om, B.om.data() + i0);
+            else om = V8d{} + 1.0;
             return;
         }
         // The tail, padded with unit boxes of weight 0.
@@ -372,8 +370,8 @@ FASTANCHOR_CLONES void metrics_range(const Src& src, index_t b, index_t e, const
 template <class Src>
 void metrics_chunk(const Src& src, index_t b, index_t e, const RatioAnchors& A, const Threshold& th,
                    ChunkMetrics& out) {
-    const bool fixed = with_k_in(
-        A.k, [&](auto K) { metrics_range<decltype(K)::value>(src, b, e, A, th, out); }, FitnessKs{});
+    const bool fixed =
+        with_k_in(A.k, [&](auto K) { metrics_range<decltype(K)::value>(src, b, e, A, th, out); }, FitnessKs{});
     if (!fixed) metrics_range<0>(src, b, e, A, th, out);
 }
 
@@ -396,8 +394,8 @@ FitnessMetrics metrics_of(const Src& src, index_t n, const RatioAnchors& A, doub
     FitnessMetrics m;
     m.fitness = static_cast<double>(s.fit) / denom;
     m.bpr = static_cast<double>(s.bpr) / denom;
-    m.aat = src.weighted() ? static_cast<double>(s.aat) * A.k / denom
-                           : static_cast<double>(s.aat) / static_cast<double>(n);
+    m.aat =
+        src.weighted() ? static_cast<double>(s.aat) * A.k / denom : static_cast<double>(s.aat) / static_cast<double>(n);
     m.avg_iou = static_cast<double>(s.iou) / denom;
     return m;
 }

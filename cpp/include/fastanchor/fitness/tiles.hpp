@@ -160,8 +160,7 @@ FASTANCHOR_CLONES inline void tile_masks(const TiledBoxes& T, index_t q0, index_
 template <bool Weighted>
 FASTANCHOR_CLONES void tiled_sums(const TiledBoxes& T, index_t q0, index_t q1, const RatioAnchors* cands, int count,
                                   const Threshold& th, const std::uint64_t* masks, const std::uint8_t* sures,
-                                  std::int64_t* acc /* count x 16 */,
-                                  std::int64_t* extra /* count */) {
+                                  std::int64_t* acc /* count x 16 */, std::int64_t* extra /* count */) {
     const FitBoxes& B = T.boxes;
     const double t = th.t, band = th.band;
     const int nq = static_cast<int>(q1 - q0);
@@ -194,8 +193,7 @@ FASTANCHOR_CLONES void tiled_sums(const TiledBoxes& T, index_t q0, index_t q1, c
                     const int j = __builtin_ctzll(mk);
                     mk &= mk - 1;
                     const double awj = aw[j], ahj = ah[j], iwj = aiw[j], ihj = aih[j];
-                    for (int l = 0; l < kTile; ++l)
-                        best[l] = ratio_fast(w[l], h[l], iw[l], ih[l], awj, ahj, iwj, ihj);
+                    for (int l = 0; l < kTile; ++l) best[l] = ratio_fast(w[l], h[l], iw[l], ih[l], awj, ahj, iwj, ihj);
                 }
                 while (mk != 0) {
                     const int j = __builtin_ctzll(mk);

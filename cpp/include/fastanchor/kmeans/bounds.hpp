@@ -21,8 +21,9 @@ namespace detail {
 
 // The boxes of [0, m) whose slack does not prove their label (need[t] = 1), with thresholds by
 // label; returns whether there is any.
-FASTANCHOR_CLONES inline std::uint8_t need_rank(const std::uint16_t* __restrict slack, const std::uint8_t* __restrict lab,
-                                                index_t m, const std::uint16_t* __restrict threshold,
+FASTANCHOR_CLONES inline std::uint8_t need_rank(const std::uint16_t* __restrict slack,
+                                                const std::uint8_t* __restrict lab, index_t m,
+                                                const std::uint16_t* __restrict threshold,
                                                 std::uint8_t* __restrict need) {
     std::uint8_t any = 0;
 #pragma omp simd reduction(| : any)
@@ -37,8 +38,8 @@ FASTANCHOR_CLONES inline std::uint8_t need_rank(const std::uint16_t* __restrict 
 // slack[t] = (gap[t] - eps + base[lab[t]]) * unit - 1, truncated to an integer in [0, 2^16 - 1]
 // (0 where flag[t] == 1): a lower bound in units of 1 / unit.
 FASTANCHOR_CLONES inline void slack_units(const float* __restrict gap, const std::int32_t* __restrict lab,
-                                          const std::uint8_t* __restrict flag, const float* __restrict base,
-                                          index_t m, float eps, float unit, std::uint16_t* __restrict slack) {
+                                          const std::uint8_t* __restrict flag, const float* __restrict base, index_t m,
+                                          float eps, float unit, std::uint16_t* __restrict slack) {
 #pragma omp simd
     for (index_t t = 0; t < m; ++t) {
         const float units = ((gap[t] - eps) + base[lab[t]]) * unit - 1.0f;
@@ -106,8 +107,8 @@ public:
                 step_max = std::max(step_max, step[j]);
             }
         }
-        bounded_ = use_float && valid_ && !first_ && step_max <= kRelabelDrift &&
-                   drift_max_ + step_max <= kMaxDrift && ++since_reset_ <= kResetEvery;
+        bounded_ = use_float && valid_ && !first_ && step_max <= kRelabelDrift && drift_max_ + step_max <= kMaxDrift &&
+                   ++since_reset_ <= kResetEvery;
         // While anchors move far, the next pass will rank every box again anyway: this one keeps
         // no bounds (the kernel without gaps, about 1.3x as fast); the first pass after the moves
         // settle renews them.

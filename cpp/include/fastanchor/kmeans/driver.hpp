@@ -174,9 +174,15 @@ inline KMeansOutput kmeans_iou(BoxRows rows, const double* weights, index_t n, c
         Rng rng(derive_seed(o.seed, static_cast<std::uint64_t>(run)));
         WhSet init;
         switch (o.init) {
-            case Init::Given: init = WhSet::from_rows(init_anchors, o.k); break;
-            case Init::Random: init = init_random(p, o.k, rng); break;
-            case Init::KMeansPP: init = init_kmeanspp(p, o.k, rng, o.n_threads, mon, run); break;
+            case Init::Given:
+                init = WhSet::from_rows(init_anchors, o.k);
+                break;
+            case Init::Random:
+                init = init_random(p, o.k, rng);
+                break;
+            case Init::KMeansPP:
+                init = init_kmeanspp(p, o.k, rng, o.n_threads, mon, run);
+                break;
         }
         RunResult r = lloyd(p, init, o, mon, run);
         if (run == 0 || r.avg_iou > best.avg_iou) {

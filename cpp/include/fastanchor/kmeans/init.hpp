@@ -78,7 +78,7 @@ FASTANCHOR_CLONES void potential_t(const T* __restrict w, const T* __restrict h,
     for (index_t i = 0; i < nb; i += kLanes) {
         T q[kLanes];  // the IoUs first, in a loop of T alone: it vectorizes
         for (int l = 0; l < kLanes; ++l) {
-                q[l] = iou_wh(w[i + l], h[i + l], w[i + l] * h[i + l], cw, ch, ca);
+            q[l] = iou_wh(w[i + l], h[i + l], w[i + l] * h[i + l], cw, ch, ca);
         }
         for (int l = 0; l < kLanes; ++l) add(l, i + l, q[l]);
     }
@@ -94,7 +94,6 @@ FASTANCHOR_CLONES void potential_t(const T* __restrict w, const T* __restrict h,
 
 namespace fastanchor {
 namespace detail {
-
 
 // The potential of boxes [b, e) (one chunk) if box c were added to the anchors (Store: and lower
 // d2 to it), in float when the problem has a float scale. Blocks of 1024 boxes are loaded into
@@ -183,8 +182,11 @@ inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Mon
     const int trials = 2 + static_cast<int>(std::log(static_cast<double>(k)));
     WhSet out(k);
     std::vector<float> d2(n, 1.0f);  // (1 - IoU)^2 <= 1
-    std::vector<double> scratch(static_cast<std::size_t>(chunk_threads(n, n_threads)) * 4 * detail::LloydThread::kBlock);
-    auto buf = [&]() { return scratch.data() + static_cast<std::size_t>(thread_index()) * 4 * detail::LloydThread::kBlock; };
+    std::vector<double> scratch(static_cast<std::size_t>(chunk_threads(n, n_threads)) * 4 *
+                                detail::LloydThread::kBlock);
+    auto buf = [&]() {
+        return scratch.data() + static_cast<std::size_t>(thread_index()) * 4 * detail::LloydThread::kBlock;
+    };
     detail::ChunkedCumsum cs;
     cs.chunk_total.assign(nc, 0.0);
     auto box = [&](index_t i) {

@@ -28,7 +28,8 @@ __attribute__((target("avx2"))) void potential_avx2(const float* __restrict w, c
         const __m256 q = _mm256_div_ps(inter, _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(wi, hi), vca), inter));
         const __m256d d_lo = _mm256_sub_pd(one, _mm256_cvtps_pd(_mm256_castps256_ps128(q)));
         const __m256d d_hi = _mm256_sub_pd(one, _mm256_cvtps_pd(_mm256_extractf128_ps(q, 1)));
-        const __m256 dd = _mm256_set_m128(_mm256_cvtpd_ps(_mm256_mul_pd(d_hi, d_hi)), _mm256_cvtpd_ps(_mm256_mul_pd(d_lo, d_lo)));
+        const __m256 dd =
+            _mm256_set_m128(_mm256_cvtpd_ps(_mm256_mul_pd(d_hi, d_hi)), _mm256_cvtpd_ps(_mm256_mul_pd(d_lo, d_lo)));
         const __m256 v = _mm256_min_ps(dd, _mm256_loadu_ps(d2 + i));  // std::min(d2, dd)
         if (Store) _mm256_storeu_ps(d2 + i, v);
         __m256d v_lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), v_hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
@@ -41,7 +42,8 @@ __attribute__((target("avx2"))) void potential_avx2(const float* __restrict w, c
         lane[q0 + 1] = _mm256_add_pd(lane[q0 + 1], v_hi);
     }
     for (int q = 0; q < 4; ++q) _mm256_storeu_pd(acc + 4 * q, lane[q]);
-    if (nb < n) potential_t<float, Weighted, Store>(w + nb, h + nb, d2 + nb, Weighted ? wt + nb : nullptr, n - nb, cw, ch, acc);
+    if (nb < n)
+        potential_t<float, Weighted, Store>(w + nb, h + nb, d2 + nb, Weighted ? wt + nb : nullptr, n - nb, cw, ch, acc);
 }
 
 }  // namespace detail

@@ -39,11 +39,10 @@ namespace detail {
 // 2 * kRankEps - 2^-24 (best <= 1), more than 2 * 1e-6 below the best: the double IoUs, each
 // within 1e-6 of the float ones, rank the same anchor first.
 template <int K, bool Gap>
-FASTANCHOR_CLONES void label_top2(const float* __restrict rows, float scale, index_t n,
-                                  const float* __restrict aw, const float* __restrict ah,
-                                  const float* __restrict aa, const std::uint8_t* __restrict old,
-                                  std::int32_t* __restrict lab, std::uint8_t* __restrict flag,
-                                  float* __restrict gap) {
+FASTANCHOR_CLONES void label_top2(const float* __restrict rows, float scale, index_t n, const float* __restrict aw,
+                                  const float* __restrict ah, const float* __restrict aa,
+                                  const std::uint8_t* __restrict old, std::int32_t* __restrict lab,
+                                  std::uint8_t* __restrict flag, float* __restrict gap) {
     static_assert(K >= 1 && K <= kMaxFixedK, "an anchor index must fit in the tie sum's low bits");
     float AW[K], AH[K], AA[K];
     for (int j = 0; j < K; ++j) {
@@ -101,9 +100,8 @@ void label_top2_any(Isa isa, const float* rows, float scale, index_t n, const fl
 inline bool label_float_k(Isa isa, const float* rows, float scale, index_t n, const float* aw, const float* ah,
                           const float* aa, int k, const std::uint8_t* old, std::int32_t* lab, std::uint8_t* flag,
                           float* gap) {
-    return with_fixed_k(k, [&](auto K) {
-        label_top2_any<decltype(K)::value>(isa, rows, scale, n, aw, ah, aa, old, lab, flag, gap);
-    });
+    return with_fixed_k(
+        k, [&](auto K) { label_top2_any<decltype(K)::value>(isa, rows, scale, n, aw, ah, aa, old, lab, flag, gap); });
 }
 
 }  // namespace detail

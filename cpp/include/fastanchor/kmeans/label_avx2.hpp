@@ -42,7 +42,8 @@ struct Avx2Anchors {
 template <int K, bool Gap>
 __attribute__((target("avx2"), always_inline)) inline void label8_avx2(const Avx2Anchors<K>& A, __m256 scale,
                                                                        const float* rows, const std::uint8_t* old,
-                                                                       std::int32_t* lab, std::uint8_t* flag, float* gap) {
+                                                                       std::int32_t* lab, std::uint8_t* flag,
+                                                                       float* gap) {
     // Rows (w, h) of boxes 0-7 into widths and heights in box order (as flag_in_ranges_avx2).
     const __m256 r0 = _mm256_loadu_ps(rows), r1 = _mm256_loadu_ps(rows + 8);
     const __m256 w = _mm256_mul_ps(
@@ -61,8 +62,9 @@ __attribute__((target("avx2"), always_inline)) inline void label8_avx2(const Avx
         if (Gap) second = _mm256_max_ps(second, _mm256_min_ps(b, q[j]));
         b = _mm256_max_ps(b, q[j]);
     }
-    const __m256 near_b = Gap ? _mm256_sub_ps(b, _mm256_set1_ps(static_cast<float>(2.0 * kRankEps)))
-                              : _mm256_sub_ps(_mm256_mul_ps(b, _mm256_set1_ps(1.0f - kRcpTie)), _mm256_set1_ps(0x1p-126f));
+    const __m256 near_b =
+        Gap ? _mm256_sub_ps(b, _mm256_set1_ps(static_cast<float>(2.0 * kRankEps)))
+            : _mm256_sub_ps(_mm256_mul_ps(b, _mm256_set1_ps(1.0f - kRcpTie)), _mm256_set1_ps(0x1p-126f));
     __m256i near = _mm256_setzero_si256();
     for (int j = 0; j < K; ++j) {
         const __m256i is_near = _mm256_castps_si256(_mm256_cmp_ps(q[j], near_b, _CMP_GE_OQ));
@@ -96,7 +98,8 @@ __attribute__((target("avx2"))) void label_top2_avx2(const float* __restrict row
     }
     const __m256 vscale = _mm256_set1_ps(scale);
     index_t i = 0;
-    for (; i + 8 <= n; i += 8) label8_avx2<K, Gap>(A, vscale, rows + 2 * i, old + i, lab + i, flag + i, Gap ? gap + i : nullptr);
+    for (; i + 8 <= n; i += 8)
+        label8_avx2<K, Gap>(A, vscale, rows + 2 * i, old + i, lab + i, flag + i, Gap ? gap + i : nullptr);
     if (i == n) return;
     // The last 1-7 boxes as a step of eight, padded with copies of the last box (the bounded
     // passes rank a few boxes a block: a call of the portable kernel for their tails cost half

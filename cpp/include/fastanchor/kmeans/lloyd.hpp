@@ -52,8 +52,15 @@ public:
     static constexpr int kMaxHistK = HistMedian<L>::kMaxHistK;
 
     Lloyd(const Problem& p, int k, Update update, int n_threads)
-        : p_(p), k_(k), update_(update), nt_(n_threads), isa_(simd_isa()), labels_(p.size(), kNone), cnt_(k, 0),
-          changed_(n_chunks(p.size()), 0), mean_(p, k, update == Update::Mean, labels_),
+        : p_(p),
+          k_(k),
+          update_(update),
+          nt_(n_threads),
+          isa_(simd_isa()),
+          labels_(p.size(), kNone),
+          cnt_(k, 0),
+          changed_(n_chunks(p.size()), 0),
+          mean_(p, k, update == Update::Mean, labels_),
           hist_(p, k, n_threads, update == Update::Median && HistMedian<L>::serves(p.weighted(), k), isa_, labels_,
                 threads_),
           bounds_(p.size(), k, std::is_same_v<L, std::uint8_t> && p.has_float && k <= kMaxFixedK) {
@@ -265,17 +272,17 @@ private:
         // The e smallest keys of every chunk, then of all of them.
         std::vector<std::vector<Key>> part(n_chunks(n));
         const int k = static_cast<int>(anchors.size());
-        p_.for_each_loaded_chunk(nt_, [&](index_t c, index_t b, index_t end, const double* w, const double* h,
-                                          const double* a, double* q) {
-            detail::best_iou_range(w, h, a, end - b, anchors.w.data(), anchors.h.data(), anchors.a.data(), k, q);
-            std::vector<Key>& keys = part[c];
-            keys.reserve(end - b);
-            for (index_t i = b; i < end; ++i) keys.emplace_back(q[i - b], i);
-            const std::size_t m = std::min(e, keys.size());
-            std::partial_sort(keys.begin(), keys.begin() + m, keys.end());
-            keys.resize(m);
-            keys.shrink_to_fit();
-        });
+        p_.for_each_loaded_chunk(
+            nt_, [&](index_t c, index_t b, index_t end, const double* w, const double* h, const double* a, double* q) {
+                detail::best_iou_range(w, h, a, end - b, anchors.w.data(), anchors.h.data(), anchors.a.data(), k, q);
+                std::vector<Key>& keys = part[c];
+                keys.reserve(end - b);
+                for (index_t i = b; i < end; ++i) keys.emplace_back(q[i - b], i);
+                const std::size_t m = std::min(e, keys.size());
+                std::partial_sort(keys.begin(), keys.begin() + m, keys.end());
+                keys.resize(m);
+                keys.shrink_to_fit();
+            });
         std::vector<Key> all;
         for (const auto& keys : part) all.insert(all.end(), keys.begin(), keys.end());
         std::partial_sort(all.begin(), all.begin() + e, all.end());

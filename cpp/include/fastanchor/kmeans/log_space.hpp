@@ -45,11 +45,11 @@ static_assert(31 + kWeightBits + 50 < 127, "log-space sums must fit in 128-bit i
 // The boxes of a log-space fit: logs and their fixed-point units, integer weights.
 struct LogProblem {
     index_t n = 0;
-    std::vector<double> lw, lh;          // log w, log h (std::log, double)
-    std::vector<std::int64_t> qw, qh;    // round(ldexp(log, kLogFracBits))
-    std::vector<std::int64_t> wq;        // integer weights (empty: unit weights)
-    const double* weight = nullptr;      // the caller's weights (null: unit), for the inertia and draws
-    BoxRows rows;                        // the caller's rows (an anchor drawn from a box keeps its value)
+    std::vector<double> lw, lh;        // log w, log h (std::log, double)
+    std::vector<std::int64_t> qw, qh;  // round(ldexp(log, kLogFracBits))
+    std::vector<std::int64_t> wq;      // integer weights (empty: unit weights)
+    const double* weight = nullptr;    // the caller's weights (null: unit), for the inertia and draws
+    BoxRows rows;                      // the caller's rows (an anchor drawn from a box keeps its value)
 
     double side(int c, index_t i) const {
         return rows.f32 ? static_cast<double>(rows.f32[2 * i + c]) : rows.f64[2 * i + c];
@@ -363,8 +363,8 @@ struct LogKMeansOutput {
 // The whole log-space fit: restarts (the lowest inertia wins, the first on a tie), init, Lloyd.
 // init: 0 k-means++, 1 random, 2 given (init_anchors: k x 2 positive rows, logged with std::log).
 inline LogKMeansOutput kmeans_log(BoxRows rows, const double* weights, index_t n, int k, int init,
-                                  const double* init_anchors, int n_init, int max_iter, double tol,
-                                  std::uint64_t seed, int n_threads, Monitor& mon) {
+                                  const double* init_anchors, int n_init, int max_iter, double tol, std::uint64_t seed,
+                                  int n_threads, Monitor& mon) {
     if (n <= 0 || k <= 0 || k > n) throw std::invalid_argument("kmeans_log: need 0 < k <= n");
     const LogProblem p = LogProblem::make(rows, weights, n, n_threads);
     LogRun best;

@@ -149,7 +149,8 @@ public:
         const std::size_t per = static_cast<std::size_t>(k_) * kStats;
         std::vector<double> acc(kCopies * per, 0.0);
         for (index_t i = b; i < e; ++i) {
-            double* sl = acc.data() + static_cast<std::size_t>(i % kCopies) * per + static_cast<std::size_t>(label(i)) * kStats;
+            double* sl =
+                acc.data() + static_cast<std::size_t>(i % kCopies) * per + static_cast<std::size_t>(label(i)) * kStats;
             const double wi = p_.wt(i);
             sl[0] += wi * p_.value(0, i);
             sl[1] += wi * p_.value(1, i);
@@ -158,7 +159,6 @@ public:
         double* st = part_.data() + static_cast<std::size_t>(c) * per;
         for (std::size_t j = 0; j < per; ++j) st[j] = (acc[j] + acc[per + j]) + (acc[2 * per + j] + acc[3 * per + j]);
     }
-
 
 private:
     std::int32_t label(index_t i) const { return static_cast<std::int32_t>(labels_[i]); }
@@ -186,10 +186,10 @@ private:
     int k_;
     const std::vector<L>& labels_;
     bool on_ = false;
-    bool exact_ = false;                    // the mean from exact sums (Problem::exact_sums)
-    bool slot_ = false;                     // ... moved by slot_move (one-byte labels)
+    bool exact_ = false;                   // the mean from exact sums (Problem::exact_sums)
+    bool slot_ = false;                    // ... moved by slot_move (one-byte labels)
     std::vector<int128_t> sum_w_, sum_h_;  // per cluster, in units of 2^sum_exp
-    std::vector<double> part_;              // per chunk and cluster: kStats sums (weighted mean)
+    std::vector<double> part_;             // per chunk and cluster: kStats sums (weighted mean)
 };
 
 }  // namespace fastanchor

@@ -244,7 +244,6 @@ public:
         }
     }
 
-
 private:
     std::int32_t label(index_t i) const { return static_cast<std::int32_t>(labels_[i]); }
 
@@ -293,7 +292,8 @@ private:
             std::sort(add[sl].begin(), add[sl].end());
             std::sort(del[sl].begin(), del[sl].end());
             kept.clear();
-            std::set_difference(C.values.begin(), C.values.end(), del[sl].begin(), del[sl].end(), std::back_inserter(kept));
+            std::set_difference(C.values.begin(), C.values.end(), del[sl].begin(), del[sl].end(),
+                                std::back_inserter(kept));
             if (kept.size() + del[sl].size() != C.values.size()) {  // only if the values changed meanwhile
                 C.valid = false;
                 continue;
@@ -304,12 +304,9 @@ private:
         }
     }
 
-
     // Whether a target's members are gathered (a run of whole bins, a small bin, or one key), not
     // refined by a finer histogram first.
-    static bool gathers(const detail::SelectTarget& T) {
-        return T.whole || T.count <= kGatherCap || T.shift == 0;
-    }
+    static bool gathers(const detail::SelectTarget& T) { return T.whole || T.count <= kGatherCap || T.shift == 0; }
 
     // detail::flag_ranges of the m boxes from s0 (the AVX2 form where it serves).
     std::uint8_t flag_block(const L* lab, index_t s0, index_t m, const std::int32_t* lo0, const std::int32_t* hi0,
@@ -359,12 +356,14 @@ private:
             std::vector<std::vector<index_t>> sub(nt, std::vector<index_t>(refine.size() * kSub, 0));
             // Per cluster and coordinate, the key range of its targets in this round (empty: lo >
             // hi). Keys of positive floats are below 2^31, so they compare as int32 (vectorizable).
-            std::vector<std::int32_t> range_lo(2 * static_cast<std::size_t>(k_), 1), range_hi(2 * static_cast<std::size_t>(k_), 0);
+            std::vector<std::int32_t> range_lo(2 * static_cast<std::size_t>(k_), 1),
+                range_hi(2 * static_cast<std::size_t>(k_), 0);
             for (std::size_t slot = 0; slot < table.size(); ++slot) {
                 for (const int t : table[slot]) {
                     if (t == kNoTarget) continue;
                     const std::int64_t lo = targets[t].lo;
-                    const std::int64_t hi = std::min<std::int64_t>(targets[t].hi, std::numeric_limits<std::int32_t>::max());
+                    const std::int64_t hi =
+                        std::min<std::int64_t>(targets[t].hi, std::numeric_limits<std::int32_t>::max());
                     const bool first = range_lo[slot] > range_hi[slot];
                     range_lo[slot] = static_cast<std::int32_t>(first ? lo : std::min<std::int64_t>(range_lo[slot], lo));
                     range_hi[slot] = static_cast<std::int32_t>(first ? hi : std::max<std::int64_t>(range_hi[slot], hi));
@@ -435,8 +434,9 @@ private:
                 std::nth_element(v.begin(), v.begin() + r0, v.end());
                 T.value[0] = v[r0];
                 if (T.ranks == 2) {
-                    T.value[1] = r0 + 1 < static_cast<index_t>(v.size()) ? *std::min_element(v.begin() + r0 + 1, v.end())
-                                                                         : v[r0];
+                    T.value[1] = r0 + 1 < static_cast<index_t>(v.size())
+                                     ? *std::min_element(v.begin() + r0 + 1, v.end())
+                                     : v[r0];
                 }
             }
             // Refined targets: each rank goes to its finer bin (a second rank may fall in the next

@@ -30,8 +30,7 @@ struct MedianScratch {
 };
 
 template <class Get>
-void median_pass(index_t n, int k, Get get, const double* total, const double* count, double* med,
-                 MedianScratch& s) {
+void median_pass(index_t n, int k, Get get, const double* total, const double* count, double* med, MedianScratch& s) {
     s.reset(k);
     int remaining = 0;
     for (int c = 0; c < k; ++c) {

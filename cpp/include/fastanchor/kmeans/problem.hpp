@@ -71,8 +71,8 @@ struct Problem {
     // 2^32 boxes is a 128-bit integer, exact whatever the order of the additions (docs/design.md,
     // "Fixed-point sums").
     bool exact_sums = false;
-    bool fixed64 = false;  // every value's integer fits in 62 bits (most data: few binary orders)
-    bool sums64 = false;   // fixed64, and n values' integers sum to less than 2^63 (fixed_max)
+    bool fixed64 = false;    // every value's integer fits in 62 bits (most data: few binary orders)
+    bool sums64 = false;     // fixed64, and n values' integers sum to less than 2^63 (fixed_max)
     double fixed_max = 0.0;  // 2^min(span, 62): no value's integer is larger
     int sum_exp = 0;
     double fixed_scale = 1.0;  // 2^-sum_exp, for fixed64
@@ -84,9 +84,7 @@ struct Problem {
     index_t size() const { return n; }
     bool weighted() const { return weight != nullptr; }
     double wt(index_t i) const { return weight ? weight[i] : 1.0; }
-    double value(int X, index_t i) const {
-        return f32 ? static_cast<double>(f32[2 * i + X]) : f64[2 * i + X];
-    }
+    double value(int X, index_t i) const { return f32 ? static_cast<double>(f32[2 * i + X]) : f64[2 * i + X]; }
     // Box i's value along X as a float, bit pattern read as an unsigned integer: monotone in the
     // value (float rounding is monotone, and positive floats order as their bits).
     std::uint32_t key(int X, index_t i) const {
@@ -279,7 +277,8 @@ struct Problem {
         }
         // Units: the last mantissa bit of the smallest value, in the rows' own type.
         const int digits = p.f32 ? std::numeric_limits<float>::digits : std::numeric_limits<double>::digits;
-        const int min_exp = p.f32 ? std::numeric_limits<float>::min_exponent - 1 : std::numeric_limits<double>::min_exponent - 1;
+        const int min_exp =
+            p.f32 ? std::numeric_limits<float>::min_exponent - 1 : std::numeric_limits<double>::min_exponent - 1;
         p.sum_exp = std::max(std::ilogb(all.lo), min_exp) - (digits - 1);
         const int span = std::ilogb(all.hi) + 1 - p.sum_exp;  // bits of the largest value in those units
         p.exact_sums = !p.weighted() && span <= kSumBits && std::ilogb(all.hi) + 33 < 1000;
@@ -295,7 +294,8 @@ struct Problem {
         if (p.f64 && p.has_float) p.f64_as_f32 = to_float(p.f64, n, n_threads);
         if (need_orders) {
             auto sort_coordinate = [&](int X) {
-                p.order[X] = p.f32 ? argsort_positive<pos_t>(p.f32 + X, n, 2) : argsort_positive<pos_t>(p.f64 + X, n, 2);
+                p.order[X] =
+                    p.f32 ? argsort_positive<pos_t>(p.f32 + X, n, 2) : argsort_positive<pos_t>(p.f64 + X, n, 2);
             };
             // The two coordinates on two threads.
             parallel_for(2, n_threads > 1 ? 2 : 1, [&](index_t X) { sort_coordinate(static_cast<int>(X)); });

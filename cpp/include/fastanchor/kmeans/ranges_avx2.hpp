@@ -48,7 +48,8 @@ __attribute__((target("avx2"))) inline std::uint8_t flag_in_ranges_avx2(
         // Rows (w, h) of boxes t..t+3 and t+4..t+7: the widths, then the heights, in box order.
         const __m256 r0 = _mm256_loadu_ps(rows + 2 * t), r1 = _mm256_loadu_ps(rows + 2 * t + 8);
         // (Per 128-bit lane the shuffle leaves pairs of boxes in the order 0, 2, 1, 3.)
-        const __m256d w4 = _mm256_castps_pd(_mm256_shuffle_ps(r0, r1, 0x88)), h4 = _mm256_castps_pd(_mm256_shuffle_ps(r0, r1, 0xdd));
+        const __m256d w4 = _mm256_castps_pd(_mm256_shuffle_ps(r0, r1, 0x88)),
+                      h4 = _mm256_castps_pd(_mm256_shuffle_ps(r0, r1, 0xdd));
         const __m256i kw = _mm256_castpd_si256(_mm256_permute4x64_pd(w4, 0xd8));
         const __m256i kh = _mm256_castpd_si256(_mm256_permute4x64_pd(h4, 0xd8));
         const __m256i lw = lookup16(lo_half[0], hi_half[0], c, upper), hw = lookup16(lo_half[1], hi_half[1], c, upper);

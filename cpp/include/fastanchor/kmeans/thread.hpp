@@ -42,7 +42,7 @@ struct alignas(64) LloydThread {
         bool add;
         double value;
     };
-    std::vector<Logged> log;                 // moves into and out of the median's cached ranges
+    std::vector<Logged> log;  // moves into and out of the median's cached ranges
     bool any = false;
     std::vector<double> w, h, a;
     std::vector<float> frows, gap;  // gathered float rows (w, h); float gaps
@@ -53,7 +53,7 @@ struct alignas(64) LloydThread {
         std::int32_t label;
         std::uint8_t flag;
     };
-    std::vector<Flagged> pending;            // a chunk's flagged boxes, in order (assign_chunk)
+    std::vector<Flagged> pending;  // a chunk's flagged boxes, in order (assign_chunk)
     std::vector<std::uint16_t> slack;
     // The exact unit-weight mean's moves with one-byte labels (Lloyd::move_mean): count and
     // exact sums by label, all 256 of them, so that label 255 (none: the first assignment's
