@@ -218,7 +218,7 @@ SMALL = [p for p in real_box_files() if np.load(p)["wh"].shape[0] <= 20_000]
 
 
 @needs_data
-@pytest.mark.parametrize("path", SMALL, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SMALL, ids=lambda p: getattr(p, "stem", None))
 def test_real_data_matches_reference(path):
     wh = clean(load_real(path, 640))
     anchors = fastanchor.kmeans_iou(wh, 9, seed=0, n_init=1).anchors

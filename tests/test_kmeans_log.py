@@ -248,7 +248,7 @@ def test_ctrl_c_interrupts_and_the_process_stays_usable():
 
 
 @needs_data
-@pytest.mark.parametrize("path", real_box_files(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", real_box_files(), ids=lambda p: getattr(p, "stem", None))
 def test_real_data_log_fit_against_the_iou_fit(path):
     wh = load_real(path, 640)
     wh = wh[np.isfinite(wh).all(1) & (wh > 0).all(1)]

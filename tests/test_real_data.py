@@ -14,7 +14,7 @@ FILES = real_box_files()
 SMALL = [p for p in FILES if np.load(p)["wh"].shape[0] <= 20_000]
 
 
-@pytest.mark.parametrize("path", SMALL, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SMALL, ids=lambda p: getattr(p, "stem", None))
 @pytest.mark.parametrize("update", ["median", "mean"])
 def test_explicit_init_matches_reference(path, update):
     wh = clean(load_real(path, 640))
@@ -26,7 +26,7 @@ def test_explicit_init_matches_reference(path, update):
     assert got.n_iter == expected["n_iter"] and got.converged == expected["converged"]
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", FILES, ids=lambda p: getattr(p, "stem", None))
 def test_default_fit_is_sound_and_thread_invariant(path):
     wh = clean(load_real(path, 640))
     k = min(9, len(np.unique(wh, axis=0)))
