@@ -8,7 +8,6 @@ that the C++ implementation can reproduce the results bit-for-bit.
 Boxes and anchors are arrays of shape (n, 2) holding (width, height).
 """
 
-import itertools
 import math
 
 import numpy as np
@@ -77,30 +76,20 @@ def weighted_median(x, wt):
     The lower weighted median, except that when the cumulative weight hits
     exactly half the total, the midpoint of that value and the next one is
     returned.  With unit weights this equals numpy.median (for both odd and
-    even lengths).  "Exactly" is meant in exact arithmetic, as the core's
-    fixed-point sums decide it: ten weights of 0.01 reach half their total at
-    the fifth, although a float64 cumulative sum rounds past it.
+    even lengths).  The cumulative weights are float64 sums in ascending
+    order of x (ties by index), and the total is the last of them, as the
+    core sums them.
     """
     x = np.asarray(x, dtype=np.float64)
     wt = np.asarray(wt, dtype=np.float64)
     order = np.argsort(x, kind="stable")
     xs = x[order]
-    c = list(itertools.accumulate(_exact_units(wt[order])))
-    total = c[-1]
-    i = next(j for j, cj in enumerate(c) if 2 * cj >= total)  # first i with c[i] >= half
-    if 2 * c[i] == total and i < len(xs) - 1:
+    c = np.cumsum(wt[order])
+    half = c[-1] / 2
+    i = int(np.searchsorted(c, half, side="left"))  # first i with c[i] >= half
+    if c[i] == half and i < len(xs) - 1:
         return float((xs[i] + xs[i + 1]) / 2)
     return float(xs[i])
-
-
-def _exact_units(values):
-    """Each finite non-negative float64 as an exact integer count of 2**-1074 (the smallest
-    subnormal), so that sums and comparisons of weights are exact."""
-    out = []
-    for v in values.tolist():
-        num, den = float(v).as_integer_ratio()  # den is a power of two
-        out.append(num << (1075 - den.bit_length()))
-    return out
 
 
 def sort_anchors(anchors, labels):
@@ -126,6 +115,8 @@ def _weights(sample_weight, n):
     wt = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
     if wt.shape[0] != n:
         raise ValueError("sample_weight must have one entry per box")
+    if n and (wt == wt[0]).all() and wt[0] > 0:
+        return np.ones(n, dtype=np.float64)  # equal weights are unit weights: the same fit, exact sums
     return wt
 
 

