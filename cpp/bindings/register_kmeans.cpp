@@ -100,6 +100,31 @@ py::dict lloyd_trace(const py::array& wh, const py::object& weights, const Array
     return d;
 }
 
+// The rows, weights and initial anchors of a fit, checked (k in [1, len(wh)], init_anchors (k, 2)
+// when given); the arrays that own the data are kept here.
+struct FitInputs {
+    py::object keep;
+    fa::BoxRows rows;
+    fa::index_t n = 0;
+    Array wt, ia;
+    const double* wptr = nullptr;
+    const double* iptr = nullptr;
+};
+
+void fit_inputs(const py::array& wh, const py::object& weights, int k, bool given, const py::object& init_anchors,
+                FitInputs& f) {
+    f.rows = box_rows(wh, f.keep);
+    f.n = static_cast<fa::index_t>(wh.shape(0));
+    if (k < 1 || k > f.n) throw py::value_error("k must be in [1, len(wh)]");
+    f.wptr = weights_of(weights, wh.shape(0), f.wt);
+    if (given) {
+        if (init_anchors.is_none()) throw py::value_error("init 'given' needs init_anchors");
+        f.ia = init_anchors.cast<Array>();
+        check_rows(f.ia, "init_anchors", 2, k);
+        f.iptr = f.ia.data();
+    }
+}
+
 py::dict kmeans_iou(const py::array& wh, const py::object& weights, int k, const std::string& init,
                     const py::object& init_anchors, const std::string& update, int n_init, int max_iter, double tol,
                     std::uint64_t seed, int n_threads, py::object callback) {
@@ -113,19 +138,9 @@ py::dict kmeans_iou(const py::array& wh, const py::object& weights, int k, const
     o.tol = tol;
     o.seed = seed;
     o.n_threads = n_threads;
-    py::object keep;
-    const fa::BoxRows rows = box_rows(wh, keep);
-    const auto n = static_cast<fa::index_t>(wh.shape(0));
-    if (k < 1 || k > n) throw py::value_error("k must be in [1, len(wh)]");
-    Array wt, ia;
-    const double* wptr = weights_of(weights, wh.shape(0), wt);
-    const double* iptr = nullptr;
-    if (o.init == fa::Init::Given) {
-        if (init_anchors.is_none()) throw py::value_error("init 'given' needs init_anchors");
-        ia = init_anchors.cast<Array>();
-        check_rows(ia, "init_anchors", 2, k);
-        iptr = ia.data();
-    }
+    FitInputs f;
+    fit_inputs(wh, weights, k, o.init == fa::Init::Given, init_anchors, f);
+    const fa::index_t n = f.n;
     // Written by the fit at its end (untouched pages take no memory until then).
     py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
     std::int32_t* lptr = labels.mutable_data();
@@ -133,7 +148,7 @@ py::dict kmeans_iou(const py::array& wh, const py::object& weights, int k, const
     fa::KMeansOutput r;
     {
         py::gil_scoped_release release;
-        r = fa::kmeans_iou(rows, wptr, n, o, iptr, mon, lptr);
+        r = fa::kmeans_iou(f.rows, f.wptr, n, o, f.iptr, mon, lptr);
     }
     py::array_t<double> anchors({static_cast<py::ssize_t>(k), py::ssize_t{2}});
     auto A = anchors.mutable_unchecked<2>();
@@ -156,24 +171,14 @@ py::dict kmeans_log(const py::array& wh, const py::object& weights, int k, const
                     const py::object& init_anchors, int n_init, int max_iter, double tol, std::uint64_t seed,
                     int n_threads, py::object callback) {
     const int init_kind = choice(init, "init", {"k-means++", "random", "given"});
-    py::object keep;
-    const fa::BoxRows rows = box_rows(wh, keep);
-    const auto n = static_cast<fa::index_t>(wh.shape(0));
-    if (k < 1 || k > n) throw py::value_error("k must be in [1, len(wh)]");
-    Array wt, ia;
-    const double* wptr = weights_of(weights, wh.shape(0), wt);
-    const double* iptr = nullptr;
-    if (init_kind == 2) {
-        if (init_anchors.is_none()) throw py::value_error("init 'given' needs init_anchors");
-        ia = init_anchors.cast<Array>();
-        check_rows(ia, "init_anchors", 2, k);
-        iptr = ia.data();
-    }
+    FitInputs f;
+    fit_inputs(wh, weights, k, init_kind == 2, init_anchors, f);
+    const fa::index_t n = f.n;
     PyMonitor mon(std::move(callback));
     fa::LogKMeansOutput r;
     {
         py::gil_scoped_release release;
-        r = fa::kmeans_log(rows, wptr, n, k, init_kind, iptr, n_init, max_iter, tol, seed, n_threads, mon);
+        r = fa::kmeans_log(f.rows, f.wptr, n, k, init_kind, f.iptr, n_init, max_iter, tol, seed, n_threads, mon);
     }
     py::array_t<double> anchors({static_cast<py::ssize_t>(k), py::ssize_t{2}});
     py::array_t<double> logs({static_cast<py::ssize_t>(k), py::ssize_t{2}});

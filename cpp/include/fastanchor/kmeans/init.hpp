@@ -52,6 +52,22 @@ struct ChunkedCumsum {
     }
 };
 
+// The first k-means++ centre: a box drawn with probability proportional to its weight (the weights
+// summed per chunk into cs, then searched in chunk order), or uniformly when the boxes are unweighted.
+// P has weighted() and weight[]. The index is clamped: a search comes back empty only if the weights
+// changed meanwhile.
+template <class P>
+index_t draw_first_centre(const P& p, index_t n, int n_threads, Rng& rng, ChunkedCumsum& cs) {
+    if (!p.weighted()) return static_cast<index_t>(rng.below(static_cast<std::uint64_t>(n)));
+    for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+        double s = 0.0;
+        for (index_t i = b; i < e; ++i) s += p.weight[i];
+        cs.chunk_total[c] = s;
+    });
+    const double total = std::accumulate(cs.chunk_total.begin(), cs.chunk_total.end(), 0.0);
+    return std::clamp<index_t>(cs.search(n, rng.uniform() * total, [&](index_t i) { return p.weight[i]; }), 0, n - 1);
+}
+
 // Sums in eight interleaved lanes added in a fixed order: vectorizable, and the same for any
 // number of threads (each chunk is summed alone).
 inline double lane_total(const double* acc) {
@@ -195,18 +211,7 @@ inline WhSet init_kmeanspp(const Problem& p, int k, Rng& rng, int n_threads, Mon
     };
 
     // First centre: drawn with probability proportional to the weight.
-    index_t first;
-    if (p.weighted()) {
-        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
-            double s = 0.0;
-            for (index_t i = b; i < e; ++i) s += p.weight[i];
-            cs.chunk_total[c] = s;
-        });
-        const double total = std::accumulate(cs.chunk_total.begin(), cs.chunk_total.end(), 0.0);
-        first = box(cs.search(n, rng.uniform() * total, [&](index_t i) { return p.weight[i]; }));
-    } else {
-        first = static_cast<index_t>(rng.below(static_cast<std::uint64_t>(n)));
-    }
+    const index_t first = detail::draw_first_centre(p, n, n_threads, rng, cs);
     out.set(0, p.value(0, first), p.value(1, first));
     // Adds box i as an anchor: lowers d2 and returns the new potential.
     auto lower_all = [&](index_t i) {

@@ -234,18 +234,7 @@ inline void init_log_kmeanspp(const LogProblem& p, int k, Rng& rng, int n_thread
     detail::ChunkedCumsum cs;
     cs.chunk_total.assign(nc, 0.0);
     auto box = [&](index_t i) { return std::clamp<index_t>(i, 0, n - 1); };
-    index_t first;
-    if (p.weighted()) {
-        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
-            double s = 0.0;
-            for (index_t i = b; i < e; ++i) s += p.weight[i];
-            cs.chunk_total[c] = s;
-        });
-        const double total = std::accumulate(cs.chunk_total.begin(), cs.chunk_total.end(), 0.0);
-        first = box(cs.search(n, rng.uniform() * total, [&](index_t i) { return p.weight[i]; }));
-    } else {
-        first = static_cast<index_t>(rng.below(static_cast<std::uint64_t>(n)));
-    }
+    const index_t first = detail::draw_first_centre(p, n, n_threads, rng, cs);
     // Adds box c as a centre (Store: lowers d) and returns the potential, summed in chunk order.
     std::vector<double> part(static_cast<std::size_t>(nc) * trials);
     auto potential = [&](index_t c, bool store, bool fresh, double* out) {
