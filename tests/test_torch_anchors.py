@@ -1,4 +1,4 @@
-"""fastanchor.torch's core: gradients against the closed form, the fixed point against numpy's
+"""fastanchor.torch's core: gradients against the closed form, the fixed point against the core's
 kmeans_log, the schedule, the shift-free normalization, export and the optional import."""
 
 from __future__ import annotations
@@ -93,30 +93,38 @@ def _train_hard(wh, init, steps=3000, lr=0.5):
     return anchors.numpy()
 
 
-def test_hard_training_converges_to_numpy_kmeans_log():
-    """Separated clusters: from the same start, training and numpy's Lloyd reach the same anchors."""
+def _by_area(anchors):
+    """Anchors in the core's order: area ascending, ties by width."""
+    a = np.asarray(anchors, dtype=np.float64)
+    return a[np.lexsort((a[:, 0], a[:, 0] * a[:, 1]))]
+
+
+def test_hard_training_converges_to_the_core_kmeans_log():
+    """Separated clusters: from the same start, training and the core's kmeans_log (Lloyd in log
+    space) reach the same anchors within 1e-3 in log space."""
     rng = np.random.default_rng(0)
     centers = np.array([[2.0, 2.5], [3.0, 4.2], [4.0, 3.0], [5.0, 5.2], [3.5, 1.5]])
     wh = np.exp(np.concatenate([c + rng.normal(0, 0.25, (60, 2)) for c in centers]))
     init = wh[[3, 70, 130, 190, 250]] * 1.3
-    expected, labels, _ = ref.kmeans_log_float(wh, init)
-    assert (np.abs(np.bincount(labels, minlength=5) - 60) <= 3).all()
+    expected = fastanchor.kmeans_log(wh, 5, init=init, n_init=1)
+    assert expected.converged
+    assert (np.abs(np.bincount(expected.labels, minlength=5) - 60) <= 3).all()
     learned = _train_hard(wh, init)
-    np.testing.assert_allclose(np.log(learned), np.log(expected), atol=1e-3, rtol=0)
+    np.testing.assert_allclose(np.log(_by_area(learned)), np.log(expected.anchors), atol=1e-3, rtol=0)
 
 
 @needs_data
 @pytest.mark.parametrize("name, size, k", [("raccoon", 416, 5), ("coco128", 640, 6)])
 def test_hard_training_ends_at_a_kmeans_log_fixed_point_on_real_boxes(name, size, k):
-    """Real boxes: the trained anchors are a fixed point of numpy's kmeans_log (restarting Lloyd
+    """Real boxes: the trained anchors are a fixed point of the core's kmeans_log (restarting Lloyd
     from them moves nothing by more than 1e-3 in log space). From the same start, gradient descent
     and Lloyd may stop at different fixed points of the same objective."""
     wh = clean(load_real(next(f for f in real_box_files() if f.stem == name), size))
     init = np.exp(np.quantile(np.log(wh), np.linspace(0.1, 0.9, k), axis=0))
     learned = _train_hard(wh, init, steps=4000)
-    again, labels, _ = ref.kmeans_log_float(wh, learned)
-    assert len(np.unique(labels)) == k
-    np.testing.assert_allclose(np.log(learned), np.log(again), atol=1e-3, rtol=0)
+    again = fastanchor.kmeans_log(wh, k, init=learned, n_init=1)
+    assert len(np.unique(again.labels)) == k
+    np.testing.assert_allclose(np.log(_by_area(learned)), np.log(again.anchors), atol=1e-3, rtol=0)
 
 
 def test_kmeans_log_reference_is_a_fixed_point_of_geometric_means():
@@ -225,6 +233,12 @@ def test_blended_assignment_and_warmup_loss_follow_the_schedule():
     torch.testing.assert_close(a.assignment(wh, step=6), hard)
     expected = 0.5 * regression_loss(a.log_wh, lg, soft) + 0.25 * clustering_loss(a.log_wh, lg, 0.5 * soft + 0.5 * hard)
     torch.testing.assert_close(a.warmup_loss(wh, step=4), expected)
+    delta = torch.tensor(np.random.default_rng(1).normal(0, 0.3, (50, 4, 2)))
+    with_delta = 0.5 * regression_loss(a.log_wh, lg, soft, delta) + 0.25 * clustering_loss(
+        a.log_wh, lg, 0.5 * soft + 0.5 * hard
+    )  # the offsets enter the soft term only; the clustering term uses the anchors alone
+    torch.testing.assert_close(a.warmup_loss(wh, step=4, delta=delta), with_delta)
+    assert not torch.allclose(with_delta, expected)
     assert float(a.warmup_loss(wh, step=8).detach()) == 0.0
     assert a.hard_gradient_scale(4) == 0.5 and a.hard_gradient_scale(0) == 0.0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference as ref
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
@@ -17,7 +18,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBo
 from torchvision.models.detection.image_list import ImageList  # noqa: E402
 
 from fastanchor.export import read_anchors  # noqa: E402
-from fastanchor.torch import WarmupSchedule  # noqa: E402
+from fastanchor.torch import ShiftFreeNorm, WarmupSchedule  # noqa: E402
 from fastanchor.torch.torchvision import (  # noqa: E402
     LearnableAnchorGenerator,
     LearnableDefaultBoxGenerator,
@@ -227,6 +228,85 @@ def test_warmup_terms_use_the_resized_targets_and_training_moves_the_anchors(tmp
     assert [len(level) for level in back.levels] == gen.counts
 
 
+def _irregular_data():
+    """Two images whose boxes' centres are far from any midpoint between anchor locations."""
+    imgs, _ = _data()
+    targets = [
+        {"boxes": torch.tensor([[11.3, 21.7, 83.1, 90.9], [47.9, 38.2, 121.4, 118.6]]), "labels": torch.tensor([1, 2])},
+        {"boxes": torch.tensor([[6.1, 4.4, 61.3, 41.9], [29.2, 58.8, 92.7, 141.3]]), "labels": torch.tensor([1, 1])},
+    ]
+    return imgs, targets
+
+
+@pytest.mark.parametrize("make", [_frcnn, _retina, _ssd])
+def test_offsets_are_the_heads_predictions_at_the_nearest_anchor(make):
+    """For every ground truth and every anchor shape, the recorded offset is log(decoded / anchor) of
+    torchvision's own box coder at the anchor of that shape whose centre is nearest the box centre."""
+    model = make().train()
+    gen = learn_anchors(model)
+    owner = model.rpn if hasattr(model, "rpn") else model
+    seen = {}
+    gen.register_forward_hook(lambda m, args, out: seen.update(anchors=out, feats=args[1]))
+    owner.head.register_forward_hook(lambda m, args, out: seen.update(head=out))
+    seen_images = {}
+    model.transform.register_forward_hook(lambda m, args, out: seen_images.update(images=out[0], targets=out[1]))
+    imgs, targets = _irregular_data()
+    model(imgs, targets)
+    delta = gen.offsets()
+    assert delta is not None and not delta.requires_grad
+    out = seen["head"]
+    if isinstance(out, dict):
+        reg = out["bbox_regression"].detach()
+    else:
+        from torchvision.models.detection.rpn import concat_box_prediction_layers
+
+        reg = concat_box_prediction_layers([o.detach() for o in out[0]], [r.detach() for r in out[1]])[1]
+        reg = reg.view(len(imgs), -1, 4)
+    sizes = [f.shape[-2] * f.shape[-1] for f in seen["feats"]]
+    levels = gen.levels()
+    if isinstance(gen, LearnableDefaultBoxGenerator):  # SSD's sizes are fractions of the image
+        h, w = seen_images["images"].tensors.shape[-2:]
+        levels = [level * np.array([w, h]) for level in levels]
+    expected = []
+    for b, t in enumerate(seen_images["targets"]):
+        anchors = seen["anchors"][b].detach().double()
+        decoded = owner.box_coder.decode_single(reg[b].double(), anchors)
+        a_wh, a_c = anchors[:, 2:] - anchors[:, :2], (anchors[:, 2:] + anchors[:, :2]) / 2
+        d_wh = decoded[:, 2:] - decoded[:, :2]
+        for box in t["boxes"].double():
+            centre = (box[:2] + box[2:]) / 2
+            row, start = [], 0
+            for size, shapes in zip(sizes, levels):
+                block = slice(start, start + size * len(shapes))
+                for shape in shapes:
+                    # the anchors of this shape on this level (torchvision may clip SSD's: nearest in log space)
+                    dist = (a_wh[block].log() - torch.tensor(shape).log()).abs().sum(1)
+                    same = (dist <= dist.min() + 1e-6).nonzero()[:, 0] + start
+                    pick = same[(a_c[same] - centre).pow(2).sum(1).argmin()]
+                    row.append((d_wh[pick] / a_wh[pick]).log().tolist())
+                start += size * len(shapes)
+            expected.append(row)
+    np.testing.assert_allclose(delta.numpy(), np.array(expected), rtol=1e-4, atol=1e-5)
+    assert float(delta.abs().max()) > 1e-3  # a real head's outputs, not zeros
+
+
+@pytest.mark.parametrize("make", [_frcnn, _ssd])
+def test_warmup_gradient_is_the_closed_form_with_the_predicted_offsets(make):
+    model = make().double().train()
+    sched = WarmupSchedule(soft_steps=2, handover_steps=2, temperature=0.7, cluster_weight=0.5, cluster_steps=4)
+    gen = learn_anchors(model, schedule=sched, dtype=torch.float64)
+    imgs, targets = _irregular_data()
+    model([i.double() for i in imgs], [dict(t, boxes=t["boxes"].double()) for t in targets])
+    delta = gen.offsets().numpy()
+    anchors, wh = gen.numpy(), gen._gt_wh.numpy()
+    gen.warmup_loss(weight=2.0).backward()
+    soft = ref.log_soft_assignment(anchors, wh, 0.7)
+    expected = ref.learned_anchor_gradient(anchors, wh, soft, delta, cluster_lambda=0.5)
+    np.testing.assert_allclose(gen.learned.log_wh.grad.numpy(), 2.0 * expected, rtol=1e-9, atol=1e-12)
+    # without the offsets (zero), the gradient would differ: they matter
+    assert not np.allclose(expected, ref.learned_anchor_gradient(anchors, wh, soft, cluster_lambda=0.5))
+
+
 def test_ssd_warmup_targets_are_relative():
     model = _ssd().train()
     gen = learn_anchors(model)
@@ -247,3 +327,51 @@ def test_errors():
         learn_anchors(_frcnn(), init=np.ones((4, 2)))
     with pytest.raises(TypeError, match="AnchorGenerator"):
         LearnableAnchorGenerator(DefaultBoxGenerator([[2]]))
+
+
+@pytest.mark.parametrize("make", [_frcnn, _retina, _ssd])
+def test_shift_free_norm_on_the_predicted_offsets(make):
+    model = make().train()
+    gen = learn_anchors(model, shift_free_norm=True)
+    norms = [m for m in model.modules() if isinstance(m, ShiftFreeNorm)]
+    assert norms and all(any(p is n.weight for p in model.parameters()) for n in norms)
+    for n in norms:
+        n.eps = 1e-12  # the raw outputs' variance is tiny at initialization: unit variance then exactly
+    imgs, targets = _irregular_data()
+    losses = model(imgs, targets)
+    # the recorded regression output (all levels): each anchor's D_w, D_h have batch mean 0, variance ~1
+    # over all positions (Faster R-CNN and RetinaNet share the head over the levels; SSD, per level)
+    reg = gen._reg
+    start = 0
+    blocks = []
+    if isinstance(gen, LearnableDefaultBoxGenerator):
+        for (h, w), a in zip(gen._grid[0], gen.counts):
+            blocks.append(reg[:, start : start + h * w * a].reshape(reg.shape[0], -1, a, 4))
+            start += h * w * a
+    else:
+        blocks.append(reg.reshape(reg.shape[0], -1, gen.counts[0], 4))
+    for blk in blocks:
+        d = blk[..., 2:4].reshape(-1, blk.shape[2], 2)
+        torch.testing.assert_close(d.mean(0), torch.zeros_like(d.mean(0)), atol=1e-4, rtol=0)
+        torch.testing.assert_close(d.var(0, unbiased=False), torch.ones_like(d[0]), atol=1e-3, rtol=0)
+    loss = sum(losses.values()) + gen.warmup_loss()
+    loss.backward()
+    # every norm is in the graph; SSD's levels whose default boxes match no box here get a zero gradient
+    assert all(n.weight.grad is not None for n in norms) and any(float(n.weight.grad.abs().sum()) > 0 for n in norms)
+    assert float(gen.learned.log_wh.grad.abs().sum()) > 0
+    model.eval()
+    with torch.no_grad():
+        model(imgs)
+
+
+def test_train_offsets_lets_the_soft_term_train_the_head():
+    for train in (False, True):
+        model = _frcnn().train()
+        gen = learn_anchors(model, train_offsets=train)
+        imgs, targets = _irregular_data()
+        model(imgs, targets)
+        assert gen.offsets().requires_grad == train
+        gen.warmup_loss().backward()
+        got = model.rpn.head.bbox_pred.weight.grad
+        assert (got is not None and float(got.abs().sum()) > 0) == train
+        assert float(gen.learned.log_wh.grad.abs().sum()) > 0

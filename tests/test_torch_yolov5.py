@@ -76,6 +76,44 @@ def test_inference_uses_the_current_anchors():
     torch.testing.assert_close(after[..., [0, 1, 4, 5, 6]], before[..., [0, 1, 4, 5, 6]])
 
 
+def _decoded_offsets(model, preds, targets, anchors_px):
+    """(N, 9, 2) log-space offsets D = log(w_pred / a_w) at each target's cell (floor of the centre
+    times the grid size, as YOLOv5's build_targets), for every anchor, from YOLOv5's own decoding of the
+    raw outputs ``preds`` (Detect's inference branch, fed the same raw tensors)."""
+    det = find_detect(model)
+    out = []
+    for row in targets.tolist():
+        b, x, y = int(row[0]), row[2], row[3]
+        per = []
+        for level, p in enumerate(preds):
+            ny, nx = p.shape[2:4]
+            gi, gj = min(int(x * nx), nx - 1), min(int(y * ny), ny - 1)
+            grid, anchor_grid = det._make_grid(nx, ny, level)
+            xy, wh, _ = p[b : b + 1].sigmoid().split((2, 2, det.no - 4), 4)
+            wh = (wh * 2) ** 2 * anchor_grid  # Detect.forward's decoding, in pixels
+            for a in range(det.na):
+                per.append(np.log(wh[0, a, gj, gi].numpy() / anchors_px[level * det.na + a]))
+        out.append(per)
+    return np.array(out)
+
+
+def test_target_offsets_are_yolov5s_own_predictions_at_the_target_cells():
+    model = _model().train()
+    ad = YOLOv5Anchors(model)
+    with torch.no_grad():
+        ad.anchors.log_wh += torch.tensor([0.2, -0.1])  # anchors other than the yaml's, synced into Detect
+        preds = model(torch.rand(2, 3, 96, 128))
+    targets = torch.cat([TARGETS, torch.tensor([[1, 0, 0.999, 0.0, 0.2, 0.2], [0, 0, 0.5, 0.5, 0.0, 0.3]])])
+    wh, delta = ad.target_offsets(preds, targets)
+    assert delta.shape == (5, 9, 2) and not delta.requires_grad  # the zero-width row is dropped
+    torch.testing.assert_close(wh, ad.target_wh(targets, (96, 128)))
+    expected = _decoded_offsets(model, preds, targets[:5], ad.pixels())
+    np.testing.assert_allclose(delta.numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(expected).max() > 0.01
+    with pytest.raises(ValueError, match="prediction levels"):
+        ad.target_offsets(preds[:2], targets)
+
+
 @pytest.fixture
 def float64_default():
     """YOLOv5's ComputeLoss accumulates in torch.zeros(1) (the default dtype): float64 for finite differences."""
@@ -103,15 +141,18 @@ def test_loss_gradient_reaches_the_anchors_and_matches_finite_differences(step, 
     assert float(grad.abs().sum()) > 0
     s = sched.soft_weight(step)
 
-    # the warm-up terms' gradient: the closed form with the assignments held constant (numpy)
+    # the warm-up terms' gradient: the closed form with the assignments held constant (numpy), the soft
+    # term with the network's own offsets at each target's cell (checked against YOLOv5's decoding below)
     anchors, wh = ad.pixels(), ad.target_wh(T, (128, 128)).numpy()
+    delta = _decoded_offsets(model, preds, T, ad.pixels())
+    assert np.abs(delta).max() > 0.01  # a real network's offsets, not zeros
     soft = ref.log_soft_assignment(anchors, wh, sched.temperature)
     hard = np.eye(9)[np.argmin(ref.log_sq_dist(anchors, wh), 1)]
     blend, lam = s * soft + (1 - s) * hard, sched.cluster_lambda(step)
     clustering = ref.learned_anchor_gradient(anchors, wh, blend, cluster_lambda=lam) - ref.learned_anchor_gradient(
         anchors, wh, blend
     )
-    warm = s * ref.learned_anchor_gradient(anchors, wh, soft) + clustering
+    warm = s * ref.learned_anchor_gradient(anchors, wh, soft, delta) + clustering
     warm *= ad.warmup_weight * 2  # added as warmup_weight * batch_size * terms
 
     def own():  # YOLOv5's own box loss (its objectness target, the IoU, is detached by design), buffer synced
@@ -208,3 +249,62 @@ def test_bad_inputs():
         ad.wrap_loss(lambda p, t: 0)
     with pytest.raises(ValueError, match="targets must be"):
         ad.target_wh(torch.zeros(3, 4), (64, 64))
+
+
+def test_shift_free_norm_on_the_detect_outputs_trains_and_saves():
+    model = _model().train()
+    det = find_detect(model)
+    raw_convs = list(det.m)
+    ad = YOLOv5Anchors(model, shift_free_norm=True, schedule=WarmupSchedule(soft_steps=2, cluster_steps=2))
+    norms = YOLOv5Anchors.shift_free_norms(model)
+    assert len(norms) == 3 and all(n.num_features == 2 * det.na for n in norms)
+    assert all(any(p is n.weight for p in model.parameters()) for n in norms)
+    assert det.m[0].bias is raw_convs[0].bias  # yolov5's code that reads the conv's bias still works
+    for n in norms:
+        n.eps = 1e-12  # the raw outputs' variance is small at initialization: unit variance then exactly
+    x = torch.rand(2, 3, 96, 96)
+    raw_out = {}
+    captured = [raw_convs[i].register_forward_hook(lambda m, a, out, i=i: raw_out.update({i: out})) for i in range(3)]
+    preds = model(x)
+    for h in captured:
+        h.remove()
+    for i, p in enumerate(preds):  # (bs, na, ny, nx, no)
+        wh = p[..., 2:4].detach()
+        mean = wh.mean(dim=(0, 2, 3))
+        var = wh.var(dim=(0, 2, 3), unbiased=False)
+        torch.testing.assert_close(mean, torch.zeros_like(mean), atol=1e-5, rtol=0)
+        torch.testing.assert_close(var, torch.ones_like(var), atol=1e-3, rtol=0)
+        raw = raw_out[i].detach().view(p.shape[0], det.na, det.no, *p.shape[2:4]).permute(0, 1, 3, 4, 2)
+        torch.testing.assert_close(p[..., [0, 1, 4, 5, 6]].detach(), raw[..., [0, 1, 4, 5, 6]])
+    loss, _ = ad.wrap_loss(ComputeLoss(model))(preds, TARGETS)
+    loss.backward()
+    assert all(float(n.weight.grad.abs().sum()) > 0 for n in norms)
+    assert float(ad.anchors.log_wh.grad.abs().sum()) > 0
+    model.eval()
+    with torch.no_grad():
+        model(x)  # running statistics in evaluation
+    assert float(norms[0].running_mean.abs().sum()) > 0
+    buf = io.BytesIO()
+    torch.save(copy.deepcopy(model), buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)[0], model(x)[0])
+    YOLOv5Anchors(model, shift_free_norm=True)  # a second adapter does not stack a second norm
+    assert all(not isinstance(m.inner, type(m)) for m in find_detect(model).m)
+
+
+def test_train_offsets_lets_the_soft_term_train_the_detect_outputs():
+    model = _model().train()
+    det = find_detect(model)
+    x = torch.rand(2, 3, 96, 96)
+    for train in (False, True):
+        ad = YOLOv5Anchors(model, train_offsets=train)
+        model.zero_grad()
+        preds = model(x)
+        wh, delta = ad.target_offsets(preds, TARGETS, detach=not train)
+        assert delta.requires_grad == train
+        ad.anchors.warmup_loss(wh, delta=delta).backward()
+        got = det.m[0].weight.grad
+        assert (got is not None and float(got.abs().sum()) > 0) == train
+        ad.remove()

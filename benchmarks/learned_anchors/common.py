@@ -46,6 +46,19 @@ def dead_anchors(anchors: np.ndarray, wh: np.ndarray) -> int:
     return int(len(anchors) - len(np.unique(d.argmin(1))))
 
 
+def distinct_anchors(anchors: np.ndarray, tol: float = 0.01) -> int:
+    """The number of distinct anchors: anchors within ``tol`` of each other in log space on both
+    sides (about 1% per side) are one (single linkage)."""
+    la = np.log(np.asarray(anchors, dtype=np.float64).reshape(-1, 2))
+    group = list(range(len(la)))
+    for i in range(len(la)):
+        for j in range(i):
+            if np.abs(la[i] - la[j]).max() < tol:
+                old, new = group[i], group[j]
+                group = [new if g == old else g for g in group]
+    return len(set(group))
+
+
 def log_objective(anchors: np.ndarray, wh: np.ndarray) -> float:
     """k-means in log space' objective: mean over boxes of the smallest squared log distance."""
     d = ((np.log(wh)[:, None, :] - np.log(anchors)[None, :, :]) ** 2).sum(-1)

@@ -7,11 +7,15 @@ evaluate on val2017's. Arms, all from the same network initialization and batch 
 * ``kmeans``: fixed anchors from ``fastanchor.kmeans_iou`` on the training boxes at this size;
 * ``poor-fixed``: a poor start (all 9 anchors identical, at the boxes' geometric mean), fixed;
 * ``poor-learned``: that poor start, learned with the warm-ups (``fastanchor.torch.yolov5``);
+* ``poor-learned-nowarm``: that poor start, learned without the warm-ups (YOLOv5's own loss only);
+* ``poor-learned-sfn``: as ``poor-learned``, with the shift-free normalization on the Detect outputs;
+* ``poor-learned-trained``: as ``poor-learned``, the soft warm-up term also training the network's offsets;
 * ``kmeans-learned``: the k-means anchors, learned.
 
 Reports per epoch the training box loss (YOLOv5's CIoU term), and at the end the validation box
 loss, recall at IoU 0.5 (class-agnostic, the top 100 detections with confidence >= 0.001 after NMS), the mean
-best IoU of the validation boxes, and the anchors' trajectory.
+best IoU of the validation boxes, the anchors' trajectory, the distinct anchors (anchors closer than 1% per
+side count as one) and the dead ones (the nearest, in log space, of no training box).
 
     PYTHONPATH=python nice -n 10 /work/venv-torch/bin/python benchmarks/learned_anchors/e2e.py \\
         --epochs 10 --out /tmp/learned_anchors
@@ -31,7 +35,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import coco128_labels, synthetic_batch  # noqa: E402
+from common import coco128_labels, dead_anchors, distinct_anchors, synthetic_batch  # noqa: E402
 
 import fastanchor  # noqa: E402
 from fastanchor.torch import WarmupSchedule  # noqa: E402
@@ -82,7 +86,7 @@ def evaluate(model, loss_fn, val):
     }
 
 
-def run_arm(name, init_anchors, learn, args, train_sets, val, hyp, cfg):
+def run_arm(name, init_anchors, learn, args, train_sets, val, hyp, cfg, warmups=True, **adapter):
     torch.manual_seed(args.seed)
     model = Model(str(cfg), nc=80).train()
     model.hyp = hyp
@@ -97,7 +101,8 @@ def run_arm(name, init_anchors, learn, args, train_sets, val, hyp, cfg):
     steps = args.epochs * len(train_sets[0])
     if learn:
         sched = WarmupSchedule(soft_steps=steps // 8, handover_steps=steps // 8, cluster_steps=steps // 2)
-        ad = YOLOv5Anchors(model, schedule=sched)
+        ad = YOLOv5Anchors(model, schedule=sched if warmups else WarmupSchedule.off(), **adapter)
+        groups[0]["params"] = list(model.parameters())  # with the shift-free norms, if any
         loss_fn = ad.wrap_loss(raw_loss)
         groups.append({"params": ad.parameters(), "lr": args.anchor_lr, "weight_decay": 0.0})
     opt = torch.optim.Adam(groups)
@@ -167,6 +172,9 @@ def main() -> None:
         "kmeans": (km, False),
         "poor-fixed": (poor, False),
         "poor-learned": (poor, True),
+        "poor-learned-nowarm": (poor, True),
+        "poor-learned-sfn": (poor, True),
+        "poor-learned-trained": (poor, True),
         "kmeans-learned": (km, True),
     }
     print(
@@ -184,9 +192,28 @@ def main() -> None:
     }
     for name in args.arms:
         init, learn = starts[name]
-        report["arms"][name] = run_arm(name, init, learn, args, train_sets, val, hyp, cfg)
+        report["arms"][name] = run_arm(
+            name,
+            init,
+            learn,
+            args,
+            train_sets,
+            val,
+            hyp,
+            cfg,
+            warmups=name != "poor-learned-nowarm",
+            shift_free_norm=name == "poor-learned-sfn",
+            train_offsets=name == "poor-learned-trained",
+        )
         final = np.asarray(report["arms"][name]["trajectory"][-1])
         report["arms"][name]["check"] = fastanchor.check_anchors(final, wh).bpr
+        report["arms"][name]["distinct"] = distinct_anchors(final)
+        report["arms"][name]["dead"] = dead_anchors(final, wh)
+        print(
+            f"{name:15s} BPR {report['arms'][name]['check']:.3f}  distinct anchors "
+            f"{report['arms'][name]['distinct']}  dead {report['arms'][name]['dead']}",
+            flush=True,
+        )
         (out / "e2e.json").write_text(json.dumps(report, indent=1))
     print(f"wrote {out / 'e2e.json'}")
 

@@ -5,7 +5,8 @@ For each dataset: a seeded stream of mini-batches of real box sizes; the anchors
 k-means IoU), with the warm-ups (soft assignment then hand-over, online clustering) and without
 (hard assignment from step 0). Reports the largest per-side relative difference between the
 ending anchors of any two starts (anchors matched by the Hungarian method in log space), the dead
-anchors (nearest to no box of the dataset), the log-space k-means objective, and that of numpy's
+anchors (nearest to no box of the dataset), the distinct anchors (within 1% per side counts as one)
+a quarter into the run and at its end, the log-space k-means objective, and that of the core's
 kmeans_log from the k-means start. Saves the trajectories for plot_paths.py.
 
     PYTHONPATH=python nice -n 10 /work/venv-torch/bin/python benchmarks/learned_anchors/robustness.py \\
@@ -25,16 +26,10 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parents[1] / "tests"))
-from common import dead_anchors, log_objective, max_side_diff, real_boxes  # noqa: E402
+from common import dead_anchors, distinct_anchors, log_objective, max_side_diff, real_boxes  # noqa: E402
 
 import fastanchor  # noqa: E402
 from fastanchor.torch import LearnedAnchors, WarmupSchedule  # noqa: E402
-
-try:
-    import reference as ref  # tests/reference.py: numpy kmeans_log
-except ImportError:  # pragma: no cover
-    ref = None
 
 
 def train(
@@ -106,12 +101,8 @@ def main() -> None:
             "identical, no jitter": ("identical", 0.0),
         }
         entry = {"boxes": int(len(wh)), "img_size": int(size)}
-        if ref is not None:
-            kl, _, _ = ref.kmeans_log_float(wh, km.anchors)
-            entry["numpy_kmeans_log_from_kmeans"] = {
-                "objective": log_objective(kl, wh),
-                "anchors": np.round(kl, 2).tolist(),
-            }
+        kl = fastanchor.kmeans_log(wh, args.k, init=km.anchors, n_init=1).anchors
+        entry["kmeans_log_from_kmeans"] = {"objective": log_objective(kl, wh), "anchors": np.round(kl, 2).tolist()}
         for cname, schedule in configs.items():
             ends = {}
             runs = {}
@@ -122,6 +113,8 @@ def main() -> None:
                 paths[f"{name}|{cname}|{sname}"] = path
                 runs[sname] = {
                     "dead": dead_anchors(end, wh),
+                    "distinct": distinct_anchors(end),
+                    "distinct_at_quarter": distinct_anchors(path[len(path) // 4]),
                     "objective": log_objective(end, wh),
                     "seconds": round(time.perf_counter() - t0, 2),
                     "anchors": np.round(end, 2).tolist(),
@@ -136,15 +129,13 @@ def main() -> None:
                 + ", ".join(f"{p} {100 * v:.2f}%" for p, v in pairs.items())
                 + " | dead "
                 + ", ".join(f"{s} {r['dead']}" for s, r in runs.items())
+                + " | distinct at 1/4 and at the end "
+                + ", ".join(f"{s} {r['distinct_at_quarter']}/{r['distinct']}" for s, r in runs.items())
                 + " | objective "
                 + ", ".join(f"{s} {r['objective']:.4f}" for s, r in runs.items()),
                 flush=True,
             )
-        if "numpy_kmeans_log_from_kmeans" in entry:
-            print(
-                f"  numpy kmeans_log from the k-means start: objective "
-                f"{entry['numpy_kmeans_log_from_kmeans']['objective']:.4f}"
-            )
+        print(f"  kmeans_log from the k-means start: objective {entry['kmeans_log_from_kmeans']['objective']:.4f}")
         report["datasets"][name] = entry
     (out / "robustness.json").write_text(json.dumps(report, indent=1))
     np.savez_compressed(out / "paths.npz", **paths)

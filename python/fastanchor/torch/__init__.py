@@ -29,6 +29,7 @@ from . import _anchors
 from ._anchors import (
     LearnedAnchors,
     ShiftFreeNorm,
+    ShiftFreeOutputs,
     WarmupSchedule,
     clustering_loss,
     hard_assignment,

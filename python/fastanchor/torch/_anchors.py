@@ -20,6 +20,7 @@ from ..export import write_anchors
 __all__ = [
     "LearnedAnchors",
     "ShiftFreeNorm",
+    "ShiftFreeOutputs",
     "WarmupSchedule",
     "clustering_loss",
     "hard_assignment",
@@ -422,10 +423,24 @@ class LearnedAnchors(nn.Module):
             out = out + lam * clustering_loss(self.log_wh, lg, d)
         return out
 
-    def warmup_loss(self, gt_wh: Any, step: Optional[int] = None) -> torch.Tensor:
+    def warmup_loss(self, gt_wh: Any, step: Optional[int] = None, delta: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The warm-up terms to add to a detector's own loss (its matching is the hard part):
-        ``s(t) * L(soft delta) + lambda(t) * clustering_loss(delta(t))``, offsets taken as zero.
-        0 (still differentiable) once both warm-ups are over."""
+        ``s(t) * L(soft delta, D) + lambda(t) * clustering_loss(delta(t))``. 0 (still
+        differentiable) once both warm-ups are over.
+
+        Parameters
+        ----------
+        gt_wh : array_like or Tensor (N, 2)
+            The batch's ground-truth widths and heights, in the anchors' units.
+        step : int, optional
+            The schedule step (default: :attr:`step`).
+        delta : Tensor (N, A, 2), optional
+            The network's predicted log-space offsets ``D_ij`` for box j with anchor i (at the
+            box's cell), used by the soft-assignment term ``L_ij = (D_ij + a_i - g_j)^2``; the
+            clustering term ``T_ij`` uses the anchors only. None: offsets taken as zero. Pass
+            them detached to leave the network's training to the detector's own loss (the
+            adapters do).
+        """
         t = self.step if step is None else step
         s = self.schedule.soft_weight(t)
         lam = self.schedule.cluster_lambda(t)
@@ -435,9 +450,11 @@ class LearnedAnchors(nn.Module):
         lg = self._log_gt(gt_wh)
         if lg.shape[0] == 0:
             return out
+        if delta is not None:
+            delta = delta.to(self.log_wh.dtype)
         if s > 0:
             soft = soft_assignment(self.log_wh, lg, self.schedule.temperature, self.schedule.metric)
-            out = out + s * regression_loss(self.log_wh, lg, soft)
+            out = out + s * regression_loss(self.log_wh, lg, soft, delta)
         if lam > 0:
             out = out + lam * clustering_loss(self.log_wh, lg, self._assign(lg, t))
         return out
@@ -531,3 +548,65 @@ class ShiftFreeNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, dim={self.dim}, eps={self.eps}, momentum={self.momentum}"
+
+
+# --- putting the normalization on a detector's offset outputs ------------------------------------------
+
+
+def _normalize_channels(norm: ShiftFreeNorm, ys: Sequence[torch.Tensor], channels: torch.Tensor, dim: int) -> list:
+    """``ys`` with their ``channels`` (on axis ``dim``) normalized by ``norm``, with statistics over
+    every position of every tensor of ``ys`` together (e.g. all levels of a shared head)."""
+    c = int(channels.numel())
+    idx = channels.to(ys[0].device)
+    parts = [y.index_select(dim, idx).movedim(dim, -1) for y in ys]
+    flat = torch.cat([p.reshape(-1, c) for p in parts])
+    normed = norm(flat).split([p.numel() // c for p in parts])
+    return [y.index_copy(dim, idx, n.reshape(p.shape).movedim(-1, dim)) for y, p, n in zip(ys, parts, normed)]
+
+
+class _Wrapper(nn.Module):
+    """A detector's layer with a :class:`ShiftFreeNorm` on the offset channels of its output.
+    Attributes it does not have are read from the wrapped layer (``bias``, ``compute_loss``...),
+    so the framework's code that reaches into the layer keeps working."""
+
+    def __init__(self, inner: nn.Module, channels: Sequence[int]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.norm = ShiftFreeNorm(len(channels))
+        self.register_buffer("channels", torch.as_tensor(list(channels), dtype=torch.long), persistent=False)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            inner = self.__dict__.get("_modules", {}).get("inner")
+            if inner is None or name.startswith("__"):
+                raise
+            return getattr(inner, name)
+
+
+def _offset_channels(anchors: int, per_anchor: int, first: int) -> List[int]:
+    """The channels ``(D_w, D_h)`` of every anchor in an output laid out (anchor, per_anchor)."""
+    return [a * per_anchor + first + j for a in range(anchors) for j in (0, 1)]
+
+
+class ShiftFreeOutputs(_Wrapper):
+    """A layer whose output ``(B, C, ...)`` has its offset channels normalized without shift (one
+    :class:`ShiftFreeNorm` over the 2 x anchors channels ``channels`` on axis ``dim``).
+
+    Parameters
+    ----------
+    layer : nn.Module
+        E.g. a YOLOv5 ``Detect.m[i]`` convolution or one level of SSD's regression head.
+    channels : sequence of int
+        The output channels holding ``D_w, D_h`` (e.g. ``a * (5 + nc) + 2, + 3`` for YOLOv5).
+    dim : int
+        The channel axis of the output.
+    """
+
+    def __init__(self, layer: nn.Module, channels: Sequence[int], dim: int = 1) -> None:
+        super().__init__(layer, channels)
+        self.dim = int(dim)
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        return _normalize_channels(self.norm, [self.inner(*args)], self.channels, self.dim)[0]

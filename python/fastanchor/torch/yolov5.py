@@ -15,11 +15,13 @@ What it does to the model: a forward pre-hook on the ``Detect`` head copies the 
 anchors into its ``anchors`` buffer (grid units, so ``ModelEMA`` and checkpoints carry them) and
 drops its cached ``anchor_grid`` when they changed, so inference always uses the current anchors.
 The wrapped loss gives YOLOv5's own box loss differentiable anchors (its hard matching is the
-method's hard assignment) and adds the warm-up terms computed from the batch's targets.
+method's hard assignment) and adds the warm-up terms computed from the batch's targets and the network's
+predicted offsets at their cells.
 """
 
 from __future__ import annotations
 
+import math
 import weakref
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 
 from ..export import write_anchors
-from ._anchors import LearnedAnchors, WarmupSchedule
+from ._anchors import LearnedAnchors, ShiftFreeOutputs, WarmupSchedule, _offset_channels
 
 __all__ = ["YOLOv5Anchors", "find_detect"]
 
@@ -86,6 +88,19 @@ class YOLOv5Anchors(nn.Module):
         Multiplies the warm-up terms, which are added as ``warmup_weight * batch_size * terms``
         like YOLOv5's own ``lbox * hyp["box"] * batch_size``. Default: ``model.hyp["box"]`` if the
         model has hyperparameters, else 0.05.
+    shift_free_norm : bool
+        Put batch normalization without shift (:class:`~fastanchor.torch.ShiftFreeOutputs`, one
+        :class:`~fastanchor.torch.ShiftFreeNorm` per level over its anchors' ``t_w, t_h``
+        channels) on the Detect head's outputs, so that the anchors carry the mean offset. The
+        norms become part of the model (its ``parameters()``, checkpoints and ``ModelEMA``
+        copies): switch this on before building the optimizer. It changes a trained head's
+        outputs, so it is meant for training from scratch.
+    train_offsets : bool
+        The soft-assignment warm-up term ``(D_ij + a_i - g_j)^2`` takes the network's predicted
+        offsets ``D_ij`` at each target's cell, for every anchor. False (default): they are
+        detached, so the term moves the anchors only and the network learns from YOLOv5's own
+        loss alone. True: the term also trains those offsets, as in the method, where the soft
+        assignment replaces the detector's own during the warm-up (here it is added to it).
     **kwargs
         Passed to :class:`~fastanchor.torch.LearnedAnchors` (``k``, ``wh``, ``jitter``, ``seed``).
 
@@ -100,11 +115,20 @@ class YOLOv5Anchors(nn.Module):
         *,
         schedule: Optional[WarmupSchedule] = None,
         warmup_weight: Optional[float] = None,
+        shift_free_norm: bool = False,
+        train_offsets: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         detect = find_detect(model)
         self.nl, self.na = int(detect.nl), int(detect.na)
+        if shift_free_norm:
+            for i, layer in enumerate(detect.m):
+                if not isinstance(layer, ShiftFreeOutputs):
+                    ref = next(layer.parameters())
+                    detect.m[i] = ShiftFreeOutputs(layer, _offset_channels(self.na, int(detect.no), 2)).to(
+                        device=ref.device, dtype=ref.dtype
+                    )
         stride = detect.stride.detach().double().cpu()
         current = (detect.anchors.detach().double().cpu() * stride.view(-1, 1, 1)).reshape(-1, 2).numpy()
         self.anchors = LearnedAnchors(
@@ -122,6 +146,7 @@ class YOLOv5Anchors(nn.Module):
             if warmup_weight is not None
             else (hyp["box"] if isinstance(hyp, dict) and "box" in hyp else 0.05)
         )
+        self.train_offsets = bool(train_offsets)
         self._detect_ref = weakref.ref(detect)
         self._hook = detect.register_forward_pre_hook(_SyncHook(self))
         self.sync(detect)
@@ -181,11 +206,62 @@ class YOLOv5Anchors(nn.Module):
     # -- the loss
     def target_wh(self, targets: torch.Tensor, img_hw: Sequence[int]) -> torch.Tensor:
         """The boxes' (w, h) in pixels from YOLOv5 targets ``(image, class, x, y, w, h)`` (normalized)."""
+        return self._target_rows(targets, img_hw)[0]
+
+    def _target_rows(self, targets: torch.Tensor, img_hw: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(w, h) in pixels of the targets with positive sides, and those rows' indices."""
         if targets.dim() != 2 or targets.shape[1] < 6:
             raise ValueError(f"targets must be (n, 6) rows (image, class, x, y, w, h), got {tuple(targets.shape)}")
         h, w = float(img_hw[0]), float(img_hw[1])
         wh = targets[:, 4:6].detach() * targets.new_tensor([w, h])
-        return wh[(wh > 0).all(1)]
+        keep = (wh > 0).all(1).nonzero()[:, 0]
+        return wh[keep], keep
+
+    def target_offsets(
+        self, preds: Sequence[torch.Tensor], targets: torch.Tensor, *, detach: bool = True
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The targets' sizes and the network's predicted offsets for them, for the warm-up terms.
+
+        Parameters
+        ----------
+        preds : sequence of Tensor (bs, na, ny, nx, no)
+            The Detect head's raw training outputs, one per level (what ``ComputeLoss`` takes).
+        targets : Tensor (n, 6)
+            YOLOv5 targets ``(image, class, x, y, w, h)``, normalized to the input image.
+        detach : bool
+            Detach the offsets from the network (False: differentiable, so a loss on them trains
+            the network's outputs too).
+
+        Returns
+        -------
+        wh : Tensor (N, 2)
+            The targets with positive sides, in pixels of the input image.
+        delta : Tensor (N, nl * na, 2)
+            For each target and each anchor (the model's level order), the offset in log
+            space that the network predicts at the target's cell on that anchor's level:
+            YOLOv5 regresses ``w = (2 sigmoid(t_w))^2 * a_w``, so ``D = 2 log(2 sigmoid(t))``. The
+            cell is the one YOLOv5's ``build_targets`` gives the box centre (``floor(x * nx)``,
+            clamped to the grid).
+        """
+        if len(preds) != self.nl:
+            raise ValueError(f"expected {self.nl} prediction levels, got {len(preds)}")
+        p0 = preds[0]
+        stride0 = float(self.stride[0])
+        wh, keep = self._target_rows(targets, (int(p0.shape[2] * stride0), int(p0.shape[3] * stride0)))
+        rows = targets.detach()[keep]
+        b = rows[:, 0].long()
+        out = []
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach):
+            for p in preds:
+                if p.dim() != 5 or p.shape[1] != self.na or p.shape[4] < 4:
+                    raise ValueError(f"each prediction level must be (bs, {self.na}, ny, nx, no), got {tuple(p.shape)}")
+                ny, nx = int(p.shape[2]), int(p.shape[3])
+                gi = (rows[:, 2] * nx).long().clamp_(0, nx - 1)
+                gj = (rows[:, 3] * ny).long().clamp_(0, ny - 1)
+                t = p[b, :, gj, gi, 2:4]  # (N, na, 2)
+                out.append(2.0 * (math.log(2.0) + nn.functional.logsigmoid(t)))
+        delta = torch.cat(out, 1) if out else wh.new_zeros((0, self.nl * self.na, 2))
+        return wh, delta
 
     def wrap_loss(self, compute_loss: Callable) -> Callable:
         """YOLOv5's ``ComputeLoss`` with learned anchors: call it as the original,
@@ -212,6 +288,12 @@ class YOLOv5Anchors(nn.Module):
     def extra_repr(self) -> str:
         return f"levels={self.nl}, anchors_per_level={self.na}, warmup_weight={self.warmup_weight}"
 
+    @staticmethod
+    def shift_free_norms(model: nn.Module) -> List[nn.Module]:
+        """The :class:`~fastanchor.torch.ShiftFreeNorm` layers on the model's Detect outputs (one per
+        level; empty when ``shift_free_norm`` was off)."""
+        return [m.norm for m in find_detect(model).m if isinstance(m, ShiftFreeOutputs)]
+
 
 class _LearnedLoss:
     """YOLOv5's ComputeLoss with differentiable anchors and the warm-up terms added."""
@@ -232,7 +314,11 @@ class _LearnedLoss:
         finally:
             self.compute_loss.anchors = original
         p0 = preds[0]
-        img_hw = (int(p0.shape[2] * float(ad.stride[0])), int(p0.shape[3] * float(ad.stride[0])))
-        warm = ad.anchors.warmup_loss(ad.target_wh(targets, img_hw))
+        if ad.anchors.schedule.soft_weight(ad.step) > 0:
+            wh, delta = ad.target_offsets(preds, targets, detach=not ad.train_offsets)
+            warm = ad.anchors.warmup_loss(wh, delta=delta)
+        else:  # the clustering term uses the anchors only
+            img_hw = (int(p0.shape[2] * float(ad.stride[0])), int(p0.shape[3] * float(ad.stride[0])))
+            warm = ad.anchors.warmup_loss(ad.target_wh(targets, img_hw))
         self.last_warmup = float(warm.detach())
         return loss + (ad.warmup_weight * p0.shape[0]) * warm.to(loss), items
