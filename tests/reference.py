@@ -727,3 +727,40 @@ def learned_anchor_gradient(anchors, wh, assignment, delta=None, cluster_lambda=
     r0 = la[None, :, :] - lg[:, None, :]  # (N, k, 2)
     r = r0 if delta is None else r0 + np.asarray(delta, dtype=np.float64)
     return (2.0 / n) * (d[..., None] * r).sum(0) + (cluster_lambda / n) * (d[..., None] * r0).sum(0)
+
+
+# ---- search objectives: average best IoU and recall at an IoU threshold -------------------------
+
+
+def iou_objective(anchors, wh, objective="avg_iou", iou_thr=0.5, iou_weighted=False, sample_weight=None):
+    """The IoU objectives of the mutation search, exactly as the core sums them.
+
+    IoU_ij = min(w, aw) * min(h, ah) / ((w * h + aw * ah) - min(w, aw) * min(h, ah)) (corner-aligned,
+    float64, this operation order); best_i = max_j IoU_ij. Term z_i: best_i ("avg_iou"), or
+    [best_i >= iou_thr] ("recall"; best_i * [best_i >= iou_thr] when iou_weighted). With weights,
+    om = w / max(w) and the term is om * z_i. Every term is rounded to a multiple of 2^-50
+    (half to even) and the integers are added exactly; the value is the integer total over the
+    total weight (n * 2^50, or the sum of round(om * 2^50)), each rounded once to float64.
+    """
+    wh = np.asarray(wh, dtype=np.float64).reshape(-1, 2)
+    anchors = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
+    w, h = wh[:, :1], wh[:, 1:]
+    aw, ah = anchors[None, :, 0], anchors[None, :, 1]
+    inter = np.minimum(w, aw) * np.minimum(h, ah)
+    best = (inter / ((w * h + aw * ah) - inter)).max(axis=1)
+    if objective == "recall":
+        z = np.where(best >= iou_thr, best if iou_weighted else 1.0, 0.0)
+    elif objective == "avg_iou":
+        z = best
+    else:
+        raise ValueError(objective)
+    scale = 2.0**50
+    if sample_weight is None:
+        denom = wh.shape[0] * (1 << 50)
+    else:
+        sw = np.asarray(sample_weight, dtype=np.float64)
+        om = sw / sw.max()
+        z = om * z
+        denom = sum(int(v) for v in np.rint(om * scale))
+    total = sum(int(v) for v in np.rint(z * scale))
+    return float(total) / float(denom)

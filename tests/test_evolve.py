@@ -277,7 +277,9 @@ def test_autoanchor_pipeline():
     ev = fastanchor.anchor_fitness(r.anchors, kept)
     assert r.kmeans == km and r.evolved == ev
     assert (r.fitness, r.bpr, r.aat, r.avg_iou) == (ev.fitness, ev.bpr, ev.aat, ev.avg_iou)
-    assert r.evolved.fitness > r.kmeans.fitness and r.history.shape == (1000,)
+    # 20,002 boxes: the default work budget adds restarts up to 2**26 // 20002 generations
+    assert r.evolved.fitness > r.kmeans.fitness and r.history.shape == (2**26 // 20_002,)
+    assert r.objective == "fitness" and r.evolved_objectives["fitness"] == r.fitness
     # reproducible, for any thread count
     with pytest.warns(UserWarning):
         again = fastanchor.autoanchor(wh, 9, seed=0, n_threads=1)
@@ -285,8 +287,13 @@ def test_autoanchor_pipeline():
 
 
 def test_autoanchor_without_small_boxes_does_not_warn():
-    r = fastanchor.autoanchor(coco_like(3000, smallest=3.0), 6, generations=50, seed=1, strategy="yolov5")
+    wh = coco_like(3000, smallest=3.0)
+    r = fastanchor.autoanchor(wh, 6, generations=50, seed=1, strategy="yolov5", budget=0)
     assert r.n_small == 0 and r.n_dropped == 0 and r.history.shape == (50,)
+    # a budget of 3000 * 80 box evaluations: 30 generations more, continuing YOLOv5's search
+    more = fastanchor.autoanchor(wh, 6, generations=50, seed=1, strategy="yolov5", budget=3000 * 80)
+    assert more.history.shape == (80,)
+    np.testing.assert_array_equal(more.history[:50], r.history)
 
 
 def test_autoanchor_refuses_when_everything_is_dropped():

@@ -22,7 +22,7 @@ def array_results():
     """(name, result, its array fields) of every result type that holds arrays."""
     km = fastanchor.kmeans_iou(WH, 6, seed=0)
     ev = fastanchor.evolve_anchors(km.anchors, WH, generations=20, seed=0)
-    auto = fastanchor.autoanchor(WH, 6, generations=20, seed=0)
+    auto = fastanchor.autoanchor(WH, 6, generations=20, budget=0, seed=0)
     ratios = fastanchor.ssd_aspect_ratios(WH, 3, seed=0)
     return [
         ("KMeansResult", km, ("anchors", "labels")),

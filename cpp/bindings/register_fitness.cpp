@@ -28,6 +28,31 @@ py::tuple anchor_fitness(const Array& anchors, const Array& wh, const py::object
     return py::make_tuple(r.fitness, r.bpr, r.aat, r.avg_iou);
 }
 
+fa::Objective objective_of(const std::string& name, double iou_thr, bool iou_weighted) {
+    fa::Objective ob;
+    const int c = choice(name, "objective", {"fitness", "avg_iou", "recall"});
+    ob.kind = c == 0 ? fa::ObjectiveKind::Fitness : c == 1 ? fa::ObjectiveKind::AvgIou : fa::ObjectiveKind::Recall;
+    ob.iou_thr = iou_thr;
+    ob.iou_weighted = iou_weighted;
+    return ob;
+}
+
+double anchor_objective(const Array& anchors, const Array& wh, const py::object& weights, const std::string& objective,
+                        double thr, double iou_thr, bool iou_weighted, int n_threads) {
+    check_rows(anchors, "anchors", 2);
+    check_least(anchors, "anchors", 1);
+    check_rows(wh, "wh", 2);
+    check_least(wh, "wh", 1);
+    Array wt;
+    const double* wptr = weights_of(weights, wh.shape(0), wt);
+    const fa::Objective ob = objective_of(objective, iou_thr, iou_weighted);
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const int k = static_cast<int>(anchors.shape(0));
+    const double *data = wh.data(), *adata = anchors.data();
+    py::gil_scoped_release release;
+    return fa::objective_value(data, wptr, n, fa::RatioAnchors::from_rows(adata, k), ob, thr, n_threads);
+}
+
 // Ctrl-C between passes; progress(done, fitness) after each pass; callback(generation, fitness,
 // anchors) after every generation when given (a result that is not None and false stops).
 class PyEvolveMonitor final : public fa::EvolveMonitor {
@@ -56,7 +81,9 @@ private:
 
 py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array& init, double thr, int generations,
                         double mutation_prob, double sigma, double min_size, const std::string& strategy, int batch,
-                        std::uint64_t seed, int n_threads, py::object progress, py::object callback) {
+                        std::uint64_t seed, int n_threads, py::object progress, py::object callback,
+                        const std::string& objective, double iou_thr, bool iou_weighted, int extra_generations,
+                        int restart_length, double restart_sigma) {
     check_rows(wh, "wh", 2);
     check_least(wh, "wh", 1);
     check_rows(init, "init", 2);
@@ -72,6 +99,10 @@ py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array&
     o.batch = batch;
     o.seed = seed;
     o.n_threads = n_threads;
+    o.objective = objective_of(objective, iou_thr, iou_weighted);
+    o.extra_generations = extra_generations;
+    o.restart_length = restart_length;
+    o.restart_sigma = restart_sigma;
     Array wt;
     const double* wptr = weights_of(weights, wh.shape(0), wt);
     const auto n = static_cast<fa::index_t>(wh.shape(0));
@@ -96,6 +127,8 @@ py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array&
     d["history"] = history;
     d["n_improved"] = r.n_improved;
     d["initial_fitness"] = r.initial_fitness;
+    d["objective"] = r.objective;
+    d["stopped"] = r.stopped;
     return d;
 }
 
@@ -106,7 +139,11 @@ void register_fitness(py::module_& m) {
           py::arg("n_threads"));
     m.def("evolve_anchors", &evolve_anchors, py::arg("wh"), py::arg("weights"), py::arg("init"), py::arg("thr"),
           py::arg("generations"), py::arg("mutation_prob"), py::arg("sigma"), py::arg("min_size"), py::arg("strategy"),
-          py::arg("batch"), py::arg("seed"), py::arg("n_threads"), py::arg("progress"), py::arg("callback"));
+          py::arg("batch"), py::arg("seed"), py::arg("n_threads"), py::arg("progress"), py::arg("callback"),
+          py::arg("objective") = "fitness", py::arg("iou_thr") = 0.5, py::arg("iou_weighted") = false,
+          py::arg("extra_generations") = 0, py::arg("restart_length") = 200, py::arg("restart_sigma") = 0.3);
+    m.def("anchor_objective", &anchor_objective, py::arg("anchors"), py::arg("wh"), py::arg("weights"),
+          py::arg("objective"), py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"));
 }
 
 }  // namespace fastanchor_py

@@ -29,7 +29,15 @@ except ImportError as exc:  # pragma: no cover - only when the build did not run
 from . import datasets  # loaders of Pascal VOC, COCO and YOLO annotations
 from ._box_iou import box_iou, to_center, to_corners
 from ._evolve import AutoAnchorResult, EvolveResult, autoanchor, evolve_anchors
-from ._fitness import CheckResult, FitnessResult, anchor_fitness, check_anchors, split_levels
+from ._fitness import (
+    OBJECTIVES,
+    CheckResult,
+    FitnessResult,
+    anchor_fitness,
+    anchor_objective,
+    check_anchors,
+    split_levels,
+)
 from ._grid import grid_best_iou, grid_recall
 from ._iou import avg_iou, wh_iou
 from ._kmeans import DEFAULT_N_INIT, KMeansResult, kmeans_iou
@@ -50,7 +58,9 @@ __all__ = [
     "KMeansResult",
     "MAX_SIDE",
     "MIN_SIDE",
+    "OBJECTIVES",
     "anchor_fitness",
+    "anchor_objective",
     "autoanchor",
     "avg_iou",
     "box_iou",

@@ -93,7 +93,23 @@ def evolve_anchors(
     n_threads: int,
     progress: Optional[Callable[[int, float], Any]],
     callback: Optional[Callable[[int, float, npt.NDArray[np.float64]], Any]],
+    objective: str = "fitness",
+    iou_thr: float = 0.5,
+    iou_weighted: bool = False,
+    extra_generations: int = 0,
+    restart_length: int = 200,
+    restart_sigma: float = 0.3,
 ) -> dict[str, Any]: ...
+def anchor_objective(
+    anchors: npt.NDArray[np.float64],
+    wh: npt.NDArray[np.float64],
+    weights: Optional[npt.NDArray[np.float64]],
+    objective: str,
+    thr: float,
+    iou_thr: float,
+    iou_weighted: bool,
+    n_threads: int,
+) -> float: ...
 
 # ---- SSD / corner boxes ----
 def box_iou(

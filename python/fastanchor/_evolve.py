@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from ._fitness import DEFAULT_THR, FitnessResult, _metrics, as_anchors, as_thr
+from ._fitness import (
+    DEFAULT_IOU_THR,
+    DEFAULT_THR,
+    FitnessResult,
+    _all_objectives,
+    _metrics,
+    as_anchors,
+    as_iou_thr,
+    as_objective,
+    as_thr,
+)
 from ._kmeans import kmeans_iou
 from ._results import Result
 from ._validation import (
@@ -28,6 +38,15 @@ from ._validation import (
 
 #: The strategies of :func:`evolve_anchors`.
 STRATEGIES = ("anchorwise", "yolov5")
+#: autoanchor's default work budget (box evaluations): on sets of fewer than BUDGET / generations
+#: boxes the search goes on with restarts until generations x boxes reaches it (measured in
+#: benchmarks/RESULTS.md: about 0.1 to 0.5 s).
+DEFAULT_BUDGET = 2**26
+#: The most generations the budget adds.
+MAX_EXTRA_GENERATIONS = 2**20
+#: Generations per restart, and the scale of the mutation that starts each restart.
+RESTART_LENGTH = 200
+RESTART_SIGMA = 0.3
 #: autoanchor drops boxes smaller than this on both sides (pixels), as YOLOv5 does ...
 DROP_BELOW = 2.0
 #: ... and warns about boxes smaller than this on either side.
@@ -47,18 +66,24 @@ class EvolveResult(Result):
     ----------
     anchors : ndarray (k, 2) float64
         The best anchors found, sorted by area ascending (ties by width).
-    fitness, bpr, aat, avg_iou : float
-        Their metrics on the boxes (:func:`anchor_fitness`; ``fitness`` is exactly what
-        ``anchor_fitness(anchors, wh)`` returns).
+    fitness : float
+        The value of the searched ``objective`` for these anchors (exactly what
+        ``anchor_objective(anchors, wh, objective)`` returns; for "fitness", what
+        ``anchor_fitness(anchors, wh).fitness`` returns).
+    bpr, aat, avg_iou : float
+        Their other metrics on the boxes (:func:`anchor_fitness`).
     history : ndarray (generations,) float64
-        The best fitness after each generation; non-decreasing. Shorter than ``generations``
-        when the callback stopped the search.
+        The best objective value after each generation; non-decreasing. Shorter than the
+        generations asked for when the callback stopped the search; longer when the work budget
+        added restarts.
     n_improved : int
         Generations whose candidate became the new best.
     initial_fitness : float
-        The fitness of the initial anchors (raised to ``min_size``).
+        The objective's value of the initial anchors (raised to ``min_size``).
     stopped : bool
         Whether the callback stopped the search before the last generation.
+    objective : str
+        The objective the search maximized ("fitness", "avg_iou" or "recall").
     """
 
     _summarized = ("history",)
@@ -72,6 +97,7 @@ class EvolveResult(Result):
     n_improved: int
     initial_fitness: float
     stopped: bool
+    objective: str = "fitness"
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -99,6 +125,11 @@ class AutoAnchorResult(Result):
         Boxes dropped because both sides are below 2 pixels.
     n_small : int
         Boxes with a side below 3 pixels (counted before dropping; a warning reports them).
+    objective : str
+        The objective the evolution maximized ("fitness", "avg_iou" or "recall").
+    kmeans_objectives, evolved_objectives : dict
+        Every objective's value (:func:`anchor_objective`, keys "fitness", "avg_iou" and
+        "recall") for the k-means and the evolved anchors: what the choice of objective traded.
     """
 
     _summarized = ("history",)
@@ -111,6 +142,14 @@ class AutoAnchorResult(Result):
     n_boxes: int
     n_dropped: int
     n_small: int
+    objective: str = "fitness"
+    kmeans_objectives: Dict[str, float] = field(default_factory=dict)
+    evolved_objectives: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def value(self) -> float:
+        """The evolved anchors' value on the searched objective."""
+        return self.evolved_objectives[self.objective]
 
     @property
     def fitness(self) -> float:
@@ -184,6 +223,20 @@ def _check_search_args(
     return generations, mutation_prob, sigma, min_size, batch
 
 
+def _check_objective_args(objective: Any, iou_thr: Any, iou_weighted: Any, budget: Any) -> Tuple[str, float, bool, int]:
+    objective = as_objective(objective)
+    iou_thr = as_iou_thr(iou_thr)
+    if not isinstance(iou_weighted, (bool, np.bool_)):
+        raise TypeError(f"iou_weighted must be a bool, got {type(iou_weighted).__name__}")
+    budget = as_int(budget, "budget", minimum=0)
+    return objective, iou_thr, bool(iou_weighted), budget
+
+
+def _extra_generations(budget: int, n: int, generations: int) -> int:
+    """Generations the work budget adds after ``generations`` on ``n`` boxes."""
+    return int(min(max(budget // n - generations, 0), MAX_EXTRA_GENERATIONS))
+
+
 def _evolve(
     anchors: Any,
     boxes: Any,
@@ -199,8 +252,14 @@ def _evolve(
     threads: int,
     progress: bool,
     callback: Any,
+    objective: str = "fitness",
+    iou_thr: float = DEFAULT_IOU_THR,
+    iou_weighted: bool = False,
+    budget: int = 0,
 ) -> EvolveResult:
-    bar = _EvolveProgress(generations, f"evolve_anchors ({strategy})") if progress else None
+    extra = _extra_generations(budget, boxes.shape[0], generations)
+    total = generations + extra
+    bar = _EvolveProgress(total, f"evolve_anchors ({strategy}, {objective})") if progress else None
     try:
         out = _core.evolve_anchors(
             wh=boxes,
@@ -217,6 +276,12 @@ def _evolve(
             n_threads=threads,
             progress=bar,
             callback=callback,
+            objective=objective,
+            iou_thr=iou_thr,
+            iou_weighted=iou_weighted,
+            extra_generations=extra,
+            restart_length=RESTART_LENGTH,
+            restart_sigma=RESTART_SIGMA,
         )
     finally:
         if bar is not None:
@@ -224,14 +289,15 @@ def _evolve(
     history = out["history"]
     return EvolveResult(
         anchors=out["anchors"],
-        fitness=float(out["fitness"]),
+        fitness=float(out["objective"]),
         bpr=float(out["bpr"]),
         aat=float(out["aat"]),
         avg_iou=float(out["avg_iou"]),
         history=history,
         n_improved=int(out["n_improved"]),
         initial_fitness=float(out["initial_fitness"]),
-        stopped=bool(history.shape[0] < generations),
+        stopped=bool(out["stopped"]),
+        objective=objective,
     )
 
 
@@ -246,17 +312,24 @@ def evolve_anchors(
     min_size: float = 2.0,
     strategy: str = "anchorwise",
     batch: int = 8,
+    objective: str = "fitness",
+    iou_thr: float = DEFAULT_IOU_THR,
+    iou_weighted: bool = False,
+    budget: int = 0,
     sample_weight: Optional[npt.ArrayLike] = None,
     seed: SeedLike = None,
     n_threads: Optional[int] = None,
     progress: bool = False,
     callback: Optional[Callback] = None,
 ) -> EvolveResult:
-    """Refine anchors by a mutation search on YOLOv5's anchor fitness (see :func:`anchor_fitness`).
+    """Refine anchors by a mutation search on an objective: YOLOv5's anchor fitness (see
+    :func:`anchor_fitness`), the average best IoU or the recall at an IoU threshold (see
+    :func:`anchor_objective`).
 
     A generation scores one candidate: a mutation of the best anchors so far, with every side
-    kept within ``[min_size, 1e30]`` (1e30 is the largest side any fastanchor function accepts). The candidate replaces the best anchors only if its fitness is
-    strictly higher, so the fitness never decreases.
+    kept within ``[min_size, 1e30]`` (1e30 is the largest side any fastanchor function accepts).
+    The candidate replaces the best anchors only if its value is strictly higher, so the
+    objective never decreases.
 
     Parameters
     ----------
@@ -290,6 +363,22 @@ def evolve_anchors(
         Candidates scored per pass over the boxes (a speed setting: "yolov5" gives the same
         result for every batch size; "anchorwise" draws a pass's candidates from the same best
         anchors, so the batch size is part of its definition).
+    objective : {"fitness", "avg_iou", "recall"}
+        What the search maximizes (:func:`anchor_objective`): YOLOv5's ratio fitness (for
+        detectors that assign by side ratio, as YOLOv5), the average best IoU, or the share of boxes
+        whose best IoU is at least ``iou_thr`` (for detectors that assign by IoU: darknet,
+        mmdetection, SSD, torchvision).
+    iou_thr : float
+        In (0, 1]: the IoU threshold of "recall".
+    iou_weighted : bool
+        "recall": count each recalled box with its IoU instead of 1.
+    budget : int
+        A work budget in box evaluations (>= 0; default 0: none). When ``generations`` times the
+        number of boxes is below it, the search goes on up to ``budget // N`` generations in all
+        (at most 2**20 more): "anchorwise" by restarts, each from a perturbation of the best
+        anchors (YOLOv5's mutation with sigma 0.3) followed by 200 anchorwise generations;
+        "yolov5" by more generations. On small sets a generation costs microseconds, and the
+        restarts escape the local optima a single search ends in.
     sample_weight : array_like, shape (N,), optional
         Finite, non-negative weights with a positive sum (default: all ones).
     seed : int, numpy.random.Generator, numpy.random.SeedSequence or None
@@ -298,7 +387,7 @@ def evolve_anchors(
         None for all threads (honours ``OMP_NUM_THREADS``), a positive count, or a negative one
         counting back from the maximum (-1 = all).
     progress : bool
-        Show a tqdm progress bar with the best fitness.
+        Show a tqdm progress bar with the best value.
     callback : callable, optional
         ``callback(generation, fitness, anchors)`` after every generation (1-based count, best
         fitness and best anchors so far, sorted by area); returning False stops the search (None
@@ -323,6 +412,7 @@ def evolve_anchors(
     generations, mutation_prob, sigma, min_size, batch = _check_search_args(
         generations, mutation_prob, sigma, min_size, strategy, batch, callback
     )
+    objective, iou_thr, iou_weighted, budget = _check_objective_args(objective, iou_thr, iou_weighted, budget)
     return _evolve(
         a,
         boxes,
@@ -338,6 +428,10 @@ def evolve_anchors(
         resolve_threads(n_threads),
         progress,
         callback,
+        objective,
+        iou_thr,
+        iou_weighted,
+        budget,
     )
 
 
@@ -354,6 +448,10 @@ def autoanchor(
     n_init: int = 1,
     tol: float = 1e-3,
     batch: int = 8,
+    objective: str = "fitness",
+    iou_thr: float = DEFAULT_IOU_THR,
+    iou_weighted: bool = False,
+    budget: int = DEFAULT_BUDGET,
     sample_weight: Optional[npt.ArrayLike] = None,
     seed: SeedLike = None,
     n_threads: Optional[int] = None,
@@ -365,7 +463,8 @@ def autoanchor(
     1. Boxes with a side below 3 pixels are counted (a warning reports them, as YOLOv5's
        "extremely small objects"); boxes below 2 pixels on both sides are dropped.
     2. :func:`kmeans_iou` computes ``k`` anchors (``n_init`` runs).
-    3. :func:`evolve_anchors` refines them for ``generations`` generations.
+    3. :func:`evolve_anchors` refines them on ``objective`` for ``generations`` generations, and
+       on small sets for more, within the work ``budget``.
 
     Parameters
     ----------
@@ -376,6 +475,13 @@ def autoanchor(
         Number of anchors (9 for YOLOv5's three levels of three).
     thr, generations, strategy, mutation_prob, sigma, min_size, batch, callback
         As in :func:`evolve_anchors`.
+    objective, iou_thr, iou_weighted
+        As in :func:`evolve_anchors`: "fitness" for detectors that assign anchors by side ratio
+        (YOLOv5), "avg_iou" or "recall" for those that assign by IoU.
+    budget : int
+        As in :func:`evolve_anchors`, default ``2**26`` box evaluations: sets of fewer than about
+        67,000 boxes get restarts (at most 0.1 to 0.5 s more); larger sets run ``generations``
+        only.
     n_init, tol : int, float
         Passed to :func:`kmeans_iou`: k-means runs (the best average IoU wins), and the relative
         anchor shift below which a run stops. One run stopped at a shift of 1e-3 is enough: the
@@ -395,7 +501,7 @@ def autoanchor(
     -------
     AutoAnchorResult
         The evolved anchors sorted by area, and fitness, bpr, aat and average IoU after k-means
-        and after evolution (on the boxes kept).
+        and after evolution (on the boxes kept), with every objective's value.
 
     Warns
     -----
@@ -411,6 +517,7 @@ def autoanchor(
     generations, mutation_prob, sigma, min_size, batch = _check_search_args(
         generations, mutation_prob, sigma, min_size, strategy, batch, callback
     )
+    objective, iou_thr, iou_weighted, budget = _check_objective_args(objective, iou_thr, iou_weighted, budget)
     n_init = as_int(n_init, "n_init", minimum=1, maximum=INT_MAX)
     tol = as_float(tol, "tol")
     if tol < 0:
@@ -455,14 +562,25 @@ def autoanchor(
         threads,
         progress,
         callback,
+        objective,
+        iou_thr,
+        iou_weighted,
+        budget,
     )
+    if objective == "fitness":
+        evolved = FitnessResult(fitness=ev.fitness, bpr=ev.bpr, aat=ev.aat, avg_iou=ev.avg_iou, thr=t)
+    else:
+        evolved = _metrics(ev.anchors, boxes, weights, t, threads)
     return AutoAnchorResult(
         anchors=ev.anchors,
         kmeans_anchors=km.anchors,
         kmeans=_metrics(km.anchors, boxes, weights, t, threads),
-        evolved=FitnessResult(fitness=ev.fitness, bpr=ev.bpr, aat=ev.aat, avg_iou=ev.avg_iou, thr=t),
+        evolved=evolved,
         history=ev.history,
         n_boxes=int(boxes.shape[0]),
         n_dropped=n_dropped,
         n_small=n_small,
+        objective=objective,
+        kmeans_objectives=_all_objectives(km.anchors, boxes, weights, t, iou_thr, iou_weighted, threads),
+        evolved_objectives=_all_objectives(ev.anchors, boxes, weights, t, iou_thr, iou_weighted, threads),
     )

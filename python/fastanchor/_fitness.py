@@ -7,7 +7,7 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +20,11 @@ from ._validation import MAX_ANCHORS, as_float, as_real_array, as_weights, as_wh
 DEFAULT_THR = 4.0
 #: YOLOv5 recomputes anchors when the best possible recall is below this.
 DEFAULT_BPR_THRESHOLD = 0.98
+#: The objectives of the mutation search: YOLOv5's ratio fitness, the average best IoU, and the
+#: recall at an IoU threshold.
+OBJECTIVES = ("fitness", "avg_iou", "recall")
+#: The IoU threshold of the "recall" objective (that of darknet, mmdet's assigners and SSD).
+DEFAULT_IOU_THR = 0.5
 
 
 def as_anchors(x: Any, name: str = "anchors") -> np.ndarray:
@@ -151,6 +156,130 @@ def anchor_fitness(
     boxes = as_wh(wh)
     weights = as_weights(sample_weight, boxes.shape[0])
     return _metrics(a, boxes, weights, as_thr(thr), resolve_threads(n_threads))
+
+
+def as_objective(objective: Any) -> str:
+    """``objective`` checked: one of :data:`OBJECTIVES`."""
+    if not (isinstance(objective, str) and objective in OBJECTIVES):
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    return objective
+
+
+def as_iou_thr(iou_thr: Any) -> float:
+    """``iou_thr`` checked: a float in (0, 1]."""
+    value = as_float(iou_thr, "iou_thr")
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"iou_thr must be in (0, 1], got {value}")
+    return value
+
+
+def _objective(
+    anchors: np.ndarray,
+    boxes: np.ndarray,
+    weights: Optional[np.ndarray],
+    objective: str,
+    thr: float,
+    iou_thr: float,
+    iou_weighted: bool,
+    threads: int,
+) -> float:
+    return float(
+        _core.anchor_objective(
+            anchors=anchors,
+            wh=boxes,
+            weights=weights,
+            objective=objective,
+            thr=thr,
+            iou_thr=iou_thr,
+            iou_weighted=iou_weighted,
+            n_threads=threads,
+        )
+    )
+
+
+def _all_objectives(
+    anchors: np.ndarray,
+    boxes: np.ndarray,
+    weights: Optional[np.ndarray],
+    thr: float,
+    iou_thr: float,
+    iou_weighted: bool,
+    threads: int,
+) -> Dict[str, float]:
+    return {name: _objective(anchors, boxes, weights, name, thr, iou_thr, iou_weighted, threads) for name in OBJECTIVES}
+
+
+def anchor_objective(
+    anchors: npt.ArrayLike,
+    wh: npt.ArrayLike,
+    objective: str = "avg_iou",
+    *,
+    thr: float = DEFAULT_THR,
+    iou_thr: float = DEFAULT_IOU_THR,
+    iou_weighted: bool = False,
+    sample_weight: Optional[npt.ArrayLike] = None,
+    n_threads: Optional[int] = None,
+) -> float:
+    """The value of anchors on one of the search's objectives (what :func:`evolve_anchors` maximizes).
+
+    Boxes and anchors are compared corner-aligned (same top-left corner); ``best_i`` is the box's
+    highest IoU with any anchor, ``IoU = min(w, aw) min(h, ah) / (w h + aw ah - min(w, aw) min(h, ah))``.
+
+    Parameters
+    ----------
+    anchors : array_like, shape (k, 2)
+        Anchor widths and heights.
+    wh : array_like, shape (N, 2)
+        Box widths and heights: finite and strictly positive.
+    objective : {"fitness", "avg_iou", "recall"}
+        "fitness": YOLOv5's ratio fitness (:func:`anchor_fitness`). "avg_iou": the (weighted) mean
+        of ``best_i``. "recall": the (weighted) share of boxes with ``best_i >= iou_thr``, or with
+        ``iou_weighted`` the mean of ``best_i * [best_i >= iou_thr]``.
+    thr : float
+        YOLOv5's ``anchor_t`` (> 1), for "fitness".
+    iou_thr : float
+        In (0, 1]: the IoU a box needs to count as recalled ("recall").
+    iou_weighted : bool
+        "recall": count each recalled box with its IoU instead of 1.
+    sample_weight : array_like, shape (N,), optional
+        Finite, non-negative weights with a positive sum (default: all ones).
+    n_threads : int, optional
+        None for all threads, a positive count, or a negative one counting back from the maximum.
+
+    Returns
+    -------
+    float
+
+    Notes
+    -----
+    Every IoU and every threshold decision is numpy's float64 value of the formula above, and the
+    sum is an exact fixed-point sum of the per-box terms (each rounded to a multiple of 2^-50), so
+    the value is the same for any number of threads and any order of the boxes.
+
+    Examples
+    --------
+    >>> import fastanchor
+    >>> wh = [[10.0, 10.0], [20.0, 10.0]]
+    >>> fastanchor.anchor_objective([[10.0, 10.0]], wh, "avg_iou")
+    0.75
+    >>> fastanchor.anchor_objective([[10.0, 10.0]], wh, "recall", iou_thr=0.6)
+    0.5
+    """
+    a = as_anchors(anchors)
+    boxes = as_wh(wh)
+    weights = as_weights(sample_weight, boxes.shape[0])
+    if not isinstance(iou_weighted, (bool, np.bool_)):
+        raise TypeError(f"iou_weighted must be a bool, got {type(iou_weighted).__name__}")
+    return _objective(
+        a,
+        boxes,
+        weights,
+        as_objective(objective),
+        as_thr(thr),
+        as_iou_thr(iou_thr),
+        bool(iou_weighted),
+        resolve_threads(n_threads),
+    )
 
 
 def check_anchors(

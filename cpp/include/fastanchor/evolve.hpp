@@ -11,6 +11,7 @@
 
 #include "common.hpp"
 #include "fitness/metrics.hpp"
+#include "fitness/objectives.hpp"
 #include "fitness/tiles.hpp"
 #include "geometry.hpp"
 #include "random.hpp"
@@ -37,14 +38,22 @@ struct EvolveOptions {
     int batch = 8;  // candidates evaluated per pass over the boxes
     std::uint64_t seed = 0;
     int n_threads = 1;
+    Objective objective;  // what the search maximizes (default: YOLOv5's ratio fitness)
+    // Generations run after `generations` as restarts (anchorwise: rounds of restart_length
+    // generations, each from a perturbation of the best anchors; yolov5: more generations).
+    int extra_generations = 0;
+    int restart_length = 200;
+    double restart_sigma = 0.3;
 };
 
 struct EvolveOutput {
-    std::vector<double> anchors;  // k rows (w, h), sorted by area ascending, ties by width
-    FitnessMetrics metrics;       // of the returned anchors
-    std::vector<double> history;  // best fitness after each generation run
-    int n_improved = 0;           // generations whose candidate became the new best
-    double initial_fitness = 0.0;
+    std::vector<double> anchors;   // k rows (w, h), sorted by area ascending, ties by width
+    FitnessMetrics metrics;        // of the returned anchors
+    double objective = 0.0;        // the chosen objective's value of the returned anchors
+    std::vector<double> history;   // best objective value after each generation run
+    int n_improved = 0;            // generations whose candidate became the new best
+    double initial_fitness = 0.0;  // the objective's value of the initial anchors
+    bool stopped = false;          // the callback stopped the search
 };
 
 // Observes the search. tick() (from Monitor) runs once per pass and may throw to stop it (Ctrl-C).
@@ -131,6 +140,15 @@ struct SearchState {
     std::vector<double> history;
     EvolveMonitor* mon = nullptr;
 
+    // A search's current anchors (cur, f): they become the best when strictly better.
+    void offer(const RatioAnchors& cur, double f) {
+        if (f > fitness) {
+            best = cur;
+            fitness = f;
+            ++n_improved;
+        }
+    }
+
     // Records one generation whose best is (anchors, f); returns false when the search must stop.
     bool record(double f) {
         ++done;
@@ -143,40 +161,139 @@ struct SearchState {
     }
 };
 
+// Scores candidate anchor sets on the search's objective.
+struct Scorer {
+    const TiledBoxes& T;
+    const EvolveOptions& o;
+    void operator()(const RatioAnchors* cands, int count, double* out) const {
+        if (o.objective.kind == ObjectiveKind::Fitness) fitness_batch(T, cands, count, o.thr, out, o.n_threads);
+        else iou_objective_batch(T, cands, count, o.objective, out, o.n_threads);
+    }
+};
+
+// Anchorwise: each pass scores `batch` candidates that each move one anchor (a random
+// permutation of the anchors, cycled), by a log-normal factor exp(step_j * z) on each side
+// (a side moves with probability mutation_prob, at least one side per candidate), with
+// one step size per anchor: times 1.6 after a candidate of that anchor beat the current
+// value, times 0.9 otherwise. The best candidate of the pass, if better, becomes the
+// current anchors; when several candidates improved different anchors, their combination
+// is scored in the first slot of the next pass. Runs `gens` generations from (cur, cur_fit)
+// and offers the current anchors to the search's best after every generation.
+inline void anchorwise_run(const Scorer& score, SearchState& st, RatioAnchors cur, double cur_fit, int gens, Rng& rng,
+                           const EvolveOptions& o, EvolveMonitor& mon, std::vector<RatioAnchors>& cands,
+                           std::vector<double>& fit) {
+    const int k = cur.k;
+    const int batch = static_cast<int>(cands.size());
+    const double step_max = std::max(kStepMax, o.sigma);
+    std::vector<double> step(k, o.sigma);
+    std::vector<int> order(k), moved(batch);
+    RatioAnchors pending;
+    bool has_pending = false;
+    int done = 0;
+    while (done < gens && !st.stopped) {
+        const int nb = std::min(batch, gens - done);
+        int count = 0;
+        if (has_pending) {
+            cands[count] = pending;
+            moved[count++] = -1;
+            has_pending = false;
+        }
+        std::iota(order.begin(), order.end(), 0);
+        for (int i = 0; i + 1 < k; ++i) std::swap(order[i], order[i + static_cast<int>(rng.below(k - i))]);
+        for (int q = 0; count < nb; ++q) {
+            const int j = order[q % k];
+            bool mw = false, mh = false;
+            for (int attempt = 0; attempt < kMaxRedraws && !(mw || mh); ++attempt) {
+                mw = rng.uniform() < o.mutation_prob;
+                mh = rng.uniform() < o.mutation_prob;
+            }
+            const double zw = rng.normal(), zh = rng.normal();
+            cands[count] = cur;
+            const double fw = mw ? std::exp(step[j] * zw) : 1.0, fh = mh ? std::exp(step[j] * zh) : 1.0;
+            cands[count].set(j, mutated_side(cur.w[j] * fw, o.min_size), mutated_side(cur.h[j] * fh, o.min_size));
+            moved[count++] = j;
+        }
+        mon.tick("evolve", 0, st.done);
+        score(cands.data(), count, fit.data());
+        const double base = cur_fit;
+        int winner = -1;
+        for (int b = 0; b < count; ++b) {
+            if (fit[b] > cur_fit) {
+                cur = cands[b];
+                cur_fit = fit[b];
+                winner = b;
+            }
+            st.offer(cur, cur_fit);
+            ++done;
+            if (!st.record(st.fitness)) break;
+        }
+        if (st.stopped) break;
+        for (int b = 0; b < count; ++b) {
+            const int j = moved[b];
+            if (j < 0) continue;
+            step[j] = fit[b] > base ? std::min(step[j] * kStepUp, step_max) : std::max(step[j] * kStepDown, kStepMin);
+        }
+        if (winner >= 0 && moved[winner] >= 0) {
+            // Other candidates that improved on other anchors: try them all together.
+            std::vector<int> improving;
+            for (int b = 0; b < count; ++b)
+                if (b != winner && moved[b] >= 0 && moved[b] != moved[winner] && fit[b] > base) improving.push_back(b);
+            std::stable_sort(improving.begin(), improving.end(), [&](int x, int y) { return fit[x] > fit[y]; });
+            pending = cur;
+            std::vector<char> taken(k, 0);
+            taken[moved[winner]] = 1;
+            int added = 0;
+            for (int b : improving) {
+                const int j = moved[b];
+                if (taken[j]) continue;
+                taken[j] = 1;
+                pending.set(j, cands[b].w[j], cands[b].h[j]);
+                ++added;
+            }
+            has_pending = added > 0;
+        }
+        mon.progress(st.done, st.fitness);
+    }
+}
+
 }  // namespace fitdetail
 
-// Refines `init` (k rows) by the mutation search on the fitness of the boxes (n rows, weights
+// Refines `init` (k rows) by the mutation search on the objective of the boxes (n rows, weights
 // optional). Anchors are first raised to min_size; a candidate replaces the best only when its
-// fitness is strictly higher, so the fitness never decreases. Deterministic for a seed, whatever
-// the number of threads (fixed-point sums). See README.md for the strategies.
+// value is strictly higher, so the objective never decreases. Deterministic for a seed, whatever
+// the number of threads (fixed-point sums). After `generations`, `extra_generations` more run as
+// restarts (see EvolveOptions). See README.md for the strategies.
 inline EvolveOutput evolve_anchors(const double* wh, const double* weights, index_t n, const double* init, int k,
                                    const EvolveOptions& o, EvolveMonitor& mon) {
     if (n <= 0 || k <= 0) throw std::invalid_argument("evolve_anchors: need boxes and anchors");
     const PollScope poll(mon);  // mon.poll() at check points, every kPollInterval of work
     const TiledBoxes T = TiledBoxes::make(wh, weights, n, o.n_threads);
+    const fitdetail::Scorer score{T, o};
     Rng rng(derive_seed(o.seed, fitdetail::kEvolveStream));
     const int batch = std::max(1, o.batch);
+    const int main_gens = std::max(o.generations, 0);
+    const int extra = std::max(o.extra_generations, 0);
 
     fitdetail::SearchState st;
     st.mon = &mon;
     st.best = RatioAnchors(k);
     for (int j = 0; j < k; ++j)
         st.best.set(j, std::max(init[2 * j], o.min_size), std::max(init[2 * j + 1], o.min_size));
-    fitness_batch(T, &st.best, 1, o.thr, &st.fitness, o.n_threads);
-    st.history.reserve(std::min(std::max(o.generations, 0), 1 << 20));
+    score(&st.best, 1, &st.fitness);
+    st.history.reserve(std::min(main_gens + static_cast<std::size_t>(extra), std::size_t{1} << 20));
     EvolveOutput out;
     out.initial_fitness = st.fitness;
 
     std::vector<RatioAnchors> cands(batch, RatioAnchors(k));
     std::vector<double> fit(batch);
-    const int total = std::max(o.generations, 0);
 
     if (o.strategy == Strategy::YOLOv5) {
         // Speculative batches: the mutation factors do not depend on the outcome, so the next
         // `batch` generations are drawn ahead and scored against the current anchors in one
         // pass. At the first acceptance the later candidates are void (their parent changed):
         // their factors are kept and scored again from the new anchors. The result is exactly
-        // YOLOv5's sequential search.
+        // YOLOv5's sequential search. Extra generations continue the same search.
+        const int total = main_gens + extra;
         std::vector<std::vector<double>> queue;  // factors of generations drawn, not yet run (empty: skipped)
         while (st.done < total && !st.stopped) {
             const int nb = std::min(batch, total - st.done);
@@ -194,7 +311,7 @@ inline EvolveOutput evolve_anchors(const double* wh, const double* weights, inde
                 slot[b] = count++;
             }
             mon.tick("evolve", 0, st.done);
-            fitness_batch(T, cands.data(), count, o.thr, fit.data(), o.n_threads);
+            score(cands.data(), count, fit.data());
             int consumed = 0;
             for (int b = 0; b < nb; ++b) {
                 ++consumed;
@@ -210,83 +327,22 @@ inline EvolveOutput evolve_anchors(const double* wh, const double* weights, inde
             mon.progress(st.done, st.fitness);
         }
     } else {
-        // Anchorwise: each pass scores `batch` candidates that each move one anchor (a random
-        // permutation of the anchors, cycled), by a log-normal factor exp(step_j * z) on each side
-        // (a side moves with probability mutation_prob, at least one side per candidate), with
-        // one step size per anchor: times 1.6 after a candidate of that anchor beat the current
-        // fitness, times 0.9 otherwise. The best candidate of the pass, if better, becomes the
-        // current anchors; when several candidates improved different anchors, their combination
-        // is scored in the first slot of the next pass.
-        const double step_max = std::max(fitdetail::kStepMax, o.sigma);
-        std::vector<double> step(k, o.sigma);
-        std::vector<int> order(k), moved(batch);
-        RatioAnchors pending;
-        bool has_pending = false;
-        while (st.done < total && !st.stopped) {
-            const int nb = std::min(batch, total - st.done);
-            int count = 0;
-            if (has_pending) {
-                cands[count] = pending;
-                moved[count++] = -1;
-                has_pending = false;
-            }
-            std::iota(order.begin(), order.end(), 0);
-            for (int i = 0; i + 1 < k; ++i) std::swap(order[i], order[i + static_cast<int>(rng.below(k - i))]);
-            for (int q = 0; count < nb; ++q) {
-                const int j = order[q % k];
-                bool mw = false, mh = false;
-                for (int attempt = 0; attempt < fitdetail::kMaxRedraws && !(mw || mh); ++attempt) {
-                    mw = rng.uniform() < o.mutation_prob;
-                    mh = rng.uniform() < o.mutation_prob;
-                }
-                const double zw = rng.normal(), zh = rng.normal();
-                cands[count] = st.best;
-                const double fw = mw ? std::exp(step[j] * zw) : 1.0, fh = mh ? std::exp(step[j] * zh) : 1.0;
-                cands[count].set(j, fitdetail::mutated_side(st.best.w[j] * fw, o.min_size),
-                                 fitdetail::mutated_side(st.best.h[j] * fh, o.min_size));
-                moved[count++] = j;
-            }
-            mon.tick("evolve", 0, st.done);
-            fitness_batch(T, cands.data(), count, o.thr, fit.data(), o.n_threads);
-            const double base = st.fitness;
-            int winner = -1;
-            for (int b = 0; b < count; ++b) {
-                if (fit[b] > st.fitness) {
-                    st.best = cands[b];
-                    st.fitness = fit[b];
-                    ++st.n_improved;
-                    winner = b;
-                }
-                if (!st.record(st.fitness)) break;
-            }
-            if (st.stopped) break;
-            for (int b = 0; b < count; ++b) {
-                const int j = moved[b];
-                if (j < 0) continue;
-                step[j] = fit[b] > base ? std::min(step[j] * fitdetail::kStepUp, step_max)
-                                        : std::max(step[j] * fitdetail::kStepDown, fitdetail::kStepMin);
-            }
-            if (winner >= 0 && moved[winner] >= 0) {
-                // Other candidates that improved on other anchors: try them all together.
-                std::vector<int> improving;
-                for (int b = 0; b < count; ++b)
-                    if (b != winner && moved[b] >= 0 && moved[b] != moved[winner] && fit[b] > base)
-                        improving.push_back(b);
-                std::stable_sort(improving.begin(), improving.end(), [&](int x, int y) { return fit[x] > fit[y]; });
-                pending = st.best;
-                std::vector<char> taken(k, 0);
-                taken[moved[winner]] = 1;
-                int added = 0;
-                for (int b : improving) {
-                    const int j = moved[b];
-                    if (taken[j]) continue;
-                    taken[j] = 1;
-                    pending.set(j, cands[b].w[j], cands[b].h[j]);
-                    ++added;
-                }
-                has_pending = added > 0;
-            }
-            mon.progress(st.done, st.fitness);
+        fitdetail::anchorwise_run(score, st, st.best, st.fitness, main_gens, rng, o, mon, cands, fit);
+        // Restarts (an iterated local search): each round perturbs the best anchors by YOLOv5's
+        // mutation with sigma = restart_sigma and runs restart_length anchorwise generations from
+        // there, with fresh step sizes; the best anchors of every round are offered to the best.
+        const int len = std::max(1, o.restart_length);
+        std::vector<double> v(2 * static_cast<std::size_t>(k));
+        RatioAnchors start(k);
+        for (int left = extra; left > 0 && !st.stopped;) {
+            const int g = std::min(left, len);
+            if (o.mutation_prob > 0.0 && fitdetail::yolov5_factors(rng, k, o.mutation_prob, o.restart_sigma, v.data()))
+                fitdetail::mutate_all(st.best, v.data(), o.min_size, start);
+            else start = st.best;
+            double f0 = 0.0;
+            score(&start, 1, &f0);
+            fitdetail::anchorwise_run(score, st, start, f0, g, rng, o, mon, cands, fit);
+            left -= g;
         }
     }
 
@@ -294,8 +350,10 @@ inline EvolveOutput evolve_anchors(const double* wh, const double* weights, inde
     out.anchors.resize(2 * static_cast<std::size_t>(k));
     sorted.to_rows(out.anchors.data());
     out.metrics = fitness_metrics(T.boxes, sorted, o.thr, o.n_threads);
+    out.objective = st.fitness;
     out.history = std::move(st.history);
     out.n_improved = st.n_improved;
+    out.stopped = st.stopped;
     return out;
 }
 

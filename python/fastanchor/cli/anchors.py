@@ -10,6 +10,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from .._evolve import DEFAULT_BUDGET, AutoAnchorResult
+from .._fitness import DEFAULT_IOU_THR, OBJECTIVES, anchor_objective
 from ..export._formats import MAX_DECIMALS
 from ._common import (
     DEFAULT_K,
@@ -60,8 +62,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         "--generations",
         type=int_in_range(0, MAX_GENERATIONS),
         default=1000,
-        help="evolution generations (default 1000)",
+        help="evolution generations (default 1000; small datasets get restarts on top, within --budget)",
     )
+    a.add_argument(
+        "--budget",
+        type=int_in_range(0, 2**62),
+        default=DEFAULT_BUDGET,
+        help="work budget in box evaluations: while generations x boxes is below it, the search goes on with "
+        f"restarts (default 2**{DEFAULT_BUDGET.bit_length() - 1}; 0 runs --generations only)",
+    )
+    a.add_argument(
+        "--objective",
+        choices=("auto",) + OBJECTIVES,
+        default="auto",
+        help="what the evolution maximizes: YOLOv5's ratio fitness, the average best IoU, or the recall at "
+        "--iou-thr (default auto: from --model, fitness for YOLOv5 yaml and json, avg_iou for darknet cfg, "
+        "recall for mmdetection configs, fitness without --model)",
+    )
+    a.add_argument("--iou-thr", type=float, default=DEFAULT_IOU_THR, help="the IoU of --objective recall (default 0.5)")
     a.add_argument(
         "--seed", type=int_in_range(0, MAX_SEED), default=0, help="random seed (default 0; results are reproducible)"
     )
@@ -83,6 +101,28 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     )
     a.add_argument("--plot", metavar="FILE", help="save a PNG of the box sizes with the anchors (needs matplotlib)")
     return pa
+
+
+#: The objective of each target format: YOLOv5 assigns anchors by side ratio, darknet by the best
+#: corner-aligned IoU, mmdetection's assigners by an IoU threshold.
+OBJECTIVE_OF_FORMAT = {"yolov5": "fitness", "json": "fitness", "darknet": "avg_iou", "mmdet": "recall"}
+
+
+def _objective(args: argparse.Namespace, model_fmt: object) -> Tuple[str, str]:
+    """The objective and why it was chosen."""
+    if args.objective != "auto":
+        return args.objective, "--objective"
+    if model_fmt is None:
+        return "fitness", "the default without --model"
+    return OBJECTIVE_OF_FORMAT.get(str(model_fmt), "fitness"), f"the {model_fmt} --model"
+
+
+def _generations_run(result: AutoAnchorResult, asked: int) -> str:
+    """The generations the search ran, with those the work budget added."""
+    ran = len(result.history)
+    if ran <= asked:
+        return f"{ran} generations"
+    return f"{ran:,} generations ({asked} + {ran - asked:,} in restarts within the work budget)"
 
 
 def _auto_decimals(levels: Sequence[np.ndarray], wh: np.ndarray, thr: float) -> int:
@@ -210,8 +250,21 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         f"loaded {len(ld.boxes):,} boxes in {ld.seconds:.2f} s; computing {k} anchors ({args.generations} generations)"
     )
 
+    objective, why = _objective(args, model_fmt)
+    if not 0.0 < args.iou_thr <= 1.0:
+        raise CLIError(f"--iou-thr must be in (0, 1], got {args.iou_thr}")
     t0 = time.perf_counter()
-    result = autoanchor(ld.wh, k, thr=args.thr, generations=args.generations, seed=args.seed, progress=ui.progress)
+    result = autoanchor(
+        ld.wh,
+        k,
+        thr=args.thr,
+        generations=args.generations,
+        budget=args.budget,
+        objective=objective,
+        iou_thr=args.iou_thr,
+        seed=args.seed,
+        progress=ui.progress,
+    )
     seconds = time.perf_counter() - t0
     keep = (ld.wh >= 2.0).any(axis=1)  # the boxes autoanchor fitted; every row is scored on them
     fit_wh = ld.wh[keep]
@@ -243,7 +296,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
 
     ui.print(f"fastanchor {__version__}: {describe(ld)}")
     ui.print(
-        f"{k} anchors by k-means + {args.generations} generations of evolution (thr {args.thr:g}, "
+        f"{k} anchors by k-means + {_generations_run(result, args.generations)} of evolution (thr {args.thr:g}, "
         f"seed {args.seed}) in {seconds:.2f} s on {result.n_boxes:,} boxes"
     )
     ui.print()
@@ -252,6 +305,18 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     print_levels(ui, written, strides, args.decimals)
     ui.print()
     print_table(ui, rows, args.thr)
+    ui.print()
+    # The last column scores the anchors as written (rounded), as the table above does.
+    ui.print(f"objective {objective} ({why}); every objective, k-means -> evolved -> as written:")
+    written_objectives = {
+        name: anchor_objective(written_all, fit_wh, name, thr=args.thr, iou_thr=args.iou_thr) for name in OBJECTIVES
+    }
+    for name in OBJECTIVES:
+        label = f"recall@{args.iou_thr:g}" if name == "recall" else name
+        ui.print(
+            f"  {label:12} {result.kmeans_objectives[name]:.4f} -> {result.evolved_objectives[name]:.4f}"
+            f" -> {written_objectives[name]:.4f}"
+        )
 
     header = (
         f"anchors by fastanchor {__version__} for {ld.name} at img-size {size} ({ld.resize}): "
@@ -283,7 +348,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         ui.print(f"wrote {args.out} ({what}{how})")
         _verify_written(ui, args.out, written, strides, fit_wh, args.thr)
     if args.plot:
-        from ..plot import plot_anchors
+        from ..plot import dataset_label, plot_anchors
 
         plot_anchors(
             fit_wh,
@@ -291,7 +356,9 @@ def run(args: argparse.Namespace, ui: UI) -> int:
             args.plot,
             strides=strides,
             reference=[np.array(a, dtype=float) for a in YOLOV5_DEFAULT_ANCHORS],
-            title=f"{os.path.basename(str(ld.name).rstrip('/'))}: {len(fit_wh):,} boxes, {ld.scaling}",
+            title=f"{dataset_label(ld.name)}: {len(fit_wh):,} boxes, {ld.scaling}",
+            thr=args.thr,
+            decimals=args.decimals,
         )
         ui.print(f"wrote {args.plot} (box sizes and anchors)")
 
@@ -311,6 +378,15 @@ def run(args: argparse.Namespace, ui: UI) -> int:
             "strides": list(strides),
             "thr": args.thr,
             "generations": args.generations,
+            "budget": args.budget,
+            "generations_run": len(result.history),
+            "objective": objective,
+            "iou_thr": args.iou_thr,
+            "objectives": {
+                "kmeans": result.kmeans_objectives,
+                "evolved": result.evolved_objectives,
+                "written": written_objectives,
+            },
             "seed": args.seed,
             "decimals": args.decimals,
             "anchors": [a.tolist() for a in written],
