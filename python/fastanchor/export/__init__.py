@@ -3,7 +3,7 @@
 The format follows the file name:
 
 ========================  =====================================================================
-``.yaml`` / ``.yml``      YOLOv5 / Ultralytics model yaml: the top-level ``anchors:`` block of a
+``.yaml`` / ``.yml``      YOLOv5 model yaml: the top-level ``anchors:`` block of a
                           copy of the template (``--model``) is replaced, everything else
                           (comments included) is kept byte for byte. Without a template, a yaml
                           holding just the ``anchors:`` block.
