@@ -66,7 +66,7 @@ def main(argv: List[str] | None = None) -> int:
                     r = fastanchor.autoanchor(wh, 9, objective=obj, seed=seed, n_threads=1, **extra)
                     ts.append(time.perf_counter() - t0)
                     vals.append(r.value)
-                ev.RESTART_LENGTH, ev.RESTART_SIGMA = 200, 0.3
+                ev.RESTART_LENGTH, ev.RESTART_SIGMA = 500, 0.3
                 cells.append(f"{np.median(vals):.4f} ({np.median(ts):.2f} s)")
             print(f"| {name} ({n}) | {obj} | " + " | ".join(cells) + " |", flush=True)
     return 0

@@ -43,9 +43,9 @@ STRATEGIES = ("anchorwise", "yolov5")
 #: benchmarks/RESULTS.md: about 0.1 to 0.5 s).
 DEFAULT_BUDGET = 2**26
 #: The most generations the budget adds.
-MAX_EXTRA_GENERATIONS = 2**20
+MAX_EXTRA_GENERATIONS = 2**19
 #: Generations per restart, and the scale of the mutation that starts each restart.
-RESTART_LENGTH = 200
+RESTART_LENGTH = 500
 RESTART_SIGMA = 0.3
 #: autoanchor drops boxes smaller than this on both sides (pixels), as YOLOv5 does ...
 DROP_BELOW = 2.0
@@ -375,8 +375,8 @@ def evolve_anchors(
     budget : int
         A work budget in box evaluations (>= 0; default 0: none). When ``generations`` times the
         number of boxes is below it, the search goes on up to ``budget // N`` generations in all
-        (at most 2**20 more): "anchorwise" by restarts, each from a perturbation of the best
-        anchors (YOLOv5's mutation with sigma 0.3) followed by 200 anchorwise generations;
+        (at most 2**19 more): "anchorwise" by restarts, each from a perturbation of the best
+        anchors (YOLOv5's mutation with sigma 0.3) followed by 500 anchorwise generations;
         "yolov5" by more generations. On small sets a generation costs microseconds, and the
         restarts escape the local optima a single search ends in.
     sample_weight : array_like, shape (N,), optional
