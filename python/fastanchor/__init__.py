@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - only when the build did not run
     ) from exc
 
 from . import datasets  # loaders of Pascal VOC, COCO and YOLO annotations
+from ._augment import scale_augment, scale_grid
 from ._box_iou import box_iou, to_center, to_corners
 from ._evolve import AutoAnchorResult, EvolveResult, autoanchor, evolve_anchors
 from ._fitness import (
@@ -73,6 +74,8 @@ __all__ = [
     "grid_recall",
     "kmeans_iou",
     "match_priors",
+    "scale_augment",
+    "scale_grid",
     "split_levels",
     "ssd_aspect_ratios",
     "ssd_default_boxes",

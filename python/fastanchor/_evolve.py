@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
+from ._augment import DEFAULT_SCALE_STEPS, as_scale_range, scale_augment
 from ._fitness import (
     DEFAULT_IOU_THR,
     DEFAULT_THR,
@@ -130,6 +131,9 @@ class AutoAnchorResult(Result):
     kmeans_objectives, evolved_objectives : dict
         Every objective's value (:func:`anchor_objective`, keys "fitness", "avg_iou" and
         "recall") for the k-means and the evolved anchors: what the choice of objective traded.
+    scale : (float, float) or None
+        The scale range the boxes were augmented over (``scale=``), or None. With a range, every
+        metric and objective above is the mean over the scales.
     """
 
     _summarized = ("history",)
@@ -145,6 +149,7 @@ class AutoAnchorResult(Result):
     objective: str = "fitness"
     kmeans_objectives: Dict[str, float] = field(default_factory=dict)
     evolved_objectives: Dict[str, float] = field(default_factory=dict)
+    scale: Optional[Tuple[float, float]] = None
 
     @property
     def value(self) -> float:
@@ -317,6 +322,8 @@ def evolve_anchors(
     iou_weighted: bool = False,
     budget: int = 0,
     sample_weight: Optional[npt.ArrayLike] = None,
+    scale: Any = None,
+    scale_steps: int = DEFAULT_SCALE_STEPS,
     seed: SeedLike = None,
     n_threads: Optional[int] = None,
     progress: bool = False,
@@ -381,6 +388,11 @@ def evolve_anchors(
         restarts escape the local optima a single search ends in.
     sample_weight : array_like, shape (N,), optional
         Finite, non-negative weights with a positive sum (default: all ones).
+    scale, scale_steps : float or (float, float), int
+        Scale augmentation: with a range ``(lo, hi)`` (or YOLOv5's ``hyp.scale`` ``g``, meaning
+        ``(1 - g, 1 + g)``), the objective is its mean over a uniform random rescaling of the
+        boxes, computed on the boxes at ``scale_steps`` scales (:func:`scale_augment`; default
+        None, no augmentation). The history and the result's values are those means.
     seed : int, numpy.random.Generator, numpy.random.SeedSequence or None
         The same input and seed give bit-identical results for any ``n_threads``.
     n_threads : int, optional
@@ -408,6 +420,8 @@ def evolve_anchors(
     a = as_anchors(anchors)
     boxes = as_wh(wh)
     weights = as_weights(sample_weight, boxes.shape[0])
+    if scale is not None:
+        boxes, weights = scale_augment(boxes, scale, steps=scale_steps, sample_weight=weights)
     t = as_thr(thr)
     generations, mutation_prob, sigma, min_size, batch = _check_search_args(
         generations, mutation_prob, sigma, min_size, strategy, batch, callback
@@ -453,6 +467,8 @@ def autoanchor(
     iou_weighted: bool = False,
     budget: int = DEFAULT_BUDGET,
     sample_weight: Optional[npt.ArrayLike] = None,
+    scale: Any = None,
+    scale_steps: int = DEFAULT_SCALE_STEPS,
     seed: SeedLike = None,
     n_threads: Optional[int] = None,
     progress: bool = False,
@@ -489,6 +505,11 @@ def autoanchor(
         hundreds of iterations; stopping at 1e-3 takes 70 and evolves to the same fitness).
     sample_weight : array_like, shape (N,), optional
         Weights for k-means and the fitness (those of dropped boxes are dropped too).
+    scale, scale_steps : float or (float, float), int
+        Scale augmentation, as in :func:`evolve_anchors`: k-means, the search and every reported
+        value run on the kept boxes at ``scale_steps`` scales of the range (:func:`scale_augment`),
+        so the anchors fit the box sizes the network sees when training rescales its images
+        (YOLOv5: ``scale=hyp["scale"]``). Default None: the boxes as given.
     seed : int, numpy.random.Generator, numpy.random.SeedSequence or None
         Seeds both stages; the same input and seed give bit-identical results for any
         ``n_threads``.
@@ -544,6 +565,12 @@ def autoanchor(
             if not weights.sum() > 0:
                 raise ValueError("every box with a positive weight is smaller than 2 pixels on both sides")
 
+    n_fitted = int(boxes.shape[0])
+    scale_range = None
+    if scale is not None:
+        scale_range = as_scale_range(scale)
+        boxes, weights = scale_augment(boxes, scale_range, steps=scale_steps, sample_weight=weights)
+
     km = kmeans_iou(
         boxes, k, n_init=n_init, tol=tol, sample_weight=weights, seed=gen, n_threads=threads, progress=progress
     )
@@ -577,10 +604,11 @@ def autoanchor(
         kmeans=_metrics(km.anchors, boxes, weights, t, threads),
         evolved=evolved,
         history=ev.history,
-        n_boxes=int(boxes.shape[0]),
+        n_boxes=n_fitted,
         n_dropped=n_dropped,
         n_small=n_small,
         objective=objective,
         kmeans_objectives=_all_objectives(km.anchors, boxes, weights, t, iou_thr, iou_weighted, threads),
         evolved_objectives=_all_objectives(ev.anchors, boxes, weights, t, iou_thr, iou_weighted, threads),
+        scale=scale_range,
     )

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
+from ._augment import DEFAULT_SCALE_STEPS, scale_augment
 from ._results import Result
 from ._validation import MAX_ANCHORS, as_float, as_real_array, as_weights, as_wh, resolve_threads
 
@@ -218,6 +219,8 @@ def anchor_objective(
     iou_thr: float = DEFAULT_IOU_THR,
     iou_weighted: bool = False,
     sample_weight: Optional[npt.ArrayLike] = None,
+    scale: Any = None,
+    scale_steps: int = DEFAULT_SCALE_STEPS,
     n_threads: Optional[int] = None,
 ) -> float:
     """The value of anchors on one of the search's objectives (what :func:`evolve_anchors` maximizes).
@@ -243,6 +246,10 @@ def anchor_objective(
         "recall": count each recalled box with its IoU instead of 1.
     sample_weight : array_like, shape (N,), optional
         Finite, non-negative weights with a positive sum (default: all ones).
+    scale, scale_steps : float or (float, float), int
+        Scale augmentation (default None: none): the objective's mean over a uniform rescaling of
+        the boxes by a factor in ``(lo, hi)`` (one number ``g``: YOLOv5's ``hyp.scale``, meaning
+        ``(1 - g, 1 + g)``), over ``scale_steps`` scales (:func:`scale_augment`).
     n_threads : int, optional
         None for all threads, a positive count, or a negative one counting back from the maximum.
 
@@ -268,6 +275,8 @@ def anchor_objective(
     a = as_anchors(anchors)
     boxes = as_wh(wh)
     weights = as_weights(sample_weight, boxes.shape[0])
+    if scale is not None:
+        boxes, weights = scale_augment(boxes, scale, steps=scale_steps, sample_weight=weights)
     if not isinstance(iou_weighted, (bool, np.bool_)):
         raise TypeError(f"iou_weighted must be a bool, got {type(iou_weighted).__name__}")
     return _objective(

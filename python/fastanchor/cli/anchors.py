@@ -6,12 +6,14 @@ import argparse
 import os
 import tempfile
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._augment import as_scale_range
 from .._evolve import DEFAULT_BUDGET, AutoAnchorResult
 from .._fitness import DEFAULT_IOU_THR, OBJECTIVES, anchor_objective
+from ..datasets._yaml import load_yaml_file
 from ..export._formats import MAX_DECIMALS
 from ._common import (
     DEFAULT_K,
@@ -81,6 +83,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     )
     a.add_argument("--iou-thr", type=float, default=DEFAULT_IOU_THR, help="the IoU of --objective recall (default 0.5)")
     a.add_argument(
+        "--scale",
+        type=parse_scale,
+        help="scale augmentation: fit the anchors to the boxes as training rescales them, by a factor uniform in "
+        "[1-G, 1+G] (G: YOLOv5's hyp.scale, e.g. 0.5) or in LO,HI (e.g. 0.53,1 for mmdetection's 320-608 "
+        "multi-scale at 608); the report gives every objective with and without it (default: none, unless --hyp)",
+    )
+    a.add_argument(
+        "--hyp",
+        metavar="FILE",
+        help="a YOLOv5 hyperparameter yaml (hyp.scratch-low.yaml, ...): its 'scale' sets --scale when that is not given",
+    )
+    a.add_argument(
         "--seed", type=int_in_range(0, MAX_SEED), default=0, help="random seed (default 0; results are reproducible)"
     )
     a.add_argument(
@@ -115,6 +129,38 @@ def _objective(args: argparse.Namespace, model_fmt: object) -> Tuple[str, str]:
     if model_fmt is None:
         return "fitness", "the default without --model"
     return OBJECTIVE_OF_FORMAT.get(str(model_fmt), "fitness"), f"the {model_fmt} --model"
+
+
+def parse_scale(text: str) -> object:
+    """An argparse type: YOLOv5's hyp.scale G (a number) or a range LO,HI."""
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    try:
+        values = [float(p) for p in parts]
+        if len(values) == 1:
+            return as_scale_range(values[0], "--scale")
+        if len(values) == 2:
+            return as_scale_range(values, "--scale")
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    raise argparse.ArgumentTypeError(f"expected a number such as 0.5 or a range such as 0.5,1.5, got {text[:40]!r}")
+
+
+def _scale_of(args: argparse.Namespace) -> Optional[Tuple[Tuple[float, float], str]]:
+    """The scale range to fit for and where it came from, or None."""
+    if args.scale is not None:
+        return args.scale, "--scale"
+    if args.hyp is None:
+        return None
+    hyp = load_yaml_file(args.hyp)
+    if not isinstance(hyp, dict) or "scale" not in hyp:
+        raise CLIError(f"{args.hyp}: no 'scale' entry (expected a YOLOv5 hyperparameter yaml)")
+    value = hyp["scale"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CLIError(f"{args.hyp}: 'scale' must be a number, got {value!r}")
+    try:
+        return as_scale_range(float(value), "scale"), f"hyp.scale {value:g} in {os.path.basename(args.hyp)}"
+    except ValueError as exc:
+        raise CLIError(f"{args.hyp}: {exc}") from None
 
 
 def _generations_run(result: AutoAnchorResult, asked: int) -> str:
@@ -251,6 +297,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     )
 
     objective, why = _objective(args, model_fmt)
+    scaled = _scale_of(args)
+    scale = None if scaled is None else scaled[0]
     if not 0.0 < args.iou_thr <= 1.0:
         raise CLIError(f"--iou-thr must be in (0, 1], got {args.iou_thr}")
     t0 = time.perf_counter()
@@ -260,6 +308,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         thr=args.thr,
         generations=args.generations,
         budget=args.budget,
+        scale=scale,
         objective=objective,
         iou_thr=args.iou_thr,
         seed=args.seed,
@@ -276,7 +325,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     written_all = np.concatenate(written)
     rows: List[Tuple[str, Dict[str, float]]] = [
         ("fastanchor", metrics_row(anchor_fitness(written_all, fit_wh, thr=args.thr))),
-        ("k-means only", metrics_row(result.kmeans)),
+        ("k-means only", metrics_row(anchor_fitness(result.kmeans_anchors, fit_wh, thr=args.thr))),
         (
             "YOLOv5 default",
             metrics_row(anchor_fitness(np.array(YOLOV5_DEFAULT_ANCHORS).reshape(-1, 2), fit_wh, thr=args.thr)),
@@ -306,16 +355,28 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     ui.print()
     print_table(ui, rows, args.thr)
     ui.print()
-    # The last column scores the anchors as written (rounded), as the table above does.
-    ui.print(f"objective {objective} ({why}); every objective, k-means -> evolved -> as written:")
+    # The last column scores the anchors as written (rounded), as the table above does. Under scale
+    # augmentation the search's values are means over the scales, and the plain values follow.
     written_objectives = {
-        name: anchor_objective(written_all, fit_wh, name, thr=args.thr, iou_thr=args.iou_thr) for name in OBJECTIVES
+        name: anchor_objective(written_all, fit_wh, name, thr=args.thr, iou_thr=args.iou_thr, scale=scale)
+        for name in OBJECTIVES
     }
+    under = "" if scaled is None else f", under scale augmentation {scale[0]:g}-{scale[1]:g} ({scaled[1]})"
+    ui.print(f"objective {objective} ({why}){under}; every objective, k-means -> evolved -> as written:")
     for name in OBJECTIVES:
         label = f"recall@{args.iou_thr:g}" if name == "recall" else name
         ui.print(
             f"  {label:12} {result.kmeans_objectives[name]:.4f} -> {result.evolved_objectives[name]:.4f}"
             f" -> {written_objectives[name]:.4f}"
+        )
+    plain_objectives = None
+    if scaled is not None:
+        plain_objectives = {
+            name: anchor_objective(written_all, fit_wh, name, thr=args.thr, iou_thr=args.iou_thr) for name in OBJECTIVES
+        }
+        ui.print(
+            "as written, without augmentation: "
+            + ", ".join(f"{name} {value:.4f}" for name, value in plain_objectives.items())
         )
 
     header = (
@@ -387,6 +448,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
                 "evolved": result.evolved_objectives,
                 "written": written_objectives,
             },
+            "scale": None if scale is None else list(scale),
+            "objectives_without_scale": plain_objectives,
             "seed": args.seed,
             "decimals": args.decimals,
             "anchors": [a.tolist() for a in written],
