@@ -748,6 +748,30 @@ def iou_objective(anchors, wh, objective="avg_iou", iou_thr=0.5, iou_weighted=Fa
     aw, ah = anchors[None, :, 0], anchors[None, :, 1]
     inter = np.minimum(w, aw) * np.minimum(h, ah)
     best = (inter / ((w * h + aw * ah) - inter)).max(axis=1)
+    return _objective_of_best(best, objective, iou_thr, iou_weighted, sample_weight)
+
+
+def grid_objective(
+    anchors, boxes, image_wh, strides, objective="avg_iou", iou_thr=0.5, iou_weighted=False, sample_weight=None
+):
+    """The IoU objectives with the anchors placed on the detector's grids, exactly as the core sums them.
+
+    The anchors are sorted by area (ties by width, stable) and split evenly over the levels,
+    finest first; best_i is grid_best_iou of box i; the terms and their sum are those of
+    iou_objective.
+    """
+    anchors = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
+    order = np.lexsort((np.arange(len(anchors)), anchors[:, 0], anchors[:, 0] * anchors[:, 1]))
+    a = anchors[order]
+    per = len(a) // len(strides)
+    levels = [(float(s), a[i * per : (i + 1) * per]) for i, s in enumerate(strides)]
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    img = np.broadcast_to(np.asarray(image_wh, dtype=np.float64), (len(boxes), 2))
+    best = grid_best_iou(levels, boxes, img)
+    return _objective_of_best(best, objective, iou_thr, iou_weighted, sample_weight)
+
+
+def _objective_of_best(best, objective, iou_thr, iou_weighted, sample_weight):
     if objective == "recall":
         z = np.where(best >= iou_thr, best if iou_weighted else 1.0, 0.0)
     elif objective == "avg_iou":
@@ -756,7 +780,7 @@ def iou_objective(anchors, wh, objective="avg_iou", iou_thr=0.5, iou_weighted=Fa
         raise ValueError(objective)
     scale = 2.0**50
     if sample_weight is None:
-        denom = wh.shape[0] * (1 << 50)
+        denom = best.shape[0] * (1 << 50)
     else:
         sw = np.asarray(sample_weight, dtype=np.float64)
         om = sw / sw.max()

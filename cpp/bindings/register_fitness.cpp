@@ -37,8 +37,32 @@ fa::Objective objective_of(const std::string& name, double iou_thr, bool iou_wei
     return ob;
 }
 
+// The grid of a grid-scored objective (None: corner-aligned): boxes (n, 4), image sizes (n, 2) and
+// strides, checked against the n boxes of wh. The GridBoxes is built with the GIL released.
+struct GridArgs {
+    Array boxes, image_wh, strides;
+    bool given = false;
+
+    GridArgs(const py::object& b, const py::object& img, const py::object& st, py::ssize_t n) {
+        if (b.is_none()) return;
+        given = true;
+        boxes = b.cast<Array>();
+        image_wh = img.cast<Array>();
+        strides = st.cast<Array>();
+        check_rows(boxes, "grid_boxes", 4, n);
+        check_rows(image_wh, "grid_image_wh", 2, n);
+        if (strides.ndim() != 1 || strides.shape(0) < 1) throw py::value_error("grid_strides must be a 1-D array");
+    }
+
+    fa::GridBoxes make(const double* weights, int n_threads) const {
+        return fa::GridBoxes::make(boxes.data(), image_wh.data(), static_cast<fa::index_t>(boxes.shape(0)),
+                                   strides.data(), static_cast<int>(strides.shape(0)), weights, n_threads);
+    }
+};
+
 double anchor_objective(const Array& anchors, const Array& wh, const py::object& weights, const std::string& objective,
-                        double thr, double iou_thr, bool iou_weighted, int n_threads) {
+                        double thr, double iou_thr, bool iou_weighted, int n_threads, const py::object& grid_boxes,
+                        const py::object& grid_image_wh, const py::object& grid_strides) {
     check_rows(anchors, "anchors", 2);
     check_least(anchors, "anchors", 1);
     check_rows(wh, "wh", 2);
@@ -49,8 +73,15 @@ double anchor_objective(const Array& anchors, const Array& wh, const py::object&
     const auto n = static_cast<fa::index_t>(wh.shape(0));
     const int k = static_cast<int>(anchors.shape(0));
     const double *data = wh.data(), *adata = anchors.data();
+    const GridArgs grid(grid_boxes, grid_image_wh, grid_strides, wh.shape(0));
+    if (grid.given && ob.kind == fa::ObjectiveKind::Fitness) throw py::value_error("a grid needs an IoU objective");
     py::gil_scoped_release release;
-    return fa::objective_value(data, wptr, n, fa::RatioAnchors::from_rows(adata, k), ob, thr, n_threads);
+    const fa::RatioAnchors A = fa::RatioAnchors::from_rows(adata, k);
+    if (!grid.given) return fa::objective_value(data, wptr, n, A, ob, thr, n_threads);
+    const fa::GridBoxes G = grid.make(wptr, n_threads);
+    double v = 0.0;
+    fa::grid_objective_batch(G, &A, 1, ob, &v, n_threads);
+    return v;
 }
 
 // Ctrl-C between passes; progress(done, fitness) after each pass; callback(generation, fitness,
@@ -83,7 +114,8 @@ py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array&
                         double mutation_prob, double sigma, double min_size, const std::string& strategy, int batch,
                         std::uint64_t seed, int n_threads, py::object progress, py::object callback,
                         const std::string& objective, double iou_thr, bool iou_weighted, int extra_generations,
-                        int restart_length, double restart_sigma) {
+                        int restart_length, double restart_sigma, const py::object& grid_boxes,
+                        const py::object& grid_image_wh, const py::object& grid_strides) {
     check_rows(wh, "wh", 2);
     check_least(wh, "wh", 1);
     check_rows(init, "init", 2);
@@ -108,10 +140,18 @@ py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array&
     const auto n = static_cast<fa::index_t>(wh.shape(0));
     const int k = static_cast<int>(init.shape(0));
     const double *data = wh.data(), *iptr = init.data();
+    const GridArgs grid(grid_boxes, grid_image_wh, grid_strides, wh.shape(0));
+    if (grid.given && o.objective.kind == fa::ObjectiveKind::Fitness)
+        throw py::value_error("a grid needs an IoU objective");
     PyEvolveMonitor mon(std::move(progress), std::move(callback));
     fa::EvolveOutput r;
     {
         py::gil_scoped_release release;
+        fa::GridBoxes G;
+        if (grid.given) {
+            G = grid.make(wptr, n_threads);
+            o.grid = &G;
+        }
         r = fa::evolve_anchors(data, wptr, n, iptr, k, o, mon);
     }
     py::array_t<double> anchors({static_cast<py::ssize_t>(k), py::ssize_t{2}});
@@ -141,9 +181,13 @@ void register_fitness(py::module_& m) {
           py::arg("generations"), py::arg("mutation_prob"), py::arg("sigma"), py::arg("min_size"), py::arg("strategy"),
           py::arg("batch"), py::arg("seed"), py::arg("n_threads"), py::arg("progress"), py::arg("callback"),
           py::arg("objective") = "fitness", py::arg("iou_thr") = 0.5, py::arg("iou_weighted") = false,
-          py::arg("extra_generations") = 0, py::arg("restart_length") = 200, py::arg("restart_sigma") = 0.3);
+          py::arg("extra_generations") = 0, py::arg("restart_length") = 200, py::arg("restart_sigma") = 0.3,
+          py::arg("grid_boxes") = py::none(), py::arg("grid_image_wh") = py::none(),
+          py::arg("grid_strides") = py::none());
     m.def("anchor_objective", &anchor_objective, py::arg("anchors"), py::arg("wh"), py::arg("weights"),
-          py::arg("objective"), py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"));
+          py::arg("objective"), py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"),
+          py::arg("grid_boxes") = py::none(), py::arg("grid_image_wh") = py::none(),
+          py::arg("grid_strides") = py::none());
 }
 
 }  // namespace fastanchor_py

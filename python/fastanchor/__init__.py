@@ -39,7 +39,7 @@ from ._fitness import (
     check_anchors,
     split_levels,
 )
-from ._grid import grid_best_iou, grid_recall
+from ._grid import DetectorGrid, grid_best_iou, grid_recall
 from ._iou import avg_iou, wh_iou
 from ._kmeans import DEFAULT_N_INIT, KMeansResult, kmeans_iou
 from ._kmeans_log import kmeans_log
@@ -50,6 +50,7 @@ from ._validation import MAX_SIDE, MIN_SIDE
 from ._version import __version__ as __version__
 
 __all__ = [
+    "DetectorGrid",
     "AspectRatioResult",
     "AutoAnchorResult",
     "CheckResult",

@@ -99,6 +99,9 @@ def evolve_anchors(
     extra_generations: int = 0,
     restart_length: int = 200,
     restart_sigma: float = 0.3,
+    grid_boxes: Optional[npt.NDArray[np.float64]] = None,
+    grid_image_wh: Optional[npt.NDArray[np.float64]] = None,
+    grid_strides: Optional[npt.NDArray[np.float64]] = None,
 ) -> dict[str, Any]: ...
 def anchor_objective(
     anchors: npt.NDArray[np.float64],
@@ -109,6 +112,9 @@ def anchor_objective(
     iou_thr: float,
     iou_weighted: bool,
     n_threads: int,
+    grid_boxes: Optional[npt.NDArray[np.float64]] = None,
+    grid_image_wh: Optional[npt.NDArray[np.float64]] = None,
+    grid_strides: Optional[npt.NDArray[np.float64]] = None,
 ) -> float: ...
 
 # ---- SSD / corner boxes ----

@@ -183,7 +183,11 @@ def _objective(
     iou_thr: float,
     iou_weighted: bool,
     threads: int,
+    grid: Any = None,
 ) -> float:
+    """One objective's value; with ``grid`` (a DetectorGrid of the same boxes) the IoU objectives
+    are scored on the detector's grids (the ratio fitness does not depend on positions)."""
+    grid_kw = grid.core_args(boxes.shape[0], anchors.shape[0]) if grid is not None and objective != "fitness" else {}
     return float(
         _core.anchor_objective(
             anchors=anchors,
@@ -194,6 +198,7 @@ def _objective(
             iou_thr=iou_thr,
             iou_weighted=iou_weighted,
             n_threads=threads,
+            **grid_kw,
         )
     )
 
@@ -206,8 +211,12 @@ def _all_objectives(
     iou_thr: float,
     iou_weighted: bool,
     threads: int,
+    grid: Any = None,
 ) -> Dict[str, float]:
-    return {name: _objective(anchors, boxes, weights, name, thr, iou_thr, iou_weighted, threads) for name in OBJECTIVES}
+    return {
+        name: _objective(anchors, boxes, weights, name, thr, iou_thr, iou_weighted, threads, grid)
+        for name in OBJECTIVES
+    }
 
 
 def anchor_objective(
@@ -221,6 +230,7 @@ def anchor_objective(
     sample_weight: Optional[npt.ArrayLike] = None,
     scale: Any = None,
     scale_steps: int = DEFAULT_SCALE_STEPS,
+    grid: Any = None,
     n_threads: Optional[int] = None,
 ) -> float:
     """The value of anchors on one of the search's objectives (what :func:`evolve_anchors` maximizes).
@@ -250,6 +260,10 @@ def anchor_objective(
         Scale augmentation (default None: none): the objective's mean over a uniform rescaling of
         the boxes by a factor in ``(lo, hi)`` (one number ``g``: YOLOv5's ``hyp.scale``, meaning
         ``(1 - g, 1 + g)``), over ``scale_steps`` scales (:func:`scale_augment`).
+    grid : DetectorGrid, optional
+        Score "avg_iou" and "recall" with the anchors placed on the detector's grids (the boxes
+        of ``grid`` are those of ``wh``; ``k`` must split evenly over its levels) instead of
+        corner-aligned. Not with ``scale``.
     n_threads : int, optional
         None for all threads, a positive count, or a negative one counting back from the maximum.
 
@@ -275,6 +289,11 @@ def anchor_objective(
     a = as_anchors(anchors)
     boxes = as_wh(wh)
     weights = as_weights(sample_weight, boxes.shape[0])
+    from ._grid import as_grid
+
+    grid = as_grid(grid)
+    if grid is not None and scale is not None:
+        raise ValueError("grid and scale cannot be combined: scale augmentation moves the boxes on the grid")
     if scale is not None:
         boxes, weights = scale_augment(boxes, scale, steps=scale_steps, sample_weight=weights)
     if not isinstance(iou_weighted, (bool, np.bool_)):
@@ -288,6 +307,7 @@ def anchor_objective(
         as_iou_thr(iou_thr),
         bool(iou_weighted),
         resolve_threads(n_threads),
+        grid,
     )
 
 

@@ -4,7 +4,8 @@ centre of every level, compared with the boxes by their IoU."""
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -14,7 +15,7 @@ from ._box_iou import as_boxes
 from ._fitness import _as_strides, as_anchors, sort_by_area
 from ._validation import as_float, as_real_array, as_wh, resolve_threads
 
-__all__ = ["grid_best_iou", "grid_recall"]
+__all__ = ["DetectorGrid", "grid_best_iou", "grid_recall"]
 
 
 def _grid_levels(anchors: Any, strides: Any) -> List[Tuple[float, np.ndarray]]:
@@ -60,6 +61,75 @@ def _check_cell_counts(levels: List[Tuple[float, np.ndarray]], b: np.ndarray, im
                 f"strides[{i}] = {s!r} is too small for these boxes: a coordinate or image size "
                 f"({reach:g}) divided by it overflows float64"
             )
+
+
+@dataclass(frozen=True, eq=False)
+class DetectorGrid:
+    """Where a detector places its anchors: the grids of its levels, for the IoU objectives.
+
+    Pass it as ``grid=`` to :func:`anchor_objective`, :func:`evolve_anchors` or
+    :func:`autoanchor`: the objectives "avg_iou" and "recall" then score each box against the
+    anchors placed at the cell centres of its image's grids (:func:`grid_best_iou`: the anchors
+    sorted by area and split evenly over the levels, finest first), instead of corner-aligned
+    with the box. The boxes are the same boxes, row for row, as the ``wh`` given with it.
+
+    Parameters
+    ----------
+    boxes_xyxy : array_like, shape (N, 4)
+        The boxes in pixels at the training size, corner form.
+    image_wh : array_like, shape (2,) or (N, 2)
+        The size of each box's image (the network input).
+    strides : sequence of float
+        The levels' strides in pixels, finest first.
+
+    Examples
+    --------
+    >>> import fastanchor
+    >>> grid = fastanchor.DetectorGrid([[0, 0, 16, 16], [100, 40, 140, 60]], (640, 640), strides=(8, 16))
+    >>> round(fastanchor.anchor_objective([[16, 16], [40, 20]], [[16, 16], [40, 20]], "avg_iou", grid=grid), 4)
+    1.0
+    """
+
+    boxes_xyxy: np.ndarray
+    image_wh: np.ndarray
+    strides: Tuple[float, ...] = (8, 16, 32)
+
+    def __post_init__(self) -> None:
+        b, img = _grid_inputs(self.boxes_xyxy, self.image_wh)  # finite corners, x1 < x2 and y1 < y2
+        strides = tuple(_as_strides(self.strides))
+        _check_cell_counts([(s, np.empty((0, 2))) for s in strides], b, img)
+        for name, value in (("boxes_xyxy", b), ("image_wh", np.ascontiguousarray(img)), ("strides", strides)):
+            if isinstance(value, np.ndarray):
+                value.setflags(write=False)
+            object.__setattr__(self, name, value)
+
+    def __len__(self) -> int:
+        return int(self.boxes_xyxy.shape[0])
+
+    def subset(self, keep: np.ndarray) -> DetectorGrid:
+        """The grid of the boxes selected by the boolean mask ``keep``."""
+        return DetectorGrid(self.boxes_xyxy[keep], self.image_wh[keep], self.strides)
+
+    def core_args(self, n: int, k: int) -> Dict[str, Any]:
+        """The core's keyword arguments, for ``n`` boxes and ``k`` anchors."""
+        if len(self) != n:
+            raise ValueError(f"grid has {len(self)} boxes but wh has {n}: give the grid of the same boxes")
+        if k % len(self.strides):
+            raise ValueError(
+                f"{k} anchors cannot be split evenly over the grid's {len(self.strides)} levels (strides {self.strides})"
+            )
+        return {
+            "grid_boxes": self.boxes_xyxy,
+            "grid_image_wh": self.image_wh,
+            "grid_strides": np.asarray(self.strides, dtype=np.float64),
+        }
+
+
+def as_grid(grid: Any) -> Optional[DetectorGrid]:
+    """``grid`` checked: None or a :class:`DetectorGrid`."""
+    if grid is None or isinstance(grid, DetectorGrid):
+        return grid
+    raise TypeError(f"grid must be a fastanchor.DetectorGrid or None, got {type(grid).__name__}")
 
 
 def grid_best_iou(

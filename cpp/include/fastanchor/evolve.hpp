@@ -11,6 +11,7 @@
 
 #include "common.hpp"
 #include "fitness/metrics.hpp"
+#include "fitness/grid_objective.hpp"
 #include "fitness/objectives.hpp"
 #include "fitness/tiles.hpp"
 #include "geometry.hpp"
@@ -39,6 +40,9 @@ struct EvolveOptions {
     std::uint64_t seed = 0;
     int n_threads = 1;
     Objective objective;  // what the search maximizes (default: YOLOv5's ratio fitness)
+    // When set, an IoU objective is scored with the anchors on the detector's grids
+    // (fitness/grid_objective.hpp) instead of corner-aligned; the boxes must be the same boxes.
+    const GridBoxes* grid = nullptr;
     // Generations run after `generations` as restarts (anchorwise: rounds of restart_length
     // generations, each from a perturbation of the best anchors; yolov5: more generations).
     int extra_generations = 0;
@@ -167,6 +171,7 @@ struct Scorer {
     const EvolveOptions& o;
     void operator()(const RatioAnchors* cands, int count, double* out) const {
         if (o.objective.kind == ObjectiveKind::Fitness) fitness_batch(T, cands, count, o.thr, out, o.n_threads);
+        else if (o.grid) grid_objective_batch(*o.grid, cands, count, o.objective, out, o.n_threads);
         else iou_objective_batch(T, cands, count, o.objective, out, o.n_threads);
     }
 };

@@ -13,6 +13,7 @@ import numpy as np
 from .._augment import as_scale_range
 from .._evolve import DEFAULT_BUDGET, AutoAnchorResult
 from .._fitness import DEFAULT_IOU_THR, OBJECTIVES, anchor_objective
+from .._grid import DetectorGrid
 from ..datasets._yaml import load_yaml_file
 from ..export._formats import MAX_DECIMALS
 from ._common import (
@@ -25,6 +26,7 @@ from ._common import (
     UI,
     YOLOV5_DEFAULT_ANCHORS,
     CLIError,
+    Loaded,
     add_dataset_options,
     describe,
     int_in_range,
@@ -37,7 +39,8 @@ from ._common import (
     strides_for,
 )
 
-#: The most fitness that rounding the written anchors may cost when --decimals is not given.
+#: The most fitness (and searched objective) that rounding the written anchors may cost when
+#: --decimals is not given.
 ROUNDING_TOLERANCE = 5e-4
 
 
@@ -82,6 +85,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         "recall for mmdetection configs, fitness without --model)",
     )
     a.add_argument("--iou-thr", type=float, default=DEFAULT_IOU_THR, help="the IoU of --objective recall (default 0.5)")
+    a.add_argument(
+        "--grid",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="score avg_iou and recall with the anchors placed on the detector's grids (cell centres per stride) "
+        "instead of corner-aligned with the boxes (default: on for mmdetection configs, whose assigner matches "
+        "anchors at grid positions; off otherwise)",
+    )
     a.add_argument(
         "--scale",
         type=parse_scale,
@@ -131,6 +142,27 @@ def _objective(args: argparse.Namespace, model_fmt: object) -> Tuple[str, str]:
     return OBJECTIVE_OF_FORMAT.get(str(model_fmt), "fitness"), f"the {model_fmt} --model"
 
 
+def _grid_of(ld: Loaded, strides: Sequence[float]) -> DetectorGrid:
+    """The boxes' grid at the network input: stretched, or letterboxed into a square (centred, as
+    YOLOv5's inference letterbox pads)."""
+    b = ld.boxes
+    if not np.isfinite(b.xy).all():
+        raise CLIError(f"{ld.name}: --grid needs the boxes' positions, and some are unknown")
+    img = b.image_wh
+    if ld.resize == "letterbox":
+        size = float(ld.img_size[0])
+        r = size / img.max(axis=1)
+        pad = (size - img * r[:, None]) / 2
+        x1y1 = b.xy * r[:, None] + pad
+        image = (size, size)
+    else:
+        r2 = np.array(ld.img_size, dtype=np.float64) / img
+        x1y1 = b.xy * r2
+        image = (float(ld.img_size[0]), float(ld.img_size[1]))
+    xyxy = np.concatenate([x1y1, x1y1 + ld.wh], axis=1)
+    return DetectorGrid(xyxy, image, tuple(strides))
+
+
 def parse_scale(text: str) -> object:
     """An argparse type: YOLOv5's hyp.scale G (a number) or a range LO,HI."""
     parts = [p for p in text.replace(" ", "").split(",") if p]
@@ -171,15 +203,21 @@ def _generations_run(result: AutoAnchorResult, asked: int) -> str:
     return f"{ran:,} generations ({asked} + {ran - asked:,} in restarts within the work budget)"
 
 
-def _auto_decimals(levels: Sequence[np.ndarray], wh: np.ndarray, thr: float) -> int:
-    """The fewest decimal places (0 to 3) whose rounding costs at most ROUNDING_TOLERANCE fitness."""
+def _auto_decimals(levels: Sequence[np.ndarray], wh: np.ndarray, thr: float, **objective: object) -> int:
+    """The fewest decimal places (0 to 3) whose rounding costs at most ROUNDING_TOLERANCE on the
+    fitness and on the searched objective (``objective``: anchor_objective's arguments)."""
     from .. import anchor_fitness
     from ..export import round_anchors
 
     exact = np.concatenate(levels)
     target = anchor_fitness(exact, wh, thr=thr).fitness - ROUNDING_TOLERANCE
+    goal = anchor_objective(exact, wh, thr=thr, **objective) - ROUNDING_TOLERANCE  # type: ignore[arg-type]
     for decimals in range(3):
-        if anchor_fitness(round_anchors(exact, decimals), wh, thr=thr).fitness >= target:
+        rounded = round_anchors(exact, decimals)
+        if (
+            anchor_fitness(rounded, wh, thr=thr).fitness >= target
+            and anchor_objective(rounded, wh, thr=thr, **objective) >= goal  # type: ignore[arg-type]
+        ):
             return decimals
     return 3
 
@@ -299,6 +337,10 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     objective, why = _objective(args, model_fmt)
     scaled = _scale_of(args)
     scale = None if scaled is None else scaled[0]
+    on_grid = args.grid if args.grid is not None else (model_fmt == "mmdet" and objective != "fitness")
+    if on_grid and scale is not None:
+        raise CLIError("--grid and scale augmentation (--scale, --hyp) cannot be combined; give --no-grid or drop it")
+    grid = _grid_of(ld, strides) if on_grid else None
     if not 0.0 < args.iou_thr <= 1.0:
         raise CLIError(f"--iou-thr must be in (0, 1], got {args.iou_thr}")
     t0 = time.perf_counter()
@@ -309,6 +351,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         generations=args.generations,
         budget=args.budget,
         scale=scale,
+        grid=grid,
         objective=objective,
         iou_thr=args.iou_thr,
         seed=args.seed,
@@ -317,10 +360,19 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     seconds = time.perf_counter() - t0
     keep = (ld.wh >= 2.0).any(axis=1)  # the boxes autoanchor fitted; every row is scored on them
     fit_wh = ld.wh[keep]
+    fit_grid = None if grid is None else grid.subset(keep)
 
     levels = split_levels(result.anchors, strides)
     if args.decimals is None:
-        args.decimals = _auto_decimals(levels, fit_wh, args.thr)
+        args.decimals = _auto_decimals(
+            levels,
+            fit_wh,
+            args.thr,
+            objective=objective,
+            iou_thr=args.iou_thr,
+            scale=scale,
+            grid=fit_grid if objective != "fitness" else None,
+        )
     written = [round_anchors(a, args.decimals) for a in levels]
     written_all = np.concatenate(written)
     rows: List[Tuple[str, Dict[str, float]]] = [
@@ -358,10 +410,20 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     # The last column scores the anchors as written (rounded), as the table above does. Under scale
     # augmentation the search's values are means over the scales, and the plain values follow.
     written_objectives = {
-        name: anchor_objective(written_all, fit_wh, name, thr=args.thr, iou_thr=args.iou_thr, scale=scale)
+        name: anchor_objective(
+            written_all,
+            fit_wh,
+            name,
+            thr=args.thr,
+            iou_thr=args.iou_thr,
+            scale=scale,
+            grid=fit_grid if name != "fitness" else None,
+        )
         for name in OBJECTIVES
     }
     under = "" if scaled is None else f", under scale augmentation {scale[0]:g}-{scale[1]:g} ({scaled[1]})"
+    if grid is not None:
+        under += ", IoU with the anchors on the detector's grids"
     ui.print(f"objective {objective} ({why}){under}; every objective, k-means -> evolved -> as written:")
     for name in OBJECTIVES:
         label = f"recall@{args.iou_thr:g}" if name == "recall" else name
@@ -449,6 +511,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
                 "written": written_objectives,
             },
             "scale": None if scale is None else list(scale),
+            "grid": grid is not None,
             "objectives_without_scale": plain_objectives,
             "seed": args.seed,
             "decimals": args.decimals,
