@@ -116,12 +116,30 @@ def test_autoanchor_drops_the_grid_rows_it_drops():
         ({"grid": "grid"}, TypeError, "DetectorGrid"),
         ({"grid": DetectorGrid([[0, 0, 5, 5]], (64, 64))}, ValueError, "grid has 1 boxes but wh has 2"),
         ({"grid": DetectorGrid([[0, 0, 5, 5], [1, 1, 4, 9]], (64, 64), (8, 16))}, ValueError, "split evenly"),
-        ({"grid": DetectorGrid([[0, 0, 5, 5], [1, 1, 4, 9]], (64, 64), (8,)), "scale": 0.5}, ValueError, "combined"),
     ],
 )
 def test_bad_grids_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):
         fastanchor.anchor_objective([[5, 5], [3, 8], [9, 9]], [[5, 5], [3, 8]], "avg_iou", **kwargs)
+
+
+def test_grid_under_scale_augmentation_is_the_mean_over_resized_images():
+    rng = np.random.default_rng(12)
+    wh, grid = random_grid(rng, 200, strides=(8, 16))
+    anchors = np.exp(rng.normal(3.0, 0.8, (4, 2)))
+    for objective in ("avg_iou", "recall"):
+        got = fastanchor.anchor_objective(anchors, wh, objective, grid=grid, scale=(0.5, 1.0), scale_steps=4)
+        per_scale = [
+            ref.grid_objective(anchors, s * grid.boxes_xyxy, s * grid.image_wh, (8, 16), objective)
+            for s in fastanchor.scale_grid((0.5, 1.0), 4)
+        ]
+        assert got == pytest.approx(float(np.mean(per_scale)), abs=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = fastanchor.autoanchor(
+            wh, 4, objective="recall", grid=grid, scale=0.3, scale_steps=3, generations=60, seed=0
+        )
+    assert r.value == fastanchor.anchor_objective(r.anchors, wh, "recall", grid=grid, scale=0.3, scale_steps=3)
 
 
 def test_bad_grid_boxes_are_refused():
@@ -161,7 +179,7 @@ def test_real_data_grid_search_beats_kmeans_on_the_grid(name):
 
 
 def test_cli_grid(capsys, tmp_path, voc):  # noqa: F811
-    from test_cli import GENERATIONS, MMDET_PY, run_json, run_main
+    from test_cli import GENERATIONS, MMDET_PY, run_json
 
     doc, _ = run_json(capsys, "anchors", voc, "--objective", "recall", "--grid", "--generations", GENERATIONS, "-q")
     assert doc["grid"] is True and doc["objective"] == "recall"
@@ -185,5 +203,8 @@ def test_cli_grid(capsys, tmp_path, voc):  # noqa: F811
     assert doc["grid"] is False
     doc, _ = run_json(capsys, "anchors", voc, "--generations", GENERATIONS, "-q")
     assert doc["grid"] is False
-    code, _, err = run_main(capsys, "anchors", voc, "--grid", "--objective", "recall", "--scale", "0.5", "-q")
-    assert code == 1 and "cannot be combined" in err
+    doc, _ = run_json(capsys, "anchors", voc, "--grid", "--objective", "recall", "--scale", "0.5", "-q")
+    assert doc["grid"] is True and doc["scale"] == [0.5, 1.5]
+    got = doc["objectives"]["written"]["recall"]
+    written = [a for level in doc["anchors"] for a in level]
+    assert got == fastanchor.anchor_objective(written, wh[keep], "recall", grid=grid, scale=0.5)

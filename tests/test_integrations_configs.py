@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -516,3 +517,38 @@ def test_ssd_config_written_parses_with_the_real_protos(tmp_path, capsys, which)
     )
     orig_block.ClearField("aspect_ratios")
     assert parsed == original  # everything but the ratios is the config's own
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("stem", "expected"),
+    [
+        ("yolov3_d53_8xb8-320-273e_coco", None),  # one training size: no multi-scale
+        ("yolov3_d53_8xb8-ms-416-273e_coco", (320 / 416, 1.0)),  # RandomResize 320-416, tested at 416
+        ("yolov3_d53_8xb8-ms-608-273e_coco", (320 / 608, 1.0)),  # RandomResize 320-608, tested at 608
+    ],
+)
+def test_mm_config_multiscale_training_is_read(stem, expected):
+    from fastanchor.export._mmconfig import train_scale_range
+
+    got = train_scale_range(str(_mm_configs("mmdet") / "yolo" / f"{stem}.py"))
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and got[0] == expected and "RandomResize" in got[1]
+
+
+@needs_coco_json
+@pytest.mark.integration
+def test_anchors_for_an_mm_config_fit_its_grid_and_training_scales(capsys):
+    template = _mm_configs("mmdet") / "yolo" / "yolov3_d53_8xb8-ms-416-273e_coco.py"
+    code = main(["anchors", str(COCO_JSON), "--model", str(template), "--generations", "30", "--json", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["objective"] == "recall" and doc["grid"] is True and doc["scale"] == [320 / 416, 1.0]
+    # an explicit --scale 0 turns the augmentation off
+    code = main(
+        ["anchors", str(COCO_JSON), "--model", str(template), "--generations", "30", "--scale", "0", "--json", "-q"]
+    )
+    assert code == 0 and json.loads(capsys.readouterr().out)["scale"] is None

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from ._augment import DEFAULT_SCALE_STEPS, as_scale_range, scale_augment
+from ._augment import DEFAULT_SCALE_STEPS, as_scale_range, scale_augment, scale_grid
 from ._fitness import (
     DEFAULT_IOU_THR,
     DEFAULT_THR,
@@ -241,11 +241,11 @@ def _check_objective_args(objective: Any, iou_thr: Any, iou_weighted: Any, budge
     return objective, iou_thr, bool(iou_weighted), budget
 
 
-def _checked_grid(grid: Any, scale: Any) -> Optional[DetectorGrid]:
-    grid = as_grid(grid)
-    if grid is not None and scale is not None:
-        raise ValueError("grid and scale cannot be combined: scale augmentation moves the boxes on the grid")
-    return grid
+def _scaled_grid(grid: Optional[DetectorGrid], scale: Any, steps: int) -> Optional[DetectorGrid]:
+    """The grid that goes with scale_augment's boxes (the images resized by each scale)."""
+    if grid is None or scale is None:
+        return grid
+    return grid.scaled(scale_grid(scale, steps))
 
 
 def _extra_generations(budget: int, n: int, generations: int) -> int:
@@ -415,7 +415,8 @@ def evolve_anchors(
         (:class:`DetectorGrid`, of the same boxes as ``wh``; ``k`` must split evenly over its
         levels) instead of corner-aligned. Each evaluation then places every anchor at the four
         cells nearest each box: about four times the work of the corner-aligned objective, with
-        no pruning. Not with ``scale``.
+        no pruning. With ``scale``, the images are resized by each scale (boxes, image sizes and
+        so the cell counts scale; the strides do not), as multi-scale training resizes them.
     seed : int, numpy.random.Generator, numpy.random.SeedSequence or None
         The same input and seed give bit-identical results for any ``n_threads``.
     n_threads : int, optional
@@ -443,7 +444,7 @@ def evolve_anchors(
     a = as_anchors(anchors)
     boxes = as_wh(wh)
     weights = as_weights(sample_weight, boxes.shape[0])
-    grid = _checked_grid(grid, scale)
+    grid = _scaled_grid(as_grid(grid), scale, scale_steps)
     if scale is not None:
         boxes, weights = scale_augment(boxes, scale, steps=scale_steps, sample_weight=weights)
     t = as_thr(thr)
@@ -594,7 +595,7 @@ def autoanchor(
             if not weights.sum() > 0:
                 raise ValueError("every box with a positive weight is smaller than 2 pixels on both sides")
 
-    grid = _checked_grid(grid, scale)
+    grid = as_grid(grid)
     if grid is not None and n_dropped:
         grid = grid.subset(keep)
     n_fitted = int(boxes.shape[0])
@@ -602,6 +603,7 @@ def autoanchor(
     if scale is not None:
         scale_range = as_scale_range(scale)
         boxes, weights = scale_augment(boxes, scale_range, steps=scale_steps, sample_weight=weights)
+        grid = _scaled_grid(grid, scale_range, scale_steps)
 
     km = kmeans_iou(
         boxes, k, n_init=n_init, tol=tol, sample_weight=weights, seed=gen, n_threads=threads, progress=progress

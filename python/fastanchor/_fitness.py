@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from ._augment import DEFAULT_SCALE_STEPS, scale_augment
+from ._augment import DEFAULT_SCALE_STEPS, scale_augment, scale_grid
 from ._results import Result
 from ._validation import MAX_ANCHORS, as_float, as_real_array, as_weights, as_wh, resolve_threads
 
@@ -263,7 +263,8 @@ def anchor_objective(
     grid : DetectorGrid, optional
         Score "avg_iou" and "recall" with the anchors placed on the detector's grids (the boxes
         of ``grid`` are those of ``wh``; ``k`` must split evenly over its levels) instead of
-        corner-aligned. Not with ``scale``.
+        corner-aligned. With ``scale``, the images are resized by each scale (boxes, image sizes
+        and so the cell counts scale; the strides do not), as multi-scale training resizes them.
     n_threads : int, optional
         None for all threads, a positive count, or a negative one counting back from the maximum.
 
@@ -292,10 +293,10 @@ def anchor_objective(
     from ._grid import as_grid
 
     grid = as_grid(grid)
-    if grid is not None and scale is not None:
-        raise ValueError("grid and scale cannot be combined: scale augmentation moves the boxes on the grid")
     if scale is not None:
         boxes, weights = scale_augment(boxes, scale, steps=scale_steps, sample_weight=weights)
+        if grid is not None:
+            grid = grid.scaled(scale_grid(scale, scale_steps))
     if not isinstance(iou_weighted, (bool, np.bool_)):
         raise TypeError(f"iou_weighted must be a bool, got {type(iou_weighted).__name__}")
     return _objective(

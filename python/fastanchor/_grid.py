@@ -106,6 +106,17 @@ class DetectorGrid:
     def __len__(self) -> int:
         return int(self.boxes_xyxy.shape[0])
 
+    def scaled(self, scales: np.ndarray) -> DetectorGrid:
+        """The grid of the images resized by each factor of ``scales`` in turn (boxes and image
+        sizes scaled about the origin, the strides kept): the grid that goes with
+        :func:`scale_augment`'s boxes, scale by scale."""
+        s = np.asarray(scales, dtype=np.float64)
+        return DetectorGrid(
+            (s[:, None, None] * self.boxes_xyxy[None]).reshape(-1, 4),
+            (s[:, None, None] * self.image_wh[None]).reshape(-1, 2),
+            self.strides,
+        )
+
     def subset(self, keep: np.ndarray) -> DetectorGrid:
         """The grid of the boxes selected by the boolean mask ``keep``."""
         return DetectorGrid(self.boxes_xyxy[keep], self.image_wh[keep], self.strides)

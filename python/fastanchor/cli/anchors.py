@@ -98,7 +98,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         type=parse_scale,
         help="scale augmentation: fit the anchors to the boxes as training rescales them, by a factor uniform in "
         "[1-G, 1+G] (G: YOLOv5's hyp.scale, e.g. 0.5) or in LO,HI (e.g. 0.53,1 for mmdetection's 320-608 "
-        "multi-scale at 608); the report gives every objective with and without it (default: none, unless --hyp)",
+        "multi-scale at 608); the report gives every objective with and without it (default: from --hyp, or "
+        "from an mmdetection --model's training pipeline when mmengine can read it; 0 for none)",
     )
     a.add_argument(
         "--hyp",
@@ -177,11 +178,16 @@ def parse_scale(text: str) -> object:
     raise argparse.ArgumentTypeError(f"expected a number such as 0.5 or a range such as 0.5,1.5, got {text[:40]!r}")
 
 
-def _scale_of(args: argparse.Namespace) -> Optional[Tuple[Tuple[float, float], str]]:
-    """The scale range to fit for and where it came from, or None."""
+def _scale_of(args: argparse.Namespace, model_fmt: object) -> Optional[Tuple[Tuple[float, float], str]]:
+    """The scale range to fit for and where it came from, or None: --scale (0 for none), else
+    --hyp's scale, else an mmdetection --model's multi-scale training pipeline."""
     if args.scale is not None:
-        return args.scale, "--scale"
+        return None if args.scale == (1.0, 1.0) else (args.scale, "--scale")
     if args.hyp is None:
+        if model_fmt == "mmdet" and args.model:
+            from ..export._mmconfig import train_scale_range
+
+            return train_scale_range(args.model)
         return None
     hyp = load_yaml_file(args.hyp)
     if not isinstance(hyp, dict) or "scale" not in hyp:
@@ -335,11 +341,9 @@ def run(args: argparse.Namespace, ui: UI) -> int:
     )
 
     objective, why = _objective(args, model_fmt)
-    scaled = _scale_of(args)
+    scaled = _scale_of(args, model_fmt)
     scale = None if scaled is None else scaled[0]
     on_grid = args.grid if args.grid is not None else (model_fmt == "mmdet" and objective != "fitness")
-    if on_grid and scale is not None:
-        raise CLIError("--grid and scale augmentation (--scale, --hyp) cannot be combined; give --no-grid or drop it")
     grid = _grid_of(ld, strides) if on_grid else None
     if not 0.0 < args.iou_thr <= 1.0:
         raise CLIError(f"--iou-thr must be in (0, 1], got {args.iou_thr}")

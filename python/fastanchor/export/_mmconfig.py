@@ -116,6 +116,53 @@ def merged_strides(path: str) -> Optional[List[Any]]:
         return None
 
 
+def _train_pipeline(cfg: Any) -> List[Any]:
+    """The training pipeline of a loaded config (through dataset wrappers such as RepeatDataset)."""
+    dataset = (cfg.get("train_dataloader") or {}).get("dataset") or {}
+    for _ in range(4):  # RepeatDataset / MultiImageMixDataset / ClassBalancedDataset hold a dataset
+        if isinstance(dataset, dict) and "pipeline" in dataset:
+            return list(dataset.get("pipeline") or [])
+        dataset = dataset.get("dataset") if isinstance(dataset, dict) else None
+    return list(cfg.get("train_pipeline") or [])
+
+
+def _side(scale: Any) -> Optional[float]:
+    """The long side of an mmcv ``scale`` (w, h) of two positive numbers, or None."""
+    numbers = isinstance(scale, (list, tuple)) and len(scale) == 2 and all(isinstance(v, (int, float)) for v in scale)
+    return float(max(scale)) if numbers and all(v > 0 for v in scale) else None
+
+
+def train_scale_range(path: str) -> Optional[Tuple[Tuple[float, float], str]]:
+    """The random rescaling of a config's training pipeline, as a factor range against the size it
+    tests at: a ``Resize``/``RandomResize`` step with two scales (multi-scale: ``scale=[(320, 320),
+    (608, 608)]`` at a test size of 608 gives (0.526, 1.0)) or a ``ratio_range``. ``((lo, hi),
+    what)``, or None when mmengine is absent, the config does not load or has no such step."""
+    try:
+        from mmengine.config import Config
+
+        cfg = Config.fromfile(path, import_custom_modules=False)
+    except Exception:
+        return None
+    test = config_image_size(cfg)
+    for step in _train_pipeline(cfg):
+        if not isinstance(step, dict) or "Resize" not in str(step.get("type", "")):
+            continue
+        kind = str(step.get("type"))
+        ratio = step.get("ratio_range")
+        scale = step.get("scale", step.get("img_scale"))
+        if isinstance(ratio, (list, tuple)) and len(ratio) == 2 and all(isinstance(v, (int, float)) for v in ratio):
+            base = _side(scale)
+            f = base / max(test) if base is not None and test is not None else 1.0
+            lo, hi = sorted(float(v) * f for v in ratio)
+            return (lo, hi), f"{kind} ratio_range {list(ratio)} in {os.path.basename(path)}"
+        if isinstance(scale, (list, tuple)) and len(scale) == 2 and test is not None:
+            sides = [_side(v) for v in scale]
+            if all(v is not None for v in sides):
+                lo, hi = sorted(float(v) / max(test) for v in sides if v is not None)
+                return (lo, hi), f"{kind} scales {[tuple(v) for v in scale]} at {max(test)} in {os.path.basename(path)}"
+    return None
+
+
 def config_image_size(cfg: Any) -> Optional[Tuple[int, int]]:
     """The image size a loaded mmdet/mmyolo config trains at: mmyolo's top-level ``img_scale``,
     else the test pipeline's ``Resize`` ``scale`` / ``img_scale``; None when there is none."""
