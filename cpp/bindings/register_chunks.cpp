@@ -256,6 +256,32 @@ U64Array chunk_fitness(const Array& wh, const Array& anchors, double thr) {
     return out;
 }
 
+// The initial anchors of the in-memory fit's first run on `wh` (kmeans/driver.hpp, kmeans_iou), in
+// the order the run starts from: k-means++ or random, from the core seed (resolved by the caller).
+py::array_t<double> chunk_init(const py::array& wh, int k, const std::string& init, std::uint64_t seed, int n_threads) {
+    py::object keep;
+    const fa::BoxRows rows = chunk_rows(wh, keep);
+    const int kind = choice(init, "init", {"k-means++", "random"});
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    if (k < 1 || k > n) throw py::value_error("need 1 <= k <= len(wh)");
+    PyMonitor mon{py::none()};
+    fa::WhSet A;
+    {
+        py::gil_scoped_release release;
+        const fa::PollScope poll(mon);
+        const fa::Problem p = fa::Problem::make(rows, nullptr, n, false, n_threads);
+        fa::Rng rng(fa::derive_seed(seed, 0));
+        A = kind == 0 ? fa::init_kmeanspp(p, k, rng, n_threads, mon, 0) : fa::init_random(p, k, rng);
+    }
+    py::array_t<double> out({static_cast<py::ssize_t>(k), py::ssize_t{2}});
+    auto o = out.mutable_unchecked<2>();
+    for (int j = 0; j < k; ++j) {
+        o(j, 0) = A.w[j];
+        o(j, 1) = A.h[j];
+    }
+    return out;
+}
+
 }  // namespace
 
 void register_chunks(py::module_& m) {
@@ -265,6 +291,8 @@ void register_chunks(py::module_& m) {
     m.def("_chunk_worst", &chunk_worst, py::arg("wh"), py::arg("anchors"), py::arg("m"));
     m.def("_chunk_avg_iou", &chunk_avg_iou, py::arg("wh"), py::arg("anchors"), py::arg("offset"), py::arg("n_total"));
     m.def("_chunk_fitness", &chunk_fitness, py::arg("wh"), py::arg("anchors"), py::arg("thr"));
+    m.def("_chunk_init", &chunk_init, py::arg("wh"), py::arg("k"), py::arg("init"), py::arg("seed"),
+          py::arg("n_threads"));
 }
 
 }  // namespace fastanchor_py

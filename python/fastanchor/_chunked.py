@@ -122,7 +122,7 @@ class Layout:
     bins: int
 
     @staticmethod
-    def of(lo: Sequence[int], hi: Sequence[int], bins: int = MEDIAN_BINS) -> "Layout":
+    def of(lo: Sequence[int], hi: Sequence[int], bins: int = MEDIAN_BINS) -> Layout:
         shifts = []
         for X in range(2):
             span, s = hi[X] - lo[X], 0
@@ -201,6 +201,8 @@ def mean_update(part: Partial, anchors: np.ndarray) -> Tuple[np.ndarray, np.ndar
 
 
 def task_select(block: Any, offset: int, anchors: np.ndarray, plan: Dict[str, Any]) -> Partial:
+    """For each target t (a rank of the median, 0 or 1) and coordinate X, the values of cluster c
+    whose keys lie in [first, last] (gather), or their histogram over finer bins (refine)."""
     rows = chunk_rows(block)
     labels = _core._chunk_lloyd(
         wh=rows,
@@ -216,102 +218,105 @@ def task_select(block: Any, offset: int, anchors: np.ndarray, plan: Dict[str, An
     )["labels"]
     k = anchors.shape[0]
     bins = plan["bins"]
-    out: Partial = {"values": [], "labels": [], "hist": np.zeros((2, k, bins), np.uint64)}
+    out: Partial = {"values": {}, "labels": {}, "hist": np.zeros((2, 2, k, bins), np.uint64)}
     keys = rows.astype(np.float32).view(np.uint32).astype(np.int64)
-    for X in range(2):
-        first = plan["first"][X][labels]
-        last = plan["last"][X][labels]
-        kx = keys[:, X]
-        inside = (kx >= first) & (kx <= last)
-        gather = inside & plan["gather"][X][labels]
-        refine = inside & plan["refine"][X][labels]
-        out["values"].append(rows[gather, X].astype(np.float64))
-        out["labels"].append(labels[gather].astype(np.int32))
-        if refine.any():
-            lab = labels[refine].astype(np.int64)
-            sub = (kx[refine] - first[refine]) >> plan["shift"][X][lab]
-            sub = np.minimum(sub, bins - 1)
-            out["hist"][X] += np.bincount(lab * bins + sub, minlength=k * bins).reshape(k, bins).astype(np.uint64)
+    for t in range(2):
+        for X in range(2):
+            first = plan["first"][t, X][labels]
+            last = plan["last"][t, X][labels]
+            kx = keys[:, X]
+            inside = (kx >= first) & (kx <= last)
+            gather = inside & plan["gather"][t, X][labels]
+            refine = inside & plan["refine"][t, X][labels]
+            out["values"][(t, X)] = rows[gather, X].astype(np.float64)
+            out["labels"][(t, X)] = labels[gather].astype(np.int32)
+            if refine.any():
+                lab = labels[refine].astype(np.int64)
+                sub = np.minimum((kx[refine] - first[refine]) >> plan["shift"][t, X][lab], bins - 1)
+                counts = np.bincount(lab * bins + sub, minlength=k * bins).reshape(k, bins)
+                out["hist"][t, X] += counts.astype(np.uint64)
     return out
 
 
 def merge_select(a: Partial, b: Partial) -> Partial:
     return {
-        "values": [np.concatenate([x, y]) for x, y in zip(a["values"], b["values"])],
-        "labels": [np.concatenate([x, y]) for x, y in zip(a["labels"], b["labels"])],
+        "values": {key: np.concatenate([v, b["values"][key]]) for key, v in a["values"].items()},
+        "labels": {key: np.concatenate([v, b["labels"][key]]) for key, v in a["labels"].items()},
         "hist": a["hist"] + b["hist"],
     }
+
+
+def _narrow(cum: np.ndarray, rank: int) -> Tuple[int, int]:
+    """The bin holding 0-based rank `rank` of a histogram's cumulative counts, and the count below it."""
+    b = int(np.searchsorted(cum, rank, side="right"))
+    return b, int(cum[b - 1]) if b > 0 else 0
 
 
 def median_update(
     ex: Executor, part: Partial, anchors: np.ndarray, layout: Layout, f32: bool
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """The new anchors of the clusters with boxes (the median, interpolated like numpy.median) and
-    the mask of the empty clusters."""
+    """The new anchors of the clusters with boxes (the median, interpolated like numpy.median:
+    the mean of the values of ranks (n - 1) // 2 and n // 2) and the mask of the empty clusters.
+
+    Each rank is a target with a key range [first, last] known to hold it, and `rank`, its rank
+    among the cluster's values in that range. A target whose range holds at most GATHER_MAX values
+    of the cluster (or a single key) gathers them; another cuts its range into MEDIAN_BINS finer
+    bins, so every pass narrows it until one of those holds."""
     k = anchors.shape[0]
     new = anchors.copy()
     count = part["count"].astype(np.int64)
-    # Per (X, c): the key range [first, last] holding ranks r_lo..r_hi (0-based), `below` values
-    # of the cluster under it, `inside` in it.
-    state: Dict[Tuple[int, int], Dict[str, int]] = {}
+    found: Dict[Tuple[int, int, int], float] = {}
+    state: Dict[Tuple[int, int, int], Dict[str, int]] = {}
     for X in range(2):
         for c in range(k):
             n = int(count[c])
             if n == 0:
                 continue
-            r_lo, r_hi = (n - 1) // 2, n // 2
             cum = np.cumsum(part["hist"][X, c].astype(np.int64))
-            b_lo = int(np.searchsorted(cum, r_lo, side="right"))
-            b_hi = int(np.searchsorted(cum, r_hi, side="right"))
-            first, last = layout.key_range(X, b_lo, b_hi)
-            below = int(cum[b_lo - 1]) if b_lo > 0 else 0
-            state[(X, c)] = dict(first=first, last=last, below=below, inside=int(cum[b_hi]) - below, n=n)
+            for t, rank in enumerate(((n - 1) // 2, n // 2)):
+                b, below = _narrow(cum, rank)
+                first, last = layout.key_range(X, b, b)
+                state[(t, X, c)] = dict(first=first, last=last, rank=rank - below, inside=int(cum[b]) - below)
     while state:
-        plan_first = np.zeros((2, k), np.int64)
-        plan_last = np.full((2, k), -1, np.int64)
-        gather = np.zeros((2, k), bool)
-        refine = np.zeros((2, k), bool)
-        shift = np.zeros((2, k), np.int64)
-        for (X, c), s in list(state.items()):
+        shape = (2, 2, k)
+        plan_first, plan_last = np.zeros(shape, np.int64), np.full(shape, -1, np.int64)
+        gather, refine, shift = np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape, np.int64)
+        for key, s in list(state.items()):
             if s["first"] == s["last"] and f32:
-                # One key: one float32 value.
-                v = float(np.array([s["first"]], np.uint32).view(np.float32)[0])
-                new[c, X] = v
-                del state[(X, c)]
+                found[key] = float(np.array([s["first"]], np.uint32).view(np.float32)[0])  # one key, one value
+                del state[key]
                 continue
-            plan_first[X, c], plan_last[X, c] = s["first"], s["last"]
+            plan_first[key], plan_last[key] = s["first"], s["last"]
             span = s["last"] - s["first"]
             if s["inside"] <= GATHER_MAX or span == 0:
-                gather[X, c] = True
+                gather[key] = True
             else:
                 sh = 0
                 while (span >> sh) >= MEDIAN_BINS:
                     sh += 1
-                refine[X, c] = True
-                shift[X, c] = sh
+                refine[key], shift[key] = True, sh
         if not state:
             break
         plan = dict(first=plan_first, last=plan_last, gather=gather, refine=refine, shift=shift, bins=MEDIAN_BINS)
         got = ex.run(task_select, (anchors, plan), merge_select)
-        for (X, c), s in list(state.items()):
-            n = s["n"]
-            r_lo, r_hi = (n - 1) // 2 - s["below"], n // 2 - s["below"]
-            if gather[X, c]:
-                vals = np.sort(got["values"][X][got["labels"][X] == c])
-                lo, hi = float(vals[r_lo]), float(vals[r_hi])
-                new[c, X] = lo if n % 2 == 1 else (lo + hi) / 2.0
-                del state[(X, c)]
+        for key, s in list(state.items()):
+            t, X, c = key
+            if gather[key]:
+                vals = np.sort(got["values"][(t, X)][got["labels"][(t, X)] == c])
+                found[key] = float(vals[s["rank"]])
+                del state[key]
             else:
-                cum = np.cumsum(got["hist"][X, c].astype(np.int64))
-                b_lo = int(np.searchsorted(cum, r_lo, side="right"))
-                b_hi = int(np.searchsorted(cum, r_hi, side="right"))
-                sh = int(shift[X, c])
-                base = s["first"]
-                first = base + (b_lo << sh)
-                last = min(s["last"], base + ((b_hi + 1) << sh) - 1) if b_hi < MEDIAN_BINS - 1 else s["last"]
-                below = s["below"] + (int(cum[b_lo - 1]) if b_lo > 0 else 0)
-                inside = int(cum[b_hi]) - (int(cum[b_lo - 1]) if b_lo > 0 else 0)
-                state[(X, c)] = dict(first=first, last=last, below=below, inside=inside, n=n)
+                cum = np.cumsum(got["hist"][t, X, c].astype(np.int64))
+                b, below = _narrow(cum, s["rank"])
+                sh = int(shift[key])
+                first = s["first"] + (b << sh)
+                last = s["last"] if b == MEDIAN_BINS - 1 else min(s["last"], s["first"] + ((b + 1) << sh) - 1)
+                state[key] = dict(first=first, last=last, rank=s["rank"] - below, inside=int(cum[b]) - below)
+    for c in range(k):
+        if count[c] > 0:
+            for X in range(2):
+                lo, hi = found[(0, X, c)], found[(1, X, c)]
+                new[c, X] = lo if count[c] % 2 == 1 else (lo + hi) / 2.0
     return new, count == 0
 
 
@@ -544,8 +549,7 @@ def initial_anchors(
     ``take_rows(index)`` of a uniform sample of ``init_sample`` rows (sorted row indices drawn
     from the seed; all rows, index None, when there are no more) by the in-memory core. The sample
     depends on the seed and N only, so the initial anchors do not depend on the chunking."""
-    from . import _kmeans
-    from ._validation import as_int, as_wh, resolve_seed
+    from ._validation import as_int, as_wh, distinct_rows_at_least, resolve_seed, resolve_threads
 
     if isinstance(init, str):
         if init not in _INITS:
@@ -554,13 +558,17 @@ def initial_anchors(
             raise ValueError(f"k={k} is larger than the number of boxes ({n})")
         init_sample = as_int(init_sample, "init_sample", minimum=1)
         if n <= init_sample:
-            sample, fit_seed = take_rows(None), seed
+            sample, core_seed = take_rows(None), resolve_seed(seed)
         else:
             rng = np.random.default_rng(resolve_seed(seed))
             index = np.sort(rng.choice(n, size=init_sample, replace=False))
-            sample, fit_seed = take_rows(index), rng
-        out = _kmeans.kmeans_iou(sample, k, init=init, max_iter=0, seed=fit_seed, n_init=1)
-        return np.array(out.anchors, dtype=np.float64)
+            sample, core_seed = take_rows(index), resolve_seed(rng)
+        distinct = distinct_rows_at_least(sample, k)
+        if k > distinct:
+            where = "distinct boxes" if n <= len(sample) else f"distinct boxes in the sample of {len(sample)} rows"
+            raise ValueError(f"k={k} is larger than the number of {where} ({distinct})")
+        # The in-memory fit's initial anchors, in the order its first run starts from.
+        return np.asarray(_core._chunk_init(wh=sample, k=k, init=init, seed=core_seed, n_threads=resolve_threads(None)))
     anchors = as_wh(init, "init")
     if anchors.shape[0] != k:
         raise ValueError(f"init has {anchors.shape[0]} anchors but k={k}")

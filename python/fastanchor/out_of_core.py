@@ -47,8 +47,10 @@ def open_rows(source: Any, name: str = "wh") -> List[np.ndarray]:
             raise ValueError(f"{name} must have shape (N, 2) of (width, height), got shape {arr.shape}")
         return arr
 
-    if isinstance(source, (list, tuple)) and source and all(
-        isinstance(x, (str, os.PathLike, np.ndarray)) for x in source
+    if (
+        isinstance(source, (list, tuple))
+        and source
+        and all(isinstance(x, (str, os.PathLike, np.ndarray)) for x in source)
     ):
         return [one(x) for x in source]
     return [one(source)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import dask
