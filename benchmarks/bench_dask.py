@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -32,6 +31,15 @@ K = 9
 
 def _digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM: unlike ru_maxrss, not inherited across fork)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def run_mode(mode: str, path: str, init: np.ndarray, max_iter: int, update: str) -> dict:
@@ -54,25 +62,28 @@ def run_mode(mode: str, path: str, init: np.ndarray, max_iter: int, update: str)
         import fastanchor.dask as fd
 
         workers = int(mode[-1])
-        with distributed.LocalCluster(
-            n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0", silence_logs=40
-        ) as cl, distributed.Client(cl) as client:
+        with (
+            distributed.LocalCluster(
+                n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0", silence_logs=40
+            ) as cl,
+            distributed.Client(cl) as client,
+        ):
             x = da.from_array(np.array(wh), chunks=(1 << 20, 2)).persist()
             distributed.wait(x)
             t = time.perf_counter()
             r = fd.kmeans_iou(x, K, init=init, update=update, max_iter=max_iter, client=client)
             secs = time.perf_counter() - t
-            worker_rss = max(client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).values())
+            worker_rss = max(client.run(peak_rss_mb).values())
     out = {
         "mode": mode,
         "seconds": secs,
         "n_iter": r.n_iter,
         "anchors": _digest(r.anchors),
         "avg_iou": r.avg_iou,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
     if mode.startswith("dask"):
-        out["worker_peak_rss_mb"] = worker_rss / 1024
+        out["worker_peak_rss_mb"] = worker_rss
     return out
 
 

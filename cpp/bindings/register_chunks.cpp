@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -144,6 +145,70 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
         std::copy(part.hist.begin(), part.hist.end(), hist.mutable_data());
         d["hist"] = hist;
     }
+    return d;
+}
+
+// The median's selection pass over a chunk (python/fastanchor/_chunked.py, task_select): labels
+// against `anchors`, then for each target t (a median rank, 0 or 1), coordinate X and cluster c
+// with mode[t, X, c] = 1 the values of cluster c along X whose float32 keys lie in
+// [first, last][t, X, c] (returned per (t, X) as values and labels, in row order), and with mode 2
+// their histogram over bins of 2^shift[t, X, c] keys from first (hist (2, 2, k, bins)).
+py::dict chunk_select(const py::array& wh, const Array& anchors, const IndexArray& first, const IndexArray& last,
+                      const py::array_t<std::int8_t, py::array::c_style | py::array::forcecast>& mode,
+                      const IndexArray& shift, int bins) {
+    py::object keep;
+    const fa::BoxRows rows = chunk_rows(wh, keep);
+    checked_anchors(anchors, "anchors");
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const int k = static_cast<int>(anchors.shape(0));
+    const auto plan = static_cast<py::ssize_t>(4 * k);
+    if (first.size() != plan || last.size() != plan || mode.size() != plan || shift.size() != plan)
+        throw py::value_error("first, last, mode and shift must have shape (2, 2, k)");
+    if (bins < 1) throw py::value_error("bins must be >= 1");
+    const fa::WhSet A = whset_of(anchors);
+    const std::int64_t *fp = first.data(), *lp = last.data(), *sp = shift.data();
+    const std::int8_t* mp = mode.data();
+    for (py::ssize_t j = 0; j < plan; ++j)
+        if (mp[j] == 2 && (sp[j] < 0 || sp[j] > 32)) throw py::value_error("shift must be in [0, 32]");
+    std::vector<double> vals[4];
+    std::vector<std::int32_t> labs[4];
+    U64Array hist({py::ssize_t{2}, py::ssize_t{2}, static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(bins)});
+    std::uint64_t* hp = hist.mutable_data();
+    std::fill(hp, hp + hist.size(), std::uint64_t{0});
+    {
+        py::gil_scoped_release release;
+        std::vector<std::int32_t> labels(static_cast<std::size_t>(n));
+        fa::lloyd_step(rows, n, A, labels.data(), fa::StepMode::AssignOnly, nullptr, nullptr);
+        for (fa::index_t i = 0; i < n; ++i) {
+            const int c = labels[static_cast<std::size_t>(i)];
+            for (int X = 0; X < 2; ++X) {
+                const double v = rows.f32 ? static_cast<double>(rows.f32[2 * i + X]) : rows.f64[2 * i + X];
+                const float f = static_cast<float>(v);
+                std::uint32_t key;
+                std::memcpy(&key, &f, sizeof key);
+                for (int t = 0; t < 2; ++t) {
+                    const std::size_t j = (static_cast<std::size_t>(t) * 2 + X) * k + c;
+                    if (mp[j] == 0 || key < fp[j] || key > lp[j]) continue;
+                    if (mp[j] == 1) {
+                        vals[t * 2 + X].push_back(v);
+                        labs[t * 2 + X].push_back(c);
+                    } else {
+                        const std::int64_t b = std::min<std::int64_t>((key - fp[j]) >> sp[j], bins - 1);
+                        ++hp[j * bins + static_cast<std::size_t>(b)];
+                    }
+                }
+            }
+        }
+    }
+    py::list values, labels;
+    for (int q = 0; q < 4; ++q) {
+        values.append(py::array_t<double>(static_cast<py::ssize_t>(vals[q].size()), vals[q].data()));
+        labels.append(py::array_t<std::int32_t>(static_cast<py::ssize_t>(labs[q].size()), labs[q].data()));
+    }
+    py::dict d;
+    d["values"] = values;
+    d["labels"] = labels;
+    d["hist"] = hist;
     return d;
 }
 
@@ -288,6 +353,8 @@ void register_chunks(py::module_& m) {
     m.def("_chunk_lloyd", &chunk_lloyd, py::arg("wh"), py::arg("anchors"), py::arg("prev_anchors"), py::arg("mode"),
           py::arg("key_lo_w"), py::arg("key_lo_h"), py::arg("shift_w"), py::arg("shift_h"), py::arg("bins"),
           py::arg("want_labels"));
+    m.def("_chunk_select", &chunk_select, py::arg("wh"), py::arg("anchors"), py::arg("first"), py::arg("last"),
+          py::arg("mode"), py::arg("shift"), py::arg("bins"));
     m.def("_chunk_worst", &chunk_worst, py::arg("wh"), py::arg("anchors"), py::arg("m"));
     m.def("_chunk_avg_iou", &chunk_avg_iou, py::arg("wh"), py::arg("anchors"), py::arg("offset"), py::arg("n_total"));
     m.def("_chunk_fitness", &chunk_fitness, py::arg("wh"), py::arg("anchors"), py::arg("thr"));

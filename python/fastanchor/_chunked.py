@@ -204,38 +204,22 @@ def task_select(block: Any, offset: int, anchors: np.ndarray, plan: Dict[str, An
     """For each target t (a rank of the median, 0 or 1) and coordinate X, the values of cluster c
     whose keys lie in [first, last] (gather), or their histogram over finer bins (refine)."""
     rows = chunk_rows(block)
-    labels = _core._chunk_lloyd(
+    mode = plan["gather"].astype(np.int8) + 2 * plan["refine"].astype(np.int8)
+    out = _core._chunk_select(
         wh=rows,
         anchors=anchors,
-        prev_anchors=None,
-        mode="assign",
-        key_lo_w=0,
-        key_lo_h=0,
-        shift_w=0,
-        shift_h=0,
-        bins=1,
-        want_labels=True,
-    )["labels"]
-    k = anchors.shape[0]
-    bins = plan["bins"]
-    out: Partial = {"values": {}, "labels": {}, "hist": np.zeros((2, 2, k, bins), np.uint64)}
-    keys = rows.astype(np.float32).view(np.uint32).astype(np.int64)
-    for t in range(2):
-        for X in range(2):
-            first = plan["first"][t, X][labels]
-            last = plan["last"][t, X][labels]
-            kx = keys[:, X]
-            inside = (kx >= first) & (kx <= last)
-            gather = inside & plan["gather"][t, X][labels]
-            refine = inside & plan["refine"][t, X][labels]
-            out["values"][(t, X)] = rows[gather, X].astype(np.float64)
-            out["labels"][(t, X)] = labels[gather].astype(np.int32)
-            if refine.any():
-                lab = labels[refine].astype(np.int64)
-                sub = np.minimum((kx[refine] - first[refine]) >> plan["shift"][t, X][lab], bins - 1)
-                counts = np.bincount(lab * bins + sub, minlength=k * bins).reshape(k, bins)
-                out["hist"][t, X] += counts.astype(np.uint64)
-    return out
+        first=plan["first"],
+        last=plan["last"],
+        mode=mode,
+        shift=plan["shift"],
+        bins=plan["bins"],
+    )
+    keys = [(t, X) for t in range(2) for X in range(2)]
+    return {
+        "values": dict(zip(keys, out["values"])),
+        "labels": dict(zip(keys, out["labels"])),
+        "hist": out["hist"],
+    }
 
 
 def merge_select(a: Partial, b: Partial) -> Partial:

@@ -85,6 +85,15 @@ def _chunk_lloyd(
     bins: int,
     want_labels: bool,
 ) -> dict[str, Any]: ...
+def _chunk_select(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    anchors: npt.NDArray[np.float64],
+    first: npt.NDArray[np.int64],
+    last: npt.NDArray[np.int64],
+    mode: npt.NDArray[np.int8],
+    shift: npt.NDArray[np.int64],
+    bins: int,
+) -> dict[str, Any]: ...
 def _chunk_worst(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], m: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...

@@ -6,8 +6,8 @@ The results are those of the in-memory :func:`fastanchor.kmeans_iou`, :func:`fas
 and :func:`fastanchor.anchor_fitness` on the same rows, bit for bit (from the same initial
 anchors for k-means); see :doc:`/guides/scale`.
 
-Resident memory: one block of rows (copied from the file: 8 or 16 bytes per row), about 40 bytes
-per row of the block for the kernels' temporaries, the partials (a few kB; the median's
+Resident memory: one block of rows (copied from the file: 8 or 16 bytes per row), up to about 64
+bytes per row of the block for the kernels' temporaries, the partials (a few kB; the median's
 histograms 16 kB per anchor), and, unless ``return_labels=False``, the labels (4 bytes per box).
 """
 
