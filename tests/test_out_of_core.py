@@ -181,3 +181,19 @@ def test_real_data(name, update):
     want = fastanchor.kmeans_iou(wh, 9, init=init, update=update)
     _same(ooc.kmeans_iou(wh, 9, init=init, update=update, block_rows=1000), want)
     assert ooc.anchor_fitness(want.anchors, wh, block_rows=777) == fastanchor.anchor_fitness(want.anchors, wh)
+
+
+def test_fastanchor_imports_without_dask_and_fastanchor_dask_says_what_to_install():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['dask'] = None\n"
+        "import fastanchor, fastanchor.out_of_core\n"
+        "try:\n"
+        "    import fastanchor.dask\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "fastanchor[dask]"' in out
