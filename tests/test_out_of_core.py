@@ -197,3 +197,12 @@ def test_fastanchor_imports_without_dask_and_fastanchor_dask_says_what_to_instal
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert 'pip install "fastanchor[dask]"' in out
+
+
+def test_ctrl_c_stops_a_chunked_fit():
+    from conftest import interrupt_latency
+
+    wh = _boxes(14, 1_000_000, np.float32)  # about 50 iterations of 20+ ms: seconds
+    init = wh[:9].astype(np.float64)
+    lat = interrupt_latency(lambda: ooc.kmeans_iou(wh, 9, init=init, max_iter=10_000, tol=0, block_rows=50_000), 0.3)
+    assert lat < 2.0
