@@ -164,3 +164,15 @@ def test_real_data_on_the_cluster(cluster):
     init = wh[np.random.default_rng(0).choice(len(wh), 9, replace=False)]
     want = fastanchor.kmeans_iou(wh, 9, init=init)
     _same(fd.kmeans_iou(da.from_array(wh, chunks=(1500, 2)), 9, init=init, client=client), want)
+
+
+def test_numpy_arrays_and_npy_paths_are_chunked(tmp_path):
+    wh = _boxes(9, 5000, np.float32)
+    path = tmp_path / "wh.npy"
+    np.save(path, wh)
+    init = wh[:4].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, 4, init=init)
+    x = fd.as_dask_rows([path, wh[:10]], block_rows=1500)
+    assert x.shape == (5010, 2) and x.chunks[0][:3] == (1500, 1500, 1500)
+    _same(fd.kmeans_iou(path, 4, init=init, scheduler="sync"), want)
+    assert fd.avg_iou(want.anchors, wh, scheduler="sync") == fastanchor.avg_iou(want.anchors, wh)
