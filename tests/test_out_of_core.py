@@ -206,3 +206,10 @@ def test_ctrl_c_stops_a_chunked_fit():
     init = wh[:9].astype(np.float64)
     lat = interrupt_latency(lambda: ooc.kmeans_iou(wh, 9, init=init, max_iter=10_000, tol=0, block_rows=50_000), 0.3)
     assert lat < 2.0
+
+
+def test_the_mean_refuses_ranges_its_exact_sums_do_not_hold():
+    wh = np.array([[1e-12, 1.0], [1e12, 2.0], [3.0, 4.0]])
+    with pytest.raises(ValueError, match="update='mean' over chunks needs box sides within a ratio"):
+        ooc.kmeans_iou(wh, 2, init=wh[:2], update="mean")
+    ooc.kmeans_iou(wh, 2, init=wh[:2], update="median")  # the median has no such limit

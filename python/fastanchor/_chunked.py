@@ -489,13 +489,14 @@ class Scan:
     n: int
     f32: bool
     layout: Layout
+    hi: Tuple[int, int]  # the largest float32 key per coordinate
 
 
 def scan(ex: Executor, name: str = "wh") -> Scan:
     s = ex.run(task_scan, (name,), merge_scan)
     if s is None or s["n"] == 0:
         raise ValueError(f"{name} is empty: at least one box is needed")
-    return Scan(int(s["n"]), bool(s["f32"]), Layout.of(s["lo"], s["hi"]))
+    return Scan(int(s["n"]), bool(s["f32"]), Layout.of(s["lo"], s["hi"]), (int(s["hi"][0]), int(s["hi"][1])))
 
 
 def no_weights(sample_weight: Any) -> None:
@@ -561,6 +562,21 @@ def initial_anchors(
     return anchors
 
 
+def check_mean_span(sc: Scan) -> None:
+    """The mean's exact sums hold values spanning at most 94 bits of units (the last mantissa bit
+    of the smallest value), as the in-memory fit's; beyond that it sums in floating point, which
+    the chunked fits do not reproduce: refuse (with a bit to spare for the float32 keys' rounding)."""
+    digits = 24 if sc.f32 else 53
+    e_lo = (min(sc.layout.lo) >> 23) - 127
+    e_hi = (max(sc.hi) >> 23) - 127
+    if (e_hi + 1) - (e_lo - (digits - 1)) > 93:
+        raise ValueError(
+            "update='mean' over chunks needs box sides within a ratio of about 2**"
+            f"{93 - digits - 1} ({'float32' if sc.f32 else 'float64'} rows): these span 2**{e_hi - e_lo}; "
+            "use update='median' or the in-memory fastanchor.kmeans_iou"
+        )
+
+
 class IterationBar:
     """A tqdm bar over Lloyd iterations (shown on request)."""
 
@@ -591,6 +607,8 @@ def fit(
     desc: str,
 ) -> Tuple[FitOutcome, float]:
     """The fit and the average IoU of its (sorted) anchors."""
+    if update == "mean":
+        check_mean_span(sc)
     anchors = initial_anchors(init, k, sc.n, seed, init_sample, take_rows)
     bar = IterationBar(max_iter, desc) if progress else None
     try:
