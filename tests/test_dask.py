@@ -45,7 +45,7 @@ def test_explicit_init_is_the_in_memory_fit_for_any_chunking(dtype, update):
     wh = _boxes(1, 20_000, dtype)
     init = wh[np.random.default_rng(2).choice(len(wh), 7, replace=False)].astype(np.float64)
     want = fastanchor.kmeans_iou(wh, 7, init=init, update=update)
-    for chunks in (20_000, 4096, (3000, 1, 4999, 12_000)):
+    for chunks in (20_000, 4096, (3000, 0, 1, 4999, 12_000)):
         x = da.from_array(wh, chunks=(chunks, 2))
         _same(fd.kmeans_iou(x, 7, init=init, update=update, scheduler="threads"), want)
 
