@@ -98,7 +98,7 @@ def cluster():
         distributed.LocalCluster(
             n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0", silence_logs=40
         ) as cl,
-        distributed.Client(cl) as client,
+        distributed.Client(cl, set_as_default=False) as client,
     ):
         yield cl, client
 
