@@ -213,3 +213,19 @@ def test_the_mean_refuses_ranges_its_exact_sums_do_not_hold():
     with pytest.raises(ValueError, match="update='mean' over chunks needs box sides within a ratio"):
         ooc.kmeans_iou(wh, 2, init=wh[:2], update="mean")
     ooc.kmeans_iou(wh, 2, init=wh[:2], update="median")  # the median has no such limit
+
+
+def test_median_of_doubles_that_share_a_float32_key(monkeypatch):
+    # Many distinct float64 sides round to the same float32: the narrowed key range ends as one
+    # key whose values are gathered and compared as doubles.
+    monkeypatch.setattr(_chunked, "GATHER_MAX", 8)
+    rng = np.random.default_rng(15)
+    n = 6000
+    wh = np.empty((n, 2))
+    wh[:, 0] = 10.0 + rng.integers(0, 50, n) * 2.0**-40
+    wh[:, 1] = np.exp(rng.normal(2, 0.3, n))
+    wh[::3, 0] = np.exp(rng.normal(3, 0.5, n))[::3]
+    init = wh[[0, 1, 3, 6]]
+    for update in ("median", "mean"):
+        want = fastanchor.kmeans_iou(wh, 4, init=init, update=update)
+        _same(ooc.kmeans_iou(wh, 4, init=init, update=update, block_rows=1111), want)
