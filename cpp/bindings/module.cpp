@@ -59,4 +59,5 @@ PYBIND11_MODULE(_core, m) {
     fp::register_kmeans(m);
     fp::register_fitness(m);
     fp::register_boxes(m);
+    fp::register_chunks(m);
 }

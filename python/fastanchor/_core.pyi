@@ -71,6 +71,41 @@ def _lloyd_step_chunks(
     shift: int,
     bins: int,
 ) -> dict[str, Any]: ...
+
+# The chunk kernels of fastanchor._chunked (out of core, fastanchor.dask).
+def _chunk_lloyd(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    anchors: npt.NDArray[np.float64],
+    prev_anchors: npt.NDArray[np.float64] | None,
+    mode: str,
+    key_lo_w: int,
+    key_lo_h: int,
+    shift_w: int,
+    shift_h: int,
+    bins: int,
+    want_labels: bool,
+) -> dict[str, Any]: ...
+def _chunk_select(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    anchors: npt.NDArray[np.float64],
+    first: npt.NDArray[np.int64],
+    last: npt.NDArray[np.int64],
+    mode: npt.NDArray[np.int8],
+    shift: npt.NDArray[np.int64],
+    bins: int,
+) -> dict[str, Any]: ...
+def _chunk_worst(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], m: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...
+def _chunk_avg_iou(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], offset: int, n_total: int
+) -> dict[str, Any]: ...
+def _chunk_fitness(
+    wh: npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], thr: float
+) -> npt.NDArray[np.uint64]: ...
+def _chunk_init(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], k: int, init: str, seed: int, n_threads: int
+) -> npt.NDArray[np.float64]: ...
 def anchor_fitness(
     anchors: npt.NDArray[np.float64],
     wh: npt.NDArray[np.float64],

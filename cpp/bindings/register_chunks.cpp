@@ -1,0 +1,365 @@
+// Bindings of the chunk kernels behind fastanchor.dask and the out-of-core fits: each call reads one
+// chunk of rows and returns its share of a whole-data result as numpy arrays (picklable), which
+// python/fastanchor/dask merges exactly in any order (integers) or in the global chunk order of
+// the in-memory sums (the average IoU's double sums per kChunk boxes). kmeans/step.hpp,
+// fitness/metrics.hpp; docs/design.md, "The Lloyd step kernel".
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bindings.hpp"
+#include "fastanchor/fitness.hpp"
+#include "fastanchor/iou.hpp"
+#include "fastanchor/kmeans.hpp"
+
+namespace fastanchor_py {
+namespace {
+
+using U64Array = py::array_t<std::uint64_t>;
+
+fa::WhSet whset_of(const Array& a) { return fa::WhSet::from_rows(a.data(), static_cast<fa::index_t>(a.shape(0))); }
+
+// The chunk's rows read in place: C-contiguous float32 as it is, anything else as float64.
+fa::BoxRows chunk_rows(const py::array& wh, py::object& keep) {
+    fa::BoxRows rows;
+    if (py::isinstance<Array32>(wh) && (wh.flags() & py::array::c_style)) {
+        Array32 a = py::reinterpret_borrow<Array32>(wh);
+        check_rows(a, "wh", 2);
+        rows.f32 = a.data();
+        keep = a;
+    } else {
+        Array a = wh.cast<Array>();
+        check_rows(a, "wh", 2);
+        rows.f64 = a.data();
+        keep = a;
+    }
+    return rows;
+}
+
+const Array& checked_anchors(const Array& anchors, const char* name) {
+    check_rows(anchors, name, 2);
+    check_least(anchors, name, 1);
+    return anchors;
+}
+
+// Non-negative 128-bit integers as (hi, lo) pairs of uint64 (Python rebuilds them exactly).
+void put_u128(std::uint64_t* out, fa::int128_t v) {
+    const auto u = static_cast<unsigned __int128>(v);
+    out[0] = static_cast<std::uint64_t>(u >> 64);
+    out[1] = static_cast<std::uint64_t>(u);
+}
+
+// Rows [0, n) as doubles w, h and areas a = w * h, the values every exact kernel reads.
+void load_rows(const fa::BoxRows& rows, fa::index_t b, fa::index_t e, double* w, double* h, double* a) {
+    for (fa::index_t i = b; i < e; ++i) {
+        const double x = rows.f32 ? static_cast<double>(rows.f32[2 * i]) : rows.f64[2 * i];
+        const double y = rows.f32 ? static_cast<double>(rows.f32[2 * i + 1]) : rows.f64[2 * i + 1];
+        w[i - b] = x;
+        h[i - b] = y;
+        a[i - b] = x * y;
+    }
+}
+
+// The best IoU of every row (exactly avg_best_iou's values), kChunk rows at a time.
+std::vector<double> best_ious(const fa::BoxRows& rows, fa::index_t n, const fa::WhSet& A) {
+    std::vector<double> q(static_cast<std::size_t>(n));
+    std::vector<double> buf(3 * static_cast<std::size_t>(fa::kChunk));
+    double *w = buf.data(), *h = w + fa::kChunk, *a = h + fa::kChunk;
+    const int k = static_cast<int>(A.size());
+    for (fa::index_t b = 0; b < n; b += fa::kChunk) {
+        const fa::index_t e = std::min(n, b + fa::kChunk);
+        load_rows(rows, b, e, w, h, a);
+        fa::detail::best_iou_range(w, h, a, e - b, A.w.data(), A.h.data(), A.a.data(), k, q.data() + b);
+    }
+    return q;
+}
+
+// One Lloyd step over a chunk (kmeans/step.hpp): labels by the exact rule against `anchors`; the
+// number of labels that differ from those against `prev_anchors` (when given, else -1); and, for
+// mode "mean", the counts and exact sums (sum_exp, sums (2, k, 2) as (hi, lo) of 128-bit
+// integers), for "median", the counts and histograms (2, k, bins) over the layout (key_lo, shift)
+// per coordinate.
+py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object& prev_anchors, const std::string& mode,
+                     std::uint32_t key_lo_w, std::uint32_t key_lo_h, int shift_w, int shift_h, int bins,
+                     bool want_labels) {
+    py::object keep;
+    const fa::BoxRows rows = chunk_rows(wh, keep);
+    checked_anchors(anchors, "anchors");
+    const int kind = choice(mode, "mode", {"assign", "mean", "median"});
+    const fa::StepMode m = kind == 0 ? fa::StepMode::AssignOnly : kind == 1 ? fa::StepMode::Mean : fa::StepMode::Median;
+    if (bins < 1 || shift_w < 0 || shift_w > 31 || shift_h < 0 || shift_h > 31)
+        throw py::value_error("bins must be >= 1 and the shifts in [0, 31]");
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const int k = static_cast<int>(anchors.shape(0));
+    Array prev;
+    const bool has_prev = !prev_anchors.is_none();
+    if (has_prev) {
+        prev = prev_anchors.cast<Array>();
+        check_rows(prev, "prev_anchors", 2, k);
+    }
+    fa::HistLayout layout;
+    layout.key_lo[0] = key_lo_w;
+    layout.key_lo[1] = key_lo_h;
+    layout.shift[0] = shift_w;
+    layout.shift[1] = shift_h;
+    layout.bins = m == fa::StepMode::Median ? bins : 1;
+    const fa::WhSet A = whset_of(anchors);
+    const fa::WhSet P = has_prev ? whset_of(prev) : fa::WhSet();
+    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
+    std::int32_t* lptr = labels.mutable_data();
+    fa::StepPartials part(k, m, &layout);
+    std::int64_t changed = -1;
+    {
+        py::gil_scoped_release release;
+        fa::lloyd_step(rows, n, A, lptr, m, &layout, &part);
+        if (has_prev) {
+            std::vector<std::int32_t> before(static_cast<std::size_t>(n));
+            fa::lloyd_step(rows, n, P, before.data(), fa::StepMode::AssignOnly, nullptr, nullptr);
+            changed = 0;
+            for (fa::index_t i = 0; i < n; ++i) changed += before[i] != lptr[i] ? 1 : 0;
+        }
+    }
+    py::dict d;
+    if (want_labels) d["labels"] = labels;
+    d["changed"] = changed;
+    if (m == fa::StepMode::AssignOnly) return d;
+    py::array_t<std::int64_t> count(k);
+    std::copy(part.count.begin(), part.count.end(), count.mutable_data());
+    d["count"] = count;
+    if (m == fa::StepMode::Mean) {
+        U64Array sums({py::ssize_t{2}, static_cast<py::ssize_t>(k), py::ssize_t{2}});
+        std::uint64_t* s = sums.mutable_data();
+        for (int c = 0; c < k; ++c) {
+            put_u128(s + 2 * c, part.sum_w[c]);
+            put_u128(s + 2 * (k + c), part.sum_h[c]);
+        }
+        d["sums"] = sums;
+        d["sum_exp"] =
+            part.sum_exp == fa::StepPartials::kNoExp ? py::object(py::none()) : py::object(py::int_(part.sum_exp));
+    } else {
+        U64Array hist({py::ssize_t{2}, static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(bins)});
+        std::copy(part.hist.begin(), part.hist.end(), hist.mutable_data());
+        d["hist"] = hist;
+    }
+    return d;
+}
+
+// The median's selection pass over a chunk (python/fastanchor/_chunked.py, task_select): labels
+// against `anchors`, then for each target t (a median rank, 0 or 1), coordinate X and cluster c
+// with mode[t, X, c] = 1 the values of cluster c along X whose float32 keys lie in
+// [first, last][t, X, c] (returned per (t, X) as values and labels, in row order), and with mode 2
+// their histogram over bins of 2^shift[t, X, c] keys from first (hist (2, 2, k, bins)).
+py::dict chunk_select(const py::array& wh, const Array& anchors, const IndexArray& first, const IndexArray& last,
+                      const py::array_t<std::int8_t, py::array::c_style | py::array::forcecast>& mode,
+                      const IndexArray& shift, int bins) {
+    py::object keep;
+    const fa::BoxRows rows = chunk_rows(wh, keep);
+    checked_anchors(anchors, "anchors");
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const int k = static_cast<int>(anchors.shape(0));
+    const auto plan = static_cast<py::ssize_t>(4 * k);
+    if (first.size() != plan || last.size() != plan || mode.size() != plan || shift.size() != plan)
+        throw py::value_error("first, last, mode and shift must have shape (2, 2, k)");
+    if (bins < 1) throw py::value_error("bins must be >= 1");
+    const fa::WhSet A = whset_of(anchors);
+    const std::int64_t *fp = first.data(), *lp = last.data(), *sp = shift.data();
+    const std::int8_t* mp = mode.data();
+    for (py::ssize_t j = 0; j < plan; ++j)
+        if (mp[j] == 2 && (sp[j] < 0 || sp[j] > 32)) throw py::value_error("shift must be in [0, 32]");
+    std::vector<double> vals[4];
+    std::vector<std::int32_t> labs[4];
+    U64Array hist({py::ssize_t{2}, py::ssize_t{2}, static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(bins)});
+    std::uint64_t* hp = hist.mutable_data();
+    std::fill(hp, hp + hist.size(), std::uint64_t{0});
+    {
+        py::gil_scoped_release release;
+        std::vector<std::int32_t> labels(static_cast<std::size_t>(n));
+        fa::lloyd_step(rows, n, A, labels.data(), fa::StepMode::AssignOnly, nullptr, nullptr);
+        for (fa::index_t i = 0; i < n; ++i) {
+            const int c = labels[static_cast<std::size_t>(i)];
+            for (int X = 0; X < 2; ++X) {
+                const double v = rows.f32 ? static_cast<double>(rows.f32[2 * i + X]) : rows.f64[2 * i + X];
+                const float f = static_cast<float>(v);
+                std::uint32_t key;
+                std::memcpy(&key, &f, sizeof key);
+                for (int t = 0; t < 2; ++t) {
+                    const std::size_t j = (static_cast<std::size_t>(t) * 2 + X) * k + c;
+                    if (mp[j] == 0 || key < fp[j] || key > lp[j]) continue;
+                    if (mp[j] == 1) {
+                        vals[t * 2 + X].push_back(v);
+                        labs[t * 2 + X].push_back(c);
+                    } else {
+                        const std::int64_t b = std::min<std::int64_t>((key - fp[j]) >> sp[j], bins - 1);
+                        ++hp[j * bins + static_cast<std::size_t>(b)];
+                    }
+                }
+            }
+        }
+    }
+    py::list values, labels;
+    for (int q = 0; q < 4; ++q) {
+        values.append(py::array_t<double>(static_cast<py::ssize_t>(vals[q].size()), vals[q].data()));
+        labels.append(py::array_t<std::int32_t>(static_cast<py::ssize_t>(labs[q].size()), labs[q].data()));
+    }
+    py::dict d;
+    d["values"] = values;
+    d["labels"] = labels;
+    d["hist"] = hist;
+    return d;
+}
+
+// The `m` rows of the chunk with the lowest best IoU against `anchors`, in increasing order of
+// (best IoU, row): their best IoUs and row indices (as the in-memory fit picks the boxes that
+// re-seed empty clusters).
+py::tuple chunk_worst(const py::array& wh, const Array& anchors, std::int64_t m) {
+    py::object keep;
+    const fa::BoxRows rows = chunk_rows(wh, keep);
+    checked_anchors(anchors, "anchors");
+    if (m < 0) throw py::value_error("m must be >= 0");
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const fa::WhSet A = whset_of(anchors);
+    using Key = std::pair<double, fa::index_t>;
+    std::vector<Key> keys;
+    {
+        py::gil_scoped_release release;
+        const std::vector<double> q = best_ious(rows, n, A);
+        keys.reserve(static_cast<std::size_t>(n));
+        for (fa::index_t i = 0; i < n; ++i) keys.emplace_back(q[static_cast<std::size_t>(i)], i);
+        const auto take = static_cast<std::size_t>(std::min<std::int64_t>(m, n));
+        std::partial_sort(keys.begin(), keys.begin() + static_cast<std::ptrdiff_t>(take), keys.end());
+        keys.resize(take);
+    }
+    py::array_t<double> iou(static_cast<py::ssize_t>(keys.size()));
+    py::array_t<std::int64_t> index(static_cast<py::ssize_t>(keys.size()));
+    for (std::size_t t = 0; t < keys.size(); ++t) {
+        iou.mutable_data()[t] = keys[t].first;
+        index.mutable_data()[t] = keys[t].second;
+    }
+    return py::make_tuple(iou, index);
+}
+
+// The chunk's share of the average IoU as the in-memory sums see it: the in-memory mean adds the
+// best IoUs in order within each global chunk of kChunk rows, then the chunks' sums in order. For
+// the chunk's rows [offset, offset + n) of n_total rows: `ids`, the global chunks it touches;
+// `sums`, the in-order sum of each global chunk it holds whole (NaN for the others); `parts`, the
+// best IoUs of the rows of each global chunk it holds in part (empty arrays for whole ones).
+py::dict chunk_avg_iou(const py::array& wh, const Array& anchors, std::int64_t offset, std::int64_t n_total) {
+    py::object keep;
+    const fa::BoxRows rows = chunk_rows(wh, keep);
+    checked_anchors(anchors, "anchors");
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    if (offset < 0 || n_total < offset + n) throw py::value_error("need 0 <= offset and offset + len(wh) <= n_total");
+    const fa::WhSet A = whset_of(anchors);
+    std::vector<double> q;
+    {
+        py::gil_scoped_release release;
+        q = best_ious(rows, n, A);
+    }
+    const fa::index_t K = fa::kChunk;
+    const fa::index_t first = n > 0 ? offset / K : 0, last = n > 0 ? (offset + n - 1) / K : -1;
+    const auto segs = static_cast<py::ssize_t>(last - first + 1);
+    py::array_t<std::int64_t> ids(segs);
+    py::array_t<double> sums(segs);
+    py::list parts;
+    for (fa::index_t c = first; c <= last; ++c) {
+        const fa::index_t cb = c * K, ce = std::min<fa::index_t>(cb + K, n_total);
+        const fa::index_t b = std::max<fa::index_t>(cb, offset), e = std::min<fa::index_t>(ce, offset + n);
+        ids.mutable_data()[c - first] = c;
+        if (b == cb && e == ce) {
+            double s = 0.0;
+            for (fa::index_t i = b; i < e; ++i) s += q[static_cast<std::size_t>(i - offset)];
+            sums.mutable_data()[c - first] = s;
+            parts.append(py::array_t<double>(0));
+        } else {
+            sums.mutable_data()[c - first] = std::nan("");
+            parts.append(py::array_t<double>(static_cast<py::ssize_t>(e - b), q.data() + (b - offset)));
+        }
+    }
+    py::dict d;
+    d["ids"] = ids;
+    d["sums"] = sums;
+    d["parts"] = parts;
+    return d;
+}
+
+// The chunk's fixed-point sums of YOLOv5's metrics (fitness/metrics.hpp), unit weights: rows (5, 2)
+// of (hi, lo) 128-bit integers for fitness, bpr, aat, avg_iou and the total weight. Sums of any
+// chunks, in any order, are the in-memory sums.
+U64Array chunk_fitness(const Array& wh, const Array& anchors, double thr) {
+    check_rows(wh, "wh", 2);
+    checked_anchors(anchors, "anchors");
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const int k = static_cast<int>(anchors.shape(0));
+    const double *data = wh.data(), *adata = anchors.data();
+    fa::fitdetail::ChunkMetrics s;
+    {
+        py::gil_scoped_release release;
+        const fa::RatioAnchors R = fa::RatioAnchors::from_rows(adata, k);
+        const fa::Threshold th(thr);
+        const fa::fitdetail::RowBoxes src{data, nullptr, 1.0};
+        for (fa::index_t b = 0; b < n; b += fa::kChunk) {
+            fa::fitdetail::ChunkMetrics p;
+            fa::fitdetail::metrics_chunk(src, b, std::min(n, b + fa::kChunk), R, th, p);
+            s.fit += p.fit;
+            s.bpr += p.bpr;
+            s.aat += p.aat;
+            s.iou += p.iou;
+            s.den += p.den;
+        }
+    }
+    U64Array out({py::ssize_t{5}, py::ssize_t{2}});
+    std::uint64_t* o = out.mutable_data();
+    put_u128(o, s.fit);
+    put_u128(o + 2, s.bpr);
+    put_u128(o + 4, s.aat);
+    put_u128(o + 6, s.iou);
+    put_u128(o + 8, s.den);
+    return out;
+}
+
+// The initial anchors of the in-memory fit's first run on `wh` (kmeans/driver.hpp, kmeans_iou), in
+// the order the run starts from: k-means++ or random, from the core seed (resolved by the caller).
+py::array_t<double> chunk_init(const py::array& wh, int k, const std::string& init, std::uint64_t seed, int n_threads) {
+    py::object keep;
+    const fa::BoxRows rows = chunk_rows(wh, keep);
+    const int kind = choice(init, "init", {"k-means++", "random"});
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    if (k < 1 || k > n) throw py::value_error("need 1 <= k <= len(wh)");
+    PyMonitor mon{py::none()};
+    fa::WhSet A;
+    {
+        py::gil_scoped_release release;
+        const fa::PollScope poll(mon);
+        const fa::Problem p = fa::Problem::make(rows, nullptr, n, false, n_threads);
+        fa::Rng rng(fa::derive_seed(seed, 0));
+        A = kind == 0 ? fa::init_kmeanspp(p, k, rng, n_threads, mon, 0) : fa::init_random(p, k, rng);
+    }
+    py::array_t<double> out({static_cast<py::ssize_t>(k), py::ssize_t{2}});
+    auto o = out.mutable_unchecked<2>();
+    for (int j = 0; j < k; ++j) {
+        o(j, 0) = A.w[j];
+        o(j, 1) = A.h[j];
+    }
+    return out;
+}
+
+}  // namespace
+
+void register_chunks(py::module_& m) {
+    m.def("_chunk_lloyd", &chunk_lloyd, py::arg("wh"), py::arg("anchors"), py::arg("prev_anchors"), py::arg("mode"),
+          py::arg("key_lo_w"), py::arg("key_lo_h"), py::arg("shift_w"), py::arg("shift_h"), py::arg("bins"),
+          py::arg("want_labels"));
+    m.def("_chunk_select", &chunk_select, py::arg("wh"), py::arg("anchors"), py::arg("first"), py::arg("last"),
+          py::arg("mode"), py::arg("shift"), py::arg("bins"));
+    m.def("_chunk_worst", &chunk_worst, py::arg("wh"), py::arg("anchors"), py::arg("m"));
+    m.def("_chunk_avg_iou", &chunk_avg_iou, py::arg("wh"), py::arg("anchors"), py::arg("offset"), py::arg("n_total"));
+    m.def("_chunk_fitness", &chunk_fitness, py::arg("wh"), py::arg("anchors"), py::arg("thr"));
+    m.def("_chunk_init", &chunk_init, py::arg("wh"), py::arg("k"), py::arg("init"), py::arg("seed"),
+          py::arg("n_threads"));
+}
+
+}  // namespace fastanchor_py

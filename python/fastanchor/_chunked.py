@@ -1,0 +1,628 @@
+"""Exact k-means and metrics over boxes read chunk by chunk (out of core, or as a Dask map-reduce).
+
+Every pass maps a task over the chunks of rows and merges the tasks' partials. The partials are
+integers (counts, exact sums in units of a power of two, histograms, fixed-point sums) merged in any
+order with the same totals, or, for the average IoU, the best-IoU sums of whole ``kChunk``-row
+blocks and the values of the blocks a chunk holds in part, completed and added in the global block
+order of the in-memory sums. So the results are the in-memory functions' results, bit for bit,
+whatever the chunking and the order of the merges (the tests check it).
+
+An executor runs a pass: ``run(task, args, merge)`` applies ``task(rows, offset, *args)`` to every
+chunk (rows: a C-contiguous float32 or float64 (n, 2) array; offset: its first row's index) and
+merges the results with ``merge(a, b)``. Tasks are module-level functions of picklable arguments,
+so that Dask can ship them to other processes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+
+from . import _core
+from ._validation import MAX_SIDE, MIN_SIDE
+
+#: Rows per block of the in-memory average IoU's sums (the core's kChunk).
+K_CHUNK = 4096
+#: Bins of the median histograms per coordinate and cluster.
+MEDIAN_BINS = 1024
+#: A median's candidates are gathered when at most this many values of its cluster fall in its
+#: key range; otherwise the range is cut into MEDIAN_BINS finer bins by another pass.
+GATHER_MAX = 1 << 16
+
+Partial = Dict[str, Any]
+
+
+class Executor(Protocol):
+    n: int  # total rows
+
+    def run(self, task: Callable[..., Partial], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Chunk rows.
+
+
+def chunk_rows(block: Any) -> np.ndarray:
+    """A chunk as a C-contiguous (n, 2) float32 or float64 array (other real dtypes as float64)."""
+    arr = np.asarray(block)
+    if arr.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"wh must hold real numbers, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+    if arr.dtype.byteorder not in "=|":
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return np.ascontiguousarray(arr)
+
+
+def _u128(pairs: np.ndarray) -> List[int]:
+    """Python ints from rows of (hi, lo) uint64 pairs."""
+    flat = pairs.reshape(-1, 2)
+    return [(int(hi) << 64) | int(lo) for hi, lo in flat]
+
+
+# --------------------------------------------------------------------------------------------
+# Pass 0: validation and the key range of the median layout.
+
+
+def task_scan(block: Any, offset: int, name: str) -> Partial:
+    """Checks a chunk's rows (the messages of the in-memory checks, rows counted in the whole
+    array) and returns its size, dtype and the range of its values' float32 bit patterns."""
+    rows = chunk_rows(block)
+    if rows.ndim != 2 or rows.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (N, 2) of (width, height), got a chunk of shape {rows.shape}")
+    if rows.shape[0] == 0:
+        return {"n": 0, "lo": None, "hi": None, "f32": rows.dtype == np.float32}
+    if not (float(rows.min()) >= MIN_SIDE and float(rows.max()) <= MAX_SIDE):
+        values = rows.astype(np.float64)
+        with np.errstate(all="ignore"):
+            ok = (np.isfinite(values) & (values >= MIN_SIDE) & (values <= MAX_SIDE)).all(axis=1)
+        bad = np.flatnonzero(~ok)
+        raise ValueError(
+            f"{name} has {bad.size} bad row{'s' if bad.size > 1 else ''} in the chunk of rows {offset} to "
+            f"{offset + rows.shape[0] - 1}: every width and height must be finite and strictly positive (within "
+            f"[{MIN_SIDE:g}, {MAX_SIDE:g}]); the first is row {offset + int(bad[0])}: {rows[bad[0]].tolist()}"
+        )
+    keys = rows.astype(np.float32).view(np.uint32)
+    return {
+        "n": rows.shape[0],
+        "lo": [int(keys[:, 0].min()), int(keys[:, 1].min())],
+        "hi": [int(keys[:, 0].max()), int(keys[:, 1].max())],
+        "f32": rows.dtype == np.float32,
+    }
+
+
+def merge_scan(a: Partial, b: Partial) -> Partial:
+    if a["lo"] is None:
+        return {**b, "n": a["n"] + b["n"], "f32": a["f32"] and b["f32"]}
+    if b["lo"] is None:
+        return {**a, "n": a["n"] + b["n"], "f32": a["f32"] and b["f32"]}
+    return {
+        "n": a["n"] + b["n"],
+        "lo": [min(x, y) for x, y in zip(a["lo"], b["lo"])],
+        "hi": [max(x, y) for x, y in zip(a["hi"], b["hi"])],
+        "f32": a["f32"] and b["f32"],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The Lloyd pass: labels against the anchors, the changes since the previous anchors, and the
+# update's partials.
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The median histograms' bins: along X, key (a value's float32 bit pattern) in bin
+    min((key - lo[X]) >> shift[X], bins - 1)."""
+
+    lo: Tuple[int, int]
+    shift: Tuple[int, int]
+    bins: int
+
+    @staticmethod
+    def of(lo: Sequence[int], hi: Sequence[int], bins: int = MEDIAN_BINS) -> Layout:
+        shifts = []
+        for X in range(2):
+            span, s = hi[X] - lo[X], 0
+            while (span >> s) >= bins:
+                s += 1
+            shifts.append(s)
+        return Layout((int(lo[0]), int(lo[1])), (shifts[0], shifts[1]), bins)
+
+    def key_range(self, X: int, b_lo: int, b_hi: int) -> Tuple[int, int]:
+        """Keys [first, last] of bins b_lo..b_hi (bin 0 and the last bin open-ended)."""
+        first = 0 if b_lo == 0 else self.lo[X] + (b_lo << self.shift[X])
+        last = 0xFFFFFFFF if b_hi == self.bins - 1 else self.lo[X] + ((b_hi + 1) << self.shift[X]) - 1
+        return first, last
+
+
+def task_lloyd(
+    block: Any, offset: int, anchors: np.ndarray, prev: Optional[np.ndarray], mode: str, layout: Optional[Layout]
+) -> Partial:
+    rows = chunk_rows(block)
+    lo, shift, bins = (layout.lo, layout.shift, layout.bins) if layout is not None else ((0, 0), (0, 0), 1)
+    out = _core._chunk_lloyd(
+        wh=rows,
+        anchors=anchors,
+        prev_anchors=prev,
+        mode=mode,
+        key_lo_w=lo[0],
+        key_lo_h=lo[1],
+        shift_w=shift[0],
+        shift_h=shift[1],
+        bins=bins,
+        want_labels=False,
+    )
+    part: Partial = {"changed": int(out["changed"]), "count": out["count"]}
+    if mode == "mean":
+        part["exp"] = out["sum_exp"]
+        part["sums"] = _u128(out["sums"])  # 2k Python ints: w then h per cluster
+    else:
+        part["hist"] = out["hist"]
+    return part
+
+
+def merge_lloyd(a: Partial, b: Partial) -> Partial:
+    out: Partial = {"changed": a["changed"] + b["changed"], "count": a["count"] + b["count"]}
+    if "hist" in a:
+        out["hist"] = a["hist"] + b["hist"]
+        return out
+    if a["exp"] is None:
+        out["exp"], out["sums"] = b["exp"], b["sums"]
+    elif b["exp"] is None:
+        out["exp"], out["sums"] = a["exp"], a["sums"]
+    else:
+        e = min(a["exp"], b["exp"])
+        da, db = a["exp"] - e, b["exp"] - e
+        out["exp"] = e
+        out["sums"] = [(x << da) + (y << db) for x, y in zip(a["sums"], b["sums"])]
+    return out
+
+
+def mean_update(part: Partial, anchors: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The new anchors of the clusters with boxes (the in-memory mean: the exact sum rounded once
+    to a double, scaled by its unit, divided by the count), and the mask of the empty clusters."""
+    k = anchors.shape[0]
+    new = anchors.copy()
+    count = part["count"]
+    for c in range(k):
+        if count[c] > 0:
+            for X in range(2):
+                s = part["sums"][X * k + c]
+                new[c, X] = math.ldexp(float(s), part["exp"]) / float(count[c])
+    return new, count == 0
+
+
+# --------------------------------------------------------------------------------------------
+# The median's selection passes: the values of each cluster's median ranks, found by narrowing the
+# key range that holds them (histograms) until few enough values remain to be gathered.
+
+
+def task_select(block: Any, offset: int, anchors: np.ndarray, plan: Dict[str, Any]) -> Partial:
+    """For each target t (a rank of the median, 0 or 1) and coordinate X, the values of cluster c
+    whose keys lie in [first, last] (gather), or their histogram over finer bins (refine)."""
+    rows = chunk_rows(block)
+    mode = plan["gather"].astype(np.int8) + 2 * plan["refine"].astype(np.int8)
+    out = _core._chunk_select(
+        wh=rows,
+        anchors=anchors,
+        first=plan["first"],
+        last=plan["last"],
+        mode=mode,
+        shift=plan["shift"],
+        bins=plan["bins"],
+    )
+    keys = [(t, X) for t in range(2) for X in range(2)]
+    return {
+        "values": dict(zip(keys, out["values"])),
+        "labels": dict(zip(keys, out["labels"])),
+        "hist": out["hist"],
+    }
+
+
+def merge_select(a: Partial, b: Partial) -> Partial:
+    return {
+        "values": {key: np.concatenate([v, b["values"][key]]) for key, v in a["values"].items()},
+        "labels": {key: np.concatenate([v, b["labels"][key]]) for key, v in a["labels"].items()},
+        "hist": a["hist"] + b["hist"],
+    }
+
+
+def _narrow(cum: np.ndarray, rank: int) -> Tuple[int, int]:
+    """The bin holding 0-based rank `rank` of a histogram's cumulative counts, and the count below it."""
+    b = int(np.searchsorted(cum, rank, side="right"))
+    return b, int(cum[b - 1]) if b > 0 else 0
+
+
+def median_update(
+    ex: Executor, part: Partial, anchors: np.ndarray, layout: Layout, f32: bool
+) -> Tuple[np.ndarray, np.ndarray]:
+    """The new anchors of the clusters with boxes (the median, interpolated like numpy.median:
+    the mean of the values of ranks (n - 1) // 2 and n // 2) and the mask of the empty clusters.
+
+    Each rank is a target with a key range [first, last] known to hold it, and `rank`, its rank
+    among the cluster's values in that range. A target whose range holds at most GATHER_MAX values
+    of the cluster (or a single key) gathers them; another cuts its range into MEDIAN_BINS finer
+    bins, so every pass narrows it until one of those holds."""
+    k = anchors.shape[0]
+    new = anchors.copy()
+    count = part["count"].astype(np.int64)
+    found: Dict[Tuple[int, int, int], float] = {}
+    state: Dict[Tuple[int, int, int], Dict[str, int]] = {}
+    for X in range(2):
+        for c in range(k):
+            n = int(count[c])
+            if n == 0:
+                continue
+            cum = np.cumsum(part["hist"][X, c].astype(np.int64))
+            for t, rank in enumerate(((n - 1) // 2, n // 2)):
+                b, below = _narrow(cum, rank)
+                first, last = layout.key_range(X, b, b)
+                state[(t, X, c)] = dict(first=first, last=last, rank=rank - below, inside=int(cum[b]) - below)
+    while state:
+        shape = (2, 2, k)
+        plan_first, plan_last = np.zeros(shape, np.int64), np.full(shape, -1, np.int64)
+        gather, refine, shift = np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(shape, np.int64)
+        for key, s in list(state.items()):
+            if s["first"] == s["last"] and f32:
+                found[key] = float(np.array([s["first"]], np.uint32).view(np.float32)[0])  # one key, one value
+                del state[key]
+                continue
+            plan_first[key], plan_last[key] = s["first"], s["last"]
+            span = s["last"] - s["first"]
+            if s["inside"] <= GATHER_MAX or span == 0:
+                gather[key] = True
+            else:
+                sh = 0
+                while (span >> sh) >= MEDIAN_BINS:
+                    sh += 1
+                refine[key], shift[key] = True, sh
+        if not state:
+            break
+        plan = dict(first=plan_first, last=plan_last, gather=gather, refine=refine, shift=shift, bins=MEDIAN_BINS)
+        got = ex.run(task_select, (anchors, plan), merge_select)
+        for key, s in list(state.items()):
+            t, X, c = key
+            if gather[key]:
+                vals = np.sort(got["values"][(t, X)][got["labels"][(t, X)] == c])
+                found[key] = float(vals[s["rank"]])
+                del state[key]
+            else:
+                cum = np.cumsum(got["hist"][t, X, c].astype(np.int64))
+                b, below = _narrow(cum, s["rank"])
+                sh = int(shift[key])
+                first = s["first"] + (b << sh)
+                last = s["last"] if b == MEDIAN_BINS - 1 else min(s["last"], s["first"] + ((b + 1) << sh) - 1)
+                state[key] = dict(first=first, last=last, rank=s["rank"] - below, inside=int(cum[b]) - below)
+    for c in range(k):
+        if count[c] > 0:
+            for X in range(2):
+                lo, hi = found[(0, X, c)], found[(1, X, c)]
+                new[c, X] = lo if count[c] % 2 == 1 else (lo + hi) / 2.0
+    return new, count == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Empty clusters: the boxes with the lowest best IoU, in increasing (best IoU, row) order.
+
+
+def task_worst(block: Any, offset: int, anchors: np.ndarray, m: int) -> Partial:
+    rows = chunk_rows(block)
+    iou, index = _core._chunk_worst(wh=rows, anchors=anchors, m=m)
+    return {"iou": iou, "index": index + offset, "rows": rows[index].astype(np.float64), "m": m}
+
+
+def merge_worst(a: Partial, b: Partial) -> Partial:
+    iou = np.concatenate([a["iou"], b["iou"]])
+    index = np.concatenate([a["index"], b["index"]])
+    rows = np.concatenate([a["rows"], b["rows"]])
+    order = np.lexsort((index, iou))[: a["m"]]
+    return {"iou": iou[order], "index": index[order], "rows": rows[order], "m": a["m"]}
+
+
+# --------------------------------------------------------------------------------------------
+# Average IoU and YOLOv5's metrics.
+
+
+def task_avg_iou(block: Any, offset: int, anchors: np.ndarray, n_total: int) -> Partial:
+    rows = chunk_rows(block)
+    out = _core._chunk_avg_iou(wh=rows, anchors=anchors, offset=offset, n_total=n_total)
+    whole = {int(c): float(s) for c, s, p in zip(out["ids"], out["sums"], out["parts"]) if p.size == 0}
+    parts = {int(c): [(offset, p)] for c, s, p in zip(out["ids"], out["sums"], out["parts"]) if p.size > 0}
+    return {"whole": whole, "parts": parts}
+
+
+def merge_avg_iou(a: Partial, b: Partial) -> Partial:
+    parts = {c: list(v) for c, v in a["parts"].items()}
+    for c, v in b["parts"].items():
+        parts.setdefault(c, []).extend(v)
+    return {"whole": {**a["whole"], **b["whole"]}, "parts": parts}
+
+
+def finish_avg_iou(part: Partial, n: int) -> float:
+    """The in-memory average: best IoUs summed in order within each block of K_CHUNK rows, then
+    the blocks' sums (and counts) in block order."""
+    blocks = (n + K_CHUNK - 1) // K_CHUNK
+    s = sw = 0.0
+    for c in range(blocks):
+        size = min(K_CHUNK, n - c * K_CHUNK)
+        if c in part["whole"]:
+            num = part["whole"][c]
+        else:
+            num = 0.0
+            for _, values in sorted(part["parts"][c], key=lambda t: t[0]):
+                for v in values.tolist():
+                    num += v
+        s += num
+        sw += float(size)
+    return s / sw
+
+
+def task_fitness(block: Any, offset: int, anchors: np.ndarray, thr: float) -> Partial:
+    rows = chunk_rows(block).astype(np.float64, copy=False)
+    return {"sums": _u128(_core._chunk_fitness(wh=rows, anchors=anchors, thr=thr))}
+
+
+def merge_fitness(a: Partial, b: Partial) -> Partial:
+    return {"sums": [x + y for x, y in zip(a["sums"], b["sums"])]}
+
+
+def finish_fitness(part: Partial, n: int) -> Tuple[float, float, float, float]:
+    fit, bpr, aat, iou, den = part["sums"]
+    d = float(den)
+    return float(fit) / d, float(bpr) / d, float(aat) / float(n), float(iou) / d
+
+
+# --------------------------------------------------------------------------------------------
+# The fit.
+
+
+def area_order(anchors: np.ndarray) -> np.ndarray:
+    """The core's area_order: by area, then width, then index."""
+    w, h = anchors[:, 0], anchors[:, 1]
+    return np.lexsort((np.arange(anchors.shape[0]), w, w * h))
+
+
+@dataclass
+class FitOutcome:
+    anchors: np.ndarray  # sorted by area
+    n_iter: int
+    converged: bool
+
+
+def lloyd(
+    ex: Executor,
+    init: np.ndarray,
+    update: str,
+    max_iter: int,
+    tol: float,
+    layout: Optional[Layout],
+    f32: bool,
+    tick: Optional[Callable[[int], None]] = None,
+) -> FitOutcome:
+    """The in-memory Lloyd loop (kmeans/driver.hpp, lloyd) as passes over the chunks."""
+    anchors = np.array(init, dtype=np.float64)
+    k = anchors.shape[0]
+    prev: Optional[np.ndarray] = None
+    n_iter, converged = 0, False
+    while True:
+        part = ex.run(task_lloyd, (anchors, prev, update, layout if update == "median" else None), merge_lloyd)
+        if tick is not None:
+            tick(n_iter)
+        if n_iter > 0 and part["changed"] == 0:
+            order = area_order(anchors)
+            if np.array_equal(order, np.arange(k)):
+                converged = True
+                break
+            prev, anchors = anchors, anchors[order]
+            continue  # assign again with the anchors in area order
+        if n_iter >= max_iter:
+            break
+        if update == "mean":
+            new, empty = mean_update(part, anchors)
+        else:
+            assert layout is not None
+            new, empty = median_update(ex, part, anchors, layout, f32)
+        if empty.any():
+            which = np.flatnonzero(empty)
+            m = min(which.size, ex.n)
+            worst = ex.run(task_worst, (anchors, m), merge_worst)
+            for t in range(m):
+                new[which[t]] = worst["rows"][t]
+        n_iter += 1
+        with np.errstate(all="ignore"):
+            shift = float(
+                max(
+                    np.max(np.abs(new[:, 0] - anchors[:, 0]) / anchors[:, 0]),
+                    np.max(np.abs(new[:, 1] - anchors[:, 1]) / anchors[:, 1]),
+                )
+            )
+        prev, anchors = anchors, new
+        if tol > 0 and shift <= tol:
+            converged = True
+            break
+    return FitOutcome(anchors[area_order(anchors)], n_iter, converged)
+
+
+# --------------------------------------------------------------------------------------------
+# The plain loop over chunks (out of core: one chunk in memory at a time).
+
+
+class LocalExecutor:
+    """Runs a pass as a loop over the row blocks of one or more (n_i, 2) arrays (numpy arrays or
+    memmaps), ``block_rows`` rows at a time, merging as it goes: one block's rows are in memory at
+    a time (copied from a memmap), besides the partials."""
+
+    def __init__(self, arrays: Sequence[Any], block_rows: int) -> None:
+        self.arrays = list(arrays)
+        self.block_rows = int(block_rows)
+        self.n = int(sum(a.shape[0] for a in self.arrays))
+
+    def blocks(self) -> Any:
+        offset = 0
+        for a in self.arrays:
+            for b in range(0, a.shape[0], self.block_rows):
+                yield np.array(a[b : b + self.block_rows]), offset + b
+            offset += a.shape[0]
+
+    def run(self, task: Callable[..., Partial], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
+        acc = None
+        for rows, offset in self.blocks():
+            part = task(rows, offset, *args)
+            acc = part if acc is None else merge(acc, part)
+        return acc
+
+
+# --------------------------------------------------------------------------------------------
+# The front end shared by fastanchor.out_of_core and fastanchor.dask.
+
+_UPDATES = ("median", "mean")
+_INITS = ("k-means++", "random")
+#: Rows of the sample on which a seeded initialisation runs (all rows when there are fewer).
+DEFAULT_INIT_SAMPLE = 1 << 18
+
+
+@dataclass(frozen=True)
+class Scan:
+    n: int
+    f32: bool
+    layout: Layout
+    hi: Tuple[int, int]  # the largest float32 key per coordinate
+
+
+def scan(ex: Executor, name: str = "wh") -> Scan:
+    s = ex.run(task_scan, (name,), merge_scan)
+    if s is None or s["n"] == 0:
+        raise ValueError(f"{name} is empty: at least one box is needed")
+    return Scan(int(s["n"]), bool(s["f32"]), Layout.of(s["lo"], s["hi"]), (int(s["hi"][0]), int(s["hi"][1])))
+
+
+def no_weights(sample_weight: Any) -> None:
+    if sample_weight is not None:
+        raise ValueError(
+            "sample_weight is not supported by the chunked functions (their exact sums are for unit "
+            "weights); use the in-memory functions for weighted boxes"
+        )
+
+
+def check_fit_options(k: Any, update: Any, n_init: Any, max_iter: Any, tol: Any) -> Tuple[int, str, int, float]:
+    from ._validation import INT_MAX, as_float, as_int
+
+    k = as_int(k, "k", minimum=1)
+    if not (isinstance(update, str) and update in _UPDATES):
+        raise ValueError(f"update must be one of {_UPDATES}, got {update!r}")
+    if n_init is not None and as_int(n_init, "n_init", minimum=1, maximum=INT_MAX) != 1:
+        raise ValueError(f"n_init must be 1 for the chunked fits (one run), got {n_init}")
+    max_iter = as_int(max_iter, "max_iter", minimum=0, maximum=INT_MAX)
+    tol = as_float(tol, "tol")
+    if tol < 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    return k, update, max_iter, tol
+
+
+def initial_anchors(
+    init: Any,
+    k: int,
+    n: int,
+    seed: Any,
+    init_sample: int,
+    take_rows: Callable[[Optional[np.ndarray]], np.ndarray],
+) -> np.ndarray:
+    """The run's initial anchors: ``init`` as given (k, 2), or k-means++/random on the rows
+    ``take_rows(index)`` of a uniform sample of ``init_sample`` rows (sorted row indices drawn
+    from the seed; all rows, index None, when there are no more) by the in-memory core. The sample
+    depends on the seed and N only, so the initial anchors do not depend on the chunking."""
+    from ._validation import as_int, as_wh, distinct_rows_at_least, resolve_seed, resolve_threads
+
+    if isinstance(init, str):
+        if init not in _INITS:
+            raise ValueError(f"init must be one of {_INITS} or an array of shape (k, 2), got {init!r}")
+        if k > n:
+            raise ValueError(f"k={k} is larger than the number of boxes ({n})")
+        init_sample = as_int(init_sample, "init_sample", minimum=1)
+        if n <= init_sample:
+            sample, core_seed = take_rows(None), resolve_seed(seed)
+        else:
+            rng = np.random.default_rng(resolve_seed(seed))
+            index = np.sort(rng.choice(n, size=init_sample, replace=False))
+            sample, core_seed = take_rows(index), resolve_seed(rng)
+        distinct = distinct_rows_at_least(sample, k)
+        if k > distinct:
+            where = "distinct boxes" if n <= len(sample) else f"distinct boxes in the sample of {len(sample)} rows"
+            raise ValueError(f"k={k} is larger than the number of {where} ({distinct})")
+        # The in-memory fit's initial anchors, in the order its first run starts from.
+        return np.asarray(_core._chunk_init(wh=sample, k=k, init=init, seed=core_seed, n_threads=resolve_threads(None)))
+    anchors = as_wh(init, "init")
+    if anchors.shape[0] != k:
+        raise ValueError(f"init has {anchors.shape[0]} anchors but k={k}")
+    if k > n:
+        raise ValueError(f"k={k} is larger than the number of boxes ({n})")
+    return anchors
+
+
+def check_mean_span(sc: Scan) -> None:
+    """The mean's exact sums hold values spanning at most 94 bits of units (the last mantissa bit
+    of the smallest value), as the in-memory fit's; beyond that it sums in floating point, which
+    the chunked fits do not reproduce: refuse (with a bit to spare for the float32 keys' rounding)."""
+    digits = 24 if sc.f32 else 53
+    e_lo = (min(sc.layout.lo) >> 23) - 127
+    e_hi = (max(sc.hi) >> 23) - 127
+    if (e_hi + 1) - (e_lo - (digits - 1)) > 93:
+        raise ValueError(
+            "update='mean' over chunks needs box sides within a ratio of about 2**"
+            f"{93 - digits - 1} ({'float32' if sc.f32 else 'float64'} rows): these span 2**{e_hi - e_lo}; "
+            "use update='median' or the in-memory fastanchor.kmeans_iou"
+        )
+
+
+class IterationBar:
+    """A tqdm bar over Lloyd iterations (shown on request)."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, desc=desc, unit="iter", dynamic_ncols=True)
+
+    def __call__(self, n_iter: int) -> None:
+        self._bar.update(n_iter - self._bar.n)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def fit(
+    ex: Executor,
+    sc: Scan,
+    k: int,
+    init: Any,
+    update: str,
+    max_iter: int,
+    tol: float,
+    seed: Any,
+    init_sample: int,
+    progress: bool,
+    take_rows: Callable[[Optional[np.ndarray]], np.ndarray],
+    desc: str,
+) -> Tuple[FitOutcome, float]:
+    """The fit and the average IoU of its (sorted) anchors."""
+    if update == "mean":
+        check_mean_span(sc)
+    anchors = initial_anchors(init, k, sc.n, seed, init_sample, take_rows)
+    bar = IterationBar(max_iter, desc) if progress else None
+    try:
+        out = lloyd(ex, anchors, update, max_iter, tol, sc.layout, sc.f32, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    avg = finish_avg_iou(ex.run(task_avg_iou, (out.anchors, sc.n), merge_avg_iou), sc.n)
+    return out, avg
+
+
+def avg_iou(ex: Executor, anchors: np.ndarray, n: int) -> float:
+    return finish_avg_iou(ex.run(task_avg_iou, (anchors, n), merge_avg_iou), n)
+
+
+def fitness(ex: Executor, anchors: np.ndarray, thr: float, n: int) -> Tuple[float, float, float, float]:
+    return finish_fitness(ex.run(task_fitness, (anchors, thr), merge_fitness), n)

@@ -1,0 +1,202 @@
+"""The Dask executor and the public functions of fastanchor.dask."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+
+import dask
+import dask.array as da
+import numpy as np
+import numpy.typing as npt
+
+from .. import _chunked, _core
+from .._fitness import DEFAULT_THR, FitnessResult, as_anchors, as_thr
+from .._kmeans import KMeansResult
+from .._validation import SeedLike, as_wh
+from ..out_of_core import DEFAULT_BLOCK_ROWS, open_rows
+
+#: Partials merged per task of the reduction tree.
+FAN_IN = 8
+
+
+def _is_dataframe(x: Any) -> bool:
+    try:
+        import dask.dataframe as dd
+    except ImportError:  # dask without its dataframe extra
+        return False
+    return isinstance(x, dd.DataFrame)
+
+
+def as_dask_rows(wh: Any, columns: Sequence[str] = ("w", "h"), block_rows: int = DEFAULT_BLOCK_ROWS) -> da.Array:
+    """``wh`` as a dask array of shape (N, 2) with one chunk along the columns and known row
+    chunks: a dask array (rechunked along the columns only), a Dask DataFrame (its ``columns``,
+    width then height), or what :func:`fastanchor.out_of_core.open_rows` reads (an array, a memmap,
+    the path of a ``.npy`` file or a list of them), cut into chunks of ``block_rows`` rows."""
+    if _is_dataframe(wh):
+        cols = list(columns)
+        if len(cols) != 2:
+            raise ValueError(f"columns must name the width and height columns, got {columns!r}")
+        missing = [c for c in cols if c not in wh.columns]
+        if missing:
+            raise ValueError(f"the DataFrame has no column {missing[0]!r} (columns: {list(wh.columns)})")
+        x = wh[cols].to_dask_array(lengths=True)
+    elif isinstance(wh, da.Array):
+        x = wh
+    else:
+        x = da.concatenate([da.from_array(a, chunks=(block_rows, 2)) for a in open_rows(wh)])
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"wh must have shape (N, 2) of (width, height), got shape {x.shape}")
+    if x.dtype.kind not in "fiu":
+        raise TypeError(f"wh must hold real numbers, got dtype {x.dtype}")
+    if any(np.isnan(c) for c in x.chunks[0]):
+        x = x.compute_chunk_sizes()
+    if len(x.chunks[1]) != 1:
+        x = x.rechunk({1: 2})
+    return x
+
+
+def _tree(parts: List[Any], merge: Callable[[Any, Any], Any]) -> Any:
+    """Delayed merges of ``parts`` in a tree of fan-in FAN_IN (exact merges: any tree gives the
+    same totals)."""
+
+    def merge_all(*xs: Any) -> Any:
+        acc = xs[0]
+        for x in xs[1:]:
+            acc = merge(acc, x)
+        return acc
+
+    while len(parts) > 1:
+        parts = [dask.delayed(merge_all)(*parts[i : i + FAN_IN]) for i in range(0, len(parts), FAN_IN)]
+    return parts[0]
+
+
+class DaskExecutor:
+    """Runs a pass as one task per chunk of rows and a tree of merges, computed by ``client`` (a
+    ``distributed.Client``), else by ``scheduler`` (None: Dask's default, which is the active
+    client if there is one)."""
+
+    def __init__(self, x: da.Array, client: Any = None, scheduler: Any = None) -> None:
+        self.x = x
+        self.client = client
+        self.scheduler = scheduler
+        self.blocks = list(x.to_delayed().ravel())
+        sizes = [int(c) for c in x.chunks[0]]
+        self.offsets = [int(o) for o in np.concatenate([[0], np.cumsum(sizes)[:-1]])]
+        self.n = int(sum(sizes))
+
+    def compute(self, obj: Any) -> Any:
+        if self.client is not None:
+            return self.client.compute(obj, sync=True)
+        return dask.compute(obj, scheduler=self.scheduler)[0]
+
+    def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
+        parts = [dask.delayed(task)(b, off, *args) for b, off in zip(self.blocks, self.offsets)]
+        return self.compute(_tree(parts, merge))
+
+    def take(self, index: Optional[np.ndarray]) -> np.ndarray:
+        rows = self.x if index is None else self.x[index]
+        return _chunked.chunk_rows(self.compute(rows))
+
+
+def _labels_block(block: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    out = _core._chunk_lloyd(
+        wh=_chunked.chunk_rows(block),
+        anchors=anchors,
+        prev_anchors=None,
+        mode="assign",
+        key_lo_w=0,
+        key_lo_h=0,
+        shift_w=0,
+        shift_h=0,
+        bins=1,
+        want_labels=True,
+    )
+    labels: np.ndarray = out["labels"]
+    return labels
+
+
+def kmeans_iou(
+    wh: Any,
+    k: int,
+    *,
+    init: Union[str, npt.ArrayLike] = "k-means++",
+    update: str = "median",
+    n_init: Optional[int] = None,
+    max_iter: int = 300,
+    tol: float = 0.0,
+    sample_weight: None = None,
+    seed: SeedLike = None,
+    init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
+    progress: bool = False,
+    client: Any = None,
+    scheduler: Any = None,
+    columns: Sequence[str] = ("w", "h"),
+) -> KMeansResult:
+    """:func:`fastanchor.kmeans_iou` over a dask array (N, 2) or a Dask DataFrame: one map-reduce
+    per Lloyd iteration (mean; a second one gathers the values around the medians for the median).
+
+    From ``init`` given as (k, 2) anchors the anchors, ``avg_iou``, ``n_iter`` and ``converged`` are
+    ``fastanchor.kmeans_iou(rows, k, init=init, ...)``'s, bit for bit, and ``labels`` is a lazy dask
+    array (int32, chunked as the rows) whose values are its labels. With "k-means++" or "random",
+    the initial anchors are drawn by the in-memory core from a uniform sample of ``init_sample``
+    rows (indices drawn from ``seed``; all rows when there are no more, and then the whole result
+    is ``fastanchor.kmeans_iou(rows, k, seed=seed)``'s): the result does not depend on the
+    chunking nor on the number of workers.
+
+    Parameters beyond :func:`fastanchor.kmeans_iou`'s: ``client`` (a ``distributed.Client`` that
+    runs the tasks; default: the active client if any, else ``scheduler``), ``scheduler`` (Dask's
+    ``scheduler=`` of ``dask.compute``), ``columns`` (a DataFrame's width and height columns),
+    ``init_sample``. ``sample_weight`` is not supported (unit weights); ``n_init`` must be 1.
+
+    Tasks are pure, so a task lost with its worker is rerun by Dask with the same result. Persist
+    the rows (``wh.persist()``) on a cluster so that the iterations do not reload them.
+    """
+    _chunked.no_weights(sample_weight)
+    k, update, max_iter, tol = _chunked.check_fit_options(k, update, n_init, max_iter, tol)
+    x = as_dask_rows(wh, columns)
+    ex = DaskExecutor(x, client, scheduler)
+    sc = _chunked.scan(ex)
+    out, avg = _chunked.fit(
+        ex, sc, k, init, update, max_iter, tol, seed, init_sample, progress, ex.take, "kmeans_iou (dask)"
+    )
+    labels = x.map_blocks(_labels_block, out.anchors, dtype=np.int32, drop_axis=1, chunks=(x.chunks[0],))
+    return KMeansResult(anchors=out.anchors, labels=labels, avg_iou=avg, n_iter=out.n_iter, converged=out.converged)
+
+
+def avg_iou(
+    anchors: npt.ArrayLike,
+    wh: Any,
+    *,
+    sample_weight: None = None,
+    client: Any = None,
+    scheduler: Any = None,
+    columns: Sequence[str] = ("w", "h"),
+) -> float:
+    """:func:`fastanchor.avg_iou` over a dask array or DataFrame (the same value, bit for bit;
+    unit weights only)."""
+    _chunked.no_weights(sample_weight)
+    a = as_wh(anchors, "anchors")
+    ex = DaskExecutor(as_dask_rows(wh, columns), client, scheduler)
+    sc = _chunked.scan(ex)
+    return _chunked.avg_iou(ex, a, sc.n)
+
+
+def anchor_fitness(
+    anchors: npt.ArrayLike,
+    wh: Any,
+    *,
+    thr: float = DEFAULT_THR,
+    sample_weight: None = None,
+    client: Any = None,
+    scheduler: Any = None,
+    columns: Sequence[str] = ("w", "h"),
+) -> FitnessResult:
+    """:func:`fastanchor.anchor_fitness` over a dask array or DataFrame (the same values, bit for
+    bit; unit weights only)."""
+    _chunked.no_weights(sample_weight)
+    a = as_anchors(anchors)
+    t = as_thr(thr)
+    ex = DaskExecutor(as_dask_rows(wh, columns), client, scheduler)
+    sc = _chunked.scan(ex)
+    fit, bpr, aat, iou = _chunked.fitness(ex, a, t, sc.n)
+    return FitnessResult(fitness=fit, bpr=bpr, aat=aat, avg_iou=iou, thr=t)

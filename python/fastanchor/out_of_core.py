@@ -1,0 +1,173 @@
+"""k-means, average IoU and anchor fitness over boxes that need not fit in memory: a
+``numpy.memmap``, the path of a ``.npy`` file, or a list of them (shards, read in order as one array
+of rows), read ``block_rows`` rows at a time. No Dask needed.
+
+The results are those of the in-memory :func:`fastanchor.kmeans_iou`, :func:`fastanchor.avg_iou`
+and :func:`fastanchor.anchor_fitness` on the same rows, bit for bit (from the same initial
+anchors for k-means); see :doc:`/guides/scale`.
+
+Resident memory: one block of rows (copied from the file: 8 or 16 bytes per row), up to about 64
+bytes per row of the block for the kernels' temporaries, the partials (a few kB; the median's
+histograms 16 kB per anchor), and, unless ``return_labels=False``, the labels (4 bytes per box).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, List, Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _chunked, _core
+from ._fitness import DEFAULT_THR, FitnessResult, as_anchors, as_thr
+from ._kmeans import KMeansResult
+from ._validation import SeedLike, as_int, as_wh
+
+__all__ = ["DEFAULT_BLOCK_ROWS", "anchor_fitness", "avg_iou", "kmeans_iou", "open_rows"]
+
+#: Rows read at a time (16 MB of float64 rows).
+DEFAULT_BLOCK_ROWS = 1 << 20
+
+Source = Union[str, "os.PathLike[str]", np.ndarray, Sequence[Union[str, "os.PathLike[str]", np.ndarray]]]
+
+
+def open_rows(source: Any, name: str = "wh") -> List[np.ndarray]:
+    """The (n_i, 2) arrays of ``source``: an array (a memmap, read in place), the path of a ``.npy``
+    file (memory-mapped) or a list/tuple of those (shards, in order)."""
+
+    def one(x: Any) -> np.ndarray:
+        if isinstance(x, (str, os.PathLike)):
+            arr = np.load(os.fspath(x), mmap_mode="r")
+        else:
+            arr = np.asarray(x)
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        if arr.ndim != 2 or arr.shape[1] != 2:
+            raise ValueError(f"{name} must have shape (N, 2) of (width, height), got shape {arr.shape}")
+        return arr
+
+    if (
+        isinstance(source, (list, tuple))
+        and source
+        and all(isinstance(x, (str, os.PathLike, np.ndarray)) for x in source)
+    ):
+        return [one(x) for x in source]
+    return [one(source)]
+
+
+def _executor(source: Any, block_rows: Any) -> _chunked.LocalExecutor:
+    return _chunked.LocalExecutor(open_rows(source), as_int(block_rows, "block_rows", minimum=1))
+
+
+def _take_rows(ex: _chunked.LocalExecutor, index: Optional[np.ndarray]) -> np.ndarray:
+    """Rows ``index`` (sorted) of the whole array, or all rows (index None)."""
+    parts, offset = [], 0
+    for a in ex.arrays:
+        n = a.shape[0]
+        if index is None:
+            parts.append(np.asarray(a))
+        else:
+            lo, hi = np.searchsorted(index, [offset, offset + n])
+            parts.append(np.asarray(a[index[lo:hi] - offset]))
+        offset += n
+    return np.concatenate([_chunked.chunk_rows(p) for p in parts]) if len(parts) > 1 else _chunked.chunk_rows(parts[0])
+
+
+def kmeans_iou(
+    wh: Source,
+    k: int,
+    *,
+    init: Union[str, npt.ArrayLike] = "k-means++",
+    update: str = "median",
+    n_init: Optional[int] = None,
+    max_iter: int = 300,
+    tol: float = 0.0,
+    sample_weight: None = None,
+    seed: SeedLike = None,
+    init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    return_labels: bool = True,
+    progress: bool = False,
+) -> KMeansResult:
+    """:func:`fastanchor.kmeans_iou` over rows read ``block_rows`` at a time.
+
+    From ``init`` given as (k, 2) anchors, the result (anchors, labels, avg_iou, n_iter,
+    converged) is ``fastanchor.kmeans_iou(rows, k, init=init, ...)``'s, bit for bit. With
+    "k-means++" or "random", the initial anchors are drawn by the in-memory core from a uniform
+    sample of ``init_sample`` rows (row indices drawn from ``seed``; all rows when there are no
+    more, and then the result is ``fastanchor.kmeans_iou(rows, k, seed=seed)``'s): they depend on
+    the seed and the rows, never on ``block_rows`` or the shards. One Lloyd iteration reads the
+    rows once (mean) or twice (median: a second pass gathers the values around the medians).
+
+    ``sample_weight`` is not supported (unit weights); ``n_init`` must be 1 (or None). With
+    ``return_labels=False`` the result's ``labels`` is an empty array (no 4 bytes per box held).
+    Ctrl-C stops the fit between blocks.
+    """
+    _chunked.no_weights(sample_weight)
+    k, update, max_iter, tol = _chunked.check_fit_options(k, update, n_init, max_iter, tol)
+    ex = _executor(wh, block_rows)
+    sc = _chunked.scan(ex)
+    out, avg = _chunked.fit(
+        ex,
+        sc,
+        k,
+        init,
+        update,
+        max_iter,
+        tol,
+        seed,
+        init_sample,
+        progress,
+        lambda index: _take_rows(ex, index),
+        "kmeans_iou",
+    )
+    if return_labels:
+        labels = np.empty(sc.n, np.int32)
+        for rows, offset in ex.blocks():
+            labels[offset : offset + rows.shape[0]] = _core._chunk_lloyd(
+                wh=_chunked.chunk_rows(rows),
+                anchors=out.anchors,
+                prev_anchors=None,
+                mode="assign",
+                key_lo_w=0,
+                key_lo_h=0,
+                shift_w=0,
+                shift_h=0,
+                bins=1,
+                want_labels=True,
+            )["labels"]
+    else:
+        labels = np.empty(0, np.int32)
+    return KMeansResult(anchors=out.anchors, labels=labels, avg_iou=avg, n_iter=out.n_iter, converged=out.converged)
+
+
+def avg_iou(
+    anchors: npt.ArrayLike, wh: Source, *, sample_weight: None = None, block_rows: int = DEFAULT_BLOCK_ROWS
+) -> float:
+    """:func:`fastanchor.avg_iou` over rows read ``block_rows`` at a time (the same value, bit for
+    bit; unit weights only)."""
+    _chunked.no_weights(sample_weight)
+    a = as_wh(anchors, "anchors")
+    ex = _executor(wh, block_rows)
+    sc = _chunked.scan(ex)
+    return _chunked.avg_iou(ex, a, sc.n)
+
+
+def anchor_fitness(
+    anchors: npt.ArrayLike,
+    wh: Source,
+    *,
+    thr: float = DEFAULT_THR,
+    sample_weight: None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> FitnessResult:
+    """:func:`fastanchor.anchor_fitness` over rows read ``block_rows`` at a time (the same values,
+    bit for bit; unit weights only)."""
+    _chunked.no_weights(sample_weight)
+    a = as_anchors(anchors)
+    t = as_thr(thr)
+    ex = _executor(wh, block_rows)
+    sc = _chunked.scan(ex)
+    fit, bpr, aat, iou = _chunked.fitness(ex, a, t, sc.n)
+    return FitnessResult(fitness=fit, bpr=bpr, aat=aat, avg_iou=iou, thr=t)

@@ -1,0 +1,178 @@
+"""fastanchor.dask: the in-memory results bit for bit over dask arrays and DataFrames, whatever
+the chunking, the scheduler, the number of workers, or a worker lost during a fit."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from conftest import clean, load_real, needs_data, real_box_files
+
+import fastanchor
+from fastanchor import _chunked
+
+dask = pytest.importorskip("dask")
+da = pytest.importorskip("dask.array")
+fd = pytest.importorskip("fastanchor.dask")
+
+# distributed's servers and worker restarts leave sockets for the garbage collector.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings("ignore:Port .* is already in use:UserWarning"),
+]
+
+
+def _boxes(seed: int, n: int, dtype=np.float64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    wh = np.exp(rng.normal(3, 0.9, (n, 2)))
+    wh[: n // 3] = rng.integers(1, 40, (n // 3, 2))  # exact ties and repeated values
+    return wh.astype(dtype)
+
+
+def _same(got, want) -> None:
+    np.testing.assert_array_equal(got.anchors, want.anchors)
+    np.testing.assert_array_equal(got.labels.compute(), want.labels)
+    assert got.avg_iou == want.avg_iou
+    assert (got.n_iter, got.converged) == (want.n_iter, want.converged)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("update", ["mean", "median"])
+def test_explicit_init_is_the_in_memory_fit_for_any_chunking(dtype, update):
+    wh = _boxes(1, 20_000, dtype)
+    init = wh[np.random.default_rng(2).choice(len(wh), 7, replace=False)].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, 7, init=init, update=update)
+    for chunks in (20_000, 4096, (3000, 0, 1, 4999, 12_000)):
+        x = da.from_array(wh, chunks=(chunks, 2))
+        _same(fd.kmeans_iou(x, 7, init=init, update=update, scheduler="threads"), want)
+
+
+def test_seeded_fit_does_not_depend_on_the_chunking():
+    wh = _boxes(3, 30_000)
+    want = fastanchor.kmeans_iou(wh, 6, seed=4)
+    _same(fd.kmeans_iou(da.from_array(wh, chunks=(7000, 2)), 6, seed=4, scheduler="sync"), want)
+    a = fd.kmeans_iou(da.from_array(wh, chunks=(7000, 2)), 6, seed=4, init_sample=3000, scheduler="sync")
+    b = fd.kmeans_iou(da.from_array(wh, chunks=(2500, 2)), 6, seed=4, init_sample=3000, scheduler="threads")
+    np.testing.assert_array_equal(a.anchors, b.anchors)
+    np.testing.assert_array_equal(a.labels.compute(), b.labels.compute())
+
+
+def test_dataframe_columns_and_metrics():
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    wh = _boxes(5, 10_000)
+    df = dd.from_pandas(pd.DataFrame({"id": np.arange(len(wh)), "bw": wh[:, 0], "bh": wh[:, 1]}), npartitions=4)
+    init = wh[:5].copy()
+    want = fastanchor.kmeans_iou(wh, 5, init=init, update="mean")
+    _same(fd.kmeans_iou(df, 5, init=init, update="mean", columns=("bw", "bh"), scheduler="sync"), want)
+    assert fd.avg_iou(want.anchors, df, columns=("bw", "bh")) == fastanchor.avg_iou(want.anchors, wh)
+    got = fd.anchor_fitness(want.anchors, df, columns=("bw", "bh"), thr=3.0)
+    assert got == fastanchor.anchor_fitness(want.anchors, wh, thr=3.0)
+    with pytest.raises(ValueError, match="no column 'w'"):
+        fd.avg_iou(want.anchors, df)
+
+
+def test_errors_as_in_memory():
+    wh = _boxes(6, 3000)
+    wh[2500] = np.nan
+    x = da.from_array(wh, chunks=(1000, 2))
+    with pytest.raises(ValueError, match=r"the first is row 2500: \[nan, nan\]"):
+        fd.kmeans_iou(x, 3, init=wh[:3], scheduler="sync")
+    with pytest.raises(ValueError, match="sample_weight is not supported"):
+        fd.avg_iou(wh[:3], x, sample_weight=np.ones(3000))
+    with pytest.raises(ValueError, match="must have shape"):
+        fd.avg_iou(wh[:3], da.ones((10, 3)))
+
+
+# --------------------------------------------------------------------------------------------
+# A distributed cluster: two worker processes, started once for this module.
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0", silence_logs=40
+        ) as cl,
+        distributed.Client(cl, set_as_default=False) as client,
+    ):
+        yield cl, client
+
+
+def test_one_and_two_workers_give_the_in_memory_fit(cluster):
+    distributed = pytest.importorskip("distributed")
+    _, client = cluster
+    wh = _boxes(7, 40_000, np.float32)
+    x = da.from_array(wh, chunks=(6000, 2)).persist()
+    init = wh[:8].astype(np.float64)
+    for update in ("mean", "median"):
+        want = fastanchor.kmeans_iou(wh, 8, init=init, update=update)
+        _same(fd.kmeans_iou(x, 8, init=init, update=update, client=client), want)
+    a = fd.kmeans_iou(x, 8, seed=9, init_sample=5000, client=client)
+    with (
+        distributed.LocalCluster(
+            n_workers=1, processes=True, threads_per_worker=1, dashboard_address=":0", silence_logs=40
+        ) as one,
+        distributed.Client(one, set_as_default=False) as c1,
+    ):
+        b = fd.kmeans_iou(da.from_array(wh, chunks=(9000, 2)), 8, seed=9, init_sample=5000, client=c1)
+    np.testing.assert_array_equal(a.anchors, b.anchors)
+    assert (a.avg_iou, a.n_iter) == (b.avg_iou, b.n_iter)
+
+
+def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch):
+    cl, client = cluster
+    wh = _boxes(8, 40_000)
+    init = wh[:7].copy()
+    want = fastanchor.kmeans_iou(wh, 7, init=init, update="median")
+    assert want.n_iter > 4
+    killed = []
+    pids = client.run(os.getpid)  # worker address -> process id
+
+    class KillAtIteration3:
+        def __init__(self, total, desc):
+            pass
+
+        def __call__(self, n_iter):
+            if n_iter == 3 and not killed:
+                worker = sorted(pids)[0]
+                killed.append(worker)
+                os.kill(pids[worker], signal.SIGKILL)  # its nanny starts a new worker
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(_chunked, "IterationBar", KillAtIteration3)
+    x = da.from_array(wh, chunks=(4000, 2))
+    got = fd.kmeans_iou(x, 7, init=init, update="median", client=client, progress=True)
+    assert killed
+    _same(got, want)
+    client.wait_for_workers(2, timeout=60)
+
+
+@needs_data
+def test_real_data_on_the_cluster(cluster):
+    _, client = cluster
+    paths = [p for p in real_box_files() if p.stem == "voc2007_train"]
+    if not paths:
+        pytest.skip("voc2007_train is absent")
+    wh = clean(load_real(paths[0], 640))
+    init = wh[np.random.default_rng(0).choice(len(wh), 9, replace=False)]
+    want = fastanchor.kmeans_iou(wh, 9, init=init)
+    _same(fd.kmeans_iou(da.from_array(wh, chunks=(1500, 2)), 9, init=init, client=client), want)
+
+
+def test_numpy_arrays_and_npy_paths_are_chunked(tmp_path):
+    wh = _boxes(9, 5000, np.float32)
+    path = tmp_path / "wh.npy"
+    np.save(path, wh)
+    init = wh[:4].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, 4, init=init)
+    x = fd.as_dask_rows([path, wh[:10]], block_rows=1500)
+    assert x.shape == (5010, 2) and x.chunks[0][:3] == (1500, 1500, 1500)
+    _same(fd.kmeans_iou(path, 4, init=init, scheduler="sync"), want)
+    assert fd.avg_iou(want.anchors, wh, scheduler="sync") == fastanchor.avg_iou(want.anchors, wh)

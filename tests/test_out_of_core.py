@@ -1,0 +1,231 @@
+"""Out-of-core fits and metrics (fastanchor.out_of_core, the engine in fastanchor._chunked): the
+in-memory results bit for bit, for any block size, shards and merge order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference as ref
+from conftest import clean, load_real, needs_data, real_box_files
+
+import fastanchor
+from fastanchor import _chunked
+from fastanchor import out_of_core as ooc
+
+
+def _boxes(seed: int, n: int, dtype=np.float64, ties: bool = True) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    wh = np.exp(rng.normal(3, 0.9, (n, 2)))
+    if ties:
+        wh[: n // 3] = rng.integers(1, 40, (n // 3, 2))  # exact ties and repeated values
+    return wh.astype(dtype)
+
+
+def _same(got: fastanchor.KMeansResult, want: fastanchor.KMeansResult) -> None:
+    np.testing.assert_array_equal(got.anchors, want.anchors)
+    np.testing.assert_array_equal(np.asarray(got.labels), want.labels)
+    assert got.avg_iou == want.avg_iou
+    assert (got.n_iter, got.converged) == (want.n_iter, want.converged)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("update", ["mean", "median"])
+def test_explicit_init_is_the_in_memory_fit_for_any_block_size(dtype, update):
+    wh = _boxes(1, 20_000, dtype)
+    init = wh[np.random.default_rng(2).choice(len(wh), 7, replace=False)].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, 7, init=init, update=update)
+    assert want.n_iter > 3
+    for block_rows in (999, 4096, 6000, 50_000):
+        _same(ooc.kmeans_iou(wh, 7, init=init, update=update, block_rows=block_rows), want)
+
+
+def test_the_numpy_reference_on_a_small_fit():
+    wh = _boxes(3, 600)
+    init = wh[:5].copy()
+    want = ref.lloyd(wh, init, update="median")
+    got = ooc.kmeans_iou(wh, 5, init=init, block_rows=97)
+    np.testing.assert_array_equal(got.anchors, want["anchors"])
+    np.testing.assert_array_equal(got.labels, want["labels"])
+    assert (got.n_iter, got.converged) == (want["n_iter"], want["converged"])
+
+
+def test_memmap_npy_path_and_shards(tmp_path):
+    wh = _boxes(4, 12_000, np.float32)
+    path = tmp_path / "wh.npy"
+    np.save(path, wh)
+    shards = []
+    for i, part in enumerate(np.array_split(wh, [3000, 3001, 9000])):
+        shards.append(tmp_path / f"shard{i}.npy")
+        np.save(shards[-1], part)
+    init = wh[[5, 50, 500, 5000, 9000, 11_000]].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, 6, init=init)
+    for source in (path, str(path), np.load(path, mmap_mode="r"), shards):
+        _same(ooc.kmeans_iou(source, 6, init=init, block_rows=2500), want)
+    assert ooc.avg_iou(want.anchors, shards) == fastanchor.avg_iou(want.anchors, wh)
+    assert ooc.anchor_fitness(want.anchors, path) == fastanchor.anchor_fitness(want.anchors, wh)
+
+
+def test_seeded_init_does_not_depend_on_the_blocks():
+    wh = _boxes(5, 30_000)
+    # All rows in the sample: the in-memory fit from the same seed.
+    _same(ooc.kmeans_iou(wh, 6, seed=11, block_rows=7000), fastanchor.kmeans_iou(wh, 6, seed=11))
+    # A sample of the rows: the same result whatever the blocks and shards.
+    a = ooc.kmeans_iou(wh, 6, seed=11, init_sample=5000, block_rows=7000)
+    b = ooc.kmeans_iou([wh[:12_345], wh[12_345:]], 6, seed=11, init_sample=5000, block_rows=4096)
+    _same(b, a)
+    c = ooc.kmeans_iou(wh, 6, seed=12, init_sample=5000, block_rows=7000)
+    assert not np.array_equal(a.anchors, c.anchors)
+
+
+@pytest.mark.parametrize("update", ["mean", "median"])
+def test_empty_clusters_tol_and_max_iter_as_in_memory(update):
+    wh = _boxes(6, 8000)
+    init = np.concatenate([wh[:4], [[1e6, 1e6], [2e6, 1e6]]])  # two anchors with no box
+    for kw in ({}, {"tol": 1e-3}, {"max_iter": 0}, {"max_iter": 2}):
+        want = fastanchor.kmeans_iou(wh, 6, init=init, update=update, **kw)
+        _same(ooc.kmeans_iou(wh, 6, init=init, update=update, block_rows=1500, **kw), want)
+
+
+def test_median_refines_crowded_bins(monkeypatch):
+    # Few values gathered at a time: the median's key range is narrowed by finer histograms.
+    monkeypatch.setattr(_chunked, "GATHER_MAX", 16)
+    for dtype in (np.float32, np.float64):
+        wh = _boxes(7, 10_000, dtype)
+        init = wh[:8].astype(np.float64)
+        want = fastanchor.kmeans_iou(wh, 8, init=init, update="median")
+        _same(ooc.kmeans_iou(wh, 8, init=init, update="median", block_rows=3000), want)
+
+
+def _partials_in_random_orders(task, merge, wh, args, rng):
+    """Partials of random chunkings of wh, merged in random orders (left folds and pair trees)."""
+    results = []
+    n = len(wh)
+    for _ in range(4):
+        cuts = np.sort(rng.integers(0, n + 1, int(rng.integers(1, 9))))
+        bounds = np.unique(np.concatenate([[0], cuts, [n]]))
+        parts = [task(wh[b:e], int(b), *args) for b, e in zip(bounds[:-1], bounds[1:])]
+        parts = [parts[i] for i in rng.permutation(len(parts))]
+        while len(parts) > 1:
+            i = int(rng.integers(0, len(parts) - 1))
+            parts[i : i + 2] = [merge(parts[i], parts[i + 1])]
+        results.append(parts[0])
+    return results
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avg_iou_and_fitness_partials_merge_to_the_in_memory_values(dtype):
+    rng = np.random.default_rng(8)
+    wh = _boxes(9, 21_000, dtype)
+    anchors = fastanchor.kmeans_iou(wh, 9, seed=0).anchors
+    want_iou = fastanchor.avg_iou(anchors, wh)
+    want_fit = fastanchor.anchor_fitness(anchors, wh)
+    n = len(wh)
+    for part in _partials_in_random_orders(_chunked.task_avg_iou, _chunked.merge_avg_iou, wh, (anchors, n), rng):
+        assert _chunked.finish_avg_iou(part, n) == want_iou
+    for part in _partials_in_random_orders(_chunked.task_fitness, _chunked.merge_fitness, wh, (anchors, 4.0), rng):
+        assert _chunked.finish_fitness(part, n) == (want_fit.fitness, want_fit.bpr, want_fit.aat, want_fit.avg_iou)
+    # And the numpy reference, for the values it defines exactly.
+    want_ref = ref.anchor_fitness(anchors, wh.astype(np.float64))
+    assert ooc.anchor_fitness(anchors, wh, block_rows=5000).bpr == want_ref["bpr"]
+
+
+def test_mean_partials_merge_in_any_order():
+    rng = np.random.default_rng(10)
+    wh = _boxes(11, 9000, np.float32)
+    anchors = wh[:6].astype(np.float64)
+    merged = _partials_in_random_orders(
+        _chunked.task_lloyd, _chunked.merge_lloyd, wh, (anchors, None, "mean", None), rng
+    )
+    updates = [_chunked.mean_update(p, anchors)[0] for p in merged]
+    want = fastanchor._core.lloyd_trace(wh, None, anchors[None], "mean", 1)["updated"][0]
+    for u in updates:
+        np.testing.assert_array_equal(u, want)
+
+
+def test_errors_name_the_argument_and_the_row():
+    wh = _boxes(12, 5000)
+    wh[4321, 1] = -1.0
+    with pytest.raises(ValueError, match=r"the first is row 4321: \["):
+        ooc.kmeans_iou(wh, 3, init=wh[:3] * 0 + 1, block_rows=1000)
+    good = _boxes(12, 100)
+    with pytest.raises(ValueError, match="sample_weight is not supported"):
+        ooc.kmeans_iou(good, 3, sample_weight=np.ones(100))
+    with pytest.raises(ValueError, match="k=200 is larger than the number of boxes"):
+        ooc.kmeans_iou(good, 200, seed=0)
+    with pytest.raises(ValueError, match="init has 2 anchors but k=3"):
+        ooc.kmeans_iou(good, 3, init=good[:2])
+    with pytest.raises(ValueError, match="update must be one of"):
+        ooc.kmeans_iou(good, 3, update="mode")
+    with pytest.raises(ValueError, match="must have shape"):
+        ooc.avg_iou(good[:2], good[:, :1])
+    with pytest.raises(ValueError, match="n_init must be 1"):
+        ooc.kmeans_iou(good, 3, n_init=3)
+
+
+def test_labels_can_be_left_out():
+    wh = _boxes(13, 3000)
+    got = ooc.kmeans_iou(wh, 4, init=wh[:4], return_labels=False)
+    assert got.labels.shape == (0,)
+    np.testing.assert_array_equal(got.anchors, fastanchor.kmeans_iou(wh, 4, init=wh[:4]).anchors)
+
+
+@needs_data
+@pytest.mark.parametrize("name", ["voc2007_train", "coco128"])
+@pytest.mark.parametrize("update", ["mean", "median"])
+def test_real_data(name, update):
+    paths = [p for p in real_box_files() if p.stem == name]
+    if not paths:
+        pytest.skip(f"{name} is absent")
+    wh = clean(load_real(paths[0], 640))
+    init = wh[np.random.default_rng(0).choice(len(wh), 9, replace=False)]
+    want = fastanchor.kmeans_iou(wh, 9, init=init, update=update)
+    _same(ooc.kmeans_iou(wh, 9, init=init, update=update, block_rows=1000), want)
+    assert ooc.anchor_fitness(want.anchors, wh, block_rows=777) == fastanchor.anchor_fitness(want.anchors, wh)
+
+
+def test_fastanchor_imports_without_dask_and_fastanchor_dask_says_what_to_install():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['dask'] = None\n"
+        "import fastanchor, fastanchor.out_of_core\n"
+        "try:\n"
+        "    import fastanchor.dask\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "fastanchor[dask]"' in out
+
+
+def test_ctrl_c_stops_a_chunked_fit():
+    from conftest import interrupt_latency
+
+    wh = _boxes(14, 1_000_000, np.float32)  # about 50 iterations of 20+ ms: seconds
+    init = wh[:9].astype(np.float64)
+    lat = interrupt_latency(lambda: ooc.kmeans_iou(wh, 9, init=init, max_iter=10_000, tol=0, block_rows=50_000), 0.3)
+    assert lat < 2.0
+
+
+def test_the_mean_refuses_ranges_its_exact_sums_do_not_hold():
+    wh = np.array([[1e-12, 1.0], [1e12, 2.0], [3.0, 4.0]])
+    with pytest.raises(ValueError, match="update='mean' over chunks needs box sides within a ratio"):
+        ooc.kmeans_iou(wh, 2, init=wh[:2], update="mean")
+    ooc.kmeans_iou(wh, 2, init=wh[:2], update="median")  # the median has no such limit
+
+
+def test_median_of_doubles_that_share_a_float32_key(monkeypatch):
+    # Many distinct float64 sides round to the same float32: the narrowed key range ends as one
+    # key whose values are gathered and compared as doubles.
+    monkeypatch.setattr(_chunked, "GATHER_MAX", 8)
+    rng = np.random.default_rng(15)
+    n = 6000
+    wh = np.empty((n, 2))
+    wh[:, 0] = 10.0 + rng.integers(0, 50, n) * 2.0**-40
+    wh[:, 1] = np.exp(rng.normal(2, 0.3, n))
+    wh[::3, 0] = np.exp(rng.normal(3, 0.5, n))[::3]
+    init = wh[[0, 1, 3, 6]]
+    for update in ("median", "mean"):
+        want = fastanchor.kmeans_iou(wh, 4, init=init, update=update)
+        _same(ooc.kmeans_iou(wh, 4, init=init, update=update, block_rows=1111), want)
