@@ -21,7 +21,6 @@ With ``--before DIR`` the ``load`` and ``anchors`` rows are repeated with ``PYTH
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics

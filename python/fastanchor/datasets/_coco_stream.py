@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import itemgetter
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -102,9 +102,9 @@ class _Scan:
     opening: np.ndarray  # bool
 
 
-def scan(fd: int, size: int, block: int = BLOCK_BYTES) -> _Scan:
+def scan(fd: int, size: int, block: Optional[int] = None) -> _Scan:
     """Find the brackets at levels 0-2 of a json document read from ``fd`` (``size`` bytes)."""
-    buf = bytearray(block)
+    buf = bytearray(BLOCK_BYTES if block is None else block)
     view = memoryview(buf)
     in_string = 0
     escape_first = False  # the first byte of the next block is escaped by a backslash
@@ -278,7 +278,7 @@ def _marker(value: Any) -> Optional[int]:
 # --- pulling the fields ---------------------------------------------------------------------------------
 
 
-def _types_within(values: List[Any], allowed: set) -> bool:
+def _types_within(values: List[Any], allowed: Set[type]) -> bool:
     return set(map(type, values)) <= allowed
 
 
@@ -312,7 +312,7 @@ def _images(items: List[Any]) -> Tuple[np.ndarray, np.ndarray, List[str]]:
     if not ((w > 0) & (w < np.inf) & (h > 0) & (h < np.inf)).all():
         raise Fallback
     id_arr = _ints(ids)
-    names = list(map(dict.get, items, repeat("file_name"), ids))
+    names: List[Any] = list(map(dict.get, items, repeat("file_name"), ids))
     if not _types_within(names, {str}):
         from ._coco import _name
 
@@ -389,6 +389,7 @@ def read_coco(path: str) -> Extract:
             raise Fallback
         sc = scan(fd, st.st_size)
         doc, arrays = _structure(fd, sc)
+        del sc
         return _extract(fd, doc, arrays)
     finally:
         os.close(fd)
@@ -421,11 +422,17 @@ def _extract(fd: int, doc: Dict[str, Any], arrays: List[_Array]) -> Extract:
     from ._boxes import box_reasons
     from ._coco import COCO_TOLERANCE
 
-    parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    anns = doc["annotations"]
+    j = _marker(anns)
+    n_total = len(anns) if j is None else int(arrays[j].starts.size)
+    xywh_all = np.empty((n_total, 4), dtype=np.float64)
+    image_idx = np.empty(n_total, dtype=np.int64)
+    cats = np.empty(n_total, dtype=np.int64)
+    crowd_all = np.empty(n_total, dtype=bool)
     first_bad, first_bad_id = -1, _MISSING
     total = 0
     get = dict.get
-    for items in _pieces(fd, doc["annotations"], arrays):
+    for items in _pieces(fd, anns, arrays):
         n = len(items)
         if not _types_within(items, {dict}):
             raise Fallback
@@ -458,14 +465,14 @@ def _extract(fd: int, doc: Dict[str, Any], arrays: List[_Array]) -> Extract:
             if bad.size:
                 first_bad = total + int(bad[0])
                 first_bad_id = get(items[int(bad[0])], "id", _MISSING)
-        parts.append((xywh, rows, cat, crowd))
+        xywh_all[total : total + n] = xywh
+        image_idx[total : total + n] = rows
+        cats[total : total + n] = cat
+        crowd_all[total : total + n] = crowd
         total += n
         del items
-    xywh_all = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 4))
-    image_idx = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
-    cats = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
-    crowd_all = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, bool)
-    del parts
+    if total != n_total:  # pragma: no cover - each piece's count is checked
+        raise Fallback
     if cat_names:
         class_idx = _Index(cat_sorted).rows(cats)
         class_names = tuple(cat_names[int(c)] for c in cat_sorted)
