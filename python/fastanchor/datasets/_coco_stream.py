@@ -52,8 +52,8 @@ _LUT[ord("}")] = 4
 _LUT[ord("]")] = 4
 _TABLE = _LUT.astype(np.uint8).tobytes()  # for bytes.translate, several times faster than indexing
 _MISSING = object()
-_INT_TYPES = {int}
-_NUM_TYPES = {int, float}
+_INT_TYPES: Set[type] = {int}
+_NUM_TYPES: Set[type] = {int, float}
 
 
 class Fallback(Exception):
