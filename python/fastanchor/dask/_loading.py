@@ -82,7 +82,7 @@ def load(
         raise ValueError(f"format must be None, 'auto' or one of {datasets.FORMATS}, got {format!r}")
     run = _Runner(client, scheduler, files_per_task)
     if fmt == "voc":
-        files, source = _voc.voc_files(path_or_paths if len(paths) != 1 else paths[0])
+        files, source = _voc.voc_files(paths if len(paths) != 1 else paths[0])
         return _voc.assemble_voc(files, source, run(_voc._parse_chunk, files), strict)
     if fmt == "yolo":
         if len(paths) != 1:
