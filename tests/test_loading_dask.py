@@ -190,3 +190,11 @@ def test_local_cluster_and_cli_address(demos, capsys):
         assert code == 0, err
         code, plain, _ = _anchors(capsys, demos["voc"], "--generations", "50")
         assert _without_timing(report) == _without_timing(plain)
+
+
+def test_voc_list_of_paths_in_order(demos):
+    files = sorted(Path(demos["voc"]).glob("*.xml"))
+    chosen = [files[7], files[2], files[30]]
+    want = outcome(datasets.load_voc, chosen)
+    assert want[0] == "ok" and want[2] == tuple(map(str, chosen))
+    assert outcome(_loading.load, iter(chosen), scheduler="synchronous", files_per_task=2) == want
