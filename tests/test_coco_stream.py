@@ -354,3 +354,24 @@ def test_sparse_ids_use_a_sorted_search(tmp_path, json_backend, small_pieces):
     path.write_text(json.dumps(doc))
     assert np.array_equal(_coco_stream.read_coco(str(path)).image_idx, [k % 10 for k in range(20)])
     assert assert_same(path)[0] == "ok"
+
+
+def test_repeated_and_escaped_top_level_keys(tmp_path, json_backend, small_pieces):
+    """The last of repeated keys counts (as in a whole parse), escaped key names are read as
+    their text, and an array that no key keeps must still be valid json."""
+    doc = _doc(6)
+    images = json.dumps(doc["images"])
+    anns = json.dumps(doc["annotations"])
+    other = json.dumps(doc["annotations"][:2])
+    text = (
+        f'{{"annotations": {other},\r\n\t"images": {images}, "ann\\u006ftations": {anns}, '
+        f'"categories": {json.dumps(doc["categories"])}}}'
+    )
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    assert len(_coco_stream.read_coco(str(path)).xywh) == 6
+    assert assert_same(path)[0] == "ok"
+    path.write_text(text.replace('"annotations": [{', '"annotations": [{,', 1))  # the dropped array, broken
+    with pytest.raises(_coco_stream.Fallback):
+        _coco_stream.read_coco(str(path))
+    assert assert_same(path)[0] == "error"

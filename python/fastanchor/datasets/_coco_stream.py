@@ -114,7 +114,7 @@ def scan(fd: int, size: int, block: Optional[int] = None) -> _Scan:
     out_level: List[np.ndarray] = []
     out_open: List[np.ndarray] = []
     while True:
-        n = os.preadv(fd, [view], offset) if hasattr(os, "preadv") else _pread_into(fd, view, offset)
+        n = _read_into(fd, view, offset)
         if n == 0:
             break
         cls = np.frombuffer(buf.translate(_TABLE), dtype=np.int8, count=n)
@@ -160,10 +160,13 @@ def scan(fd: int, size: int, block: Optional[int] = None) -> _Scan:
     return _Scan(offset, np.concatenate(out_pos), np.concatenate(out_level), np.concatenate(out_open))
 
 
-def _pread_into(fd: int, view: memoryview, offset: int) -> int:  # pragma: no cover - no preadv
-    data = os.pread(fd, len(view), offset)
-    view[: len(data)] = data
-    return len(data)
+def _read_into(fd: int, view: memoryview, offset: int) -> int:
+    """Read into ``view`` from ``offset`` (short only at the end of the file)."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)  # pragma: no cover - a platform without preadv
+    view[: len(data)] = data  # pragma: no cover
+    return len(data)  # pragma: no cover
 
 
 def _read(fd: int, start: int, stop: int) -> bytes:
@@ -251,7 +254,7 @@ def _pieces(fd: int, value: Any, arrays: List[_Array]) -> Iterator[List[Any]]:
         start, stop = int(arr.starts[k0]), int(arr.stops[k1 - 1])
         buf = bytearray(stop - start + 2)
         buf[0], buf[-1] = 0x5B, 0x5D  # [ ]
-        if os.preadv(fd, [memoryview(buf)[1:-1]], start) != stop - start:
+        if _read_into(fd, memoryview(buf)[1:-1], start) != stop - start:
             raise Fallback
         try:
             items = loads(buf)
@@ -375,6 +378,8 @@ def read_coco(path: str) -> Extract:
     """The images, categories and annotations of a COCO file whose entries are all well-formed.
 
     Raises :class:`Fallback` for anything else (including files that are not valid json)."""
+    if not hasattr(os, "pread"):  # pragma: no cover - Windows: positioned reads are missing
+        raise Fallback
     try:
         fd, st = _open_fd(path)
     except OSError:
