@@ -375,3 +375,14 @@ def test_repeated_and_escaped_top_level_keys(tmp_path, json_backend, small_piece
     with pytest.raises(_coco_stream.Fallback):
         _coco_stream.read_coco(str(path))
     assert assert_same(path)[0] == "error"
+
+
+@given(st.lists(st.integers(0, 40), unique=True).map(sorted), st.booleans())
+def test_escaped_bytes_follow_the_backslash_rule(backslashes, first_escaped):
+    """Vectorized escapes against the rule applied byte by byte."""
+    want = {0} if first_escaped else set()
+    for p in backslashes:
+        if p not in want:  # an escaped backslash escapes nothing
+            want.add(p + 1)
+    got = _coco_stream._escaped(np.array(backslashes, dtype=np.int64), first_escaped)
+    assert got.tolist() == sorted(want)

@@ -122,14 +122,8 @@ def scan(fd: int, size: int, block: Optional[int] = None) -> _Scan:
         codes = cls[nz]
         backslash = np.flatnonzero(codes == 2)
         if escape_first or backslash.size:
-            escaped = set()
-            if escape_first:
-                escaped.add(0)
-            for p in nz[backslash].tolist():
-                if p not in escaped:
-                    escaped.add(p + 1)
-            escape_first = n in escaped
-            esc = np.fromiter(sorted(escaped), dtype=np.int64, count=len(escaped))
+            esc = _escaped(nz[backslash], escape_first)
+            escape_first = bool(esc.size) and int(esc[-1]) == n
             at = np.searchsorted(nz, esc)
             inside = at < nz.size
             hit = at[inside][nz[at[inside]] == esc[inside]]
@@ -158,6 +152,26 @@ def scan(fd: int, size: int, block: Optional[int] = None) -> _Scan:
     if not out_pos:
         raise Fallback
     return _Scan(offset, np.concatenate(out_pos), np.concatenate(out_level), np.concatenate(out_open))
+
+
+def _escaped(backslashes: np.ndarray, first_escaped: bool) -> np.ndarray:
+    """Positions of the bytes escaped by a backslash, sorted (one may be one past the block).
+
+    In a run of backslashes, the first escapes the second, the third the fourth, and so on; a
+    run of odd length escapes the byte after it. ``first_escaped``: byte 0 is escaped by a
+    backslash at the end of the previous block."""
+    n = backslashes.size
+    index = np.arange(n)
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = backslashes[1:] != backslashes[:-1] + 1
+    in_run = index - np.maximum.accumulate(np.where(starts, index, 0))
+    if first_escaped and n and backslashes[0] == 0:  # the first run begins with an escaped backslash
+        first_run = np.cumsum(starts) == 1
+        in_run = in_run + first_run
+    out = backslashes[in_run % 2 == 0] + 1
+    if first_escaped:
+        out = np.concatenate([[0], out])
+    return out.astype(np.int64, copy=False)
 
 
 def _read_into(fd: int, view: memoryview, offset: int) -> int:
