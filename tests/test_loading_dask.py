@@ -22,7 +22,7 @@ from fastanchor.datasets import AnnotationError
 dask = pytest.importorskip("dask")
 from fastanchor.dask import _loading  # noqa: E402
 
-PYTHON_DIR = Path(__file__).resolve().parent.parent / "python"
+PYTHON_DIR = Path(datasets.__file__).resolve().parent.parent.parent  # the folder fastanchor is imported from
 FIELDS = ("wh", "image_wh", "image_id", "class_id", "difficult", "crowd", "xy")
 
 
