@@ -386,3 +386,48 @@ def test_escaped_bytes_follow_the_backslash_rule(backslashes, first_escaped):
             want.add(p + 1)
     got = _coco_stream._escaped(np.array(backslashes, dtype=np.int64), first_escaped)
     assert got.tolist() == sorted(want)
+
+
+def test_memory_stays_below_twice_the_file(tmp_path, monkeypatch):
+    """Peak memory allocated while loading (numpy arrays and Python objects, by tracemalloc):
+    under twice the file's size, where the whole document as objects takes about eight times.
+    The pieces are made small to keep this file's proportions those of a large one."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n_images, n_boxes = 5_000, 60_000
+    doc = {
+        "images": [
+            {"id": i + 1, "file_name": f"{i + 1:012d}.jpg", "width": 640, "height": 480, "license": 1}
+            for i in range(n_images)
+        ],
+        "annotations": [
+            {
+                "area": 100.5,
+                "iscrowd": 0,
+                "image_id": int(rng.integers(1, n_images + 1)),
+                "bbox": [round(float(x), 2) for x in rng.uniform([0, 0, 1, 1], [100, 100, 300, 300])],
+                "category_id": int(rng.integers(1, 81)),
+                "id": k + 1,
+            }
+            for k in range(n_boxes)
+        ],
+        "categories": [{"id": c, "name": f"class{c}"} for c in range(1, 81)],
+    }
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(doc))
+    del doc
+    size = path.stat().st_size
+    monkeypatch.setattr(_coco_stream, "STREAM_ARRAY_BYTES", size // 100)
+    monkeypatch.setattr(_coco_stream, "PIECE_BYTES", size // 60)
+    monkeypatch.setattr(_coco_stream, "BLOCK_BYTES", size // 30)
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            boxes = datasets.load_coco(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(boxes) == n_boxes
+    assert peak < 2 * size, f"peak {peak:,} bytes for a file of {size:,}"
