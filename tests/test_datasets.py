@@ -382,6 +382,22 @@ def test_yolo_polygons_duplicates_and_orphans(tmp_path):
         datasets.load_yolo(data, strict=True)
 
 
+def test_yolo_labels_without_images_say_why_images_are_needed(tmp_path):
+    labels = tmp_path / "coco" / "labels" / "train2017"
+    write(labels / "a.txt", "0 0.5 0.5 0.5 0.5\n")
+    for path in (labels, tmp_path / "coco"):
+        with pytest.raises(ValueError) as info:
+            datasets.load_yolo(path)
+        message = str(info.value)
+        assert message.startswith(f"no images found for {labels.parent}")
+        assert ": a YOLO dataset needs its images to know the boxes' pixel sizes" in message
+        assert "pixel sizes" in message and "only the image headers are read" in message
+        assert "images/<split>/a.jpg" in message
+    (tmp_path / "coco" / "images" / "train2017").mkdir(parents=True)  # the folder, empty
+    with pytest.raises(ValueError, match="a YOLO dataset needs its images to know the boxes' pixel sizes"):
+        datasets.load_yolo(labels)
+
+
 def test_yolo_bad_images(tmp_path):
     data = yolo_dataset(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"}, {"a": (10, 10)})
     (tmp_path / "images" / "train" / "b.jpg").write_bytes(b"not an image at all")

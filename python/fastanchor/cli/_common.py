@@ -204,6 +204,12 @@ def add_dataset_options(p: argparse.ArgumentParser, *, demo: bool) -> None:
         "--skip-bad-files", action="store_true", help="skip malformed files with a warning (default: error)"
     )
     g.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="load the files in parallel with Dask: the address of a running distributed scheduler "
+        "(tcp://host:8786), or 'processes' or 'threads' for local workers (needs pip install \"fastanchor[dask]\")",
+    )
+    g.add_argument(
         "--img-size",
         type=parse_img_size,
         metavar="SIZE",
@@ -258,7 +264,10 @@ def load_dataset(
 
     strict = True if args.strict else (False if args.skip_bad_files else None)
     t0 = time.perf_counter()
-    boxes = datasets.load(path, format=args.format, split=args.split, strict=strict, progress=ui.progress)
+    if getattr(args, "scheduler", None):
+        boxes = load_with_dask(path, args.scheduler, format=args.format, split=args.split, strict=strict)
+    else:
+        boxes = datasets.load(path, format=args.format, split=args.split, strict=strict, progress=ui.progress)
     seconds = time.perf_counter() - t0
     dropped: Dict[str, int] = {}
     n0 = len(boxes)
@@ -323,6 +332,40 @@ def load_dataset(
         scaling = f"stretched to {img[0]:g}x{img[1]:g}"
     name = "demo dataset" if getattr(args, "demo", False) else path
     return Loaded(boxes, wh, name, scaling, img, resize, dropped, seconds, boxes.format)
+
+
+#: --scheduler values that name a local Dask scheduler rather than a cluster's address.
+LOCAL_SCHEDULERS = ("processes", "threads", "synchronous")
+#: Seconds to wait for a --scheduler address to answer.
+CONNECT_TIMEOUT = 10
+
+
+def load_with_dask(path: str, scheduler: str, *, format: str, split: str, strict: Optional[bool]) -> Any:
+    """``fastanchor.dask.load`` on a local scheduler or on the cluster at ``scheduler``."""
+    try:
+        from ..dask import _loading
+    except ImportError as exc:
+        raise CLIError(f'--scheduler needs Dask: pip install "fastanchor[dask]" ({exc.__cause__ or exc})') from None
+    if scheduler in LOCAL_SCHEDULERS:
+        return _loading.load(path, format=format, split=split, strict=strict, scheduler=scheduler)
+    try:
+        from distributed import Client  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:  # pragma: no cover - dask without distributed
+        raise CLIError(
+            f'--scheduler {scheduler}: connecting to a cluster needs distributed: pip install "fastanchor[dask]" '
+            f"({exc}); or use --scheduler processes"
+        ) from None
+    try:
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, ValueError, TypeError) as exc:  # TimeoutError is an OSError
+        raise CLIError(
+            f"--scheduler {scheduler}: cannot connect to a Dask scheduler there ({one_line(exc)}); expected an "
+            f"address such as tcp://host:8786, or one of {', '.join(LOCAL_SCHEDULERS)}"
+        ) from None
+    try:
+        return _loading.load(path, format=format, split=split, strict=strict, client=client)
+    finally:
+        client.close()
 
 
 FORMAT_NAMES = {"voc": "Pascal VOC", "coco": "COCO json", "yolo": "YOLO", "array": "array"}

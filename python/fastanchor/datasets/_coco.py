@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .._fileio import excerpt, read_regular, sanitize
 from ._boxes import AnnotationError, Boxes, Problems, box_reasons, fmt_num
+from ._coco_stream import _MISSING, Fallback, read_coco
 from ._files import PathLike
 
 #: How far (pixels) a COCO box may reach past the image border before it counts as outside
@@ -54,7 +55,10 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
     Parameters
     ----------
     json_path : path
-        The json file. orjson is used to parse it when installed.
+        The json file. orjson is used to parse it when installed. A large file is parsed a few
+        MB at a time and only the fields the boxes need are kept, so loading takes about the
+        time of parsing and less than twice the file's size of memory (the result is the same
+        as reading the whole document; any unusual file is read that way).
     strict : bool or None
         None (default): degenerate boxes (zero or negative size, NaN, outside the image) are
         dropped with one :class:`AnnotationWarning`; a malformed entry (a bbox that is not four
@@ -76,8 +80,28 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
         or (unless ``strict=False``) has a malformed entry (the message gives its index and id).
     """
     path = os.fspath(json_path)
-    doc = read_json(path)
     problems = Problems(strict)
+    try:
+        fast = read_coco(path)
+    except Fallback:  # anything unusual: the whole document as Python objects, checked entry by entry
+        return _load_parsed(path, problems)
+    return _finish(
+        path,
+        problems,
+        fast.files,
+        fast.sizes,
+        fast.xywh,
+        fast.image_idx,
+        fast.class_idx,
+        fast.crowd,
+        np.arange(len(fast.xywh)),
+        fast.id_of,
+        fast.class_names,
+    )
+
+
+def _load_parsed(path: str, problems: Problems) -> Boxes:
+    doc = read_json(path)
     if not (isinstance(doc, dict) and isinstance(doc.get("annotations"), list) and isinstance(doc.get("images"), list)):
         raise AnnotationError(
             path, None, "not a COCO detection file: expected a json object with 'images' and 'annotations' lists"
@@ -177,9 +201,43 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
         crowd[i] = ann.get("iscrowd", 0) not in (0, False, None, "0")
     class_names = tuple(cat_names[c] for c in cat_ids) if cat_names else tuple(str(c) for c in new_categories)
 
-    xywh, image_idx, class_idx, crowd = xywh[ok], image_idx[ok], class_idx[ok], crowd[ok]
-    ann_index = np.flatnonzero(ok)
-    img = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)[image_idx]
+    def ann_id(i: int) -> Any:
+        ann = anns[i]
+        return ann["id"] if isinstance(ann, dict) and "id" in ann else _MISSING
+
+    ok_index = np.flatnonzero(ok)
+    return _finish(
+        path,
+        problems,
+        files,
+        np.asarray(sizes, dtype=np.float64).reshape(-1, 2),
+        xywh[ok],
+        image_idx[ok],
+        class_idx[ok],
+        crowd[ok],
+        ok_index,
+        ann_id,
+        class_names,
+    )
+
+
+def _finish(
+    path: str,
+    problems: Problems,
+    files: List[str],
+    sizes: np.ndarray,
+    xywh: np.ndarray,
+    image_idx: np.ndarray,
+    class_idx: np.ndarray,
+    crowd: np.ndarray,
+    ann_index: np.ndarray,
+    ann_id: Callable[[int], Any],
+    class_names: Tuple[str, ...],
+) -> Boxes:
+    """Degenerate boxes dropped (one warning), the Boxes built: what both paths share.
+    ``ann_index`` maps each box to its index in 'annotations'; ``ann_id(index)`` gives that
+    annotation's 'id' (``_MISSING`` when it has none)."""
+    img = sizes[image_idx]
     x, y, w, h = xywh.T
     with np.errstate(over="ignore", invalid="ignore"):  # x + w beyond 1.8e308: a degenerate box, not a warning
         x2, y2 = x + w, y + h
@@ -187,9 +245,11 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
     bad = np.flatnonzero(reason)
     if bad.size:
         first = int(bad[0])
-        ann = anns[int(ann_index[first])]
+        index = int(ann_index[first])
+        value = ann_id(index)
+        shown = "" if value is _MISSING else f" (id {excerpt(value)})"
         detail = (
-            f"annotations[{int(ann_index[first])}]{_id(ann)} has bbox [{', '.join(fmt_num(v) for v in xywh[first])}] "
+            f"annotations[{index}]{shown} has bbox [{', '.join(fmt_num(v) for v in xywh[first])}] "
             f"in image {files[int(image_idx[first])]} of {fmt_num(img[first, 0])}x{fmt_num(img[first, 1])}"
         )
         problems.degenerate(reason[bad], [path] * bad.size, None, detail, len(reason))

@@ -65,11 +65,7 @@ def load_voc(
     ValueError
         No XML files were found.
     """
-    files = list_files(path_or_paths, (".xml",), "Pascal VOC XML")
-    source = _describe(path_or_paths)
-    if not files:
-        raise ValueError(f"no .xml files found in {source}")
-    problems = Problems(strict)
+    files, source = voc_files(path_or_paths)
     n_workers = resolve_workers(workers, len(files))
     bar = _bar(progress, len(files), "loading VOC")
     try:
@@ -77,7 +73,24 @@ def load_voc(
     finally:
         if bar is not None:
             bar.close()
+    return assemble_voc(files, source, chunks, strict, stacklevel=4)
 
+
+def voc_files(path_or_paths: Union[PathLike, Iterable[PathLike]]) -> Tuple[List[str], str]:
+    """The XML files to load, in order, and a description of them for messages."""
+    files = list_files(path_or_paths, (".xml",), "Pascal VOC XML")
+    source = _describe(path_or_paths)
+    if not files:
+        raise ValueError(f"no .xml files found in {source}")
+    return files, source
+
+
+def assemble_voc(
+    files: List[str], source: str, chunks: Sequence[Dict[str, Any]], strict: Optional[bool], stacklevel: int = 3
+) -> Boxes:
+    """The Boxes of ``files`` from the results of :func:`_parse_chunk` on consecutive runs of them
+    (wherever they ran); problems raise or warn (one warning per kind) as ``strict`` says."""
+    problems = Problems(strict)
     # Merge the chunks: global class table, file order kept.
     names: Dict[str, int] = {}
     coords, obj_file, obj_class, obj_diff, sizes = [], [], [], [], []
@@ -152,7 +165,7 @@ def load_voc(
             f"found beside them): {', '.join(unresolved[:3])}{', ...' if len(unresolved) > 3 else ''}; "
             f"their boxes have a NaN image_wh"
         )
-    problems.emit()
+    problems.emit(stacklevel)
 
     # Renumber images to drop skipped files.
     new_index = np.cumsum(keep_file) - 1

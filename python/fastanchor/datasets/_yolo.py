@@ -30,6 +30,13 @@ MAX_LIST_BYTES = 256 << 20
 #: Field excerpts shown in messages about a label file (which may be any file a link points at).
 _FIELD_CHARS = 20
 
+#: The error when a YOLO dataset has no image to read sizes from.
+NO_IMAGES = (
+    "no images found for {source}: a YOLO dataset needs its images to know the boxes' pixel sizes (the labels "
+    "are fractions of the image size; only the image headers are read). The image of .../labels/<split>/a.txt "
+    "is .../images/<split>/a.jpg (or .png, ...)"
+)
+
 _SEP_IMAGES = f"{os.sep}images{os.sep}"
 _SEP_LABELS = f"{os.sep}labels{os.sep}"
 
@@ -93,19 +100,7 @@ def load_yolo(
         A line of ``class x1 y1 x2 y2 ...`` (a segmentation polygon) gives the box around it.
         Exact duplicate lines of one file are dropped (with a warning), as Ultralytics does.
     """
-    root = os.fspath(data_yaml_or_labels_dir)
-    problems = Problems(strict)
-    names, pairs, orphans, source = _resolve(root, split)
-    if not pairs:
-        raise ValueError(f"no images found for {source}")
-    if orphans:
-        shown = ", ".join(orphans[:3]) + (", ..." if len(orphans) > 3 else "")
-        message = f"{len(orphans):,} label files have no image and were ignored: {shown}"
-        if strict:
-            looked = ", ".join(IMAGE_SUFFIXES[:4])
-            raise AnnotationError(orphans[0], None, f"this label file has no image (looked for {looked}, ...)")
-        problems.notes.append(message)
-
+    names, pairs, problems, source = yolo_pairs(data_yaml_or_labels_dir, split, strict)
     n_workers = resolve_workers(workers, len(pairs))
     bar = None
     if progress:
@@ -117,7 +112,37 @@ def load_yolo(
     finally:
         if bar is not None:
             bar.close()
+    return assemble_yolo(names, pairs, problems, source, chunks, stacklevel=4)
 
+
+def yolo_pairs(
+    data_yaml_or_labels_dir: PathLike, split: str, strict: Optional[bool]
+) -> Tuple[Optional[Tuple[str, ...]], List[Tuple[str, str]], Problems, str]:
+    """(class names or None, [(image, label file)] in order, the problems so far, a description)."""
+    root = os.fspath(data_yaml_or_labels_dir)
+    problems = Problems(strict)
+    names, pairs, orphans, source = _resolve(root, split)
+    if not pairs:
+        raise ValueError(NO_IMAGES.format(source=source))
+    if orphans:
+        shown = ", ".join(orphans[:3]) + (", ..." if len(orphans) > 3 else "")
+        message = f"{len(orphans):,} label files have no image and were ignored: {shown}"
+        if strict:
+            looked = ", ".join(IMAGE_SUFFIXES[:4])
+            raise AnnotationError(orphans[0], None, f"this label file has no image (looked for {looked}, ...)")
+        problems.notes.append(message)
+    return names, pairs, problems, source
+
+
+def assemble_yolo(
+    names: Optional[Tuple[str, ...]],
+    pairs: List[Tuple[str, str]],
+    problems: Problems,
+    source: str,
+    chunks: Sequence[Dict[str, Any]],
+    stacklevel: int = 3,
+) -> Boxes:
+    """The Boxes of ``pairs`` from the results of :func:`_parse_chunk` on consecutive runs of them."""
     sizes_l, cls_l, box_l, item_l, line_l = [], [], [], [], []
     skipped_items = set()
     duplicates, dup_files = 0, []
@@ -193,7 +218,7 @@ def load_yolo(
             + ", ".join(dup_files[:3])
             + (", ..." if len(dup_files) > 3 else "")
         )
-    problems.emit()
+    problems.emit(stacklevel)
 
     keep = (reason == 0) & keep_item[item]
     new_index = np.cumsum(keep_item) - 1
