@@ -198,3 +198,20 @@ def test_voc_list_of_paths_in_order(demos):
     want = outcome(datasets.load_voc, chosen)
     assert want[0] == "ok" and want[2] == tuple(map(str, chosen))
     assert outcome(_loading.load, iter(chosen), scheduler="synchronous", files_per_task=2) == want
+
+
+def test_coco_warnings_from_threads_all_arrive(demos, tmp_path):
+    # Tasks in threads must not catch warnings (warnings.catch_warnings is process-wide state):
+    # each file's warning arrives exactly once, however the threads interleave.
+    doc = json.loads(Path(demos["coco"]).read_text())
+    doc["annotations"][0]["bbox"][2] = 0
+    paths = []
+    for i in range(12):
+        p = tmp_path / f"part{i}.json"
+        p.write_text(json.dumps(doc))
+        paths.append(p)
+    for _ in range(3):
+        with pytest.warns(datasets.AnnotationWarning) as rec:
+            _loading.load(paths, scheduler="threads")
+        got = sorted(str(w.message).split(" in ")[1].split(";")[0] for w in rec if "degenerate" in str(w.message))
+        assert got == sorted(str(p) for p in paths)

@@ -23,8 +23,9 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess without 
     raise ImportError(f'fastanchor.dask needs Dask ({exc}): pip install "fastanchor[dask]"') from exc
 
 from .. import datasets
-from ..datasets import Boxes, _voc, _yolo
+from ..datasets import Boxes, _single_json, _voc, _yolo
 from ..datasets._boxes import AnnotationWarning
+from ..datasets._coco import load_coco_quiet
 from ..datasets._files import PathLike
 
 __all__ = ["load", "load_boxes"]
@@ -145,10 +146,10 @@ def _coco_task(paths: Sequence[Any], strict: Optional[bool]) -> Tuple[Boxes, Lis
     """Load one COCO file; its warnings are returned (a worker's warnings are not the caller's)."""
     (path,) = paths
     p = os.fspath(path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", AnnotationWarning)
-        boxes = datasets.load(p, format="coco", strict=strict)
-    return boxes, [str(w.message) for w in caught if issubclass(w.category, AnnotationWarning)]
+    if os.path.isdir(p):
+        p = _single_json(p)
+    # No warnings.catch_warnings here: it is not thread-safe, and tasks may run in threads.
+    return load_coco_quiet(p, strict)
 
 
 def _load_coco(paths: List[Any], strict: Optional[bool], run: _Runner) -> Boxes:

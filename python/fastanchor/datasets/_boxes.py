@@ -302,6 +302,10 @@ class Problems:
     strict: Optional[bool]
     skipped: List[Tuple[str, Optional[int], str]] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    #: Keep the warnings' messages in ``emitted`` instead of issuing them: for loads in worker
+    #: threads, where catching warnings is not thread-safe (the caller issues them).
+    quiet: bool = False
+    emitted: List[str] = field(default_factory=list)
 
     def bad_file(self, path: str, line: Optional[int], message: str) -> None:
         """A file (or an entry of it) that cannot be read. Raises unless strict=False."""
@@ -343,24 +347,30 @@ class Problems:
             f"the first, {first}: {detail} (strict=True raises instead)"
         )
 
+    def _warn(self, message: str, stacklevel: int) -> None:
+        """One warning, ``stacklevel`` counted from emit()'s frame."""
+        if self.quiet:
+            self.emitted.append(message)
+        else:
+            warnings.warn(message, AnnotationWarning, stacklevel=stacklevel + 1)
+
     def emit(self, stacklevel: int = 3) -> None:
-        """Issue the collected warnings (one per kind of problem)."""
+        """Issue the collected warnings (one per kind of problem), or keep them when ``quiet``."""
         if self.skipped:
             paths = dict.fromkeys(path for path, _, _ in self.skipped)
             path, line, message = self.skipped[0]
             where = f"{path}:{line}" if line is not None else path
             more = f", and {len(paths) - 1} more" if len(paths) > 1 else ""
-            warnings.warn(
+            self._warn(
                 sanitize(
                     f"skipped {len(self.skipped):,} malformed entries in {len(paths):,} files: "
                     f"{where}: {message}{more}",
                     2 * MAX_MESSAGE_CHARS,
                 ),
-                AnnotationWarning,
-                stacklevel=stacklevel,
+                stacklevel,
             )
         for note in self.notes:
-            warnings.warn(sanitize(note, 2 * MAX_MESSAGE_CHARS), AnnotationWarning, stacklevel=stacklevel)
+            self._warn(sanitize(note, 2 * MAX_MESSAGE_CHARS), stacklevel)
 
 
 def box_reasons(

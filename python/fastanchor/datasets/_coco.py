@@ -79,8 +79,17 @@ def load_coco(json_path: PathLike, *, strict: Optional[bool] = None) -> Boxes:
         The file is not valid json (the message gives the line), is not a COCO detection file,
         or (unless ``strict=False``) has a malformed entry (the message gives its index and id).
     """
-    path = os.fspath(json_path)
-    problems = Problems(strict)
+    return _load(os.fspath(json_path), Problems(strict))
+
+
+def load_coco_quiet(json_path: PathLike, strict: Optional[bool] = None) -> Tuple[Boxes, List[str]]:
+    """:func:`load_coco` that returns its warnings' messages instead of issuing them (thread-safe:
+    for loads in worker threads, whose caller issues them)."""
+    problems = Problems(strict, quiet=True)
+    return _load(os.fspath(json_path), problems), problems.emitted
+
+
+def _load(path: str, problems: Problems) -> Boxes:
     try:
         fast = read_coco(path)
     except Fallback:  # anything unusual: the whole document as Python objects, checked entry by entry
