@@ -229,3 +229,22 @@ def test_median_of_doubles_that_share_a_float32_key(monkeypatch):
     for update in ("median", "mean"):
         want = fastanchor.kmeans_iou(wh, 4, init=init, update=update)
         _same(ooc.kmeans_iou(wh, 4, init=init, update=update, block_rows=1111), want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_misaligned_rows_give_the_aligned_results(dtype):
+    # numpy allows buffers at odd byte offsets (views, arrays unpickled in place from a network
+    # frame, as Dask workers receive them); the core must not load doubles from them as such.
+    rng = np.random.default_rng(31)
+    wh = np.exp(rng.normal(3.0, 0.7, (3000, 2))).astype(dtype)
+    buf = np.zeros(wh.nbytes + 1, np.uint8)
+    odd = buf[1:].view(dtype).reshape(wh.shape)
+    odd[:] = wh
+    assert not odd.flags.aligned and np.array_equal(odd, wh)
+    init = wh[:6].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, 6, init=init)
+    for got in (fastanchor.kmeans_iou(odd, 6, init=init), ooc.kmeans_iou(odd, 6, init=init, block_rows=1000)):
+        np.testing.assert_array_equal(got.anchors, want.anchors)
+        np.testing.assert_array_equal(got.labels, want.labels)
+    assert ooc.avg_iou(want.anchors, odd, block_rows=700) == fastanchor.avg_iou(want.anchors, wh)
+    assert ooc.anchor_fitness(want.anchors, odd, block_rows=700) == fastanchor.anchor_fitness(want.anchors, wh)

@@ -32,6 +32,15 @@ namespace fastanchor_py __attribute__((visibility("hidden"))) {
         }
     }
 
+    // `a` itself when its buffer is aligned for its dtype, else an aligned C-contiguous copy. numpy
+    // allows misaligned buffers (a view at an odd byte offset, an array unpickled in place from a
+    // network frame); the kernels load their values as floats and doubles.
+    inline py::array aligned(const py::array& a) {
+        constexpr int kAlignedFlag = 0x0100;  // NPY_ARRAY_ALIGNED
+        if (a.flags() & kAlignedFlag) return a;
+        return py::module_::import("numpy").attr("require")(a, py::none(), "CA");
+    }
+
     // Raises ValueError unless `a` has at least `least` rows.
     inline void check_least(const py::array& a, const char* name, py::ssize_t least) {
         if (a.shape(0) < least)

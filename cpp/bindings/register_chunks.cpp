@@ -24,7 +24,8 @@ using U64Array = py::array_t<std::uint64_t>;
 fa::WhSet whset_of(const Array& a) { return fa::WhSet::from_rows(a.data(), static_cast<fa::index_t>(a.shape(0))); }
 
 // The chunk's rows read in place: C-contiguous float32 as it is, anything else as float64.
-fa::BoxRows chunk_rows(const py::array& wh, py::object& keep) {
+fa::BoxRows chunk_rows(const py::array& wh_in, py::object& keep) {
+    const py::array wh = aligned(wh_in);
     fa::BoxRows rows;
     if (py::isinstance<Array32>(wh) && (wh.flags() & py::array::c_style)) {
         Array32 a = py::reinterpret_borrow<Array32>(wh);
@@ -289,7 +290,8 @@ py::dict chunk_avg_iou(const py::array& wh, const Array& anchors, std::int64_t o
 // The chunk's fixed-point sums of YOLOv5's metrics (fitness/metrics.hpp), unit weights: rows (5, 2)
 // of (hi, lo) 128-bit integers for fitness, bpr, aat, avg_iou and the total weight. Sums of any
 // chunks, in any order, are the in-memory sums.
-U64Array chunk_fitness(const Array& wh, const Array& anchors, double thr) {
+U64Array chunk_fitness(const py::array& wh_in, const Array& anchors, double thr) {
+    const Array wh = aligned(wh_in).cast<Array>();
     check_rows(wh, "wh", 2);
     checked_anchors(anchors, "anchors");
     const auto n = static_cast<fa::index_t>(wh.shape(0));

@@ -16,7 +16,8 @@ fa::WhSet to_whset(const Array& a) { return fa::WhSet::from_rows(a.data(), stati
 
 // The boxes of a fit, read in place: a C-contiguous float32 array as it is, anything else as
 // float64 (converted only if it is not C-contiguous float64 already). `keep` holds the array.
-fa::BoxRows box_rows(const py::array& wh, py::object& keep) {
+fa::BoxRows box_rows(const py::array& wh_in, py::object& keep) {
+    const py::array wh = aligned(wh_in);
     fa::BoxRows rows;
     if (py::isinstance<Array32>(wh) && (wh.flags() & py::array::c_style)) {
         Array32 a = py::reinterpret_borrow<Array32>(wh);

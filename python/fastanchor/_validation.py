@@ -99,11 +99,16 @@ CHECK_ROWS = 1 << 18
 def as_wh_rows(x: Any, name: str = "wh") -> Tuple[np.ndarray, Optional[int]]:
     """(N, 2) box widths and heights for a kernel that reads them in place (kmeans_iou), and a
     checksum of them when they are the caller's own array. That is the case when it is a
-    C-contiguous float32 or float64 array in native byte order: it is checked block by block
-    with no copy. Anything else is made a private copy by as_wh (checksum None). The same checks
-    and messages as as_wh. See unchanged_since for the checksum's use."""
+    C-contiguous, aligned float32 or float64 array in native byte order: it is checked block by
+    block with no copy. Anything else (a misaligned view included: the core loads its values as
+    floats and doubles) is made a private copy by as_wh (checksum None). The same checks and
+    messages as as_wh. See unchanged_since for the checksum's use."""
     arr = as_real_array(x, name)
-    if arr.dtype not in (np.dtype(np.float32), np.dtype(np.float64)) or not arr.flags.c_contiguous:
+    if (
+        arr.dtype not in (np.dtype(np.float32), np.dtype(np.float64))
+        or not arr.flags.c_contiguous
+        or not arr.flags.aligned
+    ):
         return as_wh(arr, name), None
     _wh_shape(arr, name, None)
     for start in range(0, arr.shape[0], CHECK_ROWS):
