@@ -248,3 +248,22 @@ def test_misaligned_rows_give_the_aligned_results(dtype):
         np.testing.assert_array_equal(got.labels, want.labels)
     assert ooc.avg_iou(want.anchors, odd, block_rows=700) == fastanchor.avg_iou(want.anchors, wh)
     assert ooc.anchor_fitness(want.anchors, odd, block_rows=700) == fastanchor.anchor_fitness(want.anchors, wh)
+
+
+def test_chunk_kernels_take_misaligned_anchors():
+    # The partials' anchors arrive unpickled on Dask workers, possibly at odd offsets.
+    rng = np.random.default_rng(32)
+    wh = np.exp(rng.normal(3.0, 0.7, (500, 2)))
+    anchors = wh[:5].copy()
+    buf = np.zeros(anchors.nbytes + 3, np.uint8)
+    odd = buf[3:].view(np.float64).reshape(anchors.shape)
+    odd[:] = anchors
+    assert not odd.flags.aligned
+    kw = dict(key_lo_w=0, key_lo_h=0, shift_w=0, shift_h=0, bins=1, want_labels=True, mode="assign")
+    a = fastanchor._core._chunk_lloyd(wh=wh, anchors=anchors, prev_anchors=None, **kw)
+    b = fastanchor._core._chunk_lloyd(wh=wh, anchors=odd, prev_anchors=odd, **kw)
+    np.testing.assert_array_equal(a["labels"], b["labels"])
+    np.testing.assert_array_equal(
+        fastanchor._core._chunk_fitness(wh=wh, anchors=anchors, thr=4.0),
+        fastanchor._core._chunk_fitness(wh=wh, anchors=odd, thr=4.0),
+    )

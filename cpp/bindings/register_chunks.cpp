@@ -21,7 +21,11 @@ namespace {
 
 using U64Array = py::array_t<std::uint64_t>;
 
-fa::WhSet whset_of(const Array& a) { return fa::WhSet::from_rows(a.data(), static_cast<fa::index_t>(a.shape(0))); }
+// Anchors as a WhSet, read from an aligned buffer (anchors unpickled on a Dask worker may not be).
+fa::WhSet whset_of(const Array& a) {
+    const Array b = aligned(a).cast<Array>();
+    return fa::WhSet::from_rows(b.data(), static_cast<fa::index_t>(b.shape(0)));
+}
 
 // The chunk's rows read in place: C-contiguous float32 as it is, anything else as float64.
 fa::BoxRows chunk_rows(const py::array& wh_in, py::object& keep) {
@@ -154,9 +158,11 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
 // with mode[t, X, c] = 1 the values of cluster c along X whose float32 keys lie in
 // [first, last][t, X, c] (returned per (t, X) as values and labels, in row order), and with mode 2
 // their histogram over bins of 2^shift[t, X, c] keys from first (hist (2, 2, k, bins)).
-py::dict chunk_select(const py::array& wh, const Array& anchors, const IndexArray& first, const IndexArray& last,
+py::dict chunk_select(const py::array& wh, const Array& anchors, const IndexArray& first_in, const IndexArray& last_in,
                       const py::array_t<std::int8_t, py::array::c_style | py::array::forcecast>& mode,
-                      const IndexArray& shift, int bins) {
+                      const IndexArray& shift_in, int bins) {
+    const IndexArray first = aligned(first_in).cast<IndexArray>(), last = aligned(last_in).cast<IndexArray>(),
+                     shift = aligned(shift_in).cast<IndexArray>();
     py::object keep;
     const fa::BoxRows rows = chunk_rows(wh, keep);
     checked_anchors(anchors, "anchors");
@@ -290,8 +296,8 @@ py::dict chunk_avg_iou(const py::array& wh, const Array& anchors, std::int64_t o
 // The chunk's fixed-point sums of YOLOv5's metrics (fitness/metrics.hpp), unit weights: rows (5, 2)
 // of (hi, lo) 128-bit integers for fitness, bpr, aat, avg_iou and the total weight. Sums of any
 // chunks, in any order, are the in-memory sums.
-U64Array chunk_fitness(const py::array& wh_in, const Array& anchors, double thr) {
-    const Array wh = aligned(wh_in).cast<Array>();
+U64Array chunk_fitness(const py::array& wh_in, const Array& anchors_in, double thr) {
+    const Array wh = aligned(wh_in).cast<Array>(), anchors = aligned(anchors_in).cast<Array>();
     check_rows(wh, "wh", 2);
     checked_anchors(anchors, "anchors");
     const auto n = static_cast<fa::index_t>(wh.shape(0));
