@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bindings.hpp"
+#include "box_rows.hpp"
 #include "fastanchor/fitness.hpp"
 #include "fastanchor/iou.hpp"
 #include "fastanchor/kmeans.hpp"
@@ -20,30 +21,6 @@ namespace fastanchor_py {
 namespace {
 
 using U64Array = py::array_t<std::uint64_t>;
-
-// Anchors as a WhSet, read from an aligned buffer (anchors unpickled on a Dask worker may not be).
-fa::WhSet whset_of(const Array& a) {
-    const Array b = aligned(a).cast<Array>();
-    return fa::WhSet::from_rows(b.data(), static_cast<fa::index_t>(b.shape(0)));
-}
-
-// The chunk's rows read in place: C-contiguous float32 as it is, anything else as float64.
-fa::BoxRows chunk_rows(const py::array& wh_in, py::object& keep) {
-    const py::array wh = aligned(wh_in);
-    fa::BoxRows rows;
-    if (py::isinstance<Array32>(wh) && (wh.flags() & py::array::c_style)) {
-        Array32 a = py::reinterpret_borrow<Array32>(wh);
-        check_rows(a, "wh", 2);
-        rows.f32 = a.data();
-        keep = a;
-    } else {
-        Array a = wh.cast<Array>();
-        check_rows(a, "wh", 2);
-        rows.f64 = a.data();
-        keep = a;
-    }
-    return rows;
-}
 
 const Array& checked_anchors(const Array& anchors, const char* name) {
     check_rows(anchors, name, 2);
@@ -92,7 +69,7 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
                      std::uint32_t key_lo_w, std::uint32_t key_lo_h, int shift_w, int shift_h, int bins,
                      bool want_labels) {
     py::object keep;
-    const fa::BoxRows rows = chunk_rows(wh, keep);
+    const fa::BoxRows rows = box_rows(wh, keep);
     checked_anchors(anchors, "anchors");
     const int kind = choice(mode, "mode", {"assign", "mean", "median"});
     const fa::StepMode m = kind == 0 ? fa::StepMode::AssignOnly : kind == 1 ? fa::StepMode::Mean : fa::StepMode::Median;
@@ -112,8 +89,8 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
     layout.shift[0] = shift_w;
     layout.shift[1] = shift_h;
     layout.bins = m == fa::StepMode::Median ? bins : 1;
-    const fa::WhSet A = whset_of(anchors);
-    const fa::WhSet P = has_prev ? whset_of(prev) : fa::WhSet();
+    const fa::WhSet A = to_whset(anchors);
+    const fa::WhSet P = has_prev ? to_whset(prev) : fa::WhSet();
     py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
     std::int32_t* lptr = labels.mutable_data();
     fa::StepPartials part(k, m, &layout);
@@ -164,7 +141,7 @@ py::dict chunk_select(const py::array& wh, const Array& anchors, const IndexArra
     const IndexArray first = aligned(first_in).cast<IndexArray>(), last = aligned(last_in).cast<IndexArray>(),
                      shift = aligned(shift_in).cast<IndexArray>();
     py::object keep;
-    const fa::BoxRows rows = chunk_rows(wh, keep);
+    const fa::BoxRows rows = box_rows(wh, keep);
     checked_anchors(anchors, "anchors");
     const auto n = static_cast<fa::index_t>(wh.shape(0));
     const int k = static_cast<int>(anchors.shape(0));
@@ -172,7 +149,7 @@ py::dict chunk_select(const py::array& wh, const Array& anchors, const IndexArra
     if (first.size() != plan || last.size() != plan || mode.size() != plan || shift.size() != plan)
         throw py::value_error("first, last, mode and shift must have shape (2, 2, k)");
     if (bins < 1) throw py::value_error("bins must be >= 1");
-    const fa::WhSet A = whset_of(anchors);
+    const fa::WhSet A = to_whset(anchors);
     const std::int64_t *fp = first.data(), *lp = last.data(), *sp = shift.data();
     const std::int8_t* mp = mode.data();
     for (py::ssize_t j = 0; j < plan; ++j)
@@ -224,11 +201,11 @@ py::dict chunk_select(const py::array& wh, const Array& anchors, const IndexArra
 // re-seed empty clusters).
 py::tuple chunk_worst(const py::array& wh, const Array& anchors, std::int64_t m) {
     py::object keep;
-    const fa::BoxRows rows = chunk_rows(wh, keep);
+    const fa::BoxRows rows = box_rows(wh, keep);
     checked_anchors(anchors, "anchors");
     if (m < 0) throw py::value_error("m must be >= 0");
     const auto n = static_cast<fa::index_t>(wh.shape(0));
-    const fa::WhSet A = whset_of(anchors);
+    const fa::WhSet A = to_whset(anchors);
     using Key = std::pair<double, fa::index_t>;
     std::vector<Key> keys;
     {
@@ -256,11 +233,11 @@ py::tuple chunk_worst(const py::array& wh, const Array& anchors, std::int64_t m)
 // best IoUs of the rows of each global chunk it holds in part (empty arrays for whole ones).
 py::dict chunk_avg_iou(const py::array& wh, const Array& anchors, std::int64_t offset, std::int64_t n_total) {
     py::object keep;
-    const fa::BoxRows rows = chunk_rows(wh, keep);
+    const fa::BoxRows rows = box_rows(wh, keep);
     checked_anchors(anchors, "anchors");
     const auto n = static_cast<fa::index_t>(wh.shape(0));
     if (offset < 0 || n_total < offset + n) throw py::value_error("need 0 <= offset and offset + len(wh) <= n_total");
-    const fa::WhSet A = whset_of(anchors);
+    const fa::WhSet A = to_whset(anchors);
     std::vector<double> q;
     {
         py::gil_scoped_release release;
@@ -333,7 +310,7 @@ U64Array chunk_fitness(const py::array& wh_in, const Array& anchors_in, double t
 // the order the run starts from: k-means++ or random, from the core seed (resolved by the caller).
 py::array_t<double> chunk_init(const py::array& wh, int k, const std::string& init, std::uint64_t seed, int n_threads) {
     py::object keep;
-    const fa::BoxRows rows = chunk_rows(wh, keep);
+    const fa::BoxRows rows = box_rows(wh, keep);
     const int kind = choice(init, "init", {"k-means++", "random"});
     const auto n = static_cast<fa::index_t>(wh.shape(0));
     if (k < 1 || k > n) throw py::value_error("need 1 <= k <= len(wh)");

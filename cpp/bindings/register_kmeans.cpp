@@ -6,32 +6,12 @@
 #include <vector>
 
 #include "bindings.hpp"
+#include "box_rows.hpp"
 #include "fastanchor/iou.hpp"
 #include "fastanchor/kmeans.hpp"
 
 namespace fastanchor_py {
 namespace {
-
-fa::WhSet to_whset(const Array& a) { return fa::WhSet::from_rows(a.data(), static_cast<fa::index_t>(a.shape(0))); }
-
-// The boxes of a fit, read in place: a C-contiguous float32 array as it is, anything else as
-// float64 (converted only if it is not C-contiguous float64 already). `keep` holds the array.
-fa::BoxRows box_rows(const py::array& wh_in, py::object& keep) {
-    const py::array wh = aligned(wh_in);
-    fa::BoxRows rows;
-    if (py::isinstance<Array32>(wh) && (wh.flags() & py::array::c_style)) {
-        Array32 a = py::reinterpret_borrow<Array32>(wh);
-        check_rows(a, "wh", 2);
-        rows.f32 = a.data();
-        keep = a;
-    } else {
-        Array a = wh.cast<Array>();
-        check_rows(a, "wh", 2);
-        rows.f64 = a.data();
-        keep = a;
-    }
-    return rows;
-}
 
 fa::Update update_of(const std::string& update) {
     return choice(update, "update", {"median", "mean"}) == 1 ? fa::Update::Mean : fa::Update::Median;
