@@ -56,6 +56,30 @@ def clean(wh: np.ndarray) -> np.ndarray:
 needs_data = pytest.mark.skipif(not real_box_files(), reason=f"real data folder {DATA_DIR} is absent")
 
 
+def tied_boxes(seed: int, n: int, dtype=np.float64, ties: bool = True) -> np.ndarray:
+    """Log-normal (w, h) rows, the first third small integers (exact ties and repeated values): the
+    chunked engines' test data."""
+    rng = np.random.default_rng(seed)
+    wh = np.exp(rng.normal(3, 0.9, (n, 2)))
+    if ties:
+        wh[: n // 3] = rng.integers(1, 40, (n // 3, 2))
+    return wh.astype(dtype)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A distributed LocalCluster of two single-threaded worker processes and its client, started
+    once per test module."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0", silence_logs=40
+        ) as cl,
+        distributed.Client(cl, set_as_default=False) as client,
+    ):
+        yield cl, client
+
+
 def interrupt_latency(call, after: float = 0.3) -> float:
     """Runs call() while a timer thread sends this process SIGINT after `after` seconds; asserts
     that the call raises KeyboardInterrupt and returns the seconds from the signal to the raise.

@@ -8,7 +8,7 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import clean, load_real, needs_data, real_box_files
+from conftest import clean, load_real, needs_data, real_box_files, tied_boxes
 
 import fastanchor
 from fastanchor import _chunked
@@ -25,13 +25,6 @@ pytestmark = [
 ]
 
 
-def _boxes(seed: int, n: int, dtype=np.float64) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    wh = np.exp(rng.normal(3, 0.9, (n, 2)))
-    wh[: n // 3] = rng.integers(1, 40, (n // 3, 2))  # exact ties and repeated values
-    return wh.astype(dtype)
-
-
 def _same(got, want) -> None:
     np.testing.assert_array_equal(got.anchors, want.anchors)
     np.testing.assert_array_equal(got.labels.compute(), want.labels)
@@ -42,7 +35,7 @@ def _same(got, want) -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("update", ["mean", "median"])
 def test_explicit_init_is_the_in_memory_fit_for_any_chunking(dtype, update):
-    wh = _boxes(1, 20_000, dtype)
+    wh = tied_boxes(1, 20_000, dtype)
     init = wh[np.random.default_rng(2).choice(len(wh), 7, replace=False)].astype(np.float64)
     want = fastanchor.kmeans_iou(wh, 7, init=init, update=update)
     for chunks in (20_000, 4096, (3000, 0, 1, 4999, 12_000)):
@@ -51,7 +44,7 @@ def test_explicit_init_is_the_in_memory_fit_for_any_chunking(dtype, update):
 
 
 def test_seeded_fit_does_not_depend_on_the_chunking():
-    wh = _boxes(3, 30_000)
+    wh = tied_boxes(3, 30_000)
     want = fastanchor.kmeans_iou(wh, 6, seed=4)
     _same(fd.kmeans_iou(da.from_array(wh, chunks=(7000, 2)), 6, seed=4, scheduler="sync"), want)
     a = fd.kmeans_iou(da.from_array(wh, chunks=(7000, 2)), 6, seed=4, init_sample=3000, scheduler="sync")
@@ -63,7 +56,7 @@ def test_seeded_fit_does_not_depend_on_the_chunking():
 def test_dataframe_columns_and_metrics():
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")
-    wh = _boxes(5, 10_000)
+    wh = tied_boxes(5, 10_000)
     df = dd.from_pandas(pd.DataFrame({"id": np.arange(len(wh)), "bw": wh[:, 0], "bh": wh[:, 1]}), npartitions=4)
     init = wh[:5].copy()
     want = fastanchor.kmeans_iou(wh, 5, init=init, update="mean")
@@ -76,7 +69,7 @@ def test_dataframe_columns_and_metrics():
 
 
 def test_errors_as_in_memory():
-    wh = _boxes(6, 3000)
+    wh = tied_boxes(6, 3000)
     wh[2500] = np.nan
     x = da.from_array(wh, chunks=(1000, 2))
     with pytest.raises(ValueError, match=r"the first is row 2500: \[nan, nan\]"):
@@ -91,22 +84,10 @@ def test_errors_as_in_memory():
 # A distributed cluster: two worker processes, started once for this module.
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with (
-        distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0", silence_logs=40
-        ) as cl,
-        distributed.Client(cl, set_as_default=False) as client,
-    ):
-        yield cl, client
-
-
 def test_one_and_two_workers_give_the_in_memory_fit(cluster):
     distributed = pytest.importorskip("distributed")
     _, client = cluster
-    wh = _boxes(7, 40_000, np.float32)
+    wh = tied_boxes(7, 40_000, np.float32)
     x = da.from_array(wh, chunks=(6000, 2)).persist()
     init = wh[:8].astype(np.float64)
     for update in ("mean", "median"):
@@ -126,7 +107,7 @@ def test_one_and_two_workers_give_the_in_memory_fit(cluster):
 
 def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch):
     cl, client = cluster
-    wh = _boxes(8, 40_000)
+    wh = tied_boxes(8, 40_000)
     init = wh[:7].copy()
     want = fastanchor.kmeans_iou(wh, 7, init=init, update="median")
     assert want.n_iter > 4
@@ -167,7 +148,7 @@ def test_real_data_on_the_cluster(cluster):
 
 
 def test_numpy_arrays_and_npy_paths_are_chunked(tmp_path):
-    wh = _boxes(9, 5000, np.float32)
+    wh = tied_boxes(9, 5000, np.float32)
     path = tmp_path / "wh.npy"
     np.save(path, wh)
     init = wh[:4].astype(np.float64)

@@ -6,19 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference as ref
-from conftest import clean, load_real, needs_data, real_box_files
+from conftest import clean, load_real, needs_data, real_box_files, tied_boxes
 
 import fastanchor
 from fastanchor import _chunked
 from fastanchor import out_of_core as ooc
-
-
-def _boxes(seed: int, n: int, dtype=np.float64, ties: bool = True) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    wh = np.exp(rng.normal(3, 0.9, (n, 2)))
-    if ties:
-        wh[: n // 3] = rng.integers(1, 40, (n // 3, 2))  # exact ties and repeated values
-    return wh.astype(dtype)
 
 
 def _same(got: fastanchor.KMeansResult, want: fastanchor.KMeansResult) -> None:
@@ -31,7 +23,7 @@ def _same(got: fastanchor.KMeansResult, want: fastanchor.KMeansResult) -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("update", ["mean", "median"])
 def test_explicit_init_is_the_in_memory_fit_for_any_block_size(dtype, update):
-    wh = _boxes(1, 20_000, dtype)
+    wh = tied_boxes(1, 20_000, dtype)
     init = wh[np.random.default_rng(2).choice(len(wh), 7, replace=False)].astype(np.float64)
     want = fastanchor.kmeans_iou(wh, 7, init=init, update=update)
     assert want.n_iter > 3
@@ -40,7 +32,7 @@ def test_explicit_init_is_the_in_memory_fit_for_any_block_size(dtype, update):
 
 
 def test_the_numpy_reference_on_a_small_fit():
-    wh = _boxes(3, 600)
+    wh = tied_boxes(3, 600)
     init = wh[:5].copy()
     want = ref.lloyd(wh, init, update="median")
     got = ooc.kmeans_iou(wh, 5, init=init, block_rows=97)
@@ -50,7 +42,7 @@ def test_the_numpy_reference_on_a_small_fit():
 
 
 def test_memmap_npy_path_and_shards(tmp_path):
-    wh = _boxes(4, 12_000, np.float32)
+    wh = tied_boxes(4, 12_000, np.float32)
     path = tmp_path / "wh.npy"
     np.save(path, wh)
     shards = []
@@ -66,7 +58,7 @@ def test_memmap_npy_path_and_shards(tmp_path):
 
 
 def test_seeded_init_does_not_depend_on_the_blocks():
-    wh = _boxes(5, 30_000)
+    wh = tied_boxes(5, 30_000)
     # All rows in the sample: the in-memory fit from the same seed.
     _same(ooc.kmeans_iou(wh, 6, seed=11, block_rows=7000), fastanchor.kmeans_iou(wh, 6, seed=11))
     # A sample of the rows: the same result whatever the blocks and shards.
@@ -79,7 +71,7 @@ def test_seeded_init_does_not_depend_on_the_blocks():
 
 @pytest.mark.parametrize("update", ["mean", "median"])
 def test_empty_clusters_tol_and_max_iter_as_in_memory(update):
-    wh = _boxes(6, 8000)
+    wh = tied_boxes(6, 8000)
     init = np.concatenate([wh[:4], [[1e6, 1e6], [2e6, 1e6]]])  # two anchors with no box
     for kw in ({}, {"tol": 1e-3}, {"max_iter": 0}, {"max_iter": 2}):
         want = fastanchor.kmeans_iou(wh, 6, init=init, update=update, **kw)
@@ -90,7 +82,7 @@ def test_median_refines_crowded_bins(monkeypatch):
     # Few values gathered at a time: the median's key range is narrowed by finer histograms.
     monkeypatch.setattr(_chunked, "GATHER_MAX", 16)
     for dtype in (np.float32, np.float64):
-        wh = _boxes(7, 10_000, dtype)
+        wh = tied_boxes(7, 10_000, dtype)
         init = wh[:8].astype(np.float64)
         want = fastanchor.kmeans_iou(wh, 8, init=init, update="median")
         _same(ooc.kmeans_iou(wh, 8, init=init, update="median", block_rows=3000), want)
@@ -115,7 +107,7 @@ def _partials_in_random_orders(task, merge, wh, args, rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_avg_iou_and_fitness_partials_merge_to_the_in_memory_values(dtype):
     rng = np.random.default_rng(8)
-    wh = _boxes(9, 21_000, dtype)
+    wh = tied_boxes(9, 21_000, dtype)
     anchors = fastanchor.kmeans_iou(wh, 9, seed=0).anchors
     want_iou = fastanchor.avg_iou(anchors, wh)
     want_fit = fastanchor.anchor_fitness(anchors, wh)
@@ -131,7 +123,7 @@ def test_avg_iou_and_fitness_partials_merge_to_the_in_memory_values(dtype):
 
 def test_mean_partials_merge_in_any_order():
     rng = np.random.default_rng(10)
-    wh = _boxes(11, 9000, np.float32)
+    wh = tied_boxes(11, 9000, np.float32)
     anchors = wh[:6].astype(np.float64)
     merged = _partials_in_random_orders(
         _chunked.task_lloyd, _chunked.merge_lloyd, wh, (anchors, None, "mean", None), rng
@@ -143,11 +135,11 @@ def test_mean_partials_merge_in_any_order():
 
 
 def test_errors_name_the_argument_and_the_row():
-    wh = _boxes(12, 5000)
+    wh = tied_boxes(12, 5000)
     wh[4321, 1] = -1.0
     with pytest.raises(ValueError, match=r"the first is row 4321: \["):
         ooc.kmeans_iou(wh, 3, init=wh[:3] * 0 + 1, block_rows=1000)
-    good = _boxes(12, 100)
+    good = tied_boxes(12, 100)
     with pytest.raises(ValueError, match="sample_weight is not supported"):
         ooc.kmeans_iou(good, 3, sample_weight=np.ones(100))
     with pytest.raises(ValueError, match="k=200 is larger than the number of boxes"):
@@ -163,7 +155,7 @@ def test_errors_name_the_argument_and_the_row():
 
 
 def test_labels_can_be_left_out():
-    wh = _boxes(13, 3000)
+    wh = tied_boxes(13, 3000)
     got = ooc.kmeans_iou(wh, 4, init=wh[:4], return_labels=False)
     assert got.labels.shape == (0,)
     np.testing.assert_array_equal(got.anchors, fastanchor.kmeans_iou(wh, 4, init=wh[:4]).anchors)
@@ -202,7 +194,7 @@ def test_fastanchor_imports_without_dask_and_fastanchor_dask_says_what_to_instal
 def test_ctrl_c_stops_a_chunked_fit():
     from conftest import interrupt_latency
 
-    wh = _boxes(14, 1_000_000, np.float32)  # about 50 iterations of 20+ ms: seconds
+    wh = tied_boxes(14, 1_000_000, np.float32)  # about 50 iterations of 20+ ms: seconds
     init = wh[:9].astype(np.float64)
     lat = interrupt_latency(lambda: ooc.kmeans_iou(wh, 9, init=init, max_iter=10_000, tol=0, block_rows=50_000), 0.3)
     assert lat < 2.0

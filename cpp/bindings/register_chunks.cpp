@@ -13,6 +13,7 @@
 
 #include "bindings.hpp"
 #include "box_rows.hpp"
+#include "objective.hpp"
 #include "fastanchor/fitness.hpp"
 #include "fastanchor/iou.hpp"
 #include "fastanchor/kmeans.hpp"
@@ -332,6 +333,37 @@ py::array_t<double> chunk_init(const py::array& wh, int k, const std::string& in
     return out;
 }
 
+// One chunk's fixed-point totals of an objective (objective_totals) for `count` candidate anchor
+// sets (count, k, 2): (count, 2) rows of (hi, lo) 128-bit integers, each total / (n * 2^50) the
+// candidate's value on the chunk's rows; totals of any chunks, in any order, add up to the
+// in-memory search's totals. The chunk is laid out as the search lays out its boxes (tiles), with
+// n_threads threads.
+U64Array chunk_objective_batch(const py::array& wh_in, const py::array& cands_in, const std::string& objective,
+                               double thr, double iou_thr, bool iou_weighted, int n_threads) {
+    const Array wh = aligned(wh_in).cast<Array>();
+    const Array cands = aligned(cands_in).cast<Array>();
+    check_rows(wh, "wh", 2);
+    if (cands.ndim() != 3 || cands.shape(0) < 1 || cands.shape(1) < 1 || cands.shape(2) != 2)
+        throw py::value_error("candidates must have shape (count, k, 2)");
+    const fa::Objective ob = objective_of(objective, iou_thr, iou_weighted);
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const int count = static_cast<int>(cands.shape(0)), k = static_cast<int>(cands.shape(1));
+    const double *data = wh.data(), *cdata = cands.data();
+    std::vector<fa::int128_t> totals(static_cast<std::size_t>(count), 0);
+    if (n > 0) {
+        py::gil_scoped_release release;
+        std::vector<fa::RatioAnchors> R;
+        R.reserve(static_cast<std::size_t>(count));
+        for (int i = 0; i < count; ++i) R.push_back(fa::RatioAnchors::from_rows(cdata + 2 * std::size_t(k) * i, k));
+        const fa::TiledBoxes T = fa::TiledBoxes::make(data, nullptr, n, n_threads);
+        fa::objective_totals(T, R.data(), count, ob, thr, totals.data(), n_threads);
+    }
+    U64Array out({static_cast<py::ssize_t>(count), py::ssize_t{2}});
+    std::uint64_t* o = out.mutable_data();
+    for (int i = 0; i < count; ++i) put_u128(o + 2 * i, totals[static_cast<std::size_t>(i)]);
+    return out;
+}
+
 }  // namespace
 
 void register_chunks(py::module_& m) {
@@ -342,6 +374,8 @@ void register_chunks(py::module_& m) {
           py::arg("mode"), py::arg("shift"), py::arg("bins"));
     m.def("_chunk_worst", &chunk_worst, py::arg("wh"), py::arg("anchors"), py::arg("m"));
     m.def("_chunk_avg_iou", &chunk_avg_iou, py::arg("wh"), py::arg("anchors"), py::arg("offset"), py::arg("n_total"));
+    m.def("_chunk_objective_batch", &chunk_objective_batch, py::arg("wh"), py::arg("candidates"), py::arg("objective"),
+          py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"));
     m.def("_chunk_fitness", &chunk_fitness, py::arg("wh"), py::arg("anchors"), py::arg("thr"));
     m.def("_chunk_init", &chunk_init, py::arg("wh"), py::arg("k"), py::arg("init"), py::arg("seed"),
           py::arg("n_threads"));

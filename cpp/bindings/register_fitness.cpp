@@ -5,6 +5,7 @@
 #include <string>
 
 #include "bindings.hpp"
+#include "objective.hpp"
 #include "fastanchor/evolve.hpp"
 #include "fastanchor/fitness.hpp"
 
@@ -26,15 +27,6 @@ py::tuple anchor_fitness(const Array& anchors, const Array& wh, const py::object
         r = fa::fitness_metrics(data, wptr, n, fa::RatioAnchors::from_rows(adata, k), thr, n_threads);
     }
     return py::make_tuple(r.fitness, r.bpr, r.aat, r.avg_iou);
-}
-
-fa::Objective objective_of(const std::string& name, double iou_thr, bool iou_weighted) {
-    fa::Objective ob;
-    const int c = choice(name, "objective", {"fitness", "avg_iou", "recall"});
-    ob.kind = c == 0 ? fa::ObjectiveKind::Fitness : c == 1 ? fa::ObjectiveKind::AvgIou : fa::ObjectiveKind::Recall;
-    ob.iou_thr = iou_thr;
-    ob.iou_weighted = iou_weighted;
-    return ob;
 }
 
 // The grid of a grid-scored objective (None: corner-aligned): boxes (n, 4), image sizes (n, 2) and
@@ -110,16 +102,10 @@ private:
     py::object progress_, callback_;
 };
 
-py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array& init, double thr, int generations,
-                        double mutation_prob, double sigma, double min_size, const std::string& strategy, int batch,
-                        std::uint64_t seed, int n_threads, py::object progress, py::object callback,
-                        const std::string& objective, double iou_thr, bool iou_weighted, int extra_generations,
-                        int restart_length, double restart_sigma, const py::object& grid_boxes,
-                        const py::object& grid_image_wh, const py::object& grid_strides) {
-    check_rows(wh, "wh", 2);
-    check_least(wh, "wh", 1);
-    check_rows(init, "init", 2);
-    check_least(init, "init", 1);
+fa::EvolveOptions options_of(double thr, int generations, double mutation_prob, double sigma, double min_size,
+                             const std::string& strategy, int batch, std::uint64_t seed, int n_threads,
+                             const std::string& objective, double iou_thr, bool iou_weighted, int extra_generations,
+                             int restart_length, double restart_sigma) {
     fa::EvolveOptions o;
     o.thr = thr;
     o.generations = generations;
@@ -135,6 +121,34 @@ py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array&
     o.extra_generations = extra_generations;
     o.restart_length = restart_length;
     o.restart_sigma = restart_sigma;
+    return o;
+}
+
+py::array_t<double> rows_of(const std::vector<double>& v) {
+    py::array_t<double> a({static_cast<py::ssize_t>(v.size() / 2), py::ssize_t{2}});
+    std::copy(v.begin(), v.end(), a.mutable_data());
+    return a;
+}
+
+py::array_t<double> vector_of(const std::vector<double>& v) {
+    py::array_t<double> a(static_cast<py::ssize_t>(v.size()));
+    std::copy(v.begin(), v.end(), a.mutable_data());
+    return a;
+}
+
+py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array& init, double thr, int generations,
+                        double mutation_prob, double sigma, double min_size, const std::string& strategy, int batch,
+                        std::uint64_t seed, int n_threads, py::object progress, py::object callback,
+                        const std::string& objective, double iou_thr, bool iou_weighted, int extra_generations,
+                        int restart_length, double restart_sigma, const py::object& grid_boxes,
+                        const py::object& grid_image_wh, const py::object& grid_strides) {
+    check_rows(wh, "wh", 2);
+    check_least(wh, "wh", 1);
+    check_rows(init, "init", 2);
+    check_least(init, "init", 1);
+    fa::EvolveOptions o =
+        options_of(thr, generations, mutation_prob, sigma, min_size, strategy, batch, seed, n_threads, objective,
+                   iou_thr, iou_weighted, extra_generations, restart_length, restart_sigma);
     Array wt;
     const double* wptr = weights_of(weights, wh.shape(0), wt);
     const auto n = static_cast<fa::index_t>(wh.shape(0));
@@ -154,17 +168,52 @@ py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array&
         }
         r = fa::evolve_anchors(data, wptr, n, iptr, k, o, mon);
     }
-    py::array_t<double> anchors({static_cast<py::ssize_t>(k), py::ssize_t{2}});
-    std::copy(r.anchors.begin(), r.anchors.end(), anchors.mutable_data());
-    py::array_t<double> history(static_cast<py::ssize_t>(r.history.size()));
-    std::copy(r.history.begin(), r.history.end(), history.mutable_data());
     py::dict d;
-    d["anchors"] = anchors;
+    d["anchors"] = rows_of(r.anchors);
     d["fitness"] = r.metrics.fitness;
     d["bpr"] = r.metrics.bpr;
     d["aat"] = r.metrics.aat;
     d["avg_iou"] = r.metrics.avg_iou;
-    d["history"] = history;
+    d["history"] = vector_of(r.history);
+    d["n_improved"] = r.n_improved;
+    d["initial_fitness"] = r.initial_fitness;
+    d["objective"] = r.objective;
+    d["stopped"] = r.stopped;
+    return d;
+}
+
+// The search scored by a Python function: score(candidates) with candidates a float64 array
+// (count, k, 2) returns their objective values (count,). It runs with the GIL held; the search
+// between its calls without. The chunked fits score candidates by passes over chunks of boxes.
+py::dict evolve_scored(const Array& init, py::object score, double thr, int generations, double mutation_prob,
+                       double sigma, double min_size, const std::string& strategy, int batch, std::uint64_t seed,
+                       py::object progress, py::object callback, const std::string& objective, double iou_thr,
+                       bool iou_weighted, int extra_generations, int restart_length, double restart_sigma) {
+    check_rows(init, "init", 2);
+    check_least(init, "init", 1);
+    const fa::EvolveOptions o =
+        options_of(thr, generations, mutation_prob, sigma, min_size, strategy, batch, seed, 1, objective, iou_thr,
+                   iou_weighted, extra_generations, restart_length, restart_sigma);
+    const int k = static_cast<int>(init.shape(0));
+    const double* iptr = init.data();
+    PyEvolveMonitor mon(std::move(progress), std::move(callback));
+    const auto scorer = [&score, k](const fa::RatioAnchors* cands, int count, double* out) {
+        py::gil_scoped_acquire gil;
+        py::array_t<double> rows({static_cast<py::ssize_t>(count), static_cast<py::ssize_t>(k), py::ssize_t{2}});
+        for (int c = 0; c < count; ++c) cands[c].to_rows(rows.mutable_data() + 2 * static_cast<std::size_t>(k) * c);
+        const auto values = score(rows).cast<py::array_t<double, py::array::c_style | py::array::forcecast>>();
+        if (values.ndim() != 1 || values.shape(0) != count)
+            throw py::value_error("score must return one value per candidate");
+        std::copy(values.data(), values.data() + count, out);
+    };
+    fa::SearchOutput r;
+    {
+        py::gil_scoped_release release;
+        r = fa::evolve_search(scorer, iptr, k, o, mon);
+    }
+    py::dict d;
+    d["anchors"] = rows_of(r.anchors);
+    d["history"] = vector_of(r.history);
     d["n_improved"] = r.n_improved;
     d["initial_fitness"] = r.initial_fitness;
     d["objective"] = r.objective;
@@ -184,6 +233,10 @@ void register_fitness(py::module_& m) {
           py::arg("extra_generations") = 0, py::arg("restart_length") = 200, py::arg("restart_sigma") = 0.3,
           py::arg("grid_boxes") = py::none(), py::arg("grid_image_wh") = py::none(),
           py::arg("grid_strides") = py::none());
+    m.def("_evolve_scored", &evolve_scored, py::arg("init"), py::arg("score"), py::arg("thr"), py::arg("generations"),
+          py::arg("mutation_prob"), py::arg("sigma"), py::arg("min_size"), py::arg("strategy"), py::arg("batch"),
+          py::arg("seed"), py::arg("progress"), py::arg("callback"), py::arg("objective"), py::arg("iou_thr"),
+          py::arg("iou_weighted"), py::arg("extra_generations"), py::arg("restart_length"), py::arg("restart_sigma"));
     m.def("anchor_objective", &anchor_objective, py::arg("anchors"), py::arg("wh"), py::arg("weights"),
           py::arg("objective"), py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"),
           py::arg("grid_boxes") = py::none(), py::arg("grid_image_wh") = py::none(),

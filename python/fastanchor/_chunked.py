@@ -38,7 +38,7 @@ Partial = Dict[str, Any]
 class Executor(Protocol):
     n: int  # total rows
 
-    def run(self, task: Callable[..., Partial], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any: ...
+    def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any: ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,9 +455,10 @@ class LocalExecutor:
     memmaps), ``block_rows`` rows at a time, merging as it goes: one block's rows are in memory at
     a time (copied from a memmap), besides the partials."""
 
-    def __init__(self, arrays: Sequence[Any], block_rows: int) -> None:
+    def __init__(self, arrays: Sequence[Any], block_rows: int, task_threads: int = 1) -> None:
         self.arrays = list(arrays)
         self.block_rows = int(block_rows)
+        self.task_threads = int(task_threads)  # threads of the kernels that take a count
         self.n = int(sum(a.shape[0] for a in self.arrays))
 
     def blocks(self) -> Any:
@@ -467,7 +468,7 @@ class LocalExecutor:
                 yield np.array(a[b : b + self.block_rows]), offset + b
             offset += a.shape[0]
 
-    def run(self, task: Callable[..., Partial], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
+    def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
         acc = None
         for rows, offset in self.blocks():
             part = task(rows, offset, *args)
@@ -626,3 +627,309 @@ def avg_iou(ex: Executor, anchors: np.ndarray, n: int) -> float:
 
 def fitness(ex: Executor, anchors: np.ndarray, thr: float, n: int) -> Tuple[float, float, float, float]:
     return finish_fitness(ex.run(task_fitness, (anchors, thr), merge_fitness), n)
+
+
+# --------------------------------------------------------------------------------------------
+# The mutation search: every batch of candidates is scored by one pass, each chunk's fixed-point
+# totals of the objective added exactly (the in-memory search's totals, so its values bit for bit).
+
+#: The fixed-point scale of the objectives' terms (fitness/metrics.hpp: units of 2**-50).
+FIX_SCALE = 1 << 50
+
+
+def task_objective_batch(
+    block: Any,
+    offset: int,
+    cands: np.ndarray,
+    objective: str,
+    thr: float,
+    iou_thr: float,
+    iou_weighted: bool,
+    threads: int,
+) -> Partial:
+    rows = chunk_rows(block).astype(np.float64, copy=False)
+    out = _core._chunk_objective_batch(
+        wh=rows,
+        candidates=cands,
+        objective=objective,
+        thr=thr,
+        iou_thr=iou_thr,
+        iou_weighted=iou_weighted,
+        n_threads=threads,
+    )
+    return {"totals": _u128(out)}
+
+
+def merge_totals(a: Partial, b: Partial) -> Partial:
+    return {"totals": [x + y for x, y in zip(a["totals"], b["totals"])]}
+
+
+def objective_values(
+    ex: Executor, cands: np.ndarray, n: int, objective: str, thr: float, iou_thr: float, iou_weighted: bool
+) -> np.ndarray:
+    """The objective of every candidate set (count, k, 2) on the rows: one pass."""
+    threads = getattr(ex, "task_threads", 1)
+    part = ex.run(
+        task_objective_batch,
+        (np.ascontiguousarray(cands, dtype=np.float64), objective, thr, iou_thr, iou_weighted, threads),
+        merge_totals,
+    )
+    denom = float(n * FIX_SCALE)
+    return np.array([float(t) / denom for t in part["totals"]])
+
+
+@dataclass(frozen=True)
+class SearchArgs:
+    """The checked options of the mutation search (as fastanchor.evolve_anchors takes them)."""
+
+    thr: float
+    generations: int
+    mutation_prob: float
+    sigma: float
+    min_size: float
+    strategy: str
+    batch: int
+    objective: str
+    iou_thr: float
+    iou_weighted: bool
+    budget: int
+
+
+def check_search(
+    thr: Any,
+    generations: Any,
+    mutation_prob: Any,
+    sigma: Any,
+    min_size: Any,
+    strategy: Any,
+    batch: Any,
+    objective: Any,
+    iou_thr: Any,
+    iou_weighted: Any,
+    budget: Any,
+    callback: Any,
+) -> SearchArgs:
+    from ._evolve import _check_objective_args, _check_search_args
+    from ._fitness import as_thr
+
+    t = as_thr(thr)
+    generations, mutation_prob, sigma, min_size, batch = _check_search_args(
+        generations, mutation_prob, sigma, min_size, strategy, batch, callback
+    )
+    objective, iou_thr, iou_weighted, budget = _check_objective_args(objective, iou_thr, iou_weighted, budget)
+    return SearchArgs(
+        t, generations, mutation_prob, sigma, min_size, strategy, batch, objective, iou_thr, iou_weighted, budget
+    )
+
+
+def evolve(
+    ex: Executor, n: int, anchors: np.ndarray, s: SearchArgs, seed: int, progress: bool, callback: Any, desc: str
+) -> Any:
+    """The in-memory search (fastanchor.evolve_anchors without weights, scale or grid) with its
+    candidates scored by passes over the chunks: the same EvolveResult, bit for bit."""
+    from ._evolve import RESTART_LENGTH, RESTART_SIGMA, _EvolveProgress, _extra_generations, _search_result
+
+    extra = _extra_generations(s.budget, n, s.generations)
+    bar = _EvolveProgress(s.generations + extra, desc) if progress else None
+
+    def score(cands: np.ndarray) -> np.ndarray:
+        return objective_values(ex, cands, n, s.objective, s.thr, s.iou_thr, s.iou_weighted)
+
+    try:
+        out = _core._evolve_scored(
+            init=np.ascontiguousarray(anchors, dtype=np.float64),
+            score=score,
+            thr=s.thr,
+            generations=s.generations,
+            mutation_prob=s.mutation_prob,
+            sigma=s.sigma,
+            min_size=s.min_size,
+            strategy=s.strategy,
+            batch=s.batch,
+            seed=seed,
+            progress=bar,
+            callback=callback,
+            objective=s.objective,
+            iou_thr=s.iou_thr,
+            iou_weighted=s.iou_weighted,
+            extra_generations=extra,
+            restart_length=RESTART_LENGTH,
+            restart_sigma=RESTART_SIGMA,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    _, bpr, aat, iou = fitness(ex, out["anchors"], s.thr, n)
+    return _search_result(out, bpr, aat, iou, s.objective)
+
+
+# --------------------------------------------------------------------------------------------
+# autoanchor: the small boxes counted and dropped chunk by chunk, then k-means and the search on
+# the kept rows.
+
+
+def task_small(block: Any, offset: int, warn_below: float, drop_below: float) -> Partial:
+    rows = chunk_rows(block)
+    return {
+        "small": int((rows < warn_below).any(axis=1).sum()),
+        "kept": {offset: int((rows >= drop_below).any(axis=1).sum())},
+    }
+
+
+def merge_small(a: Partial, b: Partial) -> Partial:
+    return {"small": a["small"] + b["small"], "kept": {**a["kept"], **b["kept"]}}
+
+
+def task_kept(
+    block: Any, offset: int, task: Callable[..., Partial], drop_below: float, kept_offsets: Dict[int, int], *args: Any
+) -> Partial:
+    """``task`` on the chunk's rows with a side of at least ``drop_below``, at their offset among
+    the kept rows."""
+    rows = chunk_rows(block)
+    keep = (rows >= drop_below).any(axis=1)
+    if not keep.all():
+        rows = np.ascontiguousarray(rows[keep])
+    return task(rows, kept_offsets[offset], *args)
+
+
+def task_take(block: Any, offset: int, index: Optional[np.ndarray]) -> Dict[int, np.ndarray]:
+    """The chunk's rows among the sorted row indices ``index`` (all of them for None)."""
+    rows = chunk_rows(block)
+    if index is not None:
+        lo, hi = np.searchsorted(index, [offset, offset + rows.shape[0]])
+        rows = rows[index[lo:hi] - offset]
+    return {offset: rows}
+
+
+def merge_take(a: Dict[int, np.ndarray], b: Dict[int, np.ndarray]) -> Dict[int, np.ndarray]:
+    return {**a, **b}
+
+
+class KeptRows:
+    """An executor over the rows of another that have a side of at least ``drop_below`` (in their
+    order): every task sees a chunk's kept rows at their offset among all kept rows."""
+
+    def __init__(self, ex: Executor, drop_below: float, kept: Dict[int, int]) -> None:
+        self.ex = ex
+        self.drop_below = drop_below
+        self.task_threads = getattr(ex, "task_threads", 1)
+        self.kept_offsets: Dict[int, int] = {}
+        total = 0
+        for offset in sorted(kept):
+            self.kept_offsets[offset] = total
+            total += kept[offset]
+        self.n = total
+
+    def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
+        return self.ex.run(task_kept, (task, self.drop_below, self.kept_offsets) + tuple(args), merge)
+
+    def take(self, index: Optional[np.ndarray]) -> np.ndarray:
+        parts = self.run(task_take, (index,), merge_take)
+        rows = [chunk_rows(parts[o]) for o in sorted(parts)]
+        f64 = any(r.dtype == np.float64 for r in rows)
+        return np.ascontiguousarray(np.concatenate([r.astype(np.float64) if f64 else r for r in rows]))
+
+
+def task_report(
+    block: Any, offset: int, anchor_sets: np.ndarray, thr: float, iou_thr: float, iou_weighted: bool, threads: int
+) -> Partial:
+    """YOLOv5's metrics (as task_fitness) and the IoU objectives' totals of several anchor sets."""
+    rows = chunk_rows(block).astype(np.float64, copy=False)
+    out: Partial = {"metrics": [_u128(_core._chunk_fitness(wh=rows, anchors=a, thr=thr)) for a in anchor_sets]}
+    for name in ("avg_iou", "recall"):
+        got = _core._chunk_objective_batch(
+            wh=rows,
+            candidates=anchor_sets,
+            objective=name,
+            thr=thr,
+            iou_thr=iou_thr,
+            iou_weighted=iou_weighted,
+            n_threads=threads,
+        )
+        out[name] = _u128(got)
+    return out
+
+
+def merge_report(a: Partial, b: Partial) -> Partial:
+    return {
+        "metrics": [[x + y for x, y in zip(p, q)] for p, q in zip(a["metrics"], b["metrics"])],
+        **{name: [x + y for x, y in zip(a[name], b[name])] for name in ("avg_iou", "recall")},
+    }
+
+
+def report(
+    ex: Executor, anchor_sets: Sequence[np.ndarray], n: int, thr: float, iou_thr: float, iou_weighted: bool
+) -> List[Tuple[Tuple[float, float, float, float], Dict[str, float]]]:
+    """For every anchor set: (fitness, bpr, aat, avg_iou) as anchor_fitness gives them, and every
+    objective's value as anchor_objective gives it; one pass."""
+    sets = np.ascontiguousarray(np.stack(anchor_sets), dtype=np.float64)
+    part = ex.run(task_report, (sets, thr, iou_thr, iou_weighted, getattr(ex, "task_threads", 1)), merge_report)
+    denom = float(n * FIX_SCALE)
+    out = []
+    for i, sums in enumerate(part["metrics"]):
+        metrics = finish_fitness({"sums": sums}, n)
+        objectives = {"fitness": metrics[0]}
+        objectives.update({name: float(part[name][i]) / denom for name in ("avg_iou", "recall")})
+        out.append((metrics, objectives))
+    return out
+
+
+def autoanchor(
+    ex: Executor,
+    k: int,
+    s: SearchArgs,
+    n_init: Any,
+    tol: Any,
+    seed: Any,
+    init_sample: int,
+    progress: bool,
+    callback: Any,
+    take_rows: Callable[[Optional[np.ndarray]], np.ndarray],
+    desc: str,
+) -> Any:
+    """fastanchor.autoanchor (without weights, scale or grid) by passes over the chunks: from the
+    same seed, its result bit for bit whenever the kept boxes are at most ``init_sample`` (else the
+    k-means starts from a sample, as the chunked k-means does)."""
+    import warnings
+
+    from ._evolve import DROP_BELOW, WARN_BELOW, AutoAnchorResult
+    from ._fitness import FitnessResult
+    from ._validation import resolve_seed
+
+    k, update, max_iter, tol = check_fit_options(k, "median", n_init, 300, tol)
+    sc = scan(ex)  # checks every row
+    counts = ex.run(task_small, (WARN_BELOW, DROP_BELOW), merge_small)
+    n, n_small = sc.n, int(counts["small"])
+    kept = int(sum(counts["kept"].values()))
+    n_dropped = n - kept
+    if n_small:
+        warnings.warn(
+            f"{n_small} of {n} boxes are smaller than {WARN_BELOW:g} pixels in width or height (extremely small "
+            f"objects); the {n_dropped} below {DROP_BELOW:g} pixels on both sides are dropped",
+            UserWarning,
+            stacklevel=3,
+        )
+    if n_dropped == n:
+        raise ValueError(f"all {n} boxes are smaller than {DROP_BELOW:g} pixels on both sides: nothing to fit")
+    if n_dropped:
+        kex = KeptRows(ex, DROP_BELOW, counts["kept"])
+        ex, take_rows = kex, kex.take
+        sc = Scan(kept, sc.f32, sc.layout, sc.hi)  # the layout of all rows holds the kept ones' values
+    gen = np.random.default_rng(resolve_seed(seed))
+    km, _ = fit(ex, sc, k, "k-means++", update, max_iter, tol, gen, init_sample, progress, take_rows, desc)
+    ev = evolve(ex, kept, km.anchors, s, resolve_seed(gen), progress, callback, desc)
+    (km_m, km_obj), (ev_m, ev_obj) = report(ex, [km.anchors, ev.anchors], kept, s.thr, s.iou_thr, s.iou_weighted)
+    return AutoAnchorResult(
+        anchors=ev.anchors,
+        kmeans_anchors=km.anchors,
+        kmeans=FitnessResult(*km_m, thr=s.thr),
+        evolved=FitnessResult(*ev_m, thr=s.thr),
+        history=ev.history,
+        n_boxes=kept,
+        n_dropped=n_dropped,
+        n_small=n_small,
+        objective=s.objective,
+        kmeans_objectives=km_obj,
+        evolved_objectives=ev_obj,
+        scale=None,
+    )

@@ -103,6 +103,35 @@ def _chunk_avg_iou(
 def _chunk_fitness(
     wh: npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], thr: float
 ) -> npt.NDArray[np.uint64]: ...
+def _chunk_objective_batch(
+    wh: npt.NDArray[np.float64],
+    candidates: npt.NDArray[np.float64],
+    objective: str,
+    thr: float,
+    iou_thr: float,
+    iou_weighted: bool,
+    n_threads: int,
+) -> npt.NDArray[np.uint64]: ...
+def _evolve_scored(
+    init: npt.NDArray[np.float64],
+    score: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]],
+    thr: float,
+    generations: int,
+    mutation_prob: float,
+    sigma: float,
+    min_size: float,
+    strategy: str,
+    batch: int,
+    seed: int,
+    progress: Optional[Callable[[int, float], Any]],
+    callback: Optional[Callable[[int, float, npt.NDArray[np.float64]], Any]],
+    objective: str,
+    iou_thr: float,
+    iou_weighted: bool,
+    extra_generations: int,
+    restart_length: int,
+    restart_sigma: float,
+) -> dict[str, Any]: ...
 def _chunk_init(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], k: int, init: str, seed: int, n_threads: int
 ) -> npt.NDArray[np.float64]: ...

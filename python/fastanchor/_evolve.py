@@ -307,14 +307,18 @@ def _evolve(
     finally:
         if bar is not None:
             bar.close()
-    history = out["history"]
+    return _search_result(out, float(out["bpr"]), float(out["aat"]), float(out["avg_iou"]), objective)
+
+
+def _search_result(out: Dict[str, Any], bpr: float, aat: float, avg_iou: float, objective: str) -> EvolveResult:
+    """The EvolveResult of the core's search output and the metrics of its anchors."""
     return EvolveResult(
         anchors=out["anchors"],
         fitness=float(out["objective"]),
-        bpr=float(out["bpr"]),
-        aat=float(out["aat"]),
-        avg_iou=float(out["avg_iou"]),
-        history=history,
+        bpr=bpr,
+        aat=aat,
+        avg_iou=avg_iou,
+        history=out["history"],
         n_improved=int(out["n_improved"]),
         initial_fitness=float(out["initial_fitness"]),
         stopped=bool(out["stopped"]),

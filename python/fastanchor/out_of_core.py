@@ -1,14 +1,17 @@
-"""k-means, average IoU and anchor fitness over boxes that need not fit in memory: a
-``numpy.memmap``, the path of a ``.npy`` file, or a list of them (shards, read in order as one array
-of rows), read ``block_rows`` rows at a time. No Dask needed.
+"""k-means, the mutation search, autoanchor, average IoU and anchor fitness over boxes that need
+not fit in memory: a ``numpy.memmap``, the path of a ``.npy`` file, or a list of them (shards, read
+in order as one array of rows), read ``block_rows`` rows at a time. No Dask needed.
 
-The results are those of the in-memory :func:`fastanchor.kmeans_iou`, :func:`fastanchor.avg_iou`
-and :func:`fastanchor.anchor_fitness` on the same rows, bit for bit (from the same initial
-anchors for k-means); see :doc:`/guides/scale`.
+The results are those of the in-memory :func:`fastanchor.kmeans_iou`,
+:func:`fastanchor.evolve_anchors`, :func:`fastanchor.autoanchor`, :func:`fastanchor.avg_iou` and
+:func:`fastanchor.anchor_fitness` on the same rows, bit for bit (from the same initial anchors for
+k-means); see :doc:`/guides/scale`.
 
 Resident memory: one block of rows (copied from the file: 8 or 16 bytes per row), up to about 64
 bytes per row of the block for the kernels' temporaries, the partials (a few kB; the median's
 histograms 16 kB per anchor), and, unless ``return_labels=False``, the labels (4 bytes per box).
+The search lays out each block as the in-memory search lays out all boxes (about 90 bytes per row
+of the block).
 """
 
 from __future__ import annotations
@@ -20,11 +23,20 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _chunked, _core
-from ._fitness import DEFAULT_THR, FitnessResult, as_anchors, as_thr
+from ._evolve import DEFAULT_BUDGET, AutoAnchorResult, Callback, EvolveResult
+from ._fitness import DEFAULT_IOU_THR, DEFAULT_THR, FitnessResult, as_anchors, as_thr
 from ._kmeans import KMeansResult
-from ._validation import SeedLike, as_int, as_wh
+from ._validation import SeedLike, as_int, as_wh, resolve_seed, resolve_threads
 
-__all__ = ["DEFAULT_BLOCK_ROWS", "anchor_fitness", "avg_iou", "kmeans_iou", "open_rows"]
+__all__ = [
+    "DEFAULT_BLOCK_ROWS",
+    "anchor_fitness",
+    "autoanchor",
+    "avg_iou",
+    "evolve_anchors",
+    "kmeans_iou",
+    "open_rows",
+]
 
 #: Rows read at a time (16 MB of float64 rows).
 DEFAULT_BLOCK_ROWS = 1 << 20
@@ -56,8 +68,10 @@ def open_rows(source: Any, name: str = "wh") -> List[np.ndarray]:
     return [one(source)]
 
 
-def _executor(source: Any, block_rows: Any) -> _chunked.LocalExecutor:
-    return _chunked.LocalExecutor(open_rows(source), as_int(block_rows, "block_rows", minimum=1))
+def _executor(source: Any, block_rows: Any, n_threads: Any = None) -> _chunked.LocalExecutor:
+    return _chunked.LocalExecutor(
+        open_rows(source), as_int(block_rows, "block_rows", minimum=1), resolve_threads(n_threads)
+    )
 
 
 def _take_rows(ex: _chunked.LocalExecutor, index: Optional[np.ndarray]) -> np.ndarray:
@@ -171,3 +185,110 @@ def anchor_fitness(
     sc = _chunked.scan(ex)
     fit, bpr, aat, iou = _chunked.fitness(ex, a, t, sc.n)
     return FitnessResult(fitness=fit, bpr=bpr, aat=aat, avg_iou=iou, thr=t)
+
+
+def evolve_anchors(
+    anchors: npt.ArrayLike,
+    wh: Source,
+    *,
+    thr: float = DEFAULT_THR,
+    generations: int = 1000,
+    mutation_prob: float = 0.9,
+    sigma: float = 0.1,
+    min_size: float = 2.0,
+    strategy: str = "anchorwise",
+    batch: int = 8,
+    objective: str = "fitness",
+    iou_thr: float = DEFAULT_IOU_THR,
+    iou_weighted: bool = False,
+    budget: int = 0,
+    sample_weight: None = None,
+    seed: SeedLike = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    n_threads: Optional[int] = None,
+    progress: bool = False,
+    callback: Optional[Callback] = None,
+) -> EvolveResult:
+    """:func:`fastanchor.evolve_anchors` over rows read ``block_rows`` at a time: every pass
+    scores a batch of ``batch`` candidates on all rows, and the result is the in-memory search's
+    from the same seed, bit for bit (unit weights; no ``scale`` or ``grid``).
+
+    A pass reads the rows once, so the search reads them about ``generations / batch`` times (a
+    larger ``batch`` means fewer passes; "yolov5" gives the same result for every batch size).
+    ``n_threads`` threads score each block. Ctrl-C stops the search between blocks.
+    """
+    _chunked.no_weights(sample_weight)
+    a = as_anchors(anchors)
+    s = _chunked.check_search(
+        thr,
+        generations,
+        mutation_prob,
+        sigma,
+        min_size,
+        strategy,
+        batch,
+        objective,
+        iou_thr,
+        iou_weighted,
+        budget,
+        callback,
+    )
+    ex = _executor(wh, block_rows, n_threads)
+    sc = _chunked.scan(ex)
+    return _chunked.evolve(ex, sc.n, a, s, resolve_seed(seed), progress, callback, "evolve_anchors")
+
+
+def autoanchor(
+    wh: Source,
+    k: int = 9,
+    *,
+    thr: float = DEFAULT_THR,
+    generations: int = 1000,
+    strategy: str = "anchorwise",
+    mutation_prob: float = 0.9,
+    sigma: float = 0.1,
+    min_size: float = 2.0,
+    n_init: Optional[int] = None,
+    tol: float = 1e-3,
+    batch: int = 8,
+    objective: str = "fitness",
+    iou_thr: float = DEFAULT_IOU_THR,
+    iou_weighted: bool = False,
+    budget: int = DEFAULT_BUDGET,
+    sample_weight: None = None,
+    seed: SeedLike = None,
+    init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    n_threads: Optional[int] = None,
+    progress: bool = False,
+    callback: Optional[Callback] = None,
+) -> AutoAnchorResult:
+    """:func:`fastanchor.autoanchor` over rows read ``block_rows`` at a time: small boxes counted
+    and dropped block by block, then :func:`kmeans_iou` and :func:`evolve_anchors` on the kept rows.
+
+    From the same seed the result is the in-memory ``fastanchor.autoanchor(rows, k, seed=seed)``'s,
+    bit for bit, when at most ``init_sample`` boxes are kept; on more, k-means++ draws its initial
+    anchors from a sample of ``init_sample`` kept rows (see :func:`kmeans_iou`), and the result
+    depends on the seed and the rows only, never on ``block_rows`` or the shards. Unit weights
+    only, ``n_init`` 1, no ``scale`` or ``grid``. Resident memory is bounded as the module says,
+    whatever the number of rows.
+    """
+    _chunked.no_weights(sample_weight)
+    s = _chunked.check_search(
+        thr,
+        generations,
+        mutation_prob,
+        sigma,
+        min_size,
+        strategy,
+        batch,
+        objective,
+        iou_thr,
+        iou_weighted,
+        budget,
+        callback,
+    )
+    ex = _executor(wh, block_rows, n_threads)
+    return _chunked.autoanchor(
+        ex, k, s, n_init, tol, seed, init_sample, progress, callback, lambda index: _take_rows(ex, index), "autoanchor"
+    )

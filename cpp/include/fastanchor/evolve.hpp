@@ -1,5 +1,7 @@
 // fastanchor: the mutation search that refines anchors on the fitness (YOLOv5's evolution, or
-// the anchor-wise strategy), scored in batches by fitness/tiles.hpp's fitness_batch.
+// the anchor-wise strategy). evolve_search runs it with any scorer of candidate batches;
+// evolve_anchors scores them on boxes in memory (fitness/tiles.hpp's fitness_batch and the IoU
+// objectives), and a chunked caller scores them by passes over chunks of boxes.
 #pragma once
 
 #include <algorithm>
@@ -165,7 +167,7 @@ struct SearchState {
     }
 };
 
-// Scores candidate anchor sets on the search's objective.
+// Scores candidate anchor sets on the search's objective, on boxes in memory.
 struct Scorer {
     const TiledBoxes& T;
     const EvolveOptions& o;
@@ -184,9 +186,10 @@ struct Scorer {
 // current anchors; when several candidates improved different anchors, their combination
 // is scored in the first slot of the next pass. Runs `gens` generations from (cur, cur_fit)
 // and offers the current anchors to the search's best after every generation.
-inline void anchorwise_run(const Scorer& score, SearchState& st, RatioAnchors cur, double cur_fit, int gens, Rng& rng,
-                           const EvolveOptions& o, EvolveMonitor& mon, std::vector<RatioAnchors>& cands,
-                           std::vector<double>& fit) {
+template <class Score>
+void anchorwise_run(const Score& score, SearchState& st, RatioAnchors cur, double cur_fit, int gens, Rng& rng,
+                    const EvolveOptions& o, EvolveMonitor& mon, std::vector<RatioAnchors>& cands,
+                    std::vector<double>& fit) {
     const int k = cur.k;
     const int batch = static_cast<int>(cands.size());
     const double step_max = std::max(kStepMax, o.sigma);
@@ -263,17 +266,25 @@ inline void anchorwise_run(const Scorer& score, SearchState& st, RatioAnchors cu
 
 }  // namespace fitdetail
 
-// Refines `init` (k rows) by the mutation search on the objective of the boxes (n rows, weights
-// optional). Anchors are first raised to min_size; a candidate replaces the best only when its
-// value is strictly higher, so the objective never decreases. Deterministic for a seed, whatever
-// the number of threads (fixed-point sums). After `generations`, `extra_generations` more run as
+// What the search found, before the metrics of its anchors.
+struct SearchOutput {
+    std::vector<double> anchors;   // k rows (w, h), sorted by area ascending, ties by width
+    double objective = 0.0;        // the objective's value of the anchors
+    std::vector<double> history;   // best objective value after each generation run
+    int n_improved = 0;            // generations whose candidate became the new best
+    double initial_fitness = 0.0;  // the objective's value of the initial anchors
+    bool stopped = false;          // the callback stopped the search
+};
+
+// Refines `init` (k rows) by the mutation search on the objective computed by
+// score(candidates, count, out) (out[c]: the value of candidates[c]; any scorer that returns the
+// same values gives the same search, bit for bit). Anchors are first raised to min_size; a
+// candidate replaces the best only when its value is strictly higher, so the objective never
+// decreases. Deterministic for a seed. After `generations`, `extra_generations` more run as
 // restarts (see EvolveOptions). See README.md for the strategies.
-inline EvolveOutput evolve_anchors(const double* wh, const double* weights, index_t n, const double* init, int k,
-                                   const EvolveOptions& o, EvolveMonitor& mon) {
-    if (n <= 0 || k <= 0) throw std::invalid_argument("evolve_anchors: need boxes and anchors");
-    const PollScope poll(mon);  // mon.poll() at check points, every kPollInterval of work
-    const TiledBoxes T = TiledBoxes::make(wh, weights, n, o.n_threads);
-    const fitdetail::Scorer score{T, o};
+template <class Score>
+SearchOutput evolve_search(const Score& score, const double* init, int k, const EvolveOptions& o, EvolveMonitor& mon) {
+    if (k <= 0) throw std::invalid_argument("evolve_anchors: need anchors");
     Rng rng(derive_seed(o.seed, fitdetail::kEvolveStream));
     const int batch = std::max(1, o.batch);
     const int main_gens = std::max(o.generations, 0);
@@ -286,7 +297,7 @@ inline EvolveOutput evolve_anchors(const double* wh, const double* weights, inde
         st.best.set(j, std::max(init[2 * j], o.min_size), std::max(init[2 * j + 1], o.min_size));
     score(&st.best, 1, &st.fitness);
     st.history.reserve(std::min(main_gens + static_cast<std::size_t>(extra), std::size_t{1} << 20));
-    EvolveOutput out;
+    SearchOutput out;
     out.initial_fitness = st.fitness;
 
     std::vector<RatioAnchors> cands(batch, RatioAnchors(k));
@@ -354,11 +365,29 @@ inline EvolveOutput evolve_anchors(const double* wh, const double* weights, inde
     const RatioAnchors sorted = fitdetail::sorted_anchors(st.best);
     out.anchors.resize(2 * static_cast<std::size_t>(k));
     sorted.to_rows(out.anchors.data());
-    out.metrics = fitness_metrics(T.boxes, sorted, o.thr, o.n_threads);
     out.objective = st.fitness;
     out.history = std::move(st.history);
     out.n_improved = st.n_improved;
     out.stopped = st.stopped;
+    return out;
+}
+
+// The search on boxes in memory (n rows, weights optional), scored in batches on their tiled
+// layout. Deterministic for a seed, whatever the number of threads (fixed-point sums).
+inline EvolveOutput evolve_anchors(const double* wh, const double* weights, index_t n, const double* init, int k,
+                                   const EvolveOptions& o, EvolveMonitor& mon) {
+    if (n <= 0 || k <= 0) throw std::invalid_argument("evolve_anchors: need boxes and anchors");
+    const PollScope poll(mon);  // mon.poll() at check points, every kPollInterval of work
+    const TiledBoxes T = TiledBoxes::make(wh, weights, n, o.n_threads);
+    SearchOutput s = evolve_search(fitdetail::Scorer{T, o}, init, k, o, mon);
+    EvolveOutput out;
+    out.metrics = fitness_metrics(T.boxes, RatioAnchors::from_rows(s.anchors.data(), k), o.thr, o.n_threads);
+    out.anchors = std::move(s.anchors);
+    out.objective = s.objective;
+    out.history = std::move(s.history);
+    out.n_improved = s.n_improved;
+    out.initial_fitness = s.initial_fitness;
+    out.stopped = s.stopped;
     return out;
 }
 

@@ -10,9 +10,10 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _chunked, _core
-from .._fitness import DEFAULT_THR, FitnessResult, as_anchors, as_thr
+from .._evolve import AutoAnchorResult, Callback, EvolveResult
+from .._fitness import DEFAULT_IOU_THR, DEFAULT_THR, FitnessResult, as_anchors, as_thr
 from .._kmeans import KMeansResult
-from .._validation import SeedLike, as_wh
+from .._validation import SeedLike, as_wh, resolve_seed
 from ..out_of_core import DEFAULT_BLOCK_ROWS, open_rows
 
 #: Partials merged per task of the reduction tree.
@@ -74,6 +75,9 @@ class DaskExecutor:
     """Runs a pass as one task per chunk of rows and a tree of merges, computed by ``client`` (a
     ``distributed.Client``), else by ``scheduler`` (None: Dask's default, which is the active
     client if there is one)."""
+
+    #: Threads of the kernels that take a count: one per task (Dask runs the tasks in parallel).
+    task_threads = 1
 
     def __init__(self, x: da.Array, client: Any = None, scheduler: Any = None) -> None:
         self.x = x
@@ -200,3 +204,114 @@ def anchor_fitness(
     sc = _chunked.scan(ex)
     fit, bpr, aat, iou = _chunked.fitness(ex, a, t, sc.n)
     return FitnessResult(fitness=fit, bpr=bpr, aat=aat, avg_iou=iou, thr=t)
+
+
+def evolve_anchors(
+    anchors: npt.ArrayLike,
+    wh: Any,
+    *,
+    thr: float = DEFAULT_THR,
+    generations: int = 1000,
+    mutation_prob: float = 0.9,
+    sigma: float = 0.1,
+    min_size: float = 2.0,
+    strategy: str = "anchorwise",
+    batch: int = 8,
+    objective: str = "fitness",
+    iou_thr: float = DEFAULT_IOU_THR,
+    iou_weighted: bool = False,
+    budget: int = 0,
+    sample_weight: None = None,
+    seed: SeedLike = None,
+    progress: bool = False,
+    callback: Optional[Callback] = None,
+    client: Any = None,
+    scheduler: Any = None,
+    columns: Sequence[str] = ("w", "h"),
+) -> EvolveResult:
+    """:func:`fastanchor.evolve_anchors` over a dask array or DataFrame: every batch of ``batch``
+    candidates is scored by one map-reduce over the chunks (exact fixed-point totals), so the
+    result is the in-memory search's from the same seed, bit for bit, whatever the chunking and
+    the number of workers (unit weights; no ``scale`` or ``grid``).
+
+    The search runs about ``generations / batch`` map-reduces: a larger ``batch`` means fewer
+    ("yolov5" gives the same result for every batch size). ``client``, ``scheduler`` and
+    ``columns`` as in :func:`kmeans_iou`.
+    """
+    _chunked.no_weights(sample_weight)
+    a = as_anchors(anchors)
+    s = _chunked.check_search(
+        thr,
+        generations,
+        mutation_prob,
+        sigma,
+        min_size,
+        strategy,
+        batch,
+        objective,
+        iou_thr,
+        iou_weighted,
+        budget,
+        callback,
+    )
+    ex = DaskExecutor(as_dask_rows(wh, columns), client, scheduler)
+    sc = _chunked.scan(ex)
+    return _chunked.evolve(ex, sc.n, a, s, resolve_seed(seed), progress, callback, "evolve_anchors (dask)")
+
+
+def autoanchor(
+    wh: Any,
+    k: int = 9,
+    *,
+    thr: float = DEFAULT_THR,
+    generations: int = 1000,
+    strategy: str = "anchorwise",
+    mutation_prob: float = 0.9,
+    sigma: float = 0.1,
+    min_size: float = 2.0,
+    n_init: Optional[int] = None,
+    tol: float = 1e-3,
+    batch: int = 8,
+    objective: str = "fitness",
+    iou_thr: float = DEFAULT_IOU_THR,
+    iou_weighted: bool = False,
+    budget: int = 0,
+    sample_weight: None = None,
+    seed: SeedLike = None,
+    init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
+    progress: bool = False,
+    callback: Optional[Callback] = None,
+    client: Any = None,
+    scheduler: Any = None,
+    columns: Sequence[str] = ("w", "h"),
+) -> AutoAnchorResult:
+    """:func:`fastanchor.autoanchor` over a dask array or DataFrame: small boxes counted and
+    dropped chunk by chunk, then :func:`kmeans_iou` and :func:`evolve_anchors` on the kept rows.
+
+    From the same seed and ``budget`` the result is the in-memory
+    ``fastanchor.autoanchor(rows, k, seed=seed, budget=budget)``'s, bit for bit, when at most
+    ``init_sample`` boxes are kept; on more, k-means++ starts from a sample of ``init_sample``
+    kept rows, and the result depends on the seed and the rows only, never on the chunking or the
+    number of workers. ``budget`` defaults to 0 here (the in-memory default adds restarts on sets
+    of fewer than about 67,000 boxes: thousands of map-reduces). Unit weights only, ``n_init`` 1,
+    no ``scale`` or ``grid``. ``client``, ``scheduler`` and ``columns`` as in :func:`kmeans_iou`.
+    """
+    _chunked.no_weights(sample_weight)
+    s = _chunked.check_search(
+        thr,
+        generations,
+        mutation_prob,
+        sigma,
+        min_size,
+        strategy,
+        batch,
+        objective,
+        iou_thr,
+        iou_weighted,
+        budget,
+        callback,
+    )
+    ex = DaskExecutor(as_dask_rows(wh, columns), client, scheduler)
+    return _chunked.autoanchor(
+        ex, k, s, n_init, tol, seed, init_sample, progress, callback, ex.take, "autoanchor (dask)"
+    )

@@ -186,16 +186,15 @@ inline void iou_objective_batch(const FitBoxes& B, const RatioAnchors* candidate
     }
 }
 
-// The IoU objective of `count` candidates on the search's tiled layout (per-tile pruning up to
-// 64 anchors; the same values as iou_objective_batch on the boxes, bit for bit).
-inline void iou_objective_batch(const TiledBoxes& T, const RatioAnchors* candidates, int count, const Objective& ob,
-                                double* out, int n_threads) {
+// Fixed-point totals of the IoU objective of `count` candidates on the search's tiled layout
+// (per-tile pruning up to 64 anchors): totals[c] / boxes.denom is the value of candidates[c], the
+// same as iou_objective_batch's on the boxes, bit for bit. Totals of disjoint sets of boxes add
+// up to the total of their union, exactly.
+inline void iou_objective_totals(const TiledBoxes& T, const RatioAnchors* candidates, int count, const Objective& ob,
+                                 int128_t* totals, int n_threads) {
     if (count <= 0) return;
-    if (ob.kind == ObjectiveKind::Fitness) throw std::invalid_argument("iou_objective_batch: not an IoU objective");
-    if (candidates[0].k > fitdetail::kMaxPruned) {
-        iou_objective_batch(T.boxes, candidates, count, ob, out, n_threads);
-        return;
-    }
+    if (ob.kind == ObjectiveKind::Fitness) throw std::invalid_argument("iou_objective_totals: not an IoU objective");
+    const bool pruned = candidates[0].k <= fitdetail::kMaxPruned;
     const index_t n = T.size();
     const index_t nc = n_chunks(n);
     std::vector<std::int64_t> part(static_cast<std::size_t>(nc) * count, 0);
@@ -204,15 +203,34 @@ inline void iou_objective_batch(const TiledBoxes& T, const RatioAnchors* candida
         const index_t q0 = b / fitdetail::kTile, q1 = (e + fitdetail::kTile - 1) / fitdetail::kTile;
         checked_slices(count, (e - b) * candidates[0].k, [&](index_t s0, index_t s1) {
             for (index_t s = s0; s < s1; ++s)
-                out_c[s] = fitdetail::iou_objective_tiled_chunk(T, q0, q1, candidates[s], ob);
+                out_c[s] = pruned ? fitdetail::iou_objective_tiled_chunk(T, q0, q1, candidates[s], ob)
+                                  : fitdetail::iou_objective_chunk(T.boxes, b, e, candidates[s], ob);
         });
     });
-    const double denom = static_cast<double>(T.boxes.denom);
     for (int s = 0; s < count; ++s) {
         int128_t total = 0;
         for (index_t c = 0; c < nc; ++c) total += part[static_cast<std::size_t>(c) * count + s];
-        out[s] = static_cast<double>(total) / denom;
+        totals[s] = total;
     }
+}
+
+// The IoU objective of `count` candidates on the search's tiled layout (the same values as
+// iou_objective_batch on the boxes, bit for bit).
+inline void iou_objective_batch(const TiledBoxes& T, const RatioAnchors* candidates, int count, const Objective& ob,
+                                double* out, int n_threads) {
+    if (count <= 0) return;
+    std::vector<int128_t> totals(static_cast<std::size_t>(count));
+    iou_objective_totals(T, candidates, count, ob, totals.data(), n_threads);
+    const double denom = static_cast<double>(T.boxes.denom);
+    for (int s = 0; s < count; ++s) out[s] = static_cast<double>(totals[s]) / denom;
+}
+
+// Fixed-point totals of any objective (the ratio fitness with threshold thr, or an IoU objective)
+// of `count` candidates on the tiled boxes: totals[c] / boxes.denom is the value of candidates[c].
+inline void objective_totals(const TiledBoxes& T, const RatioAnchors* candidates, int count, const Objective& ob,
+                             double thr, int128_t* totals, int n_threads) {
+    if (ob.kind == ObjectiveKind::Fitness) fitness_totals(T, candidates, count, thr, totals, n_threads);
+    else iou_objective_totals(T, candidates, count, ob, totals, n_threads);
 }
 
 // The objective of anchors A on n rows (w, h) of the caller (weights: n values or null).

@@ -277,11 +277,12 @@ FASTANCHOR_CLONES std::int64_t plain_sum(const FitBoxes& B, index_t b, index_t e
 
 }  // namespace fitdetail
 
-// Fitness of `count` candidate anchor sets in one pass over the boxes (each chunk of boxes is
-// visited once and scored against every candidate while it is in cache). out[c] = fitness of
-// candidates[c].
-inline void fitness_batch(const TiledBoxes& T, const RatioAnchors* candidates, int count, double thr, double* out,
-                          int n_threads) {
+// Fixed-point fitness totals of `count` candidate anchor sets in one pass over the boxes (each
+// chunk of boxes is visited once and scored against every candidate while it is in cache):
+// totals[c] / boxes.denom is the fitness of candidates[c]. Totals of disjoint sets of boxes add
+// up to the total of their union, exactly.
+inline void fitness_totals(const TiledBoxes& T, const RatioAnchors* candidates, int count, double thr, int128_t* totals,
+                           int n_threads) {
     if (count <= 0) return;
     const Threshold th(thr);
     const index_t n = T.size();
@@ -335,12 +336,22 @@ inline void fitness_batch(const TiledBoxes& T, const RatioAnchors* candidates, i
             for (int l = 0; l < fitdetail::kLanes; ++l)
                 out_c[s] += acc[static_cast<std::size_t>(s) * fitdetail::kLanes + l];
     });
-    const double denom = static_cast<double>(T.boxes.denom);
     for (int s = 0; s < count; ++s) {
         int128_t total = 0;
         for (index_t c = 0; c < nc; ++c) total += part[static_cast<std::size_t>(c) * count + s];
-        out[s] = static_cast<double>(total) / denom;
+        totals[s] = total;
     }
+}
+
+// Fitness of `count` candidate anchor sets in one pass over the boxes: out[c] = fitness of
+// candidates[c].
+inline void fitness_batch(const TiledBoxes& T, const RatioAnchors* candidates, int count, double thr, double* out,
+                          int n_threads) {
+    if (count <= 0) return;
+    std::vector<int128_t> totals(static_cast<std::size_t>(count));
+    fitness_totals(T, candidates, count, thr, totals.data(), n_threads);
+    const double denom = static_cast<double>(T.boxes.denom);
+    for (int s = 0; s < count; ++s) out[s] = static_cast<double>(totals[s]) / denom;
 }
 
 }  // namespace fastanchor

@@ -1,0 +1,283 @@
+"""The mutation search and autoanchor over chunks (fastanchor.out_of_core, fastanchor.dask): the
+in-memory results bit for bit, for any block size, chunking or number of workers; the chunk kernel
+of the objectives against the numpy reference."""
+
+from __future__ import annotations
+
+import os
+import signal
+import warnings
+
+import numpy as np
+import pytest
+import reference as ref
+from conftest import clean, interrupt_latency, load_real, needs_data, real_box_files, tied_boxes
+from hypothesis import given
+from hypothesis import strategies as st
+
+import fastanchor
+from fastanchor import _chunked, _core
+from fastanchor import out_of_core as ooc
+
+# distributed's servers and worker restarts leave sockets for the garbage collector.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings("ignore:Port .* is already in use:UserWarning"),
+]
+
+
+def _same_search(got: fastanchor.EvolveResult, want: fastanchor.EvolveResult) -> None:
+    np.testing.assert_array_equal(got.anchors, want.anchors)
+    np.testing.assert_array_equal(got.history, want.history)
+    assert (got.fitness, got.bpr, got.aat, got.avg_iou) == (want.fitness, want.bpr, want.aat, want.avg_iou)
+    assert (got.n_improved, got.initial_fitness, got.stopped) == (want.n_improved, want.initial_fitness, want.stopped)
+    assert got.objective == want.objective
+
+
+def _same_autoanchor(got: fastanchor.AutoAnchorResult, want: fastanchor.AutoAnchorResult) -> None:
+    np.testing.assert_array_equal(got.anchors, want.anchors)
+    np.testing.assert_array_equal(got.kmeans_anchors, want.kmeans_anchors)
+    np.testing.assert_array_equal(got.history, want.history)
+    assert got.kmeans == want.kmeans and got.evolved == want.evolved
+    assert got.kmeans_objectives == want.kmeans_objectives
+    assert got.evolved_objectives == want.evolved_objectives
+    assert (got.n_boxes, got.n_dropped, got.n_small) == (want.n_boxes, want.n_dropped, want.n_small)
+
+
+def _with_smalltied_boxes(wh: np.ndarray) -> np.ndarray:
+    out = wh.copy()
+    out[10:60] = 1.0  # dropped: below 2 pixels on both sides
+    out[100:140, 0] = 2.5  # counted: below 3 pixels on one side
+    out[-30:] = [1.5, 1.9]  # dropped, in the last block
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The chunk kernel: totals of any chunks add up to the whole set's, and equal the reference.
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 700),
+    k=st.integers(1, 12),
+    count=st.integers(1, 4),
+    cuts=st.lists(st.integers(0, 700), max_size=4),
+    objective=st.sampled_from(["fitness", "avg_iou", "recall"]),
+)
+def test_chunk_totals_add_up_to_the_reference(seed, n, k, count, cuts, objective):
+    rng = np.random.default_rng(seed)
+    wh = np.exp(rng.normal(3, 1.2, (n, 2)))
+    cands = np.exp(rng.normal(3, 1.2, (count, k, 2)))
+    bounds = [0, *sorted(min(c, n) for c in cuts), n]
+    totals = [0] * count
+    for b, e in zip(bounds[:-1], bounds[1:]):
+        part = _chunked.task_objective_batch(wh[b:e], b, cands, objective, 4.0, 0.5, False, 1)
+        totals = [x + y for x, y in zip(totals, part["totals"])]
+    values = [float(t) / float(n * _chunked.FIX_SCALE) for t in totals]
+    for c in range(count):
+        want = fastanchor.anchor_objective(cands[c], wh, objective)
+        assert values[c] == want
+        if objective == "fitness":
+            expect = ref.anchor_fitness(cands[c], wh)["fitness"]
+        else:
+            expect = ref.iou_objective(cands[c], wh, objective)
+        assert values[c] == pytest.approx(expect, rel=1e-12, abs=1e-14)
+
+
+def test_chunk_totals_with_more_anchors_than_the_pruning_holds():
+    wh = tied_boxes(11, 3000)
+    cands = np.exp(np.random.default_rng(12).normal(3, 1, (2, 70, 2)))
+    for objective in ("fitness", "avg_iou", "recall"):
+        got = _chunked.objective_values(ooc._executor(wh, 1000), cands, len(wh), objective, 4.0, 0.5, True)
+        want = [fastanchor.anchor_objective(c, wh, objective, iou_weighted=True) for c in cands]
+        assert got.tolist() == want
+
+
+def test_chunk_kernel_rejects_bad_candidates():
+    with pytest.raises(ValueError, match=r"shape \(count, k, 2\)"):
+        _core._chunk_objective_batch(
+            wh=np.ones((3, 2)),
+            candidates=np.ones((2, 2)),
+            objective="fitness",
+            thr=4.0,
+            iou_thr=0.5,
+            iou_weighted=False,
+            n_threads=1,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Out of core.
+
+
+@pytest.mark.parametrize("strategy", ["anchorwise", "yolov5"])
+@pytest.mark.parametrize("objective", ["fitness", "avg_iou", "recall"])
+def test_search_is_the_in_memory_search_for_any_block_size(strategy, objective):
+    wh = tied_boxes(1, 9000, np.float32)
+    init = fastanchor.kmeans_iou(wh, 6, seed=0, tol=1e-2).anchors
+    want = fastanchor.evolve_anchors(init, wh, generations=120, strategy=strategy, objective=objective, seed=3)
+    assert want.n_improved > 0
+    for block_rows in (1000, 4096, 20_000):
+        got = ooc.evolve_anchors(
+            init, wh, generations=120, strategy=strategy, objective=objective, seed=3, block_rows=block_rows
+        )
+        _same_search(got, want)
+
+
+def test_search_with_restarts_callback_and_threads():
+    wh = tied_boxes(2, 2000)
+    init = wh[:5]
+    seen = []
+
+    def stop_at_150(g, f, a):
+        seen.append((g, f, a.copy()))
+        return g < 150
+
+    want = fastanchor.evolve_anchors(init, wh, generations=50, budget=400_000, seed=4, n_threads=1)
+    assert len(want.history) == 200  # 150 generations added as restarts
+    _same_search(ooc.evolve_anchors(init, wh, generations=50, budget=400_000, seed=4, block_rows=700), want)
+    got = ooc.evolve_anchors(
+        init, wh, generations=50, budget=400_000, seed=4, block_rows=700, n_threads=2, callback=stop_at_150
+    )
+    assert got.stopped and len(got.history) == 150 and seen[-1][0] == 150
+    np.testing.assert_array_equal(got.history, want.history[:150])
+    np.testing.assert_array_equal(got.anchors, seen[-1][2])
+
+
+def test_autoanchor_is_the_in_memory_autoanchor(tmp_path):
+    wh = _with_smalltied_boxes(tied_boxes(3, 6000, np.float32))
+    with pytest.warns(UserWarning, match="of 6000 boxes are smaller than 3 pixels") as w_mem:
+        want = fastanchor.autoanchor(wh, 9, seed=5, budget=2**23)
+    assert want.n_dropped >= 80 and len(want.history) > 1000
+    shards = []
+    for i, part in enumerate(np.array_split(wh, [7, 2500, 2501])):
+        shards.append(tmp_path / f"s{i}.npy")
+        np.save(shards[-1], part)
+    for source, block_rows in ((wh, 1000), (shards, 4096), (wh, 100_000)):
+        with pytest.warns(UserWarning) as w_ooc:
+            got = ooc.autoanchor(source, 9, seed=5, budget=2**23, block_rows=block_rows)
+        assert [str(x.message) for x in w_ooc] == [str(x.message) for x in w_mem]
+        _same_autoanchor(got, want)
+
+
+def test_autoanchor_on_a_sample_does_not_depend_on_the_blocks():
+    wh = _with_smalltied_boxes(tied_boxes(4, 12_000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        a = ooc.autoanchor(wh, 6, seed=6, init_sample=3000, generations=200, block_rows=5000)
+        b = ooc.autoanchor(wh, 6, seed=6, init_sample=3000, generations=200, block_rows=777, n_threads=1)
+    _same_autoanchor(a, b)
+    assert a.evolved.fitness >= a.kmeans.fitness
+
+
+def test_search_errors():
+    wh = tied_boxes(5, 100)
+    with pytest.raises(ValueError, match="sample_weight is not supported"):
+        ooc.evolve_anchors(wh[:3], wh, sample_weight=np.ones(100))
+    with pytest.raises(ValueError, match="objective"):
+        ooc.evolve_anchors(wh[:3], wh, objective="map")
+    with pytest.raises(ValueError, match="n_init must be 1"):
+        ooc.autoanchor(wh, 3, n_init=3)
+    with pytest.raises(ValueError, match="all 100 boxes are smaller than 2 pixels"), pytest.warns(UserWarning):
+        ooc.autoanchor(np.full((100, 2), 1.5), 3)
+    bad = wh.copy()
+    bad[57] = [np.nan, 3.0]
+    with pytest.raises(ValueError, match="row 57"):
+        ooc.autoanchor(bad, 3, block_rows=40)
+
+
+def test_search_stops_on_ctrl_c():
+    wh = tied_boxes(6, 200_000, np.float32)
+    init = wh[:9].astype(np.float64)
+    latency = interrupt_latency(lambda: ooc.evolve_anchors(init, wh, generations=10**6, block_rows=50_000))
+    assert latency < 2.0
+
+
+@needs_data
+def test_real_data_autoanchor_out_of_core():
+    for path in real_box_files()[:3]:
+        wh = clean(load_real(path, 640)).astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            want = fastanchor.autoanchor(wh, 9, seed=1, budget=0)
+            got = ooc.autoanchor(wh, 9, seed=1, budget=0, block_rows=max(1, len(wh) // 3))
+        if len(wh) - got.n_dropped <= _chunked.DEFAULT_INIT_SAMPLE:
+            _same_autoanchor(got, want)
+        else:
+            assert got.evolved.fitness == pytest.approx(want.evolved.fitness, abs=5e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# Dask.
+
+
+@pytest.mark.parametrize("strategy", ["anchorwise", "yolov5"])
+def test_dask_search_is_the_in_memory_search(strategy):
+    da = pytest.importorskip("dask.array")
+    fd = pytest.importorskip("fastanchor.dask")
+    wh = tied_boxes(7, 8000)
+    init = wh[:7]
+    want = fastanchor.evolve_anchors(init, wh, generations=64, strategy=strategy, objective="avg_iou", seed=8)
+    for chunks in (8000, (3000, 0, 1, 4999)):
+        x = da.from_array(wh, chunks=(chunks, 2))
+        got = fd.evolve_anchors(
+            init, x, generations=64, strategy=strategy, objective="avg_iou", seed=8, scheduler="threads"
+        )
+        _same_search(got, want)
+
+
+def test_dask_autoanchor_on_one_and_two_workers(cluster):
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    fd = pytest.importorskip("fastanchor.dask")
+    _, client = cluster
+    wh = _with_smalltied_boxes(tied_boxes(9, 20_000, np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        want = fastanchor.autoanchor(wh, 9, seed=2, generations=160, budget=0)
+        x = da.from_array(wh, chunks=(6000, 2)).persist()
+        _same_autoanchor(fd.autoanchor(x, 9, seed=2, generations=160, client=client), want)
+        with (
+            distributed.LocalCluster(
+                n_workers=1, processes=True, threads_per_worker=1, dashboard_address=":0", silence_logs=40
+            ) as one,
+            distributed.Client(one, set_as_default=False) as c1,
+        ):
+            got = fd.autoanchor(da.from_array(wh, chunks=(3333, 2)), 9, seed=2, generations=160, client=c1)
+    _same_autoanchor(got, want)
+
+
+def test_dask_worker_lost_during_the_search_changes_nothing(cluster):
+    da = pytest.importorskip("dask.array")
+    fd = pytest.importorskip("fastanchor.dask")
+    _, client = cluster
+    wh = tied_boxes(10, 30_000)
+    init = wh[:8]
+    want = fastanchor.evolve_anchors(init, wh, generations=96, seed=11)
+    pids = client.run(os.getpid)
+    killed = []
+
+    def kill_at_40(g, f, a):
+        if g == 40 and not killed:
+            worker = sorted(pids)[0]
+            killed.append(worker)
+            os.kill(pids[worker], signal.SIGKILL)  # its nanny starts a new worker
+
+    x = da.from_array(wh, chunks=(4000, 2))
+    got = fd.evolve_anchors(init, x, generations=96, seed=11, client=client, callback=kill_at_40)
+    assert killed
+    _same_search(got, want)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_the_cluster_example_runs():
+    pytest.importorskip("distributed")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "dask_cluster.py"
+    out = subprocess.run([sys.executable, str(script), "40000"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Dask and out of core agree bit for bit: True" in out.stdout
