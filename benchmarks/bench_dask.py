@@ -1,11 +1,16 @@
-"""In-memory kmeans_iou against fastanchor.dask (1 and 2 worker processes) and
-fastanchor.out_of_core (a memmapped .npy file) on 10^7 COCO-like boxes, from the same initial
-anchors, side by side in one run; each mode runs in its own process, which reports its peak RSS.
+"""In-memory kmeans_iou, evolve_anchors or autoanchor against fastanchor.dask (1 and 2 worker
+processes) and fastanchor.out_of_core (a memmapped .npy file) on 10^7 COCO-like boxes, side by side
+in one run; each mode runs in its own process, which reports its peak RSS.
 
-    nice -n 10 python benchmarks/bench_dask.py [--n 10000000] [--max-iter 20] [--update median]
+    nice -n 10 python benchmarks/bench_dask.py [--what kmeans] [--n 10000000] [--max-iter 20]
+        [--update median] [--generations 200]
 
-Every mode runs the same Lloyd iterations (max_iter caps them, so the time per iteration compares)
-and must return the same anchors, bit for bit; the script checks it.
+kmeans: every mode runs the same Lloyd iterations from the same initial anchors (max_iter caps
+them, so the time per iteration compares). evolve: the search from the same anchors and seed for
+``generations`` generations. Every mode must return the same anchors, bit for bit; the script
+checks it. autoanchor (seed 0, budget 0, ``generations``): the chunked modes must agree bit for
+bit; the in-memory one seeds its k-means on all boxes, the chunked ones on a sample of 2^18 kept
+boxes, so their anchors differ above that many boxes (the table shows the fitness of each).
 """
 
 from __future__ import annotations
@@ -42,18 +47,29 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def run_mode(mode: str, path: str, init: np.ndarray, max_iter: int, update: str) -> dict:
+def _call(module, what: str, wh, init: np.ndarray, args, **kw):
+    """The benchmarked call of ``module`` (fastanchor, out_of_core or fastanchor.dask)."""
+    if what == "kmeans":
+        return module.kmeans_iou(wh, K, init=init, update=args.update, max_iter=args.max_iter, **kw)
+    if what == "evolve":
+        return module.evolve_anchors(init, wh, generations=args.generations, seed=0, **kw)
+    return module.autoanchor(wh, K, generations=args.generations, seed=0, budget=0, **kw)
+
+
+def run_mode(mode: str, path: str, init: np.ndarray, args) -> dict:
     wh = np.load(path, mmap_mode="r")
+    what = args.what
     if mode == "in_memory":
         rows = np.array(wh)
         t = time.perf_counter()
-        r = fastanchor.kmeans_iou(rows, K, init=init, update=update, max_iter=max_iter)
+        r = _call(fastanchor, what, rows, init, args)
         secs = time.perf_counter() - t
     elif mode == "out_of_core":
         from fastanchor import out_of_core
 
+        kw = {"return_labels": False} if what == "kmeans" else {}
         t = time.perf_counter()
-        r = out_of_core.kmeans_iou(path, K, init=init, update=update, max_iter=max_iter, return_labels=False)
+        r = _call(out_of_core, what, path, init, args, **kw)
         secs = time.perf_counter() - t
     else:
         import dask.array as da
@@ -71,15 +87,16 @@ def run_mode(mode: str, path: str, init: np.ndarray, max_iter: int, update: str)
             x = da.from_array(np.array(wh), chunks=(1 << 20, 2)).persist()
             distributed.wait(x)
             t = time.perf_counter()
-            r = fd.kmeans_iou(x, K, init=init, update=update, max_iter=max_iter, client=client)
+            r = _call(fd, what, x, init, args, client=client)
             secs = time.perf_counter() - t
             worker_rss = max(client.run(peak_rss_mb).values())
     out = {
         "mode": mode,
         "seconds": secs,
-        "n_iter": r.n_iter,
+        "n_iter": r.n_iter if what == "kmeans" else len(r.history) // 8,  # Lloyd iterations, or passes
         "anchors": _digest(r.anchors),
-        "avg_iou": r.avg_iou,
+        "avg_iou": r.avg_iou if what != "autoanchor" else r.evolved.avg_iou,
+        "fitness": r.evolved.fitness if what == "autoanchor" else getattr(r, "fitness", None),
         "peak_rss_mb": peak_rss_mb(),
     }
     if mode.startswith("dask"):
@@ -89,6 +106,8 @@ def run_mode(mode: str, path: str, init: np.ndarray, max_iter: int, update: str)
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--what", choices=("kmeans", "evolve", "autoanchor"), default="kmeans")
+    ap.add_argument("--generations", type=int, default=200)
     ap.add_argument("--n", type=int, default=10_000_000)
     ap.add_argument("--max-iter", type=int, default=20)
     ap.add_argument("--update", default="median")
@@ -96,30 +115,39 @@ def main() -> None:
     ap.add_argument("--mode")
     args = ap.parse_args()
     init = coco_like(100_000, seed=1)[:K].astype(np.float64)
+    if args.what != "kmeans":
+        init = fastanchor.kmeans_iou(coco_like(200_000, seed=1), K, seed=0, tol=1e-3).anchors
     if args.mode:
-        print(json.dumps(run_mode(args.mode, args.path, init, args.max_iter, args.update)))
+        print(json.dumps(run_mode(args.mode, args.path, init, args)))
         return
     if not os.path.exists(args.path) or np.load(args.path, mmap_mode="r").shape[0] != args.n:
         np.save(args.path, coco_like(args.n, seed=0))
-    print(f"N = {args.n:,} COCO-like float32 boxes, k = {K}, update = {args.update}, max_iter = {args.max_iter}")
+    setting = f"update = {args.update}, max_iter = {args.max_iter}"
+    if args.what != "kmeans":
+        setting = f"generations = {args.generations}"
+    print(f"{args.what}: N = {args.n:,} COCO-like float32 boxes, k = {K}, {setting}")
     rows = []
     for mode in ("in_memory", "dask1", "dask2", "out_of_core"):
         cmd = [sys.executable, __file__, "--mode", mode, "--path", args.path]
-        cmd += ["--max-iter", str(args.max_iter), "--update", args.update]
+        cmd += ["--max-iter", str(args.max_iter), "--update", args.update, "--what", args.what]
+        cmd += ["--generations", str(args.generations)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
         print(rows[-1], flush=True)
-    assert len({r["anchors"] for r in rows}) == 1, "the modes' anchors differ"
-    assert len({r["avg_iou"] for r in rows}) == 1 and len({r["n_iter"] for r in rows}) == 1
+    same = rows[1:] if args.what == "autoanchor" else rows
+    assert len({r["anchors"] for r in same}) == 1, "the modes' anchors differ"
+    assert len({r["avg_iou"] for r in same}) == 1 and len({r["n_iter"] for r in same}) == 1
     base = rows[0]["seconds"]
-    print("\n| mode | time (s) | per iteration (s) | vs in memory | peak RSS (MB) |")
-    print("|---|---|---|---|---|")
+    unit = "iteration" if args.what == "kmeans" else "pass of 8 candidates"
+    print(f"\n| mode | time (s) | per {unit} (s) | vs in memory | peak RSS (MB) | fitness |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         rss = f"{r['peak_rss_mb']:.0f}"
         if "worker_peak_rss_mb" in r:
             rss += f" (client), {r['worker_peak_rss_mb']:.0f} (largest worker)"
         per = r["seconds"] / max(r["n_iter"], 1)
-        print(f"| {r['mode']} | {r['seconds']:.2f} | {per:.3f} | {r['seconds'] / base:.1f}x | {rss} |")
+        fit = "" if r["fitness"] is None else f"{r['fitness']:.6f}"
+        print(f"| {r['mode']} | {r['seconds']:.2f} | {per:.3f} | {r['seconds'] / base:.1f}x | {rss} | {fit} |")
 
 
 if __name__ == "__main__":

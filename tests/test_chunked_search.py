@@ -98,6 +98,7 @@ def test_chunk_kernel_rejects_bad_candidates():
     with pytest.raises(ValueError, match=r"shape \(count, k, 2\)"):
         _core._chunk_objective_batch(
             wh=np.ones((3, 2)),
+            layout=None,
             candidates=np.ones((2, 2)),
             objective="fitness",
             thr=4.0,
@@ -123,6 +124,32 @@ def test_search_is_the_in_memory_search_for_any_block_size(strategy, objective):
             init, wh, generations=120, strategy=strategy, objective=objective, seed=3, block_rows=block_rows
         )
         _same_search(got, want)
+
+
+def test_search_with_all_some_or_no_layouts_cached():
+    wh = tied_boxes(12, 10_000, np.float32)
+    init = wh[:6].astype(np.float64)
+    want = fastanchor.evolve_anchors(init, wh, generations=80, seed=2)
+    seen = []
+    real_get = _chunked.LAYOUTS.get
+
+    def counting_get(*args):
+        layout = real_get(*args)
+        seen.append(layout is not None)
+        return layout
+
+    for cache_bytes, cached in ((0, "none"), (33 * 4000, "some"), (1 << 30, "all")):
+        seen.clear()
+        _chunked.LAYOUTS.get = counting_get
+        try:
+            got = ooc.evolve_anchors(init, wh, generations=80, seed=2, block_rows=3000, cache_bytes=cache_bytes)
+        finally:
+            _chunked.LAYOUTS.get = real_get
+        _same_search(got, want)
+        assert {"none": not any(seen), "some": 0 < sum(seen) < len(seen), "all": all(seen)}[cached], cached
+        assert _chunked.cached_bytes() == 0  # dropped when the search ends
+    with pytest.raises(ValueError, match="cache_bytes"):
+        ooc.evolve_anchors(init, wh, cache_bytes=-1)
 
 
 def test_search_with_restarts_callback_and_threads():
@@ -269,6 +296,8 @@ def test_dask_worker_lost_during_the_search_changes_nothing(cluster):
     assert killed
     _same_search(got, want)
     client.wait_for_workers(2, timeout=60)
+    # The workers dropped the search's cached layouts when it ended.
+    assert set(client.run(_chunked.cached_bytes).values()) == {0}
 
 
 def test_the_cluster_example_runs():

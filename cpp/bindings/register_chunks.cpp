@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -333,35 +334,79 @@ py::array_t<double> chunk_init(const py::array& wh, int k, const std::string& in
     return out;
 }
 
-// One chunk's fixed-point totals of an objective (objective_totals) for `count` candidate anchor
-// sets (count, k, 2): (count, 2) rows of (hi, lo) 128-bit integers, each total / (n * 2^50) the
-// candidate's value on the chunk's rows; totals of any chunks, in any order, add up to the
-// in-memory search's totals. The chunk is laid out as the search lays out its boxes (tiles), with
-// n_threads threads.
-U64Array chunk_objective_batch(const py::array& wh_in, const py::array& cands_in, const std::string& objective,
-                               double thr, double iou_thr, bool iou_weighted, int n_threads) {
-    const Array wh = aligned(wh_in).cast<Array>();
-    const Array cands = aligned(cands_in).cast<Array>();
-    check_rows(wh, "wh", 2);
+// Candidate anchor sets (count, k, 2) as RatioAnchors.
+std::vector<fa::RatioAnchors> candidates_of(const Array& cands) {
     if (cands.ndim() != 3 || cands.shape(0) < 1 || cands.shape(1) < 1 || cands.shape(2) != 2)
         throw py::value_error("candidates must have shape (count, k, 2)");
-    const fa::Objective ob = objective_of(objective, iou_thr, iou_weighted);
-    const auto n = static_cast<fa::index_t>(wh.shape(0));
     const int count = static_cast<int>(cands.shape(0)), k = static_cast<int>(cands.shape(1));
-    const double *data = wh.data(), *cdata = cands.data();
-    std::vector<fa::int128_t> totals(static_cast<std::size_t>(count), 0);
+    std::vector<fa::RatioAnchors> R;
+    R.reserve(static_cast<std::size_t>(count));
+    for (int i = 0; i < count; ++i) R.push_back(fa::RatioAnchors::from_rows(cands.data() + 2 * std::size_t(k) * i, k));
+    return R;
+}
+
+// The totals of every candidate as (count, 2) rows of (hi, lo) 128-bit integers.
+U64Array totals_array(const std::vector<fa::int128_t>& totals) {
+    U64Array out({static_cast<py::ssize_t>(totals.size()), py::ssize_t{2}});
+    std::uint64_t* o = out.mutable_data();
+    for (std::size_t i = 0; i < totals.size(); ++i) put_u128(o + 2 * i, totals[i]);
+    return out;
+}
+
+// A chunk laid out for the search once (TiledBoxes::make, the in-memory search's layout) and
+// scored in every pass: the chunked search keeps these in a cache of bounded size.
+struct ChunkLayout {
+    fa::TiledBoxes T;
+    std::size_t nbytes = 0;
+};
+
+std::shared_ptr<ChunkLayout> chunk_layout(const py::array& wh_in, int n_threads) {
+    const Array wh = aligned(wh_in).cast<Array>();
+    check_rows(wh, "wh", 2);
+    check_least(wh, "wh", 1);
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const double* data = wh.data();
+    auto L = std::make_shared<ChunkLayout>();
+    {
+        py::gil_scoped_release release;
+        L->T = fa::TiledBoxes::make(data, nullptr, n, n_threads);
+    }
+    // Four doubles per box and eight per tile of 64.
+    L->nbytes = static_cast<std::size_t>(n) * 32 + static_cast<std::size_t>(L->T.n_tiles) * 64;
+    return L;
+}
+
+// The fixed-point totals of an objective (objective_totals) for `count` candidate anchor sets
+// (count, k, 2) on a chunk: (count, 2) rows of (hi, lo) 128-bit integers, each total / (n * 2^50)
+// the candidate's value on the chunk's rows; totals of any chunks, in any order, add up to the
+// in-memory search's totals. The chunk is either its rows, laid out in tiles for this call
+// (make_bucketed: cheap to build), or a layout from chunk_layout; n_threads threads score it.
+U64Array chunk_objective_batch(const py::object& wh_in, const py::object& layout, const py::array& cands_in,
+                               const std::string& objective, double thr, double iou_thr, bool iou_weighted,
+                               int n_threads) {
+    const Array cands = aligned(cands_in).cast<Array>();
+    const std::vector<fa::RatioAnchors> R = candidates_of(cands);
+    const fa::Objective ob = objective_of(objective, iou_thr, iou_weighted);
+    std::vector<fa::int128_t> totals(R.size(), 0);
+    const int count = static_cast<int>(R.size());
+    if (!layout.is_none()) {
+        const auto L = layout.cast<std::shared_ptr<ChunkLayout>>();
+        {
+            py::gil_scoped_release release;
+            if (L->T.size() > 0) fa::objective_totals(L->T, R.data(), count, ob, thr, totals.data(), n_threads);
+        }
+        return totals_array(totals);
+    }
+    const Array wh = aligned(wh_in.cast<py::array>()).cast<Array>();
+    check_rows(wh, "wh", 2);
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const double* data = wh.data();
     if (n > 0) {
         py::gil_scoped_release release;
-        std::vector<fa::RatioAnchors> R;
-        R.reserve(static_cast<std::size_t>(count));
-        for (int i = 0; i < count; ++i) R.push_back(fa::RatioAnchors::from_rows(cdata + 2 * std::size_t(k) * i, k));
-        const fa::TiledBoxes T = fa::TiledBoxes::make(data, nullptr, n, n_threads);
+        const fa::TiledBoxes T = fa::TiledBoxes::make_bucketed(data, n);
         fa::objective_totals(T, R.data(), count, ob, thr, totals.data(), n_threads);
     }
-    U64Array out({static_cast<py::ssize_t>(count), py::ssize_t{2}});
-    std::uint64_t* o = out.mutable_data();
-    for (int i = 0; i < count; ++i) put_u128(o + 2 * i, totals[static_cast<std::size_t>(i)]);
-    return out;
+    return totals_array(totals);
 }
 
 }  // namespace
@@ -374,8 +419,12 @@ void register_chunks(py::module_& m) {
           py::arg("mode"), py::arg("shift"), py::arg("bins"));
     m.def("_chunk_worst", &chunk_worst, py::arg("wh"), py::arg("anchors"), py::arg("m"));
     m.def("_chunk_avg_iou", &chunk_avg_iou, py::arg("wh"), py::arg("anchors"), py::arg("offset"), py::arg("n_total"));
-    m.def("_chunk_objective_batch", &chunk_objective_batch, py::arg("wh"), py::arg("candidates"), py::arg("objective"),
-          py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"));
+    py::class_<ChunkLayout, std::shared_ptr<ChunkLayout>>(m, "_ChunkLayout")
+        .def_property_readonly("nbytes", [](const ChunkLayout& L) { return L.nbytes; })
+        .def_property_readonly("n", [](const ChunkLayout& L) { return L.T.size(); });
+    m.def("_chunk_layout", &chunk_layout, py::arg("wh"), py::arg("n_threads"));
+    m.def("_chunk_objective_batch", &chunk_objective_batch, py::arg("wh"), py::arg("layout"), py::arg("candidates"),
+          py::arg("objective"), py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"));
     m.def("_chunk_fitness", &chunk_fitness, py::arg("wh"), py::arg("anchors"), py::arg("thr"));
     m.def("_chunk_init", &chunk_init, py::arg("wh"), py::arg("k"), py::arg("init"), py::arg("seed"),
           py::arg("n_threads"));

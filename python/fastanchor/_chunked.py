@@ -16,6 +16,8 @@ so that Dask can ship them to other processes.
 from __future__ import annotations
 
 import math
+import threading
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
@@ -468,6 +470,10 @@ class LocalExecutor:
                 yield np.array(a[b : b + self.block_rows]), offset + b
             offset += a.shape[0]
 
+    def release(self, token: str) -> None:
+        """Drops a search's cached chunk layouts."""
+        drop_layouts(token)
+
     def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
         acc = None
         for rows, offset in self.blocks():
@@ -483,6 +489,8 @@ _UPDATES = ("median", "mean")
 _INITS = ("k-means++", "random")
 #: Rows of the sample on which a seeded initialisation runs (all rows when there are fewer).
 DEFAULT_INIT_SAMPLE = 1 << 18
+#: Bytes of chunk layouts a process keeps during a chunked search.
+DEFAULT_CACHE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -498,6 +506,12 @@ def scan(ex: Executor, name: str = "wh") -> Scan:
     if s is None or s["n"] == 0:
         raise ValueError(f"{name} is empty: at least one box is needed")
     return Scan(int(s["n"]), bool(s["f32"]), Layout.of(s["lo"], s["hi"]), (int(s["hi"][0]), int(s["hi"][1])))
+
+
+def as_cache_bytes(cache_bytes: Any) -> int:
+    from ._validation import as_int
+
+    return as_int(cache_bytes, "cache_bytes", minimum=0)
 
 
 def no_weights(sample_weight: Any) -> None:
@@ -637,6 +651,62 @@ def fitness(ex: Executor, anchors: np.ndarray, thr: float, n: int) -> Tuple[floa
 FIX_SCALE = 1 << 50
 
 
+class LayoutCache:
+    """The chunk layouts of the running searches in this process (a search's passes score the same
+    chunks again and again; a layout costs about 10 times a pass's scoring to build). A search
+    keeps a chunk's layout while its layouts' bytes fit its budget (first come, first kept: the
+    passes visit the chunks in a cycle, where evicting would only trade one rebuilt layout for
+    another) and drops them when it ends. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: Dict[Tuple[str, int, int], Any] = {}
+        self._bytes: Dict[str, int] = {}
+
+    def get(self, token: str, budget: int, offset: int, rows: np.ndarray, threads: int) -> Any:
+        """The layout of the chunk at ``offset`` (built now if its bytes fit), or None."""
+        if rows.shape[0] == 0:
+            return None
+        key = (token, offset, rows.shape[0])  # chunks are disjoint: (offset, rows) names one
+        need = rows.shape[0] * 33  # four doubles per box and eight per tile of 64
+        with self._lock:
+            if key in self._items:
+                return self._items[key]
+            used = self._bytes.get(token, 0)
+            if used + need > budget:
+                return None
+            self._bytes[token] = used + need  # reserved while it is built
+        layout = _core._chunk_layout(wh=rows, n_threads=threads)
+        with self._lock:
+            if token not in self._bytes:  # dropped meanwhile
+                return layout
+            return self._items.setdefault(key, layout)
+
+    def drop(self, token: str) -> None:
+        with self._lock:
+            for key in [key for key in self._items if key[0] == token]:
+                del self._items[key]
+            self._bytes.pop(token, None)
+
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(int(layout.nbytes) for layout in self._items.values())
+
+
+#: This process's cache of chunk layouts.
+LAYOUTS = LayoutCache()
+
+
+def cached_bytes() -> int:
+    """Bytes of chunk layouts cached in this process."""
+    return LAYOUTS.nbytes()
+
+
+def drop_layouts(token: str) -> None:
+    """Drops a search's cached layouts in this process (run on every Dask worker when it ends)."""
+    LAYOUTS.drop(token)
+
+
 def task_objective_batch(
     block: Any,
     offset: int,
@@ -646,10 +716,15 @@ def task_objective_batch(
     iou_thr: float,
     iou_weighted: bool,
     threads: int,
+    cache: Optional[Tuple[str, int]] = None,
 ) -> Partial:
+    """The chunk's totals of the objective for every candidate; with ``cache`` (a search's token
+    and budget in bytes), on the chunk's cached layout when there is room for it."""
     rows = chunk_rows(block).astype(np.float64, copy=False)
+    layout = LAYOUTS.get(cache[0], cache[1], offset, rows, threads) if cache is not None else None
     out = _core._chunk_objective_batch(
-        wh=rows,
+        wh=None if layout is not None else rows,
+        layout=layout,
         candidates=cands,
         objective=objective,
         thr=thr,
@@ -665,13 +740,21 @@ def merge_totals(a: Partial, b: Partial) -> Partial:
 
 
 def objective_values(
-    ex: Executor, cands: np.ndarray, n: int, objective: str, thr: float, iou_thr: float, iou_weighted: bool
+    ex: Executor,
+    cands: np.ndarray,
+    n: int,
+    objective: str,
+    thr: float,
+    iou_thr: float,
+    iou_weighted: bool,
+    cache: Optional[Tuple[str, int]] = None,
 ) -> np.ndarray:
-    """The objective of every candidate set (count, k, 2) on the rows: one pass."""
+    """The objective of every candidate set (count, k, 2) on the rows: one pass (with ``cache``,
+    a search's token and budget, on the chunks' cached layouts)."""
     threads = getattr(ex, "task_threads", 1)
     part = ex.run(
         task_objective_batch,
-        (np.ascontiguousarray(cands, dtype=np.float64), objective, thr, iou_thr, iou_weighted, threads),
+        (np.ascontiguousarray(cands, dtype=np.float64), objective, thr, iou_thr, iou_weighted, threads, cache),
         merge_totals,
     )
     denom = float(n * FIX_SCALE)
@@ -723,17 +806,30 @@ def check_search(
 
 
 def evolve(
-    ex: Executor, n: int, anchors: np.ndarray, s: SearchArgs, seed: int, progress: bool, callback: Any, desc: str
+    ex: Executor,
+    n: int,
+    anchors: np.ndarray,
+    s: SearchArgs,
+    seed: int,
+    progress: bool,
+    callback: Any,
+    desc: str,
+    cache_bytes: int = 0,
 ) -> Any:
     """The in-memory search (fastanchor.evolve_anchors without weights, scale or grid) with its
-    candidates scored by passes over the chunks: the same EvolveResult, bit for bit."""
+    candidates scored by passes over the chunks: the same EvolveResult, bit for bit. Each process
+    keeps the layouts of the chunks it scores, up to ``cache_bytes`` (when the executor can drop
+    them at the end: ``ex.release``)."""
     from ._evolve import RESTART_LENGTH, RESTART_SIGMA, _EvolveProgress, _extra_generations, _search_result
 
     extra = _extra_generations(s.budget, n, s.generations)
     bar = _EvolveProgress(s.generations + extra, desc) if progress else None
 
+    release = getattr(ex, "release", None)
+    cache = (uuid.uuid4().hex, cache_bytes) if cache_bytes > 0 and release is not None else None
+
     def score(cands: np.ndarray) -> np.ndarray:
-        return objective_values(ex, cands, n, s.objective, s.thr, s.iou_thr, s.iou_weighted)
+        return objective_values(ex, cands, n, s.objective, s.thr, s.iou_thr, s.iou_weighted, cache)
 
     try:
         out = _core._evolve_scored(
@@ -759,6 +855,8 @@ def evolve(
     finally:
         if bar is not None:
             bar.close()
+        if cache is not None and release is not None:
+            release(cache[0])
     _, bpr, aat, iou = fitness(ex, out["anchors"], s.thr, n)
     return _search_result(out, bpr, aat, iou, s.objective)
 
@@ -823,6 +921,10 @@ class KeptRows:
     def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
         return self.ex.run(task_kept, (task, self.drop_below, self.kept_offsets) + tuple(args), merge)
 
+    @property
+    def release(self) -> Optional[Callable[[str], None]]:
+        return getattr(self.ex, "release", None)
+
     def take(self, index: Optional[np.ndarray]) -> np.ndarray:
         parts = self.run(task_take, (index,), merge_take)
         rows = [chunk_rows(parts[o]) for o in sorted(parts)]
@@ -839,6 +941,7 @@ def task_report(
     for name in ("avg_iou", "recall"):
         got = _core._chunk_objective_batch(
             wh=rows,
+            layout=None,
             candidates=anchor_sets,
             objective=name,
             thr=thr,
@@ -886,6 +989,7 @@ def autoanchor(
     callback: Any,
     take_rows: Callable[[Optional[np.ndarray]], np.ndarray],
     desc: str,
+    cache_bytes: int = 0,
 ) -> Any:
     """fastanchor.autoanchor (without weights, scale or grid) by passes over the chunks: from the
     same seed, its result bit for bit whenever the kept boxes are at most ``init_sample`` (else the
@@ -917,7 +1021,7 @@ def autoanchor(
         sc = Scan(kept, sc.f32, sc.layout, sc.hi)  # the layout of all rows holds the kept ones' values
     gen = np.random.default_rng(resolve_seed(seed))
     km, _ = fit(ex, sc, k, "k-means++", update, max_iter, tol, gen, init_sample, progress, take_rows, desc)
-    ev = evolve(ex, kept, km.anchors, s, resolve_seed(gen), progress, callback, desc)
+    ev = evolve(ex, kept, km.anchors, s, resolve_seed(gen), progress, callback, desc, cache_bytes)
     (km_m, km_obj), (ev_m, ev_obj) = report(ex, [km.anchors, ev.anchors], kept, s.thr, s.iou_thr, s.iou_weighted)
     return AutoAnchorResult(
         anchors=ev.anchors,

@@ -103,8 +103,17 @@ def _chunk_avg_iou(
 def _chunk_fitness(
     wh: npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], thr: float
 ) -> npt.NDArray[np.uint64]: ...
+
+class _ChunkLayout:
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def n(self) -> int: ...
+
+def _chunk_layout(wh: npt.NDArray[np.float64], n_threads: int) -> _ChunkLayout: ...
 def _chunk_objective_batch(
-    wh: npt.NDArray[np.float64],
+    wh: Optional[npt.NDArray[np.float64]],
+    layout: Optional[_ChunkLayout],
     candidates: npt.NDArray[np.float64],
     objective: str,
     thr: float,

@@ -11,7 +11,7 @@ Resident memory: one block of rows (copied from the file: 8 or 16 bytes per row)
 bytes per row of the block for the kernels' temporaries, the partials (a few kB; the median's
 histograms 16 kB per anchor), and, unless ``return_labels=False``, the labels (4 bytes per box).
 The search lays out each block as the in-memory search lays out all boxes (about 90 bytes per row
-of the block).
+of the block while it is built) and keeps the layouts of the first blocks, up to ``cache_bytes``.
 """
 
 from __future__ import annotations
@@ -205,6 +205,7 @@ def evolve_anchors(
     sample_weight: None = None,
     seed: SeedLike = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    cache_bytes: int = _chunked.DEFAULT_CACHE_BYTES,
     n_threads: Optional[int] = None,
     progress: bool = False,
     callback: Optional[Callback] = None,
@@ -215,6 +216,8 @@ def evolve_anchors(
 
     A pass reads the rows once, so the search reads them about ``generations / batch`` times (a
     larger ``batch`` means fewer passes; "yolov5" gives the same result for every batch size).
+    The layouts of the first blocks (about 33 bytes per box) are kept for the later passes, up to
+    ``cache_bytes`` (default 1 GiB; 0: none); the other blocks are laid out again in every pass.
     ``n_threads`` threads score each block. Ctrl-C stops the search between blocks.
     """
     _chunked.no_weights(sample_weight)
@@ -235,7 +238,8 @@ def evolve_anchors(
     )
     ex = _executor(wh, block_rows, n_threads)
     sc = _chunked.scan(ex)
-    return _chunked.evolve(ex, sc.n, a, s, resolve_seed(seed), progress, callback, "evolve_anchors")
+    cache = _chunked.as_cache_bytes(cache_bytes)
+    return _chunked.evolve(ex, sc.n, a, s, resolve_seed(seed), progress, callback, "evolve_anchors", cache)
 
 
 def autoanchor(
@@ -259,6 +263,7 @@ def autoanchor(
     seed: SeedLike = None,
     init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    cache_bytes: int = _chunked.DEFAULT_CACHE_BYTES,
     n_threads: Optional[int] = None,
     progress: bool = False,
     callback: Optional[Callback] = None,
@@ -270,8 +275,8 @@ def autoanchor(
     bit for bit, when at most ``init_sample`` boxes are kept; on more, k-means++ draws its initial
     anchors from a sample of ``init_sample`` kept rows (see :func:`kmeans_iou`), and the result
     depends on the seed and the rows only, never on ``block_rows`` or the shards. Unit weights
-    only, ``n_init`` 1, no ``scale`` or ``grid``. Resident memory is bounded as the module says,
-    whatever the number of rows.
+    only, ``n_init`` 1, no ``scale`` or ``grid``. ``cache_bytes`` as in :func:`evolve_anchors`.
+    Resident memory is bounded as the module says, whatever the number of rows.
     """
     _chunked.no_weights(sample_weight)
     s = _chunked.check_search(
@@ -289,6 +294,6 @@ def autoanchor(
         callback,
     )
     ex = _executor(wh, block_rows, n_threads)
-    return _chunked.autoanchor(
-        ex, k, s, n_init, tol, seed, init_sample, progress, callback, lambda index: _take_rows(ex, index), "autoanchor"
-    )
+    cache = _chunked.as_cache_bytes(cache_bytes)
+    take = lambda index: _take_rows(ex, index)  # noqa: E731
+    return _chunked.autoanchor(ex, k, s, n_init, tol, seed, init_sample, progress, callback, take, "autoanchor", cache)

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import _chunked, _core
+from .._chunked import DEFAULT_CACHE_BYTES
 from .._evolve import AutoAnchorResult, Callback, EvolveResult
 from .._fitness import DEFAULT_IOU_THR, DEFAULT_THR, FitnessResult, as_anchors, as_thr
 from .._kmeans import KMeansResult
@@ -56,6 +57,18 @@ def as_dask_rows(wh: Any, columns: Sequence[str] = ("w", "h"), block_rows: int =
     return x
 
 
+def _default_client() -> Any:
+    """The active distributed client (where dask.compute would run), or None."""
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
 def _tree(parts: List[Any], merge: Callable[[Any, Any], Any]) -> Any:
     """Delayed merges of ``parts`` in a tree of fan-in FAN_IN (exact merges: any tree gives the
     same totals)."""
@@ -81,6 +94,8 @@ class DaskExecutor:
 
     def __init__(self, x: da.Array, client: Any = None, scheduler: Any = None) -> None:
         self.x = x
+        if client is None and scheduler is None:
+            client = _default_client()
         self.client = client
         self.scheduler = scheduler
         self.blocks = list(x.to_delayed().ravel())
@@ -96,6 +111,22 @@ class DaskExecutor:
     def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
         parts = [dask.delayed(task)(b, off, *args) for b, off in zip(self.blocks, self.offsets)]
         return self.compute(_tree(parts, merge))
+
+    @property
+    def release(self) -> Optional[Callable[[str], None]]:
+        """Drops a search's cached chunk layouts where its tasks ran: on every worker of the client,
+        or in this process for the in-process schedulers; None for the others (no cache)."""
+        if self.client is not None:
+            client = self.client
+
+            def on_workers(token: str) -> None:
+                client.run(_chunked.drop_layouts, token)
+                _chunked.drop_layouts(token)
+
+            return on_workers
+        if self.scheduler in (None, "threads", "threading", "sync", "synchronous", "single-threaded"):
+            return _chunked.drop_layouts
+        return None
 
     def take(self, index: Optional[np.ndarray]) -> np.ndarray:
         rows = self.x if index is None else self.x[index]
@@ -223,6 +254,7 @@ def evolve_anchors(
     budget: int = 0,
     sample_weight: None = None,
     seed: SeedLike = None,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: bool = False,
     callback: Optional[Callback] = None,
     client: Any = None,
@@ -235,8 +267,10 @@ def evolve_anchors(
     the number of workers (unit weights; no ``scale`` or ``grid``).
 
     The search runs about ``generations / batch`` map-reduces: a larger ``batch`` means fewer
-    ("yolov5" gives the same result for every batch size). ``client``, ``scheduler`` and
-    ``columns`` as in :func:`kmeans_iou`.
+    ("yolov5" gives the same result for every batch size). Each worker keeps the layouts of the
+    chunks it scores (about 33 bytes per box) up to ``cache_bytes`` (default 1 GiB; 0: none), so
+    that the later passes do not lay them out again, and drops them when the search ends.
+    ``client``, ``scheduler`` and ``columns`` as in :func:`kmeans_iou`.
     """
     _chunked.no_weights(sample_weight)
     a = as_anchors(anchors)
@@ -256,7 +290,8 @@ def evolve_anchors(
     )
     ex = DaskExecutor(as_dask_rows(wh, columns), client, scheduler)
     sc = _chunked.scan(ex)
-    return _chunked.evolve(ex, sc.n, a, s, resolve_seed(seed), progress, callback, "evolve_anchors (dask)")
+    cache = _chunked.as_cache_bytes(cache_bytes)
+    return _chunked.evolve(ex, sc.n, a, s, resolve_seed(seed), progress, callback, "evolve_anchors (dask)", cache)
 
 
 def autoanchor(
@@ -279,6 +314,7 @@ def autoanchor(
     sample_weight: None = None,
     seed: SeedLike = None,
     init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: bool = False,
     callback: Optional[Callback] = None,
     client: Any = None,
@@ -294,7 +330,8 @@ def autoanchor(
     kept rows, and the result depends on the seed and the rows only, never on the chunking or the
     number of workers. ``budget`` defaults to 0 here (the in-memory default adds restarts on sets
     of fewer than about 67,000 boxes: thousands of map-reduces). Unit weights only, ``n_init`` 1,
-    no ``scale`` or ``grid``. ``client``, ``scheduler`` and ``columns`` as in :func:`kmeans_iou`.
+    no ``scale`` or ``grid``. ``cache_bytes`` as in :func:`evolve_anchors`; ``client``,
+    ``scheduler`` and ``columns`` as in :func:`kmeans_iou`.
     """
     _chunked.no_weights(sample_weight)
     s = _chunked.check_search(
@@ -312,6 +349,7 @@ def autoanchor(
         callback,
     )
     ex = DaskExecutor(as_dask_rows(wh, columns), client, scheduler)
+    cache = _chunked.as_cache_bytes(cache_bytes)
     return _chunked.autoanchor(
-        ex, k, s, n_init, tol, seed, init_sample, progress, callback, ex.take, "autoanchor (dask)"
+        ex, k, s, n_init, tol, seed, init_sample, progress, callback, ex.take, "autoanchor (dask)", cache
     )
