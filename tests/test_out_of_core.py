@@ -29,6 +29,8 @@ def test_explicit_init_is_the_in_memory_fit_for_any_block_size(dtype, update):
     assert want.n_iter > 3
     for block_rows in (999, 4096, 6000, 50_000):
         _same(ooc.kmeans_iou(wh, 7, init=init, update=update, block_rows=block_rows), want)
+    for n_threads in (1, 3):  # blocks in sequence, or on threads merging in block order
+        _same(ooc.kmeans_iou(wh, 7, init=init, update=update, block_rows=999, n_threads=n_threads), want)
 
 
 def test_the_numpy_reference_on_a_small_fit():

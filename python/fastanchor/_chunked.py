@@ -454,13 +454,17 @@ def lloyd(
 
 class LocalExecutor:
     """Runs a pass as a loop over the row blocks of one or more (n_i, 2) arrays (numpy arrays or
-    memmaps), ``block_rows`` rows at a time, merging as it goes: one block's rows are in memory at
-    a time (copied from a memmap), besides the partials."""
+    memmaps), ``block_rows`` rows at a time, on ``workers`` threads (the kernels release the GIL),
+    merging in block order as it goes: at most ``workers`` + 1 blocks' rows are in memory at a time
+    (copied from a memmap), besides the partials."""
 
-    def __init__(self, arrays: Sequence[Any], block_rows: int, task_threads: int = 1) -> None:
+    #: Threads of the kernels that take a count: one per task (the blocks run in parallel).
+    task_threads = 1
+
+    def __init__(self, arrays: Sequence[Any], block_rows: int, workers: int = 1) -> None:
         self.arrays = list(arrays)
         self.block_rows = int(block_rows)
-        self.task_threads = int(task_threads)  # threads of the kernels that take a count
+        self.workers = max(1, int(workers))
         self.n = int(sum(a.shape[0] for a in self.arrays))
 
     def blocks(self) -> Any:
@@ -476,9 +480,28 @@ class LocalExecutor:
 
     def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
         acc = None
-        for rows, offset in self.blocks():
-            part = task(rows, offset, *args)
-            acc = part if acc is None else merge(acc, part)
+        if self.workers == 1:
+            for rows, offset in self.blocks():
+                part = task(rows, offset, *args)
+                acc = part if acc is None else merge(acc, part)
+            return acc
+        from collections import deque
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="fastanchor-block") as pool:
+            pending: deque[Future[Any]] = deque()
+            try:
+                for rows, offset in self.blocks():
+                    pending.append(pool.submit(task, rows, offset, *args))
+                    if len(pending) >= self.workers:
+                        part = pending.popleft().result()
+                        acc = part if acc is None else merge(acc, part)
+                while pending:
+                    part = pending.popleft().result()
+                    acc = part if acc is None else merge(acc, part)
+            finally:
+                for f in pending:
+                    f.cancel()
         return acc
 
 

@@ -7,8 +7,9 @@ The results are those of the in-memory :func:`fastanchor.kmeans_iou`,
 :func:`fastanchor.anchor_fitness` on the same rows, bit for bit (from the same initial anchors for
 k-means); see :doc:`/guides/scale`.
 
-Resident memory: one block of rows (copied from the file: 8 or 16 bytes per row), up to about 64
-bytes per row of the block for the kernels' temporaries, the partials (a few kB; the median's
+The blocks run on ``n_threads`` threads (default: all; the kernels release the GIL). Resident
+memory: per thread, one block of rows (copied from the file: 8 or 16 bytes per row) and up to about
+64 bytes per row of the block for the kernels' temporaries, plus the block being read, the partials (a few kB; the median's
 histograms 16 kB per anchor), and, unless ``return_labels=False``, the labels (4 bytes per box).
 The search lays out each block as the in-memory search lays out all boxes (about 90 bytes per row
 of the block while it is built) and keeps the layouts of the first blocks, up to ``cache_bytes``.
@@ -69,6 +70,7 @@ def open_rows(source: Any, name: str = "wh") -> List[np.ndarray]:
 
 
 def _executor(source: Any, block_rows: Any, n_threads: Any = None) -> _chunked.LocalExecutor:
+    """The blocks of ``source``, run on ``n_threads`` threads (None: all)."""
     return _chunked.LocalExecutor(
         open_rows(source), as_int(block_rows, "block_rows", minimum=1), resolve_threads(n_threads)
     )
@@ -102,6 +104,7 @@ def kmeans_iou(
     init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     return_labels: bool = True,
+    n_threads: Optional[int] = None,
     progress: bool = False,
 ) -> KMeansResult:
     """:func:`fastanchor.kmeans_iou` over rows read ``block_rows`` at a time.
@@ -120,7 +123,7 @@ def kmeans_iou(
     """
     _chunked.no_weights(sample_weight)
     k, update, max_iter, tol = _chunked.check_fit_options(k, update, n_init, max_iter, tol)
-    ex = _executor(wh, block_rows)
+    ex = _executor(wh, block_rows, n_threads)
     sc = _chunked.scan(ex)
     out, avg = _chunked.fit(
         ex,
@@ -157,13 +160,18 @@ def kmeans_iou(
 
 
 def avg_iou(
-    anchors: npt.ArrayLike, wh: Source, *, sample_weight: None = None, block_rows: int = DEFAULT_BLOCK_ROWS
+    anchors: npt.ArrayLike,
+    wh: Source,
+    *,
+    sample_weight: None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    n_threads: Optional[int] = None,
 ) -> float:
     """:func:`fastanchor.avg_iou` over rows read ``block_rows`` at a time (the same value, bit for
     bit; unit weights only)."""
     _chunked.no_weights(sample_weight)
     a = as_wh(anchors, "anchors")
-    ex = _executor(wh, block_rows)
+    ex = _executor(wh, block_rows, n_threads)
     sc = _chunked.scan(ex)
     return _chunked.avg_iou(ex, a, sc.n)
 
@@ -175,13 +183,14 @@ def anchor_fitness(
     thr: float = DEFAULT_THR,
     sample_weight: None = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    n_threads: Optional[int] = None,
 ) -> FitnessResult:
     """:func:`fastanchor.anchor_fitness` over rows read ``block_rows`` at a time (the same values,
     bit for bit; unit weights only)."""
     _chunked.no_weights(sample_weight)
     a = as_anchors(anchors)
     t = as_thr(thr)
-    ex = _executor(wh, block_rows)
+    ex = _executor(wh, block_rows, n_threads)
     sc = _chunked.scan(ex)
     fit, bpr, aat, iou = _chunked.fitness(ex, a, t, sc.n)
     return FitnessResult(fitness=fit, bpr=bpr, aat=aat, avg_iou=iou, thr=t)
@@ -218,7 +227,7 @@ def evolve_anchors(
     larger ``batch`` means fewer passes; "yolov5" gives the same result for every batch size).
     The layouts of the first blocks (about 33 bytes per box) are kept for the later passes, up to
     ``cache_bytes`` (default 1 GiB; 0: none); the other blocks are laid out again in every pass.
-    ``n_threads`` threads score each block. Ctrl-C stops the search between blocks.
+    Ctrl-C stops the search between blocks.
     """
     _chunked.no_weights(sample_weight)
     a = as_anchors(anchors)
