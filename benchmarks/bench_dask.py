@@ -3,7 +3,8 @@ processes) and fastanchor.out_of_core (a memmapped .npy file) on 10^7 COCO-like 
 in one run; each mode runs in its own process, which reports its peak RSS.
 
     nice -n 10 python benchmarks/bench_dask.py [--what kmeans] [--n 10000000] [--max-iter 20]
-        [--update median] [--generations 200]
+        [--update median] [--generations 200] [--modes in_memory,dask1,dask2,out_of_core]
+        [--cache-bytes 1073741824]
 
 kmeans: every mode runs the same Lloyd iterations from the same initial anchors (max_iter caps
 them, so the time per iteration compares). evolve: the search from the same anchors and seed for
@@ -38,13 +39,17 @@ def _digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM: unlike ru_maxrss, not inherited across fork)."""
+def _status_mb(field: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM: unlike ru_maxrss, not inherited across fork)."""
+    return _status_mb("VmHWM")
 
 
 def _call(module, what: str, wh, init: np.ndarray, args, **kw):
@@ -59,8 +64,10 @@ def _call(module, what: str, wh, init: np.ndarray, args, **kw):
 def run_mode(mode: str, path: str, init: np.ndarray, args) -> dict:
     wh = np.load(path, mmap_mode="r")
     what = args.what
+    base_rss = _status_mb("VmRSS")
     if mode == "in_memory":
         rows = np.array(wh)
+        base_rss = _status_mb("VmRSS")  # with the rows in memory
         t = time.perf_counter()
         r = _call(fastanchor, what, rows, init, args)
         secs = time.perf_counter() - t
@@ -68,6 +75,7 @@ def run_mode(mode: str, path: str, init: np.ndarray, args) -> dict:
         from fastanchor import out_of_core
 
         kw = {"return_labels": False} if what == "kmeans" else {}
+        kw["cache_bytes"] = args.cache_bytes
         t = time.perf_counter()
         r = _call(out_of_core, what, path, init, args, **kw)
         secs = time.perf_counter() - t
@@ -87,7 +95,7 @@ def run_mode(mode: str, path: str, init: np.ndarray, args) -> dict:
             x = da.from_array(np.array(wh), chunks=(1 << 20, 2)).persist()
             distributed.wait(x)
             t = time.perf_counter()
-            r = _call(fd, what, x, init, args, client=client)
+            r = _call(fd, what, x, init, args, client=client, cache_bytes=args.cache_bytes)
             secs = time.perf_counter() - t
             worker_rss = max(client.run(peak_rss_mb).values())
     out = {
@@ -98,6 +106,7 @@ def run_mode(mode: str, path: str, init: np.ndarray, args) -> dict:
         "avg_iou": r.avg_iou if what != "autoanchor" else r.evolved.avg_iou,
         "fitness": r.evolved.fitness if what == "autoanchor" else getattr(r, "fitness", None),
         "peak_rss_mb": peak_rss_mb(),
+        "extra_mb": peak_rss_mb() - base_rss,  # above the process (and the rows) before the call
     }
     if mode.startswith("dask"):
         out["worker_peak_rss_mb"] = worker_rss
@@ -113,6 +122,8 @@ def main() -> None:
     ap.add_argument("--update", default="median")
     ap.add_argument("--path", default="/tmp/bench_dask_wh.npy")
     ap.add_argument("--mode")
+    ap.add_argument("--modes", default="in_memory,dask1,dask2,out_of_core")
+    ap.add_argument("--cache-bytes", type=int, default=1 << 30, help="the chunked modes' cache_bytes")
     args = ap.parse_args()
     init = coco_like(100_000, seed=1)[:K].astype(np.float64)
     if args.what != "kmeans":
@@ -127,27 +138,28 @@ def main() -> None:
         setting = f"generations = {args.generations}"
     print(f"{args.what}: N = {args.n:,} COCO-like float32 boxes, k = {K}, {setting}")
     rows = []
-    for mode in ("in_memory", "dask1", "dask2", "out_of_core"):
+    for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--mode", mode, "--path", args.path]
         cmd += ["--max-iter", str(args.max_iter), "--update", args.update, "--what", args.what]
-        cmd += ["--generations", str(args.generations)]
+        cmd += ["--generations", str(args.generations), "--cache-bytes", str(args.cache_bytes)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
         print(rows[-1], flush=True)
-    same = rows[1:] if args.what == "autoanchor" else rows
+    same = [r for r in rows if r["mode"] != "in_memory"] if args.what == "autoanchor" else rows
     assert len({r["anchors"] for r in same}) == 1, "the modes' anchors differ"
     assert len({r["avg_iou"] for r in same}) == 1 and len({r["n_iter"] for r in same}) == 1
     base = rows[0]["seconds"]
     unit = "iteration" if args.what == "kmeans" else "pass of 8 candidates"
-    print(f"\n| mode | time (s) | per {unit} (s) | vs in memory | peak RSS (MB) | fitness |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n| mode | time (s) | per {unit} (s) | vs in memory | peak RSS (MB) | extra (MB) | fitness |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         rss = f"{r['peak_rss_mb']:.0f}"
         if "worker_peak_rss_mb" in r:
             rss += f" (client), {r['worker_peak_rss_mb']:.0f} (largest worker)"
         per = r["seconds"] / max(r["n_iter"], 1)
         fit = "" if r["fitness"] is None else f"{r['fitness']:.6f}"
-        print(f"| {r['mode']} | {r['seconds']:.2f} | {per:.3f} | {r['seconds'] / base:.1f}x | {rss} | {fit} |")
+        row = f"| {r['mode']} | {r['seconds']:.2f} | {per:.3f} | {r['seconds'] / base:.1f}x | {rss} "
+        print(row + f"| {r['extra_mb']:.0f} | {fit} |")
 
 
 if __name__ == "__main__":

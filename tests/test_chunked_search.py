@@ -131,7 +131,7 @@ def test_search_with_all_some_or_no_layouts_cached():
     init = wh[:6].astype(np.float64)
     want = fastanchor.evolve_anchors(init, wh, generations=80, seed=2)
     seen = []
-    real_get = _chunked.LAYOUTS.get
+    real_get = _chunked.CACHE.layout
 
     def counting_get(*args):
         layout = real_get(*args)
@@ -140,11 +140,11 @@ def test_search_with_all_some_or_no_layouts_cached():
 
     for cache_bytes, cached in ((0, "none"), (33 * 4000, "some"), (1 << 30, "all")):
         seen.clear()
-        _chunked.LAYOUTS.get = counting_get
+        _chunked.CACHE.layout = counting_get
         try:
             got = ooc.evolve_anchors(init, wh, generations=80, seed=2, block_rows=3000, cache_bytes=cache_bytes)
         finally:
-            _chunked.LAYOUTS.get = real_get
+            _chunked.CACHE.layout = real_get
         _same_search(got, want)
         assert {"none": not any(seen), "some": 0 < sum(seen) < len(seen), "all": all(seen)}[cached], cached
         assert _chunked.cached_bytes() == 0  # dropped when the search ends

@@ -9,7 +9,7 @@ import reference as ref
 from conftest import clean, load_real, needs_data, real_box_files, tied_boxes
 
 import fastanchor
-from fastanchor import _chunked
+from fastanchor import _chunked, _core
 from fastanchor import out_of_core as ooc
 
 
@@ -261,3 +261,64 @@ def test_chunk_kernels_take_misaligned_anchors():
         fastanchor._core._chunk_fitness(wh=wh, anchors=anchors, thr=4.0),
         fastanchor._core._chunk_fitness(wh=wh, anchors=odd, thr=4.0),
     )
+
+
+@pytest.mark.parametrize("update", ["mean", "median"])
+def test_labels_kept_between_passes_change_nothing(update, monkeypatch):
+    wh = tied_boxes(21, 12_000, np.float32)
+    init = wh[[1, 10, 100, 1000, 5000, 9000]].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, 6, init=init, update=update)
+    assert want.n_iter > 3
+    calls = []
+    real = _core._chunk_lloyd
+
+    def counting(**kw):
+        calls.append(kw["prev_anchors"] is None)
+        return real(**kw)
+
+    monkeypatch.setattr(_core, "_chunk_lloyd", counting)
+    for cache_bytes, relabelled in ((0, "all"), (5000, "some"), (1 << 30, "none")):
+        calls.clear()
+        got = ooc.kmeans_iou(wh, 6, init=init, update=update, block_rows=4000, cache_bytes=cache_bytes)
+        _same(got, want)
+        # Passes after the first label against the previous anchors only where no labels were kept.
+        later = calls[3 : -len(range(0, 12_000, 4000))]  # past the first pass, before the labels pass
+        assert {"all": not any(later), "some": 0 < sum(later) < len(later), "none": all(later)}[relabelled]
+        assert _chunked.cached_bytes() == 0
+
+
+def test_select_with_given_labels():
+    wh = tied_boxes(22, 500)
+    anchors = wh[:4].copy()
+    plan = dict(
+        first=np.zeros((2, 2, 4), np.int64),
+        last=np.full((2, 2, 4), 2**32 - 1, np.int64),
+        gather=np.ones((2, 2, 4), bool),
+        refine=np.zeros((2, 2, 4), bool),
+        shift=np.zeros((2, 2, 4), np.int64),
+        bins=1024,
+    )
+    labels = _core._chunk_lloyd(
+        wh=wh,
+        anchors=anchors,
+        prev_anchors=None,
+        mode="assign",
+        key_lo_w=0,
+        key_lo_h=0,
+        shift_w=0,
+        shift_h=0,
+        bins=1,
+        want_labels=True,
+    )["labels"]
+    mode = np.ones((2, 2, 4), np.int8)
+    common = dict(wh=wh, anchors=anchors, first=plan["first"], last=plan["last"], mode=mode, shift=plan["shift"])
+    a = _core._chunk_select(labels=None, bins=1024, **common)
+    b = _core._chunk_select(labels=labels, bins=1024, **common)
+    for x, y in zip(a["values"], b["values"]):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="one value per row"):
+        _core._chunk_select(labels=labels[:-1], bins=1024, **common)
+    bad = labels.copy()
+    bad[7] = 4
+    with pytest.raises(ValueError, match=r"in \[0, k\)"):
+        _core._chunk_select(labels=bad, bins=1024, **common)

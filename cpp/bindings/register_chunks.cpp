@@ -137,7 +137,8 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
 // with mode[t, X, c] = 1 the values of cluster c along X whose float32 keys lie in
 // [first, last][t, X, c] (returned per (t, X) as values and labels, in row order), and with mode 2
 // their histogram over bins of 2^shift[t, X, c] keys from first (hist (2, 2, k, bins)).
-py::dict chunk_select(const py::array& wh, const Array& anchors, const IndexArray& first_in, const IndexArray& last_in,
+py::dict chunk_select(const py::array& wh, const py::object& labels_in, const Array& anchors,
+                      const IndexArray& first_in, const IndexArray& last_in,
                       const py::array_t<std::int8_t, py::array::c_style | py::array::forcecast>& mode,
                       const IndexArray& shift_in, int bins) {
     const IndexArray first = aligned(first_in).cast<IndexArray>(), last = aligned(last_in).cast<IndexArray>(),
@@ -156,6 +157,18 @@ py::dict chunk_select(const py::array& wh, const Array& anchors, const IndexArra
     const std::int8_t* mp = mode.data();
     for (py::ssize_t j = 0; j < plan; ++j)
         if (mp[j] == 2 && (sp[j] < 0 || sp[j] > 32)) throw py::value_error("shift must be in [0, 32]");
+    // The chunk's labels against the anchors: given (kept by the fit from its Lloyd pass), or
+    // computed here.
+    py::array_t<std::int32_t, py::array::c_style | py::array::forcecast> given;
+    if (!labels_in.is_none()) {
+        given = labels_in.cast<py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>>();
+        if (given.ndim() != 1 || given.shape(0) != static_cast<py::ssize_t>(n))
+            throw py::value_error("labels must have one value per row");
+        const std::int32_t* g = given.data();
+        for (fa::index_t i = 0; i < n; ++i)
+            if (g[i] < 0 || g[i] >= k) throw py::value_error("labels must be in [0, k)");
+    }
+    const std::int32_t* gptr = labels_in.is_none() ? nullptr : given.data();
     std::vector<double> vals[4];
     std::vector<std::int32_t> labs[4];
     U64Array hist({py::ssize_t{2}, py::ssize_t{2}, static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(bins)});
@@ -163,10 +176,11 @@ py::dict chunk_select(const py::array& wh, const Array& anchors, const IndexArra
     std::fill(hp, hp + hist.size(), std::uint64_t{0});
     {
         py::gil_scoped_release release;
-        std::vector<std::int32_t> labels(static_cast<std::size_t>(n));
-        fa::lloyd_step(rows, n, A, labels.data(), fa::StepMode::AssignOnly, nullptr, nullptr);
+        std::vector<std::int32_t> computed(gptr ? 0 : static_cast<std::size_t>(n));
+        if (!gptr) fa::lloyd_step(rows, n, A, computed.data(), fa::StepMode::AssignOnly, nullptr, nullptr);
+        const std::int32_t* lab = gptr ? gptr : computed.data();
         for (fa::index_t i = 0; i < n; ++i) {
-            const int c = labels[static_cast<std::size_t>(i)];
+            const int c = lab[i];
             for (int X = 0; X < 2; ++X) {
                 const double v = rows.f32 ? static_cast<double>(rows.f32[2 * i + X]) : rows.f64[2 * i + X];
                 const float f = static_cast<float>(v);
@@ -415,8 +429,8 @@ void register_chunks(py::module_& m) {
     m.def("_chunk_lloyd", &chunk_lloyd, py::arg("wh"), py::arg("anchors"), py::arg("prev_anchors"), py::arg("mode"),
           py::arg("key_lo_w"), py::arg("key_lo_h"), py::arg("shift_w"), py::arg("shift_h"), py::arg("bins"),
           py::arg("want_labels"));
-    m.def("_chunk_select", &chunk_select, py::arg("wh"), py::arg("anchors"), py::arg("first"), py::arg("last"),
-          py::arg("mode"), py::arg("shift"), py::arg("bins"));
+    m.def("_chunk_select", &chunk_select, py::arg("wh"), py::arg("labels"), py::arg("anchors"), py::arg("first"),
+          py::arg("last"), py::arg("mode"), py::arg("shift"), py::arg("bins"));
     m.def("_chunk_worst", &chunk_worst, py::arg("wh"), py::arg("anchors"), py::arg("m"));
     m.def("_chunk_avg_iou", &chunk_avg_iou, py::arg("wh"), py::arg("anchors"), py::arg("offset"), py::arg("n_total"));
     py::class_<ChunkLayout, std::shared_ptr<ChunkLayout>>(m, "_ChunkLayout")

@@ -141,23 +141,36 @@ class Layout:
 
 
 def task_lloyd(
-    block: Any, offset: int, anchors: np.ndarray, prev: Optional[np.ndarray], mode: str, layout: Optional[Layout]
+    block: Any,
+    offset: int,
+    anchors: np.ndarray,
+    prev: Optional[np.ndarray],
+    mode: str,
+    layout: Optional[Layout],
+    cache: Optional[Tuple[str, int]] = None,
 ) -> Partial:
+    """The chunk's update partials against ``anchors`` and its count of boxes whose label changed
+    since ``prev``. With ``cache`` (a fit's token and budget), the chunk's labels are kept for the
+    next pass, which then labels the chunk once instead of twice (against ``prev`` too)."""
     rows = chunk_rows(block)
     lo, shift, bins = (layout.lo, layout.shift, layout.bins) if layout is not None else ((0, 0), (0, 0), 1)
+    known = CACHE.labels(cache[0], offset, rows.shape[0], prev) if cache is not None and prev is not None else None
     out = _core._chunk_lloyd(
         wh=rows,
         anchors=anchors,
-        prev_anchors=prev,
+        prev_anchors=prev if known is None else None,
         mode=mode,
         key_lo_w=lo[0],
         key_lo_h=lo[1],
         shift_w=shift[0],
         shift_h=shift[1],
         bins=bins,
-        want_labels=False,
+        want_labels=cache is not None,
     )
-    part: Partial = {"changed": int(out["changed"]), "count": out["count"]}
+    changed = int(out["changed"]) if known is None else int(np.count_nonzero(out["labels"] != known))
+    if cache is not None:
+        CACHE.keep_labels(cache[0], cache[1], offset, out["labels"], anchors)
+    part: Partial = {"changed": changed, "count": out["count"]}
     if mode == "mean":
         part["exp"] = out["sum_exp"]
         part["sums"] = _u128(out["sums"])  # 2k Python ints: w then h per cluster
@@ -202,13 +215,18 @@ def mean_update(part: Partial, anchors: np.ndarray) -> Tuple[np.ndarray, np.ndar
 # key range that holds them (histograms) until few enough values remain to be gathered.
 
 
-def task_select(block: Any, offset: int, anchors: np.ndarray, plan: Dict[str, Any]) -> Partial:
+def task_select(
+    block: Any, offset: int, anchors: np.ndarray, plan: Dict[str, Any], cache: Optional[Tuple[str, int]] = None
+) -> Partial:
     """For each target t (a rank of the median, 0 or 1) and coordinate X, the values of cluster c
-    whose keys lie in [first, last] (gather), or their histogram over finer bins (refine)."""
+    whose keys lie in [first, last] (gather), or their histogram over finer bins (refine). The
+    chunk's labels against ``anchors`` come from the fit's cache when it holds them."""
     rows = chunk_rows(block)
     mode = plan["gather"].astype(np.int8) + 2 * plan["refine"].astype(np.int8)
+    known = CACHE.labels(cache[0], offset, rows.shape[0], anchors) if cache is not None else None
     out = _core._chunk_select(
         wh=rows,
+        labels=None if known is None else known.astype(np.int32),
         anchors=anchors,
         first=plan["first"],
         last=plan["last"],
@@ -239,7 +257,12 @@ def _narrow(cum: np.ndarray, rank: int) -> Tuple[int, int]:
 
 
 def median_update(
-    ex: Executor, part: Partial, anchors: np.ndarray, layout: Layout, f32: bool
+    ex: Executor,
+    part: Partial,
+    anchors: np.ndarray,
+    layout: Layout,
+    f32: bool,
+    cache: Optional[Tuple[str, int]] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """The new anchors of the clusters with boxes (the median, interpolated like numpy.median:
     the mean of the values of ranks (n - 1) // 2 and n // 2) and the mask of the empty clusters.
@@ -284,7 +307,7 @@ def median_update(
         if not state:
             break
         plan = dict(first=plan_first, last=plan_last, gather=gather, refine=refine, shift=shift, bins=MEDIAN_BINS)
-        got = ex.run(task_select, (anchors, plan), merge_select)
+        got = ex.run(task_select, (anchors, plan, cache), merge_select)
         for key, s in list(state.items()):
             t, X, c = key
             if gather[key]:
@@ -403,14 +426,17 @@ def lloyd(
     layout: Optional[Layout],
     f32: bool,
     tick: Optional[Callable[[int], None]] = None,
+    cache: Optional[Tuple[str, int]] = None,
 ) -> FitOutcome:
-    """The in-memory Lloyd loop (kmeans/driver.hpp, lloyd) as passes over the chunks."""
+    """The in-memory Lloyd loop (kmeans/driver.hpp, lloyd) as passes over the chunks (with
+    ``cache``, a fit's token and budget, the chunks' labels are kept between passes)."""
     anchors = np.array(init, dtype=np.float64)
     k = anchors.shape[0]
     prev: Optional[np.ndarray] = None
     n_iter, converged = 0, False
     while True:
-        part = ex.run(task_lloyd, (anchors, prev, update, layout if update == "median" else None), merge_lloyd)
+        args = (anchors, prev, update, layout if update == "median" else None, cache)
+        part = ex.run(task_lloyd, args, merge_lloyd)
         if tick is not None:
             tick(n_iter)
         if n_iter > 0 and part["changed"] == 0:
@@ -426,7 +452,7 @@ def lloyd(
             new, empty = mean_update(part, anchors)
         else:
             assert layout is not None
-            new, empty = median_update(ex, part, anchors, layout, f32)
+            new, empty = median_update(ex, part, anchors, layout, f32, cache)
         if empty.any():
             which = np.flatnonzero(empty)
             m = min(which.size, ex.n)
@@ -643,17 +669,23 @@ def fit(
     progress: bool,
     take_rows: Callable[[Optional[np.ndarray]], np.ndarray],
     desc: str,
+    cache_bytes: int = 0,
 ) -> Tuple[FitOutcome, float]:
-    """The fit and the average IoU of its (sorted) anchors."""
+    """The fit and the average IoU of its (sorted) anchors. Each process keeps the labels of the
+    chunks it runs, up to ``cache_bytes`` (when the executor can drop them at the end)."""
     if update == "mean":
         check_mean_span(sc)
     anchors = initial_anchors(init, k, sc.n, seed, init_sample, take_rows)
     bar = IterationBar(max_iter, desc) if progress else None
+    release = getattr(ex, "release", None)
+    cache = (uuid.uuid4().hex, cache_bytes) if cache_bytes > 0 and release is not None else None
     try:
-        out = lloyd(ex, anchors, update, max_iter, tol, sc.layout, sc.f32, bar)
+        out = lloyd(ex, anchors, update, max_iter, tol, sc.layout, sc.f32, bar, cache)
     finally:
         if bar is not None:
             bar.close()
+        if cache is not None and release is not None:
+            release(cache[0])
     avg = finish_avg_iou(ex.run(task_avg_iou, (out.anchors, sc.n), merge_avg_iou), sc.n)
     return out, avg
 
@@ -674,60 +706,90 @@ def fitness(ex: Executor, anchors: np.ndarray, thr: float, n: int) -> Tuple[floa
 FIX_SCALE = 1 << 50
 
 
-class LayoutCache:
-    """The chunk layouts of the running searches in this process (a search's passes score the same
-    chunks again and again; a layout costs about 10 times a pass's scoring to build). A search
-    keeps a chunk's layout while its layouts' bytes fit its budget (first come, first kept: the
-    passes visit the chunks in a cycle, where evicting would only trade one rebuilt layout for
-    another) and drops them when it ends. Thread-safe."""
+class ChunkCache:
+    """What the passes of a running fit or search in this process keep per chunk: a search's chunk
+    layouts (a layout costs about 10 times a pass's scoring to build), a fit's chunk labels (so
+    that a Lloyd pass labels each box once, not twice). A fit or search keeps an item while its
+    items' bytes fit its budget (first come, first kept: the passes visit the chunks in a cycle,
+    where evicting would only trade one rebuilt item for another) and drops them when it ends.
+    Chunks are disjoint, so (offset, rows) names one. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: Dict[Tuple[str, int, int], Any] = {}
+        self._items: Dict[Tuple[str, str, int, int], Tuple[Any, int]] = {}
         self._bytes: Dict[str, int] = {}
 
-    def get(self, token: str, budget: int, offset: int, rows: np.ndarray, threads: int) -> Any:
-        """The layout of the chunk at ``offset`` (built now if its bytes fit), or None."""
+    def _reserve(self, token: str, budget: int, need: int) -> bool:
+        """Whether ``need`` more bytes fit the token's budget (then counted); under the lock."""
+        used = self._bytes.get(token, 0)
+        if used + need > budget:
+            return False
+        self._bytes[token] = used + need
+        return True
+
+    def layout(self, token: str, budget: int, offset: int, rows: np.ndarray, threads: int) -> Any:
+        """The search's layout of the chunk at ``offset`` (built now if its bytes fit), or None."""
         if rows.shape[0] == 0:
             return None
-        key = (token, offset, rows.shape[0])  # chunks are disjoint: (offset, rows) names one
+        key = ("layout", token, offset, rows.shape[0])
         need = rows.shape[0] * 33  # four doubles per box and eight per tile of 64
         with self._lock:
             if key in self._items:
-                return self._items[key]
-            used = self._bytes.get(token, 0)
-            if used + need > budget:
+                return self._items[key][0]
+            if not self._reserve(token, budget, need):
                 return None
-            self._bytes[token] = used + need  # reserved while it is built
-        layout = _core._chunk_layout(wh=rows, n_threads=threads)
+        layout = _core._chunk_layout(wh=rows.astype(np.float64, copy=False), n_threads=threads)
         with self._lock:
             if token not in self._bytes:  # dropped meanwhile
                 return layout
-            return self._items.setdefault(key, layout)
+            return self._items.setdefault(key, (layout, need))[0]
+
+    def labels(self, token: str, offset: int, n: int, anchors: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """The chunk's labels kept by the fit, if they are its labels against exactly ``anchors``."""
+        with self._lock:
+            hit = self._items.get(("labels", token, offset, n))
+        if hit is None or anchors is None:
+            return None
+        (labelled, labels), _ = hit
+        return labels if np.array_equal(labelled, anchors) else None
+
+    def keep_labels(self, token: str, budget: int, offset: int, labels: np.ndarray, anchors: np.ndarray) -> None:
+        """Keeps the chunk's labels against ``anchors`` (in the smallest integer type) if they fit."""
+        if labels.shape[0] == 0:
+            return
+        k = anchors.shape[0]
+        small = labels.astype(np.uint8 if k <= 256 else np.uint16 if k <= 65536 else np.int32)
+        key = ("labels", token, offset, labels.shape[0])
+        with self._lock:
+            old = self._items.get(key)
+            if old is None and not self._reserve(token, budget, small.nbytes):
+                return
+            if token in self._bytes:
+                self._items[key] = ((np.array(anchors, copy=True), small), small.nbytes)
 
     def drop(self, token: str) -> None:
         with self._lock:
-            for key in [key for key in self._items if key[0] == token]:
+            for key in [key for key in self._items if key[1] == token]:
                 del self._items[key]
             self._bytes.pop(token, None)
 
     def nbytes(self) -> int:
         with self._lock:
-            return sum(int(layout.nbytes) for layout in self._items.values())
+            return sum(size for _, size in self._items.values())
 
 
-#: This process's cache of chunk layouts.
-LAYOUTS = LayoutCache()
+#: This process's cache of chunk layouts and labels.
+CACHE = ChunkCache()
 
 
 def cached_bytes() -> int:
-    """Bytes of chunk layouts cached in this process."""
-    return LAYOUTS.nbytes()
+    """Bytes of chunk layouts and labels cached in this process."""
+    return CACHE.nbytes()
 
 
 def drop_layouts(token: str) -> None:
-    """Drops a search's cached layouts in this process (run on every Dask worker when it ends)."""
-    LAYOUTS.drop(token)
+    """Drops what a fit or search cached in this process (run on every Dask worker when it ends)."""
+    CACHE.drop(token)
 
 
 def task_objective_batch(
@@ -743,8 +805,10 @@ def task_objective_batch(
 ) -> Partial:
     """The chunk's totals of the objective for every candidate; with ``cache`` (a search's token
     and budget in bytes), on the chunk's cached layout when there is room for it."""
-    rows = chunk_rows(block).astype(np.float64, copy=False)
-    layout = LAYOUTS.get(cache[0], cache[1], offset, rows, threads) if cache is not None else None
+    rows = chunk_rows(block)
+    layout = CACHE.layout(cache[0], cache[1], offset, rows, threads) if cache is not None else None
+    if layout is None:
+        rows = rows.astype(np.float64, copy=False)
     out = _core._chunk_objective_batch(
         wh=None if layout is not None else rows,
         layout=layout,
@@ -1043,7 +1107,7 @@ def autoanchor(
         ex, take_rows = kex, kex.take
         sc = Scan(kept, sc.f32, sc.layout, sc.hi)  # the layout of all rows holds the kept ones' values
     gen = np.random.default_rng(resolve_seed(seed))
-    km, _ = fit(ex, sc, k, "k-means++", update, max_iter, tol, gen, init_sample, progress, take_rows, desc)
+    km, _ = fit(ex, sc, k, "k-means++", update, max_iter, tol, gen, init_sample, progress, take_rows, desc, cache_bytes)
     ev = evolve(ex, kept, km.anchors, s, resolve_seed(gen), progress, callback, desc, cache_bytes)
     (km_m, km_obj), (ev_m, ev_obj) = report(ex, [km.anchors, ev.anchors], kept, s.thr, s.iou_thr, s.iou_weighted)
     return AutoAnchorResult(

@@ -87,6 +87,7 @@ def _chunk_lloyd(
 ) -> dict[str, Any]: ...
 def _chunk_select(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    labels: Optional[npt.NDArray[np.int32]],
     anchors: npt.NDArray[np.float64],
     first: npt.NDArray[np.int64],
     last: npt.NDArray[np.int64],

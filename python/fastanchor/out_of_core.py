@@ -104,6 +104,7 @@ def kmeans_iou(
     init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     return_labels: bool = True,
+    cache_bytes: int = _chunked.DEFAULT_CACHE_BYTES,
     n_threads: Optional[int] = None,
     progress: bool = False,
 ) -> KMeansResult:
@@ -119,7 +120,9 @@ def kmeans_iou(
 
     ``sample_weight`` is not supported (unit weights); ``n_init`` must be 1 (or None). With
     ``return_labels=False`` the result's ``labels`` is an empty array (no 4 bytes per box held).
-    Ctrl-C stops the fit between blocks.
+    The labels of the first blocks (1 byte per box for up to 256 anchors) are kept from one pass to
+    the next, up to ``cache_bytes`` (default 1 GiB; 0: none), so that a pass labels those blocks once
+    instead of twice. Ctrl-C stops the fit between blocks.
     """
     _chunked.no_weights(sample_weight)
     k, update, max_iter, tol = _chunked.check_fit_options(k, update, n_init, max_iter, tol)
@@ -138,6 +141,7 @@ def kmeans_iou(
         progress,
         lambda index: _take_rows(ex, index),
         "kmeans_iou",
+        _chunked.as_cache_bytes(cache_bytes),
     )
     if return_labels:
         labels = np.empty(sc.n, np.int32)

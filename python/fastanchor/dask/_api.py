@@ -162,6 +162,7 @@ def kmeans_iou(
     sample_weight: None = None,
     seed: SeedLike = None,
     init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: bool = False,
     client: Any = None,
     scheduler: Any = None,
@@ -181,7 +182,10 @@ def kmeans_iou(
     Parameters beyond :func:`fastanchor.kmeans_iou`'s: ``client`` (a ``distributed.Client`` that
     runs the tasks; default: the active client if any, else ``scheduler``), ``scheduler`` (Dask's
     ``scheduler=`` of ``dask.compute``), ``columns`` (a DataFrame's width and height columns),
-    ``init_sample``. ``sample_weight`` is not supported (unit weights); ``n_init`` must be 1.
+    ``init_sample``, ``cache_bytes`` (each worker keeps the labels of the chunks it runs from one
+    pass to the next, 1 byte per box for up to 256 anchors, up to this many bytes, default 1 GiB,
+    so that a pass labels them once instead of twice; 0: none). ``sample_weight`` is not supported
+    (unit weights); ``n_init`` must be 1.
 
     Tasks are pure, so a task lost with its worker is rerun by Dask with the same result. Persist
     the rows (``wh.persist()``) on a cluster so that the iterations do not reload them.
@@ -192,7 +196,19 @@ def kmeans_iou(
     ex = DaskExecutor(x, client, scheduler)
     sc = _chunked.scan(ex)
     out, avg = _chunked.fit(
-        ex, sc, k, init, update, max_iter, tol, seed, init_sample, progress, ex.take, "kmeans_iou (dask)"
+        ex,
+        sc,
+        k,
+        init,
+        update,
+        max_iter,
+        tol,
+        seed,
+        init_sample,
+        progress,
+        ex.take,
+        "kmeans_iou (dask)",
+        _chunked.as_cache_bytes(cache_bytes),
     )
     labels = x.map_blocks(_labels_block, out.anchors, dtype=np.int32, drop_axis=1, chunks=(x.chunks[0],))
     return KMeansResult(anchors=out.anchors, labels=labels, avg_iou=avg, n_iter=out.n_iter, converged=out.converged)
