@@ -157,3 +157,21 @@ def test_numpy_arrays_and_npy_paths_are_chunked(tmp_path):
     assert x.shape == (5010, 2) and x.chunks[0][:3] == (1500, 1500, 1500)
     _same(fd.kmeans_iou(path, 4, init=init, scheduler="sync"), want)
     assert fd.avg_iou(want.anchors, wh, scheduler="sync") == fastanchor.avg_iou(want.anchors, wh)
+
+
+def test_npy_paths_travel_as_paths(tmp_path, cluster):
+    import pickle
+
+    _, client = cluster
+    wh = tied_boxes(10, 400_000, np.float32)
+    paths = []
+    for i, part in enumerate(np.array_split(wh, 3)):
+        paths.append(tmp_path / f"s{i}.npy")
+        np.save(paths[-1], part)
+    x = fd.as_dask_rows(paths, block_rows=50_000)
+    # The graph holds the paths and row ranges, not the 3.2 MB of rows.
+    assert len(pickle.dumps(dict(x.__dask_graph__()))) < 100_000
+    assert x.chunks[0][:4] == (50_000, 50_000, 33_334, 50_000)  # chunks within each shard
+    init = wh[:5].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, 5, init=init, max_iter=5)
+    _same(fd.kmeans_iou(paths, 5, init=init, max_iter=5, client=client), want)

@@ -298,18 +298,7 @@ def test_select_with_given_labels():
         shift=np.zeros((2, 2, 4), np.int64),
         bins=1024,
     )
-    labels = _core._chunk_lloyd(
-        wh=wh,
-        anchors=anchors,
-        prev_anchors=None,
-        mode="assign",
-        key_lo_w=0,
-        key_lo_h=0,
-        shift_w=0,
-        shift_h=0,
-        bins=1,
-        want_labels=True,
-    )["labels"]
+    labels = _chunked.assign_labels(wh, anchors)
     mode = np.ones((2, 2, 4), np.int8)
     common = dict(wh=wh, anchors=anchors, first=plan["first"], last=plan["last"], mode=mode, shift=plan["shift"])
     a = _core._chunk_select(labels=None, bins=1024, **common)

@@ -179,6 +179,24 @@ def task_lloyd(
     return part
 
 
+def assign_labels(block: Any, anchors: np.ndarray) -> np.ndarray:
+    """The labels (int32) of a chunk's rows against the anchors, as the in-memory fit's."""
+    out = _core._chunk_lloyd(
+        wh=chunk_rows(block),
+        anchors=anchors,
+        prev_anchors=None,
+        mode="assign",
+        key_lo_w=0,
+        key_lo_h=0,
+        shift_w=0,
+        shift_h=0,
+        bins=1,
+        want_labels=True,
+    )
+    labels: np.ndarray = out["labels"]
+    return labels
+
+
 def merge_lloyd(a: Partial, b: Partial) -> Partial:
     out: Partial = {"changed": a["changed"] + b["changed"], "count": a["count"] + b["count"]}
     if "hist" in a:

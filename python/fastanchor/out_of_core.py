@@ -23,7 +23,7 @@ from typing import Any, List, Optional, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
-from . import _chunked, _core
+from . import _chunked
 from ._evolve import DEFAULT_BUDGET, AutoAnchorResult, Callback, EvolveResult
 from ._fitness import DEFAULT_IOU_THR, DEFAULT_THR, FitnessResult, as_anchors, as_thr
 from ._kmeans import KMeansResult
@@ -146,18 +146,7 @@ def kmeans_iou(
     if return_labels:
         labels = np.empty(sc.n, np.int32)
         for rows, offset in ex.blocks():
-            labels[offset : offset + rows.shape[0]] = _core._chunk_lloyd(
-                wh=_chunked.chunk_rows(rows),
-                anchors=out.anchors,
-                prev_anchors=None,
-                mode="assign",
-                key_lo_w=0,
-                key_lo_h=0,
-                shift_w=0,
-                shift_h=0,
-                bins=1,
-                want_labels=True,
-            )["labels"]
+            labels[offset : offset + rows.shape[0]] = _chunked.assign_labels(rows, out.anchors)
     else:
         labels = np.empty(0, np.int32)
     return KMeansResult(anchors=out.anchors, labels=labels, avg_iou=avg, n_iter=out.n_iter, converged=out.converged)

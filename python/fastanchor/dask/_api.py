@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import dask
@@ -9,7 +10,7 @@ import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
-from .. import _chunked, _core
+from .. import _chunked
 from .._chunked import DEFAULT_CACHE_BYTES
 from .._evolve import AutoAnchorResult, Callback, EvolveResult
 from .._fitness import DEFAULT_IOU_THR, DEFAULT_THR, FitnessResult, as_anchors, as_thr
@@ -29,11 +30,41 @@ def _is_dataframe(x: Any) -> bool:
     return isinstance(x, dd.DataFrame)
 
 
+def _is_path_list(x: Any) -> bool:
+    return isinstance(x, (list, tuple)) and bool(x) and all(isinstance(i, (str, os.PathLike, np.ndarray)) for i in x)
+
+
+def _read_rows(path: str, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of a .npy file, read where the task runs."""
+    return np.array(np.load(path, mmap_mode="r")[start:stop])
+
+
+def _lazy_rows(item: Any, arr: np.ndarray, block_rows: int) -> da.Array:
+    """The rows of one source as a dask array: a .npy path as tasks that each read one block of it
+    where they run (only the path travels to the workers), an array as it is."""
+    if not isinstance(item, (str, os.PathLike)):
+        return da.from_array(arr, chunks=(block_rows, 2))
+    path, n = os.fspath(item), arr.shape[0]
+    if n == 0:
+        return da.from_array(np.asarray(arr), chunks=(block_rows, 2))
+    parts = [
+        da.from_delayed(
+            dask.delayed(_read_rows, pure=True)(path, b, min(n, b + block_rows)),
+            shape=(min(n, b + block_rows) - b, 2),
+            dtype=arr.dtype,
+        )
+        for b in range(0, n, block_rows)
+    ]
+    return da.concatenate(parts)
+
+
 def as_dask_rows(wh: Any, columns: Sequence[str] = ("w", "h"), block_rows: int = DEFAULT_BLOCK_ROWS) -> da.Array:
     """``wh`` as a dask array of shape (N, 2) with one chunk along the columns and known row
     chunks: a dask array (rechunked along the columns only), a Dask DataFrame (its ``columns``,
     width then height), or what :func:`fastanchor.out_of_core.open_rows` reads (an array, a memmap,
-    the path of a ``.npy`` file or a list of them), cut into chunks of ``block_rows`` rows."""
+    the path of a ``.npy`` file or a list of them), cut into chunks of ``block_rows`` rows. A
+    ``.npy`` path becomes tasks that each read one chunk of the file where they run, so only the
+    path travels to the workers (the file must be readable there)."""
     if _is_dataframe(wh):
         cols = list(columns)
         if len(cols) != 2:
@@ -45,7 +76,9 @@ def as_dask_rows(wh: Any, columns: Sequence[str] = ("w", "h"), block_rows: int =
     elif isinstance(wh, da.Array):
         x = wh
     else:
-        x = da.concatenate([da.from_array(a, chunks=(block_rows, 2)) for a in open_rows(wh)])
+        items = list(wh) if _is_path_list(wh) else [wh]
+        arrays = open_rows(items if len(items) > 1 else items[0])
+        x = da.concatenate([_lazy_rows(item, a, block_rows) for item, a in zip(items, arrays)])
     if x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"wh must have shape (N, 2) of (width, height), got shape {x.shape}")
     if x.dtype.kind not in "fiu":
@@ -133,23 +166,6 @@ class DaskExecutor:
         return _chunked.chunk_rows(self.compute(rows))
 
 
-def _labels_block(block: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    out = _core._chunk_lloyd(
-        wh=_chunked.chunk_rows(block),
-        anchors=anchors,
-        prev_anchors=None,
-        mode="assign",
-        key_lo_w=0,
-        key_lo_h=0,
-        shift_w=0,
-        shift_h=0,
-        bins=1,
-        want_labels=True,
-    )
-    labels: np.ndarray = out["labels"]
-    return labels
-
-
 def kmeans_iou(
     wh: Any,
     k: int,
@@ -210,7 +226,7 @@ def kmeans_iou(
         "kmeans_iou (dask)",
         _chunked.as_cache_bytes(cache_bytes),
     )
-    labels = x.map_blocks(_labels_block, out.anchors, dtype=np.int32, drop_axis=1, chunks=(x.chunks[0],))
+    labels = x.map_blocks(_chunked.assign_labels, out.anchors, dtype=np.int32, drop_axis=1, chunks=(x.chunks[0],))
     return KMeansResult(anchors=out.anchors, labels=labels, avg_iou=avg, n_iter=out.n_iter, converged=out.converged)
 
 
