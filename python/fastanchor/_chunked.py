@@ -505,17 +505,29 @@ class LocalExecutor:
     #: Threads of the kernels that take a count: one per task (the blocks run in parallel).
     task_threads = 1
 
-    def __init__(self, arrays: Sequence[Any], block_rows: int, workers: int = 1) -> None:
+    def __init__(
+        self, arrays: Sequence[Any], block_rows: int, workers: int = 1, paths: Optional[Sequence[Any]] = None
+    ) -> None:
         self.arrays = list(arrays)
         self.block_rows = int(block_rows)
         self.workers = max(1, int(workers))
         self.n = int(sum(a.shape[0] for a in self.arrays))
+        # The .npy file each array was opened from (None: an array given as is).
+        self.paths = list(paths) if paths is not None else [None] * len(self.arrays)
 
     def blocks(self) -> Any:
         offset = 0
-        for a in self.arrays:
+        for a, path in zip(self.arrays, self.paths):
             for b in range(0, a.shape[0], self.block_rows):
-                yield np.array(a[b : b + self.block_rows]), offset + b
+                if path is None:
+                    rows = np.array(a[b : b + self.block_rows])
+                else:
+                    # The file mapped for this block only: its pages leave the resident set with the
+                    # mapping, where one mapping held for the whole pass would keep them all.
+                    m = np.load(path, mmap_mode="r")
+                    rows = np.array(m[b : b + self.block_rows])
+                    del m
+                yield rows, offset + b
             offset += a.shape[0]
 
     def release(self, token: str) -> None:

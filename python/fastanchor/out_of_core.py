@@ -71,9 +71,13 @@ def open_rows(source: Any, name: str = "wh") -> List[np.ndarray]:
 
 def _executor(source: Any, block_rows: Any, n_threads: Any = None) -> _chunked.LocalExecutor:
     """The blocks of ``source``, run on ``n_threads`` threads (None: all)."""
-    return _chunked.LocalExecutor(
-        open_rows(source), as_int(block_rows, "block_rows", minimum=1), resolve_threads(n_threads)
-    )
+    arrays = open_rows(source)
+    items = list(source) if len(arrays) > 1 or isinstance(source, (list, tuple)) else [source]
+    paths = [os.fspath(x) if isinstance(x, (str, os.PathLike)) else None for x in items]
+    if len(paths) != len(arrays):  # a list of rows, not of sources
+        paths = [None] * len(arrays)
+    block = as_int(block_rows, "block_rows", minimum=1)
+    return _chunked.LocalExecutor(arrays, block, resolve_threads(n_threads), paths)
 
 
 def _take_rows(ex: _chunked.LocalExecutor, index: Optional[np.ndarray]) -> np.ndarray:
