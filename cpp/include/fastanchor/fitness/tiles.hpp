@@ -10,15 +10,16 @@
 #include <vector>
 
 #include "../common.hpp"
+#include "../parallel.hpp"
 #include "../sort.hpp"
 #include "metrics.hpp"
 
 namespace fastanchor {
 
 // ---------------------------------------------------------------------------------------------
-// The search's layout: boxes sorted along a Z-order curve of (log w, log h) and cut into tiles
-// of 64 consecutive boxes, each with its bounding rectangle. For one candidate anchor set, the
-// ratio of any box of a tile to anchor j lies between
+// The search's layout: boxes sorted along a Z-order curve of (log w, log h) (within blocks of
+// 2^20 boxes) and cut into tiles of 64 consecutive boxes, each with its bounding rectangle. For
+// one candidate anchor set, the ratio of any box of a tile to anchor j lies between
 //     L_j = min(w0 / aw, aw / w1, h0 / ah, ah / h1)   (the rectangle's farthest corner) and
 //     U_j = min(1, w1 / aw, aw / w0, 1, h1 / ah, ah / h0)   (its nearest point),
 // so anchor j can be skipped in the tile when U_j < max_j' L_j' (another anchor beats it for
@@ -27,6 +28,10 @@ namespace fastanchor {
 // beyond their rounding, so a skipped anchor is never the maximum of the fast ratios: the best
 // ratio of every box is the same value the full evaluation gets, bit for bit.
 struct TiledBoxes {
+    // Boxes per block of the sort (a whole number of tiles).
+    static constexpr index_t kSortBlock = index_t{1} << 20;
+    static_assert(kSortBlock % fitdetail::kTile == 0, "a sort block holds whole tiles");
+
     FitBoxes boxes;  // sorted
     index_t n_tiles = 0;
     // Tile bounds: smallest and largest width and height, and their reciprocals.
@@ -64,8 +69,19 @@ struct TiledBoxes {
                 key[i] = interleave(qw) | (interleave(qh) << 1);
             }
         });
-        // A stable sort of the 20-bit keys (sort.hpp skips the digit all keys share).
-        const std::vector<index_t> order = detail::radix_argsort<index_t>(key, n);
+        // A stable sort of the 20-bit keys (sort.hpp skips the digit all keys share) within each
+        // block of kSortBlock boxes, the blocks on the threads: a block's sort and the gather of
+        // its rows stay in cache, where one sort of 10^8 keys and a gather across the whole
+        // array miss it at every step. Tiles never straddle two blocks (a block is a whole number
+        // of tiles), so a tile still holds neighbours along the curve.
+        const index_t blocks = (n + kSortBlock - 1) / kSortBlock;
+        std::vector<index_t> order(static_cast<std::size_t>(n));
+        parallel_for(blocks, n_threads, [&](index_t q) {
+            const index_t b = q * kSortBlock, e = std::min(n, b + kSortBlock);
+            std::vector<std::uint32_t> part(key.begin() + b, key.begin() + e);
+            const std::vector<index_t> local = detail::radix_argsort<index_t>(part, e - b);
+            for (index_t i = 0; i < e - b; ++i) order[b + i] = b + local[i];
+        });
         TiledBoxes t;
         t.boxes = FitBoxes::make(wh, weights, n, order.data(), n_threads);
         t.bound_tiles(n_threads);
