@@ -788,3 +788,36 @@ def _objective_of_best(best, objective, iou_thr, iou_weighted, sample_weight):
         denom = sum(int(v) for v in np.rint(om * scale))
     total = sum(int(v) for v in np.rint(z * scale))
     return float(total) / float(denom)
+
+
+def gather_windows(wh, labels, k, lo, hi, key_lo, shift, bins, cap):
+    """The chunk kernel's median windows (kmeans/step.hpp, gather_windows): per slot j = X * k + c
+    (a coordinate and a cluster), the distinct values of cluster c along X whose float32 key lies in
+    [lo[X, c], hi[X, c]] with their counts, unless more than ``cap`` (then overflow[X, c] = 1), and
+    the count of the cluster's keys from the first key of the histogram bin holding lo up to lo."""
+    keys = np.asarray(wh).astype(np.float32).view(np.uint32).astype(np.int64)
+    values, counts, slots = [], [], []
+    below = np.zeros((2, k), np.int64)
+    overflow = np.zeros((2, k), np.int64)
+    for X in range(2):
+        for c in range(k):
+            first, last = int(lo[X, c]), int(hi[X, c])
+            if first > last:
+                continue
+            b = min((first - key_lo[X] if first >= key_lo[X] else 0) >> shift[X], bins - 1)
+            start = 0 if b == 0 else key_lo[X] + (b << shift[X])
+            mine = labels == c
+            below[X, c] = np.count_nonzero(mine & (keys[:, X] >= start) & (keys[:, X] < first))
+            inside = np.asarray(wh, np.float64)[mine & (keys[:, X] >= first) & (keys[:, X] <= last), X]
+            v, cnt = np.unique(inside, return_counts=True)
+            if v.size > cap:
+                overflow[X, c] = 1
+                continue
+            values.append(v)
+            counts.append(cnt)
+            slots.append(np.full(v.size, X * k + c))
+
+    def cat(parts, dtype):
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    return cat(values, np.float64), cat(counts, np.int64), cat(slots, np.int32), below, overflow

@@ -75,3 +75,70 @@ def test_step_chunks_assign_only_and_bad_arguments():
         fastanchor._core._lloyd_step_chunks(wh, anchors, "medoid", np.array([0, 500]), np.array([0]), 0, 0, 1)
     with pytest.raises(ValueError, match="bounds must run"):
         fastanchor._core._lloyd_step_chunks(wh, anchors, "mean", np.array([0, 400]), np.array([0]), 0, 0, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_windows_gather_what_the_reference_does(dtype):
+    # The Lloyd pass's median windows: random windows (some empty, some across a bin edge, some a
+    # single key), repeated values, a tiny cap; the kernel against the numpy reference.
+    rng = np.random.default_rng(71)
+    for trial in range(6):
+        n, k = 2000 + trial, int(rng.integers(1, 7))
+        wh = np.exp(rng.normal(2.5, 0.8, (n, 2))).astype(dtype)
+        wh[rng.random(n) < 0.2, 1] = 12.5  # a spike of equal values
+        anchors = wh[rng.choice(n, k, replace=False)].astype(np.float64)
+        keys = wh.astype(np.float32).view(np.uint32).astype(np.int64)
+        key_lo, shift, bins = [int(keys[:, X].min()) for X in range(2)], [int(rng.integers(10, 20))] * 2, 64
+        centre = keys[rng.integers(0, n, (2, k)), [[0], [1]]]
+        half = rng.integers(0, 1 << 20, (2, k)) * (trial > 0)
+        lo, hi = centre - half, centre + half
+        lo[0, 0], hi[0, 0] = 0xFFFFFFFF, 0  # no window
+        cap = [1 << 30, 5][trial % 2]
+        out = fastanchor._core._chunk_lloyd(
+            wh=wh,
+            anchors=anchors,
+            prev_anchors=None,
+            mode="median",
+            key_lo_w=key_lo[0],
+            key_lo_h=key_lo[1],
+            shift_w=shift[0],
+            shift_h=shift[1],
+            bins=bins,
+            want_labels=True,
+            window_lo=lo.astype(np.uint32),
+            window_hi=hi.astype(np.uint32),
+            window_cap=cap,
+        )
+        want = ref.gather_windows(wh, out["labels"], k, lo, hi, key_lo, shift, bins, cap)
+        got = [out[key] for key in ("window_values", "window_counts", "window_slots")]
+        order = np.lexsort((got[0], got[2]))  # the kernel's order: by slot, then value
+        np.testing.assert_array_equal(order, np.arange(order.size))
+        for g, w in zip(got, want[:3]):
+            np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(out["window_below"], want[3])
+        np.testing.assert_array_equal(out["window_overflow"], want[4])
+        assert trial % 2 == 0 or want[4].any()  # the cap bites where it is tiny
+
+
+def test_median_windows_bad_arguments():
+    wh = np.exp(np.random.default_rng(72).normal(2, 0.5, (100, 2)))
+    kw = dict(
+        wh=wh,
+        anchors=wh[:3],
+        prev_anchors=None,
+        key_lo_w=0,
+        key_lo_h=0,
+        shift_w=0,
+        shift_h=0,
+        bins=1,
+        want_labels=False,
+    )
+    win = np.zeros((2, 3), np.uint32)
+    with pytest.raises(ValueError, match="go together"):
+        fastanchor._core._chunk_lloyd(mode="median", window_lo=win, **kw)
+    with pytest.raises(ValueError, match="shape \\(2, k\\)"):
+        fastanchor._core._chunk_lloyd(mode="median", window_lo=win[:1], window_hi=win[:1], **kw)
+    with pytest.raises(ValueError, match="for mode 'median'"):
+        fastanchor._core._chunk_lloyd(mode="mean", window_lo=win, window_hi=win, **kw)
+    with pytest.raises(ValueError, match="window_cap"):
+        fastanchor._core._chunk_lloyd(mode="median", window_lo=win, window_hi=win, window_cap=-1, **kw)

@@ -311,3 +311,40 @@ def test_select_with_given_labels():
     bad[7] = 4
     with pytest.raises(ValueError, match=r"in \[0, k\)"):
         _core._chunk_select(labels=bad, bins=1024, **common)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("window_max", [1 << 14, 4])
+def test_median_windows_spare_selection_passes_and_change_nothing(dtype, window_max, monkeypatch):
+    # Each Lloyd pass gathers the values around each anchor: once the anchors settle, the medians
+    # are read from them and the iteration needs no selection pass. Tiny windows (most medians fall
+    # outside them) and overflowing ones (a spike of equal values, a tiny cap) fall back to the
+    # selection passes. Either way the fit is the in-memory one, bit for bit.
+    monkeypatch.setattr(_chunked, "WINDOW_MAX", window_max)
+    rng = np.random.default_rng(33)
+    wh = tied_boxes(33, 30_000, dtype)
+    wh[rng.random(len(wh)) < 0.1, 1] = 48.0  # a spike of equal heights
+    init = wh[rng.choice(len(wh), 6, replace=False)].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, 6, init=init, max_iter=40)
+    assert want.n_iter > 10
+    passes = {"lloyd": 0, "select": 0}
+    real_run = _chunked.LocalExecutor.run
+    names = {_chunked.task_lloyd: "lloyd", _chunked.task_select: "select"}
+
+    def counting(self, task, args, merge):
+        if task in names:
+            passes[names[task]] += 1
+        return real_run(self, task, args, merge)
+
+    monkeypatch.setattr(_chunked.LocalExecutor, "run", counting)
+    _same(ooc.kmeans_iou(wh, 6, init=init, max_iter=40, block_rows=7000), want)
+    with_windows = dict(passes)
+    monkeypatch.setattr(_chunked, "median_windows", lambda *args: None)
+    passes.update(lloyd=0, select=0)
+    _same(ooc.kmeans_iou(wh, 6, init=init, max_iter=40, block_rows=7000), want)
+    assert passes["lloyd"] == with_windows["lloyd"]
+    assert passes["select"] >= want.n_iter  # one or more per update without windows
+    if window_max > 4:
+        assert with_windows["select"] <= 3  # the first updates only
+    else:
+        assert with_windows["select"] > want.n_iter // 2

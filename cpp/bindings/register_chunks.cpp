@@ -66,10 +66,15 @@ std::vector<double> best_ious(const fa::BoxRows& rows, fa::index_t n, const fa::
 // number of labels that differ from those against `prev_anchors` (when given, else -1); and, for
 // mode "mean", the counts and exact sums (sum_exp, sums (2, k, 2) as (hi, lo) of 128-bit
 // integers), for "median", the counts and histograms (2, k, bins) over the layout (key_lo, shift)
-// per coordinate.
+// per coordinate, and with windows (window_lo, window_hi: uint32 (2, k), kmeans/step.hpp
+// gather_windows, at most window_cap distinct values per slot) the distinct values in them with
+// their counts and slots X * k + c (window_values, window_counts, window_slots), and per slot the
+// count of the cluster's values below the window within its first histogram bin and whether it
+// held too many (window_below, window_overflow: int64 (2, k)).
 py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object& prev_anchors, const std::string& mode,
                      std::uint32_t key_lo_w, std::uint32_t key_lo_h, int shift_w, int shift_h, int bins,
-                     bool want_labels) {
+                     bool want_labels, const py::object& window_lo, const py::object& window_hi,
+                     std::int64_t window_cap) {
     py::object keep;
     const fa::BoxRows rows = box_rows(wh, keep);
     checked_anchors(anchors, "anchors");
@@ -91,15 +96,37 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
     layout.shift[0] = shift_w;
     layout.shift[1] = shift_h;
     layout.bins = m == fa::StepMode::Median ? bins : 1;
+    using KeyArray = py::array_t<std::uint32_t, py::array::c_style | py::array::forcecast>;
+    const bool windows = !window_lo.is_none();
+    if (windows != !window_hi.is_none()) throw py::value_error("window_lo and window_hi go together");
+    if (windows && m != fa::StepMode::Median) throw py::value_error("windows are for mode 'median'");
+    KeyArray wlo, whi;
+    if (windows) {
+        wlo = window_lo.cast<KeyArray>();
+        whi = window_hi.cast<KeyArray>();
+        const auto slots = static_cast<py::ssize_t>(2 * k);
+        if (wlo.size() != slots || whi.size() != slots) throw py::value_error("windows must have shape (2, k)");
+    }
     const fa::WhSet A = to_whset(anchors);
     const fa::WhSet P = has_prev ? to_whset(prev) : fa::WhSet();
     py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
     std::int32_t* lptr = labels.mutable_data();
     fa::StepPartials part(k, m, &layout);
     std::int64_t changed = -1;
+    if (window_cap < 0) throw py::value_error("window_cap must be >= 0");
+    fa::WindowValues win;
+    std::vector<std::int64_t> win_below(windows ? 2 * static_cast<std::size_t>(k) : 0, 0);
+    std::vector<std::int64_t> win_overflow(win_below.size(), 0);
     {
         py::gil_scoped_release release;
         fa::lloyd_step(rows, n, A, lptr, m, &layout, &part);
+        if (windows) {
+            std::vector<std::uint32_t> from(2 * static_cast<std::size_t>(k));
+            for (int X = 0; X < 2; ++X)
+                for (int c = 0; c < k; ++c) from[X * k + c] = layout.bin_start(X, wlo.data()[X * k + c]);
+            fa::gather_windows(rows, n, lptr, k, wlo.data(), whi.data(), from.data(), window_cap, win, win_below.data(),
+                               win_overflow.data());
+        }
         if (has_prev) {
             std::vector<std::int32_t> before(static_cast<std::size_t>(n));
             fa::lloyd_step(rows, n, P, before.data(), fa::StepMode::AssignOnly, nullptr, nullptr);
@@ -128,6 +155,18 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
         U64Array hist({py::ssize_t{2}, static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(bins)});
         std::copy(part.hist.begin(), part.hist.end(), hist.mutable_data());
         d["hist"] = hist;
+        if (windows) {
+            const auto m_win = static_cast<py::ssize_t>(win.values.size());
+            d["window_values"] = py::array_t<double>(m_win, win.values.data());
+            d["window_counts"] = py::array_t<std::int64_t>(m_win, win.counts.data());
+            d["window_slots"] = py::array_t<std::int32_t>(m_win, win.slots.data());
+            py::array_t<std::int64_t> below({py::ssize_t{2}, static_cast<py::ssize_t>(k)});
+            py::array_t<std::int64_t> overflow({py::ssize_t{2}, static_cast<py::ssize_t>(k)});
+            std::copy(win_below.begin(), win_below.end(), below.mutable_data());
+            std::copy(win_overflow.begin(), win_overflow.end(), overflow.mutable_data());
+            d["window_below"] = below;
+            d["window_overflow"] = overflow;
+        }
     }
     return d;
 }
@@ -428,7 +467,8 @@ U64Array chunk_objective_batch(const py::object& wh_in, const py::object& layout
 void register_chunks(py::module_& m) {
     m.def("_chunk_lloyd", &chunk_lloyd, py::arg("wh"), py::arg("anchors"), py::arg("prev_anchors"), py::arg("mode"),
           py::arg("key_lo_w"), py::arg("key_lo_h"), py::arg("shift_w"), py::arg("shift_h"), py::arg("bins"),
-          py::arg("want_labels"));
+          py::arg("want_labels"), py::arg("window_lo") = py::none(), py::arg("window_hi") = py::none(),
+          py::arg("window_cap") = 0);
     m.def("_chunk_select", &chunk_select, py::arg("wh"), py::arg("labels"), py::arg("anchors"), py::arg("first"),
           py::arg("last"), py::arg("mode"), py::arg("shift"), py::arg("bins"));
     m.def("_chunk_worst", &chunk_worst, py::arg("wh"), py::arg("anchors"), py::arg("m"));

@@ -33,6 +33,10 @@ MEDIAN_BINS = 1024
 #: A median's candidates are gathered when at most this many values of its cluster fall in its
 #: key range; otherwise the range is cut into MEDIAN_BINS finer bins by another pass.
 GATHER_MAX = 1 << 16
+#: A Lloyd pass gathers, along with its histograms, each cluster's values in the bins around its
+#: anchor's (at most this many of the cluster's values, by the last pass's histogram): once the
+#: anchors settle the new medians lie there, and the iteration needs no selection pass.
+WINDOW_MAX = 1 << 14
 
 Partial = Dict[str, Any]
 
@@ -133,6 +137,10 @@ class Layout:
             shifts.append(s)
         return Layout((int(lo[0]), int(lo[1])), (shifts[0], shifts[1]), bins)
 
+    def bin(self, X: int, key: int) -> int:
+        """The bin of ``key`` along X."""
+        return min((key - self.lo[X] if key >= self.lo[X] else 0) >> self.shift[X], self.bins - 1)
+
     def key_range(self, X: int, b_lo: int, b_hi: int) -> Tuple[int, int]:
         """Keys [first, last] of bins b_lo..b_hi (bin 0 and the last bin open-ended)."""
         first = 0 if b_lo == 0 else self.lo[X] + (b_lo << self.shift[X])
@@ -148,10 +156,12 @@ def task_lloyd(
     mode: str,
     layout: Optional[Layout],
     cache: Optional[Tuple[str, int]] = None,
+    windows: Optional[Windows] = None,
 ) -> Partial:
     """The chunk's update partials against ``anchors`` and its count of boxes whose label changed
     since ``prev``. With ``cache`` (a fit's token and budget), the chunk's labels are kept for the
-    next pass, which then labels the chunk once instead of twice (against ``prev`` too)."""
+    next pass, which then labels the chunk once instead of twice (against ``prev`` too). With
+    ``windows`` (the median's key windows), the values in them too."""
     rows = chunk_rows(block)
     lo, shift, bins = (layout.lo, layout.shift, layout.bins) if layout is not None else ((0, 0), (0, 0), 1)
     known = CACHE.labels(cache[0], offset, rows.shape[0], prev) if cache is not None and prev is not None else None
@@ -166,6 +176,7 @@ def task_lloyd(
         shift_h=shift[1],
         bins=bins,
         want_labels=cache is not None,
+        **({} if windows is None else windows.kernel_args(rows.shape[0])),
     )
     changed = int(out["changed"]) if known is None else int(np.count_nonzero(out["labels"] != known))
     if cache is not None:
@@ -176,6 +187,9 @@ def task_lloyd(
         part["sums"] = _u128(out["sums"])  # 2k Python ints: w then h per cluster
     else:
         part["hist"] = out["hist"]
+        if windows is not None:
+            gathered = [(out["window_values"], out["window_counts"], out["window_slots"])]
+            part["window"] = (gathered, out["window_below"], out["window_overflow"])
     return part
 
 
@@ -201,6 +215,9 @@ def merge_lloyd(a: Partial, b: Partial) -> Partial:
     out: Partial = {"changed": a["changed"] + b["changed"], "count": a["count"] + b["count"]}
     if "hist" in a:
         out["hist"] = a["hist"] + b["hist"]
+        if "window" in a:
+            (ga, ba, oa), (gb, bb, ob) = a["window"], b["window"]
+            out["window"] = (ga + gb, ba + bb, oa + ob)  # (the gathered arrays joined once, at the end)
         return out
     if a["exp"] is None:
         out["exp"], out["sums"] = b["exp"], b["sums"]
@@ -274,6 +291,63 @@ def _narrow(cum: np.ndarray, rank: int) -> Tuple[int, int]:
     return b, int(cum[b - 1]) if b > 0 else 0
 
 
+@dataclass
+class Windows:
+    """The median's key windows of a Lloyd pass: (2, k) uint32 key bounds [lo, hi] per coordinate X
+    and cluster c (lo > hi: none), the (X, c) that have one, and the rows of all chunks (a chunk of
+    m rows gathers at most about 4 * WINDOW_MAX * m / n distinct values per window)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    slots: List[Tuple[int, int]]
+    n: int
+
+    def kernel_args(self, rows: int) -> Dict[str, Any]:
+        cap = 4 * WINDOW_MAX * rows // max(self.n, 1) + 64
+        return {"window_lo": self.lo, "window_hi": self.hi, "window_cap": cap}
+
+
+def median_windows(anchors: np.ndarray, layout: Layout, hist: np.ndarray, count: np.ndarray, n: int) -> Windows:
+    """A window of keys around each cluster's anchor along each coordinate, as wide as about
+    WINDOW_MAX of the cluster's distinct values by the density of the anchor's bin in the last
+    pass's histogram ``hist`` (2, k, bins) (none for a cluster that was empty)."""
+    k = anchors.shape[0]
+    lo = np.full((2, k), 0xFFFFFFFF, np.uint32)
+    hi = np.zeros((2, k), np.uint32)
+    keys = anchors.astype(np.float32).view(np.uint32)  # (k, 2): the anchors' keys
+    slots: List[Tuple[int, int]] = []
+    for X in range(2):
+        for c in range(k):
+            if count[c] == 0:
+                continue
+            key = int(keys[c, X])
+            b = layout.bin(X, key)
+            # The sparsest of the anchor's bin and its neighbours: a spike of equal values (one
+            # distinct value gathered) does not narrow the window.
+            dense = int(hist[X, c, max(b - 1, 0) : b + 2].min())
+            half = (WINDOW_MAX // 2 << layout.shift[X]) // max(dense, 1)
+            lo[X, c], hi[X, c] = max(key - half, 0), min(key + half, 0xFFFFFFFE)
+            slots.append((X, c))
+    return Windows(lo, hi, slots, n)
+
+
+def _window_values(part: Partial, windows: Optional[Windows], k: int) -> Dict[Tuple[int, int], Tuple[Any, Any]]:
+    """Per (X, c) whose window no chunk overflowed: the distinct values the Lloyd pass gathered
+    there, ascending (repeats across chunks kept), and their cumulative counts."""
+    if windows is None or "window" not in part:
+        return {}
+    gathered, _, overflow = part["window"]
+    values, counts, slots = (np.concatenate([g[i] for g in gathered]) for i in range(3))
+    out = {}
+    for X, c in windows.slots:
+        if overflow[X, c] == 0:
+            mine = slots == X * k + c
+            v = values[mine]
+            order = np.argsort(v, kind="stable")
+            out[(X, c)] = (v[order], np.cumsum(counts[mine][order]))
+    return out
+
+
 def median_update(
     ex: Executor,
     part: Partial,
@@ -281,6 +355,7 @@ def median_update(
     layout: Layout,
     f32: bool,
     cache: Optional[Tuple[str, int]] = None,
+    windows: Optional[Windows] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """The new anchors of the clusters with boxes (the median, interpolated like numpy.median:
     the mean of the values of ranks (n - 1) // 2 and n // 2) and the mask of the empty clusters.
@@ -288,12 +363,14 @@ def median_update(
     Each rank is a target with a key range [first, last] known to hold it, and `rank`, its rank
     among the cluster's values in that range. A target whose range holds at most GATHER_MAX values
     of the cluster (or a single key) gathers them; another cuts its range into MEDIAN_BINS finer
-    bins, so every pass narrows it until one of those holds."""
+    bins, so every pass narrows it until one of those holds. A rank in the bins of its cluster's
+    window (``windows``) is read from the values the Lloyd pass gathered there."""
     k = anchors.shape[0]
     new = anchors.copy()
     count = part["count"].astype(np.int64)
     found: Dict[Tuple[int, int, int], float] = {}
     state: Dict[Tuple[int, int, int], Dict[str, int]] = {}
+    gathered = _window_values(part, windows, k)
     for X in range(2):
         for c in range(k):
             n = int(count[c])
@@ -302,6 +379,14 @@ def median_update(
             cum = np.cumsum(part["hist"][X, c].astype(np.int64))
             for t, rank in enumerate(((n - 1) // 2, n // 2)):
                 b, below = _narrow(cum, rank)
+                if (X, c) in gathered:
+                    assert windows is not None
+                    b_lo = layout.bin(X, int(windows.lo[X, c]))
+                    before = (int(cum[b_lo - 1]) if b_lo > 0 else 0) + int(part["window"][1][X, c])
+                    vals, cum_in = gathered[(X, c)]
+                    if vals.size and before <= rank < before + int(cum_in[-1]):
+                        found[(t, X, c)] = float(vals[np.searchsorted(cum_in, rank - before, side="right")])
+                        continue
                 first, last = layout.key_range(X, b, b)
                 state[(t, X, c)] = dict(first=first, last=last, rank=rank - below, inside=int(cum[b]) - below)
     while state:
@@ -452,8 +537,9 @@ def lloyd(
     k = anchors.shape[0]
     prev: Optional[np.ndarray] = None
     n_iter, converged = 0, False
+    windows: Optional[Windows] = None
     while True:
-        args = (anchors, prev, update, layout if update == "median" else None, cache)
+        args = (anchors, prev, update, layout if update == "median" else None, cache, windows)
         part = ex.run(task_lloyd, args, merge_lloyd)
         if tick is not None:
             tick(n_iter)
@@ -463,6 +549,7 @@ def lloyd(
                 converged = True
                 break
             prev, anchors = anchors, anchors[order]
+            windows = None
             continue  # assign again with the anchors in area order
         if n_iter >= max_iter:
             break
@@ -470,7 +557,8 @@ def lloyd(
             new, empty = mean_update(part, anchors)
         else:
             assert layout is not None
-            new, empty = median_update(ex, part, anchors, layout, f32, cache)
+            new, empty = median_update(ex, part, anchors, layout, f32, cache, windows)
+            windows = median_windows(new, layout, part["hist"], part["count"], ex.n)
         if empty.any():
             which = np.flatnonzero(empty)
             m = min(which.size, ex.n)

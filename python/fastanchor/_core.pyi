@@ -84,6 +84,9 @@ def _chunk_lloyd(
     shift_h: int,
     bins: int,
     want_labels: bool,
+    window_lo: npt.NDArray[np.uint32] | None = None,
+    window_hi: npt.NDArray[np.uint32] | None = None,
+    window_cap: int = 0,
 ) -> dict[str, Any]: ...
 def _chunk_select(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],

@@ -42,6 +42,11 @@ struct HistLayout {
         const std::uint32_t d = key >= key_lo[X] ? (key - key_lo[X]) >> shift[X] : 0u;
         return std::min<std::size_t>(d, static_cast<std::size_t>(bins - 1));
     }
+    // The first key of the bin holding `key` (0 for bin 0, which holds every key below key_lo).
+    std::uint32_t bin_start(int X, std::uint32_t key) const {
+        const std::size_t b = bin(X, key);
+        return b == 0 ? 0u : key_lo[X] + static_cast<std::uint32_t>(b << shift[X]);
+    }
 };
 
 // A chunk's (or a merged set of chunks') share of one Lloyd update, for k clusters.
@@ -209,6 +214,85 @@ inline void lloyd_step(BoxRows rows, index_t n, const WhSet& anchors, std::int32
     StepPartials& out = partials ? *partials : none;
     if (rows.f32) detail::lloyd_step_rows(rows.f32, n, anchors, labels, mode, layout, out);
     else detail::lloyd_step_rows(rows.f64, n, anchors, labels, mode, layout, out);
+}
+
+// The values of a chunk's boxes in each slot's key window, run-length coded: per slot (X * k + c,
+// ascending), its distinct values ascending with their counts (gather_windows).
+struct WindowValues {
+    std::vector<double> values;
+    std::vector<std::int64_t> counts;
+    std::vector<std::int32_t> slots;
+};
+
+namespace detail {
+
+template <class T>
+void gather_windows_rows(const T* __restrict rows, index_t n, const std::int32_t* __restrict labels, int k,
+                         const std::uint32_t* lo_in, const std::uint32_t* hi_in, const std::uint32_t* from_in,
+                         index_t cap, WindowValues& out, std::int64_t* below, std::int64_t* overflow) {
+    const std::size_t slots = 2 * static_cast<std::size_t>(k);
+    // One unsigned comparison per value finds the rare keys in [from, hi]; those below lo are
+    // counted, the rest gathered.
+    std::vector<std::uint32_t> from(from_in, from_in + slots), span(slots), lo(lo_in, lo_in + slots);
+    for (std::size_t j = 0; j < slots; ++j) {
+        from[j] = std::min(from[j], lo[j]);
+        span[j] = lo[j] > hi_in[j] ? 0u : hi_in[j] - from[j];
+        if (lo[j] > hi_in[j]) from[j] = 0xFFFFFFFFu;  // (no window: only key 2^32 - 1, a NaN, would pass)
+    }
+    std::vector<std::int64_t> under(slots, 0);
+    std::vector<std::vector<double>> in(slots);
+    for (index_t i = 0; i < n; ++i) {
+        const std::size_t c = static_cast<std::size_t>(labels[i]);
+        for (int X = 0; X < 2; ++X) {
+            const std::size_t j = static_cast<std::size_t>(X) * k + c;
+            const T v = rows[2 * i + X];
+            const float f = static_cast<float>(v);
+            std::uint32_t key;
+            std::memcpy(&key, &f, sizeof key);
+            if (__builtin_expect(key - from[j] <= span[j], 0)) {
+                if (key < lo[j]) ++under[j];
+                else in[j].push_back(static_cast<double>(v));
+            }
+        }
+    }
+    for (std::size_t j = 0; j < slots; ++j) {
+        below[j] += under[j];
+        std::vector<double>& v = in[j];
+        std::sort(v.begin(), v.end());
+        index_t distinct = 0;
+        for (std::size_t u = 0; u < v.size(); ++u) distinct += u == 0 || v[u] != v[u - 1] ? 1 : 0;
+        if (distinct > cap) {
+            ++overflow[j];
+            continue;
+        }
+        for (std::size_t u = 0; u < v.size(); ++u) {
+            if (u > 0 && v[u] == v[u - 1]) {
+                ++out.counts.back();
+                continue;
+            }
+            out.values.push_back(v[u]);
+            out.counts.push_back(1);
+            out.slots.push_back(static_cast<std::int32_t>(j));
+        }
+    }
+}
+
+}  // namespace detail
+
+// The median's speculative gather over a chunk: for each slot j = X * k + c, the values along X of
+// cluster c's boxes whose key (the value's float32 bit pattern) lies in [lo[j], hi[j]] (lo > hi:
+// no window), run-length coded into `out` (at most `cap` distinct values per slot, else none and
+// overflow[j] counts the chunk), and the count of the cluster's keys in [from[j], lo[j]) added to
+// below[j] (from: the first key of the histogram bin holding lo, whose counts give the rest of
+// those below). Integers and sets of values: merged in any order they give each value's rank in
+// its cluster. The chunked fits put each window around the cluster's anchor: once the anchors settle,
+// the new median lies in it, and the Lloyd pass that gathers it needs no selection pass.
+// labels: the chunk's labels (from lloyd_step).
+inline void gather_windows(BoxRows rows, index_t n, const std::int32_t* labels, int k, const std::uint32_t* lo,
+                           const std::uint32_t* hi, const std::uint32_t* from, index_t cap, WindowValues& out,
+                           std::int64_t* below, std::int64_t* overflow) {
+    if (rows.f32) detail::gather_windows_rows(rows.f32, n, labels, k, lo, hi, from, cap, out, below, overflow);
+    else detail::gather_windows_rows(rows.f64, n, labels, k, lo, hi, from, cap, out, below, overflow);
 }
 
 }  // namespace fastanchor
