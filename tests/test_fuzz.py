@@ -1165,7 +1165,8 @@ def test_fuzz_ssd_default_boxes(
             kwargs["interpolated_scale_aspect_ratio"] = interp
 
     def check():
-        if style not in ("ssd", "tf") or (both_scales and lo is not None) or misplaced:
+        # (a misplaced field given as None is a field not given)
+        if style not in ("ssd", "tf") or (both_scales and lo is not None) or (misplaced and interp is not None):
             raise Invalid
         maps = feature_maps_oracle(sizes)
         # min_scale/max_scale of None mean "not given": the layout's defaults
