@@ -3,11 +3,13 @@ processes) and fastanchor.out_of_core (a memmapped .npy file) on 10^7 COCO-like 
 in one run; each mode runs in its own process, which reports its peak RSS.
 
     nice -n 10 python benchmarks/bench_dask.py [--what kmeans] [--n 10000000] [--max-iter 20]
-        [--update median] [--generations 200] [--modes in_memory,dask1,dask2,out_of_core]
+        [--update median] [--init boxes] [--generations 200] [--modes in_memory,dask1,dask2,out_of_core]
         [--cache-bytes 1073741824]
 
 kmeans: every mode runs the same Lloyd iterations from the same initial anchors (max_iter caps
-them, so the time per iteration compares). evolve: the search from the same anchors and seed for
+them, so the time per iteration compares): the first boxes of a sample (``--init boxes``: early
+iterations, where the anchors move far), or k-means++ seeds (``--init kmeans++`` with a large
+``--max-iter``: a whole fit, whose later iterations creep). evolve: the search from the same anchors and seed for
 ``generations`` generations. Every mode must return the same anchors, bit for bit; the script
 checks it. autoanchor (seed 0, budget 0, ``generations``): the chunked modes must agree bit for
 bit; the in-memory one seeds its k-means on all boxes, the chunked ones on a sample of 2^18 kept
@@ -119,6 +121,12 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=200)
     ap.add_argument("--n", type=int, default=10_000_000)
     ap.add_argument("--max-iter", type=int, default=20)
+    ap.add_argument(
+        "--init",
+        choices=("boxes", "kmeans++"),
+        default="boxes",
+        help="k-means from the first boxes of a sample, or from k-means++ seeds of the first 10^6 boxes",
+    )
     ap.add_argument("--update", default="median")
     ap.add_argument("--path", default="/tmp/bench_dask_wh.npy")
     ap.add_argument("--mode")
@@ -126,6 +134,9 @@ def main() -> None:
     ap.add_argument("--cache-bytes", type=int, default=1 << 30, help="the chunked modes' cache_bytes")
     args = ap.parse_args()
     init = coco_like(100_000, seed=1)[:K].astype(np.float64)
+    if args.init == "kmeans++" and os.path.exists(args.path):
+        sample = np.array(np.load(args.path, mmap_mode="r")[:1_000_000])
+        init = fastanchor.kmeans_iou(sample, K, seed=0, max_iter=0).anchors
     if args.what != "kmeans":
         init = fastanchor.kmeans_iou(coco_like(200_000, seed=1), K, seed=0, tol=1e-3).anchors
     if args.mode:
@@ -133,14 +144,14 @@ def main() -> None:
         return
     if not os.path.exists(args.path) or np.load(args.path, mmap_mode="r").shape[0] != args.n:
         np.save(args.path, coco_like(args.n, seed=0))
-    setting = f"update = {args.update}, max_iter = {args.max_iter}"
+    setting = f"update = {args.update}, max_iter = {args.max_iter}, init = {args.init}"
     if args.what != "kmeans":
         setting = f"generations = {args.generations}"
     print(f"{args.what}: N = {args.n:,} COCO-like float32 boxes, k = {K}, {setting}")
     rows = []
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--mode", mode, "--path", args.path]
-        cmd += ["--max-iter", str(args.max_iter), "--update", args.update, "--what", args.what]
+        cmd += ["--max-iter", str(args.max_iter), "--update", args.update, "--what", args.what, "--init", args.init]
         cmd += ["--generations", str(args.generations), "--cache-bytes", str(args.cache_bytes)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))

@@ -793,7 +793,8 @@ def _objective_of_best(best, objective, iou_thr, iou_weighted, sample_weight):
 def gather_windows(wh, labels, k, lo, hi, key_lo, shift, bins, cap):
     """The chunk kernel's median windows (kmeans/step.hpp, gather_windows): per slot j = X * k + c
     (a coordinate and a cluster), the distinct values of cluster c along X whose float32 key lies in
-    [lo[X, c], hi[X, c]] with their counts, unless more than ``cap`` (then overflow[X, c] = 1), and
+    [lo[X, c], hi[X, c]] with their counts, unless more than ``cap`` distinct or 8 * cap + 1024 in all
+    (then overflow[X, c] = 1), and
     the count of the cluster's keys from the first key of the histogram bin holding lo up to lo."""
     keys = np.asarray(wh).astype(np.float32).view(np.uint32).astype(np.int64)
     values, counts, slots = [], [], []
@@ -810,7 +811,7 @@ def gather_windows(wh, labels, k, lo, hi, key_lo, shift, bins, cap):
             below[X, c] = np.count_nonzero(mine & (keys[:, X] >= start) & (keys[:, X] < first))
             inside = np.asarray(wh, np.float64)[mine & (keys[:, X] >= first) & (keys[:, X] <= last), X]
             v, cnt = np.unique(inside, return_counts=True)
-            if v.size > cap:
+            if v.size > cap or inside.size > 8 * cap + 1024:
                 overflow[X, c] = 1
                 continue
             values.append(v)

@@ -142,3 +142,61 @@ def test_median_windows_bad_arguments():
         fastanchor._core._chunk_lloyd(mode="mean", window_lo=win, window_hi=win, **kw)
     with pytest.raises(ValueError, match="window_cap"):
         fastanchor._core._chunk_lloyd(mode="median", window_lo=win, window_hi=win, window_cap=-1, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", ["mean", "median"])
+@pytest.mark.parametrize("k", [5, 300])
+def test_chunk_state_steps_give_the_stateless_kernels_partials(dtype, mode, k):
+    # A chunk's Lloyd state (the in-memory engine's bounded assignment, kept between passes)
+    # stepped through a sequence of anchor sets gives at every step the stateless kernel's labels
+    # and partials, bit for bit, and the count of labels changed since its last step; one-byte
+    # labels (k < 255) and int32 ones.
+    rng = np.random.default_rng(73 + k)
+    n = 4000
+    wh = np.exp(rng.normal(2.5, 0.7, (n, 2))).astype(dtype)
+    wh[: n // 4] = rng.integers(1, 30, (n // 4, 2))  # exact ties
+    keys = wh.astype(np.float32).view(np.uint32)
+    layout = dict(key_lo_w=int(keys[:, 0].min()), key_lo_h=int(keys[:, 1].min()), shift_w=14, shift_h=14, bins=512)
+    state = fastanchor._core._chunk_state(wh=wh, k=k, mode=mode, **layout)
+    assert state.exact and state.n == n and state.nbytes >= n
+    anchors = wh[rng.choice(n, k, replace=False)].astype(np.float64)
+    before = None
+    for step in range(6):
+        if step > 0:  # anchors that settle, as a fit's do
+            anchors = anchors * np.exp(rng.normal(0, 0.2 / step, anchors.shape))
+        win = {}
+        if mode == "median":
+            centre = anchors.astype(np.float32).view(np.uint32).T.astype(np.int64)
+            win = dict(window_lo=(centre - 3000).astype(np.uint32), window_hi=(centre + 3000).astype(np.uint32))
+            win["window_cap"] = 1 << 20
+        got = state.step(anchors, **win)
+        want = fastanchor._core._chunk_lloyd(
+            wh=wh, anchors=anchors, prev_anchors=before, mode=mode, want_labels=True, **layout, **win
+        )
+        np.testing.assert_array_equal(state.labels(), want["labels"])
+        assert got["changed"] == (n if before is None else want["changed"])
+        for key in set(want) - {"labels", "changed"}:
+            if key == "sum_exp":
+                # (units may differ: the sums in the kernel's units are the same numbers)
+                a = [int(h) << 64 | int(lo) for h, lo in got["sums"].reshape(-1, 2)]
+                b = [int(h) << 64 | int(lo) for h, lo in want["sums"].reshape(-1, 2)]
+                e = min(got["sum_exp"], want["sum_exp"])
+                assert [x << (got["sum_exp"] - e) for x in a] == [x << (want["sum_exp"] - e) for x in b]
+            elif key != "sums":
+                np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        before = anchors
+
+
+def test_chunk_state_bad_arguments():
+    wh = np.exp(np.random.default_rng(74).normal(2, 0.5, (100, 2)))
+    kw = dict(key_lo_w=0, key_lo_h=0, shift_w=0, shift_h=0, bins=1)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        fastanchor._core._chunk_state(wh=wh, k=3, mode="assign", **kw)
+    with pytest.raises(ValueError, match="at least one row"):
+        fastanchor._core._chunk_state(wh=wh[:0], k=3, mode="mean", **kw)
+    state = fastanchor._core._chunk_state(wh=wh, k=3, mode="mean", **kw)
+    with pytest.raises(ValueError, match="anchors"):
+        state.step(wh[:4])
+    with pytest.raises(ValueError, match="for mode 'median'"):
+        state.step(wh[:3], window_lo=np.zeros((2, 3), np.uint32), window_hi=np.zeros((2, 3), np.uint32))

@@ -62,6 +62,98 @@ std::vector<double> best_ious(const fa::BoxRows& rows, fa::index_t n, const fa::
     return q;
 }
 
+fa::HistLayout hist_layout(fa::StepMode m, std::uint32_t key_lo_w, std::uint32_t key_lo_h, int shift_w, int shift_h,
+                           int bins) {
+    if (bins < 1 || shift_w < 0 || shift_w > 31 || shift_h < 0 || shift_h > 31)
+        throw py::value_error("bins must be >= 1 and the shifts in [0, 31]");
+    fa::HistLayout layout;
+    layout.key_lo[0] = key_lo_w;
+    layout.key_lo[1] = key_lo_h;
+    layout.shift[0] = shift_w;
+    layout.shift[1] = shift_h;
+    layout.bins = m == fa::StepMode::Median ? bins : 1;
+    return layout;
+}
+
+// The median's windows of a Lloyd pass (kmeans/step.hpp, gather_windows): the arguments, checked,
+// then the gathered values into a dict.
+class Windows {
+public:
+    using KeyArray = py::array_t<std::uint32_t, py::array::c_style | py::array::forcecast>;
+
+    Windows(const py::object& lo, const py::object& hi, std::int64_t cap, fa::StepMode m, int k,
+            const fa::HistLayout& layout)
+        : on_(!lo.is_none()),
+          cap_(cap),
+          below_(on_ ? 2 * static_cast<std::size_t>(k) : 0, 0),
+          overflow_(below_.size(), 0),
+          from_(below_.size()),
+          k_(k) {
+        if (on_ != !hi.is_none()) throw py::value_error("window_lo and window_hi go together");
+        if (on_ && m != fa::StepMode::Median) throw py::value_error("windows are for mode 'median'");
+        if (cap < 0) throw py::value_error("window_cap must be >= 0");
+        if (!on_) return;
+        lo_ = lo.cast<KeyArray>();
+        hi_ = hi.cast<KeyArray>();
+        const auto slots = static_cast<py::ssize_t>(2 * k);
+        if (lo_.size() != slots || hi_.size() != slots) throw py::value_error("windows must have shape (2, k)");
+        for (int X = 0; X < 2; ++X)
+            for (int c = 0; c < k; ++c) from_[X * k + c] = layout.bin_start(X, lo_.data()[X * k + c]);
+    }
+    bool on() const { return on_; }
+
+    // gather(lo, hi, from, cap, values, below, overflow) runs the gather (without the GIL).
+    template <class Gather>
+    void run(Gather&& gather) {
+        if (on_) gather(lo_.data(), hi_.data(), from_.data(), cap_, win_, below_.data(), overflow_.data());
+    }
+
+    void into(py::dict& d) const {
+        if (!on_) return;
+        const auto m = static_cast<py::ssize_t>(win_.values.size());
+        d["window_values"] = py::array_t<double>(m, win_.values.data());
+        d["window_counts"] = py::array_t<std::int64_t>(m, win_.counts.data());
+        d["window_slots"] = py::array_t<std::int32_t>(m, win_.slots.data());
+        py::array_t<std::int64_t> below({py::ssize_t{2}, static_cast<py::ssize_t>(k_)});
+        py::array_t<std::int64_t> overflow({py::ssize_t{2}, static_cast<py::ssize_t>(k_)});
+        std::copy(below_.begin(), below_.end(), below.mutable_data());
+        std::copy(overflow_.begin(), overflow_.end(), overflow.mutable_data());
+        d["window_below"] = below;
+        d["window_overflow"] = overflow;
+    }
+
+private:
+    bool on_;
+    fa::index_t cap_;
+    KeyArray lo_, hi_;
+    std::vector<std::int64_t> below_, overflow_;
+    std::vector<std::uint32_t> from_;
+    fa::WindowValues win_;
+    int k_;
+};
+
+// A chunk's partials (counts, and the mean's exact sums or the median's histograms) into d.
+void partials_into(py::dict& d, const fa::StepPartials& part, fa::StepMode m, int k, int bins) {
+    py::array_t<std::int64_t> count(k);
+    std::copy(part.count.begin(), part.count.end(), count.mutable_data());
+    d["count"] = count;
+    if (m == fa::StepMode::Mean) {
+        U64Array sums({py::ssize_t{2}, static_cast<py::ssize_t>(k), py::ssize_t{2}});
+        std::uint64_t* s = sums.mutable_data();
+        for (int c = 0; c < k; ++c) {
+            put_u128(s + 2 * c, part.sum_w[c]);
+            put_u128(s + 2 * (k + c), part.sum_h[c]);
+        }
+        d["sums"] = sums;
+        d["sum_exp"] =
+            part.sum_exp == fa::StepPartials::kNoExp ? py::object(py::none()) : py::object(py::int_(part.sum_exp));
+    } else {
+        U64Array hist({py::ssize_t{2}, static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(bins)});
+        std::copy(part.hist.begin(), part.hist.end(), hist.mutable_data());
+        d["hist"] = hist;
+    }
+}
+
 // One Lloyd step over a chunk (kmeans/step.hpp): labels by the exact rule against `anchors`; the
 // number of labels that differ from those against `prev_anchors` (when given, else -1); and, for
 // mode "mean", the counts and exact sums (sum_exp, sums (2, k, 2) as (hi, lo) of 128-bit
@@ -80,8 +172,7 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
     checked_anchors(anchors, "anchors");
     const int kind = choice(mode, "mode", {"assign", "mean", "median"});
     const fa::StepMode m = kind == 0 ? fa::StepMode::AssignOnly : kind == 1 ? fa::StepMode::Mean : fa::StepMode::Median;
-    if (bins < 1 || shift_w < 0 || shift_w > 31 || shift_h < 0 || shift_h > 31)
-        throw py::value_error("bins must be >= 1 and the shifts in [0, 31]");
+    const fa::HistLayout layout = hist_layout(m, key_lo_w, key_lo_h, shift_w, shift_h, bins);
     const auto n = static_cast<fa::index_t>(wh.shape(0));
     const int k = static_cast<int>(anchors.shape(0));
     Array prev;
@@ -90,43 +181,17 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
         prev = prev_anchors.cast<Array>();
         check_rows(prev, "prev_anchors", 2, k);
     }
-    fa::HistLayout layout;
-    layout.key_lo[0] = key_lo_w;
-    layout.key_lo[1] = key_lo_h;
-    layout.shift[0] = shift_w;
-    layout.shift[1] = shift_h;
-    layout.bins = m == fa::StepMode::Median ? bins : 1;
-    using KeyArray = py::array_t<std::uint32_t, py::array::c_style | py::array::forcecast>;
-    const bool windows = !window_lo.is_none();
-    if (windows != !window_hi.is_none()) throw py::value_error("window_lo and window_hi go together");
-    if (windows && m != fa::StepMode::Median) throw py::value_error("windows are for mode 'median'");
-    KeyArray wlo, whi;
-    if (windows) {
-        wlo = window_lo.cast<KeyArray>();
-        whi = window_hi.cast<KeyArray>();
-        const auto slots = static_cast<py::ssize_t>(2 * k);
-        if (wlo.size() != slots || whi.size() != slots) throw py::value_error("windows must have shape (2, k)");
-    }
+    Windows windows(window_lo, window_hi, window_cap, m, k, layout);
     const fa::WhSet A = to_whset(anchors);
     const fa::WhSet P = has_prev ? to_whset(prev) : fa::WhSet();
     py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
     std::int32_t* lptr = labels.mutable_data();
     fa::StepPartials part(k, m, &layout);
     std::int64_t changed = -1;
-    if (window_cap < 0) throw py::value_error("window_cap must be >= 0");
-    fa::WindowValues win;
-    std::vector<std::int64_t> win_below(windows ? 2 * static_cast<std::size_t>(k) : 0, 0);
-    std::vector<std::int64_t> win_overflow(win_below.size(), 0);
     {
         py::gil_scoped_release release;
         fa::lloyd_step(rows, n, A, lptr, m, &layout, &part);
-        if (windows) {
-            std::vector<std::uint32_t> from(2 * static_cast<std::size_t>(k));
-            for (int X = 0; X < 2; ++X)
-                for (int c = 0; c < k; ++c) from[X * k + c] = layout.bin_start(X, wlo.data()[X * k + c]);
-            fa::gather_windows(rows, n, lptr, k, wlo.data(), whi.data(), from.data(), window_cap, win, win_below.data(),
-                               win_overflow.data());
-        }
+        windows.run([&](auto&&... args) { fa::gather_windows(rows, n, lptr, k, args...); });
         if (has_prev) {
             std::vector<std::int32_t> before(static_cast<std::size_t>(n));
             fa::lloyd_step(rows, n, P, before.data(), fa::StepMode::AssignOnly, nullptr, nullptr);
@@ -138,36 +203,56 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
     if (want_labels) d["labels"] = labels;
     d["changed"] = changed;
     if (m == fa::StepMode::AssignOnly) return d;
-    py::array_t<std::int64_t> count(k);
-    std::copy(part.count.begin(), part.count.end(), count.mutable_data());
-    d["count"] = count;
-    if (m == fa::StepMode::Mean) {
-        U64Array sums({py::ssize_t{2}, static_cast<py::ssize_t>(k), py::ssize_t{2}});
-        std::uint64_t* s = sums.mutable_data();
-        for (int c = 0; c < k; ++c) {
-            put_u128(s + 2 * c, part.sum_w[c]);
-            put_u128(s + 2 * (k + c), part.sum_h[c]);
-        }
-        d["sums"] = sums;
-        d["sum_exp"] =
-            part.sum_exp == fa::StepPartials::kNoExp ? py::object(py::none()) : py::object(py::int_(part.sum_exp));
-    } else {
-        U64Array hist({py::ssize_t{2}, static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(bins)});
-        std::copy(part.hist.begin(), part.hist.end(), hist.mutable_data());
-        d["hist"] = hist;
-        if (windows) {
-            const auto m_win = static_cast<py::ssize_t>(win.values.size());
-            d["window_values"] = py::array_t<double>(m_win, win.values.data());
-            d["window_counts"] = py::array_t<std::int64_t>(m_win, win.counts.data());
-            d["window_slots"] = py::array_t<std::int32_t>(m_win, win.slots.data());
-            py::array_t<std::int64_t> below({py::ssize_t{2}, static_cast<py::ssize_t>(k)});
-            py::array_t<std::int64_t> overflow({py::ssize_t{2}, static_cast<py::ssize_t>(k)});
-            std::copy(win_below.begin(), win_below.end(), below.mutable_data());
-            std::copy(win_overflow.begin(), win_overflow.end(), overflow.mutable_data());
-            d["window_below"] = below;
-            d["window_overflow"] = overflow;
-        }
+    partials_into(d, part, m, k, bins);
+    windows.into(d);
+    return d;
+}
+
+// A chunk's Lloyd state kept by the process between a fit's passes (kmeans/chunk_state.hpp),
+// with the rows it reads in place.
+struct ChunkState {
+    py::object rows;  // the chunk's rows, kept alive
+    std::unique_ptr<fa::ChunkLloyd> lloyd;
+    fa::StepMode mode;
+    int k;
+    fa::HistLayout layout;
+};
+
+std::shared_ptr<ChunkState> chunk_state(const py::array& wh, int k, const std::string& mode, std::uint32_t key_lo_w,
+                                        std::uint32_t key_lo_h, int shift_w, int shift_h, int bins) {
+    auto st = std::make_shared<ChunkState>();
+    const fa::BoxRows rows = box_rows(wh, st->rows);
+    const int kind = choice(mode, "mode", {"mean", "median"});
+    st->mode = kind == 0 ? fa::StepMode::Mean : fa::StepMode::Median;
+    if (k < 1) throw py::value_error("k must be >= 1");
+    if (wh.shape(0) < 1) throw py::value_error("a chunk state needs at least one row");
+    st->layout = hist_layout(st->mode, key_lo_w, key_lo_h, shift_w, shift_h, bins);
+    st->k = k;
+    const fa::Update update = kind == 0 ? fa::Update::Mean : fa::Update::Median;
+    py::gil_scoped_release release;
+    st->lloyd = std::make_unique<fa::ChunkLloyd>(rows, static_cast<fa::index_t>(wh.shape(0)), k, update, st->layout);
+    return st;
+}
+
+// The state's step against `anchors`: the number of labels changed since its last step (every
+// row at the first), the partials and the windows' values, as chunk_lloyd returns them.
+py::dict chunk_state_step(ChunkState& st, const Array& anchors, const py::object& window_lo,
+                          const py::object& window_hi, std::int64_t window_cap) {
+    check_rows(anchors, "anchors", 2, st.k);
+    Windows windows(window_lo, window_hi, window_cap, st.mode, st.k, st.layout);
+    const fa::WhSet A = to_whset(anchors);
+    fa::StepPartials part(st.k, st.mode, &st.layout);
+    fa::index_t changed = 0;
+    {
+        py::gil_scoped_release release;
+        changed = st.lloyd->assign(A);
+        st.lloyd->partials(part);
+        windows.run([&](auto&&... args) { st.lloyd->gather(args...); });
     }
+    py::dict d;
+    d["changed"] = static_cast<std::int64_t>(changed);
+    partials_into(d, part, st.mode, st.k, st.layout.bins);
+    windows.into(d);
     return d;
 }
 
@@ -218,26 +303,13 @@ py::dict chunk_select(const py::array& wh, const py::object& labels_in, const Ar
         std::vector<std::int32_t> computed(gptr ? 0 : static_cast<std::size_t>(n));
         if (!gptr) fa::lloyd_step(rows, n, A, computed.data(), fa::StepMode::AssignOnly, nullptr, nullptr);
         const std::int32_t* lab = gptr ? gptr : computed.data();
-        for (fa::index_t i = 0; i < n; ++i) {
-            const int c = lab[i];
-            for (int X = 0; X < 2; ++X) {
-                const double v = rows.f32 ? static_cast<double>(rows.f32[2 * i + X]) : rows.f64[2 * i + X];
-                const float f = static_cast<float>(v);
-                std::uint32_t key;
-                std::memcpy(&key, &f, sizeof key);
-                for (int t = 0; t < 2; ++t) {
-                    const std::size_t j = (static_cast<std::size_t>(t) * 2 + X) * k + c;
-                    if (mp[j] == 0 || key < fp[j] || key > lp[j]) continue;
-                    if (mp[j] == 1) {
-                        vals[t * 2 + X].push_back(v);
-                        labs[t * 2 + X].push_back(c);
-                    } else {
-                        const std::int64_t b = std::min<std::int64_t>((key - fp[j]) >> sp[j], bins - 1);
-                        ++hp[j * bins + static_cast<std::size_t>(b)];
-                    }
-                }
-            }
-        }
+        fa::SelectPlan sp_plan;
+        sp_plan.first = fp;
+        sp_plan.last = lp;
+        sp_plan.shift = sp;
+        sp_plan.mode = mp;
+        sp_plan.bins = bins;
+        fa::select_values(rows, n, lab, k, sp_plan, vals, labs, hp);
     }
     py::list values, labels;
     for (int q = 0; q < 4; ++q) {
@@ -469,6 +541,19 @@ void register_chunks(py::module_& m) {
           py::arg("key_lo_w"), py::arg("key_lo_h"), py::arg("shift_w"), py::arg("shift_h"), py::arg("bins"),
           py::arg("want_labels"), py::arg("window_lo") = py::none(), py::arg("window_hi") = py::none(),
           py::arg("window_cap") = 0);
+    py::class_<ChunkState, std::shared_ptr<ChunkState>>(m, "_ChunkState")
+        .def_property_readonly("exact", [](const ChunkState& st) { return st.lloyd->exact(); })
+        .def_property_readonly("nbytes", [](const ChunkState& st) { return st.lloyd->nbytes(); })
+        .def_property_readonly("n", [](const ChunkState& st) { return st.lloyd->size(); })
+        .def("step", &chunk_state_step, py::arg("anchors"), py::arg("window_lo") = py::none(),
+             py::arg("window_hi") = py::none(), py::arg("window_cap") = 0)
+        .def("labels", [](const ChunkState& st) {
+            py::array_t<std::int32_t> out(static_cast<py::ssize_t>(st.lloyd->size()));
+            st.lloyd->labels(out.mutable_data());
+            return out;
+        });
+    m.def("_chunk_state", &chunk_state, py::arg("wh"), py::arg("k"), py::arg("mode"), py::arg("key_lo_w"),
+          py::arg("key_lo_h"), py::arg("shift_w"), py::arg("shift_h"), py::arg("bins"));
     m.def("_chunk_select", &chunk_select, py::arg("wh"), py::arg("labels"), py::arg("anchors"), py::arg("first"),
           py::arg("last"), py::arg("mode"), py::arg("shift"), py::arg("bins"));
     m.def("_chunk_worst", &chunk_worst, py::arg("wh"), py::arg("anchors"), py::arg("m"));

@@ -36,7 +36,9 @@ GATHER_MAX = 1 << 16
 #: A Lloyd pass gathers, along with its histograms, each cluster's values in the bins around its
 #: anchor's (at most this many of the cluster's values, by the last pass's histogram): once the
 #: anchors settle the new medians lie there, and the iteration needs no selection pass.
-WINDOW_MAX = 1 << 14
+WINDOW_MAX = 1 << 12
+#: ... where the anchor's bin held at least this many of its cluster's values.
+WINDOW_MIN_DENSITY = 16
 
 Partial = Dict[str, Any]
 
@@ -51,8 +53,36 @@ class Executor(Protocol):
 # Chunk rows.
 
 
+class RowsOnDemand:
+    """Rows [start, stop) of an array, a memmap or a ``.npy`` file, read only when a task needs
+    them (a chunk whose Lloyd state a process keeps is not read again)."""
+
+    def __init__(self, source: Any, path: Any, start: int, stop: int) -> None:
+        self.source, self.path, self.start, self.stop = source, path, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def load(self) -> np.ndarray:
+        if self.path is None:
+            return np.array(self.source[self.start : self.stop])
+        # The file mapped for this block only: its pages leave the resident set with the mapping,
+        # where one mapping held for the whole pass would keep them all.
+        m = np.load(self.path, mmap_mode="r")
+        rows = np.array(m[self.start : self.stop])
+        del m
+        return rows
+
+
+def row_count(block: Any) -> int:
+    """The number of rows of a chunk, without reading it."""
+    return len(block) if isinstance(block, RowsOnDemand) else int(np.shape(block)[0])
+
+
 def chunk_rows(block: Any) -> np.ndarray:
     """A chunk as a C-contiguous (n, 2) float32 or float64 array (other real dtypes as float64)."""
+    if isinstance(block, RowsOnDemand):
+        block = block.load()
     arr = np.asarray(block)
     if arr.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         if arr.dtype.kind not in "fiu":
@@ -159,28 +189,38 @@ def task_lloyd(
     windows: Optional[Windows] = None,
 ) -> Partial:
     """The chunk's update partials against ``anchors`` and its count of boxes whose label changed
-    since ``prev``. With ``cache`` (a fit's token and budget), the chunk's labels are kept for the
-    next pass, which then labels the chunk once instead of twice (against ``prev`` too). With
-    ``windows`` (the median's key windows), the values in them too."""
-    rows = chunk_rows(block)
+    since ``prev``. With ``cache`` (a fit's token and budget), the process keeps the chunk's Lloyd
+    state for the next pass (the in-memory engine's bounded assignment, ChunkLloyd), or, where that
+    does not fit the budget or give exact partials, its labels, so that a pass labels the chunk
+    once instead of twice (against ``prev`` too). With ``windows`` (the median's key windows),
+    the values in them too."""
+    n = row_count(block)
     lo, shift, bins = (layout.lo, layout.shift, layout.bins) if layout is not None else ((0, 0), (0, 0), 1)
-    known = CACHE.labels(cache[0], offset, rows.shape[0], prev) if cache is not None and prev is not None else None
-    out = _core._chunk_lloyd(
-        wh=rows,
-        anchors=anchors,
-        prev_anchors=prev if known is None else None,
-        mode=mode,
-        key_lo_w=lo[0],
-        key_lo_h=lo[1],
-        shift_w=shift[0],
-        shift_h=shift[1],
-        bins=bins,
-        want_labels=cache is not None,
-        **({} if windows is None else windows.kernel_args(rows.shape[0])),
-    )
-    changed = int(out["changed"]) if known is None else int(np.count_nonzero(out["labels"] != known))
+    win = {} if windows is None else windows.kernel_args(n)
+    state = None
     if cache is not None:
-        CACHE.keep_labels(cache[0], cache[1], offset, out["labels"], anchors)
+        state = CACHE.lloyd_state(cache[0], cache[1], offset, block, anchors.shape[0], mode, layout)
+    if state is not None:
+        out, changed = state.step(anchors, prev, win)
+    else:
+        rows = chunk_rows(block)
+        known = CACHE.labels(cache[0], offset, rows.shape[0], prev) if cache is not None and prev is not None else None
+        out = _core._chunk_lloyd(
+            wh=rows,
+            anchors=anchors,
+            prev_anchors=prev if known is None else None,
+            mode=mode,
+            key_lo_w=lo[0],
+            key_lo_h=lo[1],
+            shift_w=shift[0],
+            shift_h=shift[1],
+            bins=bins,
+            want_labels=cache is not None,
+            **win,
+        )
+        changed = int(out["changed"]) if known is None else int(np.count_nonzero(out["labels"] != known))
+        if cache is not None:
+            CACHE.keep_labels(cache[0], cache[1], offset, out["labels"], anchors)
     part: Partial = {"changed": changed, "count": out["count"]}
     if mode == "mean":
         part["exp"] = out["sum_exp"]
@@ -307,14 +347,19 @@ class Windows:
         return {"window_lo": self.lo, "window_hi": self.hi, "window_cap": cap}
 
 
-def median_windows(anchors: np.ndarray, layout: Layout, hist: np.ndarray, count: np.ndarray, n: int) -> Windows:
+def median_windows(
+    anchors: np.ndarray, before: np.ndarray, layout: Layout, hist: np.ndarray, count: np.ndarray, n: int
+) -> Windows:
     """A window of keys around each cluster's anchor along each coordinate, as wide as about
     WINDOW_MAX of the cluster's distinct values by the density of the anchor's bin in the last
-    pass's histogram ``hist`` (2, k, bins) (none for a cluster that was empty)."""
+    pass's histogram ``hist`` (2, k, bins): none where the bins around the anchor held fewer than
+    WINDOW_MIN_DENSITY of them, or where the anchor moved from ``before`` (the last pass's) by
+    more than the window's half-width (the next median would likely fall outside it too)."""
     k = anchors.shape[0]
     lo = np.full((2, k), 0xFFFFFFFF, np.uint32)
     hi = np.zeros((2, k), np.uint32)
     keys = anchors.astype(np.float32).view(np.uint32)  # (k, 2): the anchors' keys
+    moved = np.abs(keys.astype(np.int64) - before.astype(np.float32).view(np.uint32).astype(np.int64))
     slots: List[Tuple[int, int]] = []
     for X in range(2):
         for c in range(k):
@@ -323,9 +368,14 @@ def median_windows(anchors: np.ndarray, layout: Layout, hist: np.ndarray, count:
             key = int(keys[c, X])
             b = layout.bin(X, key)
             # The sparsest of the anchor's bin and its neighbours: a spike of equal values (one
-            # distinct value gathered) does not narrow the window.
+            # distinct value gathered) does not narrow the window. Bins this sparse tell too
+            # little (the anchor moved where its cluster had few boxes): no window.
             dense = int(hist[X, c, max(b - 1, 0) : b + 2].min())
-            half = (WINDOW_MAX // 2 << layout.shift[X]) // max(dense, 1)
+            if dense < WINDOW_MIN_DENSITY:
+                continue
+            half = (WINDOW_MAX // 2 << layout.shift[X]) // dense
+            if moved[c, X] > half:  # still moving farther than the window reaches: it would miss
+                continue
             lo[X, c], hi[X, c] = max(key - half, 0), min(key + half, 0xFFFFFFFE)
             slots.append((X, c))
     return Windows(lo, hi, slots, n)
@@ -338,13 +388,15 @@ def _window_values(part: Partial, windows: Optional[Windows], k: int) -> Dict[Tu
         return {}
     gathered, _, overflow = part["window"]
     values, counts, slots = (np.concatenate([g[i] for g in gathered]) for i in range(3))
+    # Each chunk's values come by slot, then value: a stable sort by slot keeps runs to merge.
+    by_slot = np.argsort(slots, kind="stable")
+    values, counts, slots = values[by_slot], counts[by_slot], slots[by_slot]
     out = {}
     for X, c in windows.slots:
         if overflow[X, c] == 0:
-            mine = slots == X * k + c
-            v = values[mine]
-            order = np.argsort(v, kind="stable")
-            out[(X, c)] = (v[order], np.cumsum(counts[mine][order]))
+            a, b = np.searchsorted(slots, [X * k + c, X * k + c + 1])
+            order = np.argsort(values[a:b], kind="stable")
+            out[(X, c)] = (values[a:b][order], np.cumsum(counts[a:b][order]))
     return out
 
 
@@ -558,7 +610,7 @@ def lloyd(
         else:
             assert layout is not None
             new, empty = median_update(ex, part, anchors, layout, f32, cache, windows)
-            windows = median_windows(new, layout, part["hist"], part["count"], ex.n)
+            windows = median_windows(new, anchors, layout, part["hist"], part["count"], ex.n)
         if empty.any():
             which = np.flatnonzero(empty)
             m = min(which.size, ex.n)
@@ -607,15 +659,7 @@ class LocalExecutor:
         offset = 0
         for a, path in zip(self.arrays, self.paths):
             for b in range(0, a.shape[0], self.block_rows):
-                if path is None:
-                    rows = np.array(a[b : b + self.block_rows])
-                else:
-                    # The file mapped for this block only: its pages leave the resident set with the
-                    # mapping, where one mapping held for the whole pass would keep them all.
-                    m = np.load(path, mmap_mode="r")
-                    rows = np.array(m[b : b + self.block_rows])
-                    del m
-                yield rows, offset + b
+                yield RowsOnDemand(a, path, b, min(a.shape[0], b + self.block_rows)), offset + b
             offset += a.shape[0]
 
     def release(self, token: str) -> None:
@@ -824,6 +868,45 @@ def fitness(ex: Executor, anchors: np.ndarray, thr: float, n: int) -> Tuple[floa
 FIX_SCALE = 1 << 50
 
 
+class LloydState:
+    """A chunk's Lloyd state in a ChunkCache (the core's ChunkLloyd, reading ``rows`` in place),
+    with the anchors of its last two steps: a pass steps it from the previous anchors to the new
+    ones, so the number of labels changed comes from one assignment. A task run again (Dask
+    retries, or runs a task twice) or a state that missed a pass is brought to the right anchors
+    first: the partials are those of the labels against the pass's anchors, whatever the state's
+    history."""
+
+    def __init__(self, core: Any, rows: np.ndarray) -> None:
+        self.core = core
+        self.rows = rows  # (the core reads them in place)
+        self.last: Optional[np.ndarray] = None
+        self.before: Optional[np.ndarray] = None
+        self.changed = -1
+        self.lock = threading.Lock()
+
+    def step(self, anchors: np.ndarray, prev: Optional[np.ndarray], win: Dict[str, Any]) -> Tuple[Partial, int]:
+        def same(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> bool:
+            return a is not None and b is not None and np.array_equal(a, b)
+
+        with self.lock:
+            if same(self.last, anchors) and (prev is None or same(self.before, prev)):
+                return self.core.step(anchors, **win), self.changed if prev is not None else -1
+            if prev is not None and not same(self.last, prev):
+                self.core.step(prev)  # the labels against prev first
+            out = self.core.step(anchors, **win)
+            changed = int(out["changed"]) if prev is not None else -1
+            self.before, self.last, self.changed = prev, np.array(anchors, copy=True), changed
+            return out, changed
+
+    def labels(self, anchors: np.ndarray) -> Optional[np.ndarray]:
+        """The chunk's labels (int32) if its last step was against exactly ``anchors``."""
+        with self.lock:
+            if self.last is None or not np.array_equal(self.last, anchors):
+                return None
+            labels: np.ndarray = self.core.labels()
+            return labels
+
+
 class ChunkCache:
     """What the passes of a running fit or search in this process keep per chunk: a search's chunk
     layouts (a layout costs about 10 times a pass's scoring to build), a fit's chunk labels (so
@@ -862,8 +945,47 @@ class ChunkCache:
                 return layout
             return self._items.setdefault(key, (layout, need))[0]
 
+    def lloyd_state(
+        self, token: str, budget: int, offset: int, block: Any, k: int, mode: str, layout: Optional[Layout]
+    ) -> Optional[LloydState]:
+        """The fit's Lloyd state of the chunk at ``offset`` (made now from the block's rows if its
+        bytes, rows included, fit the budget), or None (then the fit keeps labels, or nothing, for
+        this chunk)."""
+        n = row_count(block)
+        if n == 0 or mode not in ("mean", "median"):
+            return None
+        key = ("lloyd", token, offset, n)
+        bins = layout.bins if layout is not None else 1
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                state: Optional[LloydState] = hit[0]
+                return state
+        rows = chunk_rows(block)
+        need = rows.nbytes + n * (1 if k < 255 else 4) + 2 * n + (4 * n if rows.dtype != np.float32 else 0)
+        need += 16 * k * bins
+        with self._lock:
+            if key in self._items or not self._reserve(token, budget, need):
+                return None
+        lo, shift = (layout.lo, layout.shift) if layout is not None else ((0, 0), (0, 0))
+        core = _core._chunk_state(
+            wh=rows, k=k, mode=mode, key_lo_w=lo[0], key_lo_h=lo[1], shift_w=shift[0], shift_h=shift[1], bins=bins
+        )
+        made = LloydState(core, rows) if core.exact else None
+        with self._lock:
+            if token not in self._bytes:  # dropped meanwhile
+                return made
+            if made is None:  # no exact partials from this chunk's state: none kept, none made again
+                self._bytes[token] -= need
+                need = 0
+            return self._items.setdefault(key, (made, need))[0]
+
     def labels(self, token: str, offset: int, n: int, anchors: Optional[np.ndarray]) -> Optional[np.ndarray]:
         """The chunk's labels kept by the fit, if they are its labels against exactly ``anchors``."""
+        with self._lock:
+            state = self._items.get(("lloyd", token, offset, n))
+        if state is not None and state[0] is not None and anchors is not None:
+            return state[0].labels(anchors)
         with self._lock:
             hit = self._items.get(("labels", token, offset, n))
         if hit is None or anchors is None:

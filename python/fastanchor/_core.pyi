@@ -88,6 +88,33 @@ def _chunk_lloyd(
     window_hi: npt.NDArray[np.uint32] | None = None,
     window_cap: int = 0,
 ) -> dict[str, Any]: ...
+
+class _ChunkState:
+    @property
+    def exact(self) -> bool: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def n(self) -> int: ...
+    def step(
+        self,
+        anchors: npt.NDArray[np.float64],
+        window_lo: npt.NDArray[np.uint32] | None = None,
+        window_hi: npt.NDArray[np.uint32] | None = None,
+        window_cap: int = 0,
+    ) -> dict[str, Any]: ...
+    def labels(self) -> npt.NDArray[np.int32]: ...
+
+def _chunk_state(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    k: int,
+    mode: str,
+    key_lo_w: int,
+    key_lo_h: int,
+    shift_w: int,
+    shift_h: int,
+    bins: int,
+) -> _ChunkState: ...
 def _chunk_select(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
     labels: Optional[npt.NDArray[np.int32]],

@@ -119,14 +119,17 @@ def kmeans_iou(
     "k-means++" or "random", the initial anchors are drawn by the in-memory core from a uniform
     sample of ``init_sample`` rows (row indices drawn from ``seed``; all rows when there are no
     more, and then the result is ``fastanchor.kmeans_iou(rows, k, seed=seed)``'s): they depend on
-    the seed and the rows, never on ``block_rows`` or the shards. One Lloyd iteration reads the
-    rows once (mean) or twice (median: a second pass gathers the values around the medians).
+    the seed and the rows, never on ``block_rows`` or the shards. One Lloyd iteration is one pass
+    over the rows (the median's: one more pass while the medians move far, as they do in the first
+    iterations).
 
     ``sample_weight`` is not supported (unit weights); ``n_init`` must be 1 (or None). With
     ``return_labels=False`` the result's ``labels`` is an empty array (no 4 bytes per box held).
-    The labels of the first blocks (1 byte per box for up to 256 anchors) are kept from one pass to
-    the next, up to ``cache_bytes`` (default 1 GiB; 0: none), so that a pass labels those blocks once
-    instead of twice. Ctrl-C stops the fit between blocks.
+    Up to ``cache_bytes`` (default 1 GiB; 0: none), the fit keeps each block's state from one pass to
+    the next: its rows, labels and label bounds (about 11 bytes per float32 box for up to 254
+    anchors), so that a pass reads none of those blocks again and ranks only the boxes whose
+    bounds cannot prove their label, as the in-memory fit does; where the budget runs out, the
+    labels alone (1 byte per box), so that a pass labels those blocks once instead of twice. Ctrl-C stops the fit between blocks.
     """
     _chunked.no_weights(sample_weight)
     k, update, max_iter, tol = _chunked.check_fit_options(k, update, n_init, max_iter, tol)
@@ -149,8 +152,8 @@ def kmeans_iou(
     )
     if return_labels:
         labels = np.empty(sc.n, np.int32)
-        for rows, offset in ex.blocks():
-            labels[offset : offset + rows.shape[0]] = _chunked.assign_labels(rows, out.anchors)
+        for block, offset in ex.blocks():
+            labels[offset : offset + _chunked.row_count(block)] = _chunked.assign_labels(block, out.anchors)
     else:
         labels = np.empty(0, np.int32)
     return KMeansResult(anchors=out.anchors, labels=labels, avg_iou=avg, n_iter=out.n_iter, converged=out.converged)

@@ -3,4 +3,5 @@
 #pragma once
 
 #include "kmeans/driver.hpp"
+#include "kmeans/chunk_state.hpp"
 #include "kmeans/log_space.hpp"

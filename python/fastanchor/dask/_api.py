@@ -198,9 +198,9 @@ def kmeans_iou(
     Parameters beyond :func:`fastanchor.kmeans_iou`'s: ``client`` (a ``distributed.Client`` that
     runs the tasks; default: the active client if any, else ``scheduler``), ``scheduler`` (Dask's
     ``scheduler=`` of ``dask.compute``), ``columns`` (a DataFrame's width and height columns),
-    ``init_sample``, ``cache_bytes`` (each worker keeps the labels of the chunks it runs from one
-    pass to the next, 1 byte per box for up to 256 anchors, up to this many bytes, default 1 GiB,
-    so that a pass labels them once instead of twice; 0: none). ``sample_weight`` is not supported
+    ``init_sample``, ``cache_bytes`` (up to this many bytes, default 1 GiB, each worker keeps the
+    state of the chunks it runs from one pass to the next, as
+    :func:`fastanchor.out_of_core.kmeans_iou` does; 0: none). ``sample_weight`` is not supported
     (unit weights); ``n_init`` must be 1.
 
     Tasks are pure, so a task lost with its worker is rerun by Dask with the same result. Persist

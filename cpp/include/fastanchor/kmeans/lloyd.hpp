@@ -51,7 +51,8 @@ public:
     static_assert(std::is_signed<L>::value || sizeof(L) == 1, "labels are one byte or signed");
     static constexpr int kMaxHistK = HistMedian<L>::kMaxHistK;
 
-    Lloyd(const Problem& p, int k, Update update, int n_threads)
+    // hist: the histogram median's layout, when the caller fixes it (ChunkLloyd).
+    Lloyd(const Problem& p, int k, Update update, int n_threads, HistBins hist = {})
         : p_(p),
           k_(k),
           update_(update),
@@ -62,7 +63,7 @@ public:
           changed_(n_chunks(p.size()), 0),
           mean_(p, k, update == Update::Mean, labels_),
           hist_(p, k, n_threads, update == Update::Median && HistMedian<L>::serves(p.weighted(), k), isa_, labels_,
-                threads_),
+                threads_, hist),
           bounds_(p.size(), k, std::is_same_v<L, std::uint8_t> && p.has_float && k <= kMaxFixedK) {
         threads_.resize(chunk_threads(p.size(), n_threads));
         for (auto& t : threads_) t.allocate(k, mean_.exact() && !mean_.slot(), hist_.hist_size());
@@ -95,6 +96,14 @@ public:
 
     // The label of box i after the last assign().
     std::int32_t label(index_t i) const { return static_cast<std::int32_t>(labels_[i]); }
+    // After an assign(): the labels, the members per cluster, the mean's exact sums (when
+    // mean_exact()) and the median's histograms (when hist_on()).
+    const std::vector<L>& labels() const { return labels_; }
+    const std::vector<index_t>& counts() const { return cnt_; }
+    bool mean_exact() const { return mean_.exact(); }
+    const std::vector<int128_t>& mean_sums(int X) const { return mean_.sums(X); }
+    bool hist_on() const { return hist_.on(); }
+    const std::vector<std::uint32_t>& hist_counts() const { return hist_.counts(); }
     // How the last assign() went through the boxes (for tests): 0 ranked every box and stored its
     // bound, 1 ranked only those whose bounds could not prove their label, 2 ranked every box for
     // its label alone (bounds left invalid).

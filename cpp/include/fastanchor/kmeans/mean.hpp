@@ -89,6 +89,9 @@ public:
         std::fill(t.sum_h.begin(), t.sum_h.end(), 0);
     }
 
+    // The exact sums per cluster along X, in units of 2^Problem::sum_exp (exact()).
+    const std::vector<int128_t>& sums(int X) const { return X == 0 ? sum_w_ : sum_h_; }
+
     // The means of every cluster with members (cnt[c] > 0) into mw and mh.
     void update(const std::vector<index_t>& cnt, std::vector<double>& mw, std::vector<double>& mh) const {
         const int k = k_;

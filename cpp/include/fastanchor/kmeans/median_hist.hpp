@@ -62,6 +62,13 @@ struct SelectTarget {
 
 }  // namespace detail
 
+// A histogram layout fixed by the caller: `bins` bins of 2^shift[X] keys from Problem::key_lo
+// along X (bins 0: the histogram median chooses its own).
+struct HistBins {
+    int bins = 0;
+    int shift[2] = {0, 0};
+};
+
 // The histogram median of one Lloyd run; L is the run's label type. It reads the run's labels and
 // threads (their histogram partials, move logs and flag scratch).
 template <class L>
@@ -79,8 +86,9 @@ public:
     // Whether the histogram median serves the update of a problem (weighted or not) with k clusters.
     static bool serves(bool weighted, int k) { return !weighted && k <= kMaxHistK; }
 
+    // fixed: the layout of a chunk's histograms that merge with other chunks' (ChunkLloyd).
     HistMedian(const Problem& p, int k, int n_threads, bool on, Isa isa, const std::vector<L>& labels,
-               std::vector<Thread>& threads)
+               std::vector<Thread>& threads, HistBins fixed = {})
         : p_(p), k_(k), nt_(n_threads), isa_(isa), labels_(labels), threads_(threads), on_(on) {
         if (!on) return;
         bins_ = 4096;
@@ -88,6 +96,11 @@ public:
         for (int X = 0; X < 2; ++X) {
             shift_[X] = 0;
             while (((p.key_hi[X] - p.key_lo[X]) >> shift_[X]) >= static_cast<std::uint32_t>(bins_)) ++shift_[X];
+        }
+        if (fixed.bins > 0) {
+            bins_ = fixed.bins;
+            shift_[0] = fixed.shift[0];
+            shift_[1] = fixed.shift[1];
         }
         hist_.assign(2 * static_cast<std::size_t>(k) * bins_, 0);
         cache_.resize(2 * static_cast<std::size_t>(k));
@@ -97,6 +110,8 @@ public:
     bool on() const { return on_; }
     // Counts in a thread's histogram partial ([X][cluster][bin]).
     std::size_t hist_size() const { return hist_.size(); }
+    // The counts of the boxes' keys per coordinate, cluster and bin ([X][cluster][bin]).
+    const std::vector<std::uint32_t>& counts() const { return hist_; }
 
     // Box i moves from cluster `from` (none: -1) to l: its keys' bins in T's partial histogram,
     // and the move logged where it enters or leaves a cached range.

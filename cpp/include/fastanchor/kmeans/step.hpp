@@ -226,8 +226,8 @@ struct WindowValues {
 
 namespace detail {
 
-template <class T>
-void gather_windows_rows(const T* __restrict rows, index_t n, const std::int32_t* __restrict labels, int k,
+template <class T, class L>
+void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restrict labels, int k,
                          const std::uint32_t* lo_in, const std::uint32_t* hi_in, const std::uint32_t* from_in,
                          index_t cap, WindowValues& out, std::int64_t* below, std::int64_t* overflow) {
     const std::size_t slots = 2 * static_cast<std::size_t>(k);
@@ -241,6 +241,11 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const std::int32_t
     }
     std::vector<std::int64_t> under(slots, 0);
     std::vector<std::vector<double>> in(slots);
+    // A window that collects far more values than its cap of distinct ones stops collecting
+    // (then it overflows, unless so many were repeats): a window misplaced in dense data costs
+    // little more than a full one.
+    const std::size_t limit = static_cast<std::size_t>(cap) * 8 + 1024;
+    std::vector<char> full(slots, 0);
     for (index_t i = 0; i < n; ++i) {
         const std::size_t c = static_cast<std::size_t>(labels[i]);
         for (int X = 0; X < 2; ++X) {
@@ -250,14 +255,22 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const std::int32_t
             std::uint32_t key;
             std::memcpy(&key, &f, sizeof key);
             if (__builtin_expect(key - from[j] <= span[j], 0)) {
-                if (key < lo[j]) ++under[j];
-                else in[j].push_back(static_cast<double>(v));
+                if (key < lo[j]) {
+                    ++under[j];
+                } else if (!full[j]) {
+                    in[j].push_back(static_cast<double>(v));
+                    full[j] = in[j].size() > limit;
+                }
             }
         }
     }
     for (std::size_t j = 0; j < slots; ++j) {
         below[j] += under[j];
         std::vector<double>& v = in[j];
+        if (full[j]) {
+            ++overflow[j];
+            continue;
+        }
         std::sort(v.begin(), v.end());
         index_t distinct = 0;
         for (std::size_t u = 0; u < v.size(); ++u) distinct += u == 0 || v[u] != v[u - 1] ? 1 : 0;
@@ -281,18 +294,80 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const std::int32_t
 
 // The median's speculative gather over a chunk: for each slot j = X * k + c, the values along X of
 // cluster c's boxes whose key (the value's float32 bit pattern) lies in [lo[j], hi[j]] (lo > hi:
-// no window), run-length coded into `out` (at most `cap` distinct values per slot, else none and
-// overflow[j] counts the chunk), and the count of the cluster's keys in [from[j], lo[j]) added to
+// no window), run-length coded into `out` (at most `cap` distinct values per slot, and at most
+// 8 * cap + 1024 values, else none and overflow[j] counts the chunk), and the count of the cluster's keys in [from[j], lo[j]) added to
 // below[j] (from: the first key of the histogram bin holding lo, whose counts give the rest of
 // those below). Integers and sets of values: merged in any order they give each value's rank in
 // its cluster. The chunked fits put each window around the cluster's anchor: once the anchors settle,
 // the new median lies in it, and the Lloyd pass that gathers it needs no selection pass.
-// labels: the chunk's labels (from lloyd_step).
-inline void gather_windows(BoxRows rows, index_t n, const std::int32_t* labels, int k, const std::uint32_t* lo,
-                           const std::uint32_t* hi, const std::uint32_t* from, index_t cap, WindowValues& out,
-                           std::int64_t* below, std::int64_t* overflow) {
+// labels: the chunk's labels (from lloyd_step, or a ChunkLloyd's).
+template <class L>
+void gather_windows(BoxRows rows, index_t n, const L* labels, int k, const std::uint32_t* lo, const std::uint32_t* hi,
+                    const std::uint32_t* from, index_t cap, WindowValues& out, std::int64_t* below,
+                    std::int64_t* overflow) {
     if (rows.f32) detail::gather_windows_rows(rows.f32, n, labels, k, lo, hi, from, cap, out, below, overflow);
     else detail::gather_windows_rows(rows.f64, n, labels, k, lo, hi, from, cap, out, below, overflow);
+}
+
+// The median's selection pass over a chunk (python/fastanchor/_chunked.py, median_update): for each
+// target t (a median rank, 0 or 1), coordinate X and cluster c, slot j = (t * 2 + X) * k + c, with
+// mode[j] = 1 the values of cluster c along X whose float32 keys lie in [first[j], last[j]]
+// (appended to values[t * 2 + X] with their labels, in row order), with mode[j] = 2 their
+// histogram over `bins` bins of 2^shift[j] keys from first[j] (hist: [t][X][c][bin], added to);
+// mode 0: nothing. One unsigned comparison per value finds the rare ones in either target's range.
+struct SelectPlan {
+    const std::int64_t* first = nullptr;
+    const std::int64_t* last = nullptr;
+    const std::int64_t* shift = nullptr;
+    const std::int8_t* mode = nullptr;
+    int bins = 1;
+};
+
+template <class L>
+void select_values(BoxRows rows, index_t n, const L* labels, int k, const SelectPlan& plan,
+                   std::vector<double> (&values)[4], std::vector<std::int32_t> (&labs)[4], std::uint64_t* hist) {
+    const std::size_t slots = 2 * static_cast<std::size_t>(k);
+    // Per (X, c): the keys [lo, lo + span] that either target asks for (span 2^32 - 1 and lo 0
+    // would pass all; lo = 2^32 - 1 with span 0 passes none but a NaN's key).
+    std::vector<std::uint32_t> lo(slots, 0xFFFFFFFFu), span(slots, 0);
+    for (int X = 0; X < 2; ++X) {
+        for (int c = 0; c < k; ++c) {
+            std::int64_t a = INT64_MAX, b = -1;
+            for (int t = 0; t < 2; ++t) {
+                const std::size_t j = (static_cast<std::size_t>(t) * 2 + X) * k + c;
+                if (plan.mode[j] == 0 || plan.first[j] > plan.last[j]) continue;
+                a = std::min(a, plan.first[j]);
+                b = std::max(b, plan.last[j]);
+            }
+            if (b < 0) continue;
+            const std::size_t s = static_cast<std::size_t>(X) * k + c;
+            lo[s] = static_cast<std::uint32_t>(std::max<std::int64_t>(a, 0));
+            span[s] = static_cast<std::uint32_t>(std::min<std::int64_t>(b, 0xFFFFFFFF) - lo[s]);
+        }
+    }
+    for (index_t i = 0; i < n; ++i) {
+        const int c = static_cast<int>(labels[i]);
+        for (int X = 0; X < 2; ++X) {
+            const std::size_t s = static_cast<std::size_t>(X) * k + c;
+            const double v = rows.f32 ? static_cast<double>(rows.f32[2 * i + X]) : rows.f64[2 * i + X];
+            const float f = static_cast<float>(v);
+            std::uint32_t key;
+            std::memcpy(&key, &f, sizeof key);
+            if (__builtin_expect(key - lo[s] > span[s], 1)) continue;
+            for (int t = 0; t < 2; ++t) {
+                const std::size_t j = (static_cast<std::size_t>(t) * 2 + X) * k + c;
+                if (plan.mode[j] == 0 || key < plan.first[j] || key > plan.last[j]) continue;
+                if (plan.mode[j] == 1) {
+                    values[t * 2 + X].push_back(v);
+                    labs[t * 2 + X].push_back(c);
+                } else {
+                    const std::int64_t b =
+                        std::min<std::int64_t>((key - plan.first[j]) >> plan.shift[j], plan.bins - 1);
+                    ++hist[j * static_cast<std::size_t>(plan.bins) + static_cast<std::size_t>(b)];
+                }
+            }
+        }
+    }
 }
 
 }  // namespace fastanchor

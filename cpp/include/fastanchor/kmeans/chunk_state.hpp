@@ -1,0 +1,127 @@
+// fastanchor: a chunk's Lloyd state, kept between the passes of a chunked fit (ChunkLloyd).
+//
+// The stateless chunk kernel (step.hpp) labels every box of its chunk at every pass. A process
+// that keeps a chunk's state between passes (python/fastanchor/_chunked.py, ChunkCache) runs the
+// in-memory engine on it instead: Lloyd's bounded assignment (only the boxes whose bounds cannot
+// prove their label are ranked again) and its statistics moved box by box. Its partials are the
+// stateless kernel's, bit for bit: the counts, the mean's exact sums in the chunk's units, the
+// median's histograms over the fit's shared layout. docs/design.md, "The Lloyd step kernel".
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "../common.hpp"
+#include "lloyd.hpp"
+#include "problem.hpp"
+#include "step.hpp"
+
+namespace fastanchor {
+
+class ChunkLloyd {
+    // f(the Lloyd object of the state's label type).
+    template <class F>
+    decltype(auto) with(F&& f) const {
+        if (l8_) return f(*l8_);
+        return f(*l32_);
+    }
+    template <class F>
+    decltype(auto) with(F&& f) {
+        if (l8_) return f(*l8_);
+        return f(*l32_);
+    }
+
+public:
+    // rows: the chunk's n rows (unit weights), read in place for the state's whole life. layout:
+    // the fit's median histograms (ignored for the mean).
+    ChunkLloyd(BoxRows rows, index_t n, int k, Update update, const HistLayout& layout)
+        : p_(Problem::make(rows, nullptr, n, false, 1)), k_(k), update_(update), layout_(layout) {
+        if (n <= 0 || k <= 0) throw std::invalid_argument("ChunkLloyd: need boxes and anchors");
+        HistBins bins;
+        if (update == Update::Median) {
+            p_.key_lo[0] = layout.key_lo[0];
+            p_.key_lo[1] = layout.key_lo[1];
+            bins.bins = layout.bins;
+            bins.shift[0] = layout.shift[0];
+            bins.shift[1] = layout.shift[1];
+        }
+        if (k < kByteLabelNone) l8_ = std::make_unique<Lloyd<std::uint8_t>>(p_, k, update, 1, bins);
+        else l32_ = std::make_unique<Lloyd<std::int32_t>>(p_, k, update, 1, bins);
+    }
+    ChunkLloyd(const ChunkLloyd&) = delete;
+    ChunkLloyd& operator=(const ChunkLloyd&) = delete;
+
+    // Whether the state gives the partials of the fit's update: the mean's exact sums (the
+    // chunk's values within the exact sums' range) or the median's histograms (k <= 4096).
+    bool exact() const {
+        return with([&](const auto& ll) { return update_ == Update::Mean ? ll.mean_exact() : ll.hist_on(); });
+    }
+
+    // Labels every box against `anchors`; returns how many labels changed since the last call
+    // (every box at the first).
+    index_t assign(const WhSet& anchors) {
+        return with([&](auto& ll) { return ll.assign(anchors); });
+    }
+
+    // The last assign()'s partials into `out` (made for k clusters and the update's mode, as
+    // lloyd_step's): added, so that out.merge() of other chunks' partials gives the totals.
+    void partials(StepPartials& out) const {
+        if (!exact()) throw std::logic_error("ChunkLloyd: no exact partials for this chunk");
+        with([&](const auto& ll) {
+            StepPartials mine(k_, update_ == Update::Mean ? StepMode::Mean : StepMode::Median, &layout_);
+            for (int c = 0; c < k_; ++c) mine.count[c] = ll.counts()[c];
+            if (update_ == Update::Mean) {
+                mine.sum_w = ll.mean_sums(0);
+                mine.sum_h = ll.mean_sums(1);
+                mine.sum_exp = p_.sum_exp;
+            } else {
+                const auto& h = ll.hist_counts();
+                mine.hist.assign(h.begin(), h.end());
+            }
+            out.merge(mine);
+            return 0;
+        });
+    }
+
+    // The last assign()'s labels into out (n values).
+    void labels(std::int32_t* out) const {
+        with([&](const auto& ll) {
+            const auto& l = ll.labels();
+            for (index_t i = 0; i < p_.size(); ++i) out[i] = static_cast<std::int32_t>(l[i]);
+            return 0;
+        });
+    }
+
+    // gather_windows (step.hpp) over the last assign()'s labels.
+    void gather(const std::uint32_t* lo, const std::uint32_t* hi, const std::uint32_t* from, index_t cap,
+                WindowValues& out, std::int64_t* below, std::int64_t* overflow) const {
+        BoxRows rows;
+        rows.f32 = p_.f32;
+        rows.f64 = p_.f32 ? nullptr : p_.f64;
+        with([&](const auto& ll) {
+            gather_windows(rows, p_.size(), ll.labels().data(), k_, lo, hi, from, cap, out, below, overflow);
+            return 0;
+        });
+    }
+
+    index_t size() const { return p_.size(); }
+    // The state's bytes beside the rows: labels, bounds, float copies, histograms (about).
+    std::size_t nbytes() const {
+        const std::size_t n = static_cast<std::size_t>(p_.size());
+        const std::size_t label = l8_ ? 1 : 4;
+        return n * (label + 2) + p_.f64_as_f32.size() * sizeof(float) +
+               2 * static_cast<std::size_t>(k_) * static_cast<std::size_t>(layout_.bins) * 8;
+    }
+
+private:
+    Problem p_;  // (the Lloyd objects hold references to it: a ChunkLloyd does not move)
+    int k_;
+    Update update_;
+    HistLayout layout_;
+    std::unique_ptr<Lloyd<std::uint8_t>> l8_;
+    std::unique_ptr<Lloyd<std::int32_t>> l32_;
+};
+
+}  // namespace fastanchor
