@@ -53,9 +53,19 @@ class Executor(Protocol):
 # Chunk rows.
 
 
-class RowsOnDemand:
-    """Rows [start, stop) of an array, a memmap or a ``.npy`` file, read only when a task needs
-    them (a chunk whose Lloyd state a process keeps is not read again)."""
+class OnDemand:
+    """A chunk whose rows are read only when a task needs them (a chunk whose Lloyd state a process
+    keeps is not read again): its length, and load()."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RowsOnDemand(OnDemand):
+    """Rows [start, stop) of an array, a memmap or a ``.npy`` file."""
 
     def __init__(self, source: Any, path: Any, start: int, stop: int) -> None:
         self.source, self.path, self.start, self.stop = source, path, start, stop
@@ -74,14 +84,29 @@ class RowsOnDemand:
         return rows
 
 
+class KeptOnDemand(OnDemand):
+    """The ``count`` rows of a chunk with a side of at least ``drop_below`` (autoanchor's kept rows)."""
+
+    def __init__(self, block: Any, drop_below: float, count: int) -> None:
+        self.block, self.drop_below, self.count = block, drop_below, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def load(self) -> np.ndarray:
+        rows = chunk_rows(self.block)
+        keep = (rows >= self.drop_below).any(axis=1)
+        return rows if keep.all() else np.ascontiguousarray(rows[keep])
+
+
 def row_count(block: Any) -> int:
     """The number of rows of a chunk, without reading it."""
-    return len(block) if isinstance(block, RowsOnDemand) else int(np.shape(block)[0])
+    return len(block) if isinstance(block, OnDemand) else int(np.shape(block)[0])
 
 
 def chunk_rows(block: Any) -> np.ndarray:
     """A chunk as a C-contiguous (n, 2) float32 or float64 array (other real dtypes as float64)."""
-    if isinstance(block, RowsOnDemand):
+    if isinstance(block, OnDemand):
         block = block.load()
     arr = np.asarray(block)
     if arr.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -296,9 +321,13 @@ def task_select(
     """For each target t (a rank of the median, 0 or 1) and coordinate X, the values of cluster c
     whose keys lie in [first, last] (gather), or their histogram over finer bins (refine). The
     chunk's labels against ``anchors`` come from the fit's cache when it holds them."""
-    rows = chunk_rows(block)
     mode = plan["gather"].astype(np.int8) + 2 * plan["refine"].astype(np.int8)
-    known = CACHE.labels(cache[0], offset, rows.shape[0], anchors) if cache is not None else None
+    kept = CACHE.state_rows(cache[0], offset, row_count(block), anchors) if cache is not None else None
+    if kept is not None:  # the rows and labels of the chunk's Lloyd state: nothing read
+        rows, known = kept
+    else:
+        rows = chunk_rows(block)
+        known = CACHE.labels(cache[0], offset, rows.shape[0], anchors) if cache is not None else None
     out = _core._chunk_select(
         wh=rows,
         labels=None if known is None else known.astype(np.int32),
@@ -928,17 +957,20 @@ class ChunkCache:
         self._bytes[token] = used + need
         return True
 
-    def layout(self, token: str, budget: int, offset: int, rows: np.ndarray, threads: int) -> Any:
-        """The search's layout of the chunk at ``offset`` (built now if its bytes fit), or None."""
-        if rows.shape[0] == 0:
+    def layout(self, token: str, budget: int, offset: int, block: Any, threads: int) -> Any:
+        """The search's layout of the chunk at ``offset`` (built now from the block's rows if its
+        bytes fit), or None."""
+        n = row_count(block)
+        if n == 0:
             return None
-        key = ("layout", token, offset, rows.shape[0])
-        need = rows.shape[0] * 33  # four doubles per box and eight per tile of 64
+        key = ("layout", token, offset, n)
+        need = n * 33  # four doubles per box and eight per tile of 64
         with self._lock:
             if key in self._items:
                 return self._items[key][0]
             if not self._reserve(token, budget, need):
                 return None
+        rows = chunk_rows(block)
         layout = _core._chunk_layout(wh=rows.astype(np.float64, copy=False), n_threads=threads)
         with self._lock:
             if token not in self._bytes:  # dropped meanwhile
@@ -979,6 +1011,15 @@ class ChunkCache:
                 self._bytes[token] -= need
                 need = 0
             return self._items.setdefault(key, (made, need))[0]
+
+    def state_rows(self, token: str, offset: int, n: int, anchors: np.ndarray) -> Optional[Tuple[np.ndarray, Any]]:
+        """The rows of the chunk's Lloyd state and its labels, if they are against ``anchors``."""
+        with self._lock:
+            hit = self._items.get(("lloyd", token, offset, n))
+        if hit is None or hit[0] is None:
+            return None
+        labels = hit[0].labels(anchors)
+        return None if labels is None else (hit[0].rows, labels)
 
     def labels(self, token: str, offset: int, n: int, anchors: Optional[np.ndarray]) -> Optional[np.ndarray]:
         """The chunk's labels kept by the fit, if they are its labels against exactly ``anchors``."""
@@ -1045,12 +1086,10 @@ def task_objective_batch(
 ) -> Partial:
     """The chunk's totals of the objective for every candidate; with ``cache`` (a search's token
     and budget in bytes), on the chunk's cached layout when there is room for it."""
-    rows = chunk_rows(block)
-    layout = CACHE.layout(cache[0], cache[1], offset, rows, threads) if cache is not None else None
-    if layout is None:
-        rows = rows.astype(np.float64, copy=False)
+    layout = CACHE.layout(cache[0], cache[1], offset, block, threads) if cache is not None else None
+    rows = None if layout is not None else chunk_rows(block).astype(np.float64, copy=False)
     out = _core._chunk_objective_batch(
-        wh=None if layout is not None else rows,
+        wh=rows,
         layout=layout,
         candidates=cands,
         objective=objective,
@@ -1206,15 +1245,18 @@ def merge_small(a: Partial, b: Partial) -> Partial:
 
 
 def task_kept(
-    block: Any, offset: int, task: Callable[..., Partial], drop_below: float, kept_offsets: Dict[int, int], *args: Any
+    block: Any,
+    offset: int,
+    task: Callable[..., Partial],
+    drop_below: float,
+    kept: Dict[int, Tuple[int, int]],
+    *args: Any,
 ) -> Partial:
     """``task`` on the chunk's rows with a side of at least ``drop_below``, at their offset among
-    the kept rows."""
-    rows = chunk_rows(block)
-    keep = (rows >= drop_below).any(axis=1)
-    if not keep.all():
-        rows = np.ascontiguousarray(rows[keep])
-    return task(rows, kept_offsets[offset], *args)
+    the kept rows (``kept``: per chunk offset, the kept rows' offset and count; read and filtered
+    only if the task needs them)."""
+    kept_offset, count = kept[offset]
+    return task(KeptOnDemand(block, drop_below, count), kept_offset, *args)
 
 
 def task_take(block: Any, offset: int, index: Optional[np.ndarray]) -> Dict[int, np.ndarray]:
@@ -1238,15 +1280,15 @@ class KeptRows:
         self.ex = ex
         self.drop_below = drop_below
         self.task_threads = getattr(ex, "task_threads", 1)
-        self.kept_offsets: Dict[int, int] = {}
+        self.kept: Dict[int, Tuple[int, int]] = {}
         total = 0
         for offset in sorted(kept):
-            self.kept_offsets[offset] = total
+            self.kept[offset] = (total, kept[offset])
             total += kept[offset]
         self.n = total
 
     def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
-        return self.ex.run(task_kept, (task, self.drop_below, self.kept_offsets) + tuple(args), merge)
+        return self.ex.run(task_kept, (task, self.drop_below, self.kept) + tuple(args), merge)
 
     @property
     def release(self) -> Optional[Callable[[str], None]]:
