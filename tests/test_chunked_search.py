@@ -172,6 +172,14 @@ def test_search_with_restarts_callback_and_threads():
     np.testing.assert_array_equal(got.anchors, seen[-1][2])
 
 
+def test_autoanchor_with_restarts_is_the_in_memory_one():
+    wh = _with_smalltied_boxes(tied_boxes(36, 4000, np.float32))
+    with pytest.warns(UserWarning, match="of 4000 boxes are smaller than 3 pixels"):
+        want = fastanchor.autoanchor(wh, 6, seed=3, n_init=3, generations=100, budget=0)
+        got = ooc.autoanchor(wh, 6, seed=3, n_init=3, generations=100, budget=0, block_rows=999)
+    _same_autoanchor(got, want)
+
+
 def test_autoanchor_is_the_in_memory_autoanchor(tmp_path):
     wh = _with_smalltied_boxes(tied_boxes(3, 6000, np.float32))
     with pytest.warns(UserWarning, match="of 6000 boxes are smaller than 3 pixels") as w_mem:
@@ -204,8 +212,8 @@ def test_search_errors():
         ooc.evolve_anchors(wh[:3], wh, sample_weight=np.ones(100))
     with pytest.raises(ValueError, match="objective"):
         ooc.evolve_anchors(wh[:3], wh, objective="map")
-    with pytest.raises(ValueError, match="n_init must be 1"):
-        ooc.autoanchor(wh, 3, n_init=3)
+    with pytest.raises(ValueError, match="n_init must be >= 1"):
+        ooc.autoanchor(wh, 3, n_init=0)
     with pytest.raises(ValueError, match="all 100 boxes are smaller than 2 pixels"), pytest.warns(UserWarning):
         ooc.autoanchor(np.full((100, 2), 1.5), 3)
     bad = wh.copy()

@@ -12,6 +12,7 @@ from conftest import clean, load_real, needs_data, real_box_files, tied_boxes
 
 import fastanchor
 from fastanchor import _chunked
+from fastanchor import out_of_core as ooc
 
 dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
@@ -103,6 +104,11 @@ def test_one_and_two_workers_give_the_in_memory_fit(cluster):
         b = fd.kmeans_iou(da.from_array(wh, chunks=(9000, 2)), 8, seed=9, init_sample=5000, client=c1)
     np.testing.assert_array_equal(a.anchors, b.anchors)
     assert (a.avg_iou, a.n_iter) == (b.avg_iou, b.n_iter)
+    # Restarts: the best of the seeded runs, as out of core (any chunking, any workers).
+    runs = fd.kmeans_iou(x, 8, seed=9, n_init=3, init_sample=5000, client=client)
+    want = ooc.kmeans_iou(wh, 8, seed=9, n_init=3, init_sample=5000, block_rows=7777)
+    np.testing.assert_array_equal(runs.anchors, want.anchors)
+    assert runs.avg_iou == want.avg_iou >= a.avg_iou
 
 
 def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch):

@@ -152,8 +152,10 @@ def test_errors_name_the_argument_and_the_row():
         ooc.kmeans_iou(good, 3, update="mode")
     with pytest.raises(ValueError, match="must have shape"):
         ooc.avg_iou(good[:2], good[:, :1])
-    with pytest.raises(ValueError, match="n_init must be 1"):
-        ooc.kmeans_iou(good, 3, n_init=3)
+    with pytest.raises(ValueError, match="n_init must be 1 when init is an array"):
+        ooc.kmeans_iou(good, 3, init=good[:3], n_init=3)
+    with pytest.raises(ValueError, match="n_init must be >= 1"):
+        ooc.kmeans_iou(good, 3, n_init=0)
 
 
 def test_labels_can_be_left_out():
@@ -390,3 +392,20 @@ def test_a_kept_chunk_state_gives_the_stateless_partials_whatever_its_history(up
     finally:
         _chunked.drop_layouts(token)
     assert _chunked.cached_bytes() == 0
+
+
+@pytest.mark.parametrize("update", ["mean", "median"])
+def test_n_init_runs_are_the_in_memory_runs(update):
+    # Seeded runs: with all rows in the sample, each run starts where the in-memory run of the same
+    # index does, and the best average IoU wins as in memory; above the sample's size the result
+    # still depends on the seed only, not on the blocks.
+    wh = tied_boxes(35, 3000, np.float32)
+    want = fastanchor.kmeans_iou(wh, 7, seed=5, n_init=4, update=update)
+    single = [fastanchor.kmeans_iou(wh, 7, seed=5, n_init=1, update=update).avg_iou]
+    assert want.avg_iou >= single[0]
+    for block_rows in (700, 3000):
+        _same(ooc.kmeans_iou(wh, 7, seed=5, n_init=4, update=update, block_rows=block_rows), want)
+    sampled = [ooc.kmeans_iou(wh, 7, seed=5, n_init=3, init_sample=1000, block_rows=b) for b in (499, 2048)]
+    _same(sampled[0], sampled[1])
+    one = ooc.kmeans_iou(wh, 7, seed=5, n_init=1, init_sample=1000, block_rows=499)
+    assert sampled[0].avg_iou >= one.avg_iou

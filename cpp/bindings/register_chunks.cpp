@@ -435,20 +435,23 @@ U64Array chunk_fitness(const py::array& wh_in, const Array& anchors_in, double t
 
 // The initial anchors of the in-memory fit's first run on `wh` (kmeans/driver.hpp, kmeans_iou), in
 // the order the run starts from: k-means++ or random, from the core seed (resolved by the caller).
-py::array_t<double> chunk_init(const py::array& wh, int k, const std::string& init, std::uint64_t seed, int n_threads) {
+// The in-memory fit's initial anchors of run `run` (k-means++ or random) from the seed.
+py::array_t<double> chunk_init(const py::array& wh, int k, const std::string& init, std::uint64_t seed, int n_threads,
+                               int run) {
     py::object keep;
     const fa::BoxRows rows = box_rows(wh, keep);
     const int kind = choice(init, "init", {"k-means++", "random"});
     const auto n = static_cast<fa::index_t>(wh.shape(0));
     if (k < 1 || k > n) throw py::value_error("need 1 <= k <= len(wh)");
+    if (run < 0) throw py::value_error("run must be >= 0");
     PyMonitor mon{py::none()};
     fa::WhSet A;
     {
         py::gil_scoped_release release;
         const fa::PollScope poll(mon);
         const fa::Problem p = fa::Problem::make(rows, nullptr, n, false, n_threads);
-        fa::Rng rng(fa::derive_seed(seed, 0));
-        A = kind == 0 ? fa::init_kmeanspp(p, k, rng, n_threads, mon, 0) : fa::init_random(p, k, rng);
+        fa::Rng rng(fa::derive_seed(seed, static_cast<std::uint64_t>(run)));
+        A = kind == 0 ? fa::init_kmeanspp(p, k, rng, n_threads, mon, run) : fa::init_random(p, k, rng);
     }
     py::array_t<double> out({static_cast<py::ssize_t>(k), py::ssize_t{2}});
     auto o = out.mutable_unchecked<2>();
@@ -566,7 +569,7 @@ void register_chunks(py::module_& m) {
           py::arg("objective"), py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"));
     m.def("_chunk_fitness", &chunk_fitness, py::arg("wh"), py::arg("anchors"), py::arg("thr"));
     m.def("_chunk_init", &chunk_init, py::arg("wh"), py::arg("k"), py::arg("init"), py::arg("seed"),
-          py::arg("n_threads"));
+          py::arg("n_threads"), py::arg("run") = 0);
 }
 
 }  // namespace fastanchor_py

@@ -762,19 +762,19 @@ def no_weights(sample_weight: Any) -> None:
         )
 
 
-def check_fit_options(k: Any, update: Any, n_init: Any, max_iter: Any, tol: Any) -> Tuple[int, str, int, float]:
+def check_fit_options(k: Any, update: Any, n_init: Any, max_iter: Any, tol: Any) -> Tuple[int, str, int, int, float]:
+    """k, update, n_init (None: 1), max_iter and tol, checked."""
     from ._validation import INT_MAX, as_float, as_int
 
     k = as_int(k, "k", minimum=1)
     if not (isinstance(update, str) and update in _UPDATES):
         raise ValueError(f"update must be one of {_UPDATES}, got {update!r}")
-    if n_init is not None and as_int(n_init, "n_init", minimum=1, maximum=INT_MAX) != 1:
-        raise ValueError(f"n_init must be 1 for the chunked fits (one run), got {n_init}")
+    n_init = 1 if n_init is None else as_int(n_init, "n_init", minimum=1, maximum=INT_MAX)
     max_iter = as_int(max_iter, "max_iter", minimum=0, maximum=INT_MAX)
     tol = as_float(tol, "tol")
     if tol < 0:
         raise ValueError(f"tol must be >= 0, got {tol}")
-    return k, update, max_iter, tol
+    return k, update, n_init, max_iter, tol
 
 
 def initial_anchors(
@@ -784,11 +784,13 @@ def initial_anchors(
     seed: Any,
     init_sample: int,
     take_rows: Callable[[Optional[np.ndarray]], np.ndarray],
-) -> np.ndarray:
-    """The run's initial anchors: ``init`` as given (k, 2), or k-means++/random on the rows
-    ``take_rows(index)`` of a uniform sample of ``init_sample`` rows (sorted row indices drawn
-    from the seed; all rows, index None, when there are no more) by the in-memory core. The sample
-    depends on the seed and N only, so the initial anchors do not depend on the chunking."""
+    runs: int = 1,
+) -> List[np.ndarray]:
+    """The runs' initial anchors: ``init`` as given (k, 2), for one run, or k-means++/random on
+    the rows ``take_rows(index)`` of a uniform sample of ``init_sample`` rows (sorted row indices
+    drawn from the seed; all rows, index None, when there are no more) by the in-memory core, for
+    each of ``runs`` runs (the in-memory fit's per-run streams of the seed). The sample depends on
+    the seed and N only, so the initial anchors do not depend on the chunking."""
     from ._validation import as_int, as_wh, distinct_rows_at_least, resolve_seed, resolve_threads
 
     if isinstance(init, str):
@@ -807,14 +809,20 @@ def initial_anchors(
         if k > distinct:
             where = "distinct boxes" if n <= len(sample) else f"distinct boxes in the sample of {len(sample)} rows"
             raise ValueError(f"k={k} is larger than the number of {where} ({distinct})")
-        # The in-memory fit's initial anchors, in the order its first run starts from.
-        return np.asarray(_core._chunk_init(wh=sample, k=k, init=init, seed=core_seed, n_threads=resolve_threads(None)))
+        # The in-memory fit's initial anchors, in the order each run starts from.
+        threads = resolve_threads(None)
+        return [
+            np.asarray(_core._chunk_init(wh=sample, k=k, init=init, seed=core_seed, n_threads=threads, run=run))
+            for run in range(runs)
+        ]
+    if runs != 1:
+        raise ValueError(f"n_init must be 1 when init is an array (it is deterministic), got {runs}")
     anchors = as_wh(init, "init")
     if anchors.shape[0] != k:
         raise ValueError(f"init has {anchors.shape[0]} anchors but k={k}")
     if k > n:
         raise ValueError(f"k={k} is larger than the number of boxes ({n})")
-    return anchors
+    return [anchors]
 
 
 def check_mean_span(sc: Scan) -> None:
@@ -861,24 +869,33 @@ def fit(
     take_rows: Callable[[Optional[np.ndarray]], np.ndarray],
     desc: str,
     cache_bytes: int = 0,
+    n_init: int = 1,
 ) -> Tuple[FitOutcome, float]:
-    """The fit and the average IoU of its (sorted) anchors. Each process keeps the labels of the
-    chunks it runs, up to ``cache_bytes`` (when the executor can drop them at the end)."""
+    """The fit and the average IoU of its (sorted) anchors: of ``n_init`` runs from a seeded
+    initialisation (one from given anchors), the one of the highest average IoU (the first of
+    equals), as in memory. Each process keeps the state of the chunks it runs, up to
+    ``cache_bytes`` (when the executor can drop it at the end of each run)."""
     if update == "mean":
         check_mean_span(sc)
-    anchors = initial_anchors(init, k, sc.n, seed, init_sample, take_rows)
-    bar = IterationBar(max_iter, desc) if progress else None
+    starts = initial_anchors(init, k, sc.n, seed, init_sample, take_rows, n_init)
     release = getattr(ex, "release", None)
-    cache = (uuid.uuid4().hex, cache_bytes) if cache_bytes > 0 and release is not None else None
-    try:
-        out = lloyd(ex, anchors, update, max_iter, tol, sc.layout, sc.f32, bar, cache)
-    finally:
-        if bar is not None:
-            bar.close()
-        if cache is not None and release is not None:
-            release(cache[0])
-    avg = finish_avg_iou(ex.run(task_avg_iou, (out.anchors, sc.n), merge_avg_iou), sc.n)
-    return out, avg
+    best: Optional[Tuple[FitOutcome, float]] = None
+    for run, anchors in enumerate(starts):
+        label = desc if len(starts) == 1 else f"{desc}, run {run + 1} of {len(starts)}"
+        bar = IterationBar(max_iter, label) if progress else None
+        cache = (uuid.uuid4().hex, cache_bytes) if cache_bytes > 0 and release is not None else None
+        try:
+            out = lloyd(ex, anchors, update, max_iter, tol, sc.layout, sc.f32, bar, cache)
+        finally:
+            if bar is not None:
+                bar.close()
+            if cache is not None and release is not None:
+                release(cache[0])
+        avg = finish_avg_iou(ex.run(task_avg_iou, (out.anchors, sc.n), merge_avg_iou), sc.n)
+        if best is None or avg > best[1]:
+            best = (out, avg)
+    assert best is not None
+    return best
 
 
 def avg_iou(ex: Executor, anchors: np.ndarray, n: int) -> float:
@@ -1369,7 +1386,7 @@ def autoanchor(
     from ._fitness import FitnessResult
     from ._validation import resolve_seed
 
-    k, update, max_iter, tol = check_fit_options(k, "median", n_init, 300, tol)
+    k, update, n_init, max_iter, tol = check_fit_options(k, "median", n_init, 300, tol)
     sc = scan(ex)  # checks every row
     counts = ex.run(task_small, (WARN_BELOW, DROP_BELOW), merge_small)
     n, n_small = sc.n, int(counts["small"])
@@ -1389,7 +1406,9 @@ def autoanchor(
         ex, take_rows = kex, kex.take
         sc = Scan(kept, sc.f32, sc.layout, sc.hi)  # the layout of all rows holds the kept ones' values
     gen = np.random.default_rng(resolve_seed(seed))
-    km, _ = fit(ex, sc, k, "k-means++", update, max_iter, tol, gen, init_sample, progress, take_rows, desc, cache_bytes)
+    km, _ = fit(
+        ex, sc, k, "k-means++", update, max_iter, tol, gen, init_sample, progress, take_rows, desc, cache_bytes, n_init
+    )
     ev = evolve(ex, kept, km.anchors, s, resolve_seed(gen), progress, callback, desc, cache_bytes)
     (km_m, km_obj), (ev_m, ev_obj) = report(ex, [km.anchors, ev.anchors], kept, s.thr, s.iou_thr, s.iou_weighted)
     return AutoAnchorResult(

@@ -173,7 +173,7 @@ def _evolve_scored(
     restart_sigma: float,
 ) -> dict[str, Any]: ...
 def _chunk_init(
-    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], k: int, init: str, seed: int, n_threads: int
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], k: int, init: str, seed: int, n_threads: int, run: int = 0
 ) -> npt.NDArray[np.float64]: ...
 def anchor_fitness(
     anchors: npt.NDArray[np.float64],

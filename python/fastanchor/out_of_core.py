@@ -123,7 +123,9 @@ def kmeans_iou(
     over the rows (the median's: one more pass while the medians move far, as they do in the first
     iterations).
 
-    ``sample_weight`` is not supported (unit weights); ``n_init`` must be 1 (or None). With
+    ``sample_weight`` is not supported (unit weights). ``n_init`` seeded runs (None: 1) start from
+    the same sample, each from the in-memory run's stream of the seed; the best average IoU wins,
+    as in memory. With
     ``return_labels=False`` the result's ``labels`` is an empty array (no 4 bytes per box held).
     Up to ``cache_bytes`` (default 1 GiB; 0: none), the fit keeps each block's state from one pass to
     the next: its rows, labels and label bounds (about 11 bytes per float32 box for up to 254
@@ -132,7 +134,7 @@ def kmeans_iou(
     labels alone (1 byte per box), so that a pass labels those blocks once instead of twice. Ctrl-C stops the fit between blocks.
     """
     _chunked.no_weights(sample_weight)
-    k, update, max_iter, tol = _chunked.check_fit_options(k, update, n_init, max_iter, tol)
+    k, update, n_init, max_iter, tol = _chunked.check_fit_options(k, update, n_init, max_iter, tol)
     ex = _executor(wh, block_rows, n_threads)
     sc = _chunked.scan(ex)
     out, avg = _chunked.fit(
@@ -149,6 +151,7 @@ def kmeans_iou(
         lambda index: _take_rows(ex, index),
         "kmeans_iou",
         _chunked.as_cache_bytes(cache_bytes),
+        n_init,
     )
     if return_labels:
         labels = np.empty(sc.n, np.int32)
@@ -284,7 +287,7 @@ def autoanchor(
     bit for bit, when at most ``init_sample`` boxes are kept; on more, k-means++ draws its initial
     anchors from a sample of ``init_sample`` kept rows (see :func:`kmeans_iou`), and the result
     depends on the seed and the rows only, never on ``block_rows`` or the shards. Unit weights
-    only, ``n_init`` 1, no ``scale`` or ``grid``. ``cache_bytes`` as in :func:`evolve_anchors`.
+    only, no ``scale`` or ``grid``. ``cache_bytes`` as in :func:`evolve_anchors`.
     Resident memory is bounded as the module says, whatever the number of rows.
     """
     _chunked.no_weights(sample_weight)

@@ -201,13 +201,13 @@ def kmeans_iou(
     ``init_sample``, ``cache_bytes`` (up to this many bytes, default 1 GiB, each worker keeps the
     state of the chunks it runs from one pass to the next, as
     :func:`fastanchor.out_of_core.kmeans_iou` does; 0: none). ``sample_weight`` is not supported
-    (unit weights); ``n_init`` must be 1.
+    (unit weights); ``n_init`` as in :func:`fastanchor.out_of_core.kmeans_iou`.
 
     Tasks are pure, so a task lost with its worker is rerun by Dask with the same result. Persist
     the rows (``wh.persist()``) on a cluster so that the iterations do not reload them.
     """
     _chunked.no_weights(sample_weight)
-    k, update, max_iter, tol = _chunked.check_fit_options(k, update, n_init, max_iter, tol)
+    k, update, n_init, max_iter, tol = _chunked.check_fit_options(k, update, n_init, max_iter, tol)
     x = as_dask_rows(wh, columns)
     ex = DaskExecutor(x, client, scheduler)
     sc = _chunked.scan(ex)
@@ -225,6 +225,7 @@ def kmeans_iou(
         ex.take,
         "kmeans_iou (dask)",
         _chunked.as_cache_bytes(cache_bytes),
+        n_init,
     )
     labels = x.map_blocks(_chunked.assign_labels, out.anchors, dtype=np.int32, drop_axis=1, chunks=(x.chunks[0],))
     return KMeansResult(anchors=out.anchors, labels=labels, avg_iou=avg, n_iter=out.n_iter, converged=out.converged)
@@ -361,7 +362,7 @@ def autoanchor(
     ``init_sample`` boxes are kept; on more, k-means++ starts from a sample of ``init_sample``
     kept rows, and the result depends on the seed and the rows only, never on the chunking or the
     number of workers. ``budget`` defaults to 0 here (the in-memory default adds restarts on sets
-    of fewer than about 67,000 boxes: thousands of map-reduces). Unit weights only, ``n_init`` 1,
+    of fewer than about 67,000 boxes: thousands of map-reduces). Unit weights only,
     no ``scale`` or ``grid``. ``cache_bytes`` as in :func:`evolve_anchors`; ``client``,
     ``scheduler`` and ``columns`` as in :func:`kmeans_iou`.
     """
