@@ -386,9 +386,10 @@ def test_a_kept_chunk_state_gives_the_stateless_partials_whatever_its_history(up
         same(task(sets[2], sets[1], True), task(sets[2], sets[1], False))  # the same task again
         same(task(sets[4], sets[3], True), task(sets[4], sets[3], False))  # passes missed
         same(task(sets[0], None, True), task(sets[0], None, False))  # back to a first pass
-        labels = _chunked.CACHE.labels(token, 0, len(wh), sets[0])
+        rows, labels = _chunked.CACHE.state_rows(token, 0, len(wh), sets[0])
         np.testing.assert_array_equal(labels, _chunked.assign_labels(wh, sets[0]))
-        assert _chunked.CACHE.labels(token, 0, len(wh), sets[1]) is None
+        np.testing.assert_array_equal(rows, wh)
+        assert _chunked.CACHE.state_rows(token, 0, len(wh), sets[1]) is None
     finally:
         _chunked.drop_layouts(token)
     assert _chunked.cached_bytes() == 0

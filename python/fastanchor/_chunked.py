@@ -33,9 +33,9 @@ MEDIAN_BINS = 1024
 #: A median's candidates are gathered when at most this many values of its cluster fall in its
 #: key range; otherwise the range is cut into MEDIAN_BINS finer bins by another pass.
 GATHER_MAX = 1 << 16
-#: A Lloyd pass gathers, along with its histograms, each cluster's values in the bins around its
-#: anchor's (at most this many of the cluster's values, by the last pass's histogram): once the
-#: anchors settle the new medians lie there, and the iteration needs no selection pass.
+#: A Lloyd pass gathers, along with its histograms, each cluster's values in a window of keys
+#: around its anchor (about this many of the cluster's values, by the last pass's histogram):
+#: once the anchors settle the new medians lie there, and the iteration needs no selection pass.
 WINDOW_MAX = 1 << 12
 #: ... where the anchor's bin held at least this many of its cluster's values.
 WINDOW_MIN_DENSITY = 16
@@ -222,13 +222,20 @@ def task_lloyd(
     n = row_count(block)
     lo, shift, bins = (layout.lo, layout.shift, layout.bins) if layout is not None else ((0, 0), (0, 0), 1)
     win = {} if windows is None else windows.kernel_args(n)
+    loaded: List[np.ndarray] = []  # the rows, read at most once
+
+    def rows_of() -> np.ndarray:
+        if not loaded:
+            loaded.append(chunk_rows(block))
+        return loaded[0]
+
     state = None
     if cache is not None:
-        state = CACHE.lloyd_state(cache[0], cache[1], offset, block, anchors.shape[0], mode, layout)
+        state = CACHE.lloyd_state(cache[0], cache[1], offset, n, rows_of, anchors.shape[0], mode, layout)
     if state is not None:
         out, changed = state.step(anchors, prev, win)
     else:
-        rows = chunk_rows(block)
+        rows = rows_of()
         known = CACHE.labels(cache[0], offset, rows.shape[0], prev) if cache is not None and prev is not None else None
         out = _core._chunk_lloyd(
             wh=rows,
@@ -444,8 +451,8 @@ def median_update(
     Each rank is a target with a key range [first, last] known to hold it, and `rank`, its rank
     among the cluster's values in that range. A target whose range holds at most GATHER_MAX values
     of the cluster (or a single key) gathers them; another cuts its range into MEDIAN_BINS finer
-    bins, so every pass narrows it until one of those holds. A rank in the bins of its cluster's
-    window (``windows``) is read from the values the Lloyd pass gathered there."""
+    bins, so every pass narrows it until one of those holds. A rank inside its cluster's window
+    (``windows``) is read from the values the Lloyd pass gathered there."""
     k = anchors.shape[0]
     new = anchors.copy()
     count = part["count"].astype(np.int64)
@@ -613,7 +620,8 @@ def lloyd(
     cache: Optional[Tuple[str, int]] = None,
 ) -> FitOutcome:
     """The in-memory Lloyd loop (kmeans/driver.hpp, lloyd) as passes over the chunks (with
-    ``cache``, a fit's token and budget, the chunks' labels are kept between passes)."""
+    ``cache``, a fit's token and budget, the chunks' Lloyd states or labels are kept between
+    passes)."""
     anchors = np.array(init, dtype=np.float64)
     k = anchors.shape[0]
     prev: Optional[np.ndarray] = None
@@ -955,8 +963,9 @@ class LloydState:
 
 class ChunkCache:
     """What the passes of a running fit or search in this process keep per chunk: a search's chunk
-    layouts (a layout costs about 10 times a pass's scoring to build), a fit's chunk labels (so
-    that a Lloyd pass labels each box once, not twice). A fit or search keeps an item while its
+    layouts (a layout costs about 10 times a pass's scoring to build), a fit's chunk Lloyd states
+    (LloydState), or, for chunks whose state does not fit or gives no exact partials, their labels
+    (so that a Lloyd pass labels each box once, not twice). A fit or search keeps an item while its
     items' bytes fit its budget (first come, first kept: the passes visit the chunks in a cycle,
     where evicting would only trade one rebuilt item for another) and drops them when it ends.
     Chunks are disjoint, so (offset, rows) names one. Thread-safe."""
@@ -995,12 +1004,19 @@ class ChunkCache:
             return self._items.setdefault(key, (layout, need))[0]
 
     def lloyd_state(
-        self, token: str, budget: int, offset: int, block: Any, k: int, mode: str, layout: Optional[Layout]
+        self,
+        token: str,
+        budget: int,
+        offset: int,
+        n: int,
+        rows_of: Callable[[], np.ndarray],
+        k: int,
+        mode: str,
+        layout: Optional[Layout],
     ) -> Optional[LloydState]:
-        """The fit's Lloyd state of the chunk at ``offset`` (made now from the block's rows if its
-        bytes, rows included, fit the budget), or None (then the fit keeps labels, or nothing, for
-        this chunk)."""
-        n = row_count(block)
+        """The fit's Lloyd state of the chunk of ``n`` rows at ``offset`` (made now from its rows,
+        ``rows_of()``, if their bytes and the state's fit the budget), or None (then the fit keeps
+        labels, or nothing, for this chunk)."""
         if n == 0 or mode not in ("mean", "median"):
             return None
         key = ("lloyd", token, offset, n)
@@ -1010,7 +1026,7 @@ class ChunkCache:
             if hit is not None:
                 state: Optional[LloydState] = hit[0]
                 return state
-        rows = chunk_rows(block)
+        rows = rows_of()
         need = rows.nbytes + n * (1 if k < 255 else 4) + 2 * n + (4 * n if rows.dtype != np.float32 else 0)
         need += 16 * k * bins
         with self._lock:
@@ -1039,11 +1055,8 @@ class ChunkCache:
         return None if labels is None else (hit[0].rows, labels)
 
     def labels(self, token: str, offset: int, n: int, anchors: Optional[np.ndarray]) -> Optional[np.ndarray]:
-        """The chunk's labels kept by the fit, if they are its labels against exactly ``anchors``."""
-        with self._lock:
-            state = self._items.get(("lloyd", token, offset, n))
-        if state is not None and state[0] is not None and anchors is not None:
-            return state[0].labels(anchors)
+        """The chunk's labels kept by the fit without a Lloyd state (keep_labels), if they are its
+        labels against exactly ``anchors``."""
         with self._lock:
             hit = self._items.get(("labels", token, offset, n))
         if hit is None or anchors is None:

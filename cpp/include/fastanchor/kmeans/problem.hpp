@@ -89,7 +89,10 @@ struct Problem {
     // value (float rounding is monotone, and positive floats order as their bits).
     std::uint32_t key(int X, index_t i) const {
         const float* fr = frows();  // (the copy holds the same roundings)
-        const float f = fr ? fr[2 * i + X] : static_cast<float>(f64[2 * i + X]);
+        return key_of(fr ? fr[2 * i + X] : static_cast<float>(f64[2 * i + X]));
+    }
+    // A float's bit pattern as an unsigned integer (the key of a value rounded to float).
+    static std::uint32_t key_of(float f) {
         std::uint32_t b;
         std::memcpy(&b, &f, sizeof b);
         return b;

@@ -154,9 +154,7 @@ void lloyd_step_rows(const T* __restrict rows, index_t n, const WhSet& anchors, 
     if (mode == StepMode::Median) {
         for (index_t i = 0; i < n; ++i) {
             for (int X = 0; X < 2; ++X) {
-                const float f = static_cast<float>(rows[2 * i + X]);
-                std::uint32_t key;
-                std::memcpy(&key, &f, sizeof key);
+                const std::uint32_t key = Problem::key_of(static_cast<float>(rows[2 * i + X]));
                 ++out.hist[(static_cast<std::size_t>(X) * k + labels[i]) * layout->bins + layout->bin(X, key)];
             }
         }
@@ -251,9 +249,7 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restric
         for (int X = 0; X < 2; ++X) {
             const std::size_t j = static_cast<std::size_t>(X) * k + c;
             const T v = rows[2 * i + X];
-            const float f = static_cast<float>(v);
-            std::uint32_t key;
-            std::memcpy(&key, &f, sizeof key);
+            const std::uint32_t key = Problem::key_of(static_cast<float>(v));
             if (__builtin_expect(key - from[j] <= span[j], 0)) {
                 if (key < lo[j]) {
                     ++under[j];
@@ -292,15 +288,16 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restric
 
 }  // namespace detail
 
-// The median's speculative gather over a chunk: for each slot j = X * k + c, the values along X of
-// cluster c's boxes whose key (the value's float32 bit pattern) lies in [lo[j], hi[j]] (lo > hi:
+// The median's speculative gather over a chunk: for each slot j = X * k + c, the values along X
+// of cluster c's boxes whose key (the value's float32 bit pattern) lies in [lo[j], hi[j]] (lo > hi:
 // no window), run-length coded into `out` (at most `cap` distinct values per slot, and at most
-// 8 * cap + 1024 values, else none and overflow[j] counts the chunk), and the count of the cluster's keys in [from[j], lo[j]) added to
-// below[j] (from: the first key of the histogram bin holding lo, whose counts give the rest of
-// those below). Integers and sets of values: merged in any order they give each value's rank in
-// its cluster. The chunked fits put each window around the cluster's anchor: once the anchors settle,
-// the new median lies in it, and the Lloyd pass that gathers it needs no selection pass.
-// labels: the chunk's labels (from lloyd_step, or a ChunkLloyd's).
+// 8 * cap + 1024 values, else none and overflow[j] counts the chunk); and the count of the
+// cluster's keys in [from[j], lo[j]) added to below[j] (from: the first key of the histogram bin
+// holding lo, whose counts give the rest of those below). Integers and sets of values: merged in
+// any order they give each value's rank in its cluster. The chunked fits put each window around
+// the cluster's anchor: once the anchors settle, the new median lies in it, and the Lloyd pass
+// that gathers it needs no selection pass. labels: the chunk's labels (from lloyd_step, or a
+// ChunkLloyd's).
 template <class L>
 void gather_windows(BoxRows rows, index_t n, const L* labels, int k, const std::uint32_t* lo, const std::uint32_t* hi,
                     const std::uint32_t* from, index_t cap, WindowValues& out, std::int64_t* below,
@@ -350,9 +347,7 @@ void select_values(BoxRows rows, index_t n, const L* labels, int k, const Select
         for (int X = 0; X < 2; ++X) {
             const std::size_t s = static_cast<std::size_t>(X) * k + c;
             const double v = rows.f32 ? static_cast<double>(rows.f32[2 * i + X]) : rows.f64[2 * i + X];
-            const float f = static_cast<float>(v);
-            std::uint32_t key;
-            std::memcpy(&key, &f, sizeof key);
+            const std::uint32_t key = Problem::key_of(static_cast<float>(v));
             if (__builtin_expect(key - lo[s] > span[s], 1)) continue;
             for (int t = 0; t < 2; ++t) {
                 const std::size_t j = (static_cast<std::size_t>(t) * 2 + X) * k + c;
