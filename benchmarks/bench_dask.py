@@ -157,8 +157,8 @@ def main() -> None:
         rows.append(json.loads(out))
         print(rows[-1], flush=True)
     same = [r for r in rows if r["mode"] != "in_memory"] if args.what == "autoanchor" else rows
-    assert len({r["anchors"] for r in same}) == 1, "the modes' anchors differ"
-    assert len({r["avg_iou"] for r in same}) == 1 and len({r["n_iter"] for r in same}) == 1
+    assert len({r["anchors"] for r in same}) <= 1, "the modes' anchors differ"
+    assert len({r["avg_iou"] for r in same}) <= 1 and len({r["n_iter"] for r in same}) <= 1
     base = rows[0]["seconds"]
     unit = "iteration" if args.what == "kmeans" else "pass of 8 candidates"
     print(f"\n| mode | time (s) | per {unit} (s) | vs in memory | peak RSS (MB) | extra (MB) | fitness |")

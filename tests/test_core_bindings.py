@@ -39,9 +39,45 @@ WH = np.exp(np.random.default_rng(0).normal(2, 1, (40, 2)))
         (lambda: _core.anchor_fitness(np.ones((0, 2)), WH, None, 4.0, 1), "anchors must have at least 1"),
         (
             lambda: _core.evolve_anchors(
-                WH, None, np.ones((2, 2)), 4.0, 1, 0.9, 0.1, 2.0, "genetic", 1, 0, 1, None, None
+                _core._search_layout(WH), None, np.ones((2, 2)), 4.0, 1, 0.9, 0.1, 2.0, "genetic", 1, 0, 1, None, None
             ),
             "strategy must be",
+        ),
+        (
+            lambda: _core.evolve_anchors(
+                None, None, np.ones((2, 2)), 4.0, 1, 0.9, 0.1, 2.0, "anchorwise", 1, 0, 1, None, None
+            ),
+            "layout must be",
+        ),
+        (
+            lambda: _core.evolve_anchors(
+                _core._search_layout(WH),
+                np.ones(3),
+                np.ones((2, 2)),
+                4.0,
+                1,
+                0.9,
+                0.1,
+                2.0,
+                "anchorwise",
+                1,
+                0,
+                1,
+                None,
+                None,
+            ),
+            "weights must have shape",
+        ),
+        (lambda: _core._search_layout(np.ones((0, 2))), "wh must have at least 1"),
+        (lambda: _core._search_layout(WH[:, :1]), "wh must have shape"),
+        (lambda: _core._search_layout(WH, np.ones(3)), "weights must have shape"),
+        (
+            lambda: _core._layout_metrics(_core._search_layout(WH), np.ones((0, 2)), 4.0, 1),
+            "anchors must have at least",
+        ),
+        (
+            lambda: _core._layout_objective(_core._search_layout(WH), np.ones((2, 2)), "iou", 4.0, 0.5, False, 1),
+            "objective must be",
         ),
         (lambda: _core.box_iou(np.ones((2, 4)), np.ones((2, 2)), False, 1), "boxes2 must have shape"),
         (lambda: _core.match_priors(np.ones((3, 4)), np.ones((2, 4)), np.array([0, 5]), 0.5, 1), "offsets must lie in"),

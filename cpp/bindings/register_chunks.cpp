@@ -412,7 +412,7 @@ U64Array chunk_fitness(const py::array& wh_in, const Array& anchors_in, double t
         py::gil_scoped_release release;
         const fa::RatioAnchors R = fa::RatioAnchors::from_rows(adata, k);
         const fa::Threshold th(thr);
-        const fa::fitdetail::RowBoxes src{data, nullptr, 1.0};
+        const fa::fitdetail::RowBoxes<double> src{data, nullptr, 1.0};
         for (fa::index_t b = 0; b < n; b += fa::kChunk) {
             fa::fitdetail::ChunkMetrics p;
             fa::fitdetail::metrics_chunk(src, b, std::min(n, b + fa::kChunk), R, th, p);
@@ -481,34 +481,11 @@ U64Array totals_array(const std::vector<fa::int128_t>& totals) {
     return out;
 }
 
-// A chunk laid out for the search once (TiledBoxes::make, the in-memory search's layout) and
-// scored in every pass: the chunked search keeps these in a cache of bounded size.
-struct ChunkLayout {
-    fa::TiledBoxes T;
-    std::size_t nbytes = 0;
-};
-
-std::shared_ptr<ChunkLayout> chunk_layout(const py::array& wh_in, int n_threads) {
-    const Array wh = aligned(wh_in).cast<Array>();
-    check_rows(wh, "wh", 2);
-    check_least(wh, "wh", 1);
-    const auto n = static_cast<fa::index_t>(wh.shape(0));
-    const double* data = wh.data();
-    auto L = std::make_shared<ChunkLayout>();
-    {
-        py::gil_scoped_release release;
-        L->T = fa::TiledBoxes::make(data, nullptr, n, n_threads);
-    }
-    // Four doubles per box and eight per tile of 64.
-    L->nbytes = static_cast<std::size_t>(n) * 32 + static_cast<std::size_t>(L->T.n_tiles) * 64;
-    return L;
-}
-
 // The fixed-point totals of an objective (objective_totals) for `count` candidate anchor sets
 // (count, k, 2) on a chunk: (count, 2) rows of (hi, lo) 128-bit integers, each total / (n * 2^50)
 // the candidate's value on the chunk's rows; totals of any chunks, in any order, add up to the
 // in-memory search's totals. The chunk is either its rows, laid out in tiles for this call
-// (make_bucketed: cheap to build), or a layout from chunk_layout; n_threads threads score it.
+// (make_bucketed: cheap to build), or a layout from _search_layout; n_threads threads score it.
 U64Array chunk_objective_batch(const py::object& wh_in, const py::object& layout, const py::array& cands_in,
                                const std::string& objective, double thr, double iou_thr, bool iou_weighted,
                                int n_threads) {
@@ -518,7 +495,7 @@ U64Array chunk_objective_batch(const py::object& wh_in, const py::object& layout
     std::vector<fa::int128_t> totals(R.size(), 0);
     const int count = static_cast<int>(R.size());
     if (!layout.is_none()) {
-        const auto L = layout.cast<std::shared_ptr<ChunkLayout>>();
+        const auto L = layout.cast<std::shared_ptr<SearchLayout>>();
         {
             py::gil_scoped_release release;
             if (L->T.size() > 0) fa::objective_totals(L->T, R.data(), count, ob, thr, totals.data(), n_threads);
@@ -561,10 +538,6 @@ void register_chunks(py::module_& m) {
           py::arg("last"), py::arg("mode"), py::arg("shift"), py::arg("bins"));
     m.def("_chunk_worst", &chunk_worst, py::arg("wh"), py::arg("anchors"), py::arg("m"));
     m.def("_chunk_avg_iou", &chunk_avg_iou, py::arg("wh"), py::arg("anchors"), py::arg("offset"), py::arg("n_total"));
-    py::class_<ChunkLayout, std::shared_ptr<ChunkLayout>>(m, "_ChunkLayout")
-        .def_property_readonly("nbytes", [](const ChunkLayout& L) { return L.nbytes; })
-        .def_property_readonly("n", [](const ChunkLayout& L) { return L.T.size(); });
-    m.def("_chunk_layout", &chunk_layout, py::arg("wh"), py::arg("n_threads"));
     m.def("_chunk_objective_batch", &chunk_objective_batch, py::arg("wh"), py::arg("layout"), py::arg("candidates"),
           py::arg("objective"), py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"));
     m.def("_chunk_fitness", &chunk_fitness, py::arg("wh"), py::arg("anchors"), py::arg("thr"));

@@ -76,6 +76,40 @@ double anchor_objective(const Array& anchors, const Array& wh, const py::object&
     return v;
 }
 
+// The report of anchors on the boxes of a search layout: (fitness, bpr, aat, avg_iou), the same
+// values as anchor_fitness on the rows.
+py::tuple layout_metrics(const std::shared_ptr<SearchLayout>& layout, const Array& anchors, double thr, int n_threads) {
+    if (!layout) throw py::value_error("layout must be a _SearchLayout");
+    check_rows(anchors, "anchors", 2);
+    check_least(anchors, "anchors", 1);
+    const int k = static_cast<int>(anchors.shape(0));
+    const double* adata = anchors.data();
+    fa::FitnessMetrics r;
+    {
+        py::gil_scoped_release release;
+        r = fa::fitness_metrics(layout->T, fa::RatioAnchors::from_rows(adata, k), thr, n_threads);
+    }
+    return py::make_tuple(r.fitness, r.bpr, r.aat, r.avg_iou);
+}
+
+// One objective's value of anchors on the boxes of a search layout (corner-aligned), the same
+// value as anchor_objective on the rows.
+double layout_objective(const std::shared_ptr<SearchLayout>& layout, const Array& anchors, const std::string& objective,
+                        double thr, double iou_thr, bool iou_weighted, int n_threads) {
+    if (!layout) throw py::value_error("layout must be a _SearchLayout");
+    check_rows(anchors, "anchors", 2);
+    check_least(anchors, "anchors", 1);
+    const fa::Objective ob = objective_of(objective, iou_thr, iou_weighted);
+    const int k = static_cast<int>(anchors.shape(0));
+    const double* adata = anchors.data();
+    py::gil_scoped_release release;
+    const fa::RatioAnchors A = fa::RatioAnchors::from_rows(adata, k);
+    if (ob.kind == fa::ObjectiveKind::Fitness) return fa::fitness_metrics(layout->T, A, thr, n_threads).fitness;
+    double v = 0.0;
+    fa::iou_objective_batch(layout->T, &A, 1, ob, &v, n_threads);
+    return v;
+}
+
 // Ctrl-C between passes; progress(done, fitness) after each pass; callback(generation, fitness,
 // anchors) after every generation when given (a result that is not None and false stops).
 class PyEvolveMonitor final : public fa::EvolveMonitor {
@@ -136,25 +170,26 @@ py::array_t<double> vector_of(const std::vector<double>& v) {
     return a;
 }
 
-py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array& init, double thr, int generations,
-                        double mutation_prob, double sigma, double min_size, const std::string& strategy, int batch,
-                        std::uint64_t seed, int n_threads, py::object progress, py::object callback,
-                        const std::string& objective, double iou_thr, bool iou_weighted, int extra_generations,
-                        int restart_length, double restart_sigma, const py::object& grid_boxes,
+py::dict evolve_anchors(const std::shared_ptr<SearchLayout>& layout, const py::object& weights, const Array& init,
+                        double thr, int generations, double mutation_prob, double sigma, double min_size,
+                        const std::string& strategy, int batch, std::uint64_t seed, int n_threads, py::object progress,
+                        py::object callback, const std::string& objective, double iou_thr, bool iou_weighted,
+                        int extra_generations, int restart_length, double restart_sigma, const py::object& grid_boxes,
                         const py::object& grid_image_wh, const py::object& grid_strides) {
-    check_rows(wh, "wh", 2);
-    check_least(wh, "wh", 1);
+    if (!layout) throw py::value_error("layout must be a _SearchLayout");
     check_rows(init, "init", 2);
     check_least(init, "init", 1);
     fa::EvolveOptions o =
         options_of(thr, generations, mutation_prob, sigma, min_size, strategy, batch, seed, n_threads, objective,
                    iou_thr, iou_weighted, extra_generations, restart_length, restart_sigma);
+    const fa::TiledBoxes& T = layout->T;
+    const auto n = static_cast<py::ssize_t>(T.size());
+    // The weights of the boxes, in their input order, for the grid only (the layout has its own).
     Array wt;
-    const double* wptr = weights_of(weights, wh.shape(0), wt);
-    const auto n = static_cast<fa::index_t>(wh.shape(0));
+    const double* wptr = weights_of(weights, n, wt);
     const int k = static_cast<int>(init.shape(0));
-    const double *data = wh.data(), *iptr = init.data();
-    const GridArgs grid(grid_boxes, grid_image_wh, grid_strides, wh.shape(0));
+    const double* iptr = init.data();
+    const GridArgs grid(grid_boxes, grid_image_wh, grid_strides, n);
     if (grid.given && o.objective.kind == fa::ObjectiveKind::Fitness)
         throw py::value_error("a grid needs an IoU objective");
     PyEvolveMonitor mon(std::move(progress), std::move(callback));
@@ -166,7 +201,7 @@ py::dict evolve_anchors(const Array& wh, const py::object& weights, const Array&
             G = grid.make(wptr, n_threads);
             o.grid = &G;
         }
-        r = fa::evolve_anchors(data, wptr, n, iptr, k, o, mon);
+        r = fa::evolve_anchors(T, iptr, k, o, mon);
     }
     py::dict d;
     d["anchors"] = rows_of(r.anchors);
@@ -226,7 +261,15 @@ py::dict evolve_scored(const Array& init, py::object score, double thr, int gene
 void register_fitness(py::module_& m) {
     m.def("anchor_fitness", &anchor_fitness, py::arg("anchors"), py::arg("wh"), py::arg("weights"), py::arg("thr"),
           py::arg("n_threads"));
-    m.def("evolve_anchors", &evolve_anchors, py::arg("wh"), py::arg("weights"), py::arg("init"), py::arg("thr"),
+    py::class_<SearchLayout, std::shared_ptr<SearchLayout>>(m, "_SearchLayout")
+        .def_property_readonly("nbytes", [](const SearchLayout& L) { return L.T.nbytes(); })
+        .def_property_readonly("n", [](const SearchLayout& L) { return L.T.size(); });
+    m.def("_search_layout", &search_layout, py::arg("wh"), py::arg("weights") = py::none(), py::arg("n_threads") = 1);
+    m.def("_layout_metrics", &layout_metrics, py::arg("layout"), py::arg("anchors"), py::arg("thr"),
+          py::arg("n_threads"));
+    m.def("_layout_objective", &layout_objective, py::arg("layout"), py::arg("anchors"), py::arg("objective"),
+          py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"));
+    m.def("evolve_anchors", &evolve_anchors, py::arg("layout"), py::arg("weights"), py::arg("init"), py::arg("thr"),
           py::arg("generations"), py::arg("mutation_prob"), py::arg("sigma"), py::arg("min_size"), py::arg("strategy"),
           py::arg("batch"), py::arg("seed"), py::arg("n_threads"), py::arg("progress"), py::arg("callback"),
           py::arg("objective") = "fitness", py::arg("iou_thr") = 0.5, py::arg("iou_weighted") = false,

@@ -990,18 +990,25 @@ class ChunkCache:
         if n == 0:
             return None
         key = ("layout", token, offset, n)
-        need = n * 33  # four doubles per box and eight per tile of 64
+        # Reserved before the rows are read: as doubles (a float32 chunk's layout takes 9 bytes per
+        # box, and the reservation is trimmed to it once built) and eight doubles per tile of 64.
+        need = n * 17
         with self._lock:
             if key in self._items:
                 return self._items[key][0]
             if not self._reserve(token, budget, need):
                 return None
         rows = chunk_rows(block)
-        layout = _core._chunk_layout(wh=rows.astype(np.float64, copy=False), n_threads=threads)
+        layout = _core._search_layout(wh=rows, n_threads=threads)
         with self._lock:
             if token not in self._bytes:  # dropped meanwhile
                 return layout
-            return self._items.setdefault(key, (layout, need))[0]
+            if key in self._items:  # built by another thread meanwhile: give the reservation back
+                self._bytes[token] -= need
+                return self._items[key][0]
+            self._bytes[token] -= need - layout.nbytes
+            self._items[key] = (layout, layout.nbytes)
+            return layout
 
     def lloyd_state(
         self,

@@ -135,16 +135,32 @@ def _chunk_fitness(
     wh: npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], thr: float
 ) -> npt.NDArray[np.uint64]: ...
 
-class _ChunkLayout:
+class _SearchLayout:
     @property
     def nbytes(self) -> int: ...
     @property
     def n(self) -> int: ...
 
-def _chunk_layout(wh: npt.NDArray[np.float64], n_threads: int) -> _ChunkLayout: ...
+def _search_layout(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    weights: Optional[npt.NDArray[np.float64]] = None,
+    n_threads: int = 1,
+) -> _SearchLayout: ...
+def _layout_metrics(
+    layout: _SearchLayout, anchors: npt.NDArray[np.float64], thr: float, n_threads: int
+) -> tuple[float, float, float, float]: ...
+def _layout_objective(
+    layout: _SearchLayout,
+    anchors: npt.NDArray[np.float64],
+    objective: str,
+    thr: float,
+    iou_thr: float,
+    iou_weighted: bool,
+    n_threads: int,
+) -> float: ...
 def _chunk_objective_batch(
     wh: Optional[npt.NDArray[np.float64]],
-    layout: Optional[_ChunkLayout],
+    layout: Optional[_SearchLayout],
     candidates: npt.NDArray[np.float64],
     objective: str,
     thr: float,
@@ -183,7 +199,7 @@ def anchor_fitness(
     n_threads: int,
 ) -> tuple[float, float, float, float]: ...
 def evolve_anchors(
-    wh: npt.NDArray[np.float64],
+    layout: _SearchLayout,
     weights: Optional[npt.NDArray[np.float64]],
     init: npt.NDArray[np.float64],
     thr: float,

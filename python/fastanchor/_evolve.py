@@ -26,6 +26,7 @@ from ._grid import DetectorGrid, as_grid
 from ._kmeans import kmeans_iou
 from ._results import Result
 from ._validation import (
+    CHECK_ROWS,
     INT_MAX,
     MAX_SIDE,
     MIN_SIDE,
@@ -34,8 +35,10 @@ from ._validation import (
     as_int,
     as_weights,
     as_wh,
+    as_wh_rows,
     resolve_seed,
     resolve_threads,
+    unchanged_since,
 )
 
 #: The strategies of :func:`evolve_anchors`.
@@ -273,7 +276,12 @@ def _evolve(
     iou_weighted: bool = False,
     budget: int = 0,
     grid: Any = None,
+    layout: Any = None,
 ) -> EvolveResult:
+    """The search on ``boxes`` (validated rows, with optional weights), scored on ``layout``
+    (:func:`_layout` of the same boxes; made here when None)."""
+    if layout is None:
+        layout = _layout(boxes, weights, threads)
     grid_kw = grid.core_args(boxes.shape[0], anchors.shape[0]) if grid is not None and objective != "fitness" else {}
     # A grid-scored box costs about GRID_COST corner-aligned ones: the budget counts it so.
     cost = GRID_COST if grid_kw else 1
@@ -282,7 +290,7 @@ def _evolve(
     bar = _EvolveProgress(total, f"evolve_anchors ({strategy}, {objective})") if progress else None
     try:
         out = _core.evolve_anchors(
-            wh=boxes,
+            layout=layout,
             weights=weights,
             init=anchors,
             thr=thr,
@@ -308,6 +316,18 @@ def _evolve(
         if bar is not None:
             bar.close()
     return _search_result(out, float(out["bpr"]), float(out["aat"]), float(out["avg_iou"]), objective)
+
+
+def _layout(
+    boxes: np.ndarray, weights: Optional[np.ndarray], threads: int, checksum: Optional[int] = None, name: str = ""
+) -> Any:
+    """The search's layout of validated rows (float32 or float64) and weights: its own copy of them
+    (about 9 bytes per float32 box, 17 per float64 one), sorted for the search's pruning. With a
+    ``checksum`` of ``boxes`` (as_wh_rows: the caller's array read in place), checks that they did
+    not change while the copy was made; the search and every report then read the copy only."""
+    layout = _core._search_layout(wh=boxes, weights=weights, n_threads=threads)
+    unchanged_since(boxes, checksum, "wh", name)
+    return layout
 
 
 def _search_result(out: Dict[str, Any], bpr: float, aat: float, avg_iou: float, objective: str) -> EvolveResult:
@@ -365,7 +385,11 @@ def evolve_anchors(
         The initial anchors, e.g. ``kmeans_iou(wh, k).anchors`` (sides below ``min_size`` are
         first raised to it).
     wh : array_like, shape (N, 2)
-        Box widths and heights in pixels: finite and strictly positive.
+        Box widths and heights in pixels: finite and strictly positive. The search scores its own
+        sorted copy of them (9 bytes per box for float32 rows, 17 for float64 and other dtypes, 8
+        more with ``sample_weight``). A C-contiguous float32 or float64 array is read in place
+        while that copy is made: a change made to it meanwhile raises RuntimeError; later changes
+        (from ``callback``, say) do not reach the search.
     thr : float
         YOLOv5's ``anchor_t`` (> 1).
     generations : int
@@ -446,7 +470,8 @@ def evolve_anchors(
     nine on COCO-like data); the fitness is an exact fixed-point sum, so this changes no bit of it.
     """
     a = as_anchors(anchors)
-    boxes = as_wh(wh)
+    # A C-contiguous float32/float64 array is read in place, once, into the search's layout.
+    boxes, checksum = as_wh_rows(wh) if scale is None else (as_wh(wh), None)
     weights = as_weights(sample_weight, boxes.shape[0])
     grid = _scaled_grid(as_grid(grid), scale, scale_steps)
     if scale is not None:
@@ -456,6 +481,7 @@ def evolve_anchors(
         generations, mutation_prob, sigma, min_size, strategy, batch, callback
     )
     objective, iou_thr, iou_weighted, budget = _check_objective_args(objective, iou_thr, iou_weighted, budget)
+    threads = resolve_threads(n_threads)
     return _evolve(
         a,
         boxes,
@@ -468,7 +494,7 @@ def evolve_anchors(
         strategy,
         batch,
         resolve_seed(seed),
-        resolve_threads(n_threads),
+        threads,
         progress,
         callback,
         objective,
@@ -476,7 +502,21 @@ def evolve_anchors(
         iou_weighted,
         budget,
         grid,
+        _layout(boxes, weights, threads, checksum, "evolve_anchors"),
     )
+
+
+def _small_boxes(boxes: np.ndarray) -> Tuple[int, np.ndarray]:
+    """The number of boxes with a side below WARN_BELOW, and the mask of those kept (a side of at
+    least DROP_BELOW), computed block by block (a few MB of temporaries whatever N)."""
+    n = boxes.shape[0]
+    keep = np.empty(n, dtype=bool)
+    n_small = 0
+    for b in range(0, n, CHECK_ROWS):
+        w, h = boxes[b : b + CHECK_ROWS, 0], boxes[b : b + CHECK_ROWS, 1]
+        n_small += int(np.count_nonzero((w < WARN_BELOW) | (h < WARN_BELOW)))
+        np.logical_or(w >= DROP_BELOW, h >= DROP_BELOW, out=keep[b : b + CHECK_ROWS])
+    return n_small, keep
 
 
 def autoanchor(
@@ -517,7 +557,10 @@ def autoanchor(
     ----------
     wh : array_like, shape (N, 2)
         Box widths and heights in pixels at the training size (letterboxed: YOLOv5 scales each
-        image's longest side to the image size).
+        image's longest side to the image size). A C-contiguous float32 or float64 array is read
+        in place by the checks and k-means, then copied for the search (as in
+        :func:`evolve_anchors`); a change made to it before that copy raises RuntimeError. The
+        kept boxes are copied in their dtype when some are dropped.
     k : int
         Number of anchors (9 for YOLOv5's three levels of three).
     thr, generations, strategy, mutation_prob, sigma, min_size, batch, callback
@@ -564,7 +607,9 @@ def autoanchor(
         When some boxes have a side below 3 pixels (with the counts of those and of the boxes
         dropped).
     """
-    boxes = as_wh(wh)
+    # A C-contiguous float32/float64 array is read in place (checked unchanged after each read).
+    rows, checksum = as_wh_rows(wh)
+    boxes = rows
     n = boxes.shape[0]
     k = as_int(k, "k", minimum=1)
     weights = as_weights(sample_weight, n)
@@ -580,9 +625,8 @@ def autoanchor(
     threads = resolve_threads(n_threads)
     gen = np.random.default_rng(resolve_seed(seed))
 
-    n_small = int((boxes < WARN_BELOW).any(axis=1).sum())
-    keep = (boxes >= DROP_BELOW).any(axis=1)
-    n_dropped = int(n - keep.sum())
+    n_small, keep = _small_boxes(boxes)
+    n_dropped = int(n - np.count_nonzero(keep))
     if n_small:
         warnings.warn(
             f"{n_small} of {n} boxes are smaller than {WARN_BELOW:g} pixels in width or height (extremely small "
@@ -593,7 +637,10 @@ def autoanchor(
     if n_dropped == n:
         raise ValueError(f"all {n} boxes are smaller than {DROP_BELOW:g} pixels on both sides: nothing to fit")
     if n_dropped:
+        # A private copy of the kept rows, in their dtype (float32 stays float32).
         boxes = np.ascontiguousarray(boxes[keep])
+        unchanged_since(rows, checksum, "wh", "autoanchor")
+        checksum = None
         if weights is not None:
             weights = np.ascontiguousarray(weights[keep])
             if not weights.sum() > 0:
@@ -602,16 +649,21 @@ def autoanchor(
     grid = as_grid(grid)
     if grid is not None and n_dropped:
         grid = grid.subset(keep)
+    del keep
     n_fitted = int(boxes.shape[0])
     scale_range = None
     if scale is not None:
         scale_range = as_scale_range(scale)
         boxes, weights = scale_augment(boxes, scale_range, steps=scale_steps, sample_weight=weights)
+        unchanged_since(rows, checksum, "wh", "autoanchor")
+        checksum = None
         grid = _scaled_grid(grid, scale_range, scale_steps)
 
     km = kmeans_iou(
         boxes, k, n_init=n_init, tol=tol, sample_weight=weights, seed=gen, n_threads=threads, progress=progress
     )
+    # The search and every report read the layout's copy of the boxes.
+    layout = _layout(boxes, weights, threads, checksum, "autoanchor")
     ev = _evolve(
         km.anchors,
         boxes,
@@ -632,22 +684,23 @@ def autoanchor(
         iou_weighted,
         budget,
         grid,
+        layout,
     )
     if objective == "fitness":
         evolved = FitnessResult(fitness=ev.fitness, bpr=ev.bpr, aat=ev.aat, avg_iou=ev.avg_iou, thr=t)
     else:
-        evolved = _metrics(ev.anchors, boxes, weights, t, threads)
+        evolved = _metrics(ev.anchors, layout, weights, t, threads)
     return AutoAnchorResult(
         anchors=ev.anchors,
         kmeans_anchors=km.anchors,
-        kmeans=_metrics(km.anchors, boxes, weights, t, threads),
+        kmeans=_metrics(km.anchors, layout, weights, t, threads),
         evolved=evolved,
         history=ev.history,
         n_boxes=n_fitted,
         n_dropped=n_dropped,
         n_small=n_small,
         objective=objective,
-        kmeans_objectives=_all_objectives(km.anchors, boxes, weights, t, iou_thr, iou_weighted, threads, grid),
-        evolved_objectives=_all_objectives(ev.anchors, boxes, weights, t, iou_thr, iou_weighted, threads, grid),
+        kmeans_objectives=_all_objectives(km.anchors, boxes, weights, t, iou_thr, iou_weighted, threads, grid, layout),
+        evolved_objectives=_all_objectives(ev.anchors, boxes, weights, t, iou_thr, iou_weighted, threads, grid, layout),
         scale=scale_range,
     )

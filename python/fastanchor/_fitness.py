@@ -102,12 +102,15 @@ class CheckResult(Result):
     recommend_recompute: bool
 
 
-def _metrics(
-    anchors: np.ndarray, boxes: np.ndarray, weights: Optional[np.ndarray], thr: float, threads: int
-) -> FitnessResult:
-    fitness, bpr, aat, iou = _core.anchor_fitness(
-        anchors=anchors, wh=boxes, weights=weights, thr=thr, n_threads=threads
-    )
+def _metrics(anchors: np.ndarray, boxes: Any, weights: Optional[np.ndarray], thr: float, threads: int) -> FitnessResult:
+    """The report of anchors on validated rows and weights, or on a search layout of them (which
+    holds its weights)."""
+    if isinstance(boxes, _core._SearchLayout):
+        fitness, bpr, aat, iou = _core._layout_metrics(layout=boxes, anchors=anchors, thr=thr, n_threads=threads)
+    else:
+        fitness, bpr, aat, iou = _core.anchor_fitness(
+            anchors=anchors, wh=boxes, weights=weights, thr=thr, n_threads=threads
+        )
     return FitnessResult(fitness=float(fitness), bpr=float(bpr), aat=float(aat), avg_iou=float(iou), thr=thr)
 
 
@@ -184,23 +187,17 @@ def _objective(
     iou_weighted: bool,
     threads: int,
     grid: Any = None,
+    layout: Any = None,
 ) -> float:
     """One objective's value; with ``grid`` (a DetectorGrid of the same boxes) the IoU objectives
-    are scored on the detector's grids (the ratio fitness does not depend on positions)."""
+    are scored on the detector's grids (the ratio fitness does not depend on positions). Scored on
+    ``layout`` (a search layout of the boxes and weights) when given, unless on a grid."""
     grid_kw = grid.core_args(boxes.shape[0], anchors.shape[0]) if grid is not None and objective != "fitness" else {}
-    return float(
-        _core.anchor_objective(
-            anchors=anchors,
-            wh=boxes,
-            weights=weights,
-            objective=objective,
-            thr=thr,
-            iou_thr=iou_thr,
-            iou_weighted=iou_weighted,
-            n_threads=threads,
-            **grid_kw,
-        )
-    )
+    kw: Dict[str, Any] = dict(anchors=anchors, objective=objective, thr=thr, iou_thr=iou_thr)
+    kw.update(iou_weighted=iou_weighted, n_threads=threads)
+    if layout is not None and not grid_kw:
+        return float(_core._layout_objective(layout=layout, **kw))
+    return float(_core.anchor_objective(wh=boxes, weights=weights, **kw, **grid_kw))
 
 
 def _all_objectives(
@@ -212,9 +209,10 @@ def _all_objectives(
     iou_weighted: bool,
     threads: int,
     grid: Any = None,
+    layout: Any = None,
 ) -> Dict[str, float]:
     return {
-        name: _objective(anchors, boxes, weights, name, thr, iou_thr, iou_weighted, threads, grid)
+        name: _objective(anchors, boxes, weights, name, thr, iou_thr, iou_weighted, threads, grid, layout)
         for name in OBJECTIVES
     }
 

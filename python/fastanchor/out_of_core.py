@@ -11,8 +11,9 @@ The blocks run on ``n_threads`` threads (default: all; the kernels release the G
 memory: per thread, one block of rows (copied from the file: 8 or 16 bytes per row) and up to about
 64 bytes per row of the block for the kernels' temporaries, plus the block being read, the partials (a few kB; the median's
 histograms 16 kB per anchor), and, unless ``return_labels=False``, the labels (4 bytes per box).
-The search lays out each block as the in-memory search lays out all boxes (about 90 bytes per row
-of the block while it is built) and keeps the layouts of the first blocks, up to ``cache_bytes``.
+The search lays out each block as the in-memory search lays out all boxes (a sorted copy of its
+rows and tile bounds: 9 bytes per float32 row, 17 per float64 one) and keeps the layouts of the
+first blocks, up to ``cache_bytes``.
 """
 
 from __future__ import annotations
@@ -228,8 +229,9 @@ def evolve_anchors(
 
     A pass reads the rows once, so the search reads them about ``generations / batch`` times (a
     larger ``batch`` means fewer passes; "yolov5" gives the same result for every batch size).
-    The layouts of the first blocks (about 33 bytes per box) are kept for the later passes, up to
-    ``cache_bytes`` (default 1 GiB; 0: none); the other blocks are laid out again in every pass.
+    The layouts of the first blocks (9 bytes per float32 box, 17 per float64 one) are kept for the
+    later passes, up to ``cache_bytes`` (default 1 GiB; 0: none); the other blocks are laid out
+    again in every pass.
     Ctrl-C stops the search between blocks.
     """
     _chunked.no_weights(sample_weight)

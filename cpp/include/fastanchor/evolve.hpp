@@ -372,16 +372,16 @@ SearchOutput evolve_search(const Score& score, const double* init, int k, const 
     return out;
 }
 
-// The search on boxes in memory (n rows, weights optional), scored in batches on their tiled
-// layout. Deterministic for a seed, whatever the number of threads (fixed-point sums).
-inline EvolveOutput evolve_anchors(const double* wh, const double* weights, index_t n, const double* init, int k,
-                                   const EvolveOptions& o, EvolveMonitor& mon) {
-    if (n <= 0 || k <= 0) throw std::invalid_argument("evolve_anchors: need boxes and anchors");
+// The search on boxes laid out in memory, scored in batches on the layout, and the report of its
+// anchors on the same boxes. Deterministic for a seed, whatever the number of threads
+// (fixed-point sums).
+inline EvolveOutput evolve_anchors(const TiledBoxes& T, const double* init, int k, const EvolveOptions& o,
+                                   EvolveMonitor& mon) {
+    if (T.size() <= 0 || k <= 0) throw std::invalid_argument("evolve_anchors: need boxes and anchors");
     const PollScope poll(mon);  // mon.poll() at check points, every kPollInterval of work
-    const TiledBoxes T = TiledBoxes::make(wh, weights, n, o.n_threads);
     SearchOutput s = evolve_search(fitdetail::Scorer{T, o}, init, k, o, mon);
     EvolveOutput out;
-    out.metrics = fitness_metrics(T.boxes, RatioAnchors::from_rows(s.anchors.data(), k), o.thr, o.n_threads);
+    out.metrics = fitness_metrics(T, RatioAnchors::from_rows(s.anchors.data(), k), o.thr, o.n_threads);
     out.anchors = std::move(s.anchors);
     out.objective = s.objective;
     out.history = std::move(s.history);
@@ -389,6 +389,14 @@ inline EvolveOutput evolve_anchors(const double* wh, const double* weights, inde
     out.initial_fitness = s.initial_fitness;
     out.stopped = s.stopped;
     return out;
+}
+
+// The same on n rows (float or double; weights optional), laid out first.
+template <class Row>
+EvolveOutput evolve_anchors(const Row* wh, const double* weights, index_t n, const double* init, int k,
+                            const EvolveOptions& o, EvolveMonitor& mon) {
+    if (n <= 0 || k <= 0) throw std::invalid_argument("evolve_anchors: need boxes and anchors");
+    return evolve_anchors(TiledBoxes::make(wh, weights, n, o.n_threads), init, k, o, mon);
 }
 
 }  // namespace fastanchor

@@ -301,8 +301,9 @@ def evolve_anchors(
 
     The search runs about ``generations / batch`` map-reduces: a larger ``batch`` means fewer
     ("yolov5" gives the same result for every batch size). Each worker keeps the layouts of the
-    chunks it scores (about 33 bytes per box) up to ``cache_bytes`` (default 1 GiB; 0: none), so
-    that the later passes do not lay them out again, and drops them when the search ends.
+    chunks it scores (9 bytes per float32 box, 17 per float64 one) up to ``cache_bytes`` (default
+    1 GiB; 0: none), so that the later passes do not lay them out again, and drops them when the
+    search ends.
     ``client``, ``scheduler`` and ``columns`` as in :func:`kmeans_iou`.
     """
     _chunked.no_weights(sample_weight)

@@ -292,8 +292,9 @@ struct PreparedBoxes {
     }
 };
 
+template <class Row>
 struct RowBoxes {
-    const double* wh;
+    const Row* wh;          // float or double
     const double* weights;  // null: unit weights
     double top;             // the largest weight
     bool weighted() const { return weights != nullptr; }
@@ -410,9 +411,11 @@ inline FitnessMetrics fitness_metrics(const FitBoxes& B, const RatioAnchors& A, 
     return fitdetail::metrics_of(fitdetail::PreparedBoxes{B}, B.n, A, thr, n_threads);
 }
 
-// The same on n rows (w, h) of the caller (weights: n values or null), without a prepared copy.
-inline FitnessMetrics fitness_metrics(const double* wh, const double* weights, index_t n, const RatioAnchors& A,
-                                      double thr, int n_threads) {
+// The same on n rows (w, h) of the caller (float or double; weights: n values or null), without
+// a prepared copy.
+template <class Row>
+FitnessMetrics fitness_metrics(const Row* wh, const double* weights, index_t n, const RatioAnchors& A, double thr,
+                               int n_threads) {
     double top = 1.0;
     if (weights) {
         std::vector<double> part(n_chunks(n), 0.0);
@@ -424,7 +427,7 @@ inline FitnessMetrics fitness_metrics(const double* wh, const double* weights, i
         top = *std::max_element(part.begin(), part.end());
         if (!(top > 0.0)) throw std::invalid_argument("the weights must have a positive sum");
     }
-    return fitdetail::metrics_of(fitdetail::RowBoxes{wh, weights, top}, n, A, thr, n_threads);
+    return fitdetail::metrics_of(fitdetail::RowBoxes<Row>{wh, weights, top}, n, A, thr, n_threads);
 }
 
 }  // namespace fastanchor

@@ -49,23 +49,24 @@ __attribute__((always_inline)) inline std::int64_t iou_term(double best, double 
     return fix_round(om * z * kFixScale);
 }
 
-// Fixed-point sum of the objective's terms over boxes [b, e) of B (KT > 0 fixes k). A chunk
-// holds at most kChunk = 2^12 terms of at most 2^50: the int64 sum never overflows.
+// Fixed-point sum of the objective's terms over m boxes w, h with scaled weights om (read when
+// Weighted; KT > 0 fixes k). A chunk holds at most kChunk = 2^12 terms of at most 2^50: the int64
+// sum never overflows.
 template <int KT, bool Weighted>
-FASTANCHOR_CLONES std::int64_t iou_objective_sum(const FitBoxes& B, index_t b, index_t e, const RatioAnchors& A,
-                                                 const Objective& ob) {
+FASTANCHOR_CLONES std::int64_t iou_objective_sum(const double* wv, const double* hv, const double* om, index_t m_all,
+                                                 const RatioAnchors& A, const Objective& ob) {
     const int k = KT > 0 ? KT : A.k;
     const double *aw = A.w.data(), *ah = A.h.data(), *aa = A.a.data();
     const bool recall = ob.kind == ObjectiveKind::Recall, weighted_iou = ob.iou_weighted;
     const double t = ob.iou_thr;
     std::int64_t total = 0;
-    for (index_t i0 = b; i0 < e; i0 += kLanes) {
-        const int m = static_cast<int>(std::min<index_t>(kLanes, e - i0));
+    for (index_t i0 = 0; i0 < m_all; i0 += kLanes) {
+        const int m = static_cast<int>(std::min<index_t>(kLanes, m_all - i0));
         double w[kLanes], h[kLanes], ar[kLanes], best[kLanes];
         for (int l = 0; l < kLanes; ++l) {
             const bool in = l < m;
-            w[l] = in ? B.w[i0 + l] : 1.0;
-            h[l] = in ? B.h[i0 + l] : 1.0;
+            w[l] = in ? wv[i0 + l] : 1.0;
+            h[l] = in ? hv[i0 + l] : 1.0;
             ar[l] = w[l] * h[l];
             best[l] = 0.0;
         }
@@ -76,23 +77,42 @@ FASTANCHOR_CLONES std::int64_t iou_objective_sum(const FitBoxes& B, index_t b, i
                 best[l] = v > best[l] ? v : best[l];
             }
         }
-        for (int l = 0; l < m; ++l) total += iou_term(best[l], Weighted ? B.om[i0 + l] : 1.0, recall, weighted_iou, t);
+        for (int l = 0; l < m; ++l) total += iou_term(best[l], Weighted ? om[i0 + l] : 1.0, recall, weighted_iou, t);
     }
     return total;
 }
 
-inline std::int64_t iou_objective_chunk(const FitBoxes& B, index_t b, index_t e, const RatioAnchors& A,
-                                        const Objective& ob) {
+// The same sum, every anchor (KT fixed when k is one of FitnessKs).
+inline std::int64_t iou_objective_rows(const double* w, const double* h, const double* om, index_t m,
+                                       const RatioAnchors& A, const Objective& ob) {
     std::int64_t r = 0;
-    const bool w = B.weighted();
     const bool fixed = with_k_in(
         A.k,
         [&](auto K) {
             constexpr int KT = decltype(K)::value;
-            r = w ? iou_objective_sum<KT, true>(B, b, e, A, ob) : iou_objective_sum<KT, false>(B, b, e, A, ob);
+            r = om ? iou_objective_sum<KT, true>(w, h, om, m, A, ob) : iou_objective_sum<KT, false>(w, h, om, m, A, ob);
         },
         FitnessKs{});
-    if (!fixed) r = w ? iou_objective_sum<0, true>(B, b, e, A, ob) : iou_objective_sum<0, false>(B, b, e, A, ob);
+    if (!fixed)
+        r = om ? iou_objective_sum<0, true>(w, h, om, m, A, ob) : iou_objective_sum<0, false>(w, h, om, m, A, ob);
+    return r;
+}
+
+// Over boxes [b, e) of B.
+inline std::int64_t iou_objective_chunk(const FitBoxes& B, index_t b, index_t e, const RatioAnchors& A,
+                                        const Objective& ob) {
+    return iou_objective_rows(B.w.data() + b, B.h.data() + b, B.weighted() ? B.om.data() + b : nullptr, e - b, A, ob);
+}
+
+// Over the tiles [q0, q1) of the search's layout, every anchor.
+inline std::int64_t iou_objective_plain_tiles(const TiledBoxes& T, index_t q0, index_t q1, const RatioAnchors& A,
+                                              const Objective& ob) {
+    std::int64_t r = 0;
+    TileBoxes tb;
+    for (index_t q = q0; q < q1; ++q) {
+        T.gather<false>(q, tb);
+        r += iou_objective_rows(tb.w, tb.h, T.weighted() ? tb.om : nullptr, tb.m, A, ob);
+    }
     return r;
 }
 
@@ -107,13 +127,13 @@ inline std::int64_t iou_objective_chunk(const FitBoxes& B, index_t b, index_t e,
 template <int KT, bool Weighted>
 FASTANCHOR_CLONES std::int64_t iou_objective_tiles(const TiledBoxes& T, index_t q0, index_t q1, const RatioAnchors& A,
                                                    const Objective& ob) {
-    const FitBoxes& B = T.boxes;
     const int k = KT > 0 ? KT : A.k;
     const double *aw = A.w.data(), *ah = A.h.data(), *aa = A.a.data();
     const bool recall = ob.kind == ObjectiveKind::Recall, weighted_iou = ob.iou_weighted;
     const double t = ob.iou_thr;
     std::int64_t total = 0;
     double U[kMaxPruned];
+    TileBoxes tb;
     for (index_t q = q0; q < q1; ++q) {
         const double w0 = T.w0[q], w1 = T.w1[q], h0 = T.h0[q], h1 = T.h1[q];
         const double a00 = w0 * h0, a01 = w0 * h1, a10 = w1 * h0, a11 = w1 * h1;
@@ -127,9 +147,9 @@ FASTANCHOR_CLONES std::int64_t iou_objective_tiles(const TiledBoxes& T, index_t 
             U[j] = iou_wh(cw, ch, cw * ch, awj, ahj, aaj);
         }
         M *= 1.0 - kBand;
-        const index_t b = q * kTile;
-        const int m = static_cast<int>(std::min<index_t>(kTile, B.n - b));
-        const double *w = B.w.data() + b, *h = B.h.data() + b;
+        T.gather<false>(q, tb);
+        const int m = tb.m;
+        const double *w = tb.w, *h = tb.h;
         double best[kTile];
         for (int l = 0; l < kTile; ++l) best[l] = 0.0;
         for (int j = 0; j < k; ++j) {
@@ -140,7 +160,7 @@ FASTANCHOR_CLONES std::int64_t iou_objective_tiles(const TiledBoxes& T, index_t 
                 best[l] = v > best[l] ? v : best[l];
             }
         }
-        for (int l = 0; l < m; ++l) total += iou_term(best[l], Weighted ? B.om[b + l] : 1.0, recall, weighted_iou, t);
+        for (int l = 0; l < m; ++l) total += iou_term(best[l], Weighted ? tb.om[l] : 1.0, recall, weighted_iou, t);
     }
     return total;
 }
@@ -148,7 +168,7 @@ FASTANCHOR_CLONES std::int64_t iou_objective_tiles(const TiledBoxes& T, index_t 
 inline std::int64_t iou_objective_tiled_chunk(const TiledBoxes& T, index_t q0, index_t q1, const RatioAnchors& A,
                                               const Objective& ob) {
     std::int64_t r = 0;
-    const bool w = T.boxes.weighted();
+    const bool w = T.weighted();
     const bool fixed = with_k_in(
         A.k,
         [&](auto K) {
@@ -187,7 +207,7 @@ inline void iou_objective_batch(const FitBoxes& B, const RatioAnchors* candidate
 }
 
 // Fixed-point totals of the IoU objective of `count` candidates on the search's tiled layout
-// (per-tile pruning up to 64 anchors): totals[c] / boxes.denom is the value of candidates[c], the
+// (per-tile pruning up to 64 anchors): totals[c] / T.denom is the value of candidates[c], the
 // same as iou_objective_batch's on the boxes, bit for bit. Totals of disjoint sets of boxes add
 // up to the total of their union, exactly.
 inline void iou_objective_totals(const TiledBoxes& T, const RatioAnchors* candidates, int count, const Objective& ob,
@@ -204,7 +224,7 @@ inline void iou_objective_totals(const TiledBoxes& T, const RatioAnchors* candid
         checked_slices(count, (e - b) * candidates[0].k, [&](index_t s0, index_t s1) {
             for (index_t s = s0; s < s1; ++s)
                 out_c[s] = pruned ? fitdetail::iou_objective_tiled_chunk(T, q0, q1, candidates[s], ob)
-                                  : fitdetail::iou_objective_chunk(T.boxes, b, e, candidates[s], ob);
+                                  : fitdetail::iou_objective_plain_tiles(T, q0, q1, candidates[s], ob);
         });
     });
     for (int s = 0; s < count; ++s) {
@@ -221,12 +241,12 @@ inline void iou_objective_batch(const TiledBoxes& T, const RatioAnchors* candida
     if (count <= 0) return;
     std::vector<int128_t> totals(static_cast<std::size_t>(count));
     iou_objective_totals(T, candidates, count, ob, totals.data(), n_threads);
-    const double denom = static_cast<double>(T.boxes.denom);
+    const double denom = static_cast<double>(T.denom);
     for (int s = 0; s < count; ++s) out[s] = static_cast<double>(totals[s]) / denom;
 }
 
 // Fixed-point totals of any objective (the ratio fitness with threshold thr, or an IoU objective)
-// of `count` candidates on the tiled boxes: totals[c] / boxes.denom is the value of candidates[c].
+// of `count` candidates on the tiled boxes: totals[c] / T.denom is the value of candidates[c].
 inline void objective_totals(const TiledBoxes& T, const RatioAnchors* candidates, int count, const Objective& ob,
                              double thr, int128_t* totals, int n_threads) {
     if (ob.kind == ObjectiveKind::Fitness) fitness_totals(T, candidates, count, thr, totals, n_threads);

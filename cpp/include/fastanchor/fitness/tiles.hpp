@@ -17,9 +17,9 @@
 namespace fastanchor {
 
 // ---------------------------------------------------------------------------------------------
-// The search's layout: boxes sorted along a Z-order curve of (log w, log h) (within blocks of
-// 2^20 boxes) and cut into tiles of 64 consecutive boxes, each with its bounding rectangle. For
-// one candidate anchor set, the ratio of any box of a tile to anchor j lies between
+// The search's layout: the boxes in Z-order of (log w, log h) within blocks of 2^16 rows, cut into
+// tiles of 64 consecutive boxes, each with its bounding rectangle. For one candidate anchor set,
+// the ratio of any box of a tile to anchor j lies between
 //     L_j = min(w0 / aw, aw / w1, h0 / ah, ah / h1)   (the rectangle's farthest corner) and
 //     U_j = min(1, w1 / aw, aw / w0, 1, h1 / ah, ah / h0)   (its nearest point),
 // so anchor j can be skipped in the tile when U_j < max_j' L_j' (another anchor beats it for
@@ -27,33 +27,69 @@ namespace fastanchor {
 // tile remain of 9. Bounds are computed with the cached reciprocals and widened by 1e-12, far
 // beyond their rounding, so a skipped anchor is never the maximum of the fast ratios: the best
 // ratio of every box is the same value the full evaluation gets, bit for bit.
+//
+// The layout keeps the boxes' sides in their own precision (float32 rows as floats: 8 bytes per
+// box, float64 as doubles: 16) in its order, plus the scaled weights when weighted, and 1 byte per
+// box of tile bounds. A kernel visiting a tile gathers its widths, heights, reciprocals and
+// weights (TileBoxes) by the operations FitBoxes caches them with, so every value is the same bit
+// for bit. A prepared copy of doubles and reciprocals took 32 bytes per box (and the sort 20
+// more while it was built); the reciprocals cost two divisions per box and pass instead, which
+// the smaller stream of rows pays back.
+
+// One tile's boxes, gathered: m boxes (the rest of the arrays unset; om only when weighted).
+struct TileBoxes {
+    int m = 0;
+    alignas(64) double w[fitdetail::kTile];
+    alignas(64) double h[fitdetail::kTile];
+    alignas(64) double iw[fitdetail::kTile];
+    alignas(64) double ih[fitdetail::kTile];
+    alignas(64) double om[fitdetail::kTile];
+};
+
 struct TiledBoxes {
-    // Boxes per block of the sort (a whole number of tiles).
-    static constexpr index_t kSortBlock = index_t{1} << 20;
+    // Rows per block of the sort: a whole number of tiles, small enough that a block's keys and
+    // rows stay in cache while it is sorted and gathered.
+    static constexpr index_t kSortBlock = index_t{1} << 16;
     static_assert(kSortBlock % fitdetail::kTile == 0, "a sort block holds whole tiles");
 
-    FitBoxes boxes;  // sorted
+    index_t n = 0;
     index_t n_tiles = 0;
+    // The sides (w, h) in the layout's order: one of the two is filled, in the input's precision.
+    std::vector<float> rows32;
+    std::vector<double> rows64;
+    // The weights scaled to a largest weight of 1, in the layout's order (empty: unit weights),
+    // and the fixed-point total weight: sum of round(om * 2^50) (n * 2^50 for unit weights).
+    std::vector<double> om;
+    int128_t denom = 0;
     // Tile bounds: smallest and largest width and height, and their reciprocals.
     std::vector<double> w0, w1, h0, h1, iw0, iw1, ih0, ih1;
 
-    index_t size() const { return boxes.n; }
+    index_t size() const { return n; }
+    bool weighted() const { return !om.empty(); }
+    // Bytes the layout holds.
+    std::size_t nbytes() const {
+        return rows32.size() * sizeof(float) + (rows64.size() + om.size()) * sizeof(double) +
+               static_cast<std::size_t>(n_tiles) * 8 * sizeof(double);
+    }
 
-    static TiledBoxes make(const double* wh, const double* weights, index_t n, int n_threads = 1) {
+    // The layout of n rows wh (float or double) with optional weights (n values, null: unit).
+    template <class Row>
+    static TiledBoxes make(const Row* wh, const double* weights, index_t n, int n_threads = 1) {
+        TiledBoxes t;
+        t.n = n;
+        const double top = weights ? t.sum_weights(weights, n_threads) : 1.0;
         // Z-order key of 10-bit cells over the data's range of (log w, log h); the log is the
         // double's exponent and top mantissa bits (piecewise linear in log2, monotone). Only the
-        // speed depends on this order: the fitness is summed exactly in any order.
-        std::vector<std::uint32_t> lw(n), lh(n);
+        // speed depends on this order: every sum is exact in any order.
         const index_t nc = n_chunks(n);
         std::vector<std::uint32_t> lo_w(nc, ~0u), hi_w(nc, 0u), lo_h(nc, ~0u), hi_h(nc, 0u);
         for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
             for (index_t i = b; i < e; ++i) {
-                lw[i] = log_bits(wh[2 * i]);
-                lh[i] = log_bits(wh[2 * i + 1]);
-                lo_w[c] = std::min(lo_w[c], lw[i]);
-                hi_w[c] = std::max(hi_w[c], lw[i]);
-                lo_h[c] = std::min(lo_h[c], lh[i]);
-                hi_h[c] = std::max(hi_h[c], lh[i]);
+                const std::uint32_t a = log_bits(wh[2 * i]), d = log_bits(wh[2 * i + 1]);
+                lo_w[c] = std::min(lo_w[c], a);
+                hi_w[c] = std::max(hi_w[c], a);
+                lo_h[c] = std::min(lo_h[c], d);
+                hi_h[c] = std::max(hi_h[c], d);
             }
         });
         const std::uint32_t w0 = *std::min_element(lo_w.begin(), lo_w.end());
@@ -61,29 +97,28 @@ struct TiledBoxes {
         const std::uint32_t h0 = *std::min_element(lo_h.begin(), lo_h.end());
         const std::uint32_t h1 = *std::max_element(hi_h.begin(), hi_h.end());
         const double sw = w1 > w0 ? 1023.0 / (w1 - w0) : 0.0, sh = h1 > h0 ? 1023.0 / (h1 - h0) : 0.0;
-        std::vector<std::uint32_t> key(n);
-        for_each_chunk(n, n_threads, [&](index_t, index_t b, index_t e) {
-            for (index_t i = b; i < e; ++i) {
-                const auto qw = static_cast<std::uint32_t>(std::min(1023.0, (lw[i] - w0) * sw));
-                const auto qh = static_cast<std::uint32_t>(std::min(1023.0, (lh[i] - h0) * sh));
-                key[i] = interleave(qw) | (interleave(qh) << 1);
-            }
-        });
-        // A stable sort of the 20-bit keys (sort.hpp skips the digit all keys share) within each
-        // block of kSortBlock boxes, the blocks on the threads: a block's sort and the gather of
-        // its rows stay in cache, where one sort of 10^8 keys and a gather across the whole
-        // array miss it at every step. Tiles never straddle two blocks (a block is a whole number
-        // of tiles), so a tile still holds neighbours along the curve.
+        std::vector<Row>& out = t.rows_of(static_cast<const Row*>(nullptr));
+        out.resize(2 * static_cast<std::size_t>(n));
+        if (weights) t.om.resize(static_cast<std::size_t>(n));
+        // A stable sort of the 20-bit keys within each block (sort.hpp skips the digit all keys
+        // share), the blocks on the threads: a block's keys, sort and rows stay in cache.
         const index_t blocks = (n + kSortBlock - 1) / kSortBlock;
-        std::vector<index_t> order(static_cast<std::size_t>(n));
         parallel_for(blocks, n_threads, [&](index_t q) {
             const index_t b = q * kSortBlock, e = std::min(n, b + kSortBlock);
-            std::vector<std::uint32_t> part(key.begin() + b, key.begin() + e);
-            const std::vector<index_t> local = detail::radix_argsort<index_t>(part, e - b);
-            for (index_t i = 0; i < e - b; ++i) order[b + i] = b + local[i];
+            std::vector<std::uint32_t> key(static_cast<std::size_t>(e - b));
+            for (index_t i = b; i < e; ++i) {
+                const auto qw = static_cast<std::uint32_t>(std::min(1023.0, (log_bits(wh[2 * i]) - w0) * sw));
+                const auto qh = static_cast<std::uint32_t>(std::min(1023.0, (log_bits(wh[2 * i + 1]) - h0) * sh));
+                key[i - b] = interleave(qw) | (interleave(qh) << 1);
+            }
+            const std::vector<std::uint16_t> local = detail::radix_argsort<std::uint16_t>(key, e - b);
+            for (index_t i = b; i < e; ++i) {
+                const index_t s = b + local[i - b];
+                out[2 * i] = wh[2 * s];
+                out[2 * i + 1] = wh[2 * s + 1];
+                if (weights) t.om[i] = weights[s] / top;
+            }
         });
-        TiledBoxes t;
-        t.boxes = FitBoxes::make(wh, weights, n, order.data(), n_threads);
         t.bound_tiles(n_threads);
         return t;
     }
@@ -95,6 +130,9 @@ struct TiledBoxes {
     // same, exact in any order. Unit weights.
     static TiledBoxes make_bucketed(const double* wh, index_t n) {
         constexpr int kCellBits = 6, kCells = 1 << kCellBits, kBuckets = kCells * kCells;
+        TiledBoxes t;
+        t.n = n;
+        t.denom = static_cast<int128_t>(n) * (INT64_C(1) << 50);
         std::uint32_t w0 = ~0u, w1 = 0u, h0 = ~0u, h1 = 0u;
         for (index_t i = 0; i < n; ++i) {
             const std::uint32_t a = log_bits(wh[2 * i]), b = log_bits(wh[2 * i + 1]);
@@ -113,40 +151,87 @@ struct TiledBoxes {
             ++start[key[i] + 1];
         }
         for (int b = 0; b < kBuckets; ++b) start[b + 1] += start[b];
-        TiledBoxes t;
-        FitBoxes& B = t.boxes;
-        B.n = n;
-        B.denom = static_cast<int128_t>(n) * (INT64_C(1) << 50);
-        for (auto* v : {&B.w, &B.h, &B.iw, &B.ih}) v->resize(static_cast<std::size_t>(n));
+        t.rows64.resize(2 * static_cast<std::size_t>(n));
         for (index_t i = 0; i < n; ++i) {
             const index_t d = start[key[i]]++;
-            B.w[d] = wh[2 * i];
-            B.h[d] = wh[2 * i + 1];
-        }
-        for (index_t i = 0; i < n; ++i) {
-            B.iw[i] = 1.0 / B.w[i];
-            B.ih[i] = 1.0 / B.h[i];
+            t.rows64[2 * d] = wh[2 * i];
+            t.rows64[2 * d + 1] = wh[2 * i + 1];
         }
         t.bound_tiles(1);
         return t;
     }
 
+    // Gathers tile q's boxes into out: sides always, reciprocals when Recip, and the scaled
+    // weights when weighted (out.om is left unset for unit weights).
+    template <bool Recip>
+    __attribute__((always_inline)) void gather(index_t q, TileBoxes& out) const {
+        const index_t b = q * fitdetail::kTile;
+        const int m = static_cast<int>(std::min<index_t>(fitdetail::kTile, n - b));
+        out.m = m;
+        if (!rows32.empty()) {
+            const float* r = rows32.data() + 2 * b;
+            for (int l = 0; l < m; ++l) {
+                out.w[l] = r[2 * l];
+                out.h[l] = r[2 * l + 1];
+            }
+        } else {
+            const double* r = rows64.data() + 2 * b;
+            for (int l = 0; l < m; ++l) {
+                out.w[l] = r[2 * l];
+                out.h[l] = r[2 * l + 1];
+            }
+        }
+        if (Recip) {
+            for (int l = 0; l < m; ++l) {
+                out.iw[l] = 1.0 / out.w[l];
+                out.ih[l] = 1.0 / out.h[l];
+            }
+        }
+        if (!om.empty())
+            for (int l = 0; l < m; ++l) out.om[l] = om[b + l];
+    }
+
 private:
+    std::vector<float>& rows_of(const float*) { return rows32; }
+    std::vector<double>& rows_of(const double*) { return rows64; }
+
+    // The largest weight (it must be positive), and the fixed-point total weight into denom.
+    double sum_weights(const double* w, int n_threads) {
+        std::vector<double> tops(n_chunks(n), 0.0);
+        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+            double m = 0.0;
+            for (index_t i = b; i < e; ++i) m = std::max(m, w[i]);
+            tops[c] = m;
+        });
+        const double top = *std::max_element(tops.begin(), tops.end());
+        if (!(top > 0.0)) throw std::invalid_argument("the weights must have a positive sum");
+        std::vector<std::int64_t> part(n_chunks(n), 0);
+        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+            std::int64_t d = 0;
+            for (index_t i = b; i < e; ++i) d += fitdetail::fix_round(w[i] / top * fitdetail::kFixScale);
+            part[c] = d;
+        });
+        denom = 0;
+        for (const std::int64_t d : part) denom += d;
+        return top;
+    }
+
     // The tiles of 64 consecutive boxes and their bounding rectangles.
     void bound_tiles(int n_threads) {
-        const FitBoxes& B = boxes;
-        const index_t n = B.n;
+        if (om.empty()) denom = static_cast<int128_t>(n) * (INT64_C(1) << 50);
         n_tiles = (n + fitdetail::kTile - 1) / fitdetail::kTile;
         for (auto* v : {&w0, &w1, &h0, &h1, &iw0, &iw1, &ih0, &ih1}) v->resize(n_tiles);
-        for_each_chunk(n, n_threads, [&](index_t, index_t b, index_t e) {
-            for (index_t q = b / fitdetail::kTile; q * fitdetail::kTile < e; ++q) {
-                const index_t qb = q * fitdetail::kTile, qe = std::min(n, qb + fitdetail::kTile);
-                double a0 = B.w[qb], a1 = B.w[qb], c0 = B.h[qb], c1 = B.h[qb];
-                for (index_t i = qb + 1; i < qe; ++i) {
-                    a0 = std::min(a0, B.w[i]);
-                    a1 = std::max(a1, B.w[i]);
-                    c0 = std::min(c0, B.h[i]);
-                    c1 = std::max(c1, B.h[i]);
+        parallel_for(n_chunks(n), n_threads, [&](index_t c) {
+            TileBoxes tb;
+            const index_t q_end = std::min(n_tiles, (c + 1) * fitdetail::kTilesPerChunk);
+            for (index_t q = c * fitdetail::kTilesPerChunk; q < q_end; ++q) {
+                gather<false>(q, tb);
+                double a0 = tb.w[0], a1 = tb.w[0], c0 = tb.h[0], c1 = tb.h[0];
+                for (int i = 1; i < tb.m; ++i) {
+                    a0 = std::min(a0, tb.w[i]);
+                    a1 = std::max(a1, tb.w[i]);
+                    c0 = std::min(c0, tb.h[i]);
+                    c1 = std::max(c1, tb.h[i]);
                 }
                 w0[q] = a0;
                 w1[q] = a1;
@@ -225,14 +310,13 @@ template <bool Weighted>
 FASTANCHOR_CLONES void tiled_sums(const TiledBoxes& T, index_t q0, index_t q1, const RatioAnchors* cands, int count,
                                   const Threshold& th, const std::uint64_t* masks, const std::uint8_t* sures,
                                   std::int64_t* acc /* count x 16 */, std::int64_t* extra /* count */) {
-    const FitBoxes& B = T.boxes;
     const double t = th.t, band = th.band;
     const int nq = static_cast<int>(q1 - q0);
+    TileBoxes tb;
     for (int q = 0; q < nq; ++q) {
-        const index_t b = (q0 + q) * kTile;
-        const index_t m = std::min<index_t>(kTile, B.n - b);
-        const double *w = B.w.data() + b, *h = B.h.data() + b, *iw = B.iw.data() + b, *ih = B.ih.data() + b;
-        const double* om = Weighted ? B.om.data() + b : nullptr;
+        T.gather<true>(q0 + q, tb);
+        const index_t m = tb.m;
+        const double *w = tb.w, *h = tb.h, *iw = tb.iw, *ih = tb.ih, *om = tb.om;
         for (int s = 0; s < count; ++s) {
             std::uint64_t mk = masks[static_cast<std::size_t>(s) * kTilesPerChunk + q];
             if (mk == 0) continue;
@@ -309,31 +393,36 @@ FASTANCHOR_CLONES void tiled_sums(const TiledBoxes& T, index_t q0, index_t q1, c
     }
 }
 
-// Fitness sums without pruning (more than 64 anchors): every anchor, boxes in tiles as above.
+// Fitness sums without pruning (more than 64 anchors) over the tiles [q0, q1): every anchor.
 template <bool Weighted>
-FASTANCHOR_CLONES std::int64_t plain_sum(const FitBoxes& B, index_t b, index_t e, const RatioAnchors& A,
+FASTANCHOR_CLONES std::int64_t plain_sum(const TiledBoxes& T, index_t q0, index_t q1, const RatioAnchors& A,
                                          const Threshold& th) {
     const int k = A.k;
     const double *aw = A.w.data(), *ah = A.h.data(), *aiw = A.iw.data(), *aih = A.ih.data();
     std::int64_t total = 0;
-    for (index_t i0 = b; i0 < e; i0 += kLanes) {
-        const int m = static_cast<int>(std::min<index_t>(kLanes, e - i0));
-        double best[kLanes];
-        for (int l = 0; l < kLanes; ++l) best[l] = 0.0;
-        for (int j = 0; j < k; ++j) {
+    TileBoxes tb;
+    for (index_t q = q0; q < q1; ++q) {
+        T.gather<true>(q, tb);
+        const double *w = tb.w, *h = tb.h, *iw = tb.iw, *ih = tb.ih;
+        for (int i0 = 0; i0 < tb.m; i0 += kLanes) {
+            const int m = std::min(kLanes, tb.m - i0);
+            double best[kLanes];
+            for (int l = 0; l < kLanes; ++l) best[l] = 0.0;
+            for (int j = 0; j < k; ++j) {
+                for (int l = 0; l < m; ++l) {
+                    const int i = i0 + l;
+                    best[l] = std::max(best[l], ratio_fast(w[i], h[i], iw[i], ih[i], aw[j], ah[j], aiw[j], aih[j]));
+                }
+            }
             for (int l = 0; l < m; ++l) {
-                const index_t i = i0 + l;
-                best[l] = std::max(best[l], ratio_fast(B.w[i], B.h[i], B.iw[i], B.ih[i], aw[j], ah[j], aiw[j], aih[j]));
+                const int i = i0 + l;
+                bool ab = best[l] > th.t;
+                if (std::abs(best[l] - th.t) <= th.band) {
+                    int c;
+                    exact_box(w[i], h[i], A, th.t, ab, c);
+                }
+                if (ab) total += fix_round((Weighted ? tb.om[i] * best[l] : best[l]) * kFixScale);
             }
-        }
-        for (int l = 0; l < m; ++l) {
-            const index_t i = i0 + l;
-            bool ab = best[l] > th.t;
-            if (std::abs(best[l] - th.t) <= th.band) {
-                int c;
-                exact_box(B.w[i], B.h[i], A, th.t, ab, c);
-            }
-            if (ab) total += fix_round((Weighted ? B.om[i] * best[l] : best[l]) * kFixScale);
         }
     }
     return total;
@@ -343,7 +432,7 @@ FASTANCHOR_CLONES std::int64_t plain_sum(const FitBoxes& B, index_t b, index_t e
 
 // Fixed-point fitness totals of `count` candidate anchor sets in one pass over the boxes (each
 // chunk of boxes is visited once and scored against every candidate while it is in cache):
-// totals[c] / boxes.denom is the fitness of candidates[c]. Totals of disjoint sets of boxes add
+// totals[c] / T.denom is the fitness of candidates[c]. Totals of disjoint sets of boxes add
 // up to the total of their union, exactly.
 inline void fitness_totals(const TiledBoxes& T, const RatioAnchors* candidates, int count, double thr, int128_t* totals,
                            int n_threads) {
@@ -352,7 +441,7 @@ inline void fitness_totals(const TiledBoxes& T, const RatioAnchors* candidates, 
     const index_t n = T.size();
     const index_t nc = n_chunks(n);
     std::vector<std::int64_t> part(static_cast<std::size_t>(nc) * count);
-    const bool weighted = T.boxes.weighted();
+    const bool weighted = T.weighted();
     const bool pruned = candidates[0].k <= fitdetail::kMaxPruned;
     // Per-thread scratch, allocated here: nothing may throw inside the parallel region.
     const std::size_t tiles = static_cast<std::size_t>(count) * fitdetail::kTilesPerChunk;
@@ -366,15 +455,15 @@ inline void fitness_totals(const TiledBoxes& T, const RatioAnchors* candidates, 
         // (Check points between candidates and between slices of tiles: a chunk of many large
         // candidates is a lot of work.)
         const index_t k = candidates[0].k;
+        const index_t q0 = b / fitdetail::kTile, q1 = (e + fitdetail::kTile - 1) / fitdetail::kTile;
         if (!pruned) {
             checked_slices(count, (e - b) * k, [&](index_t s0, index_t s1) {
                 for (index_t s = s0; s < s1; ++s)
-                    out_c[s] = weighted ? fitdetail::plain_sum<true>(T.boxes, b, e, candidates[s], th)
-                                        : fitdetail::plain_sum<false>(T.boxes, b, e, candidates[s], th);
+                    out_c[s] = weighted ? fitdetail::plain_sum<true>(T, q0, q1, candidates[s], th)
+                                        : fitdetail::plain_sum<false>(T, q0, q1, candidates[s], th);
             });
             return;
         }
-        const index_t q0 = b / fitdetail::kTile, q1 = (e + fitdetail::kTile - 1) / fitdetail::kTile;
         const std::size_t t = static_cast<std::size_t>(thread_index());
         std::uint64_t* masks = all_masks.data() + t * tiles;
         std::uint8_t* sures = all_sures.data() + t * tiles;
@@ -414,8 +503,37 @@ inline void fitness_batch(const TiledBoxes& T, const RatioAnchors* candidates, i
     if (count <= 0) return;
     std::vector<int128_t> totals(static_cast<std::size_t>(count));
     fitness_totals(T, candidates, count, thr, totals.data(), n_threads);
-    const double denom = static_cast<double>(T.boxes.denom);
+    const double denom = static_cast<double>(T.denom);
     for (int s = 0; s < count; ++s) out[s] = static_cast<double>(totals[s]) / denom;
+}
+
+namespace fitdetail {
+
+// The report kernel's source of boxes (metrics.hpp) on a layout: its rows and scaled weights,
+// the reciprocals computed by the same operations, tails padded with unit boxes of weight 0.
+struct LayoutBoxes {
+    const TiledBoxes& T;
+    bool weighted() const { return T.weighted(); }
+    __attribute__((always_inline)) void load(index_t i0, int m, V8d& w, V8d& h, V8d& iw, V8d& ih, V8d& om) const {
+        const float* r32 = T.rows32.empty() ? nullptr : T.rows32.data() + 2 * i0;
+        const double* r64 = T.rows64.empty() ? nullptr : T.rows64.data() + 2 * i0;
+        for (int l = 0; l < kBlock; ++l) {
+            const bool in = l < m;
+            w[l] = in ? (r32 ? r32[2 * l] : r64[2 * l]) : 1.0;
+            h[l] = in ? (r32 ? r32[2 * l + 1] : r64[2 * l + 1]) : 1.0;
+            om[l] = in ? (T.weighted() ? T.om[i0 + l] : 1.0) : 0.0;
+        }
+        iw = 1.0 / w;
+        ih = 1.0 / h;
+    }
+};
+
+}  // namespace fitdetail
+
+// Fitness, best possible recall, anchors above threshold and average IoU of `A` on the laid-out
+// boxes (the same values as on the rows, bit for bit: the sums are exact in any order).
+inline FitnessMetrics fitness_metrics(const TiledBoxes& T, const RatioAnchors& A, double thr, int n_threads) {
+    return fitdetail::metrics_of(fitdetail::LayoutBoxes{T}, T.size(), A, thr, n_threads);
 }
 
 }  // namespace fastanchor
