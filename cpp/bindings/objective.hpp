@@ -21,8 +21,8 @@ inline fa::Objective objective_of(const std::string& name, double iou_thr, bool 
 }
 
 // Boxes laid out for the search (TiledBoxes: its own copy of the rows, in their precision, and
-// of the scaled weights), built once with the GIL released (Ctrl-C checked): the in-memory search scores its
-// candidates on one, and the chunked search keeps one per chunk between passes.
+// of the scaled weights), built once with the GIL released and Ctrl-C checked: the in-memory
+// search scores its candidates on one, and the chunked search keeps one per chunk between passes.
 struct SearchLayout {
     fa::TiledBoxes T;
 };

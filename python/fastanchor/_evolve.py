@@ -276,12 +276,11 @@ def _evolve(
     iou_weighted: bool = False,
     budget: int = 0,
     grid: Any = None,
-    layout: Any = None,
+    *,
+    layout: Any,
 ) -> EvolveResult:
     """The search on ``boxes`` (validated rows, with optional weights), scored on ``layout``
-    (:func:`_layout` of the same boxes; made here when None)."""
-    if layout is None:
-        layout = _layout(boxes, weights, threads)
+    (:func:`_layout` of the same boxes)."""
     grid_kw = grid.core_args(boxes.shape[0], anchors.shape[0]) if grid is not None and objective != "fitness" else {}
     # A grid-scored box costs about GRID_COST corner-aligned ones: the budget counts it so.
     cost = GRID_COST if grid_kw else 1
@@ -502,7 +501,7 @@ def evolve_anchors(
         iou_weighted,
         budget,
         grid,
-        _layout(boxes, weights, threads, checksum, "evolve_anchors"),
+        layout=_layout(boxes, weights, threads, checksum, "evolve_anchors"),
     )
 
 
@@ -684,7 +683,7 @@ def autoanchor(
         iou_weighted,
         budget,
         grid,
-        layout,
+        layout=layout,
     )
     if objective == "fitness":
         evolved = FitnessResult(fitness=ev.fitness, bpr=ev.bpr, aat=ev.aat, avg_iou=ev.avg_iou, thr=t)

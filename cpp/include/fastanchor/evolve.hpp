@@ -372,9 +372,9 @@ SearchOutput evolve_search(const Score& score, const double* init, int k, const 
     return out;
 }
 
-// The search on boxes laid out in memory, scored in batches on the layout, and the report of its
-// anchors on the same boxes. Deterministic for a seed, whatever the number of threads
-// (fixed-point sums).
+// The search on boxes laid out in memory (TiledBoxes::make of the rows and weights), scored in
+// batches on the layout, and the report of its anchors on the same boxes. Deterministic for a
+// seed, whatever the number of threads (fixed-point sums).
 inline EvolveOutput evolve_anchors(const TiledBoxes& T, const double* init, int k, const EvolveOptions& o,
                                    EvolveMonitor& mon) {
     if (T.size() <= 0 || k <= 0) throw std::invalid_argument("evolve_anchors: need boxes and anchors");
@@ -389,14 +389,6 @@ inline EvolveOutput evolve_anchors(const TiledBoxes& T, const double* init, int 
     out.initial_fitness = s.initial_fitness;
     out.stopped = s.stopped;
     return out;
-}
-
-// The same on n rows (float or double; weights optional), laid out first.
-template <class Row>
-EvolveOutput evolve_anchors(const Row* wh, const double* weights, index_t n, const double* init, int k,
-                            const EvolveOptions& o, EvolveMonitor& mon) {
-    if (n <= 0 || k <= 0) throw std::invalid_argument("evolve_anchors: need boxes and anchors");
-    return evolve_anchors(TiledBoxes::make(wh, weights, n, o.n_threads), init, k, o, mon);
 }
 
 }  // namespace fastanchor

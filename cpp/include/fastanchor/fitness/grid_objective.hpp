@@ -46,7 +46,7 @@ struct GridBoxes {
             wh[2 * i] = xyxy[4 * i + 2] - xyxy[4 * i];
             wh[2 * i + 1] = xyxy[4 * i + 3] - xyxy[4 * i + 1];
         }
-        g.weights = FitBoxes::make(wh.data(), weights, n, nullptr, n_threads);
+        g.weights = FitBoxes::make(wh.data(), weights, n, n_threads);
         return g;
     }
 };

@@ -64,6 +64,32 @@ inline std::int64_t fix_round(double z) {
     return q - INT64_C(0x4330000000000000);
 }
 
+// The largest of n weights, which must be positive (the weights are scaled by it to om in [0, 1]).
+inline double largest_weight(const double* w, index_t n, int n_threads) {
+    std::vector<double> part(n_chunks(n), 0.0);
+    for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+        double m = 0.0;
+        for (index_t i = b; i < e; ++i) m = std::max(m, w[i]);
+        part[c] = m;
+    });
+    const double top = *std::max_element(part.begin(), part.end());
+    if (!(top > 0.0)) throw std::invalid_argument("the weights must have a positive sum");
+    return top;
+}
+
+// The fixed-point total weight: the sum of round(w / top * 2^50), exact in any order.
+inline int128_t weight_total(const double* w, index_t n, double top, int n_threads) {
+    std::vector<std::int64_t> part(n_chunks(n), 0);
+    for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
+        std::int64_t d = 0;
+        for (index_t i = b; i < e; ++i) d += fix_round(w[i] / top * kFixScale);
+        part[c] = d;
+    });
+    int128_t total = 0;
+    for (const std::int64_t d : part) total += d;
+    return total;
+}
+
 }  // namespace fitdetail
 
 // The threshold t = 1 / thr (as numpy computes it) and the half-width of the band of exact
@@ -104,52 +130,32 @@ struct RatioAnchors {
     }
 };
 
-// Boxes prepared for the fitness: structure of arrays with reciprocals, and the weights scaled to
-// a largest value of 1 (om; empty for unit weights).
+// Boxes prepared for the IoU objectives: structure of arrays, and the weights scaled to a largest
+// value of 1 (om; empty for unit weights).
 struct FitBoxes {
     index_t n = 0;
-    std::vector<double> w, h, iw, ih, om;
+    std::vector<double> w, h, om;
     // Sum over boxes of round(om * 2^50) (n * 2^50 for unit weights): the fixed-point total weight.
     int128_t denom = 0;
 
     bool weighted() const { return !om.empty(); }
 
-    // Box j of the prepared order is row src[j] of the input (src null: identity).
-    static FitBoxes make(const double* wh, const double* weights, index_t n, const index_t* src = nullptr,
-                         int n_threads = 1) {
+    static FitBoxes make(const double* wh, const double* weights, index_t n, int n_threads = 1) {
         FitBoxes b;
         b.n = n;
         b.w.resize(n);
         b.h.resize(n);
-        b.iw.resize(n);
-        b.ih.resize(n);
-        double top = 0.0;
-        if (weights) {
-            for (index_t i = 0; i < n; ++i) top = std::max(top, weights[i]);
-            if (!(top > 0.0)) throw std::invalid_argument("the weights must have a positive sum");
-            b.om.resize(n);
-        }
-        std::vector<std::int64_t> part(n_chunks(n), 0);
-        for_each_chunk(n, n_threads, [&](index_t c, index_t lo, index_t hi) {
-            std::int64_t d = 0;
+        const double top = weights ? fitdetail::largest_weight(weights, n, n_threads) : 1.0;
+        if (weights) b.om.resize(n);
+        for_each_chunk(n, n_threads, [&](index_t, index_t lo, index_t hi) {
             for (index_t i = lo; i < hi; ++i) {
-                const index_t s = src ? src[i] : i;
-                b.w[i] = wh[2 * s];
-                b.h[i] = wh[2 * s + 1];
-                b.iw[i] = 1.0 / b.w[i];
-                b.ih[i] = 1.0 / b.h[i];
-                if (weights) {
-                    b.om[i] = weights[s] / top;
-                    d += fitdetail::fix_round(b.om[i] * fitdetail::kFixScale);
-                }
+                b.w[i] = wh[2 * i];
+                b.h[i] = wh[2 * i + 1];
+                if (weights) b.om[i] = weights[i] / top;
             }
-            part[c] = d;
         });
-        if (weights) {
-            for (const std::int64_t d : part) b.denom += d;
-        } else {
-            b.denom = static_cast<int128_t>(n) * (INT64_C(1) << 50);
-        }
+        b.denom = weights ? fitdetail::weight_total(weights, n, top, n_threads)
+                          : static_cast<int128_t>(n) * (INT64_C(1) << 50);
         return b;
     }
 };
@@ -192,8 +198,6 @@ typedef std::int64_t V8i __attribute__((vector_size(64)));
 // baseline clone, never matters.)
 #define FASTANCHOR_VMIN(a, b) ((b) < (a) ? (b) : (a))
 #define FASTANCHOR_VMAX(a, b) ((a) < (b) ? (b) : (a))
-
-__attribute__((always_inline)) inline void vload(V8d& v, const double* p) { std::memcpy(&v, p, sizeof v); }
 
 // acc += fix_round(z), every lane.
 __attribute__((always_inline)) inline void vfix_add(V8i& acc, const V8d& z) {
@@ -264,34 +268,8 @@ __attribute__((always_inline)) inline void metrics_block(const V8d& w, const V8d
     vfix_add(acc.den, om * kFixScale);
 }
 
-// Where the report kernel reads its boxes. PreparedBoxes: a FitBoxes (reciprocals and scaled
-// weights cached). RowBoxes: the caller's rows (w, h), with the reciprocals and scaled weights
-// computed on the fly by the same operations, so both give the same bits.
-struct PreparedBoxes {
-    const FitBoxes& B;
-    bool weighted() const { return B.weighted(); }
-    __attribute__((always_inline)) void load(index_t i0, int m, V8d& w, V8d& h, V8d& iw, V8d& ih, V8d& om) const {
-        if (m == kBlock) {
-            vload(w, B.w.data() + i0);
-            vload(h, B.h.data() + i0);
-            vload(iw, B.iw.data() + i0);
-            vload(ih, B.ih.data() + i0);
-            if (B.weighted()) vload(om, B.om.data() + i0);
-            else om = V8d{} + 1.0;
-            return;
-        }
-        // The tail, padded with unit boxes of weight 0.
-        for (int l = 0; l < kBlock; ++l) {
-            const bool in = l < m;
-            w[l] = in ? B.w[i0 + l] : 1.0;
-            h[l] = in ? B.h[i0 + l] : 1.0;
-            iw[l] = in ? B.iw[i0 + l] : 1.0;
-            ih[l] = in ? B.ih[i0 + l] : 1.0;
-            om[l] = in ? (B.weighted() ? B.om[i0 + l] : 1.0) : 0.0;
-        }
-    }
-};
-
+// Where the report kernel reads its boxes: the caller's rows (w, h), with the reciprocals and
+// scaled weights computed on the fly (tiles.hpp's LayoutBoxes reads a search layout the same way).
 template <class Row>
 struct RowBoxes {
     const Row* wh;          // float or double
@@ -406,27 +384,12 @@ FitnessMetrics metrics_of(const Src& src, index_t n, const RatioAnchors& A, doub
 
 }  // namespace fitdetail
 
-// Fitness, best possible recall, anchors above threshold and average IoU of `A` on the boxes.
-inline FitnessMetrics fitness_metrics(const FitBoxes& B, const RatioAnchors& A, double thr, int n_threads) {
-    return fitdetail::metrics_of(fitdetail::PreparedBoxes{B}, B.n, A, thr, n_threads);
-}
-
-// The same on n rows (w, h) of the caller (float or double; weights: n values or null), without
-// a prepared copy.
+// Fitness, best possible recall, anchors above threshold and average IoU of `A` on n rows (w, h)
+// of the caller (float or double; weights: n values or null).
 template <class Row>
 FitnessMetrics fitness_metrics(const Row* wh, const double* weights, index_t n, const RatioAnchors& A, double thr,
                                int n_threads) {
-    double top = 1.0;
-    if (weights) {
-        std::vector<double> part(n_chunks(n), 0.0);
-        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
-            double t = 0.0;
-            for (index_t i = b; i < e; ++i) t = std::max(t, weights[i]);
-            part[c] = t;
-        });
-        top = *std::max_element(part.begin(), part.end());
-        if (!(top > 0.0)) throw std::invalid_argument("the weights must have a positive sum");
-    }
+    const double top = weights ? fitdetail::largest_weight(weights, n, n_threads) : 1.0;
     return fitdetail::metrics_of(fitdetail::RowBoxes<Row>{wh, weights, top}, n, A, thr, n_threads);
 }
 

@@ -258,7 +258,7 @@ inline double objective_value(const double* wh, const double* weights, index_t n
                               const Objective& ob, double thr, int n_threads) {
     if (n <= 0 || A.k <= 0) throw std::invalid_argument("objective_value: need boxes and anchors");
     if (ob.kind == ObjectiveKind::Fitness) return fitness_metrics(wh, weights, n, A, thr, n_threads).fitness;
-    const FitBoxes B = FitBoxes::make(wh, weights, n, nullptr, n_threads);
+    const FitBoxes B = FitBoxes::make(wh, weights, n, n_threads);
     double v = 0.0;
     iou_objective_batch(B, &A, 1, ob, &v, n_threads);
     return v;

@@ -31,10 +31,10 @@ namespace fastanchor {
 // The layout keeps the boxes' sides in their own precision (float32 rows as floats: 8 bytes per
 // box, float64 as doubles: 16) in its order, plus the scaled weights when weighted, and 1 byte per
 // box of tile bounds. A kernel visiting a tile gathers its widths, heights, reciprocals and
-// weights (TileBoxes) by the operations FitBoxes caches them with, so every value is the same bit
-// for bit. A prepared copy of doubles and reciprocals took 32 bytes per box (and the sort 20
-// more while it was built); the reciprocals cost two divisions per box and pass instead, which
-// the smaller stream of rows pays back.
+// weights (TileBoxes) by the operations the report kernel computes them with on rows (RowBoxes),
+// so every value is the same bit for bit. A prepared copy of doubles and reciprocals took 32
+// bytes per box (and the sort 20 more while it was built); the reciprocals cost two divisions per
+// box and pass instead, which the smaller stream of rows pays back.
 
 // One tile's boxes, gathered: m boxes (the rest of the arrays unset; om only when weighted).
 struct TileBoxes {
@@ -77,7 +77,8 @@ struct TiledBoxes {
     static TiledBoxes make(const Row* wh, const double* weights, index_t n, int n_threads = 1) {
         TiledBoxes t;
         t.n = n;
-        const double top = weights ? t.sum_weights(weights, n_threads) : 1.0;
+        const double top = weights ? fitdetail::largest_weight(weights, n, n_threads) : 1.0;
+        t.denom = weights ? fitdetail::weight_total(weights, n, top, n_threads) : unit_denom(n);
         // Z-order key of 10-bit cells over the data's range of (log w, log h); the log is the
         // double's exponent and top mantissa bits (piecewise linear in log2, monotone). Only the
         // speed depends on this order: every sum is exact in any order.
@@ -132,7 +133,7 @@ struct TiledBoxes {
         constexpr int kCellBits = 6, kCells = 1 << kCellBits, kBuckets = kCells * kCells;
         TiledBoxes t;
         t.n = n;
-        t.denom = static_cast<int128_t>(n) * (INT64_C(1) << 50);
+        t.denom = unit_denom(n);
         std::uint32_t w0 = ~0u, w1 = 0u, h0 = ~0u, h1 = 0u;
         for (index_t i = 0; i < n; ++i) {
             const std::uint32_t a = log_bits(wh[2 * i]), b = log_bits(wh[2 * i + 1]);
@@ -192,33 +193,14 @@ struct TiledBoxes {
     }
 
 private:
+    // The fixed-point total weight of n boxes of unit weight.
+    static int128_t unit_denom(index_t n) { return static_cast<int128_t>(n) * (INT64_C(1) << 50); }
+
     std::vector<float>& rows_of(const float*) { return rows32; }
     std::vector<double>& rows_of(const double*) { return rows64; }
 
-    // The largest weight (it must be positive), and the fixed-point total weight into denom.
-    double sum_weights(const double* w, int n_threads) {
-        std::vector<double> tops(n_chunks(n), 0.0);
-        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
-            double m = 0.0;
-            for (index_t i = b; i < e; ++i) m = std::max(m, w[i]);
-            tops[c] = m;
-        });
-        const double top = *std::max_element(tops.begin(), tops.end());
-        if (!(top > 0.0)) throw std::invalid_argument("the weights must have a positive sum");
-        std::vector<std::int64_t> part(n_chunks(n), 0);
-        for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
-            std::int64_t d = 0;
-            for (index_t i = b; i < e; ++i) d += fitdetail::fix_round(w[i] / top * fitdetail::kFixScale);
-            part[c] = d;
-        });
-        denom = 0;
-        for (const std::int64_t d : part) denom += d;
-        return top;
-    }
-
     // The tiles of 64 consecutive boxes and their bounding rectangles.
     void bound_tiles(int n_threads) {
-        if (om.empty()) denom = static_cast<int128_t>(n) * (INT64_C(1) << 50);
         n_tiles = (n + fitdetail::kTile - 1) / fitdetail::kTile;
         for (auto* v : {&w0, &w1, &h0, &h1, &iw0, &iw1, &ih0, &ih1}) v->resize(n_tiles);
         parallel_for(n_chunks(n), n_threads, [&](index_t c) {
