@@ -198,14 +198,35 @@ def test_autoanchor_is_the_in_memory_autoanchor(tmp_path):
         _same_autoanchor(got, want)
 
 
-def test_autoanchor_on_a_sample_does_not_depend_on_the_blocks():
-    wh = _with_smalltied_boxes(tied_boxes(4, 12_000))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_autoanchor_from_a_sample_is_the_in_memory_one(dtype):
+    # more kept boxes than init_sample: k-means on the sample in memory, then over the blocks
+    wh = _with_smalltied_boxes(tied_boxes(4, 12_000, dtype))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        a = ooc.autoanchor(wh, 6, seed=6, init_sample=3000, generations=200, block_rows=5000)
-        b = ooc.autoanchor(wh, 6, seed=6, init_sample=3000, generations=200, block_rows=777, n_threads=1)
-    _same_autoanchor(a, b)
+        want = fastanchor.autoanchor(wh, 6, seed=6, init_sample=3000, generations=200, budget=2**22)
+        a = ooc.autoanchor(wh, 6, seed=6, init_sample=3000, generations=200, budget=2**22, block_rows=5000)
+        b = ooc.autoanchor(
+            [wh[:4321], wh[4321:]],
+            6,
+            seed=6,
+            init_sample=3000,
+            generations=200,
+            budget=2**22,
+            block_rows=777,
+            n_threads=1,
+        )
+    _same_autoanchor(a, want)
+    _same_autoanchor(b, want)
     assert a.evolved.fitness >= a.kmeans.fitness
+
+
+def test_autoanchor_refuses_a_sample_with_too_few_distinct_boxes():
+    # 3 shapes in bulk and 2 rare ones: the sample of 50 holds 3 (in memory, k-means then fits all)
+    wh = np.r_[np.repeat([[10.0, 20.0], [30.0, 15.0], [50.0, 50.0]], 2000, axis=0), [[100.0, 120.0], [7.0, 90.0]]]
+    with pytest.raises(ValueError, match="k=5 is larger than the number of distinct boxes in the sample of 50"):
+        ooc.autoanchor(wh, 5, seed=0, init_sample=50, generations=20, block_rows=1000)
+    assert fastanchor.autoanchor(wh, 5, seed=0, init_sample=50, generations=20).anchors.shape == (5, 2)
 
 
 def test_search_errors():
@@ -273,16 +294,21 @@ def test_dask_autoanchor_on_one_and_two_workers(cluster):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         want = fastanchor.autoanchor(wh, 9, seed=2, generations=160, budget=0)
+        sampled = fastanchor.autoanchor(wh, 9, seed=2, generations=160, budget=0, init_sample=5000)
         x = da.from_array(wh, chunks=(6000, 2)).persist()
         _same_autoanchor(fd.autoanchor(x, 9, seed=2, generations=160, client=client), want)
+        _same_autoanchor(fd.autoanchor(x, 9, seed=2, generations=160, init_sample=5000, client=client), sampled)
         with (
             distributed.LocalCluster(
                 n_workers=1, processes=True, threads_per_worker=1, dashboard_address=":0", silence_logs=40
             ) as one,
             distributed.Client(one, set_as_default=False) as c1,
         ):
-            got = fd.autoanchor(da.from_array(wh, chunks=(3333, 2)), 9, seed=2, generations=160, client=c1)
+            x1 = da.from_array(wh, chunks=(3333, 2))
+            got = fd.autoanchor(x1, 9, seed=2, generations=160, client=c1)
+            got_sampled = fd.autoanchor(x1, 9, seed=2, generations=160, init_sample=5000, client=c1)
     _same_autoanchor(got, want)
+    _same_autoanchor(got_sampled, sampled)
 
 
 def test_dask_worker_lost_during_the_search_changes_nothing(cluster):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from strategies import weights_for, wh_arrays
 
 import fastanchor
-from fastanchor._validation import resolve_seed
+from fastanchor._validation import resolve_seed, sample_index
 
 STRATEGIES = ["anchorwise", "yolov5"]
 
@@ -300,6 +300,72 @@ def test_autoanchor_refuses_when_everything_is_dropped():
     with pytest.warns(UserWarning, match="2 of 2 boxes"):
         with pytest.raises(ValueError, match="all 2 boxes are smaller than 2 pixels"):
             fastanchor.autoanchor([[1.0, 1.0], [1.5, 0.5]], 1)
+
+
+@given(n=st.integers(2, 5000), frac=st.floats(0.0, 1.0), seed=st.integers(0, 2**32))
+def test_sample_index_is_a_sorted_subset(n, frac, seed):
+    m = min(n - 1, max(1, int(n * frac)))
+    got = sample_index(np.random.default_rng(seed), n, m)
+    assert got.dtype == np.int64 and got.shape == (m,)
+    assert np.all(np.diff(got) > 0) and got[0] >= 0 and got[-1] < n
+    np.testing.assert_array_equal(got, sample_index(np.random.default_rng(seed), n, m))
+
+
+@pytest.mark.parametrize("n, m", [(6, 2), (20, 2)])  # a permutation; repeated draws
+def test_sample_index_draws_every_subset_alike(n, m):
+    gen, trials = np.random.default_rng(1), 30_000
+    pairs = {}
+    for _ in range(trials):
+        a, b = sample_index(gen, n, m)
+        pairs[(a, b)] = pairs.get((a, b), 0) + 1
+    subsets = n * (n - 1) // 2
+    assert len(pairs) == subsets
+    p = 1 / subsets
+    counts = np.array(list(pairs.values()))
+    assert np.abs(counts - trials * p).max() < 5 * np.sqrt(trials * p * (1 - p))
+
+
+def _two_stage_kmeans(wh, k, seed, init_sample, weights=None):
+    """autoanchor's k-means on more than init_sample boxes, from the public functions."""
+    gen = np.random.default_rng(resolve_seed(seed))
+    index = sample_index(gen, len(wh), init_sample)
+    sample_weight = None if weights is None else weights[index]
+    first = fastanchor.kmeans_iou(wh[index], k, n_init=1, tol=1e-3, sample_weight=sample_weight, seed=gen)
+    return fastanchor.kmeans_iou(wh, k, init=first.anchors, tol=1e-3, sample_weight=weights)
+
+
+def test_autoanchor_fits_a_sample_first_on_more_boxes():
+    wh = coco_like(12_000, smallest=3.0)
+    r = fastanchor.autoanchor(wh, 6, seed=3, init_sample=2000, generations=100, budget=0)
+    km = _two_stage_kmeans(wh, 6, 3, 2000)
+    np.testing.assert_array_equal(r.kmeans_anchors, km.anchors)
+    assert r.kmeans == fastanchor.anchor_fitness(km.anchors, wh)
+    assert r.evolved.fitness >= r.kmeans.fitness
+    again = fastanchor.autoanchor(wh, 6, seed=3, init_sample=2000, generations=100, budget=0, n_threads=1)
+    np.testing.assert_array_equal(again.anchors, r.anchors)
+    # with no more boxes than init_sample, k-means runs on all of them from the seed
+    whole = fastanchor.autoanchor(wh, 6, seed=3, init_sample=12_000, generations=100, budget=0)
+    gen = np.random.default_rng(resolve_seed(3))
+    np.testing.assert_array_equal(whole.kmeans_anchors, fastanchor.kmeans_iou(wh, 6, tol=1e-3, seed=gen).anchors)
+
+
+def test_autoanchor_weighted_sample():
+    wh = coco_like(8000, seed=4, smallest=3.0)
+    w = np.random.default_rng(5).uniform(0.0, 2.0, len(wh))
+    w[::3] = 0.0  # zero-weight boxes are sampled too, and take no part in either fit
+    r = fastanchor.autoanchor(wh, 5, seed=2, init_sample=1500, sample_weight=w, generations=50, budget=0)
+    np.testing.assert_array_equal(r.kmeans_anchors, _two_stage_kmeans(wh, 5, 2, 1500, w).anchors)
+
+
+def test_autoanchor_falls_back_to_all_boxes_when_the_sample_has_too_few_shapes():
+    # 3 shapes in bulk and 2 rare ones: the sample of 50 holds only the 3
+    wh = np.r_[np.repeat([[10.0, 20.0], [30.0, 15.0], [50.0, 50.0]], 2000, axis=0), [[100.0, 120.0], [7.0, 90.0]]]
+    r = fastanchor.autoanchor(wh, 5, seed=0, init_sample=50, generations=20, budget=0)
+    gen = np.random.default_rng(resolve_seed(0))
+    assert len(np.unique(wh[sample_index(gen, len(wh), 50)], axis=0)) == 3
+    np.testing.assert_array_equal(r.kmeans_anchors, fastanchor.kmeans_iou(wh, 5, tol=1e-3, seed=gen).anchors)
+    with pytest.raises(ValueError, match="init_sample must be >= 1"):
+        fastanchor.autoanchor(wh, 5, init_sample=0)
 
 
 @needs_data

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import fastanchor
+from fastanchor._validation import rows_where
 
 GOOD = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 1.0], [2.0, 2.0]])
 
@@ -175,3 +178,19 @@ def test_float32_rows_read_in_place_are_checked_against_the_float64_range(bad):
         fastanchor.kmeans_iou(wh, 2, seed=0)
     with pytest.raises(ValueError, match=r"the first is row 6"):
         fastanchor.kmeans_iou(wh.astype(np.float64), 2, seed=0)
+
+
+@given(
+    n=st.integers(0, 300),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    strided=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_rows_where_is_boolean_indexing(n, dtype, strided, seed):
+    rng = np.random.default_rng(seed)
+    whole = rng.uniform(0.5, 50.0, (n, 4)).astype(dtype)
+    rows = whole[:, 1:3] if strided else np.ascontiguousarray(whole[:, :2])
+    mask = rng.random(n) < 0.6
+    got = rows_where(rows, mask)
+    assert got.dtype == dtype and got.flags.c_contiguous and not np.shares_memory(got, whole)
+    np.testing.assert_array_equal(got, rows[mask])

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tupl
 import numpy as np
 
 from . import _core
-from ._validation import MAX_SIDE, MIN_SIDE
+from ._validation import MAX_SIDE, MIN_SIDE, rows_where
 
 #: Rows per block of the in-memory average IoU's sums (the core's kChunk).
 K_CHUNK = 4096
@@ -96,7 +96,7 @@ class KeptOnDemand(OnDemand):
     def load(self) -> np.ndarray:
         rows = chunk_rows(self.block)
         keep = (rows >= self.drop_below).any(axis=1)
-        return rows if keep.all() else np.ascontiguousarray(rows[keep])
+        return rows if keep.all() else rows_where(rows, keep)
 
 
 def row_count(block: Any) -> int:
@@ -799,7 +799,7 @@ def initial_anchors(
     drawn from the seed; all rows, index None, when there are no more) by the in-memory core, for
     each of ``runs`` runs (the in-memory fit's per-run streams of the seed). The sample depends on
     the seed and N only, so the initial anchors do not depend on the chunking."""
-    from ._validation import as_int, as_wh, distinct_rows_at_least, resolve_seed, resolve_threads
+    from ._validation import as_int, as_wh, distinct_rows_at_least, resolve_seed, resolve_threads, sample_index
 
     if isinstance(init, str):
         if init not in _INITS:
@@ -811,7 +811,7 @@ def initial_anchors(
             sample, core_seed = take_rows(None), resolve_seed(seed)
         else:
             rng = np.random.default_rng(resolve_seed(seed))
-            index = np.sort(rng.choice(n, size=init_sample, replace=False))
+            index = sample_index(rng, n, init_sample)
             sample, core_seed = take_rows(index), resolve_seed(rng)
         distinct = distinct_rows_at_least(sample, k)
         if k > distinct:
@@ -1398,15 +1398,17 @@ def autoanchor(
     cache_bytes: int = 0,
 ) -> Any:
     """fastanchor.autoanchor (without weights, scale or grid) by passes over the chunks: from the
-    same seed, its result bit for bit whenever the kept boxes are at most ``init_sample`` (else the
-    k-means starts from a sample, as the chunked k-means does)."""
+    same seed and ``init_sample``, its result bit for bit. On more kept boxes than
+    ``init_sample``, the in-memory core fits the sample (gathered by ``take_rows``) and the
+    chunked k-means goes on from its anchors, as in memory."""
     import warnings
 
-    from ._evolve import DROP_BELOW, WARN_BELOW, AutoAnchorResult
+    from ._evolve import DROP_BELOW, WARN_BELOW, AutoAnchorResult, sampled_start
     from ._fitness import FitnessResult
-    from ._validation import resolve_seed
+    from ._validation import as_int, resolve_seed, resolve_threads, sample_index
 
     k, update, n_init, max_iter, tol = check_fit_options(k, "median", n_init, 300, tol)
+    init_sample = as_int(init_sample, "init_sample", minimum=1)
     sc = scan(ex)  # checks every row
     counts = ex.run(task_small, (WARN_BELOW, DROP_BELOW), merge_small)
     n, n_small = sc.n, int(counts["small"])
@@ -1426,8 +1428,19 @@ def autoanchor(
         ex, take_rows = kex, kex.take
         sc = Scan(kept, sc.f32, sc.layout, sc.hi)  # the layout of all rows holds the kept ones' values
     gen = np.random.default_rng(resolve_seed(seed))
+    init: Any = "k-means++"
+    if kept > init_sample:
+        sample = take_rows(sample_index(gen, kept, init_sample))
+        init = sampled_start(sample, None, k, n_init, tol, gen, resolve_threads(None), progress)
+        if init is None:
+            raise ValueError(
+                f"k={k} is larger than the number of distinct boxes in the sample of {init_sample} kept rows: "
+                "pass a larger init_sample"
+            )
+        del sample
+        n_init = 1  # one run on all rows, from the sample's anchors
     km, _ = fit(
-        ex, sc, k, "k-means++", update, max_iter, tol, gen, init_sample, progress, take_rows, desc, cache_bytes, n_init
+        ex, sc, k, init, update, max_iter, tol, gen, init_sample, progress, take_rows, desc, cache_bytes, n_init
     )
     ev = evolve(ex, kept, km.anchors, s, resolve_seed(gen), progress, callback, desc, cache_bytes)
     (km_m, km_obj), (ev_m, ev_obj) = report(ex, [km.anchors, ev.anchors], kept, s.thr, s.iou_thr, s.iou_weighted)

@@ -22,6 +22,7 @@ from ._validation import (
     distinct_rows_at_least,
     resolve_seed,
     resolve_threads,
+    rows_where,
     unchanged_since,
 )
 
@@ -123,7 +124,7 @@ def _fit_inputs(
     fit_boxes, fit_weights, positive = boxes, weights, None
     if weights is not None and not (weights > 0).all():
         positive = weights > 0
-        fit_boxes = np.ascontiguousarray(boxes[positive])
+        fit_boxes = rows_where(boxes, positive)
         fit_weights = np.ascontiguousarray(weights[positive])
     # Only the ratios of the weights matter: equal weights are no weights, and are fitted by the
     # same code, so that sample_weight=np.ones(N), with or without zero-weight boxes beside,

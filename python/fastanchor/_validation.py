@@ -12,6 +12,7 @@ import zlib
 from typing import Any, Optional, Tuple, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _core
 
@@ -240,6 +241,35 @@ def resolve_seed(seed: SeedLike) -> int:
     else:
         raise TypeError(f"seed must be an int, a numpy Generator or None, got {type(seed).__name__}")
     return int(gen.integers(0, 2**64, dtype=np.uint64))
+
+
+def rows_where(rows: np.ndarray, mask: npt.ArrayLike) -> np.ndarray:
+    """The C-contiguous copy of the (N, 2) rows where ``mask`` is true, each row moved as one
+    item: numpy's boolean indexing of a 2-D array costs about 25 times more (6 s against 0.24 s
+    for 10^8 float32 rows)."""
+    rows = np.ascontiguousarray(rows)
+    item = np.dtype((np.void, 2 * rows.dtype.itemsize))
+    return rows.view(item).ravel()[mask].view(rows.dtype).reshape(-1, 2)
+
+
+def sample_index(gen: np.random.Generator, n: int, m: int) -> np.ndarray:
+    """Sorted int64 indices of a uniform random m-subset of range(n) (0 < m < n), drawn from gen
+    in O(m) memory: the first m distinct values of a sequence of uniform draws (any m-subset is as
+    likely as any other). ``Generator.choice(n, m, replace=False)`` holds a permutation of all n
+    when m > n / 50: 8 bytes per row. Where m > n / 8 a permutation is O(m) too, and fewer draws."""
+    if n <= 8 * m:
+        chosen = gen.permutation(n)[:m]
+        chosen.sort()
+        return chosen
+    chosen = np.empty(0, dtype=np.int64)
+    while chosen.size < m:
+        need = m - chosen.size
+        seq = np.concatenate([chosen, gen.integers(0, n, size=need + need // 8 + 64, dtype=np.int64)])
+        first = np.unique(seq, return_index=True)[1]
+        first.sort()  # the distinct values in the order of the sequence; chosen stays in front
+        chosen = seq[first[:m]]
+    chosen.sort()
+    return chosen
 
 
 def distinct_rows_at_least(wh: np.ndarray, k: int) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _chunked
-from ._evolve import DEFAULT_BUDGET, AutoAnchorResult, Callback, EvolveResult
+from ._evolve import DEFAULT_BUDGET, DEFAULT_INIT_SAMPLE, AutoAnchorResult, Callback, EvolveResult
 from ._fitness import DEFAULT_IOU_THR, DEFAULT_THR, FitnessResult, as_anchors, as_thr
 from ._kmeans import KMeansResult
 from ._validation import SeedLike, as_int, as_wh, resolve_seed, resolve_threads
@@ -275,7 +275,7 @@ def autoanchor(
     budget: int = DEFAULT_BUDGET,
     sample_weight: None = None,
     seed: SeedLike = None,
-    init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
+    init_sample: int = DEFAULT_INIT_SAMPLE,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     cache_bytes: int = _chunked.DEFAULT_CACHE_BYTES,
     n_threads: Optional[int] = None,
@@ -285,10 +285,11 @@ def autoanchor(
     """:func:`fastanchor.autoanchor` over rows read ``block_rows`` at a time: small boxes counted
     and dropped block by block, then :func:`kmeans_iou` and :func:`evolve_anchors` on the kept rows.
 
-    From the same seed the result is the in-memory ``fastanchor.autoanchor(rows, k, seed=seed)``'s,
-    bit for bit, when at most ``init_sample`` boxes are kept; on more, k-means++ draws its initial
-    anchors from a sample of ``init_sample`` kept rows (see :func:`kmeans_iou`), and the result
-    depends on the seed and the rows only, never on ``block_rows`` or the shards. Unit weights
+    From the same seed and ``init_sample`` the result is the in-memory
+    ``fastanchor.autoanchor(rows, k, seed=seed, init_sample=init_sample)``'s, bit for bit, never
+    depending on ``block_rows`` or the shards: on more than ``init_sample`` kept boxes (default
+    2**20), k-means runs in memory on a uniform sample of that many first, and then block by block
+    from its anchors, a few passes. Unit weights
     only, no ``scale`` or ``grid``. ``cache_bytes`` as in :func:`evolve_anchors`.
     Resident memory is bounded as the module says, whatever the number of rows.
     """

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from .. import _chunked
 from .._chunked import DEFAULT_CACHE_BYTES
-from .._evolve import AutoAnchorResult, Callback, EvolveResult
+from .._evolve import DEFAULT_INIT_SAMPLE, AutoAnchorResult, Callback, EvolveResult
 from .._fitness import DEFAULT_IOU_THR, DEFAULT_THR, FitnessResult, as_anchors, as_thr
 from .._kmeans import KMeansResult
 from .._validation import SeedLike, as_wh, resolve_seed
@@ -347,7 +347,7 @@ def autoanchor(
     budget: int = 0,
     sample_weight: None = None,
     seed: SeedLike = None,
-    init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
+    init_sample: int = DEFAULT_INIT_SAMPLE,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: bool = False,
     callback: Optional[Callback] = None,
@@ -358,11 +358,12 @@ def autoanchor(
     """:func:`fastanchor.autoanchor` over a dask array or DataFrame: small boxes counted and
     dropped chunk by chunk, then :func:`kmeans_iou` and :func:`evolve_anchors` on the kept rows.
 
-    From the same seed and ``budget`` the result is the in-memory
-    ``fastanchor.autoanchor(rows, k, seed=seed, budget=budget)``'s, bit for bit, when at most
-    ``init_sample`` boxes are kept; on more, k-means++ starts from a sample of ``init_sample``
-    kept rows, and the result depends on the seed and the rows only, never on the chunking or the
-    number of workers. ``budget`` defaults to 0 here (the in-memory default adds restarts on sets
+    From the same seed, ``budget`` and ``init_sample`` the result is the in-memory
+    ``fastanchor.autoanchor(rows, k, seed=seed, budget=budget, init_sample=init_sample)``'s, bit
+    for bit, never depending on the chunking or the number of workers: on more than
+    ``init_sample`` kept boxes (default 2**20), k-means runs in memory on a uniform sample of that
+    many first (gathered from the chunks), and then over the chunks from its anchors, a few
+    passes. ``budget`` defaults to 0 here (the in-memory default adds restarts on sets
     of fewer than about 67,000 boxes: thousands of map-reduces). Unit weights only,
     no ``scale`` or ``grid``. ``cache_bytes`` as in :func:`evolve_anchors`; ``client``,
     ``scheduler`` and ``columns`` as in :func:`kmeans_iou`.
