@@ -13,7 +13,9 @@ memory: per thread, one block of rows (copied from the file: 8 or 16 bytes per r
 histograms 16 kB per anchor), and, unless ``return_labels=False``, the labels (4 bytes per box).
 The search lays out each block as the in-memory search lays out all boxes (a sorted copy of its
 rows and tile bounds: 9 bytes per float32 row, 17 per float64 one) and keeps the layouts of the
-first blocks, up to ``cache_bytes``.
+first blocks, up to ``cache_bytes``. A seeded fit gathers its sample of ``init_sample`` rows into
+memory and fits it there (2 to 16 MB of rows, and about 60 bytes per sampled row while the row
+indices are drawn).
 """
 
 from __future__ import annotations
