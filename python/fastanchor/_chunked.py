@@ -1405,7 +1405,7 @@ def autoanchor(
 
     from ._evolve import DROP_BELOW, WARN_BELOW, AutoAnchorResult, sampled_start
     from ._fitness import FitnessResult
-    from ._validation import as_int, resolve_seed, resolve_threads, sample_index
+    from ._validation import as_int, resolve_seed, resolve_threads
 
     k, update, n_init, max_iter, tol = check_fit_options(k, "median", n_init, 300, tol)
     init_sample = as_int(init_sample, "init_sample", minimum=1)
@@ -1430,14 +1430,13 @@ def autoanchor(
     gen = np.random.default_rng(resolve_seed(seed))
     init: Any = "k-means++"
     if kept > init_sample:
-        sample = take_rows(sample_index(gen, kept, init_sample))
-        init = sampled_start(sample, None, k, n_init, tol, gen, resolve_threads(None), progress)
+        take = lambda index: (take_rows(index), None)  # noqa: E731
+        init = sampled_start(kept, take, k, n_init, tol, gen, init_sample, resolve_threads(None), progress)
         if init is None:
             raise ValueError(
                 f"k={k} is larger than the number of distinct boxes in the sample of {init_sample} kept rows: "
                 "pass a larger init_sample"
             )
-        del sample
         n_init = 1  # one run on all rows, from the sample's anchors
     km, _ = fit(
         ex, sc, k, init, update, max_iter, tol, gen, init_sample, progress, take_rows, desc, cache_bytes, n_init

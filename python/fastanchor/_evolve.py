@@ -525,18 +525,22 @@ def _small_boxes(boxes: np.ndarray) -> Tuple[int, np.ndarray]:
 
 
 def sampled_start(
-    sample: np.ndarray,
-    sample_weight: Optional[np.ndarray],
+    n: int,
+    take: Callable[[np.ndarray], Tuple[np.ndarray, Optional[np.ndarray]]],
     k: int,
     n_init: int,
     tol: float,
     gen: np.random.Generator,
+    init_sample: int,
     threads: int,
     progress: bool,
 ) -> Optional[np.ndarray]:
-    """autoanchor's k-means on its sample of the boxes (``n_init`` runs seeded from ``gen``): the
-    anchors that start the run on all boxes, or None when the sample holds fewer than ``k``
-    distinct boxes of positive weight."""
+    """autoanchor's k-means on a sample of its ``n`` boxes (``n > init_sample``), shared by the
+    in-memory and chunked engines so that both draw the same rows: ``init_sample`` sorted row
+    indices from ``gen``, their rows and weights by ``take(index)``, then ``n_init`` runs seeded
+    from ``gen``. The anchors that start the run on all boxes, or None when the sample holds fewer
+    than ``k`` distinct boxes of positive weight."""
+    sample, sample_weight = take(sample_index(gen, n, init_sample))
     fitted = sample if sample_weight is None else sample[sample_weight > 0]
     if distinct_rows_at_least(fitted, k) < k:
         return None
@@ -563,9 +567,11 @@ def _kmeans_stage(
     before the search lays its boxes out."""
     n = boxes.shape[0]
     if n > init_sample:
-        index = sample_index(gen, n, init_sample)
-        sample_weight = None if weights is None else weights[index]
-        start = sampled_start(boxes[index], sample_weight, k, n_init, tol, gen, threads, progress)
+
+        def take(index: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+            return boxes[index], None if weights is None else weights[index]
+
+        start = sampled_start(n, take, k, n_init, tol, gen, init_sample, threads, progress)
         if start is not None:
             return kmeans_iou(
                 boxes, k, init=start, tol=tol, sample_weight=weights, n_threads=threads, progress=progress
