@@ -5,9 +5,10 @@ shard, read where the task runs; nothing persisted). Each measurement runs in it
 time and peak RSS (the client's and every worker's).
 
     nice -n 10 python benchmarks/bench_shards.py [--n 1000000000] [--dir /tmp/shards]
-        [--what fitness,kmeans,evolve] [--engines out_of_core,dask2]
+        [--what fitness,kmeans,evolve,autoanchor] [--engines out_of_core,dask2]
 
-fitness: one pass (anchor_fitness). kmeans: k-means from fixed anchors, ``--iters`` Lloyd
+fitness: one pass (anchor_fitness). autoanchor: a default autoanchor, end to end (seed 0,
+budget 0). kmeans: k-means from fixed anchors, ``--iters`` Lloyd
 iterations (median update). evolve: the search, ``--passes`` batches of 8 candidates, no layout
 cache (a 10^9-box layout would take 33 GB). The times per pass and per iteration are what a full
 autoanchor multiplies: the script prints that estimate, marked as such, beside the measurements.
@@ -16,6 +17,7 @@ autoanchor multiplies: the script prints that estimate, marked as such, beside t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -75,9 +77,17 @@ def run(engine: str, what: str, paths: list[str], init: np.ndarray, args) -> dic
             kw["return_labels"] = False
         r = mod.kmeans_iou(wh, K, init=init, max_iter=args.iters, **kw)
         out = {"avg_iou": r.avg_iou, "iterations": r.n_iter}
-    else:
+    elif what == "evolve":
         r = mod.evolve_anchors(init, wh, generations=8 * args.passes, seed=0, cache_bytes=0, **kw)
         out = {"fitness": r.fitness, "passes": args.passes + 2}  # the initial score and the metrics
+    else:  # a default autoanchor (1000 generations; budget 0, the Dask default)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the small boxes' warning
+            r = mod.autoanchor(wh, K, seed=0, budget=0, **kw)
+        out = {"fitness": r.evolved.fitness, "kmeans_fitness": r.kmeans.fitness, "n_boxes": r.n_boxes}
+        out["anchors_sha256"] = hashlib.sha256(np.ascontiguousarray(r.anchors).tobytes()).hexdigest()[:16]
     out["seconds"] = time.perf_counter() - t
     out["client_peak_rss_mb"] = peak_rss_mb()
     if engine != "out_of_core":

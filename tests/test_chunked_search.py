@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fastanchor
-from fastanchor import _chunked, _core
+from fastanchor import _chunked, _core, _evolve
 from fastanchor import out_of_core as ooc
 
 # distributed's servers and worker restarts leave sockets for the garbage collector.
@@ -199,23 +199,17 @@ def test_autoanchor_is_the_in_memory_autoanchor(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_autoanchor_from_a_sample_is_the_in_memory_one(dtype):
-    # more kept boxes than init_sample: k-means on the sample in memory, then over the blocks
+@pytest.mark.parametrize("search_sample", [_evolve.DEFAULT_SEARCH_SAMPLE, 4000])
+def test_autoanchor_from_a_sample_is_the_in_memory_one(dtype, search_sample):
+    # more kept boxes than init_sample: k-means on the sample in memory, then over the blocks; and
+    # more than search_sample: the search in memory on its sample, the reports over the blocks
     wh = _with_smalltied_boxes(tied_boxes(4, 12_000, dtype))
+    kw = dict(seed=6, init_sample=3000, search_sample=search_sample, generations=200, budget=2**22)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        want = fastanchor.autoanchor(wh, 6, seed=6, init_sample=3000, generations=200, budget=2**22)
-        a = ooc.autoanchor(wh, 6, seed=6, init_sample=3000, generations=200, budget=2**22, block_rows=5000)
-        b = ooc.autoanchor(
-            [wh[:4321], wh[4321:]],
-            6,
-            seed=6,
-            init_sample=3000,
-            generations=200,
-            budget=2**22,
-            block_rows=777,
-            n_threads=1,
-        )
+        want = fastanchor.autoanchor(wh, 6, **kw)
+        a = ooc.autoanchor(wh, 6, block_rows=5000, **kw)
+        b = ooc.autoanchor([wh[:4321], wh[4321:]], 6, block_rows=777, n_threads=1, **kw)
     _same_autoanchor(a, want)
     _same_autoanchor(b, want)
     assert a.evolved.fitness >= a.kmeans.fitness
@@ -294,10 +288,11 @@ def test_dask_autoanchor_on_one_and_two_workers(cluster):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         want = fastanchor.autoanchor(wh, 9, seed=2, generations=160, budget=0)
-        sampled = fastanchor.autoanchor(wh, 9, seed=2, generations=160, budget=0, init_sample=5000)
+        samples = dict(init_sample=5000, search_sample=6000)
+        sampled = fastanchor.autoanchor(wh, 9, seed=2, generations=160, budget=0, **samples)
         x = da.from_array(wh, chunks=(6000, 2)).persist()
         _same_autoanchor(fd.autoanchor(x, 9, seed=2, generations=160, client=client), want)
-        _same_autoanchor(fd.autoanchor(x, 9, seed=2, generations=160, init_sample=5000, client=client), sampled)
+        _same_autoanchor(fd.autoanchor(x, 9, seed=2, generations=160, client=client, **samples), sampled)
         with (
             distributed.LocalCluster(
                 n_workers=1, processes=True, threads_per_worker=1, dashboard_address=":0", silence_logs=40
@@ -306,7 +301,7 @@ def test_dask_autoanchor_on_one_and_two_workers(cluster):
         ):
             x1 = da.from_array(wh, chunks=(3333, 2))
             got = fd.autoanchor(x1, 9, seed=2, generations=160, client=c1)
-            got_sampled = fd.autoanchor(x1, 9, seed=2, generations=160, init_sample=5000, client=c1)
+            got_sampled = fd.autoanchor(x1, 9, seed=2, generations=160, client=c1, **samples)
     _same_autoanchor(got, want)
     _same_autoanchor(got_sampled, sampled)
 

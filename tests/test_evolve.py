@@ -368,6 +368,72 @@ def test_autoanchor_falls_back_to_all_boxes_when_the_sample_has_too_few_shapes()
         fastanchor.autoanchor(wh, 5, init_sample=0)
 
 
+def _sampled_search(wh, k, seed, search_sample, weights=None, generations=60):
+    """autoanchor on more than search_sample boxes (and at most init_sample), from the public
+    functions: k-means on all boxes, then the search on a sample drawn after it."""
+    gen = np.random.default_rng(resolve_seed(seed))
+    km = fastanchor.kmeans_iou(wh, k, tol=1e-3, sample_weight=weights, seed=gen)
+    index = sample_index(gen, len(wh), search_sample)
+    sample_weight = None if weights is None else weights[index]
+    ev = fastanchor.evolve_anchors(
+        km.anchors, wh[index], generations=generations, sample_weight=sample_weight, budget=0, seed=gen
+    )
+    return km, ev
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_autoanchor_searches_a_sample_on_more_boxes(dtype):
+    wh = coco_like(9000, seed=7, smallest=3.0).astype(dtype)
+    r = fastanchor.autoanchor(wh, 6, seed=4, search_sample=1500, generations=60, budget=0)
+    km, ev = _sampled_search(wh, 6, 4, 1500)
+    np.testing.assert_array_equal(r.kmeans_anchors, km.anchors)
+    np.testing.assert_array_equal(r.anchors, ev.anchors)
+    np.testing.assert_array_equal(r.history, ev.history)  # the search's own record, on the sample
+    # every report is on all boxes
+    assert r.kmeans == fastanchor.anchor_fitness(km.anchors, wh)
+    assert r.evolved == fastanchor.anchor_fitness(ev.anchors, wh)
+    assert r.evolved != fastanchor.anchor_fitness(ev.anchors, wh[:1500])
+    for name, value in r.evolved_objectives.items():
+        assert value == fastanchor.anchor_objective(ev.anchors, wh, name)
+    again = fastanchor.autoanchor(wh, 6, seed=4, search_sample=1500, generations=60, budget=0, n_threads=1)
+    np.testing.assert_array_equal(again.anchors, r.anchors)
+    # with no more boxes than search_sample the search runs on all of them, as before
+    whole = fastanchor.autoanchor(wh, 6, seed=4, search_sample=9000, generations=60, budget=0)
+    gen = np.random.default_rng(resolve_seed(4))
+    km = fastanchor.kmeans_iou(wh, 6, tol=1e-3, seed=gen)
+    ev = fastanchor.evolve_anchors(km.anchors, wh, generations=60, budget=0, seed=gen)
+    np.testing.assert_array_equal(whole.anchors, ev.anchors)
+    assert (whole.evolved.fitness, whole.evolved.bpr, whole.evolved.aat) == (ev.fitness, ev.bpr, ev.aat)
+    with pytest.raises(ValueError, match="search_sample must be >= 1"):
+        fastanchor.autoanchor(wh, 6, search_sample=0)
+
+
+def test_autoanchor_weighted_search_sample():
+    wh = coco_like(6000, seed=8, smallest=3.0)
+    w = np.random.default_rng(6).uniform(0.0, 2.0, len(wh))
+    w[::4] = 0.0
+    r = fastanchor.autoanchor(wh, 5, seed=1, search_sample=1000, sample_weight=w, generations=40, budget=0)
+    km, ev = _sampled_search(wh, 5, 1, 1000, w, generations=40)
+    np.testing.assert_array_equal(r.anchors, ev.anchors)
+    assert r.evolved == fastanchor.anchor_fitness(ev.anchors, wh, sample_weight=w)
+
+
+def test_autoanchor_searches_all_boxes_when_the_sample_has_no_weight():
+    wh = coco_like(3000, seed=9, smallest=3.0)
+    # the sample the search would draw after k-means (k=1 draws the same whatever the weights)
+    gen = np.random.default_rng(resolve_seed(5))
+    fastanchor.kmeans_iou(wh, 1, tol=1e-3, sample_weight=np.ones(len(wh)), seed=gen)
+    drawn = sample_index(gen, len(wh), 100)
+    w = np.ones(len(wh))
+    w[drawn] = 0.0
+    r = fastanchor.autoanchor(wh, 1, seed=5, search_sample=100, sample_weight=w, generations=30, budget=0)
+    gen = np.random.default_rng(resolve_seed(5))
+    km = fastanchor.kmeans_iou(wh, 1, tol=1e-3, sample_weight=w, seed=gen)
+    np.testing.assert_array_equal(sample_index(gen, len(wh), 100), drawn)
+    ev = fastanchor.evolve_anchors(km.anchors, wh, generations=30, sample_weight=w, budget=0, seed=gen)
+    np.testing.assert_array_equal(r.anchors, ev.anchors)
+
+
 @needs_data
 @pytest.mark.parametrize("name", ["coco128", "voc2007_val"])
 def test_real_data_default_strategy_at_least_yolov5(name):

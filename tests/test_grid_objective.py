@@ -15,6 +15,7 @@ from test_cli import voc  # noqa: F401  (fixture)
 
 import fastanchor
 from fastanchor import DetectorGrid, datasets
+from fastanchor._validation import resolve_seed, sample_index
 
 RAW = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raw"
 
@@ -91,6 +92,22 @@ def test_search_on_the_grid():
         start, wh, objective="avg_iou", grid=grid2, strategy="yolov5", generations=40, seed=3, batch=4
     )
     assert y.fitness == ref.grid_objective(y.anchors, grid.boxes_xyxy, grid.image_wh, (8, 16), "avg_iou")
+
+
+def test_autoanchor_searches_a_sample_of_the_grid():
+    rng = np.random.default_rng(12)
+    wh, grid = random_grid(rng, 3000)
+    kw = dict(objective="avg_iou", generations=40, budget=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = fastanchor.autoanchor(wh, 9, grid=grid, search_sample=700, seed=3, **kw)
+        gen = np.random.default_rng(resolve_seed(3))
+        km = fastanchor.kmeans_iou(wh, 9, tol=1e-3, seed=gen)
+        index = sample_index(gen, len(wh), 700)
+        ev = fastanchor.evolve_anchors(km.anchors, wh[index], grid=grid.subset(index), seed=gen, **kw)
+    np.testing.assert_array_equal(r.anchors, ev.anchors)
+    assert r.evolved_objectives["avg_iou"] == fastanchor.anchor_objective(r.anchors, wh, "avg_iou", grid=grid)
+    assert r.kmeans_objectives["recall"] == fastanchor.anchor_objective(km.anchors, wh, "recall", grid=grid)
 
 
 def test_autoanchor_drops_the_grid_rows_it_drops():

@@ -1391,6 +1391,7 @@ def autoanchor(
     tol: Any,
     seed: Any,
     init_sample: int,
+    search_sample: int,
     progress: bool,
     callback: Any,
     take_rows: Callable[[Optional[np.ndarray]], np.ndarray],
@@ -1398,17 +1399,19 @@ def autoanchor(
     cache_bytes: int = 0,
 ) -> Any:
     """fastanchor.autoanchor (without weights, scale or grid) by passes over the chunks: from the
-    same seed and ``init_sample``, its result bit for bit. On more kept boxes than
-    ``init_sample``, the in-memory core fits the sample (gathered by ``take_rows``) and the
-    chunked k-means goes on from its anchors, as in memory."""
+    same seed, ``init_sample`` and ``search_sample``, its result bit for bit. On more kept boxes
+    than ``init_sample``, the in-memory core fits the sample (gathered by ``take_rows``) and the
+    chunked k-means goes on from its anchors, as in memory; on more than ``search_sample``, the
+    search runs in memory on its sample (gathered likewise), else by passes over the chunks."""
     import warnings
 
-    from ._evolve import DROP_BELOW, WARN_BELOW, AutoAnchorResult, sampled_start
+    from ._evolve import DROP_BELOW, WARN_BELOW, AutoAnchorResult, _evolve, _layout, sampled_start, search_rows
     from ._fitness import FitnessResult
     from ._validation import as_int, resolve_seed, resolve_threads
 
     k, update, n_init, max_iter, tol = check_fit_options(k, "median", n_init, 300, tol)
     init_sample = as_int(init_sample, "init_sample", minimum=1)
+    search_sample = as_int(search_sample, "search_sample", minimum=1)
     sc = scan(ex)  # checks every row
     counts = ex.run(task_small, (WARN_BELOW, DROP_BELOW), merge_small)
     n, n_small = sc.n, int(counts["small"])
@@ -1441,7 +1444,33 @@ def autoanchor(
     km, _ = fit(
         ex, sc, k, init, update, max_iter, tol, gen, init_sample, progress, take_rows, desc, cache_bytes, n_init
     )
-    ev = evolve(ex, kept, km.anchors, s, resolve_seed(gen), progress, callback, desc, cache_bytes)
+    index, s_rows, _ = search_rows(kept, lambda index: (take_rows(index), None), gen, search_sample)
+    if s_rows is None:
+        ev = evolve(ex, kept, km.anchors, s, resolve_seed(gen), progress, callback, desc, cache_bytes)
+    else:  # the search on its sample, in memory (as fastanchor.autoanchor runs it)
+        threads = resolve_threads(None)
+        ev = _evolve(
+            km.anchors,
+            s_rows,
+            None,
+            s.thr,
+            s.generations,
+            s.mutation_prob,
+            s.sigma,
+            s.min_size,
+            s.strategy,
+            s.batch,
+            resolve_seed(gen),
+            threads,
+            progress,
+            callback,
+            s.objective,
+            s.iou_thr,
+            s.iou_weighted,
+            s.budget,
+            layout=_layout(s_rows, None, threads),
+        )
+        del s_rows
     (km_m, km_obj), (ev_m, ev_obj) = report(ex, [km.anchors, ev.anchors], kept, s.thr, s.iou_thr, s.iou_weighted)
     return AutoAnchorResult(
         anchors=ev.anchors,

@@ -118,7 +118,7 @@ class DetectorGrid:
         )
 
     def subset(self, keep: np.ndarray) -> DetectorGrid:
-        """The grid of the boxes selected by the boolean mask ``keep``."""
+        """The grid of the boxes selected by ``keep``: a boolean mask or row indices."""
         return DetectorGrid(self.boxes_xyxy[keep], self.image_wh[keep], self.strides)
 
     def core_args(self, n: int, k: int) -> Dict[str, Any]:

@@ -27,7 +27,14 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _chunked
-from ._evolve import DEFAULT_BUDGET, DEFAULT_INIT_SAMPLE, AutoAnchorResult, Callback, EvolveResult
+from ._evolve import (
+    DEFAULT_BUDGET,
+    DEFAULT_INIT_SAMPLE,
+    DEFAULT_SEARCH_SAMPLE,
+    AutoAnchorResult,
+    Callback,
+    EvolveResult,
+)
 from ._fitness import DEFAULT_IOU_THR, DEFAULT_THR, FitnessResult, as_anchors, as_thr
 from ._kmeans import KMeansResult
 from ._validation import SeedLike, as_int, as_wh, resolve_seed, resolve_threads
@@ -278,6 +285,7 @@ def autoanchor(
     sample_weight: None = None,
     seed: SeedLike = None,
     init_sample: int = DEFAULT_INIT_SAMPLE,
+    search_sample: int = DEFAULT_SEARCH_SAMPLE,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     cache_bytes: int = _chunked.DEFAULT_CACHE_BYTES,
     n_threads: Optional[int] = None,
@@ -287,12 +295,14 @@ def autoanchor(
     """:func:`fastanchor.autoanchor` over rows read ``block_rows`` at a time: small boxes counted
     and dropped block by block, then :func:`kmeans_iou` and :func:`evolve_anchors` on the kept rows.
 
-    From the same seed and ``init_sample`` the result is the in-memory
-    ``fastanchor.autoanchor(rows, k, seed=seed, init_sample=init_sample)``'s, bit for bit, never
-    depending on ``block_rows`` or the shards: on more than ``init_sample`` kept boxes (default
-    2**20), k-means runs in memory on a uniform sample of that many first, and then block by block
-    from its anchors, a few passes. Unit weights
-    only, no ``scale`` or ``grid``. ``cache_bytes`` as in :func:`evolve_anchors`.
+    From the same seed, ``init_sample`` and ``search_sample`` the result is the in-memory
+    ``fastanchor.autoanchor(rows, k, seed=seed, init_sample=init_sample,
+    search_sample=search_sample)``'s, bit for bit, never depending on ``block_rows`` or the
+    shards: on more than ``init_sample`` kept boxes (default 2**20), k-means runs in memory on a
+    uniform sample of that many first, and then block by block from its anchors, a few passes; on
+    more than ``search_sample`` (default 2**20), the search runs in memory on a uniform sample of
+    that many (gathered in one pass), else block by block. The reports take one more pass. Unit
+    weights only, no ``scale`` or ``grid``. ``cache_bytes`` as in :func:`evolve_anchors`.
     Resident memory is bounded as the module says, whatever the number of rows.
     """
     _chunked.no_weights(sample_weight)
@@ -313,4 +323,6 @@ def autoanchor(
     ex = _executor(wh, block_rows, n_threads)
     cache = _chunked.as_cache_bytes(cache_bytes)
     take = lambda index: _take_rows(ex, index)  # noqa: E731
-    return _chunked.autoanchor(ex, k, s, n_init, tol, seed, init_sample, progress, callback, take, "autoanchor", cache)
+    return _chunked.autoanchor(
+        ex, k, s, n_init, tol, seed, init_sample, search_sample, progress, callback, take, "autoanchor", cache
+    )

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from .. import _chunked
 from .._chunked import DEFAULT_CACHE_BYTES
-from .._evolve import DEFAULT_INIT_SAMPLE, AutoAnchorResult, Callback, EvolveResult
+from .._evolve import DEFAULT_INIT_SAMPLE, DEFAULT_SEARCH_SAMPLE, AutoAnchorResult, Callback, EvolveResult
 from .._fitness import DEFAULT_IOU_THR, DEFAULT_THR, FitnessResult, as_anchors, as_thr
 from .._kmeans import KMeansResult
 from .._validation import SeedLike, as_wh, resolve_seed
@@ -348,6 +348,7 @@ def autoanchor(
     sample_weight: None = None,
     seed: SeedLike = None,
     init_sample: int = DEFAULT_INIT_SAMPLE,
+    search_sample: int = DEFAULT_SEARCH_SAMPLE,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: bool = False,
     callback: Optional[Callback] = None,
@@ -358,12 +359,14 @@ def autoanchor(
     """:func:`fastanchor.autoanchor` over a dask array or DataFrame: small boxes counted and
     dropped chunk by chunk, then :func:`kmeans_iou` and :func:`evolve_anchors` on the kept rows.
 
-    From the same seed, ``budget`` and ``init_sample`` the result is the in-memory
-    ``fastanchor.autoanchor(rows, k, seed=seed, budget=budget, init_sample=init_sample)``'s, bit
-    for bit, never depending on the chunking or the number of workers: on more than
-    ``init_sample`` kept boxes (default 2**20), k-means runs in memory on a uniform sample of that
-    many first (gathered from the chunks), and then over the chunks from its anchors, a few
-    passes. ``budget`` defaults to 0 here (the in-memory default adds restarts on sets
+    From the same seed, ``budget``, ``init_sample`` and ``search_sample`` the result is the
+    in-memory ``fastanchor.autoanchor(rows, k, seed=seed, budget=budget, init_sample=init_sample,
+    search_sample=search_sample)``'s, bit for bit, never depending on the chunking or the number
+    of workers: on more than ``init_sample`` kept boxes (default 2**20), k-means runs in memory on
+    a uniform sample of that many first (gathered from the chunks), and then over the chunks from
+    its anchors, a few passes; on more than ``search_sample`` (default 2**20), the search runs in
+    memory on a uniform sample of that many (gathered in one pass), else over the chunks. The
+    reports take one more pass. ``budget`` defaults to 0 here (the in-memory default adds restarts on sets
     of fewer than about 67,000 boxes: thousands of map-reduces). Unit weights only,
     no ``scale`` or ``grid``. ``cache_bytes`` as in :func:`evolve_anchors`; ``client``,
     ``scheduler`` and ``columns`` as in :func:`kmeans_iou`.
@@ -386,5 +389,5 @@ def autoanchor(
     ex = DaskExecutor(as_dask_rows(wh, columns), client, scheduler)
     cache = _chunked.as_cache_bytes(cache_bytes)
     return _chunked.autoanchor(
-        ex, k, s, n_init, tol, seed, init_sample, progress, callback, ex.take, "autoanchor (dask)", cache
+        ex, k, s, n_init, tol, seed, init_sample, search_sample, progress, callback, ex.take, "autoanchor (dask)", cache
     )
