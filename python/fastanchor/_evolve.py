@@ -818,20 +818,23 @@ def autoanchor(
         evolved = FitnessResult(fitness=ev.fitness, bpr=ev.bpr, aat=ev.aat, avg_iou=ev.avg_iou, thr=t)
     else:
         evolved = _metrics(ev.anchors, on, weights, t, threads)
+    kmeans = _metrics(km_anchors, on, weights, t, threads)
+    objectives = [
+        _all_objectives(a, boxes, weights, t, iou_thr, iou_weighted, threads, grid, reports, fitness=m.fitness)
+        for a, m in ((km_anchors, kmeans), (ev.anchors, evolved))
+    ]
     result = AutoAnchorResult(
         anchors=ev.anchors,
         kmeans_anchors=km_anchors,
-        kmeans=_metrics(km_anchors, on, weights, t, threads),
+        kmeans=kmeans,
         evolved=evolved,
         history=ev.history,
         n_boxes=n_fitted,
         n_dropped=n_dropped,
         n_small=n_small,
         objective=objective,
-        kmeans_objectives=_all_objectives(km_anchors, boxes, weights, t, iou_thr, iou_weighted, threads, grid, reports),
-        evolved_objectives=_all_objectives(
-            ev.anchors, boxes, weights, t, iou_thr, iou_weighted, threads, grid, reports
-        ),
+        kmeans_objectives=objectives[0],
+        evolved_objectives=objectives[1],
         scale=scale_range,
     )
     if reports is None:

@@ -210,9 +210,14 @@ def _all_objectives(
     threads: int,
     grid: Any = None,
     layout: Any = None,
+    fitness: Optional[float] = None,
 ) -> Dict[str, float]:
+    """Every objective's value; ``fitness``, when given, is the ratio fitness already computed
+    (by :func:`_metrics`, which gives the same value bit for bit) and saves its pass."""
     return {
-        name: _objective(anchors, boxes, weights, name, thr, iou_thr, iou_weighted, threads, grid, layout)
+        name: fitness
+        if name == "fitness" and fitness is not None
+        else _objective(anchors, boxes, weights, name, thr, iou_thr, iou_weighted, threads, grid, layout)
         for name in OBJECTIVES
     }
 
