@@ -6,6 +6,10 @@ in one run; each mode runs in its own process, which reports its peak RSS.
         [--update median] [--init boxes] [--generations 200] [--modes in_memory,dask1,dask2,out_of_core]
         [--cache-bytes 1073741824]
 
+Modes: in_memory (the rows loaded, then fastanchor's function), dask1 and dask2 (the rows
+persisted on a LocalCluster of 1 or 2 worker processes), out_of_core (the .npy file, memory-mapped),
+out_of_core_in_memory (fastanchor.out_of_core on the rows loaded).
+
 kmeans: every mode runs the same Lloyd iterations from the same initial anchors (max_iter caps
 them, so the time per iteration compares): the first boxes of a sample (``--init boxes``: early
 iterations, where the anchors move far), or k-means++ seeds (``--init kmeans++`` with a large
@@ -71,13 +75,17 @@ def run_mode(mode: str, path: str, init: np.ndarray, args) -> dict:
         t = time.perf_counter()
         r = _call(fastanchor, what, rows, init, args)
         secs = time.perf_counter() - t
-    elif mode == "out_of_core":
+    elif mode in ("out_of_core", "out_of_core_in_memory"):
         from fastanchor import out_of_core
 
         kw = {"return_labels": False} if what == "kmeans" else {}
         kw["cache_bytes"] = args.cache_bytes
+        source = path
+        if mode == "out_of_core_in_memory":  # the chunked engine on rows already in memory
+            source = np.array(wh)
+            base_rss = _status_mb("VmRSS")
         t = time.perf_counter()
-        r = _call(out_of_core, what, path, init, args, **kw)
+        r = _call(out_of_core, what, source, init, args, **kw)
         secs = time.perf_counter() - t
     else:
         import dask.array as da

@@ -750,7 +750,11 @@ class Scan:
 
 
 def scan(ex: Executor, name: str = "wh") -> Scan:
-    s = ex.run(task_scan, (name,), merge_scan)
+    return as_scan(ex.run(task_scan, (name,), merge_scan), name)
+
+
+def as_scan(s: Optional[Partial], name: str) -> Scan:
+    """The Scan of merged task_scan partials (None: no chunk)."""
     if s is None or s["n"] == 0:
         raise ValueError(f"{name} is empty: at least one box is needed")
     return Scan(int(s["n"]), bool(s["f32"]), Layout.of(s["lo"], s["hi"]), (int(s["hi"][0]), int(s["hi"][1])))
@@ -1281,6 +1285,16 @@ def merge_small(a: Partial, b: Partial) -> Partial:
     return {"small": a["small"] + b["small"], "kept": {**a["kept"], **b["kept"]}}
 
 
+def task_scan_small(block: Any, offset: int, name: str, warn_below: float, drop_below: float) -> Partial:
+    """task_scan and task_small on one read of the chunk: autoanchor's first pass."""
+    rows = chunk_rows(block)
+    return {"scan": task_scan(rows, offset, name), "small": task_small(rows, offset, warn_below, drop_below)}
+
+
+def merge_scan_small(a: Partial, b: Partial) -> Partial:
+    return {"scan": merge_scan(a["scan"], b["scan"]), "small": merge_small(a["small"], b["small"])}
+
+
 def task_kept(
     block: Any,
     offset: int,
@@ -1412,8 +1426,8 @@ def autoanchor(
     k, update, n_init, max_iter, tol = check_fit_options(k, "median", n_init, 300, tol)
     init_sample = as_int(init_sample, "init_sample", minimum=1)
     search_sample = as_int(search_sample, "search_sample", minimum=1)
-    sc = scan(ex)  # checks every row
-    counts = ex.run(task_small, (WARN_BELOW, DROP_BELOW), merge_small)
+    first = ex.run(task_scan_small, ("wh", WARN_BELOW, DROP_BELOW), merge_scan_small)  # checks every row
+    sc, counts = as_scan(None if first is None else first["scan"], "wh"), first["small"]
     n, n_small = sc.n, int(counts["small"])
     kept = int(sum(counts["kept"].values()))
     n_dropped = n - kept

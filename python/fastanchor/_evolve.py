@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 import numpy.typing as npt
 
-from . import _core
+from . import _chunked, _core
 from ._augment import DEFAULT_SCALE_STEPS, as_scale_range, scale_augment, scale_grid
 from ._fitness import (
     DEFAULT_IOU_THR,
@@ -69,6 +69,8 @@ DEFAULT_INIT_SAMPLE = 1 << 20
 #: more (every reported value is then computed on all of them): the fitness is a mean over boxes,
 #: which a sample of 2**20 pins down far more closely than the search's steps change it.
 DEFAULT_SEARCH_SAMPLE = 1 << 20
+#: Rows per block of autoanchor's reports on all boxes after a search on a sample.
+REPORT_BLOCK_ROWS = 1 << 18
 
 Callback = Callable[[int, float, np.ndarray], Any]
 
@@ -813,16 +815,26 @@ def autoanchor(
     # the rows (read in place, or autoanchor's own copy), the sample's layout freed first.
     reports = layout if sample is None else None
     del layout, sample, s_boxes, s_weights, s_grid
-    on = boxes if reports is None else reports
-    if objective == "fitness" and reports is not None:
-        evolved = FitnessResult(fitness=ev.fitness, bpr=ev.bpr, aat=ev.aat, avg_iou=ev.avg_iou, thr=t)
+    if reports is None and weights is None and grid is None:
+        # All reports in one pass over blocks of the rows, as the chunked autoanchor makes them
+        # (the same values bit for bit), with a float64 copy of one block per thread at a time.
+        ex = _chunked.LocalExecutor([boxes], REPORT_BLOCK_ROWS, threads)
+        (km_m, km_obj), (ev_m, ev_obj) = _chunked.report(
+            ex, [km_anchors, ev.anchors], len(boxes), t, iou_thr, iou_weighted
+        )
+        kmeans, evolved = FitnessResult(*km_m, thr=t), FitnessResult(*ev_m, thr=t)
+        objectives = [km_obj, ev_obj]
     else:
-        evolved = _metrics(ev.anchors, on, weights, t, threads)
-    kmeans = _metrics(km_anchors, on, weights, t, threads)
-    objectives = [
-        _all_objectives(a, boxes, weights, t, iou_thr, iou_weighted, threads, grid, reports, fitness=m.fitness)
-        for a, m in ((km_anchors, kmeans), (ev.anchors, evolved))
-    ]
+        on = boxes if reports is None else reports
+        if objective == "fitness" and reports is not None:
+            evolved = FitnessResult(fitness=ev.fitness, bpr=ev.bpr, aat=ev.aat, avg_iou=ev.avg_iou, thr=t)
+        else:
+            evolved = _metrics(ev.anchors, on, weights, t, threads)
+        kmeans = _metrics(km_anchors, on, weights, t, threads)
+        objectives = [
+            _all_objectives(a, boxes, weights, t, iou_thr, iou_weighted, threads, grid, reports, fitness=m.fitness)
+            for a, m in ((km_anchors, kmeans), (ev.anchors, evolved))
+        ]
     result = AutoAnchorResult(
         anchors=ev.anchors,
         kmeans_anchors=km_anchors,
