@@ -357,6 +357,26 @@ def test_median_windows_spare_selection_passes_and_change_nothing(dtype, window_
         assert with_windows["select"] > want.n_iter // 2
 
 
+def test_median_windows_follow_anchors_that_creep(monkeypatch):
+    # From a sample's anchors, k-means on all boxes creeps on in one direction for a few
+    # iterations by about a window's half-width per step: windows stretched on the side the
+    # anchor moves to still hold the new medians, so only the first updates need selection passes.
+    wh = tied_boxes(41, 400_000, np.float32, ties=False)
+    init = fastanchor.kmeans_iou(wh[:5000], 9, seed=0, tol=1e-3).anchors
+    want = fastanchor.kmeans_iou(wh, 9, init=init, tol=1e-4)
+    assert want.n_iter > 100
+    passes = {"select": 0}
+    real_run = _chunked.LocalExecutor.run
+
+    def counting(self, task, args, merge):
+        passes["select"] += task is _chunked.task_select
+        return real_run(self, task, args, merge)
+
+    monkeypatch.setattr(_chunked.LocalExecutor, "run", counting)
+    _same(ooc.kmeans_iou(wh, 9, init=init, tol=1e-4, block_rows=50_000), want)
+    assert passes["select"] <= 2  # (1 here; 3 with windows that did not follow the moves)
+
+
 @pytest.mark.parametrize("update", ["mean", "median"])
 def test_a_kept_chunk_state_gives_the_stateless_partials_whatever_its_history(update):
     # The process keeps each chunk's Lloyd state between passes. A task run twice (Dask retries

@@ -39,6 +39,9 @@ GATHER_MAX = 1 << 16
 WINDOW_MAX = 1 << 12
 #: ... where the anchor's bin held at least this many of its cluster's values.
 WINDOW_MIN_DENSITY = 16
+#: ... and where the anchor's last move was at most this many half-widths (the window is stretched
+#: by the move, on its side: at most (2 + WINDOW_REACH) / 2 * WINDOW_MAX values).
+WINDOW_REACH = 2
 
 Partial = Dict[str, Any]
 
@@ -371,7 +374,7 @@ def _narrow(cum: np.ndarray, rank: int) -> Tuple[int, int]:
 class Windows:
     """The median's key windows of a Lloyd pass: (2, k) uint32 key bounds [lo, hi] per coordinate X
     and cluster c (lo > hi: none), the (X, c) that have one, and the rows of all chunks (a chunk of
-    m rows gathers at most about 4 * WINDOW_MAX * m / n distinct values per window)."""
+    m rows gathers at most about 8 * WINDOW_MAX * m / n distinct values per window)."""
 
     lo: np.ndarray
     hi: np.ndarray
@@ -379,7 +382,7 @@ class Windows:
     n: int
 
     def kernel_args(self, rows: int) -> Dict[str, Any]:
-        cap = 4 * WINDOW_MAX * rows // max(self.n, 1) + 64
+        cap = 8 * WINDOW_MAX * rows // max(self.n, 1) + 64
         return {"window_lo": self.lo, "window_hi": self.hi, "window_cap": cap}
 
 
@@ -388,14 +391,16 @@ def median_windows(
 ) -> Windows:
     """A window of keys around each cluster's anchor along each coordinate, as wide as about
     WINDOW_MAX of the cluster's distinct values by the density of the anchor's bin in the last
-    pass's histogram ``hist`` (2, k, bins): none where the bins around the anchor held fewer than
-    WINDOW_MIN_DENSITY of them, or where the anchor moved from ``before`` (the last pass's) by
-    more than the window's half-width (the next median would likely fall outside it too)."""
+    pass's histogram ``hist`` (2, k, bins), and stretched on the side the anchor moves to by its
+    last move from ``before`` (the last pass's anchors): the anchors of a fit from a sample's
+    creep on in one direction for several iterations, by about the window's half-width. None where
+    the bins around the anchor held fewer than WINDOW_MIN_DENSITY of them, or where the anchor
+    moved by more than WINDOW_REACH half-widths (the next median would likely fall outside it)."""
     k = anchors.shape[0]
     lo = np.full((2, k), 0xFFFFFFFF, np.uint32)
     hi = np.zeros((2, k), np.uint32)
     keys = anchors.astype(np.float32).view(np.uint32)  # (k, 2): the anchors' keys
-    moved = np.abs(keys.astype(np.int64) - before.astype(np.float32).view(np.uint32).astype(np.int64))
+    moved = keys.astype(np.int64) - before.astype(np.float32).view(np.uint32).astype(np.int64)
     slots: List[Tuple[int, int]] = []
     for X in range(2):
         for c in range(k):
@@ -410,9 +415,10 @@ def median_windows(
             if dense < WINDOW_MIN_DENSITY:
                 continue
             half = (WINDOW_MAX // 2 << layout.shift[X]) // dense
-            if moved[c, X] > half:  # still moving farther than the window reaches: it would miss
+            step = int(moved[c, X])
+            if abs(step) > WINDOW_REACH * half:  # moving farther than the window reaches: it would miss
                 continue
-            lo[X, c], hi[X, c] = max(key - half, 0), min(key + half, 0xFFFFFFFE)
+            lo[X, c], hi[X, c] = max(key - half + min(step, 0), 0), min(key + half + max(step, 0), 0xFFFFFFFE)
             slots.append((X, c))
     return Windows(lo, hi, slots, n)
 
@@ -882,11 +888,13 @@ def fit(
     desc: str,
     cache_bytes: int = 0,
     n_init: int = 1,
+    with_avg_iou: bool = True,
 ) -> Tuple[FitOutcome, float]:
     """The fit and the average IoU of its (sorted) anchors: of ``n_init`` runs from a seeded
     initialisation (one from given anchors), the one of the highest average IoU (the first of
     equals), as in memory. Each process keeps the state of the chunks it runs, up to
-    ``cache_bytes`` (when the executor can drop it at the end of each run)."""
+    ``cache_bytes`` (when the executor can drop it at the end of each run). Without
+    ``with_avg_iou``, a single run's average IoU is not computed (NaN: one pass fewer)."""
     if update == "mean":
         check_mean_span(sc)
     starts = initial_anchors(init, k, sc.n, seed, init_sample, take_rows, n_init)
@@ -903,6 +911,8 @@ def fit(
                 bar.close()
             if cache is not None and release is not None:
                 release(cache[0])
+        if len(starts) == 1 and not with_avg_iou:
+            return out, math.nan
         avg = finish_avg_iou(ex.run(task_avg_iou, (out.anchors, sc.n), merge_avg_iou), sc.n)
         if best is None or avg > best[1]:
             best = (out, avg)
@@ -1456,7 +1466,21 @@ def autoanchor(
             )
         n_init = 1  # one run on all rows, from the sample's anchors
     km, _ = fit(
-        ex, sc, k, init, update, max_iter, tol, gen, init_sample, progress, take_rows, desc, cache_bytes, n_init
+        ex,
+        sc,
+        k,
+        init,
+        update,
+        max_iter,
+        tol,
+        gen,
+        init_sample,
+        progress,
+        take_rows,
+        desc,
+        cache_bytes,
+        n_init,
+        with_avg_iou=False,  # (n_init runs still compare theirs; the reports give the anchors')
     )
     index, s_rows, _ = search_rows(kept, lambda index: (take_rows(index), None), gen, search_sample)
     if s_rows is None:
