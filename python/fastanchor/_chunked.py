@@ -1482,7 +1482,7 @@ def autoanchor(
         n_init,
         with_avg_iou=False,  # (n_init runs still compare theirs; the reports give the anchors')
     )
-    index, s_rows, _ = search_rows(kept, lambda index: (take_rows(index), None), gen, search_sample)
+    _, s_rows, _ = search_rows(kept, lambda index: (take_rows(index), None), gen, search_sample)
     if s_rows is None:
         ev = evolve(ex, kept, km.anchors, s, resolve_seed(gen), progress, callback, desc, cache_bytes)
     else:  # the search on its sample, in memory (as fastanchor.autoanchor runs it)

@@ -66,8 +66,9 @@ WARN_BELOW = 3.0
 #: refines the sample's anchors on all of them (a few Lloyd passes from a start that close).
 DEFAULT_INIT_SAMPLE = 1 << 20
 #: autoanchor's search scores its candidates on a uniform sample of this many boxes when it has
-#: more (every reported value is then computed on all of them): the fitness is a mean over boxes,
-#: which a sample of 2**20 pins down far more closely than the search's steps change it.
+#: more (every reported value is then computed on all of them): the candidates of a generation are
+#: compared on the same sample, whose noise they share, so it steers the search about as all boxes
+#: would (benchmarks/RESULTS.md, "autoanchor's search on a sample").
 DEFAULT_SEARCH_SAMPLE = 1 << 20
 #: Rows per block of autoanchor's reports on all boxes after a search on a sample.
 REPORT_BLOCK_ROWS = 1 << 18
