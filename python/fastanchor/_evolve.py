@@ -557,6 +557,17 @@ def sampled_start(
     return km.anchors
 
 
+def _taker(
+    boxes: np.ndarray, weights: Optional[np.ndarray]
+) -> Callable[[np.ndarray], Tuple[np.ndarray, Optional[np.ndarray]]]:
+    """The in-memory ``take`` of sampled_start and search_rows: the rows and weights at an index."""
+
+    def take(index: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        return boxes[index], None if weights is None else weights[index]
+
+    return take
+
+
 def search_rows(
     n: int,
     take: Callable[[np.ndarray], Tuple[np.ndarray, Optional[np.ndarray]]],
@@ -579,11 +590,7 @@ def _search_sample(
 ) -> Optional[Tuple[np.ndarray, Optional[np.ndarray], Optional[DetectorGrid]]]:
     """The in-memory autoanchor's search sample (rows, weights, grid rows), or None when the search
     runs on all boxes: there are at most ``size`` of them, or the sample holds no weight."""
-
-    def take(index: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        return boxes[index], None if weights is None else weights[index]
-
-    index, rows, sample_weight = search_rows(boxes.shape[0], take, gen, size)
+    index, rows, sample_weight = search_rows(boxes.shape[0], _taker(boxes, weights), gen, size)
     if index is None or rows is None or (sample_weight is not None and not sample_weight.sum() > 0):
         return None
     return rows, sample_weight, None if grid is None else grid.subset(index)
@@ -606,11 +613,7 @@ def _kmeans_stage(
     before the search lays its boxes out."""
     n = boxes.shape[0]
     if n > init_sample:
-
-        def take(index: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-            return boxes[index], None if weights is None else weights[index]
-
-        start = sampled_start(n, take, k, n_init, tol, gen, init_sample, threads, progress)
+        start = sampled_start(n, _taker(boxes, weights), k, n_init, tol, gen, init_sample, threads, progress)
         if start is not None:
             return kmeans_iou(
                 boxes, k, init=start, tol=tol, sample_weight=weights, n_threads=threads, progress=progress
