@@ -215,6 +215,87 @@ def test_autoanchor_from_a_sample_is_the_in_memory_one(dtype, search_sample):
     assert a.evolved.fitness >= a.kmeans.fitness
 
 
+def _passes(monkeypatch) -> list:
+    """The names of the tasks of every pass a LocalExecutor runs from now on (a pass of two tasks
+    as "first+second", a task on the kept rows by its own name)."""
+    names: list = []
+    real_run = _chunked.LocalExecutor.run
+
+    def name(task, args):
+        if task is _chunked.task_kept:
+            return name(args[0], args[3:])
+        if task is _chunked.task_pair:
+            return "+".join(name(t, a) for t, a in args)
+        return task.__name__
+
+    def counting(self, task, args, merge):
+        names.append(name(task, args))
+        return real_run(self, task, args, merge)
+
+    monkeypatch.setattr(_chunked.LocalExecutor, "run", counting)
+    return names
+
+
+@pytest.mark.parametrize("dropped", [False, True])
+def test_chunked_autoanchor_from_samples_spends_no_pass_on_the_search_sample_or_first_medians(monkeypatch, dropped):
+    # The search sample's rows are gathered by the first Lloyd pass over all rows, and that pass's
+    # medians fall in windows sized from the k-means sample: no pass of their own.
+    wh = tied_boxes(44, 300_000, np.float32, ties=False)
+    if dropped:
+        wh = _with_smalltied_boxes(wh)
+    kw = dict(seed=1, init_sample=20_000, search_sample=30_000, generations=50, budget=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        want = fastanchor.autoanchor(wh, 9, **kw)
+        names = _passes(monkeypatch)
+        got = ooc.autoanchor(wh, 9, block_rows=40_000, **kw)
+    _same_autoanchor(got, want)
+    assert names[:3] == ["task_scan_small", "task_take", "task_lloyd+task_take"]
+    assert names[3] == "task_lloyd"  # (a selection pass, in the first version)
+    assert names.count("task_take") == 1 and names[-1] == "task_report"
+
+
+def test_a_rider_takes_the_first_pass_and_only_that():
+    wh = tied_boxes(45, 10_000, np.float32)
+    ex = _chunked.LocalExecutor([wh], 3000, 2)
+    index = np.array([0, 5, 2999, 3000, 9999])
+    rider = _chunked.Rider(ex, _chunked.task_take, (index,), _chunked.merge_take)
+    assert rider.n == ex.n and rider.release is not None
+    anchors = wh[:4].astype(np.float64)
+
+    def avg_iou(executor):
+        return _chunked.finish_avg_iou(
+            executor.run(_chunked.task_avg_iou, (anchors, ex.n), _chunked.merge_avg_iou), ex.n
+        )
+
+    want = avg_iou(ex)
+    assert avg_iou(rider) == want
+    np.testing.assert_array_equal(_chunked.taken_rows(rider.result), wh[index])
+    taken = rider.result
+    assert avg_iou(rider) == want
+    assert rider.result is taken  # the rider ran once
+    empty = _chunked.Rider(_chunked.LocalExecutor([wh[:0]], 3000), _chunked.task_take, (index,), _chunked.merge_take)
+    assert empty.run(_chunked.task_avg_iou, (anchors, 0), _chunked.merge_avg_iou) is None and empty.result is None
+
+
+def test_report_by_sub_blocks_gives_the_totals_of_one_block(monkeypatch):
+    wh = tied_boxes(46, 5000, np.float32)
+    sets = np.stack([wh[:6], wh[6:12]]).astype(np.float64)
+    whole = _chunked.task_report(wh, 0, sets, 0.25, 0.5, True, 1)
+    monkeypatch.setattr(_chunked, "REPORT_SUB_ROWS", 999)
+    assert _chunked.task_report(wh, 0, sets, 0.25, 0.5, True, 1) == whole
+    assert _chunked.task_report(wh[:0], 0, sets, 0.25, 0.5, True, 1) == _chunked.task_report(
+        wh[:0], 0, sets, 0.25, 0.5, True, 1
+    )
+
+
+@given(st.lists(st.tuples(*[st.sampled_from([0.5, 1.999, 2.0, 2.001, 2.999, 3.0, 3.5, 1e30])] * 2), max_size=40))
+def test_kept_and_small_masks_are_any_side_rules(pairs):
+    rows = np.array(pairs, dtype=np.float32).reshape(-1, 2)
+    np.testing.assert_array_equal(_chunked.kept_mask(rows, 2.0), (rows >= 2.0).any(axis=1))
+    assert _chunked.small_count(rows, 3.0) == int((rows < 3.0).any(axis=1).sum())
+
+
 def test_autoanchor_refuses_a_sample_with_too_few_distinct_boxes():
     # 3 shapes in bulk and 2 rare ones: the sample of 50 holds 3 (in memory, k-means then fits all)
     wh = np.r_[np.repeat([[10.0, 20.0], [30.0, 15.0], [50.0, 50.0]], 2000, axis=0), [[100.0, 120.0], [7.0, 90.0]]]
@@ -288,7 +369,7 @@ def test_dask_autoanchor_on_one_and_two_workers(cluster):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         want = fastanchor.autoanchor(wh, 9, seed=2, generations=160, budget=0)
-        samples = dict(init_sample=5000, search_sample=6000)
+        samples = dict(init_sample=5000, search_sample=10_000)
         sampled = fastanchor.autoanchor(wh, 9, seed=2, generations=160, budget=0, **samples)
         x = da.from_array(wh, chunks=(6000, 2)).persist()
         _same_autoanchor(fd.autoanchor(x, 9, seed=2, generations=160, client=client), want)

@@ -578,11 +578,16 @@ def search_rows(
     ``search_sample`` sorted row indices drawn from ``gen`` (after k-means' draws), with their rows
     and weights by ``take(index)``; (None, None, None) when ``n <= search_sample`` (the search then
     runs on all boxes and nothing is drawn)."""
-    if n <= search_sample:
+    index = search_index(n, gen, search_sample)
+    if index is None:
         return None, None, None
-    index = sample_index(gen, n, search_sample)
     rows, weights = take(index)
     return index, rows, weights
+
+
+def search_index(n: int, gen: np.random.Generator, search_sample: int) -> Optional[np.ndarray]:
+    """The row indices of search_rows' sample (None, and nothing drawn, when ``n <= search_sample``)."""
+    return None if n <= search_sample else sample_index(gen, n, search_sample)
 
 
 def _search_sample(
