@@ -255,6 +255,28 @@ def test_chunked_autoanchor_from_samples_spends_no_pass_on_the_search_sample_or_
     assert names.count("task_take") == 1 and names[-1] == "task_report"
 
 
+def test_windows_widen_with_the_rows_up_to_a_cap():
+    w = _chunked.WINDOW_MAX
+    rows = _chunked.WINDOW_ROWS
+    assert [_chunked.window_width(n) for n in (0, rows, 2 * rows, 16 * rows, 10**12)] == [w, w, 2 * w, 16 * w, 16 * w]
+
+
+def test_chunked_autoanchor_runs_its_in_memory_steps_on_the_threads_asked(monkeypatch):
+    seen = []
+    real = _evolve.sampled_start
+
+    def recording(*args):
+        seen.append(args[7])  # threads
+        return real(*args)
+
+    monkeypatch.setattr(_evolve, "sampled_start", recording)
+    wh = tied_boxes(48, 20_000, np.float32, ties=False) + 3.0  # (no small boxes)
+    kw = dict(seed=1, init_sample=5000, search_sample=6000, generations=20, budget=0)
+    got = ooc.autoanchor(wh, 5, n_threads=1, block_rows=4000, **kw)
+    assert seen == [1]
+    _same_autoanchor(got, fastanchor.autoanchor(wh, 5, **kw))
+
+
 def test_a_rider_takes_the_first_pass_and_only_that():
     wh = tied_boxes(45, 10_000, np.float32)
     ex = _chunked.LocalExecutor([wh], 3000, 2)

@@ -35,9 +35,15 @@ MEDIAN_BINS = 1024
 #: key range; otherwise the range is cut into MEDIAN_BINS finer bins by another pass.
 GATHER_MAX = 1 << 16
 #: A Lloyd pass gathers, along with its histograms, each cluster's values in a window of keys
-#: around its anchor (about this many of the cluster's values, by the last pass's histogram):
-#: once the anchors settle the new medians lie there, and the iteration needs no selection pass.
+#: around its anchor (about this many of the cluster's values, by the last pass's histogram, on
+#: up to WINDOW_ROWS rows; see window_width): once the anchors settle the new medians lie there,
+#: and the iteration needs no selection pass.
 WINDOW_MAX = 1 << 12
+#: ... on more rows, the windows widen in proportion, up to 16 times. Measured on COCO-like boxes
+#: (out of core, default autoanchor): at 10^7 boxes 2^12 values hold the next medians and wider
+#: windows only gather more; at 10^8, 2^12 and 2^13.8 miss them (two selection passes per Lloyd
+#: pass), 2^14 and more hold them.
+WINDOW_ROWS = 1 << 23
 #: ... where the anchor's bin held at least this many of its cluster's values.
 WINDOW_MIN_DENSITY = 16
 #: ... and where the anchor's last move was at most this many half-widths (the window is stretched
@@ -406,14 +412,16 @@ def _narrow(cum: np.ndarray, rank: int) -> Tuple[int, int]:
 @dataclass
 class Windows:
     """The median's key windows of a Lloyd pass: (2, k) uint32 key bounds [lo, hi] per coordinate X
-    and cluster c (lo > hi: none), the (X, c) that have one, and the rows of all chunks (a chunk of
-    m rows gathers at most about 8 * WINDOW_MAX * m / n distinct values per window)."""
+    and cluster c (lo > hi: none), the (X, c) that have one, the rows of all chunks, and the width
+    the windows were sized to, in values (a chunk of m rows gathers at most about 8 * width * m / n
+    distinct values per window)."""
 
     lo: np.ndarray
     hi: np.ndarray
     slots: List[Tuple[int, int]]
     n: int
-    width: int = WINDOW_MAX  # the distinct values a window was sized to hold
+    width: int
+    from_sample: bool = False  # sized from a sample's histogram (sample_windows)
 
     def kernel_args(self, rows: int) -> Dict[str, Any]:
         cap = 8 * self.width * rows // max(self.n, 1) + 64
@@ -427,16 +435,17 @@ def median_windows(
     hist: np.ndarray,
     count: np.ndarray,
     n: int,
-    width: int = WINDOW_MAX,
+    width: Optional[int] = None,
 ) -> Windows:
     """A window of keys around each cluster's anchor along each coordinate, as wide as about
-    WINDOW_MAX of the cluster's distinct values by the density of the anchor's bin in the last
-    pass's histogram ``hist`` (2, k, bins), and stretched on the side the anchor moves to by its
-    last move from ``before`` (the last pass's anchors): the anchors of a fit from a sample's
-    creep on in one direction for several iterations, by about the window's half-width. None where
-    the bins around the anchor held fewer than WINDOW_MIN_DENSITY of them, or where the anchor
+    ``width`` (None: window_width(n)) of the cluster's distinct values by the density of the
+    anchor's bin in the last pass's histogram ``hist`` (2, k, bins), and stretched on the side the
+    anchor moves to by its last move from ``before`` (the last pass's anchors): the anchors of a
+    fit from a sample's creep on in one direction for several iterations, by about the window's
+    half-width. None where the bins around the anchor held fewer than WINDOW_MIN_DENSITY of them, or where the anchor
     moved by more than WINDOW_REACH half-widths (the next median would likely fall outside it)."""
     k = anchors.shape[0]
+    width = window_width(n) if width is None else width
     lo = np.full((2, k), 0xFFFFFFFF, np.uint32)
     hi = np.zeros((2, k), np.uint32)
     keys = anchors.astype(np.float32).view(np.uint32)  # (k, 2): the anchors' keys
@@ -463,6 +472,12 @@ def median_windows(
     return Windows(lo, hi, slots, n, width)
 
 
+def window_width(n: int) -> int:
+    """The width, in values, of a Lloyd pass's windows over ``n`` rows: WINDOW_MAX up to
+    WINDOW_ROWS rows, growing in proportion beyond, up to 16 * WINDOW_MAX."""
+    return int(WINDOW_MAX * min(max(1.0, n / WINDOW_ROWS), 16.0))
+
+
 def sample_windows(rows: np.ndarray, anchors: np.ndarray, layout: Layout, n: int) -> Windows:
     """The median's windows of a fit's first pass over ``n`` rows, from a uniform sample of them
     (``rows``) and its anchors: the sample's histogram against the anchors, scaled to ``n`` rows,
@@ -483,7 +498,9 @@ def sample_windows(rows: np.ndarray, anchors: np.ndarray, layout: Layout, n: int
     scale = n / max(rows.shape[0], 1)
     hist = np.floor(out["hist"].astype(np.float64) * scale).astype(np.int64)
     count = np.floor(out["count"].astype(np.float64) * scale).astype(np.int64)
-    return median_windows(anchors, anchors, layout, hist, count, n, SAMPLE_WINDOW_WIDTH)
+    windows = median_windows(anchors, anchors, layout, hist, count, n, SAMPLE_WINDOW_WIDTH)
+    windows.from_sample = True
+    return windows
 
 
 def _window_values(part: Partial, windows: Optional[Windows], k: int) -> Dict[Tuple[int, int], Tuple[Any, Any]]:
@@ -719,8 +736,9 @@ def lloyd(
             # After a first pass in a sample's windows, the move was the sample's noise, not the
             # direction of the fit's creep: the next windows are not stretched by it, and twice as
             # wide (the relabelling after that jump moves the medians farther than a creep does).
-            after_sample = windows is not None and windows.width == SAMPLE_WINDOW_WIDTH
-            before, width = (new, 2 * WINDOW_MAX) if after_sample else (anchors, WINDOW_MAX)
+            after_sample = windows is not None and windows.from_sample
+            width = window_width(ex.n)
+            before, width = (new, 2 * width) if after_sample else (anchors, width)
             windows = median_windows(new, before, layout, part["hist"], part["count"], ex.n, width)
         if empty.any():
             which = np.flatnonzero(empty)
@@ -1547,12 +1565,14 @@ def autoanchor(
     take_rows: Callable[[Optional[np.ndarray]], np.ndarray],
     desc: str,
     cache_bytes: int = 0,
+    threads: Optional[int] = None,
 ) -> Any:
     """fastanchor.autoanchor (without weights, scale or grid) by passes over the chunks: from the
     same seed, ``init_sample`` and ``search_sample``, its result bit for bit. On more kept boxes
     than ``init_sample``, the in-memory core fits the sample (gathered by ``take_rows``) and the
     chunked k-means goes on from its anchors, as in memory; on more than ``search_sample``, the
-    search runs in memory on its sample (gathered likewise), else by passes over the chunks."""
+    search runs in memory on its sample (gathered likewise), else by passes over the chunks. The
+    in-memory steps run on ``threads`` threads (None: all)."""
     import warnings
 
     from ._evolve import (
@@ -1599,7 +1619,7 @@ def autoanchor(
             sampled.append(take_rows(index))
             return sampled[-1], None
 
-        init = sampled_start(kept, take, k, n_init, tol, gen, init_sample, resolve_threads(None), progress)
+        init = sampled_start(kept, take, k, n_init, tol, gen, init_sample, resolve_threads(threads), progress)
         if init is None:
             raise ValueError(
                 f"k={k} is larger than the number of distinct boxes in the sample of {init_sample} kept rows: "
@@ -1638,7 +1658,7 @@ def autoanchor(
     if s_rows is None:
         ev = evolve(ex, kept, km.anchors, s, resolve_seed(gen), progress, callback, desc, cache_bytes)
     else:  # the search on its sample, in memory (as fastanchor.autoanchor runs it)
-        threads = resolve_threads(None)
+        threads = resolve_threads(threads)
         ev = _evolve(
             km.anchors,
             s_rows,

@@ -324,5 +324,18 @@ def autoanchor(
     cache = _chunked.as_cache_bytes(cache_bytes)
     take = lambda index: _take_rows(ex, index)  # noqa: E731
     return _chunked.autoanchor(
-        ex, k, s, n_init, tol, seed, init_sample, search_sample, progress, callback, take, "autoanchor", cache
+        ex,
+        k,
+        s,
+        n_init,
+        tol,
+        seed,
+        init_sample,
+        search_sample,
+        progress,
+        callback,
+        take,
+        "autoanchor",
+        cache,
+        n_threads,
     )
