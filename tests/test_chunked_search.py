@@ -281,7 +281,7 @@ def test_a_rider_takes_the_first_pass_and_only_that():
     wh = tied_boxes(45, 10_000, np.float32)
     ex = _chunked.LocalExecutor([wh], 3000, 2)
     index = np.array([0, 5, 2999, 3000, 9999])
-    rider = _chunked.Rider(ex, _chunked.task_take, (index,), _chunked.merge_take)
+    rider = _chunked.Rider(ex, _chunked.task_take, (_chunked.index_per_chunk(index),), _chunked.merge_take)
     assert rider.n == ex.n and rider.release is not None
     anchors = wh[:4].astype(np.float64)
 
@@ -298,6 +298,37 @@ def test_a_rider_takes_the_first_pass_and_only_that():
     assert rider.result is taken  # the rider ran once
     empty = _chunked.Rider(_chunked.LocalExecutor([wh[:0]], 3000), _chunked.task_take, (index,), _chunked.merge_take)
     assert empty.run(_chunked.task_avg_iou, (anchors, 0), _chunked.merge_avg_iou) is None and empty.result is None
+
+
+def _index_seen(block, offset, index):
+    return {offset: (len(_chunked.chunk_rows(block)), index.tolist())}
+
+
+def _merge_seen(a, b):
+    return {**a, **b}
+
+
+def test_a_sorted_index_reaches_each_chunk_as_its_own_slice(cluster):
+    # Each task gets only the indices of its own rows (of its kept rows, behind KeptRows), on the
+    # local executor and on Dask, nested in a rider's arguments too.
+    da = pytest.importorskip("dask.array")
+    from fastanchor.dask._api import DaskExecutor
+
+    _, client = cluster
+    wh = _with_smalltied_boxes(tied_boxes(49, 10_000, np.float32))
+    keep = _chunked.kept_mask(wh, _evolve.DROP_BELOW)
+    counts = {o: int(keep[o : o + 3000].sum()) for o in range(0, len(wh), 3000)}
+    index = np.sort(np.random.default_rng(0).choice(int(keep.sum()), 500, replace=False))
+    for ex in (_chunked.LocalExecutor([wh], 3000, 2), DaskExecutor(da.from_array(wh, chunks=(3000, 2)), client)):
+        kept = _chunked.KeptRows(ex, _evolve.DROP_BELOW, counts)
+        seen = kept.run(_index_seen, (_chunked.index_per_chunk(index),), _merge_seen)
+        for offset, (n, got) in seen.items():
+            assert got == [i for i in index.tolist() if offset <= i < offset + n]
+        assert sum(len(got) for _, got in seen.values()) == len(index)
+        np.testing.assert_array_equal(kept.take(index), wh[keep][index])
+        rider = _chunked.Rider(kept, _index_seen, (_chunked.index_per_chunk(index),), _merge_seen)
+        rider.run(_index_seen, (np.arange(3),), _merge_seen)
+        assert rider.result == seen
 
 
 def test_report_by_sub_blocks_gives_the_totals_of_one_block(monkeypatch):

@@ -59,9 +59,43 @@ Partial = Dict[str, Any]
 
 
 class Executor(Protocol):
+    """Runs a pass: ``task(chunk, offset, *args)`` on every chunk, the results merged by ``merge``
+    (in any order and tree: the merges are exact). A PerChunk argument, at any depth of tuples in
+    ``args``, is replaced by its value for the chunk."""
+
     n: int  # total rows
 
     def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PerChunk:
+    """An argument of a pass that differs by chunk: ``of(offset, n)`` for the chunk of ``n`` rows
+    at ``offset`` (evaluated where the pass's tasks are made)."""
+
+    of: Callable[[int, int], Any]
+
+
+def index_per_chunk(index: np.ndarray) -> PerChunk:
+    """Sorted row indices as a pass argument that gives each chunk only its own: a task on Dask
+    carries its slice, not all of them (a 2^20-row sample's 8 MB in each of hundreds of tasks)."""
+
+    def of(offset: int, n: int) -> np.ndarray:
+        lo, hi = np.searchsorted(index, [offset, offset + n])
+        return index[lo:hi]
+
+    return PerChunk(of)
+
+
+def chunk_args(args: Tuple[Any, ...], offset: int, n: int) -> Tuple[Any, ...]:
+    """``args`` for the chunk of ``n`` rows at ``offset``: every PerChunk in them (in tuples too)
+    replaced by its value."""
+    return map_per_chunk(args, lambda a: a.of(offset, n))
+
+
+def map_per_chunk(args: Tuple[Any, ...], f: Callable[[PerChunk], Any]) -> Tuple[Any, ...]:
+    """``args`` with every PerChunk ``a`` in them (in tuples too) replaced by ``f(a)``."""
+    return tuple(f(a) if isinstance(a, PerChunk) else map_per_chunk(a, f) if type(a) is tuple else a for a in args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -799,7 +833,7 @@ class LocalExecutor:
         acc = None
         if self.workers == 1:
             for rows, offset in self.blocks():
-                part = task(rows, offset, *args)
+                part = task(rows, offset, *chunk_args(args, offset, len(rows)))
                 acc = part if acc is None else merge(acc, part)
             return acc
         from collections import deque
@@ -809,7 +843,7 @@ class LocalExecutor:
             pending: deque[Future[Any]] = deque()
             try:
                 for rows, offset in self.blocks():
-                    pending.append(pool.submit(task, rows, offset, *args))
+                    pending.append(pool.submit(task, rows, offset, *chunk_args(args, offset, len(rows))))
                     if len(pending) >= self.workers:
                         part = pending.popleft().result()
                         acc = part if acc is None else merge(acc, part)
@@ -1438,14 +1472,18 @@ class KeptRows:
         self.n = total
 
     def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
-        return self.ex.run(task_kept, (task, self.drop_below, self.kept) + tuple(args), merge)
+        # A PerChunk argument is asked for the chunk's kept rows.
+        def kept_rows(a: PerChunk) -> PerChunk:
+            return PerChunk(lambda offset, n: a.of(*self.kept[offset]))
+
+        return self.ex.run(task_kept, (task, self.drop_below, self.kept) + map_per_chunk(tuple(args), kept_rows), merge)
 
     @property
     def release(self) -> Optional[Callable[[str], None]]:
         return getattr(self.ex, "release", None)
 
     def take(self, index: Optional[np.ndarray]) -> np.ndarray:
-        return taken_rows(self.run(task_take, (index,), merge_take))
+        return taken_rows(self.run(task_take, (None if index is None else index_per_chunk(index),), merge_take))
 
 
 def taken_rows(parts: Dict[int, np.ndarray]) -> np.ndarray:
@@ -1632,7 +1670,7 @@ def autoanchor(
         # after the fit, and its rows are gathered by the fit's first pass.
         s_index = search_index(kept, gen, search_sample)
         if s_index is not None:
-            rider = Rider(ex, task_take, (s_index,), merge_take)
+            rider = Rider(ex, task_take, (index_per_chunk(s_index),), merge_take)
     km, _ = fit(
         rider or ex,
         sc,

@@ -132,9 +132,9 @@ class DaskExecutor:
         self.client = client
         self.scheduler = scheduler
         self.blocks = list(x.to_delayed().ravel())
-        sizes = [int(c) for c in x.chunks[0]]
-        self.offsets = [int(o) for o in np.concatenate([[0], np.cumsum(sizes)[:-1]])]
-        self.n = int(sum(sizes))
+        self.sizes = [int(c) for c in x.chunks[0]]
+        self.offsets = [int(o) for o in np.concatenate([[0], np.cumsum(self.sizes)[:-1]])]
+        self.n = int(sum(self.sizes))
 
     def compute(self, obj: Any) -> Any:
         if self.client is not None:
@@ -142,7 +142,10 @@ class DaskExecutor:
         return dask.compute(obj, scheduler=self.scheduler)[0]
 
     def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
-        parts = [dask.delayed(task)(b, off, *args) for b, off in zip(self.blocks, self.offsets)]
+        parts = [
+            dask.delayed(task)(b, off, *_chunked.chunk_args(args, off, size))
+            for b, off, size in zip(self.blocks, self.offsets, self.sizes)
+        ]
         return self.compute(_tree(parts, merge))
 
     @property
