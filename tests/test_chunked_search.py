@@ -308,18 +308,21 @@ def _merge_seen(a, b):
     return {**a, **b}
 
 
-def test_a_sorted_index_reaches_each_chunk_as_its_own_slice(cluster):
+def test_a_sorted_index_reaches_each_chunk_as_its_own_slice():
     # Each task gets only the indices of its own rows (of its kept rows, behind KeptRows), on the
-    # local executor and on Dask, nested in a rider's arguments too.
+    # local executor and on Dask's executor (in-process: the tasks are this module's functions),
+    # nested in a rider's arguments too.
     da = pytest.importorskip("dask.array")
     from fastanchor.dask._api import DaskExecutor
 
-    _, client = cluster
     wh = _with_smalltied_boxes(tied_boxes(49, 10_000, np.float32))
     keep = _chunked.kept_mask(wh, _evolve.DROP_BELOW)
     counts = {o: int(keep[o : o + 3000].sum()) for o in range(0, len(wh), 3000)}
     index = np.sort(np.random.default_rng(0).choice(int(keep.sum()), 500, replace=False))
-    for ex in (_chunked.LocalExecutor([wh], 3000, 2), DaskExecutor(da.from_array(wh, chunks=(3000, 2)), client)):
+    for ex in (
+        _chunked.LocalExecutor([wh], 3000, 2),
+        DaskExecutor(da.from_array(wh, chunks=(3000, 2)), scheduler="sync"),
+    ):
         kept = _chunked.KeptRows(ex, _evolve.DROP_BELOW, counts)
         seen = kept.run(_index_seen, (_chunked.index_per_chunk(index),), _merge_seen)
         for offset, (n, got) in seen.items():
