@@ -476,8 +476,9 @@ def median_windows(
     anchor's bin in the last pass's histogram ``hist`` (2, k, bins), and stretched on the side the
     anchor moves to by its last move from ``before`` (the last pass's anchors): the anchors of a
     fit from a sample's creep on in one direction for several iterations, by about the window's
-    half-width. None where the bins around the anchor held fewer than WINDOW_MIN_DENSITY of them, or where the anchor
-    moved by more than WINDOW_REACH half-widths (the next median would likely fall outside it)."""
+    half-width. None where the bins around the anchor held fewer than WINDOW_MIN_DENSITY of them,
+    or where the anchor moved by more than WINDOW_REACH half-widths (the next median would likely
+    fall outside it)."""
     k = anchors.shape[0]
     width = window_width(n) if width is None else width
     lo = np.full((2, k), 0xFFFFFFFF, np.uint32)
