@@ -108,9 +108,10 @@ void fit_inputs(const py::array& wh, const py::object& weights, int k, bool give
 
 py::dict kmeans_iou(const py::array& wh, const py::object& weights, int k, const std::string& init,
                     const py::object& init_anchors, const std::string& update, int n_init, int max_iter, double tol,
-                    std::uint64_t seed, int n_threads, py::object callback) {
+                    std::uint64_t seed, int n_threads, py::object callback, double skip_below) {
     fa::KMeansOptions o;
     o.k = k;
+    o.skip_below = skip_below;
     const int init_kind = choice(init, "init", {"k-means++", "random", "given"});
     o.init = init_kind == 2 ? fa::Init::Given : init_kind == 1 ? fa::Init::Random : fa::Init::KMeansPP;
     o.update = update_of(update);
@@ -122,9 +123,15 @@ py::dict kmeans_iou(const py::array& wh, const py::object& weights, int k, const
     FitInputs f;
     fit_inputs(wh, weights, k, o.init == fa::Init::Given, init_anchors, f);
     const fa::index_t n = f.n;
-    // Written by the fit at its end (untouched pages take no memory until then).
-    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
-    std::int32_t* lptr = labels.mutable_data();
+    // Written by the fit at its end (untouched pages take no memory until then); none when
+    // boxes are left out.
+    py::object labels = py::none();
+    std::int32_t* lptr = nullptr;
+    if (!(skip_below > 0.0)) {
+        py::array_t<std::int32_t> all(static_cast<py::ssize_t>(n));
+        lptr = all.mutable_data();
+        labels = all;
+    }
     PyMonitor mon(std::move(callback));
     fa::KMeansOutput r;
     {
@@ -140,7 +147,7 @@ py::dict kmeans_iou(const py::array& wh, const py::object& weights, int k, const
     py::dict d;
     d["anchors"] = anchors;
     d["labels"] = labels;
-    d["avg_iou"] = r.avg_iou;
+    d["avg_iou"] = skip_below > 0.0 ? py::object(py::none()) : py::object(py::float_(r.avg_iou));
     d["n_iter"] = r.n_iter;
     d["converged"] = r.converged;
     d["best_run"] = r.best_run;
@@ -277,7 +284,7 @@ void register_kmeans(py::module_& m) {
     m.def("avg_iou", &avg_iou, py::arg("anchors"), py::arg("wh"), py::arg("weights"), py::arg("n_threads"));
     m.def("kmeans_iou", &kmeans_iou, py::arg("wh"), py::arg("weights"), py::arg("k"), py::arg("init"),
           py::arg("init_anchors"), py::arg("update"), py::arg("n_init"), py::arg("max_iter"), py::arg("tol"),
-          py::arg("seed"), py::arg("n_threads"), py::arg("callback"));
+          py::arg("seed"), py::arg("n_threads"), py::arg("callback"), py::arg("skip_below") = 0.0);
     m.def("kmeans_log", &kmeans_log, py::arg("wh"), py::arg("weights"), py::arg("k"), py::arg("init"),
           py::arg("init_anchors"), py::arg("n_init"), py::arg("max_iter"), py::arg("tol"), py::arg("seed"),
           py::arg("n_threads"), py::arg("callback"));

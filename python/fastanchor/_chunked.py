@@ -1605,13 +1605,23 @@ def autoanchor(
     desc: str,
     cache_bytes: int = 0,
     threads: Optional[int] = None,
+    gen: Optional[np.random.Generator] = None,
+    fit_all: Optional[Callable[[Optional[np.ndarray], np.random.Generator, int], np.ndarray]] = None,
+    stacklevel: int = 3,
 ) -> Any:
     """fastanchor.autoanchor (without weights, scale or grid) by passes over the chunks: from the
     same seed, ``init_sample`` and ``search_sample``, its result bit for bit. On more kept boxes
     than ``init_sample``, the in-memory core fits the sample (gathered by ``take_rows``) and the
     chunked k-means goes on from its anchors, as in memory; on more than ``search_sample``, the
     search runs in memory on its sample (gathered likewise), else by passes over the chunks. The
-    in-memory steps run on ``threads`` threads (None: all)."""
+    in-memory steps run on ``threads`` threads (None: all).
+
+    ``gen``: the generator of the draws, made from ``seed`` when None. ``fit_all(start, gen,
+    n_init)``: the k-means of all kept rows without passes over the chunks (rows in memory), from
+    the sample's anchors ``start``, or, with ``start`` None (no sample, or one with fewer than
+    ``k`` distinct boxes), ``n_init`` runs seeded from ``gen``, as the in-memory autoanchor runs
+    them; it returns the anchors. ``stacklevel``: the small boxes' warning's, the caller's caller
+    by default."""
     import warnings
 
     from ._evolve import (
@@ -1640,7 +1650,7 @@ def autoanchor(
             f"{n_small} of {n} boxes are smaller than {WARN_BELOW:g} pixels in width or height (extremely small "
             f"objects); the {n_dropped} below {DROP_BELOW:g} pixels on both sides are dropped",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     if n_dropped == n:
         raise ValueError(f"all {n} boxes are smaller than {DROP_BELOW:g} pixels on both sides: nothing to fit")
@@ -1648,10 +1658,27 @@ def autoanchor(
         kex = KeptRows(ex, DROP_BELOW, counts["kept"])
         ex, take_rows = kex, kex.take
         sc = Scan(kept, sc.f32, sc.layout, sc.hi)  # the layout of all rows holds the kept ones' values
-    gen = np.random.default_rng(resolve_seed(seed))
+    if gen is None:
+        gen = np.random.default_rng(resolve_seed(seed))
     init: Any = "k-means++"
     windows, rider = None, None
-    if kept > init_sample:
+    km_anchors: Optional[np.ndarray] = None
+    if fit_all is not None:
+        start = None
+        if kept > init_sample:
+            start = sampled_start(
+                kept,
+                lambda index: (take_rows(index), None),
+                k,
+                n_init,
+                tol,
+                gen,
+                init_sample,
+                resolve_threads(threads),
+                progress,
+            )
+        km_anchors = fit_all(start, gen, n_init)
+    elif kept > init_sample:
         sampled: List[np.ndarray] = []
 
         def take(index: np.ndarray) -> Tuple[np.ndarray, None]:
@@ -1672,34 +1699,36 @@ def autoanchor(
         s_index = search_index(kept, gen, search_sample)
         if s_index is not None:
             rider = Rider(ex, task_take, (index_per_chunk(s_index),), merge_take)
-    km, _ = fit(
-        rider or ex,
-        sc,
-        k,
-        init,
-        update,
-        max_iter,
-        tol,
-        gen,
-        init_sample,
-        progress,
-        take_rows,
-        desc,
-        cache_bytes,
-        n_init,
-        with_avg_iou=False,  # (n_init runs still compare theirs; the reports give the anchors')
-        windows=windows,
-    )
+    if km_anchors is None:
+        km, _ = fit(
+            rider or ex,
+            sc,
+            k,
+            init,
+            update,
+            max_iter,
+            tol,
+            gen,
+            init_sample,
+            progress,
+            take_rows,
+            desc,
+            cache_bytes,
+            n_init,
+            with_avg_iou=False,  # (n_init runs still compare theirs; the reports give the anchors')
+            windows=windows,
+        )
+        km_anchors = km.anchors
     if rider is not None:
         s_rows: Optional[np.ndarray] = taken_rows(rider.result)
     else:
         _, s_rows, _ = search_rows(kept, lambda index: (take_rows(index), None), gen, search_sample)
     if s_rows is None:
-        ev = evolve(ex, kept, km.anchors, s, resolve_seed(gen), progress, callback, desc, cache_bytes)
+        ev = evolve(ex, kept, km_anchors, s, resolve_seed(gen), progress, callback, desc, cache_bytes)
     else:  # the search on its sample, in memory (as fastanchor.autoanchor runs it)
         threads = resolve_threads(threads)
         ev = _evolve(
-            km.anchors,
+            km_anchors,
             s_rows,
             None,
             s.thr,
@@ -1720,10 +1749,10 @@ def autoanchor(
             layout=_layout(s_rows, None, threads),
         )
         del s_rows
-    (km_m, km_obj), (ev_m, ev_obj) = report(ex, [km.anchors, ev.anchors], kept, s.thr, s.iou_thr, s.iou_weighted)
+    (km_m, km_obj), (ev_m, ev_obj) = report(ex, [km_anchors, ev.anchors], kept, s.thr, s.iou_thr, s.iou_weighted)
     return AutoAnchorResult(
         anchors=ev.anchors,
-        kmeans_anchors=km.anchors,
+        kmeans_anchors=km_anchors,
         kmeans=FitnessResult(*km_m, thr=s.thr),
         evolved=FitnessResult(*ev_m, thr=s.thr),
         history=ev.history,

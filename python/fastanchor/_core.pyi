@@ -35,6 +35,7 @@ def kmeans_iou(
     seed: int,
     n_threads: int,
     callback: Optional[Callable[[str, int, int], Any]],
+    skip_below: float = ...,
 ) -> dict[str, Any]: ...
 def kmeans_log(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],

@@ -23,7 +23,7 @@ from ._fitness import (
     as_thr,
 )
 from ._grid import DetectorGrid, as_grid
-from ._kmeans import kmeans_iou
+from ._kmeans import kmeans_iou, kmeans_present
 from ._results import Result
 from ._validation import (
     CHECK_ROWS,
@@ -72,6 +72,9 @@ DEFAULT_INIT_SAMPLE = 1 << 20
 DEFAULT_SEARCH_SAMPLE = 1 << 20
 #: Rows per block of autoanchor's reports on all boxes after a search on a sample.
 REPORT_BLOCK_ROWS = 1 << 18
+#: autoanchor leaves dropped boxes out in place (no copy of the kept ones) for k below this: the
+#: core's one-byte labels.
+IN_PLACE_MAX_K = 254
 
 Callback = Callable[[int, float, np.ndarray], Any]
 
@@ -518,17 +521,23 @@ def evolve_anchors(
     )
 
 
-def _small_boxes(boxes: np.ndarray) -> Tuple[int, np.ndarray]:
-    """The number of boxes with a side below WARN_BELOW, and the mask of those kept (a side of at
-    least DROP_BELOW), computed block by block (a few MB of temporaries whatever N)."""
-    n = boxes.shape[0]
-    keep = np.empty(n, dtype=bool)
-    n_small = 0
-    for b in range(0, n, CHECK_ROWS):
-        w, h = boxes[b : b + CHECK_ROWS, 0], boxes[b : b + CHECK_ROWS, 1]
-        n_small += int(np.count_nonzero((w < WARN_BELOW) | (h < WARN_BELOW)))
-        np.logical_or(w >= DROP_BELOW, h >= DROP_BELOW, out=keep[b : b + CHECK_ROWS])
-    return n_small, keep
+def _small_boxes(boxes: np.ndarray) -> Tuple[int, int]:
+    """The number of boxes with a side below WARN_BELOW, and of those kept (a side of at least
+    DROP_BELOW), counted block by block (a few MB of temporaries whatever N)."""
+    n_small = n_kept = 0
+    for b in range(0, boxes.shape[0], CHECK_ROWS):
+        block = boxes[b : b + CHECK_ROWS]
+        n_small += _chunked.small_count(block, WARN_BELOW)
+        n_kept += int(np.count_nonzero(_chunked.kept_mask(block, DROP_BELOW)))
+    return n_small, n_kept
+
+
+def _kept_mask(boxes: np.ndarray) -> np.ndarray:
+    """The mask of the boxes kept (a side of at least DROP_BELOW), made block by block."""
+    keep = np.empty(boxes.shape[0], dtype=bool)
+    for b in range(0, boxes.shape[0], CHECK_ROWS):
+        keep[b : b + CHECK_ROWS] = _chunked.kept_mask(boxes[b : b + CHECK_ROWS], DROP_BELOW)
+    return keep
 
 
 def sampled_start(
@@ -628,6 +637,52 @@ def _kmeans_stage(
     ).anchors
 
 
+def _autoanchor_in_place(
+    rows: np.ndarray,
+    k: int,
+    s: Any,
+    n_init: int,
+    tol: float,
+    gen: np.random.Generator,
+    init_sample: int,
+    search_sample: int,
+    threads: int,
+    progress: bool,
+    callback: Optional[Callback],
+) -> AutoAnchorResult:
+    """autoanchor of rows of which some are dropped, read in place: the chunked engine over blocks
+    of the rows (the kept ones found block by block), with the k-means of all kept rows run by
+    the core on the rows, leaving the dropped ones out (kmeans_present). The same draws from
+    ``gen`` as the in-memory pipeline, so its result bit for bit."""
+
+    def fit_all(start: Optional[np.ndarray], g: np.random.Generator, runs: int) -> np.ndarray:
+        if start is None:  # the sample holds fewer than k distinct boxes: runs on all (a copy)
+            kept = rows_where(rows, _chunked.kept_mask(rows, DROP_BELOW))
+            return kmeans_iou(kept, k, n_init=runs, tol=tol, seed=g, n_threads=threads, progress=progress).anchors
+        return kmeans_present(rows, k, start, tol=tol, skip_below=DROP_BELOW, n_threads=threads, progress=progress)
+
+    ex = _chunked.LocalExecutor([rows], REPORT_BLOCK_ROWS, threads)
+    result: AutoAnchorResult = _chunked.autoanchor(
+        ex,
+        k,
+        s,
+        n_init,
+        tol,
+        None,
+        init_sample,
+        search_sample,
+        progress,
+        callback,
+        lambda index: rows if index is None else rows[index],
+        "autoanchor",
+        threads=threads,
+        gen=gen,
+        fit_all=fit_all,
+        stacklevel=4,  # autoanchor's caller
+    )
+    return result
+
+
 def autoanchor(
     wh: npt.ArrayLike,
     k: int = 9,
@@ -674,8 +729,11 @@ def autoanchor(
         Box widths and heights in pixels at the training size (letterboxed: YOLOv5 scales each
         image's longest side to the image size). A C-contiguous float32 or float64 array is read
         in place by the checks and k-means, then copied for the search (as in
-        :func:`evolve_anchors`); a change made to it before that copy raises RuntimeError. The
-        kept boxes are copied in their dtype when some are dropped.
+        :func:`evolve_anchors`); a change made to it before that copy raises RuntimeError. When
+        some boxes are dropped, the kept ones are read in place too, among the dropped ones
+        (with ``k`` < 255, without ``sample_weight``, ``scale`` or ``grid``, and with more kept
+        boxes than ``init_sample`` and ``search_sample``); otherwise they are copied in their
+        dtype.
     k : int
         Number of anchors (9 for YOLOv5's three levels of three).
     thr, generations, strategy, mutation_prob, sigma, min_size, batch, callback
@@ -759,8 +817,46 @@ def autoanchor(
     threads = resolve_threads(n_threads)
     gen = np.random.default_rng(resolve_seed(seed))
 
-    n_small, keep = _small_boxes(boxes)
-    n_dropped = int(n - np.count_nonzero(keep))
+    n_small, n_kept = _small_boxes(boxes)
+    n_dropped = n - n_kept
+    if (
+        0 < n_dropped < n
+        and weights is None
+        and scale is None
+        and grid is None
+        and k <= IN_PLACE_MAX_K
+        and n_kept > max(init_sample, search_sample)
+    ):
+        # Boxes are dropped, and the kept ones would be copied (8 bytes per box): they are read in
+        # place instead, by the chunked engine with the rows in memory, whose results are these.
+        result = _autoanchor_in_place(
+            rows,
+            k,
+            _chunked.check_search(
+                thr,
+                generations,
+                mutation_prob,
+                sigma,
+                min_size,
+                strategy,
+                batch,
+                objective,
+                iou_thr,
+                iou_weighted,
+                budget,
+                callback,
+            ),
+            n_init,
+            tol,
+            gen,
+            init_sample,
+            search_sample,
+            threads,
+            progress,
+            callback,
+        )
+        unchanged_since(rows, checksum, "wh", "autoanchor")
+        return result
     if n_small:
         warnings.warn(
             f"{n_small} of {n} boxes are smaller than {WARN_BELOW:g} pixels in width or height (extremely small "
@@ -770,7 +866,8 @@ def autoanchor(
         )
     if n_dropped == n:
         raise ValueError(f"all {n} boxes are smaller than {DROP_BELOW:g} pixels on both sides: nothing to fit")
-    if n_dropped:
+    keep = _kept_mask(rows) if n_dropped else None
+    if keep is not None:
         # A private copy of the kept rows, in their dtype (float32 stays float32).
         boxes = rows_where(boxes, keep)
         unchanged_since(rows, checksum, "wh", "autoanchor")
@@ -781,7 +878,7 @@ def autoanchor(
                 raise ValueError("every box with a positive weight is smaller than 2 pixels on both sides")
 
     grid = as_grid(grid)
-    if grid is not None and n_dropped:
+    if grid is not None and keep is not None:
         grid = grid.subset(keep)
     del keep
     n_fitted = int(boxes.shape[0])

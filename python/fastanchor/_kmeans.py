@@ -269,3 +269,42 @@ def kmeans_iou(
         n_iter=int(out["n_iter"]),
         converged=bool(out["converged"]),
     )
+
+
+def kmeans_present(
+    rows: np.ndarray,
+    k: int,
+    init: np.ndarray,
+    *,
+    tol: float,
+    skip_below: float,
+    n_threads: int,
+    progress: bool = False,
+) -> np.ndarray:
+    """The anchors of ``kmeans_iou(kept, k, init=init, tol=tol)`` for the rows ``kept`` of
+    ``rows`` with a side of at least ``skip_below``, bit for bit, without copying them: the core
+    reads ``rows`` (C-contiguous, validated) in place and leaves the others out (a little more
+    time per left-out row, none of the 8 bytes per kept row of a copy). ``init``: k distinct
+    anchors (k < 255; unit weights, the median update). No labels and no average IoU."""
+    bar = make_progress(progress, 1, "kmeans_iou")
+    try:
+        out = _core.kmeans_iou(
+            wh=rows,
+            weights=None,
+            k=k,
+            init="given",
+            init_anchors=np.ascontiguousarray(init, dtype=np.float64),
+            update="median",
+            n_init=1,
+            max_iter=300,
+            tol=float(tol),
+            seed=0,
+            n_threads=n_threads,
+            callback=bar,
+            skip_below=float(skip_below),
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    anchors: np.ndarray = out["anchors"]
+    return anchors

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -39,6 +40,10 @@ struct KMeansOptions {
     double tol = 0.0;
     std::uint64_t seed = 0;
     int n_threads = 1;
+    // Leave out the boxes below this on both sides (Problem::skips; 0: none): a fit of the
+    // present boxes read in place, as of a copy of them, from given anchors. It gives the anchors,
+    // n_iter and converged only: no labels and no average IoU (NaN).
+    double skip_below = 0.0;
 };
 
 struct KMeansOutput {
@@ -154,7 +159,7 @@ inline RunResult lloyd(const Problem& p, const WhSet& init, const KMeansOptions&
         }
         return 0;
     });
-    r.avg_iou = p.avg_iou(r.anchors, o.n_threads);
+    r.avg_iou = p.skips() ? std::numeric_limits<double>::quiet_NaN() : p.avg_iou(r.anchors, o.n_threads);
     return r;
 }
 
@@ -166,7 +171,10 @@ inline KMeansOutput kmeans_iou(BoxRows rows, const double* weights, index_t n, c
                                const double* init_anchors, Monitor& mon, std::int32_t* labels = nullptr) {
     if (n <= 0 || o.k <= 0 || o.k > n) throw std::invalid_argument("kmeans_iou: need 0 < k <= n");
     const PollScope poll(mon);  // mon.poll() at check points, every kPollInterval of work
-    const Problem p = Problem::make(rows, weights, n, needs_orders(weights, o.k, o.update), o.n_threads);
+    if (o.skip_below > 0.0 && o.init != Init::Given)
+        throw std::invalid_argument("kmeans_iou: boxes are left out only in a fit from given anchors");
+    const Problem p = Problem::make(rows, weights, n, needs_orders(weights, o.k, o.update), o.n_threads, o.skip_below);
+    if (o.k > p.present) throw std::invalid_argument("kmeans_iou: need k <= the number of boxes not left out");
     RunResult best;
     int best_run = 0;
     const int runs = o.init == Init::Given ? 1 : std::max(o.n_init, 1);
@@ -194,6 +202,11 @@ inline KMeansOutput kmeans_iou(BoxRows rows, const double* weights, index_t n, c
     const std::vector<int> order = area_order(best.anchors.w, best.anchors.a, o.k);
     out.anchors.resize(o.k);
     for (int j = 0; j < o.k; ++j) out.anchors.set(j, best.anchors.w[order[j]], best.anchors.h[order[j]]);
+    out.avg_iou = best.avg_iou;
+    out.n_iter = best.n_iter;
+    out.converged = best.converged;
+    out.best_run = best_run;
+    if (p.skips()) return out;
     // Labels are the assignment to the returned (sorted) anchors: renumbering the last labels
     // would break the lowest-index rule for boxes tied between anchors that the sort reordered.
     if (!labels) {
@@ -206,10 +219,6 @@ inline KMeansOutput kmeans_iou(BoxRows rows, const double* weights, index_t n, c
         else chunk.f64 = p.f64 + 2 * b;
         lloyd_step(chunk, e - b, out.anchors, labels + b, StepMode::AssignOnly, nullptr, nullptr);
     });
-    out.avg_iou = best.avg_iou;
-    out.n_iter = best.n_iter;
-    out.converged = best.converged;
-    out.best_run = best_run;
     return out;
 }
 

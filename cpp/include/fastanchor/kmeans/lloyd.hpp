@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -67,6 +68,11 @@ public:
           bounds_(p.size(), k, std::is_same_v<L, std::uint8_t> && p.has_float && k <= kMaxFixedK) {
         threads_.resize(chunk_threads(p.size(), n_threads));
         for (auto& t : threads_) t.allocate(k, mean_.exact() && !mean_.slot(), hist_.hist_size());
+        // An absent box keeps the label kNone: the engines that read every box's label (the
+        // weighted or inexact mean's sums, the sort-based median) and int32 labels are not for it.
+        if (p.skips() && !(std::is_same_v<L, std::uint8_t> && (update == Update::Mean ? mean_.exact() : hist_.on())))
+            throw std::invalid_argument(
+                "kmeans_iou: boxes are left out only for k < 255 with the median's histograms or exact mean sums");
     }
 
     // Assigns every box; returns how many labels changed.
@@ -204,7 +210,7 @@ private:
     // slower (benchmarks/ab_engines.sh).
     __attribute__((always_inline)) int commit(Thread& T, const WhSet& anchors, index_t i, std::int32_t l,
                                               std::uint8_t f) {
-        if (f == 0) return 0;
+        if (f == 0 || (p_.skips() && p_.absent(i))) return 0;  // (an absent box: give() would ignore it)
         if (f == 1) {
             const double w = p_.value(0, i), h = p_.value(1, i);
             l = detail::assign_exact(w, h, w * h, anchors.w.data(), anchors.h.data(), anchors.a.data(), k_);
@@ -259,6 +265,7 @@ private:
     // Gives box i label l; a change moves the box's share of the statistics (the thread's
     // partials). Returns 1 for a change.
     __attribute__((always_inline)) int give(Thread& T, index_t i, std::int32_t l) {
+        if (p_.skips() && p_.absent(i)) return 0;  // never labelled, never counted
         const L from = labels_[i];
         if (static_cast<std::int32_t>(from) == l) return 0;  // (kNone is no label: never equal)
         labels_[i] = static_cast<L>(l);
@@ -275,7 +282,7 @@ private:
         return 1;
     }
 
-    // Empty clusters, in index order, take the boxes with the lowest IoU to their nearest
+    // Empty clusters, in index order, take the present boxes with the lowest IoU to their nearest
     // anchor, in increasing order of that IoU (ties by index), one box each.
     void fill_empty(const WhSet& anchors, const std::vector<int>& empty, WhSet& out) {
         const index_t n = p_.size();
@@ -289,7 +296,8 @@ private:
                 detail::best_iou_range(w, h, a, end - b, anchors.w.data(), anchors.h.data(), anchors.a.data(), k, q);
                 std::vector<Key>& keys = part[c];
                 keys.reserve(end - b);
-                for (index_t i = b; i < end; ++i) keys.emplace_back(q[i - b], i);
+                for (index_t i = b; i < end; ++i)
+                    if (!p_.skips() || !p_.absent(i)) keys.emplace_back(q[i - b], i);
                 const std::size_t m = std::min(e, keys.size());
                 std::partial_sort(keys.begin(), keys.begin() + m, keys.end());
                 keys.resize(m);
@@ -297,8 +305,10 @@ private:
             });
         std::vector<Key> all;
         for (const auto& keys : part) all.insert(all.end(), keys.begin(), keys.end());
-        std::partial_sort(all.begin(), all.begin() + e, all.end());
-        for (std::size_t t = 0; t < e; ++t) out.set(empty[t], p_.value(0, all[t].second), p_.value(1, all[t].second));
+        const std::size_t taken = std::min(e, all.size());  // (fewer present boxes than empty clusters)
+        std::partial_sort(all.begin(), all.begin() + taken, all.end());
+        for (std::size_t t = 0; t < taken; ++t)
+            out.set(empty[t], p_.value(0, all[t].second), p_.value(1, all[t].second));
     }
 
     const Problem& p_;

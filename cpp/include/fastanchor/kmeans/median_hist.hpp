@@ -18,10 +18,12 @@
 #include <limits>
 #include <numeric>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "../common.hpp"
+#include "../constants.hpp"
 #include "flags.hpp"
 #include "problem.hpp"
 #include "ranges.hpp"
@@ -371,10 +373,16 @@ private:
             std::vector<std::vector<index_t>> sub(nt, std::vector<index_t>(refine.size() * kSub, 0));
             // Per cluster and coordinate, the key range of its targets in this round (empty: lo >
             // hi). Keys of positive floats are below 2^31, so they compare as int32 (vectorizable).
-            std::vector<std::int32_t> range_lo(2 * static_cast<std::size_t>(k_), 1),
-                range_hi(2 * static_cast<std::size_t>(k_), 0);
-            for (std::size_t slot = 0; slot < table.size(); ++slot) {
-                for (const int t : table[slot]) {
+            // With one-byte labels each coordinate's table has a slot for every label value, so
+            // that the label kNone of a box left out of the fit (Problem::skips) reads an empty
+            // range.
+            const std::size_t slots = std::is_same_v<L, std::uint8_t> ? std::max<std::size_t>(k_, kByteLabelSlots)
+                                                                      : static_cast<std::size_t>(k_);
+            std::vector<std::int32_t> range_lo(2 * slots, 1), range_hi(2 * slots, 0);
+            for (std::size_t entry = 0; entry < table.size(); ++entry) {
+                const std::size_t kk = static_cast<std::size_t>(k_);
+                const std::size_t slot = entry / kk * slots + entry % kk;  // (X, c) of the entry
+                for (const int t : table[entry]) {
                     if (t == kNoTarget) continue;
                     const std::int64_t lo = targets[t].lo;
                     const std::int64_t hi =
@@ -385,7 +393,7 @@ private:
                 }
             }
             const std::int32_t *lo0 = range_lo.data(), *hi0 = range_hi.data();
-            const std::int32_t *lo1 = range_lo.data() + k_, *hi1 = range_hi.data() + k_;
+            const std::int32_t *lo1 = range_lo.data() + slots, *hi1 = range_hi.data() + slots;
             for_each_chunk(n, nt_, [&](index_t, index_t b, index_t e) {
                 {
                     Thread& TH = threads_[static_cast<std::size_t>(thread_index())];
@@ -403,6 +411,8 @@ private:
                         detail::for_each_flagged(hit, m, [&](index_t t) {
                             const index_t i = s0 + t;
                             const int c = label(i);
+                            // (The AVX2 kernel's 16-entry tables read a label above 15 as another.)
+                            if (c < 0 || c >= k_) return;
                             for (int X = 0; X < 2; ++X) {
                                 if (!(hit[t] >> X & 1)) continue;
                                 const std::uint32_t key = p_.key(X, i);

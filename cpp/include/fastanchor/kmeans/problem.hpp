@@ -77,11 +77,21 @@ struct Problem {
     int sum_exp = 0;
     double fixed_scale = 1.0;  // 2^-sum_exp, for fixed64
     static constexpr int kSumBits = 94;
+    // Rows left out of the fit (skip_below > 0): a box whose width and height are both below
+    // skip_below is absent. It is never labelled and never counted; the units of the exact sums
+    // and the key range of the median's histograms are those of the present boxes alone, as for
+    // a copy of them. (The float ranking's scale covers every row, so ranking an absent box
+    // stays within float range; the labels are those of the exact rule whatever that scale.)
+    double skip_below = 0.0;
+    index_t present = 0;  // boxes not absent
     // For the sort-based median only (weighted, or k above the histograms' limit): each
     // coordinate's order of the boxes (ties by index).
     std::vector<pos_t> order[2];
 
     index_t size() const { return n; }
+    bool skips() const { return skip_below > 0.0; }
+    // Whether box i is left out (skips()); its exact values decide, as the caller's mask does.
+    bool absent(index_t i) const { return value(0, i) < skip_below && value(1, i) < skip_below; }
     bool weighted() const { return weight != nullptr; }
     double wt(index_t i) const { return weight ? weight[i] : 1.0; }
     double value(int X, index_t i) const { return f32 ? static_cast<double>(f32[2 * i + X]) : f64[2 * i + X]; }
@@ -223,30 +233,44 @@ struct Problem {
     }
 
     // rows: the caller's boxes; weights: N values or null. need_orders: build the sort orders.
-    static Problem make(BoxRows rows, const double* weights, index_t n, bool need_orders, int n_threads) {
+    // skip_below: leave out the boxes below it on both sides (0: none; unit weights only).
+    static Problem make(BoxRows rows, const double* weights, index_t n, bool need_orders, int n_threads,
+                        double skip_below = 0.0) {
         if (need_orders && static_cast<std::uint64_t>(n) > std::numeric_limits<pos_t>::max())
             throw std::invalid_argument("kmeans_iou's weighted median supports at most 4,294,967,295 boxes");
+        if (skip_below > 0.0 && (weights || need_orders))
+            throw std::invalid_argument("kmeans_iou: boxes are left out with unit weights and histograms only");
         Problem p;
         p.n = n;
         p.f32 = rows.f32;
         p.f64 = rows.f64;
         p.weight = weights;
+        p.skip_below = skip_below > 0.0 ? skip_below : 0.0;
+        p.present = n;
         if (n == 0) return p;
-        // The range of the values (both coordinates) and of each coordinate's keys, per chunk.
+        // Per chunk: the range of the values of every row (both coordinates), and of the present
+        // rows' values and each coordinate's keys.
         struct Range {
-            double lo = std::numeric_limits<double>::infinity(), hi = 0.0;
+            double lo = std::numeric_limits<double>::infinity(), hi = 0.0;    // every row
+            double plo = std::numeric_limits<double>::infinity(), phi = 0.0;  // present rows
             std::uint32_t klo[2] = {0xffffffffu, 0xffffffffu}, khi[2] = {0u, 0u};
             bool floats = true;  // every value is a float (float64 rows)
+            index_t present = 0;
         };
         std::vector<Range> part(n_chunks(n));
         for_each_chunk(n, n_threads, [&](index_t c, index_t b, index_t e) {
             Range r;
             for (index_t i = b; i < e; ++i) {
+                const bool here = !p.skips() || !p.absent(i);
+                r.present += here;
                 for (int X = 0; X < 2; ++X) {
                     const double v = p.value(X, i);
                     r.lo = std::min(r.lo, v);
                     r.hi = std::max(r.hi, v);
                     r.floats &= static_cast<double>(static_cast<float>(v)) == v;
+                    if (!here) continue;
+                    r.plo = std::min(r.plo, v);
+                    r.phi = std::max(r.phi, v);
                     const std::uint32_t key = p.key(X, i);
                     r.klo[X] = std::min(r.klo[X], key);
                     r.khi[X] = std::max(r.khi[X], key);
@@ -258,12 +282,17 @@ struct Problem {
         for (const Range& r : part) {
             all.lo = std::min(all.lo, r.lo);
             all.hi = std::max(all.hi, r.hi);
+            all.plo = std::min(all.plo, r.plo);
+            all.phi = std::max(all.phi, r.phi);
             all.floats &= r.floats;
+            all.present += r.present;
             for (int X = 0; X < 2; ++X) {
                 all.klo[X] = std::min(all.klo[X], r.klo[X]);
                 all.khi[X] = std::max(all.khi[X], r.khi[X]);
             }
         }
+        p.present = all.present;
+        if (p.present == 0) throw std::invalid_argument("kmeans_iou: every box is left out");
         // Float64 rows that hold floats (float32 data made float64, integer pixel sizes) are
         // read as the float32 rows of their copy: the same values, so the same fit, with half
         // the bytes wherever exact values are read. (A mean iteration on 10^6 boxes took
@@ -278,13 +307,13 @@ struct Problem {
             p.key_lo[X] = all.klo[X];
             p.key_hi[X] = all.khi[X];
         }
-        // Units: the last mantissa bit of the smallest value, in the rows' own type.
+        // Units: the last mantissa bit of the smallest present value, in the rows' own type.
         const int digits = p.f32 ? std::numeric_limits<float>::digits : std::numeric_limits<double>::digits;
         const int min_exp =
             p.f32 ? std::numeric_limits<float>::min_exponent - 1 : std::numeric_limits<double>::min_exponent - 1;
-        p.sum_exp = std::max(std::ilogb(all.lo), min_exp) - (digits - 1);
-        const int span = std::ilogb(all.hi) + 1 - p.sum_exp;  // bits of the largest value in those units
-        p.exact_sums = !p.weighted() && span <= kSumBits && std::ilogb(all.hi) + 33 < 1000;
+        p.sum_exp = std::max(std::ilogb(all.plo), min_exp) - (digits - 1);
+        const int span = std::ilogb(all.phi) + 1 - p.sum_exp;  // bits of the largest value in those units
+        p.exact_sums = !p.weighted() && span <= kSumBits && std::ilogb(all.phi) + 33 < 1000;
         p.fixed64 = span <= 62 && p.sum_exp >= -1022;  // (2^-sum_exp a finite double)
         p.fixed_scale = std::ldexp(1.0, -p.sum_exp);
         int n_bits = 0;  // n < 2^n_bits
