@@ -11,9 +11,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .._augment import as_scale_range
-from .._evolve import DEFAULT_BUDGET, AutoAnchorResult
+from .._chunked import kept_mask
+from .._evolve import DEFAULT_BUDGET, DROP_BELOW, AutoAnchorResult
 from .._fitness import DEFAULT_IOU_THR, OBJECTIVES, anchor_objective
 from .._grid import DetectorGrid
+from .._validation import rows_where
 from ..datasets._yaml import load_yaml_file
 from ..export._formats import MAX_DECIMALS
 from ._common import (
@@ -362,8 +364,8 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         progress=ui.progress,
     )
     seconds = time.perf_counter() - t0
-    keep = (ld.wh >= 2.0).any(axis=1)  # the boxes autoanchor fitted; every row is scored on them
-    fit_wh = ld.wh[keep]
+    keep = kept_mask(ld.wh, DROP_BELOW)  # the boxes autoanchor fitted; every row is scored on them
+    fit_wh = rows_where(ld.wh, keep)
     fit_grid = None if grid is None else grid.subset(keep)
 
     levels = split_levels(result.anchors, strides)

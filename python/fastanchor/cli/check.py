@@ -7,6 +7,9 @@ import os
 
 import numpy as np
 
+from .._chunked import kept_mask
+from .._evolve import DROP_BELOW
+from .._validation import rows_where
 from ._common import (
     DEFAULT_LEVELS,
     UI,
@@ -72,8 +75,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
         listed = ", ".join(f"{s:g}" for s in strides)
         raise CLIError(f"{anchors.shape[0]} anchors cannot be split over {len(strides)} levels (strides {listed})")
     ld = load_dataset(args, ui, args.dataset, model_img, model_fmt)
-    keep = (ld.wh >= 2.0).any(axis=1)
-    fit_wh = ld.wh[keep]
+    fit_wh = rows_where(ld.wh, kept_mask(ld.wh, DROP_BELOW))  # the boxes autoanchor would fit
     res = check_anchors(anchors, fit_wh, thr=args.thr, bpr_threshold=args.bpr_threshold)
     levels = split_levels(anchors, strides) if len(strides) > 1 else [anchors]
 
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace, ui: UI) -> int:
                 "boxes": len(ld.boxes),
                 "images": ld.boxes.n_images,
                 "left_out": ld.dropped,
-                "fitted_boxes": int(keep.sum()),
+                "fitted_boxes": len(fit_wh),
             },
             "img_size": ld.img_size[0] if ld.resize == "letterbox" else list(ld.img_size),
             "resize": ld.resize,
