@@ -3,13 +3,14 @@ autoanchor's use of it: the same results, bit for bit, as a fit of a copy of the
 
 from __future__ import annotations
 
+import sys
 import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
 import reference as ref
-from conftest import clean, load_real, needs_data, real_box_files, tied_boxes
+from conftest import clean, interrupt_latency, load_real, needs_data, real_box_files, tied_boxes
 from hypothesis import given
 from hypothesis import strategies as st
 from simd import portable
@@ -256,6 +257,20 @@ def test_autoanchor_does_not_copy_the_kept_rows(monkeypatch, in_place):
         finally:
             tracemalloc.stop()
     assert (peak < rows.nbytes / 2) == in_place, peak
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("after", [0.05, 0.3])
+def test_autoanchor_in_place_stops_on_ctrl_c(after):
+    # Early: in the passes over the blocks or the k-means in place (tol=0: it runs on to a fixed
+    # point); later: in the search. Either way KeyboardInterrupt, soon, and nothing left behind.
+    rows = with_dropped(3_000_000, 9, frac=0.01)
+    kw = dict(seed=0, tol=0.0, init_sample=50_000, search_sample=50_000, generations=10**7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert interrupt_latency(lambda: fastanchor.autoanchor(rows, 9, **kw), after=after) < 2.0
+        done = fastanchor.autoanchor(rows, 9, seed=0, init_sample=50_000, search_sample=50_000, generations=20)
+    assert done.anchors.shape == (9, 2)
 
 
 @needs_data
