@@ -72,7 +72,7 @@ DEFAULT_INIT_SAMPLE = 1 << 20
 DEFAULT_SEARCH_SAMPLE = 1 << 20
 #: Rows per block of autoanchor's reports on all boxes after a search on a sample.
 REPORT_BLOCK_ROWS = 1 << 18
-#: autoanchor leaves dropped boxes out in place (no copy of the kept ones) for k below this: the
+#: autoanchor leaves dropped boxes out in place (no copy of the kept ones) for k up to this: the
 #: core's one-byte labels.
 IN_PLACE_MAX_K = 254
 
