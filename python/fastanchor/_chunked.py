@@ -1662,44 +1662,32 @@ def autoanchor(
         gen = np.random.default_rng(resolve_seed(seed))
     init: Any = "k-means++"
     windows, rider = None, None
-    km_anchors: Optional[np.ndarray] = None
-    if fit_all is not None:
-        start = None
-        if kept > init_sample:
-            start = sampled_start(
-                kept,
-                lambda index: (take_rows(index), None),
-                k,
-                n_init,
-                tol,
-                gen,
-                init_sample,
-                resolve_threads(threads),
-                progress,
-            )
-        km_anchors = fit_all(start, gen, n_init)
-    elif kept > init_sample:
+    start: Optional[np.ndarray] = None  # the sample's anchors
+    if kept > init_sample:
         sampled: List[np.ndarray] = []
 
         def take(index: np.ndarray) -> Tuple[np.ndarray, None]:
             sampled.append(take_rows(index))
             return sampled[-1], None
 
-        init = sampled_start(kept, take, k, n_init, tol, gen, init_sample, resolve_threads(threads), progress)
-        if init is None:
+        start = sampled_start(kept, take, k, n_init, tol, gen, init_sample, resolve_threads(threads), progress)
+        if start is None and fit_all is None:
             raise ValueError(
                 f"k={k} is larger than the number of distinct boxes in the sample of {init_sample} kept rows: "
                 "pass a larger init_sample"
             )
-        n_init = 1  # one run on all rows, from the sample's anchors
-        windows = sample_windows(sampled[0], init, sc.layout, kept)
+        if start is not None and fit_all is None:
+            init, n_init = start, 1  # one run on all rows, from the sample's anchors
+            windows = sample_windows(sampled[0], start, sc.layout, kept)
+            # The fit from given anchors draws nothing: the search sample is drawn now, as in
+            # memory after the fit, and its rows are gathered by the fit's first pass.
+            s_index = search_index(kept, gen, search_sample)
+            if s_index is not None:
+                rider = Rider(ex, task_take, (index_per_chunk(s_index),), merge_take)
         del sampled
-        # The fit from given anchors draws nothing: the search sample is drawn now, as in memory
-        # after the fit, and its rows are gathered by the fit's first pass.
-        s_index = search_index(kept, gen, search_sample)
-        if s_index is not None:
-            rider = Rider(ex, task_take, (index_per_chunk(s_index),), merge_take)
-    if km_anchors is None:
+    if fit_all is not None:
+        km_anchors = fit_all(start, gen, n_init)
+    else:
         km, _ = fit(
             rider or ex,
             sc,

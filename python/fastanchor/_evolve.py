@@ -640,7 +640,7 @@ def _kmeans_stage(
 def _autoanchor_in_place(
     rows: np.ndarray,
     k: int,
-    s: Any,
+    s: _chunked.SearchArgs,
     n_init: int,
     tol: float,
     gen: np.random.Generator,
@@ -829,23 +829,13 @@ def autoanchor(
     ):
         # Boxes are dropped, and the kept ones would be copied (8 bytes per box): they are read in
         # place instead, by the chunked engine with the rows in memory, whose results are these.
+        checked = _chunked.SearchArgs(
+            t, generations, mutation_prob, sigma, min_size, strategy, batch, objective, iou_thr, iou_weighted, budget
+        )
         result = _autoanchor_in_place(
             rows,
             k,
-            _chunked.check_search(
-                thr,
-                generations,
-                mutation_prob,
-                sigma,
-                min_size,
-                strategy,
-                batch,
-                objective,
-                iou_thr,
-                iou_weighted,
-                budget,
-                callback,
-            ),
+            checked,
             n_init,
             tol,
             gen,
