@@ -4,6 +4,7 @@ of the objectives against the numpy reference."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import warnings
@@ -334,15 +335,42 @@ def test_a_sorted_index_reaches_each_chunk_as_its_own_slice():
         assert rider.result == seen
 
 
-def test_report_by_sub_blocks_gives_the_totals_of_one_block(monkeypatch):
-    wh = tied_boxes(46, 5000, np.float32)
-    sets = np.stack([wh[:6], wh[6:12]]).astype(np.float64)
-    whole = _chunked.task_report(wh, 0, sets, 0.25, 0.5, True, 1)
-    monkeypatch.setattr(_chunked, "REPORT_SUB_ROWS", 999)
-    assert _chunked.task_report(wh, 0, sets, 0.25, 0.5, True, 1) == whole
-    assert _chunked.task_report(wh[:0], 0, sets, 0.25, 0.5, True, 1) == _chunked.task_report(
-        wh[:0], 0, sets, 0.25, 0.5, True, 1
-    )
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_report_kernel_gives_the_totals_of_the_fitness_and_objective_kernels(dtype):
+    # 70,000 rows: more than one of the core's sub-blocks of 2^16; every 7th row below 2 pixels
+    # on both sides (left out of a KeptOnDemand chunk, read in place)
+    wh = tied_boxes(46, 70_000, dtype)
+    wh[::7] = np.array([1.5, 1.999], dtype=dtype)
+    sets = np.stack([wh[1:7], wh[8:14] * 1.5]).astype(np.float64)
+    keep = _chunked.kept_mask(wh, 2.0)
+
+    def expected(rows):
+        rows = rows.astype(np.float64)
+        out = {"metrics": [_chunked._u128(_core._chunk_fitness(wh=rows, anchors=a, thr=0.25)) for a in sets]}
+        for name in ("avg_iou", "recall"):
+            got = _core._chunk_objective_batch(
+                wh=rows,
+                layout=None,
+                candidates=sets,
+                objective=name,
+                thr=0.25,
+                iou_thr=0.5,
+                iou_weighted=True,
+                n_threads=1,
+            )
+            out[name] = _chunked._u128(got)
+        return out
+
+    kept = _chunked.KeptOnDemand(wh, 2.0, int(keep.sum()))
+    assert _chunked.task_report(kept, 0, sets, 0.25, 0.5, True) == expected(wh[keep])
+    assert _chunked.task_report(wh, 0, sets, 0.25, 0.5, True) == expected(wh)
+    # sums of any pieces are the whole's
+    parts = [_chunked.task_report(wh[b : b + 999], b, sets, 0.25, 0.5, True) for b in range(0, len(wh), 999)]
+    assert functools.reduce(_chunked.merge_report, parts) == expected(wh)
+    # a chunk with no kept row adds nothing
+    none_kept = _chunked.task_report(_chunked.KeptOnDemand(wh[::7], 2.0, 0), 0, sets, 0.25, 0.5, True)
+    assert none_kept == _chunked.task_report(wh[:0], 0, sets, 0.25, 0.5, True)
+    assert none_kept["metrics"][0] == [0] * 5 and none_kept["recall"] == [0, 0]
 
 
 @given(st.lists(st.tuples(*[st.sampled_from([0.5, 1.999, 2.0, 2.001, 2.999, 3.0, 3.5, 1e30])] * 2), max_size=40))

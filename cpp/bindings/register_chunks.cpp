@@ -16,6 +16,7 @@
 #include "box_rows.hpp"
 #include "objective.hpp"
 #include "fastanchor/fitness.hpp"
+#include "fastanchor/fitness/report.hpp"
 #include "fastanchor/iou.hpp"
 #include "fastanchor/kmeans.hpp"
 
@@ -514,6 +515,49 @@ U64Array chunk_objective_batch(const py::object& wh_in, const py::object& layout
     return totals_array(totals);
 }
 
+// The report of anchor sets (count, k, 2) on a chunk's rows whose larger side is at least
+// skip_below (fitness/report.hpp): "metrics", (count, 5, 2) rows of (hi, lo) 128-bit integers as
+// chunk_fitness gives them, and per objective name its totals, (count, 2) as
+// chunk_objective_batch gives them. Sums of any chunks, in any order, are the in-memory sums.
+py::dict chunk_report(const py::array& wh_in, const py::array& sets_in, double thr, double iou_thr, bool iou_weighted,
+                      const py::sequence& objectives, double skip_below) {
+    const Array sets = aligned(sets_in).cast<Array>();
+    std::vector<std::string> names;
+    std::vector<fa::Objective> obs;
+    for (const py::handle name : objectives) {
+        names.push_back(name.cast<std::string>());
+        obs.push_back(objective_of(names.back(), iou_thr, iou_weighted));
+    }
+    py::object keep;
+    const fa::BoxRows rows = box_rows(wh_in, keep);
+    const auto n = static_cast<fa::index_t>(py::reinterpret_borrow<py::array>(keep).shape(0));
+    fa::ChunkReport report(candidates_of(sets), thr, obs);
+    {
+        py::gil_scoped_release release;
+        if (rows.f32) report.add(rows.f32, n, skip_below);
+        else report.add(rows.f64, n, skip_below);
+    }
+    const auto count = static_cast<std::size_t>(sets.shape(0));
+    U64Array metrics({static_cast<py::ssize_t>(count), py::ssize_t{5}, py::ssize_t{2}});
+    std::uint64_t* o = metrics.mutable_data();
+    for (std::size_t s = 0; s < count; ++s, o += 10) {
+        const auto& p = report.metrics(s);
+        put_u128(o, p.fit);
+        put_u128(o + 2, p.bpr);
+        put_u128(o + 4, p.aat);
+        put_u128(o + 6, p.iou);
+        put_u128(o + 8, p.den);
+    }
+    py::dict d;
+    d["metrics"] = metrics;
+    for (std::size_t j = 0; j < obs.size(); ++j) {
+        std::vector<fa::int128_t> totals(count);
+        for (std::size_t s = 0; s < count; ++s) totals[s] = report.total(j, s);
+        d[py::str(names[j])] = totals_array(totals);
+    }
+    return d;
+}
+
 }  // namespace
 
 void register_chunks(py::module_& m) {
@@ -541,6 +585,8 @@ void register_chunks(py::module_& m) {
     m.def("_chunk_objective_batch", &chunk_objective_batch, py::arg("wh"), py::arg("layout"), py::arg("candidates"),
           py::arg("objective"), py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"));
     m.def("_chunk_fitness", &chunk_fitness, py::arg("wh"), py::arg("anchors"), py::arg("thr"));
+    m.def("_chunk_report", &chunk_report, py::arg("wh"), py::arg("anchor_sets"), py::arg("thr"), py::arg("iou_thr"),
+          py::arg("iou_weighted"), py::arg("objectives"), py::arg("skip_below"));
     m.def("_chunk_init", &chunk_init, py::arg("wh"), py::arg("k"), py::arg("init"), py::arg("seed"),
           py::arg("n_threads"), py::arg("run") = 0);
 }

@@ -1534,42 +1534,37 @@ class Rider:
         return out
 
 
-#: Rows of a chunk the report scores at a time.
-REPORT_SUB_ROWS = 1 << 16
+#: The IoU objectives the report gives for every anchor set, besides YOLOv5's metrics.
+REPORT_OBJECTIVES = ("avg_iou", "recall")
 
 
 def task_report(
-    block: Any, offset: int, anchor_sets: np.ndarray, thr: float, iou_thr: float, iou_weighted: bool, threads: int
+    block: Any, offset: int, anchor_sets: np.ndarray, thr: float, iou_thr: float, iou_weighted: bool
 ) -> Partial:
-    """YOLOv5's metrics (as task_fitness) and the IoU objectives' totals of several anchor sets,
-    over the chunk's rows REPORT_SUB_ROWS at a time (a float64 copy of each that stays in cache
-    through the six passes over it: 40% less time than whole 2^20-row chunks; the totals are
-    exact, so the same)."""
-    rows = chunk_rows(block)
-    out: Partial = {}
-    for b in range(0, max(1, rows.shape[0]), REPORT_SUB_ROWS):
-        sub = rows[b : b + REPORT_SUB_ROWS].astype(np.float64, copy=False)
-        part: Partial = {"metrics": [_u128(_core._chunk_fitness(wh=sub, anchors=a, thr=thr)) for a in anchor_sets]}
-        for name in ("avg_iou", "recall"):
-            got = _core._chunk_objective_batch(
-                wh=sub,
-                layout=None,
-                candidates=anchor_sets,
-                objective=name,
-                thr=thr,
-                iou_thr=iou_thr,
-                iou_weighted=iou_weighted,
-                n_threads=threads,
-            )
-            part[name] = _u128(got)
-        out = merge_report(out, part) if out else part
+    """YOLOv5's metrics (as task_fitness) and the IoU objectives' totals of several anchor sets on
+    the chunk's rows (the core's ChunkReport: 2^16 rows at a time, in buffers it reuses). Kept rows
+    are not copied out of their chunk: the core skips the others as it reads it."""
+    skip_below = 0.0
+    if isinstance(block, KeptOnDemand):
+        block, skip_below = block.block, block.drop_below
+    got = _core._chunk_report(
+        wh=chunk_rows(block),
+        anchor_sets=anchor_sets,
+        thr=thr,
+        iou_thr=iou_thr,
+        iou_weighted=iou_weighted,
+        objectives=REPORT_OBJECTIVES,
+        skip_below=skip_below,
+    )
+    out: Partial = {"metrics": [_u128(m) for m in got["metrics"]]}
+    out.update({name: _u128(got[name]) for name in REPORT_OBJECTIVES})
     return out
 
 
 def merge_report(a: Partial, b: Partial) -> Partial:
     return {
         "metrics": [[x + y for x, y in zip(p, q)] for p, q in zip(a["metrics"], b["metrics"])],
-        **{name: [x + y for x, y in zip(a[name], b[name])] for name in ("avg_iou", "recall")},
+        **{name: [x + y for x, y in zip(a[name], b[name])] for name in REPORT_OBJECTIVES},
     }
 
 
@@ -1579,13 +1574,13 @@ def report(
     """For every anchor set: (fitness, bpr, aat, avg_iou) as anchor_fitness gives them, and every
     objective's value as anchor_objective gives it; one pass."""
     sets = np.ascontiguousarray(np.stack(anchor_sets), dtype=np.float64)
-    part = ex.run(task_report, (sets, thr, iou_thr, iou_weighted, getattr(ex, "task_threads", 1)), merge_report)
+    part = ex.run(task_report, (sets, thr, iou_thr, iou_weighted), merge_report)
     denom = float(n * FIX_SCALE)
     out = []
     for i, sums in enumerate(part["metrics"]):
         metrics = finish_fitness({"sums": sums}, n)
         objectives = {"fitness": metrics[0]}
-        objectives.update({name: float(part[name][i]) / denom for name in ("avg_iou", "recall")})
+        objectives.update({name: float(part[name][i]) / denom for name in REPORT_OBJECTIVES})
         out.append((metrics, objectives))
     return out
 

@@ -1,6 +1,6 @@
 """Type stub of the private compiled core. Use the public fastanchor API instead."""
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -135,6 +135,15 @@ def _chunk_avg_iou(
 def _chunk_fitness(
     wh: npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], thr: float
 ) -> npt.NDArray[np.uint64]: ...
+def _chunk_report(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    anchor_sets: npt.NDArray[np.float64],
+    thr: float,
+    iou_thr: float,
+    iou_weighted: bool,
+    objectives: Sequence[str],
+    skip_below: float,
+) -> Dict[str, npt.NDArray[np.uint64]]: ...
 
 class _SearchLayout:
     @property

@@ -130,36 +130,56 @@ struct TiledBoxes {
     // Its tiles are looser than make()'s, so the pruning skips a little less; the sums are the
     // same, exact in any order. Unit weights.
     static TiledBoxes make_bucketed(const double* wh, index_t n) {
-        constexpr int kCellBits = 6, kCells = 1 << kCellBits, kBuckets = kCells * kCells;
         TiledBoxes t;
-        t.n = n;
-        t.denom = unit_denom(n);
-        std::uint32_t w0 = ~0u, w1 = 0u, h0 = ~0u, h1 = 0u;
-        for (index_t i = 0; i < n; ++i) {
+        BucketScratch scratch;
+        t.rebucket(wh, n, scratch);
+        return t;
+    }
+
+    // The sort keys and bucket starts of make_bucketed, kept by a caller that lays out many
+    // chunks in turn (with rebucket) so that no pass allocates them again.
+    struct BucketScratch {
+        std::vector<std::uint16_t> key;
+        std::vector<index_t> start;
+    };
+
+    // This layout made again as make_bucketed(wh, n) makes it, in the storage it already holds
+    // (a Dask worker returns freed memory to the system at once, so a buffer allocated per
+    // chunk is faulted in again every time).
+    void rebucket(const double* wh, index_t n_rows, BucketScratch& scratch) {
+        constexpr int kCellBits = 6, kCells = 1 << kCellBits, kBuckets = kCells * kCells;
+        n = n_rows;
+        denom = unit_denom(n_rows);
+        rows32.clear();
+        om.clear();
+        std::uint32_t w0_ = ~0u, w1_ = 0u, h0_ = ~0u, h1_ = 0u;
+        for (index_t i = 0; i < n_rows; ++i) {
             const std::uint32_t a = log_bits(wh[2 * i]), b = log_bits(wh[2 * i + 1]);
-            w0 = std::min(w0, a);
-            w1 = std::max(w1, a);
-            h0 = std::min(h0, b);
-            h1 = std::max(h1, b);
+            w0_ = std::min(w0_, a);
+            w1_ = std::max(w1_, a);
+            h0_ = std::min(h0_, b);
+            h1_ = std::max(h1_, b);
         }
-        const double sw = w1 > w0 ? (kCells - 1.0) / (w1 - w0) : 0.0, sh = h1 > h0 ? (kCells - 1.0) / (h1 - h0) : 0.0;
-        std::vector<std::uint16_t> key(static_cast<std::size_t>(n));
-        std::vector<index_t> start(kBuckets + 1, 0);
-        for (index_t i = 0; i < n; ++i) {
-            const auto qw = static_cast<std::uint32_t>((log_bits(wh[2 * i]) - w0) * sw + 0.5);
-            const auto qh = static_cast<std::uint32_t>((log_bits(wh[2 * i + 1]) - h0) * sh + 0.5);
+        const double sw = w1_ > w0_ ? (kCells - 1.0) / (w1_ - w0_) : 0.0;
+        const double sh = h1_ > h0_ ? (kCells - 1.0) / (h1_ - h0_) : 0.0;
+        std::vector<std::uint16_t>& key = scratch.key;
+        std::vector<index_t>& start = scratch.start;
+        key.resize(static_cast<std::size_t>(n_rows));
+        start.assign(kBuckets + 1, 0);
+        for (index_t i = 0; i < n_rows; ++i) {
+            const auto qw = static_cast<std::uint32_t>((log_bits(wh[2 * i]) - w0_) * sw + 0.5);
+            const auto qh = static_cast<std::uint32_t>((log_bits(wh[2 * i + 1]) - h0_) * sh + 0.5);
             key[i] = static_cast<std::uint16_t>(interleave(qw) | (interleave(qh) << 1));
             ++start[key[i] + 1];
         }
         for (int b = 0; b < kBuckets; ++b) start[b + 1] += start[b];
-        t.rows64.resize(2 * static_cast<std::size_t>(n));
-        for (index_t i = 0; i < n; ++i) {
+        rows64.resize(2 * static_cast<std::size_t>(n_rows));
+        for (index_t i = 0; i < n_rows; ++i) {
             const index_t d = start[key[i]]++;
-            t.rows64[2 * d] = wh[2 * i];
-            t.rows64[2 * d + 1] = wh[2 * i + 1];
+            rows64[2 * d] = wh[2 * i];
+            rows64[2 * d + 1] = wh[2 * i + 1];
         }
-        t.bound_tiles(1);
-        return t;
+        bound_tiles(1);
     }
 
     // Gathers tile q's boxes into out: sides always, reciprocals when Recip, and the scaled
