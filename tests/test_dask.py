@@ -26,9 +26,12 @@ pytestmark = [
 ]
 
 
-def _same(got, want) -> None:
+def _same(got, want, client=None) -> None:
+    """got (fastanchor.dask) is want (in memory); its labels computed by ``client`` (None: the
+    default scheduler), which must be the client that holds the chunks they are read from."""
     np.testing.assert_array_equal(got.anchors, want.anchors)
-    np.testing.assert_array_equal(got.labels.compute(), want.labels)
+    labels = got.labels.compute() if client is None else client.compute(got.labels, sync=True)
+    np.testing.assert_array_equal(labels, want.labels)
     assert got.avg_iou == want.avg_iou
     assert (got.n_iter, got.converged) == (want.n_iter, want.converged)
 
@@ -111,7 +114,10 @@ def test_one_and_two_workers_give_the_in_memory_fit(cluster):
     assert runs.avg_iou == want.avg_iou >= a.avg_iou
 
 
-def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch):
+@pytest.mark.parametrize("persisted", [False, True])
+def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch, persisted):
+    # persisted: the passes run as one task per worker on the chunks it holds, and the lost
+    # worker's chunks are computed again elsewhere
     cl, client = cluster
     wh = tied_boxes(8, 40_000)
     init = wh[:7].copy()
@@ -135,10 +141,54 @@ def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch):
 
     monkeypatch.setattr(_chunked, "IterationBar", KillAtIteration3)
     x = da.from_array(wh, chunks=(4000, 2))
+    if persisted:
+        x = client.persist(x)
+        client.gather(pytest.importorskip("distributed").futures_of(x))  # held before the fit starts
     got = fd.kmeans_iou(x, 7, init=init, update="median", client=client, progress=True)
     assert killed
-    _same(got, want)
+    _same(got, want, client if persisted else None)
     client.wait_for_workers(2, timeout=60)
+
+
+def test_passes_on_held_chunks_run_per_worker_thread(monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    from fastanchor.dask._api import DaskExecutor
+
+    found = []
+    held_groups = DaskExecutor._held_groups
+
+    def spy(self):
+        found.append(held_groups(self))
+        return found[-1]
+
+    monkeypatch.setattr(DaskExecutor, "_held_groups", spy)
+    wh = tied_boxes(12, 30_000, np.float32)
+    wh[::50] = [1.5, 1.0]  # dropped by autoanchor: the kept rows' passes too
+    with (
+        distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=2, dashboard_address=":0") as cl,
+        distributed.Client(cl, set_as_default=False) as client,
+    ):
+        x = client.persist(da.from_array(wh, chunks=(2500, 2)))
+        client.gather(distributed.futures_of(x))
+        with pytest.warns(UserWarning, match="smaller than"):
+            got = fd.autoanchor(
+                x, 6, seed=3, init_sample=4000, search_sample=5000, generations=30, budget=0, client=client
+            )
+        with pytest.warns(UserWarning, match="smaller than"):
+            want = fastanchor.autoanchor(wh, 6, seed=3, init_sample=4000, search_sample=5000, generations=30, budget=0)
+        # one group per thread, together every chunk once, each ascending
+        groups = found[0]
+        assert groups is not None and len(groups) == 2
+        assert sorted(i for g in groups for i in g) == list(range(12))
+        assert all(g == sorted(g) for g in groups)
+        # not persisted: a task per chunk, as before
+        found.clear()
+        fd.avg_iou(da.from_array(wh[wh[:, 0] > 1.5], chunks=(2500, 2)), want.anchors, client=client)
+        assert found == [None]
+    np.testing.assert_array_equal(got.anchors, want.anchors)
+    np.testing.assert_array_equal(got.kmeans_anchors, want.kmeans_anchors)
+    assert got.evolved == want.evolved and got.kmeans == want.kmeans
+    assert got.evolved_objectives == want.evolved_objectives and got.n_dropped == want.n_dropped >= 600
 
 
 @needs_data
