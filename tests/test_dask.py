@@ -191,6 +191,27 @@ def test_passes_on_held_chunks_run_per_worker_thread(monkeypatch):
     assert got.evolved_objectives == want.evolved_objectives and got.n_dropped == want.n_dropped >= 600
 
 
+@pytest.mark.parametrize("persisted", [False, True])
+def test_ctrl_c_stops_a_fit_on_the_cluster(cluster, persisted):
+    from conftest import interrupt_latency
+
+    _, client = cluster
+    wh = tied_boxes(14, 400_000, np.float32)
+    init = wh[:9].astype(np.float64)
+    x = da.from_array(wh, chunks=(50_000, 2))
+    if persisted:
+        x = client.persist(x)
+        client.gather(pytest.importorskip("distributed").futures_of(x))
+    latency = interrupt_latency(lambda: fd.kmeans_iou(x, 9, init=init, max_iter=10_000, tol=0, client=client), 1.0)
+    assert latency < 2.0
+    # the client goes on working
+    _same(
+        fd.kmeans_iou(x, 9, init=init, max_iter=3, client=client),
+        fastanchor.kmeans_iou(wh, 9, init=init, max_iter=3),
+        client,
+    )
+
+
 @needs_data
 def test_real_data_on_the_cluster(cluster):
     _, client = cluster

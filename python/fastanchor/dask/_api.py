@@ -153,6 +153,7 @@ class DaskExecutor:
         self.offsets = [int(o) for o in np.concatenate([[0], np.cumsum(self.sizes)[:-1]])]
         self.n = int(sum(self.sizes))
         self._groups: Any = False  # not looked up yet
+        self._held: List[Any] = []  # the chunks' futures, when every chunk is held
 
     def compute(self, obj: Any) -> Any:
         if self.client is not None:
@@ -185,6 +186,7 @@ class DaskExecutor:
         held = [futures.get(b.key) for b in self.blocks]
         if any(f is None for f in held):
             return None
+        self._held = held
         who = self.client.who_has(held)
         threads = self.client.nthreads()
         by_worker: Dict[str, List[int]] = {}
@@ -209,10 +211,10 @@ class DaskExecutor:
         pass on 10 chunks."""
         tasks = []
         for g in groups:
-            blocks = [self.blocks[i] for i in g]
+            blocks = [self._held[i] for i in g]
             meta = [(i, self.offsets[i], _chunked.chunk_args(args, self.offsets[i], self.sizes[i])) for i in g]
-            tasks.append(dask.delayed(_held_runs, pure=False)(task, merge, blocks, meta))
-        runs = sorted((r for got in self.compute(tasks) for r in got), key=lambda r: r[0])
+            tasks.append(self.client.submit(_held_runs, task, merge, blocks, meta, pure=False))
+        runs = sorted((r for got in self.client.gather(tasks) for r in got), key=lambda r: r[0])
         acc = None
         for _, part in runs:
             acc = part if acc is None else merge(acc, part)
