@@ -822,3 +822,30 @@ def gather_windows(wh, labels, k, lo, hi, key_lo, shift, bins, cap):
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
     return cat(values, np.float64), cat(counts, np.int64), cat(slots, np.int32), below, overflow
+
+
+def first_distinct(seq, m):
+    """The first m distinct values of seq, in the order of their first occurrence."""
+    out, seen = [], set()
+    for v in np.asarray(seq).tolist():
+        if len(out) == m:
+            break
+        if v not in seen:
+            seen.add(v)
+            out.append(v)
+    return np.array(out, dtype=np.int64)
+
+
+def sample_index(gen, n, m):
+    """Sorted indices of a uniform random m-subset of range(n), drawn from gen as fastanchor draws
+    them (the draws, their number and the generator's state after): a permutation when
+    n <= 8 m, else the first m distinct values of uniform draws, found by numpy's unique."""
+    if n <= 8 * m:
+        return np.sort(gen.permutation(n)[:m])
+    chosen = np.empty(0, dtype=np.int64)
+    while chosen.size < m:
+        need = m - chosen.size
+        seq = np.concatenate([chosen, gen.integers(0, n, size=need + need // 8 + 64, dtype=np.int64)])
+        first = np.sort(np.unique(seq, return_index=True)[1])
+        chosen = seq[first[:m]]
+    return np.sort(chosen)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from strategies import weights_for, wh_arrays
 
 import fastanchor
+from fastanchor import _core
 from fastanchor._validation import resolve_seed, sample_index
 
 STRATEGIES = ["anchorwise", "yolov5"]
@@ -309,6 +310,46 @@ def test_sample_index_is_a_sorted_subset(n, frac, seed):
     assert got.dtype == np.int64 and got.shape == (m,)
     assert np.all(np.diff(got) > 0) and got[0] >= 0 and got[-1] < n
     np.testing.assert_array_equal(got, sample_index(np.random.default_rng(seed), n, m))
+
+
+def _same_sample(n, m, seed):
+    gen, want_gen = np.random.default_rng(seed), np.random.default_rng(seed)
+    np.testing.assert_array_equal(sample_index(gen, n, m), ref.sample_index(want_gen, n, m))
+    assert gen.integers(2**62) == want_gen.integers(2**62)  # the same draws consumed
+
+
+@given(n=st.integers(2, 10**12), m=st.integers(1, 3000), seed=st.integers(0, 2**32))
+def test_sample_index_is_the_references(n, m, seed):
+    # n > 8 m: repeated draws, else a permutation
+    _same_sample(n, min(m, n - 1), seed)
+
+
+@pytest.mark.parametrize("m", [1, 7, 2**16])
+def test_sample_index_with_many_repeats_is_the_references(m):
+    # n just above 8 m: the most repeats among the draws
+    for seed in range(5):
+        _same_sample(8 * m + 1, m, seed)
+
+
+@given(seq=st.lists(st.integers(0, 40) | st.integers(0, 2**63 - 1), max_size=300), m=st.integers(0, 320))
+def test_first_distinct_is_the_references(seq, m):
+    arr = np.array(seq, dtype=np.int64)
+    np.testing.assert_array_equal(_core._first_distinct(arr, m), ref.first_distinct(arr, m))
+
+
+@given(values=st.lists(st.integers(0, 2000) | st.integers(0, 2**63 - 1), max_size=300))
+def test_sorted_indices_is_numpys_sort(values):
+    arr = np.array(values, dtype=np.int64)
+    got = _core._sorted_indices(arr)
+    np.testing.assert_array_equal(got, np.sort(arr))
+    np.testing.assert_array_equal(arr, np.array(values, dtype=np.int64))  # a copy, the input as it was
+
+
+def test_sample_kernels_refuse_negative_values():
+    with pytest.raises(ValueError, match="negative"):
+        _core._first_distinct(np.array([3, -1]), 2)
+    with pytest.raises(ValueError, match="negative"):
+        _core._sorted_indices(np.array([3, -1]))
 
 
 @pytest.mark.parametrize("n, m", [(6, 2), (20, 2)])  # a permutation; repeated draws

@@ -7,6 +7,7 @@
 
 #include "bindings.hpp"
 #include "box_rows.hpp"
+#include "fastanchor/distinct.hpp"
 #include "fastanchor/iou.hpp"
 #include "fastanchor/kmeans.hpp"
 
@@ -276,9 +277,40 @@ py::dict lloyd_step_chunks(const py::array& wh, const Array& anchors, const std:
     return d;
 }
 
+// The first m distinct values of a 1-D int64 sequence of values >= 0, in the order of their first
+// occurrence (distinct.hpp): the samples' draws of rows without replacement.
+py::array_t<std::int64_t> first_distinct(
+    const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& seq, py::ssize_t m) {
+    if (seq.ndim() != 1) throw py::value_error("seq must be 1-D");
+    if (m < 0) throw py::value_error("m must be >= 0");
+    const py::ssize_t n = seq.shape(0);
+    std::vector<std::int64_t> out(static_cast<std::size_t>(std::min(n, m)));
+    fa::index_t count = 0;
+    {
+        py::gil_scoped_release release;
+        count = fa::first_distinct(seq.data(), n, m, out.data());
+    }
+    return py::array_t<std::int64_t>(static_cast<py::ssize_t>(count), out.data());
+}
+
+// A sorted copy of a 1-D int64 array of values >= 0 (distinct.hpp's radix sort).
+py::array_t<std::int64_t> sorted_indices(
+    const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& a) {
+    if (a.ndim() != 1) throw py::value_error("a must be 1-D");
+    py::array_t<std::int64_t> out(a.shape(0));
+    std::copy(a.data(), a.data() + a.shape(0), out.mutable_data());
+    {
+        py::gil_scoped_release release;
+        fa::sort_nonnegative(out.mutable_data(), static_cast<fa::index_t>(out.shape(0)));
+    }
+    return out;
+}
+
 }  // namespace
 
 void register_kmeans(py::module_& m) {
+    m.def("_first_distinct", &first_distinct, py::arg("seq"), py::arg("m"));
+    m.def("_sorted_indices", &sorted_indices, py::arg("a"));
     m.def("wh_iou", &wh_iou, py::arg("wh1"), py::arg("wh2"), py::arg("out_float32"), py::arg("n_threads"));
     m.def("assign", &assign, py::arg("anchors"), py::arg("wh"), py::arg("n_threads"));
     m.def("avg_iou", &avg_iou, py::arg("anchors"), py::arg("wh"), py::arg("weights"), py::arg("n_threads"));

@@ -258,18 +258,15 @@ def sample_index(gen: np.random.Generator, n: int, m: int) -> np.ndarray:
     likely as any other). ``Generator.choice(n, m, replace=False)`` holds a permutation of all n
     when m > n / 50: 8 bytes per row. Where m > n / 8 a permutation is O(m) too, and fewer draws."""
     if n <= 8 * m:
-        chosen = gen.permutation(n)[:m]
-        chosen.sort()
-        return chosen
+        return _core._sorted_indices(gen.permutation(n)[:m])
     chosen = np.empty(0, dtype=np.int64)
     while chosen.size < m:
         need = m - chosen.size
         seq = np.concatenate([chosen, gen.integers(0, n, size=need + need // 8 + 64, dtype=np.int64)])
-        first = np.unique(seq, return_index=True)[1]
-        first.sort()  # the distinct values in the order of the sequence; chosen stays in front
-        chosen = seq[first[:m]]
-    chosen.sort()
-    return chosen
+        # the distinct values in the order of the sequence (chosen stays in front), by the core's
+        # hash set: a fifth of the time of numpy's unique, which sorts the whole sequence
+        chosen = _core._first_distinct(seq, m)
+    return _core._sorted_indices(chosen)  # a radix sort: a fifth of numpy's time
 
 
 def distinct_rows_at_least(wh: np.ndarray, k: int) -> int:
