@@ -380,6 +380,53 @@ def test_kept_and_small_masks_are_any_side_rules(pairs):
     assert _chunked.small_count(rows, 3.0) == int((rows < 3.0).any(axis=1).sum())
 
 
+@given(
+    st.lists(st.tuples(*[st.sampled_from([0.5, 1.999, 2.0, 2.001, 3.5, 1e9])] * 2), max_size=40),
+    st.sampled_from([np.float32, np.float64, np.int32]),
+)
+def test_kept_rows_of_a_chunk_are_its_masked_rows(pairs, dtype):
+    rows = np.array(pairs, dtype=np.float64).reshape(-1, 2).astype(dtype)
+    want = _chunked.chunk_rows(rows)[_chunked.kept_mask(_chunked.chunk_rows(rows), 2.0)]
+    got = _chunked.KeptOnDemand(rows, 2.0, len(want)).load()
+    assert got.dtype == (np.float32 if dtype == np.float32 else np.float64) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+    for wrong in {len(want) - 1, len(want) + 1} - {-1, len(rows) + 1}:
+        with pytest.raises(ValueError, match=f"the chunk holds {len(want)} kept rows, not {wrong}"):
+            _core._chunk_kept_rows(wh=_chunked.chunk_rows(rows), drop_below=2.0, count=wrong)
+    with pytest.raises(ValueError, match="count must be within"):
+        _core._chunk_kept_rows(wh=_chunked.chunk_rows(rows), drop_below=2.0, count=len(rows) + 1)
+
+
+_SIDES = st.sampled_from(
+    [1e-29, 0.5, 1.999, 2.0 - 2**-40, 2.0, 2.0 + 2**-40, 2.999, 3.0, 3.0000001, 640.3, 1e29]
+) | st.floats(1e-3, 1e4)
+
+
+@given(st.lists(st.tuples(_SIDES, _SIDES), min_size=1, max_size=60), st.sampled_from([np.float32, np.float64]))
+def test_scan_of_a_chunk_is_numpys(pairs, dtype):
+    rows = np.array(pairs, dtype=np.float64).astype(dtype)
+    scan, small = _chunked._scanned(rows, 5, "wh", 3.0, 2.0)
+    keys = rows.astype(np.float32).view(np.uint32)
+    assert scan == {
+        "n": len(rows),
+        "lo": [int(keys[:, 0].min()), int(keys[:, 1].min())],
+        "hi": [int(keys[:, 0].max()), int(keys[:, 1].max())],
+        "f32": dtype == np.float32,
+    }
+    assert small == {
+        "small": int((rows.astype(np.float64) < 3.0).any(axis=1).sum()),
+        "kept": {5: int((rows.astype(np.float64) >= 2.0).any(axis=1).sum())},
+    }
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 0.0, -1.0, 1e-31, 2e30])
+def test_scan_of_a_chunk_names_its_first_bad_row(bad):
+    rows = np.full((6, 2), 4.0)
+    rows[3, 1] = rows[5, 0] = bad
+    with pytest.raises(ValueError, match=r"wh has 2 bad rows in the chunk of rows 10 to 15: .* the first is row 13"):
+        _chunked.task_scan_small(rows, 10, "wh", 3.0, 2.0)
+
+
 def test_autoanchor_refuses_a_sample_with_too_few_distinct_boxes():
     # 3 shapes in bulk and 2 rare ones: the sample of 50 holds 3 (in memory, k-means then fits all)
     wh = np.r_[np.repeat([[10.0, 20.0], [30.0, 15.0], [50.0, 50.0]], 2000, axis=0), [[100.0, 120.0], [7.0, 90.0]]]

@@ -18,6 +18,7 @@
 #include "fastanchor/fitness.hpp"
 #include "fastanchor/fitness/report.hpp"
 #include "fastanchor/iou.hpp"
+#include "fastanchor/kept_rows.hpp"
 #include "fastanchor/kmeans.hpp"
 
 namespace fastanchor_py {
@@ -558,6 +559,60 @@ py::dict chunk_report(const py::array& wh_in, const py::array& sets_in, double t
     return d;
 }
 
+// autoanchor's first pass over a chunk (kept_rows.hpp's scan_rows): a dict of "ok" (every side in
+// [min_side, max_side]), and when ok "lo" and "hi" (the float32 keys' range per column), "small"
+// and "kept".
+py::dict chunk_scan_rows(const py::array& wh_in, double min_side, double max_side, double warn_below,
+                         double drop_below) {
+    py::object keep;
+    const fa::BoxRows rows = box_rows(wh_in, keep);
+    const auto n = static_cast<fa::index_t>(py::reinterpret_borrow<py::array>(keep).shape(0));
+    fa::RowScan s;
+    {
+        py::gil_scoped_release release;
+        s = rows.f32 ? fa::scan_rows(rows.f32, n, min_side, max_side, warn_below, drop_below)
+                     : fa::scan_rows(rows.f64, n, min_side, max_side, warn_below, drop_below);
+    }
+    py::dict d;
+    d["ok"] = s.ok;
+    if (s.ok) {
+        d["lo"] = py::make_tuple(s.lo[0], s.lo[1]);
+        d["hi"] = py::make_tuple(s.hi[0], s.hi[1]);
+        d["small"] = s.small;
+        d["kept"] = s.kept;
+    }
+    return d;
+}
+
+// The `count` rows of a chunk (float32 as they are, anything else as float64) with a side of at
+// least drop_below, in order (kept_rows.hpp); a ValueError if the chunk does not hold `count`.
+py::array chunk_kept_rows(const py::array& wh_in, double drop_below, py::ssize_t count) {
+    py::object keep;
+    const fa::BoxRows rows = box_rows(wh_in, keep);
+    const auto n = static_cast<fa::index_t>(py::reinterpret_borrow<py::array>(keep).shape(0));
+    if (count < 0 || count > n) throw py::value_error("count must be within [0, the chunk's rows]");
+    fa::index_t got = 0;
+    if (rows.f32) {
+        py::array_t<float> out({count, py::ssize_t{2}});
+        float* o = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            got = fa::copy_kept_rows(rows.f32, n, drop_below, o, count);
+        }
+        if (got == count) return std::move(out);
+    } else {
+        py::array_t<double> out({count, py::ssize_t{2}});
+        double* o = out.mutable_data();
+        {
+            py::gil_scoped_release release;
+            got = fa::copy_kept_rows(rows.f64, n, drop_below, o, count);
+        }
+        if (got == count) return std::move(out);
+    }
+    throw py::value_error("the chunk holds " + std::to_string(got) + " kept rows, not " + std::to_string(count) +
+                          " (did its rows change?)");
+}
+
 }  // namespace
 
 void register_chunks(py::module_& m) {
@@ -584,6 +639,9 @@ void register_chunks(py::module_& m) {
     m.def("_chunk_avg_iou", &chunk_avg_iou, py::arg("wh"), py::arg("anchors"), py::arg("offset"), py::arg("n_total"));
     m.def("_chunk_objective_batch", &chunk_objective_batch, py::arg("wh"), py::arg("layout"), py::arg("candidates"),
           py::arg("objective"), py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"));
+    m.def("_chunk_scan_rows", &chunk_scan_rows, py::arg("wh"), py::arg("min_side"), py::arg("max_side"),
+          py::arg("warn_below"), py::arg("drop_below"));
+    m.def("_chunk_kept_rows", &chunk_kept_rows, py::arg("wh"), py::arg("drop_below"), py::arg("count"));
     m.def("_chunk_fitness", &chunk_fitness, py::arg("wh"), py::arg("anchors"), py::arg("thr"));
     m.def("_chunk_report", &chunk_report, py::arg("wh"), py::arg("anchor_sets"), py::arg("thr"), py::arg("iou_thr"),
           py::arg("iou_weighted"), py::arg("objectives"), py::arg("skip_below"));

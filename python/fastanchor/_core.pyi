@@ -137,6 +137,16 @@ def _chunk_fitness(
 ) -> npt.NDArray[np.uint64]: ...
 def _first_distinct(seq: npt.NDArray[np.int64], m: int) -> npt.NDArray[np.int64]: ...
 def _sorted_indices(a: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]: ...
+def _chunk_scan_rows(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    min_side: float,
+    max_side: float,
+    warn_below: float,
+    drop_below: float,
+) -> Dict[str, Any]: ...
+def _chunk_kept_rows(
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], drop_below: float, count: int
+) -> npt.NDArray[np.float32] | npt.NDArray[np.float64]: ...
 def _chunk_report(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
     anchor_sets: npt.NDArray[np.float64],
