@@ -152,6 +152,7 @@ def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch, pers
 
 def test_passes_on_held_chunks_run_per_worker_thread(monkeypatch):
     distributed = pytest.importorskip("distributed")
+    from fastanchor.dask import _api
     from fastanchor.dask._api import DaskExecutor
 
     found = []
@@ -183,8 +184,17 @@ def test_passes_on_held_chunks_run_per_worker_thread(monkeypatch):
         assert all(g == sorted(g) for g in groups)
         # not persisted: a task per chunk, as before
         found.clear()
-        fd.avg_iou(da.from_array(wh[wh[:, 0] > 1.5], chunks=(2500, 2)), want.anchors, client=client)
+        kept = wh[wh[:, 0] > 1.5]
+        fd.avg_iou(want.anchors, da.from_array(kept, chunks=(2500, 2)), client=client)
         assert found == [None]
+        # held, but in more runs of consecutive chunks than may reach the client: a tree
+        y = client.persist(da.from_array(kept, chunks=(2500, 2)))
+        client.gather(distributed.futures_of(y))
+        fd.avg_iou(want.anchors, y, client=client)
+        assert found[-1] is not None
+        monkeypatch.setattr(_api, "HELD_MAX_RUNS", 1)
+        assert fd.avg_iou(want.anchors, y, client=client) == fastanchor.avg_iou(want.anchors, kept)
+        assert found[-1] is None
     np.testing.assert_array_equal(got.anchors, want.anchors)
     np.testing.assert_array_equal(got.kmeans_anchors, want.kmeans_anchors)
     assert got.evolved == want.evolved and got.kmeans == want.kmeans
