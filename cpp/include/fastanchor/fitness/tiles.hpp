@@ -152,23 +152,23 @@ struct TiledBoxes {
         denom = unit_denom(n_rows);
         rows32.clear();
         om.clear();
-        std::uint32_t w0_ = ~0u, w1_ = 0u, h0_ = ~0u, h1_ = 0u;
+        std::uint32_t key_w0 = ~0u, key_w1 = 0u, key_h0 = ~0u, key_h1 = 0u;
         for (index_t i = 0; i < n_rows; ++i) {
             const std::uint32_t a = log_bits(wh[2 * i]), b = log_bits(wh[2 * i + 1]);
-            w0_ = std::min(w0_, a);
-            w1_ = std::max(w1_, a);
-            h0_ = std::min(h0_, b);
-            h1_ = std::max(h1_, b);
+            key_w0 = std::min(key_w0, a);
+            key_w1 = std::max(key_w1, a);
+            key_h0 = std::min(key_h0, b);
+            key_h1 = std::max(key_h1, b);
         }
-        const double sw = w1_ > w0_ ? (kCells - 1.0) / (w1_ - w0_) : 0.0;
-        const double sh = h1_ > h0_ ? (kCells - 1.0) / (h1_ - h0_) : 0.0;
+        const double sw = key_w1 > key_w0 ? (kCells - 1.0) / (key_w1 - key_w0) : 0.0;
+        const double sh = key_h1 > key_h0 ? (kCells - 1.0) / (key_h1 - key_h0) : 0.0;
         std::vector<std::uint16_t>& key = scratch.key;
         std::vector<index_t>& start = scratch.start;
         key.resize(static_cast<std::size_t>(n_rows));
         start.assign(kBuckets + 1, 0);
         for (index_t i = 0; i < n_rows; ++i) {
-            const auto qw = static_cast<std::uint32_t>((log_bits(wh[2 * i]) - w0_) * sw + 0.5);
-            const auto qh = static_cast<std::uint32_t>((log_bits(wh[2 * i + 1]) - h0_) * sh + 0.5);
+            const auto qw = static_cast<std::uint32_t>((log_bits(wh[2 * i]) - key_w0) * sw + 0.5);
+            const auto qh = static_cast<std::uint32_t>((log_bits(wh[2 * i + 1]) - key_h0) * sh + 0.5);
             key[i] = static_cast<std::uint16_t>(interleave(qw) | (interleave(qh) << 1));
             ++start[key[i] + 1];
         }
