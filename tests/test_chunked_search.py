@@ -419,6 +419,23 @@ def test_scan_of_a_chunk_is_numpys(pairs, dtype):
     }
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scan_of_a_chunk_decides_the_bounds_as_doubles(dtype):
+    # float32 rows are compared in float32 against thresholds that must decide as the doubles do
+    edges = [np.float32(1e-30), np.float32(1e30), np.float32(2.0), np.float32(3.0)]
+    values = [np.nextafter(e, d) for e in edges for d in (np.float32(0), np.float32(np.inf))] + edges
+    for v in np.array(values, dtype=np.float32).astype(dtype):
+        for rows in (np.array([[v, 640.0]], dtype=dtype), np.array([[v, v]], dtype=dtype)):
+            wide = rows.astype(np.float64)
+            valid = bool(((wide >= _chunked.MIN_SIDE) & (wide <= _chunked.MAX_SIDE)).all())
+            if not valid:
+                with pytest.raises(ValueError, match="bad row"):
+                    _chunked._scanned(rows, 0, "wh", 3.0, 2.0)
+                continue
+            _, small = _chunked._scanned(rows, 0, "wh", 3.0, 2.0)
+            assert small == {"small": int((wide < 3.0).any()), "kept": {0: int((wide >= 2.0).any())}}
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, 0.0, -1.0, 1e-31, 2e30])
 def test_scan_of_a_chunk_names_its_first_bad_row(bad):
     rows = np.full((6, 2), 4.0)
