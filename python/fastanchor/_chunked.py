@@ -214,7 +214,8 @@ def task_scan(block: Any, offset: int, name: str) -> Partial:
 
 
 def _scanned(rows: np.ndarray, offset: int, name: str, warn_below: float, drop_below: float) -> Tuple[Partial, Partial]:
-    """task_scan's and task_small's partials of a chunk's rows, in one pass of the core's."""
+    """task_scan's partial of a chunk's rows, and its count of boxes with a side below
+    ``warn_below`` and of those kept (a side of at least ``drop_below``), in one pass of the core's."""
     if rows.ndim != 2 or rows.shape[1] != 2:
         raise ValueError(f"{name} must have shape (N, 2) of (width, height), got a chunk of shape {rows.shape}")
     f32 = rows.dtype == np.float32
@@ -1413,20 +1414,13 @@ def evolve(
 # the kept rows.
 
 
-def task_small(block: Any, offset: int, warn_below: float, drop_below: float) -> Partial:
-    rows = chunk_rows(block)
-    return {
-        "small": small_count(rows, warn_below),
-        "kept": {offset: int(np.count_nonzero(kept_mask(rows, drop_below)))},
-    }
-
-
 def merge_small(a: Partial, b: Partial) -> Partial:
     return {"small": a["small"] + b["small"], "kept": {**a["kept"], **b["kept"]}}
 
 
 def task_scan_small(block: Any, offset: int, name: str, warn_below: float, drop_below: float) -> Partial:
-    """task_scan and task_small in one pass over the chunk: autoanchor's first pass."""
+    """task_scan and the small and kept boxes' counts in one pass over the chunk: autoanchor's
+    first pass."""
     scan, small = _scanned(chunk_rows(block), offset, name, warn_below, drop_below)
     return {"scan": scan, "small": small}
 
