@@ -111,5 +111,6 @@ namespace fastanchor_py __attribute__((visibility("hidden"))) {
     void register_fitness(py::module_ & m);
     void register_boxes(py::module_ & m);
     void register_chunks(py::module_ & m);
+    void register_chunk_scores(py::module_ & m);
 
 }  // namespace fastanchor_py

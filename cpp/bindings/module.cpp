@@ -60,4 +60,5 @@ PYBIND11_MODULE(_core, m) {
     fp::register_fitness(m);
     fp::register_boxes(m);
     fp::register_chunks(m);
+    fp::register_chunk_scores(m);
 }
