@@ -4,7 +4,7 @@ in one run; each mode runs in its own process, which reports its peak RSS.
 
     nice -n 10 python benchmarks/bench_dask.py [--what kmeans] [--n 10000000] [--max-iter 20]
         [--update median] [--init boxes] [--generations 200] [--modes in_memory,dask1,dask2,out_of_core]
-        [--cache-bytes 1073741824]
+        [--cache-bytes 1073741824] [--weighted]
 
 Modes: in_memory (the rows loaded, then fastanchor's function), dask1 and dask2 (the rows
 persisted on a LocalCluster of 1 or 2 worker processes), out_of_core (the .npy file, memory-mapped),
@@ -15,7 +15,9 @@ them, so the time per iteration compares): the first boxes of a sample (``--init
 iterations, where the anchors move far), or k-means++ seeds (``--init kmeans++`` with a large
 ``--max-iter``: a whole fit, whose later iterations creep). evolve: the search from the same anchors and seed for
 ``generations`` generations. autoanchor: seed 0, budget 0, ``generations``. Every mode must
-return the same anchors, bit for bit; the script checks it.
+return the same anchors, bit for bit; the script checks it. fitness: anchor_fitness of those
+anchors. ``--weighted`` (evolve and fitness): every box weighted by a seeded integer in [1, 4],
+from ``<path>.weights.npy`` (persisted with the rows on Dask, memory-mapped out of core).
 """
 
 from __future__ import annotations
@@ -56,8 +58,14 @@ def peak_rss_mb() -> float:
     return _status_mb("VmHWM")
 
 
+def _weights_path(path: str) -> str:
+    return path + ".weights.npy"
+
+
 def _call(module, what: str, wh, init: np.ndarray, args, **kw):
     """The benchmarked call of ``module`` (fastanchor, out_of_core or fastanchor.dask)."""
+    if what == "fitness":
+        return module.anchor_fitness(init, wh, **{k: v for k, v in kw.items() if k != "cache_bytes"})
     if what == "kmeans":
         return module.kmeans_iou(wh, K, init=init, update=args.update, max_iter=args.max_iter, **kw)
     if what == "evolve":
@@ -69,11 +77,13 @@ def run_mode(mode: str, path: str, init: np.ndarray, args) -> dict:
     wh = np.load(path, mmap_mode="r")
     what = args.what
     base_rss = _status_mb("VmRSS")
+    weights = np.load(_weights_path(path), mmap_mode="r") if args.weighted else None
     if mode == "in_memory":
         rows = np.array(wh)
+        w = None if weights is None else np.array(weights)
         base_rss = _status_mb("VmRSS")  # with the rows in memory
         t = time.perf_counter()
-        r = _call(fastanchor, what, rows, init, args)
+        r = _call(fastanchor, what, rows, init, args, sample_weight=w)
         secs = time.perf_counter() - t
     elif mode in ("out_of_core", "out_of_core_in_memory"):
         from fastanchor import out_of_core
@@ -81,8 +91,12 @@ def run_mode(mode: str, path: str, init: np.ndarray, args) -> dict:
         kw = {"return_labels": False} if what == "kmeans" else {}
         kw["cache_bytes"] = args.cache_bytes
         source = path
+        if args.weighted:
+            kw["sample_weight"] = _weights_path(path)
         if mode == "out_of_core_in_memory":  # the chunked engine on rows already in memory
             source = np.array(wh)
+            if args.weighted:
+                kw["sample_weight"] = np.array(weights)
             base_rss = _status_mb("VmRSS")
         t = time.perf_counter()
         r = _call(out_of_core, what, source, init, args, **kw)
@@ -102,15 +116,20 @@ def run_mode(mode: str, path: str, init: np.ndarray, args) -> dict:
         ):
             x = da.from_array(np.array(wh), chunks=(1 << 20, 2)).persist()
             distributed.wait(x)
+            kw = {}
+            if args.weighted:
+                kw["sample_weight"] = da.from_array(np.array(weights), chunks=1 << 20).persist()
+                distributed.wait(kw["sample_weight"])
             t = time.perf_counter()
-            r = _call(fd, what, x, init, args, client=client, cache_bytes=args.cache_bytes)
+            r = _call(fd, what, x, init, args, client=client, cache_bytes=args.cache_bytes, **kw)
             secs = time.perf_counter() - t
             worker_rss = max(client.run(peak_rss_mb).values())
     out = {
         "mode": mode,
         "seconds": secs,
-        "n_iter": r.n_iter if what == "kmeans" else len(r.history) // 8,  # Lloyd iterations, or passes
-        "anchors": _digest(r.anchors),
+        # Lloyd iterations, or passes
+        "n_iter": r.n_iter if what == "kmeans" else 1 if what == "fitness" else len(r.history) // 8,
+        "anchors": _digest(init if what == "fitness" else r.anchors),
         "avg_iou": r.avg_iou if what != "autoanchor" else r.evolved.avg_iou,
         "fitness": r.evolved.fitness if what == "autoanchor" else getattr(r, "fitness", None),
         "peak_rss_mb": peak_rss_mb(),
@@ -123,7 +142,7 @@ def run_mode(mode: str, path: str, init: np.ndarray, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--what", choices=("kmeans", "evolve", "autoanchor"), default="kmeans")
+    ap.add_argument("--what", choices=("kmeans", "evolve", "autoanchor", "fitness"), default="kmeans")
     ap.add_argument("--generations", type=int, default=200)
     ap.add_argument("--n", type=int, default=10_000_000)
     ap.add_argument("--max-iter", type=int, default=20)
@@ -138,7 +157,10 @@ def main() -> None:
     ap.add_argument("--mode")
     ap.add_argument("--modes", default="in_memory,dask1,dask2,out_of_core")
     ap.add_argument("--cache-bytes", type=int, default=1 << 30, help="the chunked modes' cache_bytes")
+    ap.add_argument("--weighted", action="store_true", help="weights in [1, 4] (evolve and fitness)")
     args = ap.parse_args()
+    if args.weighted and args.what not in ("evolve", "fitness"):
+        ap.error("--weighted goes with --what evolve or fitness (the chunked fits take no weights)")
     init = coco_like(100_000, seed=1)[:K].astype(np.float64)
     if args.init == "kmeans++" and os.path.exists(args.path):
         sample = np.array(np.load(args.path, mmap_mode="r")[:1_000_000])
@@ -150,15 +172,22 @@ def main() -> None:
         return
     if not os.path.exists(args.path) or np.load(args.path, mmap_mode="r").shape[0] != args.n:
         np.save(args.path, coco_like(args.n, seed=0))
+    if args.weighted:
+        wpath = _weights_path(args.path)
+        if not os.path.exists(wpath) or np.load(wpath, mmap_mode="r").shape[0] != args.n:
+            np.save(wpath, np.random.default_rng(2).integers(1, 5, args.n).astype(np.float64))
     setting = f"update = {args.update}, max_iter = {args.max_iter}, init = {args.init}"
     if args.what != "kmeans":
         setting = f"generations = {args.generations}"
+    if args.weighted:
+        setting += ", weighted"
     print(f"{args.what}: N = {args.n:,} COCO-like float32 boxes, k = {K}, {setting}")
     rows = []
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--mode", mode, "--path", args.path]
         cmd += ["--max-iter", str(args.max_iter), "--update", args.update, "--what", args.what, "--init", args.init]
         cmd += ["--generations", str(args.generations), "--cache-bytes", str(args.cache_bytes)]
+        cmd += ["--weighted"] if args.weighted else []
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
         print(rows[-1], flush=True)

@@ -455,7 +455,7 @@ def test_autoanchor_refuses_a_sample_with_too_few_distinct_boxes():
 def test_search_errors():
     wh = tied_boxes(5, 100)
     with pytest.raises(ValueError, match="sample_weight is not supported"):
-        ooc.evolve_anchors(wh[:3], wh, sample_weight=np.ones(100))
+        ooc.autoanchor(wh, 3, sample_weight=np.ones(100))
     with pytest.raises(ValueError, match="objective"):
         ooc.evolve_anchors(wh[:3], wh, objective="map")
     with pytest.raises(ValueError, match="n_init must be >= 1"):

@@ -79,7 +79,7 @@ def test_errors_as_in_memory():
     with pytest.raises(ValueError, match=r"the first is row 2500: \[nan, nan\]"):
         fd.kmeans_iou(x, 3, init=wh[:3], scheduler="sync")
     with pytest.raises(ValueError, match="sample_weight is not supported"):
-        fd.avg_iou(wh[:3], x, sample_weight=np.ones(3000))
+        fd.kmeans_iou(x, 3, sample_weight=np.ones(3000), scheduler="sync")
     with pytest.raises(ValueError, match="must have shape"):
         fd.avg_iou(wh[:3], da.ones((10, 3)))
 

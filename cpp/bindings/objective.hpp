@@ -27,7 +27,9 @@ struct SearchLayout {
     fa::TiledBoxes T;
 };
 
-inline std::shared_ptr<SearchLayout> search_layout(const py::array& wh_in, const py::object& weights, int n_threads) {
+// top: the weights' scale (0: their largest; a chunk's layout takes the largest of all chunks).
+inline std::shared_ptr<SearchLayout> search_layout(const py::array& wh_in, const py::object& weights, int n_threads,
+                                                   double top = 0.0) {
     py::object keep;
     const fa::BoxRows rows = box_rows(wh_in, keep);
     const py::array wh = py::reinterpret_borrow<py::array>(keep);
@@ -40,8 +42,8 @@ inline std::shared_ptr<SearchLayout> search_layout(const py::array& wh_in, const
     {
         py::gil_scoped_release release;
         const fa::PollScope poll(mon);  // Ctrl-C between blocks of the sort
-        L->T = rows.f32 ? fa::TiledBoxes::make(rows.f32, wptr, n, n_threads)
-                        : fa::TiledBoxes::make(rows.f64, wptr, n, n_threads);
+        L->T = rows.f32 ? fa::TiledBoxes::make(rows.f32, wptr, n, n_threads, top)
+                        : fa::TiledBoxes::make(rows.f64, wptr, n, n_threads, top);
     }
     return L;
 }

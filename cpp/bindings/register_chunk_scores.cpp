@@ -22,58 +22,84 @@
 namespace fastanchor_py {
 namespace {
 
-// The chunk's share of the average IoU as the in-memory sums see it: the in-memory mean adds the
-// best IoUs in order within each global chunk of kChunk rows, then the chunks' sums in order. For
-// the chunk's rows [offset, offset + n) of n_total rows: `ids`, the global chunks it touches;
-// `sums`, the in-order sum of each global chunk it holds whole (NaN for the others); `parts`, the
-// best IoUs of the rows of each global chunk it holds in part (empty arrays for whole ones).
-py::dict chunk_avg_iou(const py::array& wh, const Array& anchors, std::int64_t offset, std::int64_t n_total) {
+// The chunk's share of the average IoU as the in-memory sums see it: the in-memory mean adds, in
+// order within each global chunk of kChunk rows, the best IoUs (times the weights, and the weights
+// themselves, when weighted), then the chunks' sums in order. For the chunk's rows
+// [offset, offset + n) of n_total rows: `ids`, the global chunks it touches; `sums` (and
+// `weight_sums`, when weighted), the in-order sums of each global chunk it holds whole (NaN for the
+// others); `parts` (and `part_weights`), the terms of the rows of each global chunk it holds in
+// part (empty arrays for whole ones). weights: the chunk's n weights, scaled as the in-memory
+// functions scale them, or None.
+py::dict chunk_avg_iou(const py::array& wh, const Array& anchors, std::int64_t offset, std::int64_t n_total,
+                       const py::object& weights) {
     py::object keep;
     const fa::BoxRows rows = box_rows(wh, keep);
     checked_anchors(anchors, "anchors");
     const auto n = static_cast<fa::index_t>(wh.shape(0));
     if (offset < 0 || n_total < offset + n) throw py::value_error("need 0 <= offset and offset + len(wh) <= n_total");
+    Array wt;
+    const double* wptr = weights_of(weights, n, wt);
     const fa::WhSet A = to_whset(anchors);
     std::vector<double> q;
     {
         py::gil_scoped_release release;
         q = best_ious(rows, n, A);
+        if (wptr)
+            for (fa::index_t i = 0; i < n; ++i) q[static_cast<std::size_t>(i)] *= wptr[i];
     }
     const fa::index_t K = fa::kChunk;
     const fa::index_t first = n > 0 ? offset / K : 0, last = n > 0 ? (offset + n - 1) / K : -1;
     const auto segs = static_cast<py::ssize_t>(last - first + 1);
     py::array_t<std::int64_t> ids(segs);
-    py::array_t<double> sums(segs);
-    py::list parts;
+    py::array_t<double> sums(segs), weight_sums(segs);
+    py::list parts, part_weights;
     for (fa::index_t c = first; c <= last; ++c) {
         const fa::index_t cb = c * K, ce = std::min<fa::index_t>(cb + K, n_total);
         const fa::index_t b = std::max<fa::index_t>(cb, offset), e = std::min<fa::index_t>(ce, offset + n);
         ids.mutable_data()[c - first] = c;
         if (b == cb && e == ce) {
-            double s = 0.0;
-            for (fa::index_t i = b; i < e; ++i) s += q[static_cast<std::size_t>(i - offset)];
+            // weighted_sums' order (iou.hpp): s += w * v and sw += w, box by box
+            double s = 0.0, sw = 0.0;
+            for (fa::index_t i = b; i < e; ++i) {
+                s += q[static_cast<std::size_t>(i - offset)];
+                if (wptr) sw += wptr[i - offset];
+            }
             sums.mutable_data()[c - first] = s;
+            weight_sums.mutable_data()[c - first] = sw;
             parts.append(py::array_t<double>(0));
+            part_weights.append(py::array_t<double>(0));
         } else {
             sums.mutable_data()[c - first] = std::nan("");
+            weight_sums.mutable_data()[c - first] = std::nan("");
             parts.append(py::array_t<double>(static_cast<py::ssize_t>(e - b), q.data() + (b - offset)));
+            part_weights.append(wptr ? py::array_t<double>(static_cast<py::ssize_t>(e - b), wptr + (b - offset))
+                                     : py::array_t<double>(0));
         }
     }
     py::dict d;
     d["ids"] = ids;
     d["sums"] = sums;
     d["parts"] = parts;
+    if (wptr) {
+        d["weight_sums"] = weight_sums;
+        d["part_weights"] = part_weights;
+    }
     return d;
 }
 
-// The chunk's fixed-point sums of YOLOv5's metrics (fitness/metrics.hpp), unit weights: rows (5, 2)
-// of (hi, lo) 128-bit integers for fitness, bpr, aat, avg_iou and the total weight. Sums of any
+// The chunk's fixed-point sums of YOLOv5's metrics (fitness/metrics.hpp): rows (5, 2) of (hi, lo)
+// 128-bit integers for fitness, bpr, aat, avg_iou and the total weight. weights: the chunk's n
+// weights (None: unit weights), divided by `top`, the largest weight of all chunks. Sums of any
 // chunks, in any order, are the in-memory sums.
-U64Array chunk_fitness(const py::array& wh_in, const Array& anchors_in, double thr) {
+U64Array chunk_fitness(const py::array& wh_in, const Array& anchors_in, double thr, const py::object& weights,
+                       double top) {
     const Array wh = aligned(wh_in).cast<Array>(), anchors = aligned(anchors_in).cast<Array>();
     check_rows(wh, "wh", 2);
     checked_anchors(anchors, "anchors");
     const auto n = static_cast<fa::index_t>(wh.shape(0));
+    Array wt;
+    const double* wptr = weights_of(weights, n, wt);
+    if (wptr && !(top > 0.0)) throw py::value_error("top must be positive");
     const int k = static_cast<int>(anchors.shape(0));
     const double *data = wh.data(), *adata = anchors.data();
     fa::fitdetail::ChunkMetrics s;
@@ -81,7 +107,7 @@ U64Array chunk_fitness(const py::array& wh_in, const Array& anchors_in, double t
         py::gil_scoped_release release;
         const fa::RatioAnchors R = fa::RatioAnchors::from_rows(adata, k);
         const fa::Threshold th(thr);
-        const fa::fitdetail::RowBoxes<double> src{data, nullptr, 1.0};
+        const fa::fitdetail::RowBoxes<double> src{data, wptr, wptr ? top : 1.0};
         for (fa::index_t b = 0; b < n; b += fa::kChunk) {
             fa::fitdetail::ChunkMetrics p;
             fa::fitdetail::metrics_chunk(src, b, std::min(n, b + fa::kChunk), R, th, p);
@@ -125,10 +151,11 @@ U64Array totals_array(const std::vector<fa::int128_t>& totals) {
 // (count, k, 2) on a chunk: (count, 2) rows of (hi, lo) 128-bit integers, each total / (n * 2^50)
 // the candidate's value on the chunk's rows; totals of any chunks, in any order, add up to the
 // in-memory search's totals. The chunk is either its rows, laid out in tiles for this call
-// (make_bucketed: cheap to build), or a layout from _search_layout; n_threads threads score it.
+// (make_bucketed: cheap to build; with weights, divided by `top` as chunk_fitness takes them,
+// make's layout), or a layout from _search_layout; n_threads threads score it.
 U64Array chunk_objective_batch(const py::object& wh_in, const py::object& layout, const py::array& cands_in,
                                const std::string& objective, double thr, double iou_thr, bool iou_weighted,
-                               int n_threads) {
+                               int n_threads, const py::object& weights, double top) {
     const Array cands = aligned(cands_in).cast<Array>();
     const std::vector<fa::RatioAnchors> R = candidates_of(cands);
     const fa::Objective ob = objective_of(objective, iou_thr, iou_weighted);
@@ -146,9 +173,13 @@ U64Array chunk_objective_batch(const py::object& wh_in, const py::object& layout
     check_rows(wh, "wh", 2);
     const auto n = static_cast<fa::index_t>(wh.shape(0));
     const double* data = wh.data();
+    Array wt;
+    const double* wptr = weights_of(weights, n, wt);
+    if (wptr && !(top > 0.0)) throw py::value_error("top must be positive");
     if (n > 0) {
         py::gil_scoped_release release;
-        const fa::TiledBoxes T = fa::TiledBoxes::make_bucketed(data, n);
+        const fa::TiledBoxes T =
+            wptr ? fa::TiledBoxes::make(data, wptr, n, n_threads, top) : fa::TiledBoxes::make_bucketed(data, n);
         fa::objective_totals(T, R.data(), count, ob, thr, totals.data(), n_threads);
     }
     return totals_array(totals);
@@ -251,18 +282,39 @@ py::array chunk_kept_rows(const py::array& wh_in, double drop_below, py::ssize_t
                           " (did its rows change?)");
 }
 
+// The chunk's fixed-point total weight, sum of round(w / top * 2^50) (metrics.hpp's weight_total),
+// as one (hi, lo) pair: the totals of any chunks, in any order, add up to the in-memory total.
+U64Array chunk_weight_total(const Array& weights_in, double top) {
+    const Array weights = aligned(weights_in).cast<Array>();
+    if (weights.ndim() != 1) throw py::value_error("weights must be one-dimensional");
+    if (!(top > 0.0)) throw py::value_error("top must be positive");
+    const auto n = static_cast<fa::index_t>(weights.shape(0));
+    fa::int128_t total = 0;
+    if (n > 0) {
+        py::gil_scoped_release release;
+        total = fa::fitdetail::weight_total(weights.data(), n, top, 1);
+    }
+    U64Array out({py::ssize_t{1}, py::ssize_t{2}});
+    put_u128(out.mutable_data(), total);
+    return out;
+}
+
 }  // namespace
 
 void register_chunk_scores(py::module_& m) {
-    m.def("_chunk_avg_iou", &chunk_avg_iou, py::arg("wh"), py::arg("anchors"), py::arg("offset"), py::arg("n_total"));
+    m.def("_chunk_avg_iou", &chunk_avg_iou, py::arg("wh"), py::arg("anchors"), py::arg("offset"), py::arg("n_total"),
+          py::arg("weights") = py::none());
     m.def("_chunk_objective_batch", &chunk_objective_batch, py::arg("wh"), py::arg("layout"), py::arg("candidates"),
-          py::arg("objective"), py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"));
+          py::arg("objective"), py::arg("thr"), py::arg("iou_thr"), py::arg("iou_weighted"), py::arg("n_threads"),
+          py::arg("weights") = py::none(), py::arg("top") = 1.0);
     m.def("_chunk_scan_rows", &chunk_scan_rows, py::arg("wh"), py::arg("min_side"), py::arg("max_side"),
           py::arg("warn_below"), py::arg("drop_below"));
     m.def("_chunk_kept_rows", &chunk_kept_rows, py::arg("wh"), py::arg("drop_below"), py::arg("count"));
-    m.def("_chunk_fitness", &chunk_fitness, py::arg("wh"), py::arg("anchors"), py::arg("thr"));
+    m.def("_chunk_fitness", &chunk_fitness, py::arg("wh"), py::arg("anchors"), py::arg("thr"),
+          py::arg("weights") = py::none(), py::arg("top") = 1.0);
     m.def("_chunk_report", &chunk_report, py::arg("wh"), py::arg("anchor_sets"), py::arg("thr"), py::arg("iou_thr"),
           py::arg("iou_weighted"), py::arg("objectives"), py::arg("skip_below"));
+    m.def("_chunk_weight_total", &chunk_weight_total, py::arg("weights"), py::arg("top"));
 }
 
 }  // namespace fastanchor_py

@@ -264,7 +264,8 @@ void register_fitness(py::module_& m) {
     py::class_<SearchLayout, std::shared_ptr<SearchLayout>>(m, "_SearchLayout")
         .def_property_readonly("nbytes", [](const SearchLayout& L) { return L.T.nbytes(); })
         .def_property_readonly("n", [](const SearchLayout& L) { return L.T.size(); });
-    m.def("_search_layout", &search_layout, py::arg("wh"), py::arg("weights") = py::none(), py::arg("n_threads") = 1);
+    m.def("_search_layout", &search_layout, py::arg("wh"), py::arg("weights") = py::none(), py::arg("n_threads") = 1,
+          py::arg("top") = 0.0);
     m.def("_layout_metrics", &layout_metrics, py::arg("layout"), py::arg("anchors"), py::arg("thr"),
           py::arg("n_threads"));
     m.def("_layout_objective", &layout_objective, py::arg("layout"), py::arg("anchors"), py::arg("objective"),

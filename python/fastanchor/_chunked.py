@@ -151,6 +151,76 @@ class KeptOnDemand(OnDemand):
         return kept
 
 
+class WeightsOnDemand(OnDemand):
+    """Values [start, stop) of the weights held by one or more 1-D arrays, memmaps or ``.npy`` files
+    (``sources``: (array, path or None) in order), read when a task needs them."""
+
+    def __init__(self, sources: Sequence[Tuple[Any, Any]], start: int, stop: int) -> None:
+        self.sources, self.start, self.stop = sources, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def load(self) -> np.ndarray:
+        parts, offset = [], 0
+        for source, path in self.sources:
+            n = int(source.shape[0])
+            lo, hi = max(self.start, offset), min(self.stop, offset + n)
+            if lo < hi:
+                # mapped for this block only, as RowsOnDemand maps its rows
+                m = source if path is None else np.load(path, mmap_mode="r")
+                parts.append(np.array(m[lo - offset : hi - offset]))
+                del m
+            offset += n
+        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+
+
+class WeightedBlock:
+    """A chunk of rows with its weights (each an array or an OnDemand chunk): the tasks read the
+    rows by chunk_rows, and the weights by chunk_weights."""
+
+    __slots__ = ("rows", "weights")
+
+    def __init__(self, rows: Any, weights: Any) -> None:
+        self.rows, self.weights = rows, weights
+
+    def __len__(self) -> int:
+        return row_count(self.rows)
+
+
+def with_weights(task: Callable[..., Any], rows: Any, weights: Any, offset: int, *args: Any) -> Any:
+    """``task`` on a chunk of rows and its chunk of weights (a Dask task gets them apart)."""
+    return task(WeightedBlock(rows, weights), offset, *args)
+
+
+@dataclass(frozen=True)
+class WeightScale:
+    """How the chunks' weights are scaled as the in-memory functions scale them: ``top``, the
+    largest weight of all chunks, and ``scaled``, that weight after scaling (the kernels divide
+    the scaled weights by it)."""
+
+    top: float
+    scaled: float
+
+    @staticmethod
+    def of(top: float) -> WeightScale:
+        from ._validation import scaled_top
+
+        return WeightScale(float(top), scaled_top(top))
+
+
+def chunk_weights(block: Any, ws: WeightScale) -> np.ndarray:
+    """A WeightedBlock's weights as C-contiguous float64, scaled as the in-memory functions scale
+    them (validated by the first pass)."""
+    from ._validation import scale_weights
+
+    w = block.weights
+    if isinstance(w, OnDemand):
+        w = w.load()
+    out = np.array(w, dtype=np.float64, order="C", copy=True)
+    return scale_weights(out.reshape(-1), ws.top)
+
+
 class LoadedOnce(OnDemand):
     """Another OnDemand chunk, read at most once (for two tasks on the chunk)."""
 
@@ -180,11 +250,15 @@ def small_count(rows: np.ndarray, warn_below: float) -> int:
 
 def row_count(block: Any) -> int:
     """The number of rows of a chunk, without reading it."""
+    if isinstance(block, WeightedBlock):
+        block = block.rows
     return len(block) if isinstance(block, OnDemand) else int(np.shape(block)[0])
 
 
 def chunk_rows(block: Any) -> np.ndarray:
     """A chunk as a C-contiguous (n, 2) float32 or float64 array (other real dtypes as float64)."""
+    if isinstance(block, WeightedBlock):
+        block = block.rows
     if isinstance(block, OnDemand):
         block = block.load()
     arr = np.asarray(block)
@@ -236,6 +310,45 @@ def _scanned(rows: np.ndarray, offset: int, name: str, warn_below: float, drop_b
         )
     scan = {"n": rows.shape[0], "lo": list(got["lo"]), "hi": list(got["hi"]), "f32": f32}
     return scan, {"small": int(got["small"]), "kept": {offset: int(got["kept"])}}
+
+
+def task_scan_weighted(block: Any, offset: int, name: str) -> Partial:
+    """task_scan of a WeightedBlock's rows, and the check of its weights: their count, how many are
+    bad (not finite and non-negative) and the first of those (global index and value), and the
+    largest."""
+    from ._validation import weight_bad_values
+
+    scan = task_scan(block, offset, name)
+    w = block.weights
+    if isinstance(w, OnDemand):
+        w = w.load()
+    arr = np.asarray(w)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"sample_weight must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 1 or arr.shape[0] != scan["n"]:
+        raise ValueError(
+            f"sample_weight must have one value per box: its chunk of rows {offset} to {offset + scan['n'] - 1} "
+            f"holds {arr.shape[0] if arr.ndim == 1 else arr.shape} weights"
+        )
+    with np.errstate(all="ignore"):
+        values = arr.astype(np.float64)
+    bad = weight_bad_values(values)
+    first = None if bad.size == 0 else (offset + int(bad[0]), arr[int(bad[0])].item())
+    top = float(values.max()) if values.size and bad.size == 0 else 0.0
+    return {"scan": scan, "weights": {"bad": int(bad.size), "first": first, "top": top}}
+
+
+def merge_scan_weighted(a: Partial, b: Partial) -> Partial:
+    wa, wb = a["weights"], b["weights"]
+    firsts = [f for f in (wa["first"], wb["first"]) if f is not None]
+    return {
+        "scan": merge_scan(a["scan"], b["scan"]),
+        "weights": {
+            "bad": wa["bad"] + wb["bad"],
+            "first": min(firsts, key=lambda f: f[0]) if firsts else None,
+            "top": max(wa["top"], wb["top"]),
+        },
+    }
 
 
 def merge_scan(a: Partial, b: Partial) -> Partial:
@@ -670,12 +783,23 @@ def merge_worst(a: Partial, b: Partial) -> Partial:
 # Average IoU and YOLOv5's metrics.
 
 
-def task_avg_iou(block: Any, offset: int, anchors: np.ndarray, n_total: int) -> Partial:
+def task_avg_iou(
+    block: Any, offset: int, anchors: np.ndarray, n_total: int, ws: Optional[WeightScale] = None
+) -> Partial:
+    """The chunk's sums of the blocks of K_CHUNK rows it holds whole (best IoU times weight, and
+    weight), and the terms of the rows of the blocks it holds in part."""
     rows = chunk_rows(block)
-    out = _core._chunk_avg_iou(wh=rows, anchors=anchors, offset=offset, n_total=n_total)
-    whole = {int(c): float(s) for c, s, p in zip(out["ids"], out["sums"], out["parts"]) if p.size == 0}
-    parts = {int(c): [(offset, p)] for c, s, p in zip(out["ids"], out["sums"], out["parts"]) if p.size > 0}
-    return {"whole": whole, "parts": parts}
+    w = None if ws is None else chunk_weights(block, ws)
+    out = _core._chunk_avg_iou(wh=rows, anchors=anchors, offset=offset, n_total=n_total, weights=w)
+    ids, sums, parts = out["ids"].tolist(), out["sums"].tolist(), out["parts"]
+    if w is None:
+        whole = {c: (s, None) for c, s, p in zip(ids, sums, parts) if p.size == 0}
+        cut = {c: [(offset, p, None)] for c, p in zip(ids, parts) if p.size > 0}
+    else:
+        dens, pws = out["weight_sums"].tolist(), out["part_weights"]
+        whole = {c: (s, d) for c, s, d, p in zip(ids, sums, dens, parts) if p.size == 0}
+        cut = {c: [(offset, p, pw)] for c, p, pw in zip(ids, parts, pws) if p.size > 0}
+    return {"whole": whole, "parts": cut}
 
 
 def merge_avg_iou(a: Partial, b: Partial) -> Partial:
@@ -686,37 +810,48 @@ def merge_avg_iou(a: Partial, b: Partial) -> Partial:
 
 
 def finish_avg_iou(part: Partial, n: int) -> float:
-    """The in-memory average: best IoUs summed in order within each block of K_CHUNK rows, then
-    the blocks' sums (and counts) in block order."""
+    """The in-memory average: best IoUs (times the weights, and the weights, when weighted) summed
+    in order within each block of K_CHUNK rows, then the blocks' sums (and counts, for unit
+    weights) in block order."""
     blocks = (n + K_CHUNK - 1) // K_CHUNK
     s = sw = 0.0
     for c in range(blocks):
         size = min(K_CHUNK, n - c * K_CHUNK)
         if c in part["whole"]:
-            num = part["whole"][c]
+            num, den = part["whole"][c]
         else:
-            num = 0.0
-            for _, values in sorted(part["parts"][c], key=lambda t: t[0]):
+            num, den = 0.0, None
+            for _, values, weights in sorted(part["parts"][c], key=lambda t: t[0]):
                 for v in values.tolist():
                     num += v
+                if weights is not None:
+                    den = 0.0 if den is None else den
+                    for x in weights.tolist():
+                        den += x
         s += num
-        sw += float(size)
+        sw += float(size) if den is None else den
     return s / sw
 
 
-def task_fitness(block: Any, offset: int, anchors: np.ndarray, thr: float) -> Partial:
+def task_fitness(block: Any, offset: int, anchors: np.ndarray, thr: float, ws: Optional[WeightScale] = None) -> Partial:
     rows = chunk_rows(block).astype(np.float64, copy=False)
-    return {"sums": _u128(_core._chunk_fitness(wh=rows, anchors=anchors, thr=thr))}
+    if ws is None:
+        return {"sums": _u128(_core._chunk_fitness(wh=rows, anchors=anchors, thr=thr))}
+    w = chunk_weights(block, ws)
+    return {"sums": _u128(_core._chunk_fitness(wh=rows, anchors=anchors, thr=thr, weights=w, top=ws.scaled))}
 
 
 def merge_fitness(a: Partial, b: Partial) -> Partial:
     return {"sums": [x + y for x, y in zip(a["sums"], b["sums"])]}
 
 
-def finish_fitness(part: Partial, n: int) -> Tuple[float, float, float, float]:
+def finish_fitness(part: Partial, n: int, k: Optional[int] = None) -> Tuple[float, float, float, float]:
+    """(fitness, bpr, aat, avg_iou) from the merged sums of n boxes; with ``k``, the number of
+    anchors, of weighted boxes (aat's terms are then fixed point too)."""
     fit, bpr, aat, iou, den = part["sums"]
     d = float(den)
-    return float(fit) / d, float(bpr) / d, float(aat) / float(n), float(iou) / d
+    aat_value = float(aat) / float(n) if k is None else float(aat) * k / d
+    return float(fit) / d, float(bpr) / d, aat_value, float(iou) / d
 
 
 # --------------------------------------------------------------------------------------------
@@ -817,9 +952,16 @@ class LocalExecutor:
     task_threads = 1
 
     def __init__(
-        self, arrays: Sequence[Any], block_rows: int, workers: int = 1, paths: Optional[Sequence[Any]] = None
+        self,
+        arrays: Sequence[Any],
+        block_rows: int,
+        workers: int = 1,
+        paths: Optional[Sequence[Any]] = None,
+        weights: Optional[Sequence[Tuple[Any, Any]]] = None,
     ) -> None:
         self.arrays = list(arrays)
+        # The weights' 1-D arrays and the .npy files they were opened from (None: unit weights).
+        self.weights = None if weights is None else list(weights)
         self.block_rows = int(block_rows)
         self.workers = max(1, int(workers))
         self.n = int(sum(a.shape[0] for a in self.arrays))
@@ -830,7 +972,12 @@ class LocalExecutor:
         offset = 0
         for a, path in zip(self.arrays, self.paths):
             for b in range(0, a.shape[0], self.block_rows):
-                yield RowsOnDemand(a, path, b, min(a.shape[0], b + self.block_rows)), offset + b
+                e = min(a.shape[0], b + self.block_rows)
+                rows = RowsOnDemand(a, path, b, e)
+                if self.weights is None:
+                    yield rows, offset + b
+                else:
+                    yield WeightedBlock(rows, WeightsOnDemand(self.weights, offset + b, offset + e)), offset + b
             offset += a.shape[0]
 
     def release(self, token: str) -> None:
@@ -887,6 +1034,26 @@ def scan(ex: Executor, name: str = "wh") -> Scan:
     return as_scan(ex.run(task_scan, (name,), merge_scan), name)
 
 
+def scan_weights(ex: Executor, weighted: bool, name: str = "wh") -> Tuple[Scan, Optional[WeightScale]]:
+    """scan, and for an executor of weighted chunks (``weighted``) the check of the weights, with
+    the in-memory functions' messages (values counted in the whole array), in the same pass: the
+    Scan and the weights' scale (None for unit weights)."""
+    if not weighted:
+        return scan(ex, name), None
+    part = ex.run(task_scan_weighted, (name,), merge_scan_weighted)
+    sc = as_scan(None if part is None else part["scan"], name)
+    w = part["weights"]
+    if w["bad"]:
+        index, value = w["first"]
+        raise ValueError(
+            f"sample_weight has {w['bad']} bad value{'s' if w['bad'] > 1 else ''}: weights must be finite and "
+            f"non-negative; the first is index {index}: {value!r}"
+        )
+    if not w["top"] > 0:
+        raise ValueError("sample_weight must have at least one positive weight")
+    return sc, WeightScale.of(w["top"])
+
+
 def as_scan(s: Optional[Partial], name: str) -> Scan:
     """The Scan of merged task_scan partials (None: no chunk)."""
     if s is None or s["n"] == 0:
@@ -903,8 +1070,9 @@ def as_cache_bytes(cache_bytes: Any) -> int:
 def no_weights(sample_weight: Any) -> None:
     if sample_weight is not None:
         raise ValueError(
-            "sample_weight is not supported by the chunked functions (their exact sums are for unit "
-            "weights); use the in-memory functions for weighted boxes"
+            "sample_weight is not supported by the chunked k-means and autoanchor (their exact sums are for "
+            "unit weights); avg_iou, anchor_fitness and evolve_anchors take weights, and the in-memory "
+            "functions take them everywhere"
         )
 
 
@@ -1051,12 +1219,15 @@ def fit(
     return best
 
 
-def avg_iou(ex: Executor, anchors: np.ndarray, n: int) -> float:
-    return finish_avg_iou(ex.run(task_avg_iou, (anchors, n), merge_avg_iou), n)
+def avg_iou(ex: Executor, anchors: np.ndarray, n: int, ws: Optional[WeightScale] = None) -> float:
+    return finish_avg_iou(ex.run(task_avg_iou, (anchors, n, ws), merge_avg_iou), n)
 
 
-def fitness(ex: Executor, anchors: np.ndarray, thr: float, n: int) -> Tuple[float, float, float, float]:
-    return finish_fitness(ex.run(task_fitness, (anchors, thr), merge_fitness), n)
+def fitness(
+    ex: Executor, anchors: np.ndarray, thr: float, n: int, ws: Optional[WeightScale] = None
+) -> Tuple[float, float, float, float]:
+    part = ex.run(task_fitness, (anchors, thr, ws), merge_fitness)
+    return finish_fitness(part, n, None if ws is None else int(anchors.shape[0]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1128,23 +1299,28 @@ class ChunkCache:
         self._bytes[token] = used + need
         return True
 
-    def layout(self, token: str, budget: int, offset: int, block: Any, threads: int) -> Any:
-        """The search's layout of the chunk at ``offset`` (built now from the block's rows if its
-        bytes fit), or None."""
+    def layout(
+        self, token: str, budget: int, offset: int, block: Any, threads: int, ws: Optional[WeightScale] = None
+    ) -> Any:
+        """The search's layout of the chunk at ``offset`` (built now from the block's rows, and
+        weights scaled by ``ws``, if its bytes fit), or None."""
         n = row_count(block)
         if n == 0:
             return None
         key = ("layout", token, offset, n)
         # Reserved before the rows are read: as doubles (a float32 chunk's layout takes 9 bytes per
         # box, and the reservation is trimmed to it once built) and eight doubles per tile of 64.
-        need = n * 17
+        need = n * (17 if ws is None else 25)
         with self._lock:
             if key in self._items:
                 return self._items[key][0]
             if not self._reserve(token, budget, need):
                 return None
         rows = chunk_rows(block)
-        layout = _core._search_layout(wh=rows, n_threads=threads)
+        if ws is None:
+            layout = _core._search_layout(wh=rows, n_threads=threads)
+        else:
+            layout = _core._search_layout(wh=rows, weights=chunk_weights(block, ws), n_threads=threads, top=ws.scaled)
         with self._lock:
             if token not in self._bytes:  # dropped meanwhile
                 return layout
@@ -1265,11 +1441,14 @@ def task_objective_batch(
     iou_weighted: bool,
     threads: int,
     cache: Optional[Tuple[str, int]] = None,
+    ws: Optional[WeightScale] = None,
 ) -> Partial:
     """The chunk's totals of the objective for every candidate; with ``cache`` (a search's token
-    and budget in bytes), on the chunk's cached layout when there is room for it."""
-    layout = CACHE.layout(cache[0], cache[1], offset, block, threads) if cache is not None else None
+    and budget in bytes), on the chunk's cached layout when there is room for it. ``ws``: the
+    weights' scale (None: unit weights)."""
+    layout = CACHE.layout(cache[0], cache[1], offset, block, threads, ws) if cache is not None else None
     rows = None if layout is not None else chunk_rows(block).astype(np.float64, copy=False)
+    weights = None if ws is None or layout is not None else chunk_weights(block, ws)
     out = _core._chunk_objective_batch(
         wh=rows,
         layout=layout,
@@ -1279,8 +1458,23 @@ def task_objective_batch(
         iou_thr=iou_thr,
         iou_weighted=iou_weighted,
         n_threads=threads,
+        weights=weights,
+        top=1.0 if ws is None else ws.scaled,
     )
     return {"totals": _u128(out)}
+
+
+def task_weight_total(block: Any, offset: int, ws: WeightScale) -> Partial:
+    """The chunk's fixed-point total weight (the objectives' denominator is the sum)."""
+    return {"totals": _u128(_core._chunk_weight_total(weights=chunk_weights(block, ws), top=ws.scaled))}
+
+
+def weight_total(ex: Executor, n: int, ws: Optional[WeightScale]) -> int:
+    """The fixed-point total weight of all chunks, sum of round(w / top * 2**50): one pass
+    (n * 2**50 for unit weights, without one)."""
+    if ws is None:
+        return n * FIX_SCALE
+    return int(ex.run(task_weight_total, (ws,), merge_totals)["totals"][0])
 
 
 def merge_totals(a: Partial, b: Partial) -> Partial:
@@ -1296,16 +1490,19 @@ def objective_values(
     iou_thr: float,
     iou_weighted: bool,
     cache: Optional[Tuple[str, int]] = None,
+    ws: Optional[WeightScale] = None,
+    denom_fixed: Optional[int] = None,
 ) -> np.ndarray:
     """The objective of every candidate set (count, k, 2) on the rows: one pass (with ``cache``,
-    a search's token and budget, on the chunks' cached layouts)."""
+    a search's token and budget, on the chunks' cached layouts). Weighted rows (``ws``) need
+    their fixed-point total weight, ``denom_fixed`` (weight_total)."""
     threads = getattr(ex, "task_threads", 1)
     part = ex.run(
         task_objective_batch,
-        (np.ascontiguousarray(cands, dtype=np.float64), objective, thr, iou_thr, iou_weighted, threads, cache),
+        (np.ascontiguousarray(cands, dtype=np.float64), objective, thr, iou_thr, iou_weighted, threads, cache, ws),
         merge_totals,
     )
-    denom = float(n * FIX_SCALE)
+    denom = float(n * FIX_SCALE if denom_fixed is None else denom_fixed)
     return np.array([float(t) / denom for t in part["totals"]])
 
 
@@ -1363,11 +1560,12 @@ def evolve(
     callback: Any,
     desc: str,
     cache_bytes: int = 0,
+    ws: Optional[WeightScale] = None,
 ) -> Any:
-    """The in-memory search (fastanchor.evolve_anchors without weights, scale or grid) with its
-    candidates scored by passes over the chunks: the same EvolveResult, bit for bit. Each process
-    keeps the layouts of the chunks it scores, up to ``cache_bytes`` (when the executor can drop
-    them at the end: ``ex.release``)."""
+    """The in-memory search (fastanchor.evolve_anchors without scale or grid) with its candidates
+    scored by passes over the chunks: the same EvolveResult, bit for bit. Each process keeps the
+    layouts of the chunks it scores, up to ``cache_bytes`` (when the executor can drop them at the
+    end: ``ex.release``). ``ws``: the weights' scale, for weighted rows (WeightedBlock chunks)."""
     from ._evolve import RESTART_LENGTH, RESTART_SIGMA, _EvolveProgress, _extra_generations, _search_result
 
     extra = _extra_generations(s.budget, n, s.generations)
@@ -1376,8 +1574,10 @@ def evolve(
     release = getattr(ex, "release", None)
     cache = (uuid.uuid4().hex, cache_bytes) if cache_bytes > 0 and release is not None else None
 
+    denom = None if ws is None else weight_total(ex, n, ws)
+
     def score(cands: np.ndarray) -> np.ndarray:
-        return objective_values(ex, cands, n, s.objective, s.thr, s.iou_thr, s.iou_weighted, cache)
+        return objective_values(ex, cands, n, s.objective, s.thr, s.iou_thr, s.iou_weighted, cache, ws, denom)
 
     try:
         out = _core._evolve_scored(
@@ -1405,7 +1605,7 @@ def evolve(
             bar.close()
         if cache is not None and release is not None:
             release(cache[0])
-    _, bpr, aat, iou = fitness(ex, out["anchors"], s.thr, n)
+    _, bpr, aat, iou = fitness(ex, out["anchors"], s.thr, n, ws)
     return _search_result(out, bpr, aat, iou, s.objective)
 
 

@@ -130,11 +130,20 @@ def _chunk_worst(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], m: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...
 def _chunk_avg_iou(
-    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], offset: int, n_total: int
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    anchors: npt.NDArray[np.float64],
+    offset: int,
+    n_total: int,
+    weights: Optional[npt.NDArray[np.float64]] = None,
 ) -> dict[str, Any]: ...
 def _chunk_fitness(
-    wh: npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], thr: float
+    wh: npt.NDArray[np.float64],
+    anchors: npt.NDArray[np.float64],
+    thr: float,
+    weights: Optional[npt.NDArray[np.float64]] = None,
+    top: float = 1.0,
 ) -> npt.NDArray[np.uint64]: ...
+def _chunk_weight_total(weights: npt.NDArray[np.float64], top: float) -> npt.NDArray[np.uint64]: ...
 def _first_distinct(seq: npt.NDArray[np.int64], m: int) -> npt.NDArray[np.int64]: ...
 def _sorted_indices(a: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]: ...
 def _chunk_scan_rows(
@@ -167,6 +176,7 @@ def _search_layout(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
     weights: Optional[npt.NDArray[np.float64]] = None,
     n_threads: int = 1,
+    top: float = 0.0,
 ) -> _SearchLayout: ...
 def _layout_metrics(
     layout: _SearchLayout, anchors: npt.NDArray[np.float64], thr: float, n_threads: int
@@ -189,6 +199,8 @@ def _chunk_objective_batch(
     iou_thr: float,
     iou_weighted: bool,
     n_threads: int,
+    weights: Optional[npt.NDArray[np.float64]] = None,
+    top: float = 1.0,
 ) -> npt.NDArray[np.uint64]: ...
 def _evolve_scored(
     init: npt.NDArray[np.float64],

@@ -153,7 +153,7 @@ def as_weights(sample_weight: Any, n: int) -> Optional[np.ndarray]:
         raise ValueError(f"sample_weight must have shape ({n},) to match the boxes, got shape {arr.shape}")
     with np.errstate(all="ignore"):
         out = np.array(arr, dtype=np.float64, order="C", copy=True)  # private, as in as_wh
-        bad = np.flatnonzero(~(np.isfinite(out) & (out >= 0)))
+    bad = weight_bad_values(out)
     if bad.size:
         first = int(bad[0])
         raise ValueError(
@@ -163,6 +163,20 @@ def as_weights(sample_weight: Any, n: int) -> Optional[np.ndarray]:
     top = float(out.max())
     if not top > 0:
         raise ValueError("sample_weight must have at least one positive weight")
+    return scale_weights(out, top)
+
+
+def weight_bad_values(arr: np.ndarray) -> np.ndarray:
+    """The indices of the values of a weights array that are not finite and non-negative."""
+    with np.errstate(all="ignore"):
+        return np.flatnonzero(~(np.isfinite(arr) & (arr >= 0)))
+
+
+def scale_weights(out: np.ndarray, top: float) -> np.ndarray:
+    """Valid float64 weights (``out``, changed in place or returned anew) brought into range when
+    ``top``, the largest weight of all (also of other chunks of the same weights), lies outside
+    [2**-WEIGHT_EXP, 2**WEIGHT_EXP]: scaled by a power of two, and a positive weight that would
+    underflow to 0 kept at the smallest positive double."""
     if not 2.0**-WEIGHT_EXP <= top <= 2.0**WEIGHT_EXP:
         exponent = int(np.frexp(top)[1])
         positive = out > 0
@@ -170,6 +184,11 @@ def as_weights(sample_weight: Any, n: int) -> Optional[np.ndarray]:
             out = np.ldexp(out, -exponent)
         out[positive & (out == 0)] = np.nextafter(0.0, 1.0)
     return out
+
+
+def scaled_top(top: float) -> float:
+    """The largest weight after scale_weights, for the largest weight ``top``."""
+    return float(scale_weights(np.array([top], dtype=np.float64), top)[0])
 
 
 def as_int(x: Any, name: str, *, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:

@@ -21,7 +21,7 @@ indices are drawn).
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +37,7 @@ from ._evolve import (
 )
 from ._fitness import DEFAULT_IOU_THR, DEFAULT_THR, FitnessResult, as_anchors, as_thr
 from ._kmeans import KMeansResult
-from ._validation import SeedLike, as_int, as_wh, resolve_seed, resolve_threads
+from ._validation import SeedLike, as_int, as_real_array, as_wh, resolve_seed, resolve_threads
 
 __all__ = [
     "DEFAULT_BLOCK_ROWS",
@@ -53,6 +53,8 @@ __all__ = [
 DEFAULT_BLOCK_ROWS = 1 << 20
 
 Source = Union[str, "os.PathLike[str]", np.ndarray, Sequence[Union[str, "os.PathLike[str]", np.ndarray]]]
+#: One weight per row: an array-like, a memmap, a ``.npy`` path, or a list of those (in order).
+WeightSource = Union[str, "os.PathLike[str]", npt.ArrayLike, Sequence[Union[str, "os.PathLike[str]", np.ndarray]]]
 
 
 def open_rows(source: Any, name: str = "wh") -> List[np.ndarray]:
@@ -79,15 +81,41 @@ def open_rows(source: Any, name: str = "wh") -> List[np.ndarray]:
     return [one(source)]
 
 
-def _executor(source: Any, block_rows: Any, n_threads: Any = None) -> _chunked.LocalExecutor:
-    """The blocks of ``source``, run on ``n_threads`` threads (None: all)."""
+def open_weights(source: Any, n: int) -> List[Tuple[np.ndarray, Optional[str]]]:
+    """The 1-D arrays of ``source`` (an array, a memmap, the path of a ``.npy`` file or a list/tuple
+    of those, read in order as one array of ``n`` weights), each with the path it was opened from
+    (None for an array): checked for a real dtype and their total length, not yet for their values
+    (the first pass checks those)."""
+
+    def one(x: Any) -> Tuple[np.ndarray, Optional[str]]:
+        path = os.fspath(x) if isinstance(x, (str, os.PathLike)) else None
+        arr = np.load(path, mmap_mode="r") if path is not None else as_real_array(x, "sample_weight")
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"sample_weight must hold real numbers, got dtype {arr.dtype}")
+        if arr.ndim != 1:
+            raise ValueError(f"sample_weight must be one-dimensional, got shape {arr.shape}")
+        return arr, path
+
+    items = list(source) if isinstance(source, (list, tuple)) and source and not np.isscalar(source[0]) else [source]
+    parts = [one(x) for x in items]
+    total = sum(int(a.shape[0]) for a, _ in parts)
+    if total != n:
+        raise ValueError(f"sample_weight must have shape ({n},) to match the boxes, got shape ({total},)")
+    return parts
+
+
+def _executor(source: Any, block_rows: Any, n_threads: Any = None, sample_weight: Any = None) -> _chunked.LocalExecutor:
+    """The blocks of ``source`` (with the weights of ``sample_weight``, unless None), run on
+    ``n_threads`` threads (None: all)."""
     arrays = open_rows(source)
     items = list(source) if len(arrays) > 1 or isinstance(source, (list, tuple)) else [source]
     paths = [os.fspath(x) if isinstance(x, (str, os.PathLike)) else None for x in items]
     if len(paths) != len(arrays):  # a list of rows, not of sources
         paths = [None] * len(arrays)
     block = as_int(block_rows, "block_rows", minimum=1)
-    return _chunked.LocalExecutor(arrays, block, resolve_threads(n_threads), paths)
+    n = sum(int(a.shape[0]) for a in arrays)
+    weights = None if sample_weight is None else open_weights(sample_weight, n)
+    return _chunked.LocalExecutor(arrays, block, resolve_threads(n_threads), paths, weights)
 
 
 def _take_rows(ex: _chunked.LocalExecutor, index: Optional[np.ndarray]) -> np.ndarray:
@@ -176,17 +204,18 @@ def avg_iou(
     anchors: npt.ArrayLike,
     wh: Source,
     *,
-    sample_weight: None = None,
+    sample_weight: Optional[WeightSource] = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     n_threads: Optional[int] = None,
 ) -> float:
     """:func:`fastanchor.avg_iou` over rows read ``block_rows`` at a time (the same value, bit for
-    bit; unit weights only)."""
-    _chunked.no_weights(sample_weight)
+    bit). ``sample_weight``: one weight per row, as an array, a memmap, the path of a ``.npy``
+    file or a list of those (read in order, block by block like the rows); the first pass checks
+    them with the rows."""
     a = as_wh(anchors, "anchors")
-    ex = _executor(wh, block_rows, n_threads)
-    sc = _chunked.scan(ex)
-    return _chunked.avg_iou(ex, a, sc.n)
+    ex = _executor(wh, block_rows, n_threads, sample_weight)
+    sc, ws = _chunked.scan_weights(ex, sample_weight is not None)
+    return _chunked.avg_iou(ex, a, sc.n, ws)
 
 
 def anchor_fitness(
@@ -194,18 +223,17 @@ def anchor_fitness(
     wh: Source,
     *,
     thr: float = DEFAULT_THR,
-    sample_weight: None = None,
+    sample_weight: Optional[WeightSource] = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     n_threads: Optional[int] = None,
 ) -> FitnessResult:
     """:func:`fastanchor.anchor_fitness` over rows read ``block_rows`` at a time (the same values,
-    bit for bit; unit weights only)."""
-    _chunked.no_weights(sample_weight)
+    bit for bit). ``sample_weight`` as in :func:`avg_iou`."""
     a = as_anchors(anchors)
     t = as_thr(thr)
-    ex = _executor(wh, block_rows, n_threads)
-    sc = _chunked.scan(ex)
-    fit, bpr, aat, iou = _chunked.fitness(ex, a, t, sc.n)
+    ex = _executor(wh, block_rows, n_threads, sample_weight)
+    sc, ws = _chunked.scan_weights(ex, sample_weight is not None)
+    fit, bpr, aat, iou = _chunked.fitness(ex, a, t, sc.n, ws)
     return FitnessResult(fitness=fit, bpr=bpr, aat=aat, avg_iou=iou, thr=t)
 
 
@@ -224,7 +252,7 @@ def evolve_anchors(
     iou_thr: float = DEFAULT_IOU_THR,
     iou_weighted: bool = False,
     budget: int = 0,
-    sample_weight: None = None,
+    sample_weight: Optional[WeightSource] = None,
     seed: SeedLike = None,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     cache_bytes: int = _chunked.DEFAULT_CACHE_BYTES,
@@ -234,16 +262,17 @@ def evolve_anchors(
 ) -> EvolveResult:
     """:func:`fastanchor.evolve_anchors` over rows read ``block_rows`` at a time: every pass
     scores a batch of ``batch`` candidates on all rows, and the result is the in-memory search's
-    from the same seed, bit for bit (unit weights; no ``scale`` or ``grid``).
+    from the same seed, bit for bit (no ``scale`` or ``grid``). ``sample_weight`` as in
+    :func:`avg_iou` (weighted, the search takes one more pass, for the total weight).
 
     A pass reads the rows once, so the search reads them about ``generations / batch`` times (a
     larger ``batch`` means fewer passes; "yolov5" gives the same result for every batch size).
-    The layouts of the first blocks (9 bytes per float32 box, 17 per float64 one) are kept for the
+    The layouts of the first blocks (9 bytes per float32 box, 17 per float64 one, 8 more when
+    weighted) are kept for the
     later passes, up to ``cache_bytes`` (default 1 GiB; 0: none); the other blocks are laid out
     again in every pass.
     Ctrl-C stops the search between blocks.
     """
-    _chunked.no_weights(sample_weight)
     a = as_anchors(anchors)
     s = _chunked.check_search(
         thr,
@@ -259,10 +288,10 @@ def evolve_anchors(
         budget,
         callback,
     )
-    ex = _executor(wh, block_rows, n_threads)
-    sc = _chunked.scan(ex)
+    ex = _executor(wh, block_rows, n_threads, sample_weight)
+    sc, ws = _chunked.scan_weights(ex, sample_weight is not None)
     cache = _chunked.as_cache_bytes(cache_bytes)
-    return _chunked.evolve(ex, sc.n, a, s, resolve_seed(seed), progress, callback, "evolve_anchors", cache)
+    return _chunked.evolve(ex, sc.n, a, s, resolve_seed(seed), progress, callback, "evolve_anchors", cache, ws)
 
 
 def autoanchor(

@@ -38,22 +38,23 @@ def _is_path_list(x: Any) -> bool:
 
 
 def _read_rows(path: str, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of a .npy file, read where the task runs."""
+    """Rows [start, stop) of a .npy file (of boxes, or of weights), read where the task runs."""
     return np.array(np.load(path, mmap_mode="r")[start:stop])
 
 
 def _lazy_rows(item: Any, arr: np.ndarray, block_rows: int) -> da.Array:
-    """The rows of one source as a dask array: a .npy path as tasks that each read one block of it
-    where they run (only the path travels to the workers), an array as it is."""
+    """The rows (or weights) of one source as a dask array: a .npy path as tasks that each read one
+    block of it where they run (only the path travels to the workers), an array as it is."""
+    chunks = (block_rows,) + arr.shape[1:]
     if not isinstance(item, (str, os.PathLike)):
-        return da.from_array(arr, chunks=(block_rows, 2))
+        return da.from_array(arr, chunks=chunks)
     path, n = os.fspath(item), arr.shape[0]
     if n == 0:
-        return da.from_array(np.asarray(arr), chunks=(block_rows, 2))
+        return da.from_array(np.asarray(arr), chunks=chunks)
     parts = [
         da.from_delayed(
             dask.delayed(_read_rows, pure=True)(path, b, min(n, b + block_rows)),
-            shape=(min(n, b + block_rows) - b, 2),
+            shape=(min(n, b + block_rows) - b,) + arr.shape[1:],
             dtype=arr.dtype,
         )
         for b in range(0, n, block_rows)
@@ -61,13 +62,19 @@ def _lazy_rows(item: Any, arr: np.ndarray, block_rows: int) -> da.Array:
     return da.concatenate(parts)
 
 
-def as_dask_rows(wh: Any, columns: Sequence[str] = ("w", "h"), block_rows: int = DEFAULT_BLOCK_ROWS) -> da.Array:
+def as_dask_rows(
+    wh: Any,
+    columns: Sequence[str] = ("w", "h"),
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    lengths: Optional[Tuple[int, ...]] = None,
+) -> da.Array:
     """``wh`` as a dask array of shape (N, 2) with one chunk along the columns and known row
     chunks: a dask array (rechunked along the columns only), a Dask DataFrame (its ``columns``,
     width then height), or what :func:`fastanchor.out_of_core.open_rows` reads (an array, a memmap,
     the path of a ``.npy`` file or a list of them), cut into chunks of ``block_rows`` rows. A
     ``.npy`` path becomes tasks that each read one chunk of the file where they run, so only the
-    path travels to the workers (the file must be readable there)."""
+    path travels to the workers (the file must be readable there). ``lengths``: a DataFrame's
+    partition lengths, when known (else computed)."""
     if _is_dataframe(wh):
         cols = list(columns)
         if len(cols) != 2:
@@ -75,7 +82,7 @@ def as_dask_rows(wh: Any, columns: Sequence[str] = ("w", "h"), block_rows: int =
         missing = [c for c in cols if c not in wh.columns]
         if missing:
             raise ValueError(f"the DataFrame has no column {missing[0]!r} (columns: {list(wh.columns)})")
-        x = wh[cols].to_dask_array(lengths=True)
+        x = wh[cols].to_dask_array(lengths=lengths if lengths is not None else True)
     elif isinstance(wh, da.Array):
         x = wh
     else:
@@ -91,6 +98,47 @@ def as_dask_rows(wh: Any, columns: Sequence[str] = ("w", "h"), block_rows: int =
     if len(x.chunks[1]) != 1:
         x = x.rechunk({1: 2})
     return x
+
+
+def as_dask_inputs(
+    wh: Any, sample_weight: Any, columns: Sequence[str] = ("w", "h"), block_rows: int = DEFAULT_BLOCK_ROWS
+) -> Tuple[da.Array, Optional[da.Array]]:
+    """The rows as as_dask_rows gives them, and ``sample_weight`` (None: unit weights) as a 1-D
+    dask array chunked as the rows: a dask array or Series, the name of a column of ``wh`` when it
+    is a Dask DataFrame, or what :func:`fastanchor.out_of_core.open_weights` reads (an array, a
+    memmap, the path of a ``.npy`` file or a list of them; a path becomes tasks that read it where
+    they run). Their values are checked by the first pass."""
+    if sample_weight is None:
+        return as_dask_rows(wh, columns, block_rows), None
+    if isinstance(sample_weight, str) and _is_dataframe(wh):
+        if sample_weight not in wh.columns:
+            raise ValueError(f"the DataFrame has no column {sample_weight!r} (columns: {list(wh.columns)})")
+        lengths = tuple(int(n) for n in wh.map_partitions(len).compute())
+        x = as_dask_rows(wh, columns, block_rows, lengths)
+        w = wh[sample_weight].to_dask_array(lengths=lengths)
+    else:
+        x = as_dask_rows(wh, columns, block_rows)
+        dd = sys.modules.get("dask.dataframe")
+        if dd is not None and isinstance(sample_weight, dd.Series):
+            w = sample_weight.to_dask_array(lengths=True)
+        elif isinstance(sample_weight, da.Array):
+            w = sample_weight
+        else:
+            from ..out_of_core import open_weights
+
+            parts = open_weights(sample_weight, int(x.shape[0]))
+            w = da.concatenate([_lazy_rows(path or a, a, block_rows) for a, path in parts])
+    if w.ndim != 1:
+        raise ValueError(f"sample_weight must be one-dimensional, got shape {w.shape}")
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"sample_weight must hold real numbers, got dtype {w.dtype}")
+    if any(np.isnan(c) for c in w.chunks[0]):
+        w = w.compute_chunk_sizes()
+    if w.shape[0] != x.shape[0]:
+        raise ValueError(f"sample_weight must have shape ({x.shape[0]},) to match the boxes, got shape {w.shape}")
+    if w.chunks[0] != x.chunks[0]:
+        w = w.rechunk((x.chunks[0],))
+    return x, w
 
 
 def _default_client() -> Any:
@@ -128,6 +176,8 @@ def _held_runs(
     runs: List[Tuple[int, Any]] = []
     last = None
     for block, (i, offset, chunk_args) in zip(blocks, meta):
+        if isinstance(block, tuple):  # rows and weights
+            block = _chunked.WeightedBlock(*block)
         part = task(block, offset, *chunk_args)
         if last is not None and i == last + 1:
             runs[-1] = (runs[-1][0], merge(runs[-1][1], part))
@@ -146,8 +196,14 @@ class DaskExecutor:
     #: Threads of the kernels that take a count: one per task (Dask runs the tasks in parallel).
     task_threads = 1
 
-    def __init__(self, x: da.Array, client: Any = None, scheduler: Any = None) -> None:
+    def __init__(
+        self, x: da.Array, client: Any = None, scheduler: Any = None, weights: Optional[da.Array] = None
+    ) -> None:
         self.x = x
+        # The weights, chunked as the rows (None: unit weights): a task gets each chunk of rows with
+        # its chunk of weights (_chunked.WeightedBlock).
+        self.weights = weights
+        self.wblocks = None if weights is None else list(weights.to_delayed().ravel())
         if client is None and scheduler is None:
             client = _default_client()
         self.client = client
@@ -170,10 +226,16 @@ class DaskExecutor:
         groups = self._groups
         if groups is not None:
             return self._run_held(groups, task, args, merge)
-        parts = [
-            dask.delayed(task)(b, off, *_chunked.chunk_args(args, off, size))
-            for b, off, size in zip(self.blocks, self.offsets, self.sizes)
-        ]
+        if self.wblocks is None:
+            parts = [
+                dask.delayed(task)(b, off, *_chunked.chunk_args(args, off, size))
+                for b, off, size in zip(self.blocks, self.offsets, self.sizes)
+            ]
+        else:
+            parts = [
+                dask.delayed(_chunked.with_weights)(task, b, wb, off, *_chunked.chunk_args(args, off, size))
+                for b, wb, off, size in zip(self.blocks, self.wblocks, self.offsets, self.sizes)
+            ]
         return self.compute(_tree(parts, merge))
 
     def _held_groups(self) -> Optional[List[List[int]]]:
@@ -187,11 +249,17 @@ class DaskExecutor:
         from distributed import futures_of
 
         futures = {f.key: f for f in futures_of(self.x)}
-        held = [futures.get(b.key) for b in self.blocks]
+        held: List[Any] = [futures.get(b.key) for b in self.blocks]
         if any(f is None for f in held):
             return None
+        if self.weights is not None and self.wblocks is not None:  # both persisted: pairs of futures
+            wfutures = {f.key: f for f in futures_of(self.weights)}
+            wheld = [wfutures.get(b.key) for b in self.wblocks]
+            if any(f is None for f in wheld):
+                return None
+            held = [(f, g) for f, g in zip(held, wheld)]
         self._held = held
-        who = self.client.who_has(held)
+        who = self.client.who_has([h[0] if isinstance(h, tuple) else h for h in held])
         threads = self.client.nthreads()
         by_worker: Dict[str, List[int]] = {}
         for i, b in enumerate(self.blocks):
@@ -318,18 +386,21 @@ def avg_iou(
     anchors: npt.ArrayLike,
     wh: Any,
     *,
-    sample_weight: None = None,
+    sample_weight: Any = None,
     client: Any = None,
     scheduler: Any = None,
     columns: Sequence[str] = ("w", "h"),
 ) -> float:
-    """:func:`fastanchor.avg_iou` over a dask array or DataFrame (the same value, bit for bit;
-    unit weights only)."""
-    _chunked.no_weights(sample_weight)
+    """:func:`fastanchor.avg_iou` over a dask array or DataFrame (the same value, bit for bit).
+
+    ``sample_weight``: one weight per box, as a 1-D dask array or Series (rechunked as the rows),
+    the name of a column of the DataFrame ``wh``, or a numpy array or ``.npy`` path(s); the first
+    pass checks the weights with the rows, with the in-memory function's messages."""
     a = as_wh(anchors, "anchors")
-    ex = DaskExecutor(as_dask_rows(wh, columns), client, scheduler)
-    sc = _chunked.scan(ex)
-    return _chunked.avg_iou(ex, a, sc.n)
+    x, w = as_dask_inputs(wh, sample_weight, columns)
+    ex = DaskExecutor(x, client, scheduler, w)
+    sc, ws = _chunked.scan_weights(ex, w is not None)
+    return _chunked.avg_iou(ex, a, sc.n, ws)
 
 
 def anchor_fitness(
@@ -337,19 +408,19 @@ def anchor_fitness(
     wh: Any,
     *,
     thr: float = DEFAULT_THR,
-    sample_weight: None = None,
+    sample_weight: Any = None,
     client: Any = None,
     scheduler: Any = None,
     columns: Sequence[str] = ("w", "h"),
 ) -> FitnessResult:
     """:func:`fastanchor.anchor_fitness` over a dask array or DataFrame (the same values, bit for
-    bit; unit weights only)."""
-    _chunked.no_weights(sample_weight)
+    bit). ``sample_weight`` as in :func:`avg_iou`."""
     a = as_anchors(anchors)
     t = as_thr(thr)
-    ex = DaskExecutor(as_dask_rows(wh, columns), client, scheduler)
-    sc = _chunked.scan(ex)
-    fit, bpr, aat, iou = _chunked.fitness(ex, a, t, sc.n)
+    x, w = as_dask_inputs(wh, sample_weight, columns)
+    ex = DaskExecutor(x, client, scheduler, w)
+    sc, ws = _chunked.scan_weights(ex, w is not None)
+    fit, bpr, aat, iou = _chunked.fitness(ex, a, t, sc.n, ws)
     return FitnessResult(fitness=fit, bpr=bpr, aat=aat, avg_iou=iou, thr=t)
 
 
@@ -368,7 +439,7 @@ def evolve_anchors(
     iou_thr: float = DEFAULT_IOU_THR,
     iou_weighted: bool = False,
     budget: int = 0,
-    sample_weight: None = None,
+    sample_weight: Any = None,
     seed: SeedLike = None,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     progress: bool = False,
@@ -380,16 +451,16 @@ def evolve_anchors(
     """:func:`fastanchor.evolve_anchors` over a dask array or DataFrame: every batch of ``batch``
     candidates is scored by one map-reduce over the chunks (exact fixed-point totals), so the
     result is the in-memory search's from the same seed, bit for bit, whatever the chunking and
-    the number of workers (unit weights; no ``scale`` or ``grid``).
+    the number of workers (no ``scale`` or ``grid``). ``sample_weight`` as in :func:`avg_iou`
+    (weighted, the search takes one more pass, for the total weight).
 
     The search runs about ``generations / batch`` map-reduces: a larger ``batch`` means fewer
     ("yolov5" gives the same result for every batch size). Each worker keeps the layouts of the
-    chunks it scores (9 bytes per float32 box, 17 per float64 one) up to ``cache_bytes`` (default
-    1 GiB; 0: none), so that the later passes do not lay them out again, and drops them when the
-    search ends.
+    chunks it scores (9 bytes per float32 box, 17 per float64 one, 8 more when weighted) up to
+    ``cache_bytes`` (default 1 GiB; 0: none), so that the later passes do not lay them out again,
+    and drops them when the search ends.
     ``client``, ``scheduler`` and ``columns`` as in :func:`kmeans_iou`.
     """
-    _chunked.no_weights(sample_weight)
     a = as_anchors(anchors)
     s = _chunked.check_search(
         thr,
@@ -405,10 +476,11 @@ def evolve_anchors(
         budget,
         callback,
     )
-    ex = DaskExecutor(as_dask_rows(wh, columns), client, scheduler)
-    sc = _chunked.scan(ex)
+    x, w = as_dask_inputs(wh, sample_weight, columns)
+    ex = DaskExecutor(x, client, scheduler, w)
+    sc, ws = _chunked.scan_weights(ex, w is not None)
     cache = _chunked.as_cache_bytes(cache_bytes)
-    return _chunked.evolve(ex, sc.n, a, s, resolve_seed(seed), progress, callback, "evolve_anchors (dask)", cache)
+    return _chunked.evolve(ex, sc.n, a, s, resolve_seed(seed), progress, callback, "evolve_anchors (dask)", cache, ws)
 
 
 def autoanchor(

@@ -72,12 +72,15 @@ struct TiledBoxes {
                static_cast<std::size_t>(n_tiles) * 8 * sizeof(double);
     }
 
-    // The layout of n rows wh (float or double) with optional weights (n values, null: unit).
+    // The layout of n rows wh (float or double) with optional weights (n values, null: unit),
+    // scaled by `top`: their largest when 0, else the largest weight of all the chunks a chunk's
+    // layout belongs to (then its om and denom are that chunk's share of the whole one's).
     template <class Row>
-    static TiledBoxes make(const Row* wh, const double* weights, index_t n, int n_threads = 1) {
+    static TiledBoxes make(const Row* wh, const double* weights, index_t n, int n_threads = 1, double top = 0.0) {
         TiledBoxes t;
         t.n = n;
-        const double top = weights ? fitdetail::largest_weight(weights, n, n_threads) : 1.0;
+        if (!weights) top = 1.0;
+        else if (!(top > 0.0)) top = fitdetail::largest_weight(weights, n, n_threads);
         t.denom = weights ? fitdetail::weight_total(weights, n, top, n_threads) : unit_denom(n);
         // Z-order key of 10-bit cells over the data's range of (log w, log h); the log is the
         // double's exponent and top mantissa bits (piecewise linear in log2, monotone). Only the
