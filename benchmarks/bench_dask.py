@@ -4,7 +4,7 @@ in one run; each mode runs in its own process, which reports its peak RSS.
 
     nice -n 10 python benchmarks/bench_dask.py [--what kmeans] [--n 10000000] [--max-iter 20]
         [--update median] [--init boxes] [--generations 200] [--modes in_memory,dask1,dask2,out_of_core]
-        [--cache-bytes 1073741824] [--weighted]
+        [--cache-bytes 1073741824] [--weighted] [--placement default]
 
 Modes: in_memory (the rows loaded, then fastanchor's function), dask1 and dask2 (the rows
 persisted on a LocalCluster of 1 or 2 worker processes), out_of_core (the .npy file, memory-mapped),
@@ -18,6 +18,8 @@ iterations, where the anchors move far), or k-means++ seeds (``--init kmeans++``
 return the same anchors, bit for bit; the script checks it. fitness: anchor_fitness of those
 anchors. ``--weighted`` (evolve and fitness): every box weighted by a seeded integer in [1, 4],
 from ``<path>.weights.npy`` (persisted with the rows on Dask, memory-mapped out of core).
+``--placement one`` persists every chunk on one worker (the Dask modes report how many chunks
+each worker held before the call).
 """
 
 from __future__ import annotations
@@ -114,8 +116,11 @@ def run_mode(mode: str, path: str, init: np.ndarray, args) -> dict:
             ) as cl,
             distributed.Client(cl) as client,
         ):
-            x = da.from_array(np.array(wh), chunks=(1 << 20, 2)).persist()
+            on = {"workers": [sorted(client.nthreads())[0]]} if args.placement == "one" else {}
+            x = client.persist(da.from_array(np.array(wh), chunks=(1 << 20, 2)), **on)
             distributed.wait(x)
+            who = client.who_has(distributed.futures_of(x))
+            held = sorted(sum(w in ws for ws in who.values()) for w in client.nthreads())
             kw = {}
             if args.weighted:
                 kw["sample_weight"] = da.from_array(np.array(weights), chunks=1 << 20).persist()
@@ -137,6 +142,7 @@ def run_mode(mode: str, path: str, init: np.ndarray, args) -> dict:
     }
     if mode.startswith("dask"):
         out["worker_peak_rss_mb"] = worker_rss
+        out["chunks_held"] = held
     return out
 
 
@@ -158,6 +164,7 @@ def main() -> None:
     ap.add_argument("--modes", default="in_memory,dask1,dask2,out_of_core")
     ap.add_argument("--cache-bytes", type=int, default=1 << 30, help="the chunked modes' cache_bytes")
     ap.add_argument("--weighted", action="store_true", help="weights in [1, 4] (evolve and fitness)")
+    ap.add_argument("--placement", choices=("default", "one"), default="default", help="the Dask modes' persist")
     args = ap.parse_args()
     if args.weighted and args.what not in ("evolve", "fitness"):
         ap.error("--weighted goes with --what evolve or fitness (the chunked fits take no weights)")
@@ -188,6 +195,7 @@ def main() -> None:
         cmd += ["--max-iter", str(args.max_iter), "--update", args.update, "--what", args.what, "--init", args.init]
         cmd += ["--generations", str(args.generations), "--cache-bytes", str(args.cache_bytes)]
         cmd += ["--weighted"] if args.weighted else []
+        cmd += ["--placement", args.placement]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
         print(rows[-1], flush=True)
@@ -200,7 +208,7 @@ def main() -> None:
     for r in rows:
         rss = f"{r['peak_rss_mb']:.0f}"
         if "worker_peak_rss_mb" in r:
-            rss += f" (client), {r['worker_peak_rss_mb']:.0f} (largest worker)"
+            rss += f" (client), {r['worker_peak_rss_mb']:.0f} (largest worker); chunks held {r['chunks_held']}"
         per = r["seconds"] / max(r["n_iter"], 1)
         fit = "" if r["fitness"] is None else f"{r['fitness']:.6f}"
         row = f"| {r['mode']} | {r['seconds']:.2f} | {per:.3f} | {r['seconds'] / base:.1f}x | {rss} "

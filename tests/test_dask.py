@@ -177,11 +177,11 @@ def test_passes_on_held_chunks_run_per_worker_thread(monkeypatch):
             )
         with pytest.warns(UserWarning, match="smaller than"):
             want = fastanchor.autoanchor(wh, 6, seed=3, init_sample=4000, search_sample=5000, generations=30, budget=0)
-        # one group per thread, together every chunk once, each ascending
+        # one group per thread, together every chunk once, each ascending, on the one worker
         groups = found[0]
         assert groups is not None and len(groups) == 2
-        assert sorted(i for g in groups for i in g) == list(range(12))
-        assert all(g == sorted(g) for g in groups)
+        assert sorted(i for _, g in groups for i in g) == list(range(12))
+        assert all(g == sorted(g) for _, g in groups) and len({w for w, _ in groups}) == 1
         # not persisted: a task per chunk, as before
         found.clear()
         kept = wh[wh[:, 0] > 1.5]
@@ -199,6 +199,59 @@ def test_passes_on_held_chunks_run_per_worker_thread(monkeypatch):
     np.testing.assert_array_equal(got.kmeans_anchors, want.kmeans_anchors)
     assert got.evolved == want.evolved and got.kmeans == want.kmeans
     assert got.evolved_objectives == want.evolved_objectives and got.n_dropped == want.n_dropped >= 600
+
+
+def test_held_chunks_are_shared_out_by_threads():
+    from fastanchor.dask._api import _balanced
+
+    # 6 and 4 chunks on two single-threaded workers: one moves, the highest beyond the share
+    assert _balanced({"a": [0, 1, 2, 4, 6, 8], "b": [3, 5, 7, 9]}, {"a": 1, "b": 1}) == {
+        "a": [0, 1, 2, 4, 6],
+        "b": [3, 5, 7, 8, 9],
+    }
+    # even already: nothing moves
+    assert _balanced({"a": [0, 1, 2], "b": [3, 4, 5]}, {"a": 1, "b": 1}) == {"a": [0, 1, 2], "b": [3, 4, 5]}
+    # every chunk on one worker of three; shares by threads
+    assert _balanced({"a": list(range(10)), "b": [], "c": []}, {"a": 1, "b": 1, "c": 1}) == {
+        "a": [0, 1, 2, 3],
+        "b": [4, 5, 6],
+        "c": [7, 8, 9],
+    }
+    assert _balanced({"a": [0, 1, 2], "b": list(range(3, 10))}, {"a": 2, "b": 1}) == {
+        "a": [0, 1, 2, 7, 8, 9],
+        "b": [3, 4, 5, 6],
+    }
+    # fewer chunks than workers: the idle ones are left out
+    assert _balanced({"a": [0], "b": [], "c": []}, {"a": 1, "b": 1, "c": 1}) == {"a": [0]}
+
+
+def test_chunks_held_by_one_worker_run_on_both(cluster, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    from fastanchor.dask._api import DaskExecutor
+
+    _, client = cluster
+    found = []
+    held_groups = DaskExecutor._held_groups
+
+    def spy(self):
+        found.append(held_groups(self))
+        return found[-1]
+
+    monkeypatch.setattr(DaskExecutor, "_held_groups", spy)
+    wh = tied_boxes(21, 30_000, np.float32)
+    first = sorted(client.nthreads())[0]
+    x = client.persist(da.from_array(wh, chunks=(3000, 2)), workers=[first])
+    client.gather(distributed.futures_of(x))
+    assert {w for ws in client.who_has(distributed.futures_of(x)).values() for w in ws} == {first}
+    init = wh[:7].astype(np.float64)
+    for update in ("mean", "median"):
+        _same(
+            fd.kmeans_iou(x, 7, init=init, update=update, client=client),
+            fastanchor.kmeans_iou(wh, 7, init=init, update=update),
+            client,
+        )
+    assert found[0] is not None and sorted(len(g) for _, g in found[0]) == [5, 5]
+    assert len({w for w, _ in found[0]}) == 2
 
 
 @pytest.mark.parametrize("persisted", [False, True])

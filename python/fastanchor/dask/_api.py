@@ -187,6 +187,28 @@ def _held_runs(
     return runs
 
 
+def _balanced(held: Dict[str, List[int]], threads: Dict[str, int]) -> Dict[str, List[int]]:
+    """The chunks each worker runs in a pass on held chunks: ``held``, the chunks each worker holds
+    (every worker of the cluster, some holding none), shared out by ``threads``, the workers'
+    thread counts. Each worker's share is its part of all chunks by threads (the remainder going
+    to the workers that hold the most beyond their share, so that the fewest chunks move); it
+    keeps the lowest chunks it holds up to its share, and the chunks beyond the shares go, in
+    order, to the workers below theirs. Deterministic: the same holdings give the same plan."""
+    workers = sorted(held)
+    n = sum(len(c) for c in held.values())
+    total = sum(threads[w] for w in workers)
+    share = {w: n * threads[w] // total for w in workers}
+    for w in sorted(workers, key=lambda w: (share[w] - len(held[w]), w))[: n - sum(share.values())]:
+        share[w] += 1
+    out = {w: sorted(held[w])[: share[w]] for w in workers}
+    spare = sorted(i for w in workers for i in sorted(held[w])[share[w] :])
+    for w in workers:
+        need = share[w] - len(out[w])
+        if need > 0:
+            out[w], spare = sorted(out[w] + spare[:need]), spare[need:]
+    return {w: c for w, c in out.items() if c}
+
+
 class DaskExecutor:
     """Runs a pass as one task per chunk of rows and a tree of merges, computed by ``client`` (a
     ``distributed.Client``), else by ``scheduler`` (None: Dask's default, which is the active
@@ -238,12 +260,16 @@ class DaskExecutor:
             ]
         return self.compute(_tree(parts, merge))
 
-    def _held_groups(self) -> Optional[List[List[int]]]:
-        """The chunks' indices grouped by the worker thread that holds them, when every chunk is
-        held in the client's cluster (a persisted array): one group per thread of each worker,
-        each ascending. None otherwise (the chunks are computed by the pass's tasks). Found once
-        per executor: if a worker is lost later, Dask computes its chunks again elsewhere and
-        moves them to the tasks that need them, so the groups only place the work."""
+    def _held_groups(self) -> Optional[List[Tuple[str, List[int]]]]:
+        """The chunks' indices grouped by worker thread, when every chunk is held in the client's
+        cluster (a persisted array): one group per thread of each worker, each ascending, with the
+        worker it runs on. None otherwise (the chunks are computed by the pass's tasks). A worker
+        runs the chunks it holds, up to its share of all chunks by threads (its lowest ones); the
+        others go to the workers below their share, which fetch them in the first pass and keep
+        a copy for the next ones (an uneven persist, such as 6 and 4 chunks on two workers, would
+        otherwise make every pass wait for the busier worker). Found once per executor: if a
+        worker is lost later, Dask computes its chunks again elsewhere and moves them to the tasks
+        that need them, so the groups only place the work."""
         if self.client is None or not self.blocks:
             return None
         from distributed import futures_of
@@ -261,23 +287,28 @@ class DaskExecutor:
         self._held = held
         who = self.client.who_has([h[0] if isinstance(h, tuple) else h for h in held])
         threads = self.client.nthreads()
-        by_worker: Dict[str, List[int]] = {}
+        by_worker: Dict[str, List[int]] = {w: [] for w in threads}
         for i, b in enumerate(self.blocks):
             where = who.get(b.key) or ()
             if not where:  # not in memory now (lost with its worker): let the scheduler place it
                 return None
             by_worker.setdefault(sorted(where)[0], []).append(i)
-        groups: List[List[int]] = []
+        by_worker = _balanced(by_worker, {w: max(1, int(threads.get(w, 1))) for w in by_worker})
+        groups: List[Tuple[str, List[int]]] = []
         for worker, chunks in sorted(by_worker.items()):
-            n = max(1, min(len(chunks), int(threads.get(worker, 1))))
-            groups.extend(chunks[j * len(chunks) // n : (j + 1) * len(chunks) // n] for j in range(n))
-        runs = sum(1 + sum(b != a + 1 for a, b in zip(g, g[1:])) for g in groups)
+            n = min(len(chunks), max(1, int(threads.get(worker, 1))))
+            groups.extend((worker, chunks[j * len(chunks) // n : (j + 1) * len(chunks) // n]) for j in range(n))
+        runs = sum(1 + sum(b != a + 1 for a, b in zip(g, g[1:])) for _, g in groups)
         if runs > HELD_MAX_RUNS:  # scattered chunks: the merges stay on the workers, in a tree
             return None
         return groups
 
     def _run_held(
-        self, groups: List[List[int]], task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]
+        self,
+        groups: List[Tuple[str, List[int]]],
+        task: Callable[..., Any],
+        args: Tuple[Any, ...],
+        merge: Callable[[Any, Any], Any],
     ) -> Any:
         """The pass as one task per group of held chunks, on the thread that holds them: it
         merges each run of consecutive chunks and returns the runs' partials, which are merged
@@ -286,10 +317,15 @@ class DaskExecutor:
         a task per chunk and a tree of merges: about 15 ms for an empty pass over 10 chunks
         instead of 36-45 ms."""
         tasks = []
-        for g in groups:
+        for worker, g in groups:
             blocks = [self._held[i] for i in g]
             meta = [(i, self.offsets[i], _chunked.chunk_args(args, self.offsets[i], self.sizes[i])) for i in g]
-            tasks.append(self.client.submit(_held_runs, task, merge, blocks, meta, pure=False))
+            # on its worker while it lives (a loose restriction: elsewhere if it is lost)
+            tasks.append(
+                self.client.submit(
+                    _held_runs, task, merge, blocks, meta, pure=False, workers=[worker], allow_other_workers=True
+                )
+            )
         runs = sorted((r for got in self.client.gather(tasks) for r in got), key=lambda r: r[0])
         acc = None
         for _, part in runs:
