@@ -188,7 +188,7 @@ def test_real_data_weighted_by_size():
 # with the rows (a pass on held chunks) or not (a task per chunk and a tree of merges).
 
 
-def test_weighted_scores_on_dask_schedulers():
+def test_weighted_scores_on_dask_schedulers(tmp_path):
     da = pytest.importorskip("dask.array")
     fd = pytest.importorskip("fastanchor.dask")
     wh = tied_boxes(9, 15_000, np.float32)
@@ -196,7 +196,10 @@ def test_weighted_scores_on_dask_schedulers():
     anchors = fastanchor.kmeans_iou(wh, 7, seed=2).anchors
     want_iou, want_fit = _in_memory(anchors, wh, w)
     x = da.from_array(wh, chunks=(4000, 2))
-    for weights in (w, da.from_array(w, chunks=2500), da.from_array(w, chunks=15_000)):
+    np.save(tmp_path / "w0.npy", w[:6000])
+    np.save(tmp_path / "w1.npy", w[6000:])
+    shards = [str(tmp_path / "w0.npy"), tmp_path / "w1.npy"]
+    for weights in (w, da.from_array(w, chunks=2500), da.from_array(w, chunks=15_000), shards):
         assert fd.avg_iou(anchors, x, sample_weight=weights, scheduler="sync") == want_iou
         assert fd.anchor_fitness(anchors, x, thr=4.0, sample_weight=weights, scheduler="threads") == want_fit
     with pytest.raises(ValueError, match=r"must have shape \(15000,\) to match the boxes, got shape \(14999,\)"):

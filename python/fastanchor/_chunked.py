@@ -8,8 +8,9 @@ order of the in-memory sums. So the results are the in-memory functions' results
 whatever the chunking and the order of the merges (the tests check it).
 
 An executor runs a pass: ``run(task, args, merge)`` applies ``task(rows, offset, *args)`` to every
-chunk (rows: a C-contiguous float32 or float64 (n, 2) array; offset: its first row's index) and
-merges the results with ``merge(a, b)``. Tasks are module-level functions of picklable arguments,
+chunk (rows: the chunk's (n, 2) rows, which ``chunk_rows`` reads as a C-contiguous float32 or
+float64 array, or a ``WeightedBlock`` of them and their weights, which ``chunk_weights`` reads;
+offset: its first row's index) and merges the results with ``merge(a, b)``. Tasks are module-level functions of picklable arguments,
 so that Dask can ship them to other processes.
 """
 

@@ -11,6 +11,8 @@ The blocks run on ``n_threads`` threads (default: all; the kernels release the G
 memory: per thread, one block of rows (copied from the file: 8 or 16 bytes per row) and up to about
 64 bytes per row of the block for the kernels' temporaries, plus the block being read, the partials (a few kB; the median's
 histograms 16 kB per anchor), and, unless ``return_labels=False``, the labels (4 bytes per box).
+With ``sample_weight`` (avg_iou, anchor_fitness, evolve_anchors), each block's weights too: 8
+bytes per row as read and 8 as scaled.
 The search lays out each block as the in-memory search lays out all boxes (a sorted copy of its
 rows and tile bounds: 9 bytes per float32 row, 17 per float64 one) and keeps the layouts of the
 first blocks, up to ``cache_bytes``. A seeded fit gathers its sample of ``init_sample`` rows into
@@ -96,7 +98,12 @@ def open_weights(source: Any, n: int) -> List[Tuple[np.ndarray, Optional[str]]]:
             raise ValueError(f"sample_weight must be one-dimensional, got shape {arr.shape}")
         return arr, path
 
-    items = list(source) if isinstance(source, (list, tuple)) and source and not np.isscalar(source[0]) else [source]
+    shards = (
+        isinstance(source, (list, tuple))
+        and bool(source)
+        and all(isinstance(x, (str, os.PathLike, np.ndarray)) for x in source)
+    )
+    items = list(source) if shards else [source]
     parts = [one(x) for x in items]
     total = sum(int(a.shape[0]) for a, _ in parts)
     if total != n:
