@@ -475,6 +475,26 @@ def test_search_stops_on_ctrl_c():
     assert latency < 2.0
 
 
+def test_a_task_that_outlives_its_search_keeps_nothing():
+    # A task Ctrl-C left running in a thread pool may ask for its chunk's layout, state or labels
+    # after the search or fit ended and dropped its token: it gets none kept (the task works on).
+    cache = _chunked.ChunkCache()
+    wh = tied_boxes(7, 5000, np.float32)
+    anchors = wh[:4].astype(np.float64)
+    assert cache.layout("live", 1 << 30, 0, wh, 1) is not None and cache.nbytes() > 0
+    cache.drop("live")
+    assert cache.nbytes() == 0
+    assert cache.layout("live", 1 << 30, 0, wh, 1) is None
+    assert cache.lloyd_state("live", 1 << 30, 0, len(wh), lambda: wh, 4, "mean", None) is None
+    cache.keep_labels("live", 1 << 30, 0, np.zeros(len(wh), np.int32), anchors)
+    assert cache.labels("live", 0, len(wh), anchors) is None and cache.nbytes() == 0
+    # only the last DROPPED_KEPT tokens are remembered
+    cache.DROPPED_KEPT = 2
+    for token in ("a", "b", "c"):
+        cache.drop(token)
+    assert cache.layout("a", 1 << 30, 0, wh, 1) is not None and cache.layout("b", 1 << 30, 0, wh, 1) is None
+
+
 @needs_data
 def test_real_data_autoanchor_out_of_core():
     for path in real_box_files()[:3]:

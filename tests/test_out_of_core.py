@@ -3,6 +3,8 @@ in-memory results bit for bit, for any block size, shards and merge order."""
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 import reference as ref
@@ -387,7 +389,7 @@ def test_a_kept_chunk_state_gives_the_stateless_partials_whatever_its_history(up
     keys = wh.view(np.uint32)
     layout = _chunked.Layout.of(keys.min(axis=0), keys.max(axis=0)) if update == "median" else None
     sets = [wh[rng.choice(len(wh), 5, replace=False)].astype(np.float64) for _ in range(5)]
-    token = "test-state"
+    token = f"test-state-{uuid.uuid4().hex}"  # a fresh token, as every fit has (a dropped one keeps nothing)
     cache = (token, 1 << 30)
 
     def task(anchors, prev, cached):

@@ -1285,15 +1285,25 @@ class ChunkCache:
     (so that a Lloyd pass labels each box once, not twice). A fit or search keeps an item while its
     items' bytes fit its budget (first come, first kept: the passes visit the chunks in a cycle,
     where evicting would only trade one rebuilt item for another) and drops them when it ends.
-    Chunks are disjoint, so (offset, rows) names one. Thread-safe."""
+    Chunks are disjoint, so (offset, rows) names one. Thread-safe.
+
+    A task still running when its fit ends (one that Ctrl-C left behind in a thread pool) keeps
+    nothing: the last DROPPED_KEPT tokens dropped are remembered, and refused."""
+
+    #: How many dropped tokens are remembered (a straggling task comes within moments of the drop).
+    DROPPED_KEPT = 4096
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: Dict[Tuple[str, str, int, int], Tuple[Any, int]] = {}
         self._bytes: Dict[str, int] = {}
+        self._dropped: Dict[str, None] = {}  # in the order dropped
 
     def _reserve(self, token: str, budget: int, need: int) -> bool:
-        """Whether ``need`` more bytes fit the token's budget (then counted); under the lock."""
+        """Whether ``need`` more bytes fit the token's budget (then counted), never for a dropped
+        token; under the lock."""
+        if token in self._dropped:
+            return False
         used = self._bytes.get(token, 0)
         if used + need > budget:
             return False
@@ -1412,6 +1422,9 @@ class ChunkCache:
             for key in [key for key in self._items if key[1] == token]:
                 del self._items[key]
             self._bytes.pop(token, None)
+            self._dropped[token] = None
+            while len(self._dropped) > self.DROPPED_KEPT:
+                del self._dropped[next(iter(self._dropped))]
 
     def nbytes(self) -> int:
         with self._lock:
