@@ -110,21 +110,6 @@ def test_input_forms():
     assert fastanchor.anchor_fitness(anchors.reshape(2, 2, 2), wh) == expected
 
 
-@given(wh_arrays(min_rows=1, max_rows=60, elements=st.floats(0.5, 700.0)), st.data())
-def test_float32_rows_read_in_place_give_their_doubles_metrics(wh, data):
-    # float32 rows are read as they are (no float64 copy), C-contiguous, misaligned or strided
-    wh32 = wh.astype(np.float32)
-    anchors = wh[: min(len(wh), 5)] * 1.3
-    w = data.draw(weights_for(len(wh)))
-    for sample_weight in (None, w):
-        want = fastanchor.anchor_fitness(anchors, wh32.astype(np.float64), sample_weight=sample_weight)
-        buf = np.empty(wh32.size * 4 + 1, np.uint8)[1:].view(np.float32).reshape(-1, 2)  # misaligned
-        buf[:] = wh32
-        strided = np.repeat(wh32, 2, axis=0)[::2]
-        for rows in (wh32, buf, strided):
-            assert fastanchor.anchor_fitness(anchors, rows, sample_weight=sample_weight) == want
-
-
 def test_check_anchors_recommends_by_bpr():
     wh = np.array([[10.0, 10.0]] * 97 + [[100.0, 100.0]] * 3)
     anchors = np.array([[10.0, 10.0]])

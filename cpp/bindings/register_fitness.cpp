@@ -5,7 +5,6 @@
 #include <string>
 
 #include "bindings.hpp"
-#include "box_rows.hpp"
 #include "objective.hpp"
 #include "fastanchor/evolve.hpp"
 #include "fastanchor/fitness.hpp"
@@ -13,24 +12,19 @@
 namespace fastanchor_py {
 namespace {
 
-// The metrics of anchors on rows wh, float32 (read as they are: their doubles are exact) or float64.
-py::tuple anchor_fitness(const Array& anchors, const py::array& wh_in, const py::object& weights, double thr,
-                         int n_threads) {
+py::tuple anchor_fitness(const Array& anchors, const Array& wh, const py::object& weights, double thr, int n_threads) {
     check_rows(anchors, "anchors", 2);
     check_least(anchors, "anchors", 1);
-    py::object keep;
-    const fa::BoxRows rows = box_rows(wh_in, keep);
-    const auto n = static_cast<fa::index_t>(py::reinterpret_borrow<py::array>(keep).shape(0));
+    check_rows(wh, "wh", 2);
     Array wt;
-    const double* wptr = weights_of(weights, n, wt);
+    const double* wptr = weights_of(weights, wh.shape(0), wt);
+    const auto n = static_cast<fa::index_t>(wh.shape(0));
     const int k = static_cast<int>(anchors.shape(0));
-    const double* adata = anchors.data();
+    const double *data = wh.data(), *adata = anchors.data();
     fa::FitnessMetrics r;
     {
         py::gil_scoped_release release;
-        const fa::RatioAnchors A = fa::RatioAnchors::from_rows(adata, k);
-        r = rows.f32 ? fa::fitness_metrics(rows.f32, wptr, n, A, thr, n_threads)
-                     : fa::fitness_metrics(rows.f64, wptr, n, A, thr, n_threads);
+        r = fa::fitness_metrics(data, wptr, n, fa::RatioAnchors::from_rows(adata, k), thr, n_threads);
     }
     return py::make_tuple(r.fitness, r.bpr, r.aat, r.avg_iou);
 }

@@ -227,7 +227,7 @@ def _chunk_init(
 ) -> npt.NDArray[np.float64]: ...
 def anchor_fitness(
     anchors: npt.NDArray[np.float64],
-    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    wh: npt.NDArray[np.float64],
     weights: Optional[npt.NDArray[np.float64]],
     thr: float,
     n_threads: int,

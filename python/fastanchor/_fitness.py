@@ -15,16 +15,7 @@ import numpy.typing as npt
 from . import _core
 from ._augment import DEFAULT_SCALE_STEPS, scale_augment, scale_grid
 from ._results import Result
-from ._validation import (
-    MAX_ANCHORS,
-    as_float,
-    as_real_array,
-    as_weights,
-    as_wh,
-    as_wh_rows,
-    resolve_threads,
-    unchanged_since,
-)
+from ._validation import MAX_ANCHORS, as_float, as_real_array, as_weights, as_wh, resolve_threads
 
 #: YOLOv5's ``anchor_t``: the largest side ratio a box may have to its anchor.
 DEFAULT_THR = 4.0
@@ -166,12 +157,9 @@ def anchor_fitness(
     exactly; the other values agree with a float64 numpy evaluation to about 1e-15.
     """
     a = as_anchors(anchors)
-    # A C-contiguous float32/float64 array is read in place (checked block by block, no copy).
-    boxes, checksum = as_wh_rows(wh)
+    boxes = as_wh(wh)
     weights = as_weights(sample_weight, boxes.shape[0])
-    result = _metrics(a, boxes, weights, as_thr(thr), resolve_threads(n_threads))
-    unchanged_since(boxes, checksum, "wh", "anchor_fitness")
-    return result
+    return _metrics(a, boxes, weights, as_thr(thr), resolve_threads(n_threads))
 
 
 def as_objective(objective: Any) -> str:
