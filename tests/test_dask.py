@@ -150,9 +150,8 @@ def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch, pers
     client.wait_for_workers(2, timeout=60)
 
 
-def test_passes_on_held_chunks_run_per_worker_thread(monkeypatch):
-    distributed = pytest.importorskip("distributed")
-    from fastanchor.dask import _api
+def _spy_on_held_groups(monkeypatch) -> list:
+    """The groups every DaskExecutor finds (None: a pass per chunk), in the order found."""
     from fastanchor.dask._api import DaskExecutor
 
     found = []
@@ -163,6 +162,14 @@ def test_passes_on_held_chunks_run_per_worker_thread(monkeypatch):
         return found[-1]
 
     monkeypatch.setattr(DaskExecutor, "_held_groups", spy)
+    return found
+
+
+def test_passes_on_held_chunks_run_per_worker_thread(monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    from fastanchor.dask import _api
+
+    found = _spy_on_held_groups(monkeypatch)
     wh = tied_boxes(12, 30_000, np.float32)
     wh[::50] = [1.5, 1.0]  # dropped by autoanchor: the kept rows' passes too
     with (
@@ -227,17 +234,9 @@ def test_held_chunks_are_shared_out_by_threads():
 
 def test_chunks_held_by_one_worker_run_on_both(cluster, monkeypatch):
     distributed = pytest.importorskip("distributed")
-    from fastanchor.dask._api import DaskExecutor
 
     _, client = cluster
-    found = []
-    held_groups = DaskExecutor._held_groups
-
-    def spy(self):
-        found.append(held_groups(self))
-        return found[-1]
-
-    monkeypatch.setattr(DaskExecutor, "_held_groups", spy)
+    found = _spy_on_held_groups(monkeypatch)
     wh = tied_boxes(21, 30_000, np.float32)
     first = sorted(client.nthreads())[0]
     x = client.persist(da.from_array(wh, chunks=(3000, 2)), workers=[first])

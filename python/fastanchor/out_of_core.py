@@ -59,6 +59,12 @@ Source = Union[str, "os.PathLike[str]", np.ndarray, Sequence[Union[str, "os.Path
 WeightSource = Union[str, "os.PathLike[str]", npt.ArrayLike, Sequence[Union[str, "os.PathLike[str]", np.ndarray]]]
 
 
+def is_source_list(x: Any) -> bool:
+    """Whether ``x`` is a list or tuple of sources read in order as one array (shards): paths and
+    arrays, not the rows or values of one array."""
+    return isinstance(x, (list, tuple)) and bool(x) and all(isinstance(i, (str, os.PathLike, np.ndarray)) for i in x)
+
+
 def open_rows(source: Any, name: str = "wh") -> List[np.ndarray]:
     """The (n_i, 2) arrays of ``source``: an array (a memmap, read in place), the path of a ``.npy``
     file (memory-mapped) or a list/tuple of those (shards, in order)."""
@@ -74,11 +80,7 @@ def open_rows(source: Any, name: str = "wh") -> List[np.ndarray]:
             raise ValueError(f"{name} must have shape (N, 2) of (width, height), got shape {arr.shape}")
         return arr
 
-    if (
-        isinstance(source, (list, tuple))
-        and source
-        and all(isinstance(x, (str, os.PathLike, np.ndarray)) for x in source)
-    ):
+    if is_source_list(source):
         return [one(x) for x in source]
     return [one(source)]
 
@@ -98,12 +100,7 @@ def open_weights(source: Any, n: int) -> List[Tuple[np.ndarray, Optional[str]]]:
             raise ValueError(f"sample_weight must be one-dimensional, got shape {arr.shape}")
         return arr, path
 
-    shards = (
-        isinstance(source, (list, tuple))
-        and bool(source)
-        and all(isinstance(x, (str, os.PathLike, np.ndarray)) for x in source)
-    )
-    items = list(source) if shards else [source]
+    items = list(source) if is_source_list(source) else [source]
     parts = [one(x) for x in items]
     total = sum(int(a.shape[0]) for a, _ in parts)
     if total != n:

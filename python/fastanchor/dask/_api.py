@@ -17,7 +17,7 @@ from .._evolve import DEFAULT_INIT_SAMPLE, DEFAULT_SEARCH_SAMPLE, AutoAnchorResu
 from .._fitness import DEFAULT_IOU_THR, DEFAULT_THR, FitnessResult, as_anchors, as_thr
 from .._kmeans import KMeansResult
 from .._validation import SeedLike, as_wh, resolve_seed
-from ..out_of_core import DEFAULT_BLOCK_ROWS, open_rows
+from ..out_of_core import DEFAULT_BLOCK_ROWS, is_source_list, open_rows
 
 #: Partials merged per task of the reduction tree.
 FAN_IN = 8
@@ -31,10 +31,6 @@ def _is_dataframe(x: Any) -> bool:
     cannot exist otherwise, and importing it (with pandas) would take about half a second."""
     dd = sys.modules.get("dask.dataframe")
     return dd is not None and isinstance(x, dd.DataFrame)
-
-
-def _is_path_list(x: Any) -> bool:
-    return isinstance(x, (list, tuple)) and bool(x) and all(isinstance(i, (str, os.PathLike, np.ndarray)) for i in x)
 
 
 def _read_rows(path: str, start: int, stop: int) -> np.ndarray:
@@ -86,7 +82,7 @@ def as_dask_rows(
     elif isinstance(wh, da.Array):
         x = wh
     else:
-        items = list(wh) if _is_path_list(wh) else [wh]
+        items = list(wh) if is_source_list(wh) else [wh]
         arrays = open_rows(items if len(items) > 1 else items[0])
         x = da.concatenate([_lazy_rows(item, a, block_rows) for item, a in zip(items, arrays)])
     if x.ndim != 2 or x.shape[1] != 2:
