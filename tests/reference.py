@@ -70,24 +70,34 @@ def avg_iou(anchors, wh, sample_weight=None):
     return float(np.sum(wt * best) / np.sum(wt))
 
 
-def weighted_median(x, wt):
-    """Weighted median of 1-D x with positive weights wt.
+MEDIAN_WEIGHT_BITS = 31
+
+
+def median_int_weights(wt):
+    """The weighted median's integer weights: max(1, round(ldexp(w, s))) (half to even), with s
+    chosen so that the largest weight lies in [2^(MEDIAN_WEIGHT_BITS - 1), 2^MEDIAN_WEIGHT_BITS)."""
+    wt = np.asarray(wt, dtype=np.float64).reshape(-1)
+    s = MEDIAN_WEIGHT_BITS - 1 - (math.frexp(float(wt.max()))[1] - 1)
+    return np.maximum(1, np.rint(np.ldexp(wt, s))).astype(np.int64)
+
+
+def weighted_median(x, units):
+    """Weighted median of 1-D x with positive integer weights ``units`` (median_int_weights).
 
     The lower weighted median, except that when the cumulative weight hits
     exactly half the total, the midpoint of that value and the next one is
     returned.  With unit weights this equals numpy.median (for both odd and
-    even lengths).  The cumulative weights are float64 sums in ascending
-    order of x (ties by index), and the total is the last of them, as the
-    core sums them.
+    even lengths).  The cumulative weights are exact integer sums in ascending
+    order of x, so the result depends only on the (value, weight) pairs.
     """
     x = np.asarray(x, dtype=np.float64)
-    wt = np.asarray(wt, dtype=np.float64)
+    u = np.asarray(units, dtype=np.int64)
     order = np.argsort(x, kind="stable")
     xs = x[order]
-    c = np.cumsum(wt[order])
-    half = c[-1] / 2
-    i = int(np.searchsorted(c, half, side="left"))  # first i with c[i] >= half
-    if c[i] == half and i < len(xs) - 1:
+    c = np.cumsum(u[order])  # exact: below 2^63
+    total = int(c[-1])
+    i = int(np.argmax(c >= total - c))  # the first with 2 * cum >= total
+    if int(c[i]) == total - int(c[i]) and i < len(xs) - 1:
         return float((xs[i] + xs[i + 1]) / 2)
     return float(xs[i])
 
@@ -131,17 +141,19 @@ def _update_step(anchors, labels, best, wh, wt, update):
     counts = np.bincount(labels, minlength=k)
     nonempty = counts > 0
 
-    if update == "mean":
-        s_w = np.bincount(labels, weights=wt * w, minlength=k)
-        s_h = np.bincount(labels, weights=wt * h, minlength=k)
-        s_1 = np.bincount(labels, weights=wt, minlength=k)
+    if update == "mean":  # (the core's sums are exact: of integer weights times the values)
+        units = median_int_weights(wt).astype(np.float64)
+        s_w = np.bincount(labels, weights=units * w, minlength=k)
+        s_h = np.bincount(labels, weights=units * h, minlength=k)
+        s_1 = np.bincount(labels, weights=units, minlength=k)
         new[nonempty, 0] = s_w[nonempty] / s_1[nonempty]
         new[nonempty, 1] = s_h[nonempty] / s_1[nonempty]
     else:  # "median"
+        units = median_int_weights(wt)
         for j in np.flatnonzero(nonempty):
             members = labels == j  # boolean mask keeps members in index order
-            new[j, 0] = weighted_median(w[members], wt[members])
-            new[j, 1] = weighted_median(h[members], wt[members])
+            new[j, 0] = weighted_median(w[members], units[members])
+            new[j, 1] = weighted_median(h[members], units[members])
 
     # Empty clusters, in increasing anchor index, take the worst-fitting boxes:
     # ordered by (best IoU ascending, box index ascending).

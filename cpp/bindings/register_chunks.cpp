@@ -92,12 +92,46 @@ private:
     int k_;
 };
 
-// A chunk's partials (counts, and the mean's exact sums or the median's histograms) into d.
-void partials_into(py::dict& d, const fa::StepPartials& part, fa::StepMode m, int k, int bins) {
-    py::array_t<std::int64_t> count(k);
+// A chunk's integer weights (weight_units.hpp) in the units of `shift`, from the float64 weights of
+// its n rows (None: unit weights, an empty vector). The fit's first pass checked the weights and
+// found the largest, from which `shift` comes; a weight changed since reads as one unit at least.
+std::vector<std::uint32_t> chunk_units(const py::object& weights, std::int64_t shift, fa::index_t n) {
+    if (weights.is_none()) return {};
+    const auto w = weights.cast<py::array_t<double, py::array::c_style | py::array::forcecast>>();
+    if (w.ndim() != 1 || w.shape(0) != static_cast<py::ssize_t>(n))
+        throw py::value_error("weights must have one value per row");
+    if (shift < -1100 || shift > 1100) throw py::value_error("weight_shift is out of range");
+    const fa::WeightUnits units{static_cast<int>(shift)};
+    constexpr double kTop = 0x1p31;  // (a weight above the largest would not fit)
+    std::vector<std::uint32_t> out(static_cast<std::size_t>(n));
+    const double* wp = w.data();
+    py::gil_scoped_release release;
+    for (fa::index_t i = 0; i < n; ++i) {
+        const double x = std::ldexp(wp[i], static_cast<int>(shift));
+        if (!(x >= 0.0 && x < kTop)) throw std::invalid_argument("a weight lies outside [0, the largest weight]");
+        out[static_cast<std::size_t>(i)] = static_cast<std::uint32_t>(units(wp[i]));
+    }
+    return out;
+}
+
+// A chunk's partials (counts and weights, and the mean's exact sums, `weighted` in two halves, or
+// the median's histograms) into d.
+void partials_into(py::dict& d, const fa::StepPartials& part, fa::StepMode m, int k, int bins, bool weighted = false) {
+    py::array_t<std::int64_t> count(k), weight(k);
     std::copy(part.count.begin(), part.count.end(), count.mutable_data());
+    std::copy(part.weight.begin(), part.weight.end(), weight.mutable_data());
     d["count"] = count;
-    if (m == fa::StepMode::Mean) {
+    d["weight"] = weight;
+    if (m == fa::StepMode::Mean && weighted) {  // the high and low halves' sums, [X][cluster]
+        for (const auto* half : {&part.wsum_hi, &part.wsum_lo}) {
+            U64Array sums({py::ssize_t{2}, static_cast<py::ssize_t>(k), py::ssize_t{2}});
+            std::uint64_t* s = sums.mutable_data();
+            for (int j = 0; j < 2 * k; ++j) put_u128(s + 2 * j, half->empty() ? 0 : (*half)[j]);
+            d[half == &part.wsum_hi ? "sums_hi" : "sums_lo"] = sums;
+        }
+        d["sum_exp"] =
+            part.sum_exp == fa::StepPartials::kNoExp ? py::object(py::none()) : py::object(py::int_(part.sum_exp));
+    } else if (m == fa::StepMode::Mean) {
         U64Array sums({py::ssize_t{2}, static_cast<py::ssize_t>(k), py::ssize_t{2}});
         std::uint64_t* s = sums.mutable_data();
         for (int c = 0; c < k; ++c) {
@@ -122,11 +156,15 @@ void partials_into(py::dict& d, const fa::StepPartials& part, fa::StepMode m, in
 // gather_windows, at most window_cap distinct values per slot) the distinct values in them with
 // their counts and slots X * k + c (window_values, window_counts, window_slots), and per slot the
 // count of the cluster's values below the window within its first histogram bin and whether it
-// held too many (window_below, window_overflow: int64 (2, k)).
+// held too many (window_below, window_overflow: int64 (2, k)). With `weights` (float64, one per
+// row, positive; no windows), the histograms add the rows' integer weights in the units of
+// `weight_shift` (weight_units.hpp), "weight" holds each cluster's (else its count), and the mean's
+// sums of weight times value come in two halves (sums_hi, sums_lo: (2, k, 2) as (hi, lo) of
+// 128-bit integers; the sum is sums_hi * 2^47 + sums_lo, in units of 2^sum_exp).
 py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object& prev_anchors, const std::string& mode,
                      std::uint32_t key_lo_w, std::uint32_t key_lo_h, int shift_w, int shift_h, int bins,
                      bool want_labels, const py::object& window_lo, const py::object& window_hi,
-                     std::int64_t window_cap) {
+                     std::int64_t window_cap, const py::object& weights, std::int64_t weight_shift) {
     py::object keep;
     const fa::BoxRows rows = box_rows(wh, keep);
     checked_anchors(anchors, "anchors");
@@ -142,6 +180,8 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
         check_rows(prev, "prev_anchors", 2, k);
     }
     Windows windows(window_lo, window_hi, window_cap, m, k, layout);
+    if (!weights.is_none() && windows.on()) throw py::value_error("weights take no windows");
+    const std::vector<std::uint32_t> units = chunk_units(weights, weight_shift, n);
     const fa::WhSet A = to_whset(anchors);
     const fa::WhSet P = has_prev ? to_whset(prev) : fa::WhSet();
     py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(n));
@@ -150,7 +190,7 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
     std::int64_t changed = -1;
     {
         py::gil_scoped_release release;
-        fa::lloyd_step(rows, n, A, lptr, m, &layout, &part);
+        fa::lloyd_step(rows, n, A, lptr, m, &layout, &part, units.empty() ? nullptr : units.data());
         windows.run([&](auto&&... args) { fa::gather_windows(rows, n, lptr, k, args...); });
         if (has_prev) {
             std::vector<std::int32_t> before(static_cast<std::size_t>(n));
@@ -163,7 +203,7 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
     if (want_labels) d["labels"] = labels;
     d["changed"] = changed;
     if (m == fa::StepMode::AssignOnly) return d;
-    partials_into(d, part, m, k, bins);
+    partials_into(d, part, m, k, bins, !weights.is_none());
     windows.into(d);
     return d;
 }
@@ -220,11 +260,13 @@ py::dict chunk_state_step(ChunkState& st, const Array& anchors, const py::object
 // against `anchors`, then for each target t (a median rank, 0 or 1), coordinate X and cluster c
 // with mode[t, X, c] = 1 the values of cluster c along X whose float32 keys lie in
 // [first, last][t, X, c] (returned per (t, X) as values and labels, in row order), and with mode 2
-// their histogram over bins of 2^shift[t, X, c] keys from first (hist (2, 2, k, bins)).
+// their histogram over bins of 2^shift[t, X, c] keys from first (hist (2, 2, k, bins)). With
+// `weights` (as chunk_lloyd's), the gathered values' integer weights too (per (t, X), "weights"),
+// and histograms of weights.
 py::dict chunk_select(const py::array& wh, const py::object& labels_in, const Array& anchors,
                       const IndexArray& first_in, const IndexArray& last_in,
                       const py::array_t<std::int8_t, py::array::c_style | py::array::forcecast>& mode,
-                      const IndexArray& shift_in, int bins) {
+                      const IndexArray& shift_in, int bins, const py::object& weights, std::int64_t weight_shift) {
     const IndexArray first = aligned(first_in).cast<IndexArray>(), last = aligned(last_in).cast<IndexArray>(),
                      shift = aligned(shift_in).cast<IndexArray>();
     py::object keep;
@@ -253,8 +295,10 @@ py::dict chunk_select(const py::array& wh, const py::object& labels_in, const Ar
             if (g[i] < 0 || g[i] >= k) throw py::value_error("labels must be in [0, k)");
     }
     const std::int32_t* gptr = labels_in.is_none() ? nullptr : given.data();
+    const std::vector<std::uint32_t> units = chunk_units(weights, weight_shift, n);
     std::vector<double> vals[4];
     std::vector<std::int32_t> labs[4];
+    std::vector<std::uint32_t> wts[4];
     U64Array hist({py::ssize_t{2}, py::ssize_t{2}, static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(bins)});
     std::uint64_t* hp = hist.mutable_data();
     std::fill(hp, hp + hist.size(), std::uint64_t{0});
@@ -269,16 +313,18 @@ py::dict chunk_select(const py::array& wh, const py::object& labels_in, const Ar
         sp_plan.shift = sp;
         sp_plan.mode = mp;
         sp_plan.bins = bins;
-        fa::select_values(rows, n, lab, k, sp_plan, vals, labs, hp);
+        fa::select_values(rows, n, lab, k, sp_plan, vals, labs, hp, units.empty() ? nullptr : units.data(), wts);
     }
-    py::list values, labels;
+    py::list values, labels, weights_out;
     for (int q = 0; q < 4; ++q) {
         values.append(py::array_t<double>(static_cast<py::ssize_t>(vals[q].size()), vals[q].data()));
         labels.append(py::array_t<std::int32_t>(static_cast<py::ssize_t>(labs[q].size()), labs[q].data()));
+        weights_out.append(py::array_t<std::uint32_t>(static_cast<py::ssize_t>(wts[q].size()), wts[q].data()));
     }
     py::dict d;
     d["values"] = values;
     d["labels"] = labels;
+    if (!weights.is_none()) d["weights"] = weights_out;
     d["hist"] = hist;
     return d;
 }
@@ -313,13 +359,19 @@ py::tuple chunk_worst(const py::array& wh, const Array& anchors, std::int64_t m)
     return py::make_tuple(iou, index);
 }
 
-// The initial anchors of the in-memory fit's first run on `wh` (kmeans/driver.hpp, kmeans_iou), in
-// the order the run starts from: k-means++ or random, from the core seed (resolved by the caller).
-// The in-memory fit's initial anchors of run `run` (k-means++ or random) from the seed.
+// The initial anchors of run `run` of the in-memory fit on `wh` (kmeans/driver.hpp, kmeans_iou),
+// in the order the run starts from: k-means++ or random, from the core seed (resolved by the
+// caller), with the rows' positive `weights` (float64, or None).
 py::array_t<double> chunk_init(const py::array& wh, int k, const std::string& init, std::uint64_t seed, int n_threads,
-                               int run) {
+                               int run, const py::object& weights) {
     py::object keep;
     const fa::BoxRows rows = box_rows(wh, keep);
+    py::array_t<double, py::array::c_style | py::array::forcecast> wt;
+    if (!weights.is_none()) {
+        wt = weights.cast<py::array_t<double, py::array::c_style | py::array::forcecast>>();
+        if (wt.ndim() != 1 || wt.shape(0) != wh.shape(0)) throw py::value_error("weights must have one value per row");
+    }
+    const double* wptr = weights.is_none() ? nullptr : wt.data();
     const int kind = choice(init, "init", {"k-means++", "random"});
     const auto n = static_cast<fa::index_t>(wh.shape(0));
     if (k < 1 || k > n) throw py::value_error("need 1 <= k <= len(wh)");
@@ -329,7 +381,7 @@ py::array_t<double> chunk_init(const py::array& wh, int k, const std::string& in
     {
         py::gil_scoped_release release;
         const fa::PollScope poll(mon);
-        const fa::Problem p = fa::Problem::make(rows, nullptr, n, false, n_threads);
+        const fa::Problem p = fa::Problem::make(rows, wptr, n, false, n_threads);
         fa::Rng rng(fa::derive_seed(seed, static_cast<std::uint64_t>(run)));
         A = kind == 0 ? fa::init_kmeanspp(p, k, rng, n_threads, mon, run) : fa::init_random(p, k, rng);
     }
@@ -348,7 +400,7 @@ void register_chunks(py::module_& m) {
     m.def("_chunk_lloyd", &chunk_lloyd, py::arg("wh"), py::arg("anchors"), py::arg("prev_anchors"), py::arg("mode"),
           py::arg("key_lo_w"), py::arg("key_lo_h"), py::arg("shift_w"), py::arg("shift_h"), py::arg("bins"),
           py::arg("want_labels"), py::arg("window_lo") = py::none(), py::arg("window_hi") = py::none(),
-          py::arg("window_cap") = 0);
+          py::arg("window_cap") = 0, py::arg("weights") = py::none(), py::arg("weight_shift") = 0);
     py::class_<ChunkState, std::shared_ptr<ChunkState>>(m, "_ChunkState")
         .def_property_readonly("exact", [](const ChunkState& st) { return st.lloyd->exact(); })
         .def_property_readonly("nbytes", [](const ChunkState& st) { return st.lloyd->nbytes(); })
@@ -363,10 +415,11 @@ void register_chunks(py::module_& m) {
     m.def("_chunk_state", &chunk_state, py::arg("wh"), py::arg("k"), py::arg("mode"), py::arg("key_lo_w"),
           py::arg("key_lo_h"), py::arg("shift_w"), py::arg("shift_h"), py::arg("bins"));
     m.def("_chunk_select", &chunk_select, py::arg("wh"), py::arg("labels"), py::arg("anchors"), py::arg("first"),
-          py::arg("last"), py::arg("mode"), py::arg("shift"), py::arg("bins"));
+          py::arg("last"), py::arg("mode"), py::arg("shift"), py::arg("bins"), py::arg("weights") = py::none(),
+          py::arg("weight_shift") = 0);
     m.def("_chunk_worst", &chunk_worst, py::arg("wh"), py::arg("anchors"), py::arg("m"));
     m.def("_chunk_init", &chunk_init, py::arg("wh"), py::arg("k"), py::arg("init"), py::arg("seed"),
-          py::arg("n_threads"), py::arg("run") = 0);
+          py::arg("n_threads"), py::arg("run") = 0, py::arg("weights") = py::none());
 }
 
 }  // namespace fastanchor_py

@@ -88,6 +88,8 @@ def _chunk_lloyd(
     window_lo: npt.NDArray[np.uint32] | None = None,
     window_hi: npt.NDArray[np.uint32] | None = None,
     window_cap: int = 0,
+    weights: npt.NDArray[np.float64] | None = None,
+    weight_shift: int = 0,
 ) -> dict[str, Any]: ...
 
 class _ChunkState:
@@ -125,6 +127,8 @@ def _chunk_select(
     mode: npt.NDArray[np.int8],
     shift: npt.NDArray[np.int64],
     bins: int,
+    weights: npt.NDArray[np.float64] | None = None,
+    weight_shift: int = 0,
 ) -> dict[str, Any]: ...
 def _chunk_worst(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], m: int
@@ -223,7 +227,13 @@ def _evolve_scored(
     restart_sigma: float,
 ) -> dict[str, Any]: ...
 def _chunk_init(
-    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], k: int, init: str, seed: int, n_threads: int, run: int = 0
+    wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+    k: int,
+    init: str,
+    seed: int,
+    n_threads: int,
+    run: int = 0,
+    weights: npt.NDArray[np.float64] | None = None,
 ) -> npt.NDArray[np.float64]: ...
 def anchor_fitness(
     anchors: npt.NDArray[np.float64],

@@ -192,7 +192,9 @@ def kmeans_iou(
         (``max(|dw|/w, |dh|/h)``), after one last assignment.
     sample_weight : array_like, shape (N,), optional
         Finite, non-negative weights multiplying each box's share in every sum, median and
-        average. Zero-weight boxes do not influence the anchors; they still get labels.
+        average. Zero-weight boxes do not influence the anchors; they still get labels. The
+        weighted median and mean add the weights as integers in units of 2^-30 of the largest (at
+        least one unit each), exactly: integer weights below 2**30 count as repeated boxes.
     seed : int, numpy.random.Generator, numpy.random.SeedSequence or None
         The same input and seed give bit-identical results for any ``n_threads``.
     n_threads : int, optional

@@ -71,7 +71,7 @@ public:
         if (!exact()) throw std::logic_error("ChunkLloyd: no exact partials for this chunk");
         with([&](const auto& ll) {
             StepPartials mine(k_, update_ == Update::Mean ? StepMode::Mean : StepMode::Median, &layout_);
-            for (int c = 0; c < k_; ++c) mine.count[c] = ll.counts()[c];
+            for (int c = 0; c < k_; ++c) mine.count[c] = mine.weight[c] = ll.counts()[c];
             if (update_ == Update::Mean) {
                 mine.sum_w = ll.mean_sums(0);
                 mine.sum_h = ll.mean_sums(1);

@@ -32,6 +32,7 @@
 #include "../geometry.hpp"
 #include "../iou.hpp"
 #include "../random.hpp"
+#include "../weight_units.hpp"
 #include "init.hpp"
 #include "problem.hpp"
 
@@ -83,12 +84,9 @@ struct LogProblem {
             double wmax = 0.0;
             for (index_t i = 0; i < n; ++i) wmax = std::max(wmax, weights[i]);
             if (!(wmax > 0.0)) throw std::invalid_argument("kmeans_log: weights must be positive");
-            const int s = kWeightBits - 1 - std::ilogb(wmax);
+            const WeightUnits units = WeightUnits::of(wmax, kWeightBits);
             p.wq.resize(n);
-            for (index_t i = 0; i < n; ++i) {
-                const auto units = static_cast<std::int64_t>(std::nearbyint(std::ldexp(weights[i], s)));
-                p.wq[i] = std::max<std::int64_t>(1, units);
-            }
+            for (index_t i = 0; i < n; ++i) p.wq[i] = units(weights[i]);
         }
         return p;
     }

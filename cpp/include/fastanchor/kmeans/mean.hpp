@@ -5,8 +5,11 @@
 // (a thread's partials, merged after the pass): an update costs O(moves), and the sums are the
 // same for any order of the moves, threads or chunks. With one-byte labels the moves go to
 // per-label slots (LloydThread::MeanMoves; 64-bit when every sum fits, Problem::sums64) with no
-// branch. Weighted boxes: per chunk, the weighted sums in box order for the chunks where a label
-// changed, combined in chunk order. docs/design.md, "Fixed-point sums".
+// branch. Weighted boxes: per chunk, for the chunks where a label changed, the exact sums of each
+// box's integer weight (Problem::units) times its value's integer, in two halves (exact_wsums),
+// or, when the values span too many binary orders for those, the float sums of weight times value
+// in box order; the chunks' sums are then combined (exactly, or in chunk order). docs/design.md,
+// "Fixed-point sums".
 #pragma once
 
 #include <algorithm>
@@ -31,20 +34,30 @@ public:
     MeanEngine(const Problem& p, int k, bool on, const std::vector<L>& labels)
         : p_(p), k_(k), labels_(labels), on_(on) {
         exact_ = on && p.exact_sums;
+        wexact_ = on && p.exact_wsums;
         slot_ = std::is_same_v<L, std::uint8_t> && exact_;
         if (exact_) {
             sum_w_.assign(k, 0);
             sum_h_.assign(k, 0);
         }
-        if (stats()) part_.assign(static_cast<std::size_t>(n_chunks(p.size())) * k * kStats, 0.0);
+        const auto per_chunk = static_cast<std::size_t>(n_chunks(p.size())) * k;
+        if (wexact_) wpart_.assign(per_chunk * kWStats, 0);
+        else if (stats()) part_.assign(per_chunk * kStats, 0.0);
     }
+
+    // Exact weighted sums: a value's integer (below 2^Problem::kSumBits) in two halves of
+    // kSplitBits bits, each half times a weight (below 2^31) summed over up to 2^32 boxes within
+    // 2^110. Per cluster and chunk: the weight, then the high and low halves' sums of w and of h.
+    static constexpr int kSplitBits = 47;
+    static constexpr int kWStats = 5;
+    static_assert(Problem::kSumBits <= 2 * kSplitBits, "two halves hold a value's integer");
 
     bool on() const { return on_; }
     // The exact sums, moved by record_move into a thread's per-cluster partials.
     bool exact() const { return exact_; }
     // The exact sums, moved by slot_move into a thread's per-label slots (one-byte labels).
     bool slot() const { return slot_; }
-    // The weighted sums per chunk (chunk_stats).
+    // The weighted sums per chunk (chunk_stats): exact (wexact_) or floats.
     bool stats() const { return on_ && !exact_; }
 
     // Box i moves from one-byte label `from` (none: kByteLabelNone, whose slot nobody reads) to l
@@ -104,8 +117,23 @@ public:
             }
             return;
         }
-        std::vector<double> st(static_cast<std::size_t>(k) * kStats, 0.0);
         const std::size_t chunks = static_cast<std::size_t>(n_chunks(p_.size()));
+        if (wexact_) {
+            std::vector<int128_t> tot(static_cast<std::size_t>(k) * kWStats, 0);
+            for (std::size_t c = 0; c < chunks; ++c) {
+                const int128_t* pc = wpart_.data() + c * k * kWStats;
+                for (std::size_t j = 0; j < tot.size(); ++j) tot[j] += pc[j];
+            }
+            for (int c = 0; c < k; ++c) {
+                if (cnt[c] == 0) continue;
+                const int128_t* t = tot.data() + static_cast<std::size_t>(c) * kWStats;
+                const double weight = static_cast<double>(t[0]);
+                mw[c] = std::ldexp(split_to_double(t[1], t[2]), p_.sum_exp) / weight;
+                mh[c] = std::ldexp(split_to_double(t[3], t[4]), p_.sum_exp) / weight;
+            }
+            return;
+        }
+        std::vector<double> st(static_cast<std::size_t>(k) * kStats, 0.0);
         for (std::size_t c = 0; c < chunks; ++c) {
             const double* pc = part_.data() + c * k * kStats;
             for (std::size_t j = 0; j < st.size(); ++j) st[j] += pc[j];
@@ -144,10 +172,43 @@ public:
         mh = sh / st;
     }
 
+    // hi * 2^kSplitBits + lo (both non-negative, below 2^126) rounded once to a double (to
+    // nearest, ties to even, as a conversion of the whole integer is: Python's float() of it).
+    static double split_to_double(int128_t hi, int128_t lo) {
+        using u128 = unsigned __int128;
+        const u128 h = static_cast<u128>(hi), l = static_cast<u128>(lo);
+        // The sum as top * 2^128 + low, then its leading 128 bits with a sticky bit for the rest.
+        const u128 shifted = h << kSplitBits;
+        const u128 low = shifted + l;
+        const u128 top = (h >> (128 - kSplitBits)) + (low < shifted ? 1 : 0);
+        if (top == 0) return static_cast<double>(low);
+        int s = 0;
+        while ((top >> s) != 0) ++s;  // top < 2^s: keep 128 bits from bit s up
+        const u128 rest = low & ((u128{1} << s) - 1);
+        const u128 lead = (top << (128 - s)) | (low >> s) | (rest != 0 ? 1 : 0);
+        return std::ldexp(static_cast<double>(lead), s);
+    }
+
     // Chunk c's statistics (mean without exact sums), summed in box order. Box i goes to copy
     // i % kCopies of the sums, the copies then added in a fixed order: consecutive boxes, which
-    // often share a cluster, do not wait on each other's additions.
+    // often share a cluster, do not wait on each other's additions. With exact weighted sums,
+    // the chunk's integers (in any order).
     void chunk_stats(index_t c, index_t b, index_t e) {
+        if (wexact_) {
+            int128_t* st = wpart_.data() + static_cast<std::size_t>(c) * k_ * kWStats;
+            std::fill(st, st + static_cast<std::size_t>(k_) * kWStats, 0);
+            constexpr int128_t kMask = (int128_t{1} << kSplitBits) - 1;
+            for (index_t i = b; i < e; ++i) {
+                int128_t* sl = st + static_cast<std::size_t>(label(i)) * kWStats;
+                const int128_t u = p_.units(i), w = p_.fixed(0, i), h = p_.fixed(1, i);
+                sl[0] += u;
+                sl[1] += u * (w >> kSplitBits);
+                sl[2] += u * (w & kMask);
+                sl[3] += u * (h >> kSplitBits);
+                sl[4] += u * (h & kMask);
+            }
+            return;
+        }
         constexpr int kCopies = 4;
         const std::size_t per = static_cast<std::size_t>(k_) * kStats;
         std::vector<double> acc(kCopies * per, 0.0);
@@ -190,9 +251,11 @@ private:
     const std::vector<L>& labels_;
     bool on_ = false;
     bool exact_ = false;                   // the mean from exact sums (Problem::exact_sums)
+    bool wexact_ = false;                  // ... from exact weighted sums (Problem::exact_wsums)
     bool slot_ = false;                    // ... moved by slot_move (one-byte labels)
     std::vector<int128_t> sum_w_, sum_h_;  // per cluster, in units of 2^sum_exp
     std::vector<double> part_;             // per chunk and cluster: kStats sums (weighted mean)
+    std::vector<int128_t> wpart_;          // per chunk and cluster: kWStats exact sums (wexact_)
 };
 
 }  // namespace fastanchor

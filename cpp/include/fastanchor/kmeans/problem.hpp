@@ -13,6 +13,7 @@
 #include "../common.hpp"
 #include "../iou.hpp"
 #include "../sort.hpp"
+#include "../weight_units.hpp"
 
 namespace fastanchor {
 
@@ -71,6 +72,9 @@ struct Problem {
     // 2^32 boxes is a 128-bit integer, exact whatever the order of the additions (docs/design.md,
     // "Fixed-point sums").
     bool exact_sums = false;
+    // Exact weighted sums (weighted): the values as for exact_sums, each times its integer weight
+    // (units()), summed in two halves of kSplitBits bits (MeanEngine).
+    bool exact_wsums = false;
     bool fixed64 = false;    // every value's integer fits in 62 bits (most data: few binary orders)
     bool sums64 = false;     // fixed64, and n values' integers sum to less than 2^63 (fixed_max)
     double fixed_max = 0.0;  // 2^min(span, 62): no value's integer is larger
@@ -87,6 +91,12 @@ struct Problem {
     // For the sort-based median only (weighted, or k above the histograms' limit): each
     // coordinate's order of the boxes (ties by index).
     std::vector<pos_t> order[2];
+    // The integer weights of a weighted fit (its median's and its mean's): WeightUnits of
+    // kWeightBits bits, so that the weights of up to 2^32 boxes sum exactly in 64 bits, as do the
+    // histograms of the chunked fits (step.hpp).
+    static constexpr int kWeightBits = 31;
+    WeightUnits wunits;
+    std::vector<std::uint32_t> wq;
 
     index_t size() const { return n; }
     bool skips() const { return skip_below > 0.0; }
@@ -94,6 +104,8 @@ struct Problem {
     bool absent(index_t i) const { return value(0, i) < skip_below && value(1, i) < skip_below; }
     bool weighted() const { return weight != nullptr; }
     double wt(index_t i) const { return weight ? weight[i] : 1.0; }
+    // Box i's integer weight (1 for unit weights; wq, made with the sort orders, otherwise).
+    std::uint32_t units(index_t i) const { return wq.empty() ? 1u : wq[i]; }
     double value(int X, index_t i) const { return f32 ? static_cast<double>(f32[2 * i + X]) : f64[2 * i + X]; }
     // Box i's value along X as a float, bit pattern read as an unsigned integer: monotone in the
     // value (float rounding is monotone, and positive floats order as their bits).
@@ -313,7 +325,9 @@ struct Problem {
             p.f32 ? std::numeric_limits<float>::min_exponent - 1 : std::numeric_limits<double>::min_exponent - 1;
         p.sum_exp = std::max(std::ilogb(all.plo), min_exp) - (digits - 1);
         const int span = std::ilogb(all.phi) + 1 - p.sum_exp;  // bits of the largest value in those units
-        p.exact_sums = !p.weighted() && span <= kSumBits && std::ilogb(all.phi) + 33 < 1000;
+        const bool fits = span <= kSumBits && std::ilogb(all.phi) + 33 < 1000;
+        p.exact_sums = !p.weighted() && fits;
+        p.exact_wsums = p.weighted() && fits;
         p.fixed64 = span <= 62 && p.sum_exp >= -1022;  // (2^-sum_exp a finite double)
         p.fixed_scale = std::ldexp(1.0, -p.sum_exp);
         int n_bits = 0;  // n < 2^n_bits
@@ -324,6 +338,17 @@ struct Problem {
         p.has_float = all.lo * p.fscale >= kFloatLo && all.hi * p.fscale <= kFloatHi &&
                       (p.f32 || (all.lo >= 0x1p-126 && all.hi <= 0x1p127));
         if (p.f64 && p.has_float) p.f64_as_f32 = to_float(p.f64, n, n_threads);
+        if (p.weighted()) {
+            double top = 0.0;
+            for (index_t i = 0; i < n; ++i) top = std::max(top, weights[i]);
+            if (!(top > 0.0) || !std::isfinite(top))
+                throw std::invalid_argument("kmeans_iou: the weights must be finite and one of them positive");
+            p.wunits = WeightUnits::of(top, kWeightBits);
+            p.wq.resize(static_cast<std::size_t>(n));
+            for_each_chunk(n, n_threads, [&](index_t, index_t b, index_t e) {
+                for (index_t i = b; i < e; ++i) p.wq[i] = static_cast<std::uint32_t>(p.wunits(weights[i]));
+            });
+        }
         if (need_orders) {
             auto sort_coordinate = [&](int X) {
                 p.order[X] =

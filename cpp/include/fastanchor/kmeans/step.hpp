@@ -53,14 +53,20 @@ struct HistLayout {
 struct StepPartials {
     static constexpr int kNoExp = INT_MAX;  // the units of sums over no box
     int k = 0;
-    std::vector<std::int64_t> count;     // per cluster
+    std::vector<std::int64_t> count;     // per cluster: boxes
+    std::vector<std::int64_t> weight;    // per cluster: integer weights (Problem::units; count if unit)
     int sum_exp = kNoExp;                // Mean: sums in units of 2^sum_exp
     std::vector<int128_t> sum_w, sum_h;  // Mean: per cluster
     std::vector<std::uint64_t> hist;     // Median: [X][cluster][bin]
     int bins = 0;
+    // Mean with integer weights (one chunk's, not merged here: the chunked fits merge them as
+    // Python integers): per cluster, the sums of weight times the high and the low kWSplit bits of
+    // each value's integer in units of 2^sum_exp, w then h ([X][cluster]).
+    static constexpr int kWSplit = 47;
+    std::vector<int128_t> wsum_hi, wsum_lo;
 
     StepPartials() = default;
-    StepPartials(int k_, StepMode mode, const HistLayout* layout) : k(k_), count(k_, 0) {
+    StepPartials(int k_, StepMode mode, const HistLayout* layout) : k(k_), count(k_, 0), weight(k_, 0) {
         if (mode == StepMode::Mean) {
             sum_w.assign(k_, 0);
             sum_h.assign(k_, 0);
@@ -78,7 +84,10 @@ struct StepPartials {
     void merge(const StepPartials& o) {
         if (o.k != k || o.sum_w.size() != sum_w.size() || o.hist.size() != hist.size())
             throw std::invalid_argument("StepPartials::merge: partials of different fits");
-        for (int c = 0; c < k; ++c) count[c] += o.count[c];
+        for (int c = 0; c < k; ++c) {
+            count[c] += o.count[c];
+            weight[c] += o.weight[c];
+        }
         for (std::size_t j = 0; j < hist.size(); ++j) hist[j] += o.hist[j];
         if (sum_w.empty() || o.sum_exp == kNoExp) return;
         if (sum_exp == kNoExp) {
@@ -133,9 +142,52 @@ inline void mantissa_exp(T v, std::uint64_t& m, int& e) {
     }
 }
 
+// The smallest and largest exponent e of the chunk's values m * 2^e (mantissa_exp): its units.
+template <class T>
+void exponent_range(const T* __restrict rows, index_t n, int& e_min, int& e_max) {
+    e_min = StepPartials::kNoExp;
+    e_max = INT_MIN;
+    for (index_t t = 0; t < 2 * n; ++t) {
+        std::uint64_t m;
+        int e;
+        mantissa_exp(rows[t], m, e);
+        e_min = std::min(e_min, e);
+        e_max = std::max(e_max, e);
+    }
+}
+
+// The weighted mean's partials of a chunk (StepPartials::wsum_hi, wsum_lo) into `out`, in the
+// chunk's units: its values' integers below 2^(2 kWSplit), each half times a weight below 2^31,
+// summed over fewer than 2^32 boxes within 2^110.
+template <class T>
+void weighted_mean_rows(const T* __restrict rows, index_t n, const std::int32_t* __restrict labels,
+                        const std::uint32_t* __restrict units, int k, StepPartials& out) {
+    constexpr int kDigits = sizeof(T) == 4 ? 24 : 53;
+    constexpr int kSplit = StepPartials::kWSplit;
+    int e_min, e_max;
+    exponent_range(rows, n, e_min, e_max);
+    if (n > 0 && ((e_max - e_min) + kDigits > 2 * kSplit || static_cast<std::uint64_t>(n) >> 32 != 0))
+        throw std::overflow_error("lloyd_step: the chunk's values span too many binary orders for exact weighted sums");
+    out.wsum_hi.assign(2 * static_cast<std::size_t>(k), 0);
+    out.wsum_lo.assign(2 * static_cast<std::size_t>(k), 0);
+    constexpr int128_t kMask = (int128_t{1} << kSplit) - 1;
+    for (index_t i = 0; i < n; ++i) {
+        for (int X = 0; X < 2; ++X) {
+            std::uint64_t m;
+            int e;
+            mantissa_exp(rows[2 * i + X], m, e);
+            const int128_t v = static_cast<int128_t>(m) << (e - e_min), u = units[i];
+            const std::size_t j = static_cast<std::size_t>(X) * k + labels[i];
+            out.wsum_hi[j] += u * (v >> kSplit);
+            out.wsum_lo[j] += u * (v & kMask);
+        }
+    }
+    if (n > 0) out.sum_exp = e_min;
+}
+
 template <class T>
 void lloyd_step_rows(const T* __restrict rows, index_t n, const WhSet& anchors, std::int32_t* __restrict labels,
-                     StepMode mode, const HistLayout* layout, StepPartials& out) {
+                     StepMode mode, const HistLayout* layout, const std::uint32_t* units, StepPartials& out) {
     const int k = static_cast<int>(anchors.size());
     // IN rows -> OUT labels: the exact rule (highest IoU, lowest index on ties), block by block.
     constexpr index_t kBlock = 1024;
@@ -150,27 +202,29 @@ void lloyd_step_rows(const T* __restrict rows, index_t n, const WhSet& anchors, 
         assign_rows(w, h, a, m, anchors.w.data(), anchors.h.data(), anchors.a.data(), k, labels + s);
     }
     if (mode == StepMode::AssignOnly) return;
-    for (index_t i = 0; i < n; ++i) ++out.count[labels[i]];
+    for (index_t i = 0; i < n; ++i) {
+        ++out.count[labels[i]];
+        out.weight[labels[i]] += units ? units[i] : 1;
+    }
     if (mode == StepMode::Median) {
         for (index_t i = 0; i < n; ++i) {
+            const std::uint64_t u = units ? units[i] : 1;
             for (int X = 0; X < 2; ++X) {
                 const std::uint32_t key = Problem::key_of(static_cast<float>(rows[2 * i + X]));
-                ++out.hist[(static_cast<std::size_t>(X) * k + labels[i]) * layout->bins + layout->bin(X, key)];
+                out.hist[(static_cast<std::size_t>(X) * k + labels[i]) * layout->bins + layout->bin(X, key)] += u;
             }
         }
         return;
     }
     // Mean: the chunk's units (its smallest exponent), then the exact sums in them.
     constexpr int kDigits = sizeof(T) == 4 ? 24 : 53;
-    StepPartials mine(k, StepMode::Mean, nullptr);
-    int e_min = StepPartials::kNoExp, e_max = INT_MIN;
-    for (index_t t = 0; t < 2 * n; ++t) {
-        std::uint64_t m;
-        int e;
-        mantissa_exp(rows[t], m, e);
-        e_min = std::min(e_min, e);
-        e_max = std::max(e_max, e);
+    if (units) {
+        weighted_mean_rows(rows, n, labels, units, k, out);
+        return;
     }
+    StepPartials mine(k, StepMode::Mean, nullptr);
+    int e_min, e_max;
+    exponent_range(rows, n, e_min, e_max);
     if (n > 0 && (e_max - e_min) + kDigits + 33 > 126)
         throw std::overflow_error("lloyd_step: the chunk's values span too many binary orders for exact sums");
     for (index_t i = 0; i < n; ++i) {
@@ -184,6 +238,7 @@ void lloyd_step_rows(const T* __restrict rows, index_t n, const WhSet& anchors, 
     }
     if (n > 0) mine.sum_exp = e_min;
     mine.count.assign(k, 0);  // (counted above, into out)
+    mine.weight.assign(k, 0);
     out.merge(mine);
 }
 
@@ -198,9 +253,11 @@ void lloyd_step_rows(const T* __restrict rows, index_t n, const WhSet& anchors, 
 //   layout    IN READ-ONLY  the median's histogram layout, shared by every chunk (Median only)
 //   partials  IN/OUT        the chunk's share added (StepPartials::merge), made with the same k and
 //                           mode; untouched for AssignOnly
-// Unit weights only: the weighted statistics are float sums, whose totals depend on their order.
+//   units     IN READ-ONLY  n integer weights (Problem::units; null: unit weights), which the
+//                           median's histograms and the clusters' weights add up; the weighted
+//                           mean's partials (wsum_hi, wsum_lo) are one chunk's, into empty partials
 inline void lloyd_step(BoxRows rows, index_t n, const WhSet& anchors, std::int32_t* labels, StepMode mode,
-                       const HistLayout* layout, StepPartials* partials) {
+                       const HistLayout* layout, StepPartials* partials, const std::uint32_t* units = nullptr) {
     if (anchors.size() < 1) throw std::invalid_argument("lloyd_step: need at least one anchor");
     const auto k = static_cast<std::size_t>(anchors.size());
     const bool fits = partials && static_cast<std::size_t>(partials->k) == k && partials->count.size() == k;
@@ -208,10 +265,12 @@ inline void lloyd_step(BoxRows rows, index_t n, const WhSet& anchors, std::int32
         throw std::invalid_argument("lloyd_step: partials for k anchors are needed");
     if (mode == StepMode::Median && (!layout || partials->bins != layout->bins))
         throw std::invalid_argument("lloyd_step: the median needs the partials' histogram layout");
+    if (mode == StepMode::Mean && units && !(partials->wsum_hi.empty() && partials->sum_exp == StepPartials::kNoExp))
+        throw std::invalid_argument("lloyd_step: a weighted mean's partials are one chunk's");
     StepPartials none;
     StepPartials& out = partials ? *partials : none;
-    if (rows.f32) detail::lloyd_step_rows(rows.f32, n, anchors, labels, mode, layout, out);
-    else detail::lloyd_step_rows(rows.f64, n, anchors, labels, mode, layout, out);
+    if (rows.f32) detail::lloyd_step_rows(rows.f32, n, anchors, labels, mode, layout, units, out);
+    else detail::lloyd_step_rows(rows.f64, n, anchors, labels, mode, layout, units, out);
 }
 
 // The values of a chunk's boxes in each slot's key window, run-length coded: per slot (X * k + c,
@@ -312,6 +371,8 @@ void gather_windows(BoxRows rows, index_t n, const L* labels, int k, const std::
 // (appended to values[t * 2 + X] with their labels, in row order), with mode[j] = 2 their
 // histogram over `bins` bins of 2^shift[j] keys from first[j] (hist: [t][X][c][bin], added to);
 // mode 0: nothing. One unsigned comparison per value finds the rare ones in either target's range.
+// With integer weights (units, not null): each gathered value's weight goes to wts[t * 2 + X], and
+// the histograms add weights.
 struct SelectPlan {
     const std::int64_t* first = nullptr;
     const std::int64_t* last = nullptr;
@@ -322,7 +383,8 @@ struct SelectPlan {
 
 template <class L>
 void select_values(BoxRows rows, index_t n, const L* labels, int k, const SelectPlan& plan,
-                   std::vector<double> (&values)[4], std::vector<std::int32_t> (&labs)[4], std::uint64_t* hist) {
+                   std::vector<double> (&values)[4], std::vector<std::int32_t> (&labs)[4], std::uint64_t* hist,
+                   const std::uint32_t* units = nullptr, std::vector<std::uint32_t>* wts = nullptr) {
     const std::size_t slots = 2 * static_cast<std::size_t>(k);
     // Per (X, c): the keys [lo, lo + span] that either target asks for (span 2^32 - 1 and lo 0
     // would pass all; lo = 2^32 - 1 with span 0 passes none but a NaN's key).
@@ -355,10 +417,11 @@ void select_values(BoxRows rows, index_t n, const L* labels, int k, const Select
                 if (plan.mode[j] == 1) {
                     values[t * 2 + X].push_back(v);
                     labs[t * 2 + X].push_back(c);
+                    if (units) wts[t * 2 + X].push_back(units[i]);
                 } else {
                     const std::int64_t b =
                         std::min<std::int64_t>((key - plan.first[j]) >> plan.shift[j], plan.bins - 1);
-                    ++hist[j * static_cast<std::size_t>(plan.bins) + static_cast<std::size_t>(b)];
+                    hist[j * static_cast<std::size_t>(plan.bins) + static_cast<std::size_t>(b)] += units ? units[i] : 1;
                 }
             }
         }
