@@ -16,8 +16,8 @@ iterations, where the anchors move far), or k-means++ seeds (``--init kmeans++``
 ``--max-iter``: a whole fit, whose later iterations creep). evolve: the search from the same anchors and seed for
 ``generations`` generations. autoanchor: seed 0, budget 0, ``generations``. Every mode must
 return the same anchors, bit for bit; the script checks it. fitness: anchor_fitness of those
-anchors. ``--weighted`` (evolve and fitness): every box weighted by a seeded integer in [1, 4],
-from ``<path>.weights.npy`` (persisted with the rows on Dask, memory-mapped out of core).
+anchors. ``--weighted``: every box weighted by a seeded integer in [1, 4], from
+``<path>.weights.npy`` (persisted with the rows on Dask, memory-mapped out of core).
 ``--placement one`` persists every chunk on one worker (the Dask modes report how many chunks
 each worker held before the call).
 """
@@ -163,11 +163,9 @@ def main() -> None:
     ap.add_argument("--mode")
     ap.add_argument("--modes", default="in_memory,dask1,dask2,out_of_core")
     ap.add_argument("--cache-bytes", type=int, default=1 << 30, help="the chunked modes' cache_bytes")
-    ap.add_argument("--weighted", action="store_true", help="weights in [1, 4] (evolve and fitness)")
+    ap.add_argument("--weighted", action="store_true", help="every box weighted by an integer in [1, 4]")
     ap.add_argument("--placement", choices=("default", "one"), default="default", help="the Dask modes' persist")
     args = ap.parse_args()
-    if args.weighted and args.what not in ("evolve", "fitness"):
-        ap.error("--weighted goes with --what evolve or fitness (the chunked fits take no weights)")
     init = coco_like(100_000, seed=1)[:K].astype(np.float64)
     if args.init == "kmeans++" and os.path.exists(args.path):
         sample = np.array(np.load(args.path, mmap_mode="r")[:1_000_000])

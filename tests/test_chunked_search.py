@@ -454,8 +454,8 @@ def test_autoanchor_refuses_a_sample_with_too_few_distinct_boxes():
 
 def test_search_errors():
     wh = tied_boxes(5, 100)
-    with pytest.raises(ValueError, match="sample_weight is not supported"):
-        ooc.autoanchor(wh, 3, sample_weight=np.ones(100))
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(100,\) to match the boxes"):
+        ooc.autoanchor(wh, 3, sample_weight=np.ones(99))
     with pytest.raises(ValueError, match="objective"):
         ooc.evolve_anchors(wh[:3], wh, objective="map")
     with pytest.raises(ValueError, match="n_init must be >= 1"):

@@ -1,6 +1,7 @@
-"""Weighted boxes in the chunked engines: avg_iou, anchor_fitness and evolve_anchors out of core and
-on Dask give the in-memory results bit for bit, whatever the chunking of the rows and of the
-weights, and bad weights get the in-memory messages with their index in the whole array."""
+"""Weighted boxes in the chunked engines: avg_iou, anchor_fitness, evolve_anchors, kmeans_iou and
+autoanchor out of core and on Dask give the in-memory results bit for bit, whatever the chunking of
+the rows and of the weights, and bad weights get the in-memory messages with their index in the
+whole array."""
 
 from __future__ import annotations
 
@@ -160,11 +161,26 @@ def test_bad_weights_get_the_in_memory_messages(tmp_path):
         ooc.avg_iou(anchors, wh, sample_weight=np.ones((9000, 1)))
     with pytest.raises(FileNotFoundError):
         ooc.avg_iou(anchors, wh, sample_weight=tmp_path / "absent.npy")
-    # the chunked k-means and autoanchor refuse weights, and say which functions take them
-    with pytest.raises(ValueError, match="avg_iou, anchor_fitness and evolve_anchors take weights"):
-        ooc.kmeans_iou(wh, 3, sample_weight=w)
-    with pytest.raises(ValueError, match="avg_iou, anchor_fitness and evolve_anchors take weights"):
-        ooc.autoanchor(wh, 3, sample_weight=w)
+    # the fit's errors: bad weights as above, too few boxes of positive weight
+    for weights in bad:
+        want = _message(lambda: fastanchor.avg_iou(anchors, wh, sample_weight=weights))
+        assert _message(lambda: ooc.kmeans_iou(wh, 3, sample_weight=weights, block_rows=1000)) == want
+    few = np.zeros(9000)
+    few[[5, 6000]] = 1.0
+    with pytest.raises(ValueError, match=r"k=3 is larger than the number of boxes with positive weight \(2\)"):
+        ooc.kmeans_iou(wh, 3, init=anchors[:3], sample_weight=few)
+    with pytest.raises(ValueError, match="distinct boxes with positive weight"):
+        fastanchor.kmeans_iou(wh, 3, sample_weight=few)
+    for weights in bad:
+        want = _message(lambda: fastanchor.autoanchor(wh, 3, sample_weight=weights, generations=5))
+        assert _message(lambda: ooc.autoanchor(wh, 3, sample_weight=weights, generations=5, block_rows=999)) == want
+    # every box of positive weight dropped (below 2 pixels on both sides)
+    tiny = wh.copy()
+    tiny[:, :] = np.where(few[:, None] > 0, 1.5, tiny)
+    with pytest.warns(UserWarning):
+        want = _message(lambda: fastanchor.autoanchor(tiny, 3, sample_weight=few, generations=5))
+    with pytest.warns(UserWarning):
+        assert _message(lambda: ooc.autoanchor(tiny, 3, sample_weight=few, generations=5, block_rows=999)) == want
 
 
 @needs_data
@@ -181,6 +197,13 @@ def test_real_data_weighted_by_size():
     want_iou, want_fit = _in_memory(anchors, wh, w)
     assert ooc.avg_iou(anchors, wh, sample_weight=w, block_rows=777) == want_iou
     assert ooc.anchor_fitness(anchors, wh, thr=4.0, sample_weight=w, block_rows=777) == want_fit
+    # the weighted k-means from those anchors, both updates
+    for update in ("median", "mean"):
+        want = fastanchor.kmeans_iou(wh, 9, init=anchors, sample_weight=w, update=update)
+        got = ooc.kmeans_iou(wh, 9, init=anchors, sample_weight=w, update=update, block_rows=1234)
+        np.testing.assert_array_equal(got.anchors, want.anchors)
+        np.testing.assert_array_equal(got.labels, want.labels)
+        assert (got.avg_iou, got.n_iter) == (want.avg_iou, want.n_iter)
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,5 +271,173 @@ def test_weighted_scores_and_search_on_a_cluster(cluster):
     assert fd.anchor_fitness(anchors, df, thr=4.0, sample_weight=df["weight"], client=client) == want_fit
     with pytest.raises(ValueError, match="no column 'wt'"):
         fd.avg_iou(anchors, df, sample_weight="wt", client=client)
-    with pytest.raises(ValueError, match="avg_iou, anchor_fitness and evolve_anchors take weights"):
-        fd.kmeans_iou(x, 3, sample_weight=dw, client=client)
+    # the weighted k-means from given anchors, and seeded (the same for any chunking)
+    init = wh[[0, 100, 2000, 9000, 15000, 23000]].astype(np.float64)
+    want_fit = fastanchor.kmeans_iou(wh, 6, init=init, sample_weight=w)
+    got_fit = fd.kmeans_iou(x, 6, init=init, sample_weight=dw, client=client)
+    _same_fit(got_fit, want_fit, client.compute(got_fit.labels).result())
+    seeded = fd.kmeans_iou(x, 6, seed=4, sample_weight=dw, client=client, init_sample=6000)
+    other = ooc.kmeans_iou(wh, 6, seed=4, sample_weight=w, block_rows=3333, init_sample=6000)
+    _same_fit(seeded, other, client.compute(seeded.labels).result())
+
+
+# --------------------------------------------------------------------------------------------
+# The weighted k-means over chunks (the median update): its integer weights' sums merge exactly,
+# so it is the in-memory fit bit for bit from given anchors, and the same for any chunking from a
+# seed.
+
+
+def _same_fit(got, want, labels=None) -> None:
+    np.testing.assert_array_equal(got.anchors, want.anchors)
+    np.testing.assert_array_equal(got.labels if labels is None else labels, want.labels)
+    assert (got.avg_iou, got.n_iter, got.converged) == (want.avg_iou, want.n_iter, want.converged)
+
+
+def _fit_weights(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
+    if kind == "ints":  # counts: ties of exact halves, as repeated boxes make them
+        w = rng.integers(0, 4, n).astype(np.float64)
+    elif kind == "equal":  # equal positive weights among zeros: the unit-weight fit of the others
+        w = np.where(rng.random(n) < 0.2, 0.0, 3.0)
+    else:  # floats over eight orders of magnitude, a tenth of them zero
+        w = np.exp(rng.uniform(-9.0, 9.0, n))
+        w[rng.random(n) < 0.1] = 0.0
+    w[int(rng.integers(0, n))] = 2.5
+    return w
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(40, 3000),
+    k=st.integers(1, 9),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    kind=st.sampled_from(["ints", "floats", "equal"]),
+    coarse=st.booleans(),
+    update=st.sampled_from(["median", "mean"]),
+)
+def test_weighted_kmeans_out_of_core_is_the_in_memory_fit(seed, n, k, dtype, kind, coarse, update):
+    rng = np.random.default_rng(seed)
+    wh = rng.lognormal(3.0, 0.7, (n, 2))
+    if coarse:  # few distinct values: many equal keys, medians inside one float32 key for float64 rows
+        wh = np.round(wh / 4.0) * 4.0 + 1.0 + (dtype == np.float64) * 1e-9 * rng.integers(0, 3, (n, 2))
+    wh = wh.astype(dtype)
+    w = _fit_weights(rng, n, kind)
+    positive = np.unique(wh[w > 0], axis=0)
+    if positive.shape[0] < k:
+        return
+    init = positive[rng.choice(positive.shape[0], k, replace=False)].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, k, init=init, sample_weight=w, update=update)
+    block = int(rng.integers(1, n + 1))
+    cache = int(rng.integers(0, 2)) << 30
+    got = ooc.kmeans_iou(wh, k, init=init, sample_weight=w, update=update, block_rows=block, cache_bytes=cache)
+    _same_fit(got, want)
+
+
+def test_weighted_mean_sums_beyond_128_bits():
+    """float64 sides over twelve orders of magnitude, weights over five: the exact sums of weight
+    times value pass 2^128 (two halves), and their rounding to a double is the in-memory one."""
+    rng = np.random.default_rng(11)
+    for _ in range(10):
+        wh = np.exp(rng.uniform(np.log(1e-6), np.log(1e6), (5000, 2)))
+        w = rng.random(5000) * 1e5
+        init = wh[rng.choice(5000, 3, replace=False)]
+        want = fastanchor.kmeans_iou(wh, 3, init=init, sample_weight=w, update="mean", max_iter=5)
+        _same_fit(ooc.kmeans_iou(wh, 3, init=init, sample_weight=w, update="mean", max_iter=5, block_rows=777), want)
+
+
+@pytest.mark.parametrize("kind", ["ints", "floats"])
+def test_weighted_kmeans_from_a_seed_is_the_same_for_any_chunking(tmp_path, kind):
+    rng = np.random.default_rng(4)
+    wh = tied_boxes(13, 20_000, np.float32)
+    w = _fit_weights(rng, 20_000, kind)
+    np.save(tmp_path / "w0.npy", w[:7000])
+    np.save(tmp_path / "w1.npy", w[7000:])
+    fits = [
+        ooc.kmeans_iou(wh, 7, seed=8, sample_weight=w, block_rows=b, init_sample=5000, n_init=2)
+        for b in (1000, 6001, 20_000)
+    ]
+    fits.append(
+        ooc.kmeans_iou(
+            wh, 7, seed=8, sample_weight=[tmp_path / "w0.npy", tmp_path / "w1.npy"], init_sample=5000, n_init=2
+        )
+    )
+    for f in fits[1:]:
+        _same_fit(f, fits[0])
+    # with no more rows of positive weight than the sample, the in-memory fit from the same seed
+    # (the best of n_init runs by the same average IoU, over the same boxes)
+    small = ooc.kmeans_iou(wh[:3000], 5, seed=8, sample_weight=w[:3000], block_rows=700, n_init=3)
+    _same_fit(small, fastanchor.kmeans_iou(wh[:3000], 5, seed=8, sample_weight=w[:3000], n_init=3))
+    n_pos = int(np.count_nonzero(w > 0))
+    fit = ooc.kmeans_iou(wh, 5, seed=9, sample_weight=w, block_rows=4096, init_sample=n_pos, n_init=2)
+    _same_fit(fit, fastanchor.kmeans_iou(wh, 5, seed=9, sample_weight=w, n_init=2))
+
+
+def test_weighted_median_is_exact_in_integer_weights():
+    """The in-memory weighted median adds integer weights (2^-30 of the largest): the reference's,
+    and a weight of 2 is two boxes of weight 1, also where the float sums of the weights round."""
+    from reference import median_int_weights, weighted_median
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(1, 12))
+        x = rng.integers(1, 6, n).astype(np.float64)
+        w = rng.choice([0.1, 0.2, 0.3, 0.7, 1.1], n)
+        got = fastanchor.kmeans_iou(np.c_[x, x], 1, init=[[3.0, 3.0]], sample_weight=w, max_iter=1).anchors
+        units = median_int_weights(w)
+        assert got[0, 0] == weighted_median(x, units)
+    # integer weights are repeated boxes
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    w = np.array([3.0, 1.0, 2.0, 2.0])
+    got = fastanchor.kmeans_iou(np.c_[x, x], 1, init=[[1.0, 1.0]], sample_weight=w, max_iter=1).anchors[0, 0]
+    assert got == np.median(np.repeat(x, w.astype(int))) == 2.5
+
+
+# --------------------------------------------------------------------------------------------
+# The weighted autoanchor over chunks: from the same seed, the in-memory autoanchor bit for bit,
+# with small boxes dropped, samples for the k-means and the search or not.
+
+
+def _same_auto(got, want) -> None:
+    np.testing.assert_array_equal(got.anchors, want.anchors)
+    np.testing.assert_array_equal(got.kmeans_anchors, want.kmeans_anchors)
+    np.testing.assert_array_equal(got.history, want.history)
+    assert (got.kmeans, got.evolved) == (want.kmeans, want.evolved)
+    assert (got.kmeans_objectives, got.evolved_objectives) == (want.kmeans_objectives, want.evolved_objectives)
+    assert (got.n_boxes, got.n_dropped, got.n_small) == (want.n_boxes, want.n_dropped, want.n_small)
+
+
+@pytest.mark.parametrize("kind", ["ints", "floats", "equal"])
+@pytest.mark.parametrize("samples", [(3000, 5000), (100_000, 100_000), (3000, 100_000), (100_000, 5000)])
+def test_weighted_autoanchor_out_of_core_is_the_in_memory_one(kind, samples):
+    rng = np.random.default_rng(6)
+    n = 20_000
+    wh = rng.lognormal(3.0, 1.0, (n, 2)).astype(np.float32)
+    wh[rng.random(n) < 0.02] = 1.5  # dropped
+    w = _fit_weights(rng, n, kind)
+    init_sample, search_sample = samples
+    kw = dict(seed=3, generations=40, sample_weight=w, init_sample=init_sample, search_sample=search_sample, budget=0)
+    with pytest.warns(UserWarning, match="extremely small"):
+        want = fastanchor.autoanchor(wh, 6, objective="avg_iou", **kw)
+    with pytest.warns(UserWarning, match="extremely small"):
+        got = ooc.autoanchor(wh, 6, objective="avg_iou", block_rows=3001, **kw)
+    _same_auto(got, want)
+
+
+def test_weighted_autoanchor_on_dask(cluster):
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    fd = pytest.importorskip("fastanchor.dask")
+    _, client = cluster
+    rng = np.random.default_rng(7)
+    n = 30_000
+    wh = (rng.lognormal(3.0, 1.0, (n, 2)) + 3.0).astype(np.float32)  # (no small boxes)
+    w = _fit_weights(rng, n, "floats")
+    kw = dict(seed=4, generations=30, sample_weight=w, init_sample=8000, search_sample=10_000)
+    want = fastanchor.autoanchor(wh, 9, budget=0, **kw)
+    x, dw = client.persist([da.from_array(wh, chunks=(7000, 2)), da.from_array(w, chunks=7000)])
+    client.gather(distributed.futures_of(x) + distributed.futures_of(dw))
+    kw["sample_weight"] = dw
+    _same_auto(fd.autoanchor(x, 9, client=client, **kw), want)
+    # the same with the weights chunked otherwise, and on one thread in this process
+    kw["sample_weight"] = da.from_array(w, chunks=4000)
+    _same_auto(fd.autoanchor(da.from_array(wh, chunks=(11_000, 2)), 9, scheduler="sync", **kw), want)

@@ -78,8 +78,8 @@ def test_errors_as_in_memory():
     x = da.from_array(wh, chunks=(1000, 2))
     with pytest.raises(ValueError, match=r"the first is row 2500: \[nan, nan\]"):
         fd.kmeans_iou(x, 3, init=wh[:3], scheduler="sync")
-    with pytest.raises(ValueError, match="sample_weight is not supported"):
-        fd.kmeans_iou(x, 3, sample_weight=np.ones(3000), scheduler="sync")
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(2000,\) to match the boxes"):
+        fd.kmeans_iou(x[:2000], 3, update="mean", sample_weight=np.arange(1999.0), scheduler="sync")
     with pytest.raises(ValueError, match="must have shape"):
         fd.avg_iou(wh[:3], da.ones((10, 3)))
 

@@ -144,8 +144,8 @@ def test_errors_name_the_argument_and_the_row():
     with pytest.raises(ValueError, match=r"the first is row 4321: \["):
         ooc.kmeans_iou(wh, 3, init=wh[:3] * 0 + 1, block_rows=1000)
     good = tied_boxes(12, 100)
-    with pytest.raises(ValueError, match="sample_weight is not supported"):
-        ooc.kmeans_iou(good, 3, sample_weight=np.ones(100))
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(100,\) to match the boxes"):
+        ooc.kmeans_iou(good, 3, update="mean", sample_weight=np.arange(99.0))
     with pytest.raises(ValueError, match="k=200 is larger than the number of boxes"):
         ooc.kmeans_iou(good, 200, seed=0)
     with pytest.raises(ValueError, match="init has 2 anchors but k=3"):

@@ -198,16 +198,107 @@ def with_weights(task: Callable[..., Any], rows: Any, weights: Any, offset: int,
 class WeightScale:
     """How the chunks' weights are scaled as the in-memory functions scale them: ``top``, the
     largest weight of all chunks, and ``scaled``, that weight after scaling (the kernels divide
-    the scaled weights by it)."""
+    the scaled weights by it); and what a fit needs to know of them: ``low``, the smallest positive
+    weight, and ``zeros``, how many are zero."""
 
     top: float
     scaled: float
+    low: float = 0.0
+    zeros: int = 0
 
     @staticmethod
-    def of(top: float) -> WeightScale:
+    def of(top: float, low: float = 0.0, zeros: int = 0) -> WeightScale:
         from ._validation import scaled_top
 
-        return WeightScale(float(top), scaled_top(top))
+        return WeightScale(float(top), scaled_top(top), float(low), int(zeros))
+
+    @property
+    def equal(self) -> bool:
+        """Whether every positive weight is the same: then a fit is the unit-weight fit of the rows
+        of positive weight, as in memory, where equal weights are no weights."""
+        return self.low == self.top
+
+
+#: The bits of a weighted fit's integer weights (the core's Problem::kWeightBits): with up to 2^32
+#: boxes, their sums are exact in 64 bits.
+FIT_WEIGHT_BITS = 31
+
+
+def weight_shift(top: float) -> int:
+    """The exponent s of a weighted fit's integer weights max(1, rint(ldexp(w, s)))
+    (weight_units.hpp): the largest weight ``top`` in [2^30, 2^31)."""
+    return FIT_WEIGHT_BITS - 1 - (math.frexp(top)[1] - 1)
+
+
+def raw_weights(block: Any) -> np.ndarray:
+    """A WeightedBlock's weights as C-contiguous float64 (validated by the first pass)."""
+    w = block.weights
+    if isinstance(w, OnDemand):
+        w = w.load()
+    return np.ascontiguousarray(np.asarray(w, dtype=np.float64).reshape(-1))
+
+
+def fit_rows(block: Any, wshift: Optional[int]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """A chunk's rows, and for a weighted fit (``wshift`` not None: a PositiveRows executor's
+    chunk, every weight positive) their weights, from which the kernels take the integer weights
+    (the weights as given: a power-of-two scaling into range, as in memory, gives the same units);
+    else None."""
+    rows = chunk_rows(block)
+    return rows, None if wshift is None else raw_weights(block)
+
+
+class PositiveOnDemand(OnDemand):
+    """The rows (``part`` "rows") or the weights (``part`` "weights") of a WeightedBlock's ``count``
+    rows of positive weight, the block read once (read_once) for both."""
+
+    def __init__(self, block: Any, part: str, count: int) -> None:
+        self.block, self.part, self.count = block, part, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def load(self) -> np.ndarray:
+        w = raw_weights(self.block)
+        got = w if self.part == "weights" else chunk_rows(self.block)
+        return got if self.count == w.shape[0] else np.ascontiguousarray(got[w > 0])
+
+
+def task_positive(
+    block: Any, offset: int, task: Callable[..., Partial], positive: Dict[int, Tuple[int, int]], *args: Any
+) -> Partial:
+    """``task`` on the chunk's rows of positive weight, with their weights, at their offset among
+    all such rows (``positive``: per chunk offset, that offset and the count)."""
+    pos_offset, count = positive[offset]
+    once = read_once(block)
+    part = WeightedBlock(PositiveOnDemand(once, "rows", count), PositiveOnDemand(once, "weights", count))
+    return task(part, pos_offset, *args)
+
+
+class PositiveRows:
+    """An executor over the rows of positive weight of another's weighted chunks, in their order
+    (``positive``: per chunk offset of ``ex``, the count): a weighted fit runs on them, as the
+    in-memory fit leaves the zero-weight boxes out (and labels them after it), so that every
+    offset, sample and block of the average IoU is the in-memory fit's."""
+
+    def __init__(self, ex: Executor, positive: Dict[int, int]) -> None:
+        self.ex = ex
+        self.task_threads = getattr(ex, "task_threads", 1)
+        self.positive: Dict[int, Tuple[int, int]] = {}
+        total = 0
+        for offset in sorted(positive):
+            self.positive[offset] = (total, positive[offset])
+            total += positive[offset]
+        self.n = total
+
+    def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
+        def of_positive(a: PerChunk) -> PerChunk:  # a PerChunk argument is asked for the positive rows
+            return PerChunk(lambda offset, n: a.of(*self.positive[offset]))
+
+        return self.ex.run(task_positive, (task, self.positive) + map_per_chunk(tuple(args), of_positive), merge)
+
+    @property
+    def release(self) -> Optional[Callable[[str], None]]:
+        return getattr(self.ex, "release", None)
 
 
 def chunk_weights(block: Any, ws: WeightScale) -> np.ndarray:
@@ -315,41 +406,61 @@ def _scanned(rows: np.ndarray, offset: int, name: str, warn_below: float, drop_b
 
 def task_scan_weighted(block: Any, offset: int, name: str) -> Partial:
     """task_scan of a WeightedBlock's rows, and the check of its weights: their count, how many are
-    bad (not finite and non-negative) and the first of those (global index and value), and the
-    largest."""
+    bad (not finite and non-negative) and the first of those (global index and value), the largest,
+    the smallest positive one and how many are zero."""
+    scan = task_scan(block, offset, name)
+    return {"scan": scan, "weights": _weight_stats(block, offset, scan["n"])}
+
+
+def _weight_stats(block: Any, offset: int, n: int, keep: Optional[np.ndarray] = None) -> Partial:
+    """The check of a WeightedBlock's weights (``n`` of them, for rows from ``offset``), and the
+    largest, smallest positive and zero count of those where ``keep`` (all, for None)."""
     from ._validation import weight_bad_values
 
-    scan = task_scan(block, offset, name)
     w = block.weights
     if isinstance(w, OnDemand):
         w = w.load()
     arr = np.asarray(w)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"sample_weight must hold real numbers, got dtype {arr.dtype}")
-    if arr.ndim != 1 or arr.shape[0] != scan["n"]:
+    if arr.ndim != 1 or arr.shape[0] != n:
         raise ValueError(
-            f"sample_weight must have one value per box: its chunk of rows {offset} to {offset + scan['n'] - 1} "
+            f"sample_weight must have one value per box: its chunk of rows {offset} to {offset + n - 1} "
             f"holds {arr.shape[0] if arr.ndim == 1 else arr.shape} weights"
         )
     with np.errstate(all="ignore"):
         values = arr.astype(np.float64)
     bad = weight_bad_values(values)
     first = None if bad.size == 0 else (offset + int(bad[0]), arr[int(bad[0])].item())
-    top = float(values.max()) if values.size and bad.size == 0 else 0.0
-    return {"scan": scan, "weights": {"bad": int(bad.size), "first": first, "top": top}}
+    if bad.size:
+        values = values[:0]
+    elif keep is not None:
+        values = values[keep]
+    positive = values[values > 0]
+    return {
+        "bad": int(bad.size),
+        "first": first,
+        "top": float(values.max()) if values.size else 0.0,
+        "low": float(positive.min()) if positive.size else math.inf,
+        "zeros": int(values.size - positive.size),
+        "positive": {offset: int(positive.size)},
+    }
+
+
+def merge_weight_stats(wa: Partial, wb: Partial) -> Partial:
+    firsts = [f for f in (wa["first"], wb["first"]) if f is not None]
+    return {
+        "bad": wa["bad"] + wb["bad"],
+        "first": min(firsts, key=lambda f: f[0]) if firsts else None,
+        "top": max(wa["top"], wb["top"]),
+        "low": min(wa["low"], wb["low"]),
+        "zeros": wa["zeros"] + wb["zeros"],
+        "positive": {**wa["positive"], **wb["positive"]},
+    }
 
 
 def merge_scan_weighted(a: Partial, b: Partial) -> Partial:
-    wa, wb = a["weights"], b["weights"]
-    firsts = [f for f in (wa["first"], wb["first"]) if f is not None]
-    return {
-        "scan": merge_scan(a["scan"], b["scan"]),
-        "weights": {
-            "bad": wa["bad"] + wb["bad"],
-            "first": min(firsts, key=lambda f: f[0]) if firsts else None,
-            "top": max(wa["top"], wb["top"]),
-        },
-    }
+    return {"scan": merge_scan(a["scan"], b["scan"]), "weights": merge_weight_stats(a["weights"], b["weights"])}
 
 
 def merge_scan(a: Partial, b: Partial) -> Partial:
@@ -409,17 +520,24 @@ def task_lloyd(
     layout: Optional[Layout],
     cache: Optional[Tuple[str, int]] = None,
     windows: Optional[Windows] = None,
+    wshift: Optional[int] = None,
 ) -> Partial:
     """The chunk's update partials against ``anchors`` and its count of boxes whose label changed
     since ``prev``. With ``cache`` (a fit's token and budget), the process keeps the chunk's Lloyd
     state for the next pass (the in-memory engine's bounded assignment, ChunkLloyd), or, where that
     does not fit the budget or give exact partials, its labels, so that a pass labels the chunk
     once instead of twice (against ``prev`` too). With ``windows`` (the median's key windows),
-    the values in them too."""
-    n = row_count(block)
+    the values in them too. A weighted fit (``wshift``: the units of its integer weights; the chunks
+    of a PositiveRows executor) keeps the chunk's labels only."""
+    weights: Optional[np.ndarray] = None
+    if wshift is not None:
+        rows_w, weights = fit_rows(block, wshift)
+        n = rows_w.shape[0]
+    else:
+        n = row_count(block)
     lo, shift, bins = (layout.lo, layout.shift, layout.bins) if layout is not None else ((0, 0), (0, 0), 1)
     win = {} if windows is None else windows.kernel_args(n)
-    loaded: List[np.ndarray] = []  # the rows, read at most once
+    loaded: List[np.ndarray] = [] if wshift is None else [rows_w]  # the rows, read at most once
 
     def rows_of() -> np.ndarray:
         if not loaded:
@@ -427,7 +545,7 @@ def task_lloyd(
         return loaded[0]
 
     state = None
-    if cache is not None:
+    if cache is not None and wshift is None:
         state = CACHE.lloyd_state(cache[0], cache[1], offset, n, rows_of, anchors.shape[0], mode, layout)
     if state is not None:
         out, changed = state.step(anchors, prev, win)
@@ -445,15 +563,21 @@ def task_lloyd(
             shift_h=shift[1],
             bins=bins,
             want_labels=cache is not None,
+            weights=weights,
+            weight_shift=0 if wshift is None else wshift,
             **win,
         )
         changed = int(out["changed"]) if known is None else int(np.count_nonzero(out["labels"] != known))
         if cache is not None:
             CACHE.keep_labels(cache[0], cache[1], offset, out["labels"], anchors)
-    part: Partial = {"changed": changed, "count": out["count"]}
+    part: Partial = {"changed": changed, "count": out["count"], "weight": out["weight"]}
     if mode == "mean":
         part["exp"] = out["sum_exp"]
-        part["sums"] = _u128(out["sums"])  # 2k Python ints: w then h per cluster
+        if "sums_hi" in out:  # weighted: sum = hi * 2**47 + lo
+            split = MEAN_WEIGHTED_SPLIT
+            part["sums"] = [(hi << split) + lo for hi, lo in zip(_u128(out["sums_hi"]), _u128(out["sums_lo"]))]
+        else:
+            part["sums"] = _u128(out["sums"])  # 2k Python ints: w then h per cluster
     else:
         part["hist"] = out["hist"]
         if windows is not None:
@@ -481,7 +605,11 @@ def assign_labels(block: Any, anchors: np.ndarray) -> np.ndarray:
 
 
 def merge_lloyd(a: Partial, b: Partial) -> Partial:
-    out: Partial = {"changed": a["changed"] + b["changed"], "count": a["count"] + b["count"]}
+    out: Partial = {
+        "changed": a["changed"] + b["changed"],
+        "count": a["count"] + b["count"],
+        "weight": a["weight"] + b["weight"],
+    }
     if "hist" in a:
         out["hist"] = a["hist"] + b["hist"]
         if "window" in a:
@@ -500,17 +628,22 @@ def merge_lloyd(a: Partial, b: Partial) -> Partial:
     return out
 
 
+#: A weighted mean's sums come from the core in two halves: hi * 2**MEAN_WEIGHTED_SPLIT + lo.
+MEAN_WEIGHTED_SPLIT = 47
+
+
 def mean_update(part: Partial, anchors: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """The new anchors of the clusters with boxes (the in-memory mean: the exact sum rounded once
-    to a double, scaled by its unit, divided by the count), and the mask of the empty clusters."""
+    to a double, scaled by its unit, divided by the count, or by the total integer weight when
+    weighted, whose sums are of weight times value), and the mask of the empty clusters."""
     k = anchors.shape[0]
     new = anchors.copy()
-    count = part["count"]
+    count, total = part["count"], part["weight"]
     for c in range(k):
         if count[c] > 0:
             for X in range(2):
                 s = part["sums"][X * k + c]
-                new[c, X] = math.ldexp(float(s), part["exp"]) / float(count[c])
+                new[c, X] = math.ldexp(float(s), part["exp"]) / float(int(total[c]))
     return new, count == 0
 
 
@@ -520,17 +653,26 @@ def mean_update(part: Partial, anchors: np.ndarray) -> Tuple[np.ndarray, np.ndar
 
 
 def task_select(
-    block: Any, offset: int, anchors: np.ndarray, plan: Dict[str, Any], cache: Optional[Tuple[str, int]] = None
+    block: Any,
+    offset: int,
+    anchors: np.ndarray,
+    plan: Dict[str, Any],
+    cache: Optional[Tuple[str, int]] = None,
+    wshift: Optional[int] = None,
 ) -> Partial:
     """For each target t (a rank of the median, 0 or 1) and coordinate X, the values of cluster c
     whose keys lie in [first, last] (gather), or their histogram over finer bins (refine). The
-    chunk's labels against ``anchors`` come from the fit's cache when it holds them."""
+    chunk's labels against ``anchors`` come from the fit's cache when it holds them. A weighted fit
+    (``wshift``) gathers the integer weights with the values, and makes histograms of weights."""
     mode = plan["gather"].astype(np.int8) + 2 * plan["refine"].astype(np.int8)
-    kept = CACHE.state_rows(cache[0], offset, row_count(block), anchors) if cache is not None else None
+    weights: Optional[np.ndarray] = None
+    kept = None
+    if cache is not None and wshift is None:
+        kept = CACHE.state_rows(cache[0], offset, row_count(block), anchors)
     if kept is not None:  # the rows and labels of the chunk's Lloyd state: nothing read
         rows, known = kept
     else:
-        rows = chunk_rows(block)
+        rows, weights = fit_rows(block, wshift)
         known = CACHE.labels(cache[0], offset, rows.shape[0], anchors) if cache is not None else None
     out = _core._chunk_select(
         wh=rows,
@@ -541,21 +683,29 @@ def task_select(
         mode=mode,
         shift=plan["shift"],
         bins=plan["bins"],
+        weights=weights,
+        weight_shift=0 if wshift is None else wshift,
     )
     keys = [(t, X) for t in range(2) for X in range(2)]
-    return {
+    part = {
         "values": dict(zip(keys, out["values"])),
         "labels": dict(zip(keys, out["labels"])),
         "hist": out["hist"],
     }
+    if "weights" in out:
+        part["weights"] = dict(zip(keys, out["weights"]))
+    return part
 
 
 def merge_select(a: Partial, b: Partial) -> Partial:
-    return {
+    out = {
         "values": {key: np.concatenate([v, b["values"][key]]) for key, v in a["values"].items()},
         "labels": {key: np.concatenate([v, b["labels"][key]]) for key, v in a["labels"].items()},
         "hist": a["hist"] + b["hist"],
     }
+    if "weights" in a:
+        out["weights"] = {key: np.concatenate([v, b["weights"][key]]) for key, v in a["weights"].items()}
+    return out
 
 
 def _narrow(cum: np.ndarray, rank: int) -> Tuple[int, int]:
@@ -686,9 +836,14 @@ def median_update(
     f32: bool,
     cache: Optional[Tuple[str, int]] = None,
     windows: Optional[Windows] = None,
+    wshift: Optional[int] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """The new anchors of the clusters with boxes (the median, interpolated like numpy.median:
     the mean of the values of ranks (n - 1) // 2 and n // 2) and the mask of the empty clusters.
+    A weighted fit's (``wshift``) ranks are in units of its integer weights: with T a cluster's
+    total, the values that cover units (T - 1) // 2 and T // 2 of its weight in ascending order,
+    which is the in-memory weighted median (kmeans/median_sorted.hpp); unit weights are the case
+    of one unit per box.
 
     Each rank is a target with a key range [first, last] known to hold it, and `rank`, its rank
     among the cluster's values in that range. A target whose range holds at most GATHER_MAX values
@@ -698,13 +853,14 @@ def median_update(
     k = anchors.shape[0]
     new = anchors.copy()
     count = part["count"].astype(np.int64)
+    total = part["weight"].astype(np.int64)  # the count, for unit weights
     found: Dict[Tuple[int, int, int], float] = {}
     state: Dict[Tuple[int, int, int], Dict[str, int]] = {}
     gathered = _window_values(part, windows, k)
     for X in range(2):
         for c in range(k):
-            n = int(count[c])
-            if n == 0:
+            n = int(total[c])
+            if count[c] == 0:
                 continue
             cum = np.cumsum(part["hist"][X, c].astype(np.int64))
             for t, rank in enumerate(((n - 1) // 2, n // 2)):
@@ -740,12 +896,18 @@ def median_update(
         if not state:
             break
         plan = dict(first=plan_first, last=plan_last, gather=gather, refine=refine, shift=shift, bins=MEDIAN_BINS)
-        got = ex.run(task_select, (anchors, plan, cache), merge_select)
+        got = ex.run(task_select, (anchors, plan, cache, wshift), merge_select)
         for key, s in list(state.items()):
             t, X, c = key
             if gather[key]:
-                vals = np.sort(got["values"][(t, X)][got["labels"][(t, X)] == c])
-                found[key] = float(vals[s["rank"]])
+                mine = got["labels"][(t, X)] == c
+                vals = got["values"][(t, X)][mine]
+                if "weights" in got:  # the value that covers unit `rank` of the weight in the range
+                    order = np.argsort(vals, kind="stable")
+                    cum = np.cumsum(got["weights"][(t, X)][mine][order].astype(np.int64))
+                    found[key] = float(vals[order][np.searchsorted(cum, s["rank"], side="right")])
+                else:
+                    found[key] = float(np.sort(vals)[s["rank"]])
                 del state[key]
             else:
                 cum = np.cumsum(got["hist"][t, X, c].astype(np.int64))
@@ -758,7 +920,7 @@ def median_update(
         if count[c] > 0:
             for X in range(2):
                 lo, hi = found[(0, X, c)], found[(1, X, c)]
-                new[c, X] = lo if count[c] % 2 == 1 else (lo + hi) / 2.0
+                new[c, X] = lo if total[c] % 2 == 1 else (lo + hi) / 2.0
     return new, count == 0
 
 
@@ -767,6 +929,7 @@ def median_update(
 
 
 def task_worst(block: Any, offset: int, anchors: np.ndarray, m: int) -> Partial:
+    """The chunk's ``m`` boxes of the lowest best IoU against ``anchors``, with their row indices."""
     rows = chunk_rows(block)
     iou, index = _core._chunk_worst(wh=rows, anchors=anchors, m=m)
     return {"iou": iou, "index": index + offset, "rows": rows[index].astype(np.float64), "m": m}
@@ -883,16 +1046,21 @@ def lloyd(
     tick: Optional[Callable[[int], None]] = None,
     cache: Optional[Tuple[str, int]] = None,
     windows: Optional[Windows] = None,
+    wshift: Optional[int] = None,
 ) -> FitOutcome:
     """The in-memory Lloyd loop (kmeans/driver.hpp, lloyd) as passes over the chunks (with
     ``cache``, a fit's token and budget, the chunks' Lloyd states or labels are kept between
-    passes; ``windows``, the median's windows of the first pass, e.g. from sample_windows)."""
+    passes; ``windows``, the median's windows of the first pass, e.g. from sample_windows). A
+    weighted fit (``wshift``: the units of its integer weights) runs on a PositiveRows executor,
+    without windows."""
     anchors = np.array(init, dtype=np.float64)
     k = anchors.shape[0]
     prev: Optional[np.ndarray] = None
     n_iter, converged = 0, False
+    if wshift is not None:
+        windows = None
     while True:
-        args = (anchors, prev, update, layout if update == "median" else None, cache, windows)
+        args = (anchors, prev, update, layout if update == "median" else None, cache, windows, wshift)
         part = ex.run(task_lloyd, args, merge_lloyd)
         if tick is not None:
             tick(n_iter)
@@ -910,14 +1078,15 @@ def lloyd(
             new, empty = mean_update(part, anchors)
         else:
             assert layout is not None
-            new, empty = median_update(ex, part, anchors, layout, f32, cache, windows)
+            new, empty = median_update(ex, part, anchors, layout, f32, cache, windows, wshift)
             # After a first pass in a sample's windows, the move was the sample's noise, not the
             # direction of the fit's creep: the next windows are not stretched by it, and twice as
             # wide (the relabelling after that jump moves the medians farther than a creep does).
             after_sample = windows is not None and windows.from_sample
             width = window_width(ex.n)
             before, width = (new, 2 * width) if after_sample else (anchors, width)
-            windows = median_windows(new, before, layout, part["hist"], part["count"], ex.n, width)
+            if wshift is None:  # (a weighted fit's histograms hold weights, not counts of values)
+                windows = median_windows(new, before, layout, part["hist"], part["count"], ex.n, width)
         if empty.any():
             which = np.flatnonzero(empty)
             m = min(which.size, ex.n)
@@ -1029,6 +1198,8 @@ class Scan:
     f32: bool
     layout: Layout
     hi: Tuple[int, int]  # the largest float32 key per coordinate
+    # Weighted chunks: per chunk offset, the count of rows of positive weight (None: unit weights).
+    positive: Optional[Dict[int, int]] = None
 
 
 def scan(ex: Executor, name: str = "wh") -> Scan:
@@ -1043,7 +1214,13 @@ def scan_weights(ex: Executor, weighted: bool, name: str = "wh") -> Tuple[Scan, 
         return scan(ex, name), None
     part = ex.run(task_scan_weighted, (name,), merge_scan_weighted)
     sc = as_scan(None if part is None else part["scan"], name)
-    w = part["weights"]
+    ws = checked_weights(part["weights"])
+    return Scan(sc.n, sc.f32, sc.layout, sc.hi, dict(part["weights"]["positive"])), ws
+
+
+def checked_weights(w: Partial) -> WeightScale:
+    """The scale of weights checked by a first pass (_weight_stats, merged), or the in-memory
+    functions' error."""
     if w["bad"]:
         index, value = w["first"]
         raise ValueError(
@@ -1052,7 +1229,7 @@ def scan_weights(ex: Executor, weighted: bool, name: str = "wh") -> Tuple[Scan, 
         )
     if not w["top"] > 0:
         raise ValueError("sample_weight must have at least one positive weight")
-    return sc, WeightScale.of(w["top"])
+    return WeightScale.of(w["top"], w["low"], w["zeros"])
 
 
 def as_scan(s: Optional[Partial], name: str) -> Scan:
@@ -1066,15 +1243,6 @@ def as_cache_bytes(cache_bytes: Any) -> int:
     from ._validation import as_int
 
     return as_int(cache_bytes, "cache_bytes", minimum=0)
-
-
-def no_weights(sample_weight: Any) -> None:
-    if sample_weight is not None:
-        raise ValueError(
-            "sample_weight is not supported by the chunked k-means and autoanchor (their exact sums are for "
-            "unit weights); avg_iou, anchor_fitness and evolve_anchors take weights, and the in-memory "
-            "functions take them everywhere"
-        )
 
 
 def check_fit_options(k: Any, update: Any, n_init: Any, max_iter: Any, tol: Any) -> Tuple[int, str, int, int, float]:
@@ -1100,13 +1268,24 @@ def initial_anchors(
     init_sample: int,
     take_rows: Callable[[Optional[np.ndarray]], np.ndarray],
     runs: int = 1,
+    take_pairs: Optional[Callable[[Optional[np.ndarray]], Tuple[np.ndarray, np.ndarray]]] = None,
 ) -> List[np.ndarray]:
     """The runs' initial anchors: ``init`` as given (k, 2), for one run, or k-means++/random on
     the rows ``take_rows(index)`` of a uniform sample of ``init_sample`` rows (sorted row indices
     drawn from the seed; all rows, index None, when there are no more) by the in-memory core, for
     each of ``runs`` runs (the in-memory fit's per-run streams of the seed). The sample depends on
-    the seed and N only, so the initial anchors do not depend on the chunking."""
-    from ._validation import as_int, as_wh, distinct_rows_at_least, resolve_seed, resolve_threads, sample_index
+    the seed and N only, so the initial anchors do not depend on the chunking. With ``take_pairs``
+    (a weighted fit's, over rows of positive weight), the sample's rows and weights, which the
+    draws weigh as the in-memory fit does (equal weights are none)."""
+    from ._validation import (
+        as_int,
+        as_wh,
+        distinct_rows_at_least,
+        resolve_seed,
+        resolve_threads,
+        sample_index,
+        scale_weights,
+    )
 
     if isinstance(init, str):
         if init not in _INITS:
@@ -1114,20 +1293,30 @@ def initial_anchors(
         if k > n:
             raise ValueError(f"k={k} is larger than the number of boxes ({n})")
         init_sample = as_int(init_sample, "init_sample", minimum=1)
+        take = (lambda index: (take_rows(index), None)) if take_pairs is None else take_pairs
+        weights: Optional[np.ndarray]
         if n <= init_sample:
-            sample, core_seed = take_rows(None), resolve_seed(seed)
+            (sample, weights), core_seed = take(None), resolve_seed(seed)
         else:
             rng = np.random.default_rng(resolve_seed(seed))
-            index = sample_index(rng, n, init_sample)
-            sample, core_seed = take_rows(index), resolve_seed(rng)
+            (sample, weights), core_seed = take(sample_index(rng, n, init_sample)), resolve_seed(rng)
+        if weights is not None:
+            weights = scale_weights(np.array(weights, dtype=np.float64), float(weights.max()))  # as as_weights does
+            if (weights == weights[0]).all():
+                weights = None  # equal weights are no weights
         distinct = distinct_rows_at_least(sample, k)
         if k > distinct:
-            where = "distinct boxes" if n <= len(sample) else f"distinct boxes in the sample of {len(sample)} rows"
+            what = "distinct boxes" if take_pairs is None else "distinct boxes with positive weight"
+            where = what if n <= len(sample) else f"{what} in the sample of {len(sample)} rows"
             raise ValueError(f"k={k} is larger than the number of {where} ({distinct})")
         # The in-memory fit's initial anchors, in the order each run starts from.
         threads = resolve_threads(None)
         return [
-            np.asarray(_core._chunk_init(wh=sample, k=k, init=init, seed=core_seed, n_threads=threads, run=run))
+            np.asarray(
+                _core._chunk_init(
+                    wh=sample, k=k, init=init, seed=core_seed, n_threads=threads, run=run, weights=weights
+                )
+            )
             for run in range(runs)
         ]
     if runs != 1:
@@ -1187,16 +1376,31 @@ def fit(
     n_init: int = 1,
     with_avg_iou: bool = True,
     windows: Optional[Windows] = None,
+    ws: Optional[WeightScale] = None,
 ) -> Tuple[FitOutcome, float]:
     """The fit and the average IoU of its (sorted) anchors: of ``n_init`` runs from a seeded
     initialisation (one from given anchors), the one of the highest average IoU (the first of
     equals), as in memory. Each process keeps the state of the chunks it runs, up to
     ``cache_bytes`` (when the executor can drop it at the end of each run). Without
     ``with_avg_iou``, a single run's average IoU is not computed (NaN: one pass fewer). ``windows``:
-    the median's windows of a single run's first pass."""
+    the median's windows of a single run's first pass. ``ws``: the weights' scale of a weighted
+    fit (``sc.positive`` counts the chunks' rows of positive weight): unless its
+    weights are all positive, the fit runs on the rows of positive weight (PositiveRows), and its
+    samples are drawn among them; the fit of equal weights is the unit-weight one (as in memory)."""
+    wshift = None if ws is None or ws.equal else weight_shift(ws.top)
     if update == "mean":
         check_mean_span(sc)
-    starts = initial_anchors(init, k, sc.n, seed, init_sample, take_rows, n_init)
+    n = sc.n
+    take: Optional[Callable[[Optional[np.ndarray]], Tuple[np.ndarray, np.ndarray]]] = None
+    avg_ws = None if wshift is None else ws  # (the in-memory fit's weights: none when equal)
+    if ws is not None and (ws.zeros or wshift is not None):
+        assert sc.positive is not None
+        ex = PositiveRows(ex, sc.positive)
+        n = ex.n
+        if k > n:
+            raise ValueError(f"k={k} is larger than the number of boxes with positive weight ({n})")
+        take = functools.partial(take_pairs, ex)
+    starts = initial_anchors(init, k, n, seed, init_sample, take_rows, n_init, take)
     release = getattr(ex, "release", None)
     best: Optional[Tuple[FitOutcome, float]] = None
     for run, anchors in enumerate(starts):
@@ -1205,7 +1409,7 @@ def fit(
         cache = (uuid.uuid4().hex, cache_bytes) if cache_bytes > 0 and release is not None else None
         try:
             first = windows if len(starts) == 1 else None
-            out = lloyd(ex, anchors, update, max_iter, tol, sc.layout, sc.f32, bar, cache, first)
+            out = lloyd(ex, anchors, update, max_iter, tol, sc.layout, sc.f32, bar, cache, first, wshift)
         finally:
             if bar is not None:
                 bar.close()
@@ -1213,7 +1417,7 @@ def fit(
                 release(cache[0])
         if len(starts) == 1 and not with_avg_iou:
             return out, math.nan
-        avg = finish_avg_iou(ex.run(task_avg_iou, (out.anchors, sc.n), merge_avg_iou), sc.n)
+        avg = avg_iou(ex, out.anchors, n, avg_ws)
         if best is None or avg > best[1]:
             best = (out, avg)
     assert best is not None
@@ -1643,6 +1847,76 @@ def merge_scan_small(a: Partial, b: Partial) -> Partial:
     return {"scan": merge_scan(a["scan"], b["scan"]), "small": merge_small(a["small"], b["small"])}
 
 
+def task_scan_small_weighted(block: Any, offset: int, name: str, warn_below: float, drop_below: float) -> Partial:
+    """task_scan_small of a WeightedBlock, and the check of its weights (task_scan_weighted's),
+    with the largest, smallest positive and zero count of the kept rows' weights ("kept"), and of
+    all ("all": the in-memory check of sample_weight comes before any box is dropped)."""
+    rows = chunk_rows(block)
+    scan, small = _scanned(rows, offset, name, warn_below, drop_below)
+    return {
+        "scan": scan,
+        "small": small,
+        "all": _weight_stats(block, offset, rows.shape[0]),
+        "kept": _weight_stats(block, offset, rows.shape[0], kept_mask(rows, drop_below)),
+    }
+
+
+def merge_scan_small_weighted(a: Partial, b: Partial) -> Partial:
+    out = merge_scan_small(a, b)
+    out["all"] = merge_weight_stats(a["all"], b["all"])
+    out["kept"] = merge_weight_stats(a["kept"], b["kept"])
+    return out
+
+
+class KeptWeights(OnDemand):
+    """The weights of a chunk's rows with a side of at least ``drop_below`` (``rows``: the chunk's
+    rows, read once with KeptOnDemand's through LoadedOnce)."""
+
+    def __init__(self, rows: Any, weights: Any, drop_below: float, count: int) -> None:
+        self.rows, self.weights, self.drop_below, self.count = rows, weights, drop_below, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def load(self) -> np.ndarray:
+        w = raw_weights(WeightedBlock(None, self.weights))
+        if self.count == w.shape[0]:
+            return w
+        return np.ascontiguousarray(w[kept_mask(chunk_rows(self.rows), self.drop_below)])
+
+
+def task_take_pairs(block: Any, offset: int, index: Optional[np.ndarray]) -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
+    """task_take of a WeightedBlock: the chunk's rows among the sorted row indices ``index`` (all for
+    None), and their weights (float64)."""
+    rows, w = chunk_rows(block), raw_weights(block)
+    if index is not None:
+        lo, hi = np.searchsorted(index, [offset, offset + rows.shape[0]])
+        rows, w = rows[index[lo:hi] - offset], w[index[lo:hi] - offset]
+    return {offset: (rows, w)}
+
+
+def taken_pairs(parts: Dict[int, Tuple[np.ndarray, np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
+    """The rows and weights a task_take_pairs pass gathered, in row order."""
+    rows = taken_rows({o: r for o, (r, _) in parts.items()})
+    return rows, np.concatenate([parts[o][1] for o in sorted(parts)]).astype(np.float64, copy=False)
+
+
+def take_pairs(ex: Executor, index: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """The rows and weights of an executor of weighted chunks at the sorted row indices ``index``
+    (all for None): one pass."""
+    return taken_pairs(ex.run(task_take_pairs, (None if index is None else index_per_chunk(index),), merge_take))
+
+
+def task_many(block: Any, offset: int, tasks: Sequence[Tuple[Callable[..., Any], Tuple[Any, ...]]]) -> List[Any]:
+    """Several tasks on one chunk, each part of it read at most once."""
+    block = read_once(block)
+    return [task(block, offset, *args) for task, args in tasks]
+
+
+def merge_many(merges: Sequence[Callable[[Any, Any], Any]], a: List[Any], b: List[Any]) -> List[Any]:
+    return [m(x, y) for m, x, y in zip(merges, a, b)]
+
+
 def task_kept(
     block: Any,
     offset: int,
@@ -1655,6 +1929,12 @@ def task_kept(
     the kept rows (``kept``: per chunk offset, the kept rows' offset and count; read and filtered
     only if the task needs them)."""
     kept_offset, count = kept[offset]
+    if isinstance(block, WeightedBlock):  # the kept rows with their weights, the rows read once
+        rows = LoadedOnce(block.rows) if isinstance(block.rows, OnDemand) else block.rows
+        kept_block = WeightedBlock(
+            KeptOnDemand(rows, drop_below, count), KeptWeights(rows, block.weights, drop_below, count)
+        )
+        return task(kept_block, kept_offset, *args)
     return task(KeptOnDemand(block, drop_below, count), kept_offset, *args)
 
 
@@ -1708,10 +1988,21 @@ def taken_rows(parts: Dict[int, np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([r.astype(np.float64) if f64 else r for r in rows]))
 
 
+def read_once(block: Any) -> Any:
+    """A chunk (or a WeightedBlock's rows and weights) that several tasks read at most once."""
+    if isinstance(block, OnDemand):
+        return LoadedOnce(block)
+    if isinstance(block, WeightedBlock):
+        rows, w = block.rows, block.weights
+        return WeightedBlock(
+            LoadedOnce(rows) if isinstance(rows, OnDemand) else rows, LoadedOnce(w) if isinstance(w, OnDemand) else w
+        )
+    return block
+
+
 def task_pair(block: Any, offset: int, first: Tuple[Callable[..., Any], Tuple[Any, ...]], second: Any) -> Any:
     """Two tasks on one chunk, read at most once."""
-    if isinstance(block, OnDemand):
-        block = LoadedOnce(block)
+    block = read_once(block)
     return first[0](block, offset, *first[1]), second[0](block, offset, *second[1])
 
 
@@ -1799,6 +2090,40 @@ def report(
     return out
 
 
+def report_weighted(
+    ex: Executor,
+    anchor_sets: Sequence[np.ndarray],
+    n: int,
+    thr: float,
+    iou_thr: float,
+    iou_weighted: bool,
+    ws: WeightScale,
+) -> List[Tuple[Tuple[float, float, float, float], Dict[str, float]]]:
+    """report() of weighted rows (``ws``: their scale): the metrics as the weighted anchor_fitness
+    gives them (task_fitness), the objectives as the weighted search scores them
+    (task_objective_batch, over the fixed-point total weight); one pass of several tasks."""
+    sets = np.ascontiguousarray(np.stack(anchor_sets), dtype=np.float64)
+    threads = getattr(ex, "task_threads", 1)
+    tasks: List[Tuple[Callable[..., Any], Tuple[Any, ...]]] = [(task_weight_total, (ws,))]
+    merges: List[Callable[[Any, Any], Any]] = [merge_totals]
+    for anchors in sets:
+        tasks.append((task_fitness, (anchors, thr, ws)))
+        merges.append(merge_fitness)
+    for name in REPORT_OBJECTIVES:
+        tasks.append((task_objective_batch, (sets, name, thr, iou_thr, iou_weighted, threads, None, ws)))
+        merges.append(merge_totals)
+    parts = ex.run(task_many, (tasks,), functools.partial(merge_many, merges))
+    denom = float(int(parts[0]["totals"][0]))
+    out = []
+    for i in range(len(sets)):
+        metrics = finish_fitness(parts[1 + i], n, sets.shape[1])
+        objectives = {"fitness": metrics[0]}
+        for j, name in enumerate(REPORT_OBJECTIVES):
+            objectives[name] = float(parts[1 + len(sets) + j]["totals"][i]) / denom
+        out.append((metrics, objectives))
+    return out
+
+
 def autoanchor(
     ex: Executor,
     k: int,
@@ -1817,8 +2142,9 @@ def autoanchor(
     gen: Optional[np.random.Generator] = None,
     fit_all: Optional[Callable[[Optional[np.ndarray], np.random.Generator, int], np.ndarray]] = None,
     stacklevel: int = 3,
+    weighted: bool = False,
 ) -> Any:
-    """fastanchor.autoanchor (without weights, scale or grid) by passes over the chunks: from the
+    """fastanchor.autoanchor (without scale or grid) by passes over the chunks: from the
     same seed, ``init_sample`` and ``search_sample``, its result bit for bit. On more kept boxes
     than ``init_sample``, the in-memory core fits the sample (gathered by ``take_rows``) and the
     chunked k-means goes on from its anchors, as in memory; on more than ``search_sample``, the
@@ -1830,7 +2156,8 @@ def autoanchor(
     the sample's anchors ``start``, or, with ``start`` None (no sample, or one with fewer than
     ``k`` distinct boxes), ``n_init`` runs seeded from ``gen``, as the in-memory autoanchor runs
     them; it returns the anchors. ``stacklevel``: the small boxes' warning's, the caller's caller
-    by default."""
+    by default. ``weighted``: the executor's chunks are WeightedBlocks (the samples are gathered
+    with their weights, in passes, and ``take_rows`` is not used)."""
     import warnings
 
     from ._evolve import (
@@ -1849,8 +2176,14 @@ def autoanchor(
     k, update, n_init, max_iter, tol = check_fit_options(k, "median", n_init, 300, tol)
     init_sample = as_int(init_sample, "init_sample", minimum=1)
     search_sample = as_int(search_sample, "search_sample", minimum=1)
-    first = ex.run(task_scan_small, ("wh", WARN_BELOW, DROP_BELOW), merge_scan_small)  # checks every row
+    if weighted:  # checks every row, then every weight
+        first = ex.run(task_scan_small_weighted, ("wh", WARN_BELOW, DROP_BELOW), merge_scan_small_weighted)
+    else:  # checks every row
+        first = ex.run(task_scan_small, ("wh", WARN_BELOW, DROP_BELOW), merge_scan_small)
     sc, counts = as_scan(None if first is None else first["scan"], "wh"), first["small"]
+    ws: Optional[WeightScale] = None
+    if weighted:
+        checked_weights(first["all"])
     n, n_small = sc.n, int(counts["small"])
     kept = int(sum(counts["kept"].values()))
     n_dropped = n - kept
@@ -1863,10 +2196,25 @@ def autoanchor(
         )
     if n_dropped == n:
         raise ValueError(f"all {n} boxes are smaller than {DROP_BELOW:g} pixels on both sides: nothing to fit")
+    if weighted:
+        if not first["kept"]["top"] > 0:
+            raise ValueError("every box with a positive weight is smaller than 2 pixels on both sides")
+        ws = checked_weights(first["kept"])  # the kept boxes' weights, as in memory
+    positive: Optional[Dict[int, int]] = dict(first["kept"]["positive"]) if weighted else None
     if n_dropped:
         kex = KeptRows(ex, DROP_BELOW, counts["kept"])
         ex, take_rows = kex, kex.take
-        sc = Scan(kept, sc.f32, sc.layout, sc.hi)  # the layout of all rows holds the kept ones' values
+        if positive is not None:  # per chunk offset among the kept rows
+            positive = {kex.kept[offset][0]: count for offset, count in positive.items()}
+    # (the layout of all rows holds the kept ones' values)
+    sc = Scan(kept, sc.f32, sc.layout, sc.hi, positive)
+    pairs_of = ex  # (the executor whose chunks a weighted take reads)
+
+    def take_weighted(index: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        if not weighted:
+            return take_rows(index), None
+        return take_pairs(pairs_of, index)
+
     if gen is None:
         gen = np.random.default_rng(resolve_seed(seed))
     init: Any = "k-means++"
@@ -1875,9 +2223,10 @@ def autoanchor(
     if kept > init_sample:
         sampled: List[np.ndarray] = []
 
-        def take(index: np.ndarray) -> Tuple[np.ndarray, None]:
-            sampled.append(take_rows(index))
-            return sampled[-1], None
+        def take(index: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+            rows, w = take_weighted(index)
+            sampled.append(rows)
+            return rows, w
 
         start = sampled_start(kept, take, k, n_init, tol, gen, init_sample, resolve_threads(threads), progress)
         if start is None and fit_all is None:
@@ -1887,12 +2236,13 @@ def autoanchor(
             )
         if start is not None and fit_all is None:
             init, n_init = start, 1  # one run on all rows, from the sample's anchors
-            windows = sample_windows(sampled[0], start, sc.layout, kept)
+            if not weighted:  # (a weighted fit has no windows)
+                windows = sample_windows(sampled[0], start, sc.layout, kept)
             # The fit from given anchors draws nothing: the search sample is drawn now, as in
             # memory after the fit, and its rows are gathered by the fit's first pass.
             s_index = search_index(kept, gen, search_sample)
             if s_index is not None:
-                rider = Rider(ex, task_take, (index_per_chunk(s_index),), merge_take)
+                rider = Rider(ex, task_take_pairs if weighted else task_take, (index_per_chunk(s_index),), merge_take)
         del sampled
     if fit_all is not None:
         km_anchors = fit_all(start, gen, n_init)
@@ -1914,20 +2264,28 @@ def autoanchor(
             n_init,
             with_avg_iou=False,  # (n_init runs still compare theirs; the reports give the anchors')
             windows=windows,
+            ws=ws,
         )
         km_anchors = km.anchors
+    s_rows: Optional[np.ndarray]
+    s_weights: Optional[np.ndarray] = None
     if rider is not None:
-        s_rows: Optional[np.ndarray] = taken_rows(rider.result)
+        if weighted:
+            s_rows, s_weights = taken_pairs(rider.result)
+        else:
+            s_rows = taken_rows(rider.result)
     else:
-        _, s_rows, _ = search_rows(kept, lambda index: (take_rows(index), None), gen, search_sample)
+        _, s_rows, s_weights = search_rows(kept, take_weighted, gen, search_sample)
+    if s_weights is not None and not s_weights.sum() > 0:
+        s_rows = s_weights = None  # a sample without weight: the search runs on all boxes, as in memory
     if s_rows is None:
-        ev = evolve(ex, kept, km_anchors, s, resolve_seed(gen), progress, callback, desc, cache_bytes)
+        ev = evolve(ex, kept, km_anchors, s, resolve_seed(gen), progress, callback, desc, cache_bytes, ws)
     else:  # the search on its sample, in memory (as fastanchor.autoanchor runs it)
         threads = resolve_threads(threads)
         ev = _evolve(
             km_anchors,
             s_rows,
-            None,
+            s_weights,
             s.thr,
             s.generations,
             s.mutation_prob,
@@ -1943,10 +2301,15 @@ def autoanchor(
             s.iou_thr,
             s.iou_weighted,
             s.budget,
-            layout=_layout(s_rows, None, threads),
+            layout=_layout(s_rows, s_weights, threads),
         )
-        del s_rows
-    (km_m, km_obj), (ev_m, ev_obj) = report(ex, [km_anchors, ev.anchors], kept, s.thr, s.iou_thr, s.iou_weighted)
+        del s_rows, s_weights
+    if ws is not None:
+        (km_m, km_obj), (ev_m, ev_obj) = report_weighted(
+            ex, [km_anchors, ev.anchors], kept, s.thr, s.iou_thr, s.iou_weighted, ws
+        )
+    else:
+        (km_m, km_obj), (ev_m, ev_obj) = report(ex, [km_anchors, ev.anchors], kept, s.thr, s.iou_thr, s.iou_weighted)
     return AutoAnchorResult(
         anchors=ev.anchors,
         kmeans_anchors=km_anchors,

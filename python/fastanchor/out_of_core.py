@@ -145,7 +145,7 @@ def kmeans_iou(
     n_init: Optional[int] = None,
     max_iter: int = 300,
     tol: float = 0.0,
-    sample_weight: None = None,
+    sample_weight: Optional[WeightSource] = None,
     seed: SeedLike = None,
     init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
     block_rows: int = DEFAULT_BLOCK_ROWS,
@@ -165,7 +165,10 @@ def kmeans_iou(
     over the rows (the median's: one more pass while the medians move far, as they do in the first
     iterations).
 
-    ``sample_weight`` is not supported (unit weights). ``n_init`` seeded runs (None: 1) start from
+    ``sample_weight`` as in :func:`avg_iou`: the weighted median and mean add integer weights (each
+    weight in units of 2^-30 of the largest, at least one unit, as in memory), whose sums merge
+    exactly. Zero-weight rows take no part in the fit and are labelled after it; the seeding
+    sample is drawn among the rows of positive weight, and weighted. ``n_init`` seeded runs (None: 1) start from
     the same sample, each from the in-memory run's stream of the seed; the best average IoU wins,
     as in memory. With
     ``return_labels=False`` the result's ``labels`` is an empty array (no 4 bytes per box held).
@@ -175,10 +178,9 @@ def kmeans_iou(
     bounds cannot prove their label, as the in-memory fit does; where the budget runs out, the
     labels alone (1 byte per box), so that a pass labels those blocks once instead of twice. Ctrl-C stops the fit between blocks.
     """
-    _chunked.no_weights(sample_weight)
     k, update, n_init, max_iter, tol = _chunked.check_fit_options(k, update, n_init, max_iter, tol)
-    ex = _executor(wh, block_rows, n_threads)
-    sc = _chunked.scan(ex)
+    ex = _executor(wh, block_rows, n_threads, sample_weight)
+    sc, ws = _chunked.scan_weights(ex, sample_weight is not None)
     out, avg = _chunked.fit(
         ex,
         sc,
@@ -194,6 +196,7 @@ def kmeans_iou(
         "kmeans_iou",
         _chunked.as_cache_bytes(cache_bytes),
         n_init,
+        ws=ws,
     )
     if return_labels:
         labels = np.empty(sc.n, np.int32)
@@ -315,7 +318,7 @@ def autoanchor(
     iou_thr: float = DEFAULT_IOU_THR,
     iou_weighted: bool = False,
     budget: int = DEFAULT_BUDGET,
-    sample_weight: None = None,
+    sample_weight: Optional[WeightSource] = None,
     seed: SeedLike = None,
     init_sample: int = DEFAULT_INIT_SAMPLE,
     search_sample: int = DEFAULT_SEARCH_SAMPLE,
@@ -334,11 +337,12 @@ def autoanchor(
     shards: on more than ``init_sample`` kept boxes (default 2**20), k-means runs in memory on a
     uniform sample of that many first, and then block by block from its anchors, a few passes; on
     more than ``search_sample`` (default 2**20), the search runs in memory on a uniform sample of
-    that many (gathered in one pass), else block by block. The reports take one more pass. Unit
-    weights only, no ``scale`` or ``grid``. ``cache_bytes`` as in :func:`evolve_anchors`.
+    that many (gathered in one pass), else block by block. The reports take one more pass. No
+    ``scale`` or ``grid``. ``sample_weight`` as in :func:`avg_iou`: the samples are gathered with
+    their weights (a pass each), and the k-means on all kept rows adds integer weights as
+    :func:`kmeans_iou` does. ``cache_bytes`` as in :func:`evolve_anchors`.
     Resident memory is bounded as the module says, whatever the number of rows.
     """
-    _chunked.no_weights(sample_weight)
     s = _chunked.check_search(
         thr,
         generations,
@@ -353,7 +357,7 @@ def autoanchor(
         budget,
         callback,
     )
-    ex = _executor(wh, block_rows, n_threads)
+    ex = _executor(wh, block_rows, n_threads, sample_weight)
     cache = _chunked.as_cache_bytes(cache_bytes)
     take = lambda index: _take_rows(ex, index)  # noqa: E731
     return _chunked.autoanchor(
@@ -371,4 +375,5 @@ def autoanchor(
         "autoanchor",
         cache,
         n_threads,
+        weighted=sample_weight is not None,
     )

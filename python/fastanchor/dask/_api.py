@@ -358,7 +358,7 @@ def kmeans_iou(
     n_init: Optional[int] = None,
     max_iter: int = 300,
     tol: float = 0.0,
-    sample_weight: None = None,
+    sample_weight: Any = None,
     seed: SeedLike = None,
     init_sample: int = _chunked.DEFAULT_INIT_SAMPLE,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
@@ -383,17 +383,17 @@ def kmeans_iou(
     ``scheduler=`` of ``dask.compute``), ``columns`` (a DataFrame's width and height columns),
     ``init_sample``, ``cache_bytes`` (up to this many bytes, default 1 GiB, each worker keeps the
     state of the chunks it runs from one pass to the next, as
-    :func:`fastanchor.out_of_core.kmeans_iou` does; 0: none). ``sample_weight`` is not supported
-    (unit weights); ``n_init`` as in :func:`fastanchor.out_of_core.kmeans_iou`.
+    :func:`fastanchor.out_of_core.kmeans_iou` does; 0: none). ``sample_weight`` as in
+    :func:`avg_iou` (see :func:`fastanchor.out_of_core.kmeans_iou`);
+    ``n_init`` as in :func:`fastanchor.out_of_core.kmeans_iou`.
 
     Tasks are pure, so a task lost with its worker is rerun by Dask with the same result. Persist
     the rows (``wh.persist()``) on a cluster so that the iterations do not reload them.
     """
-    _chunked.no_weights(sample_weight)
     k, update, n_init, max_iter, tol = _chunked.check_fit_options(k, update, n_init, max_iter, tol)
-    x = as_dask_rows(wh, columns)
-    ex = DaskExecutor(x, client, scheduler)
-    sc = _chunked.scan(ex)
+    x, w = as_dask_inputs(wh, sample_weight, columns)
+    ex = DaskExecutor(x, client, scheduler, w)
+    sc, ws = _chunked.scan_weights(ex, w is not None)
     out, avg = _chunked.fit(
         ex,
         sc,
@@ -409,6 +409,7 @@ def kmeans_iou(
         "kmeans_iou (dask)",
         _chunked.as_cache_bytes(cache_bytes),
         n_init,
+        ws=ws,
     )
     labels = x.map_blocks(_chunked.assign_labels, out.anchors, dtype=np.int32, drop_axis=1, chunks=(x.chunks[0],))
     return KMeansResult(anchors=out.anchors, labels=labels, avg_iou=avg, n_iter=out.n_iter, converged=out.converged)
@@ -532,7 +533,7 @@ def autoanchor(
     iou_thr: float = DEFAULT_IOU_THR,
     iou_weighted: bool = False,
     budget: int = 0,
-    sample_weight: None = None,
+    sample_weight: Any = None,
     seed: SeedLike = None,
     init_sample: int = DEFAULT_INIT_SAMPLE,
     search_sample: int = DEFAULT_SEARCH_SAMPLE,
@@ -554,11 +555,11 @@ def autoanchor(
     its anchors, a few passes; on more than ``search_sample`` (default 2**20), the search runs in
     memory on a uniform sample of that many (gathered in one pass), else over the chunks. The
     reports take one more pass. ``budget`` defaults to 0 here (the in-memory default adds restarts on sets
-    of fewer than about 67,000 boxes: thousands of map-reduces). Unit weights only,
-    no ``scale`` or ``grid``. ``cache_bytes`` as in :func:`evolve_anchors`; ``client``,
-    ``scheduler`` and ``columns`` as in :func:`kmeans_iou`.
+    of fewer than about 67,000 boxes: thousands of map-reduces). No ``scale`` or ``grid``.
+    ``sample_weight`` as in :func:`avg_iou` (see :func:`fastanchor.out_of_core.autoanchor`).
+    ``cache_bytes`` as in :func:`evolve_anchors`; ``client``, ``scheduler`` and ``columns`` as in
+    :func:`kmeans_iou`.
     """
-    _chunked.no_weights(sample_weight)
     s = _chunked.check_search(
         thr,
         generations,
@@ -573,8 +574,22 @@ def autoanchor(
         budget,
         callback,
     )
-    ex = DaskExecutor(as_dask_rows(wh, columns), client, scheduler)
+    x, w = as_dask_inputs(wh, sample_weight, columns)
+    ex = DaskExecutor(x, client, scheduler, w)
     cache = _chunked.as_cache_bytes(cache_bytes)
     return _chunked.autoanchor(
-        ex, k, s, n_init, tol, seed, init_sample, search_sample, progress, callback, ex.take, "autoanchor (dask)", cache
+        ex,
+        k,
+        s,
+        n_init,
+        tol,
+        seed,
+        init_sample,
+        search_sample,
+        progress,
+        callback,
+        ex.take,
+        "autoanchor (dask)",
+        cache,
+        weighted=w is not None,
     )
