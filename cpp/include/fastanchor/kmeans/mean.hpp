@@ -5,10 +5,11 @@
 // (a thread's partials, merged after the pass): an update costs O(moves), and the sums are the
 // same for any order of the moves, threads or chunks. With one-byte labels the moves go to
 // per-label slots (LloydThread::MeanMoves; 64-bit when every sum fits, Problem::sums64) with no
-// branch. Weighted boxes: per chunk, for the chunks where a label changed, the exact sums of each
-// box's integer weight (Problem::units) times its value's integer, in two halves (exact_wsums),
-// or, when the values span too many binary orders for those, the float sums of weight times value
-// in box order; the chunks' sums are then combined (exactly, or in chunk order). docs/design.md,
+// branch. Weighted boxes: the exact sums of each box's integer weight (Problem::units) times its
+// value's integer, moved box by box when those integers fit 62 bits (Problem::fixed64), else
+// per chunk for the chunks where a label changed, in two halves (exact_wsums); or, when the values
+// span too many binary orders for those, the float sums of weight times value in box order per
+// chunk, combined in chunk order. docs/design.md,
 // "Fixed-point sums".
 #pragma once
 
@@ -33,12 +34,16 @@ public:
     // on: the run's update is the mean. labels: the run's labels (read by the chunk sums).
     MeanEngine(const Problem& p, int k, bool on, const std::vector<L>& labels)
         : p_(p), k_(k), labels_(labels), on_(on) {
-        exact_ = on && p.exact_sums;
-        wexact_ = on && p.exact_wsums;
-        slot_ = std::is_same_v<L, std::uint8_t> && exact_;
+        // Weighted, values' integers below 2^62: the moves' exact sums of weight times value;
+        // wider: the chunks' sums, in two halves.
+        wmoves_ = on && p.exact_wsums && p.fixed64;
+        wexact_ = on && p.exact_wsums && !p.fixed64;
+        exact_ = on && (p.exact_sums || wmoves_);
+        slot_ = std::is_same_v<L, std::uint8_t> && on && p.exact_sums;
         if (exact_) {
             sum_w_.assign(k, 0);
             sum_h_.assign(k, 0);
+            sum_u_.assign(k, 0);
         }
         const auto per_chunk = static_cast<std::size_t>(n_chunks(p.size())) * k;
         if (wexact_) wpart_.assign(per_chunk * kWStats, 0);
@@ -47,7 +52,8 @@ public:
 
     // Exact weighted sums: a value's integer (below 2^Problem::kSumBits) in two halves of
     // kSplitBits bits, each half times a weight (below 2^31) summed over up to 2^32 boxes within
-    // 2^110. Per cluster and chunk: the weight, then the high and low halves' sums of w and of h.
+    // 2^110 (integers below 2^62, Problem::fixed64: whole, within 2^125). Per cluster and chunk:
+    // the weight, then the high and low halves' sums of w and of h.
     static constexpr int kSplitBits = 47;
     static constexpr int kWStats = 5;
     static_assert(Problem::kSumBits <= 2 * kSplitBits, "two halves hold a value's integer");
@@ -67,8 +73,26 @@ public:
         else slot_move_into(T.mean128, i, from, l);
     }
 
-    // Box i moves from cluster `from` (none: -1) to l (exact(), not slot()).
+    // Box i moves from cluster `from` (none: -1) to l (exact(), not slot()); weighted, its weight
+    // times its values (below 2^93: sums within 2^125 for 2^32 boxes) and its weight.
     void record_move(Thread& T, index_t i, std::int32_t from, std::int32_t l) const {
+        if (wmoves_) {
+            using u128 = unsigned __int128;
+            const std::uint64_t u = p_.units(i);
+            const auto w =
+                static_cast<int128_t>(static_cast<u128>(u) * static_cast<std::uint64_t>(p_.fixed_small(0, i)));
+            const auto h =
+                static_cast<int128_t>(static_cast<u128>(u) * static_cast<std::uint64_t>(p_.fixed_small(1, i)));
+            T.sum_w[l] += w;
+            T.sum_h[l] += h;
+            T.sum_u[l] += u;
+            if (from >= 0) {
+                T.sum_w[from] -= w;
+                T.sum_h[from] -= h;
+                T.sum_u[from] -= u;
+            }
+            return;
+        }
         const int128_t w = p_.fixed(0, i), h = p_.fixed(1, i);
         T.sum_w[l] += w;
         T.sum_h[l] += h;
@@ -97,9 +121,11 @@ public:
         for (int c = 0; c < k_; ++c) {
             sum_w_[c] += t.sum_w[c];
             sum_h_[c] += t.sum_h[c];
+            sum_u_[c] += t.sum_u[c];
         }
         std::fill(t.sum_w.begin(), t.sum_w.end(), 0);
         std::fill(t.sum_h.begin(), t.sum_h.end(), 0);
+        std::fill(t.sum_u.begin(), t.sum_u.end(), 0);
     }
 
     // The exact sums per cluster along X, in units of 2^Problem::sum_exp (exact()).
@@ -110,7 +136,12 @@ public:
         const int k = k_;
         if (exact_) {
             for (int c = 0; c < k; ++c) {
-                if (cnt[c] > 0) {
+                if (cnt[c] == 0) continue;
+                if (wmoves_) {  // (as split_to_double(0, sum): one rounding of the integer)
+                    const double weight = static_cast<double>(sum_u_[c]);
+                    mw[c] = std::ldexp(static_cast<double>(sum_w_[c]), p_.sum_exp) / weight;
+                    mh[c] = std::ldexp(static_cast<double>(sum_h_[c]), p_.sum_exp) / weight;
+                } else {
                     mw[c] = p_.fixed_mean(sum_w_[c], cnt[c]);
                     mh[c] = p_.fixed_mean(sum_h_[c], cnt[c]);
                 }
@@ -251,9 +282,11 @@ private:
     const std::vector<L>& labels_;
     bool on_ = false;
     bool exact_ = false;                   // the mean from exact sums (Problem::exact_sums)
-    bool wexact_ = false;                  // ... from exact weighted sums (Problem::exact_wsums)
+    bool wmoves_ = false;                  // ... weighted, moved box by box (exact_wsums, fixed64)
+    bool wexact_ = false;                  // ... weighted, per chunk in two halves (exact_wsums)
     bool slot_ = false;                    // ... moved by slot_move (one-byte labels)
-    std::vector<int128_t> sum_w_, sum_h_;  // per cluster, in units of 2^sum_exp
+    std::vector<int128_t> sum_w_, sum_h_;  // per cluster, in units of 2^sum_exp (weighted: times weights)
+    std::vector<int128_t> sum_u_;          // per cluster: the integer weights (wmoves_)
     std::vector<double> part_;             // per chunk and cluster: kStats sums (weighted mean)
     std::vector<int128_t> wpart_;          // per chunk and cluster: kWStats exact sums (wexact_)
 };

@@ -36,6 +36,7 @@ struct alignas(64) LloydThread {
     static constexpr index_t kBlock = 1024;  // boxes labelled together (their scratch fits in L1)
     PaddedArray<index_t> count;              // per cluster
     PaddedArray<int128_t> sum_w, sum_h;      // per cluster (exact sums)
+    PaddedArray<int128_t> sum_u;             // per cluster (the exact weighted sums' weights)
     PaddedArray<std::int32_t> hist;          // [X][cluster][bin] (unit-weight median)
     struct Logged {
         std::uint32_t slot;  // X * k + cluster
@@ -71,6 +72,7 @@ struct alignas(64) LloydThread {
         if (sums) {
             sum_w.assign(k, 0);
             sum_h.assign(k, 0);
+            sum_u.assign(k, 0);
         }
         hist.assign(hist_size, 0);
         w.resize(kBlock);
