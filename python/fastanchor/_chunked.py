@@ -2157,7 +2157,7 @@ def autoanchor(
     ``k`` distinct boxes), ``n_init`` runs seeded from ``gen``, as the in-memory autoanchor runs
     them; it returns the anchors. ``stacklevel``: the small boxes' warning's, the caller's caller
     by default. ``weighted``: the executor's chunks are WeightedBlocks (the samples are gathered
-    with their weights, in passes, and ``take_rows`` is not used)."""
+    with their weights by passes over the chunks)."""
     import warnings
 
     from ._evolve import (
