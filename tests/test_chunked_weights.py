@@ -333,6 +333,68 @@ def test_weighted_kmeans_out_of_core_is_the_in_memory_fit(seed, n, k, dtype, kin
     _same_fit(got, want)
 
 
+@pytest.mark.parametrize("scale", SCALES + [1e-300])
+@pytest.mark.parametrize("update", ["median", "mean"])
+def test_weighted_kmeans_at_any_scale_of_the_weights(scale, update):
+    """Weights far outside the range the in-memory functions bring them into: the same integer
+    weights, so the same fit, from given anchors and from a seed (no more rows than the sample)."""
+    rng = np.random.default_rng(3)
+    wh = rng.lognormal(3.0, 0.8, (20_000, 2)).astype(np.float32)
+    w = np.exp(rng.uniform(-9.0, 9.0, 20_000)) * scale
+    w[rng.random(20_000) < 0.1] = 0.0
+    init = wh[rng.choice(20_000, 7, replace=False)].astype(np.float64)
+    kw = dict(sample_weight=w, update=update)
+    _same_fit(ooc.kmeans_iou(wh, 7, init=init, block_rows=3000, **kw), fastanchor.kmeans_iou(wh, 7, init=init, **kw))
+    _same_fit(ooc.kmeans_iou(wh, 7, seed=1, block_rows=3000, **kw), fastanchor.kmeans_iou(wh, 7, seed=1, **kw))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, "float64 floats"])
+@pytest.mark.parametrize("mode", ["median", "mean"])
+def test_a_weighted_chunk_state_gives_the_kernels_partials(dtype, mode):
+    """A weighted chunk state (the bounded engine's labels, its partials made from them and the
+    weights) gives the stateless kernel's partials, pass after pass: the same counts, weights and
+    histograms, and mean sums of the same value (in its own units)."""
+    from fractions import Fraction
+
+    from fastanchor import _core
+
+    rng = np.random.default_rng(12)
+    wh = rng.lognormal(3.0, 0.8, (5000, 2))
+    wh = wh.astype(np.float32).astype(np.float64) if dtype == "float64 floats" else wh.astype(dtype)
+    w = np.exp(rng.uniform(-5.0, 5.0, 5000))
+    shift = _chunked.weight_shift(float(w.max()))
+    layout = _chunked.Layout.of([0x3F000000, 0x3F000000], [0x45000000, 0x45000000], 256)
+    args = dict(key_lo_w=layout.lo[0], key_lo_h=layout.lo[1], shift_w=layout.shift[0], shift_h=layout.shift[1])
+    state = _core._chunk_state(wh=wh, k=6, mode=mode, bins=layout.bins, weights=w, weight_shift=shift, **args)
+    assert state.exact
+
+    def value(out):
+        exp, hi, lo = out["sum_exp"], _chunked._u128(out["sums_hi"]), _chunked._u128(out["sums_lo"])
+        return [Fraction((h << 47) + low) * Fraction(2) ** exp for h, low in zip(hi, lo)]
+
+    anchors = wh[rng.choice(5000, 6, replace=False)].astype(np.float64)
+    for _ in range(4):
+        got = state.step(anchors=anchors)
+        want = _core._chunk_lloyd(
+            wh=wh,
+            anchors=anchors,
+            prev_anchors=None,
+            mode=mode,
+            bins=layout.bins,
+            want_labels=False,
+            weights=w,
+            weight_shift=shift,
+            **args,
+        )
+        np.testing.assert_array_equal(got["count"], want["count"])
+        np.testing.assert_array_equal(got["weight"], want["weight"])
+        if mode == "median":
+            np.testing.assert_array_equal(got["hist"], want["hist"])
+        else:
+            assert value(got) == value(want)
+        anchors = anchors * rng.uniform(0.9, 1.1, anchors.shape)
+
+
 def test_weighted_mean_sums_beyond_128_bits():
     """float64 sides over twelve orders of magnitude, weights over five: the exact sums of weight
     times value pass 2^128 (two halves), and their rounding to a double is the in-memory one."""

@@ -216,10 +216,14 @@ struct ChunkState {
     fa::StepMode mode;
     int k;
     fa::HistLayout layout;
+    bool weighted = false;
 };
 
+// With `weights` (as chunk_lloyd's), a weighted state: its partials are those of its labels and
+// the rows' integer weights.
 std::shared_ptr<ChunkState> chunk_state(const py::array& wh, int k, const std::string& mode, std::uint32_t key_lo_w,
-                                        std::uint32_t key_lo_h, int shift_w, int shift_h, int bins) {
+                                        std::uint32_t key_lo_h, int shift_w, int shift_h, int bins,
+                                        const py::object& weights, std::int64_t weight_shift) {
     auto st = std::make_shared<ChunkState>();
     const fa::BoxRows rows = box_rows(wh, st->rows);
     const int kind = choice(mode, "mode", {"mean", "median"});
@@ -229,8 +233,11 @@ std::shared_ptr<ChunkState> chunk_state(const py::array& wh, int k, const std::s
     st->layout = hist_layout(st->mode, key_lo_w, key_lo_h, shift_w, shift_h, bins);
     st->k = k;
     const fa::Update update = kind == 0 ? fa::Update::Mean : fa::Update::Median;
+    std::vector<std::uint32_t> units = chunk_units(weights, weight_shift, static_cast<fa::index_t>(wh.shape(0)));
+    st->weighted = !weights.is_none();
     py::gil_scoped_release release;
-    st->lloyd = std::make_unique<fa::ChunkLloyd>(rows, static_cast<fa::index_t>(wh.shape(0)), k, update, st->layout);
+    st->lloyd = std::make_unique<fa::ChunkLloyd>(rows, static_cast<fa::index_t>(wh.shape(0)), k, update, st->layout,
+                                                 std::move(units));
     return st;
 }
 
@@ -240,6 +247,7 @@ py::dict chunk_state_step(ChunkState& st, const Array& anchors, const py::object
                           const py::object& window_hi, std::int64_t window_cap) {
     check_rows(anchors, "anchors", 2, st.k);
     Windows windows(window_lo, window_hi, window_cap, st.mode, st.k, st.layout);
+    if (st.weighted && windows.on()) throw py::value_error("weights take no windows");
     const fa::WhSet A = to_whset(anchors);
     fa::StepPartials part(st.k, st.mode, &st.layout);
     fa::index_t changed = 0;
@@ -251,7 +259,7 @@ py::dict chunk_state_step(ChunkState& st, const Array& anchors, const py::object
     }
     py::dict d;
     d["changed"] = static_cast<std::int64_t>(changed);
-    partials_into(d, part, st.mode, st.k, st.layout.bins);
+    partials_into(d, part, st.mode, st.k, st.layout.bins, st.weighted);
     windows.into(d);
     return d;
 }
@@ -413,7 +421,8 @@ void register_chunks(py::module_& m) {
             return out;
         });
     m.def("_chunk_state", &chunk_state, py::arg("wh"), py::arg("k"), py::arg("mode"), py::arg("key_lo_w"),
-          py::arg("key_lo_h"), py::arg("shift_w"), py::arg("shift_h"), py::arg("bins"));
+          py::arg("key_lo_h"), py::arg("shift_w"), py::arg("shift_h"), py::arg("bins"), py::arg("weights") = py::none(),
+          py::arg("weight_shift") = 0);
     m.def("_chunk_select", &chunk_select, py::arg("wh"), py::arg("labels"), py::arg("anchors"), py::arg("first"),
           py::arg("last"), py::arg("mode"), py::arg("shift"), py::arg("bins"), py::arg("weights") = py::none(),
           py::arg("weight_shift") = 0);

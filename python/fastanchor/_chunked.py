@@ -528,7 +528,8 @@ def task_lloyd(
     does not fit the budget or give exact partials, its labels, so that a pass labels the chunk
     once instead of twice (against ``prev`` too). With ``windows`` (the median's key windows),
     the values in them too. A weighted fit (``wshift``: the units of its integer weights; the chunks
-    of a PositiveRows executor) keeps the chunk's labels only."""
+    of a PositiveRows executor) keeps states whose partials are those of their labels and weights,
+    and gathers no windows."""
     weights: Optional[np.ndarray] = None
     if wshift is not None:
         rows_w, weights = fit_rows(block, wshift)
@@ -545,8 +546,9 @@ def task_lloyd(
         return loaded[0]
 
     state = None
-    if cache is not None and wshift is None:
-        state = CACHE.lloyd_state(cache[0], cache[1], offset, n, rows_of, anchors.shape[0], mode, layout)
+    if cache is not None:
+        k = anchors.shape[0]
+        state = CACHE.lloyd_state(cache[0], cache[1], offset, n, rows_of, k, mode, layout, weights, wshift)
     if state is not None:
         out, changed = state.step(anchors, prev, win)
     else:
@@ -666,11 +668,10 @@ def task_select(
     (``wshift``) gathers the integer weights with the values, and makes histograms of weights."""
     mode = plan["gather"].astype(np.int8) + 2 * plan["refine"].astype(np.int8)
     weights: Optional[np.ndarray] = None
-    kept = None
-    if cache is not None and wshift is None:
-        kept = CACHE.state_rows(cache[0], offset, row_count(block), anchors)
-    if kept is not None:  # the rows and labels of the chunk's Lloyd state: nothing read
+    kept = CACHE.state_rows(cache[0], offset, row_count(block), anchors) if cache is not None else None
+    if kept is not None:  # the rows and labels of the chunk's Lloyd state: no rows read
         rows, known = kept
+        weights = None if wshift is None else raw_weights(block)
     else:
         rows, weights = fit_rows(block, wshift)
         known = CACHE.labels(cache[0], offset, rows.shape[0], anchors) if cache is not None else None
@@ -1556,10 +1557,13 @@ class ChunkCache:
         k: int,
         mode: str,
         layout: Optional[Layout],
+        weights: Optional[np.ndarray] = None,
+        wshift: Optional[int] = None,
     ) -> Optional[LloydState]:
         """The fit's Lloyd state of the chunk of ``n`` rows at ``offset`` (made now from its rows,
         ``rows_of()``, if their bytes and the state's fit the budget), or None (then the fit keeps
-        labels, or nothing, for this chunk)."""
+        labels, or nothing, for this chunk). A weighted fit's state (``weights``, in the units of
+        ``wshift``) keeps the rows' integer weights too."""
         if n == 0 or mode not in ("mean", "median"):
             return None
         key = ("lloyd", token, offset, n)
@@ -1571,13 +1575,22 @@ class ChunkCache:
                 return state
         rows = rows_of()
         need = rows.nbytes + n * (1 if k < 255 else 4) + 2 * n + (4 * n if rows.dtype != np.float32 else 0)
-        need += 16 * k * bins
+        need += 16 * k * bins + (4 * n if weights is not None else 0)
         with self._lock:
             if key in self._items or not self._reserve(token, budget, need):
                 return None
         lo, shift = (layout.lo, layout.shift) if layout is not None else ((0, 0), (0, 0))
         core = _core._chunk_state(
-            wh=rows, k=k, mode=mode, key_lo_w=lo[0], key_lo_h=lo[1], shift_w=shift[0], shift_h=shift[1], bins=bins
+            wh=rows,
+            k=k,
+            mode=mode,
+            key_lo_w=lo[0],
+            key_lo_h=lo[1],
+            shift_w=shift[0],
+            shift_h=shift[1],
+            bins=bins,
+            weights=weights,
+            weight_shift=0 if wshift is None else wshift,
         )
         made = LloydState(core, rows) if core.exact else None
         with self._lock:

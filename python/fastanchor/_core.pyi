@@ -117,6 +117,8 @@ def _chunk_state(
     shift_w: int,
     shift_h: int,
     bins: int,
+    weights: npt.NDArray[np.float64] | None = None,
+    weight_shift: int = 0,
 ) -> _ChunkState: ...
 def _chunk_select(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64],

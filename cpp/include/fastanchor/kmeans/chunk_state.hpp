@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "../common.hpp"
@@ -34,28 +35,40 @@ class ChunkLloyd {
     }
 
 public:
-    // rows: the chunk's n rows (unit weights), read in place for the state's whole life. layout:
-    // the fit's median histograms (ignored for the mean).
-    ChunkLloyd(BoxRows rows, index_t n, int k, Update update, const HistLayout& layout)
-        : p_(Problem::make(rows, nullptr, n, false, 1)), k_(k), update_(update), layout_(layout) {
+    // rows: the chunk's n rows, read in place for the state's whole life. layout: the fit's median
+    // histograms (ignored for the mean). units: the rows' integer weights in the fit's units (empty:
+    // unit weights); a weighted state keeps only the labels of the engine (its mean's exact sums,
+    // the cheapest to keep up), and makes the partials from them and the weights (partials()).
+    ChunkLloyd(BoxRows rows, index_t n, int k, Update update, const HistLayout& layout,
+               std::vector<std::uint32_t> units = {})
+        : p_(Problem::make(rows, nullptr, n, false, 1)),
+          k_(k),
+          update_(update),
+          layout_(layout),
+          units_(std::move(units)) {
         if (n <= 0 || k <= 0) throw std::invalid_argument("ChunkLloyd: need boxes and anchors");
+        if (!units_.empty() && static_cast<index_t>(units_.size()) != n)
+            throw std::invalid_argument("ChunkLloyd: one weight per row");
+        const Update engine = units_.empty() ? update : Update::Mean;
         HistBins bins;
-        if (update == Update::Median) {
+        if (engine == Update::Median) {
             p_.key_lo[0] = layout.key_lo[0];
             p_.key_lo[1] = layout.key_lo[1];
             bins.bins = layout.bins;
             bins.shift[0] = layout.shift[0];
             bins.shift[1] = layout.shift[1];
         }
-        if (k < kByteLabelNone) l8_ = std::make_unique<Lloyd<std::uint8_t>>(p_, k, update, 1, bins);
-        else l32_ = std::make_unique<Lloyd<std::int32_t>>(p_, k, update, 1, bins);
+        if (k < kByteLabelNone) l8_ = std::make_unique<Lloyd<std::uint8_t>>(p_, k, engine, 1, bins);
+        else l32_ = std::make_unique<Lloyd<std::int32_t>>(p_, k, engine, 1, bins);
     }
     ChunkLloyd(const ChunkLloyd&) = delete;
     ChunkLloyd& operator=(const ChunkLloyd&) = delete;
 
     // Whether the state gives the partials of the fit's update: the mean's exact sums (the
-    // chunk's values within the exact sums' range) or the median's histograms (k <= 4096).
+    // chunk's values within the exact sums' range) or the median's histograms (k <= 4096); or,
+    // weighted, the partials of its labels (always).
     bool exact() const {
+        if (!units_.empty()) return true;
         return with([&](const auto& ll) { return update_ == Update::Mean ? ll.mean_exact() : ll.hist_on(); });
     }
 
@@ -67,8 +80,18 @@ public:
 
     // The last assign()'s partials into `out` (made for k clusters and the update's mode, as
     // lloyd_step's): added, so that out.merge() of other chunks' partials gives the totals.
+    // Weighted: made from the labels and the weights (kmeans/step.hpp, accumulate_partials), into
+    // fresh partials.
     void partials(StepPartials& out) const {
         if (!exact()) throw std::logic_error("ChunkLloyd: no exact partials for this chunk");
+        if (!units_.empty()) {
+            const StepMode mode = update_ == Update::Mean ? StepMode::Mean : StepMode::Median;
+            with([&](const auto& ll) {
+                accumulate_partials(rows(), p_.size(), ll.labels().data(), k_, mode, &layout_, units_.data(), out);
+                return 0;
+            });
+            return;
+        }
         with([&](const auto& ll) {
             StepPartials mine(k_, update_ == Update::Mean ? StepMode::Mean : StepMode::Median, &layout_);
             for (int c = 0; c < k_; ++c) mine.count[c] = mine.weight[c] = ll.counts()[c];
@@ -97,11 +120,8 @@ public:
     // gather_windows (step.hpp) over the last assign()'s labels.
     void gather(const std::uint32_t* lo, const std::uint32_t* hi, const std::uint32_t* from, index_t cap,
                 WindowValues& out, std::int64_t* below, std::int64_t* overflow) const {
-        BoxRows rows;
-        rows.f32 = p_.f32;
-        rows.f64 = p_.f32 ? nullptr : p_.f64;
         with([&](const auto& ll) {
-            gather_windows(rows, p_.size(), ll.labels().data(), k_, lo, hi, from, cap, out, below, overflow);
+            gather_windows(rows(), p_.size(), ll.labels().data(), k_, lo, hi, from, cap, out, below, overflow);
             return 0;
         });
     }
@@ -111,17 +131,26 @@ public:
     std::size_t nbytes() const {
         const std::size_t n = static_cast<std::size_t>(p_.size());
         const std::size_t label = l8_ ? 1 : 4;
-        return n * (label + 2) + p_.f64_as_f32.size() * sizeof(float) +
+        return n * (label + 2) + p_.f64_as_f32.size() * sizeof(float) + units_.size() * sizeof(std::uint32_t) +
                2 * static_cast<std::size_t>(k_) * static_cast<std::size_t>(layout_.bins) * 8;
     }
 
 private:
+    // The rows the state reads (float32 rows for float64 rows that hold floats: the same values).
+    BoxRows rows() const {
+        BoxRows r;
+        r.f32 = p_.f32;
+        r.f64 = p_.f32 ? nullptr : p_.f64;
+        return r;
+    }
+
     Problem p_;  // (the Lloyd objects hold references to it: a ChunkLloyd does not move)
     int k_;
     Update update_;
     HistLayout layout_;
     std::unique_ptr<Lloyd<std::uint8_t>> l8_;
     std::unique_ptr<Lloyd<std::int32_t>> l32_;
+    std::vector<std::uint32_t> units_;
 };
 
 }  // namespace fastanchor

@@ -159,8 +159,8 @@ void exponent_range(const T* __restrict rows, index_t n, int& e_min, int& e_max)
 // The weighted mean's partials of a chunk (StepPartials::wsum_hi, wsum_lo) into `out`, in the
 // chunk's units: its values' integers below 2^(2 kWSplit), each half times a weight below 2^31,
 // summed over fewer than 2^32 boxes within 2^110.
-template <class T>
-void weighted_mean_rows(const T* __restrict rows, index_t n, const std::int32_t* __restrict labels,
+template <class T, class L>
+void weighted_mean_rows(const T* __restrict rows, index_t n, const L* __restrict labels,
                         const std::uint32_t* __restrict units, int k, StepPartials& out) {
     constexpr int kDigits = sizeof(T) == 4 ? 24 : 53;
     constexpr int kSplit = StepPartials::kWSplit;
@@ -185,6 +185,10 @@ void weighted_mean_rows(const T* __restrict rows, index_t n, const std::int32_t*
     if (n > 0) out.sum_exp = e_min;
 }
 
+template <class T, class L>
+void accumulate_rows(const T* __restrict rows, index_t n, const L* __restrict labels, int k, StepMode mode,
+                     const HistLayout* layout, const std::uint32_t* units, StepPartials& out);
+
 template <class T>
 void lloyd_step_rows(const T* __restrict rows, index_t n, const WhSet& anchors, std::int32_t* __restrict labels,
                      StepMode mode, const HistLayout* layout, const std::uint32_t* units, StepPartials& out) {
@@ -202,6 +206,14 @@ void lloyd_step_rows(const T* __restrict rows, index_t n, const WhSet& anchors, 
         assign_rows(w, h, a, m, anchors.w.data(), anchors.h.data(), anchors.a.data(), k, labels + s);
     }
     if (mode == StepMode::AssignOnly) return;
+    accumulate_rows(rows, n, labels, k, mode, layout, units, out);
+}
+
+// A chunk's partials of its labels (the counts and weights, the median's histograms or the
+// mean's exact sums) into `out`. L: the label type (int32, or a chunk state's one-byte labels).
+template <class T, class L>
+void accumulate_rows(const T* __restrict rows, index_t n, const L* __restrict labels, int k, StepMode mode,
+                     const HistLayout* layout, const std::uint32_t* units, StepPartials& out) {
     for (index_t i = 0; i < n; ++i) {
         ++out.count[labels[i]];
         out.weight[labels[i]] += units ? units[i] : 1;
@@ -271,6 +283,16 @@ inline void lloyd_step(BoxRows rows, index_t n, const WhSet& anchors, std::int32
     StepPartials& out = partials ? *partials : none;
     if (rows.f32) detail::lloyd_step_rows(rows.f32, n, anchors, labels, mode, layout, units, out);
     else detail::lloyd_step_rows(rows.f64, n, anchors, labels, mode, layout, units, out);
+}
+
+// A chunk's partials from labels it already has (a ChunkLloyd's, weighted): what lloyd_step adds
+// after labelling, into `out` (made for k anchors and the mode; fresh for a weighted mean).
+template <class L>
+void accumulate_partials(BoxRows rows, index_t n, const L* labels, int k, StepMode mode, const HistLayout* layout,
+                         const std::uint32_t* units, StepPartials& out) {
+    if (mode == StepMode::AssignOnly) return;
+    if (rows.f32) detail::accumulate_rows(rows.f32, n, labels, k, mode, layout, units, out);
+    else detail::accumulate_rows(rows.f64, n, labels, k, mode, layout, units, out);
 }
 
 // The values of a chunk's boxes in each slot's key window, run-length coded: per slot (X * k + c,
