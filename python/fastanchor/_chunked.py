@@ -511,6 +511,20 @@ class Layout:
         return first, last
 
 
+def layout_args(layout: Optional[Layout]) -> Dict[str, Any]:
+    """The median histograms' layout as the kernels' arguments (one bin, for the mean or labels)."""
+    if layout is None:
+        return dict(key_lo_w=0, key_lo_h=0, shift_w=0, shift_h=0, bins=1)
+    return dict(
+        key_lo_w=layout.lo[0], key_lo_h=layout.lo[1], shift_w=layout.shift[0], shift_h=layout.shift[1], bins=layout.bins
+    )
+
+
+def weight_args(weights: Optional[np.ndarray], wshift: Optional[int]) -> Dict[str, Any]:
+    """A weighted fit's chunk weights and their units as the kernels' arguments."""
+    return dict(weights=weights, weight_shift=0 if wshift is None else wshift)
+
+
 def task_lloyd(
     block: Any,
     offset: int,
@@ -536,7 +550,6 @@ def task_lloyd(
         n = rows_w.shape[0]
     else:
         n = row_count(block)
-    lo, shift, bins = (layout.lo, layout.shift, layout.bins) if layout is not None else ((0, 0), (0, 0), 1)
     win = {} if windows is None else windows.kernel_args(n)
     loaded: List[np.ndarray] = [] if wshift is None else [rows_w]  # the rows, read at most once
 
@@ -559,14 +572,9 @@ def task_lloyd(
             anchors=anchors,
             prev_anchors=prev if known is None else None,
             mode=mode,
-            key_lo_w=lo[0],
-            key_lo_h=lo[1],
-            shift_w=shift[0],
-            shift_h=shift[1],
-            bins=bins,
             want_labels=cache is not None,
-            weights=weights,
-            weight_shift=0 if wshift is None else wshift,
+            **layout_args(layout),
+            **weight_args(weights, wshift),
             **win,
         )
         changed = int(out["changed"]) if known is None else int(np.count_nonzero(out["labels"] != known))
@@ -591,16 +599,7 @@ def task_lloyd(
 def assign_labels(block: Any, anchors: np.ndarray) -> np.ndarray:
     """The labels (int32) of a chunk's rows against the anchors, as the in-memory fit's."""
     out = _core._chunk_lloyd(
-        wh=chunk_rows(block),
-        anchors=anchors,
-        prev_anchors=None,
-        mode="assign",
-        key_lo_w=0,
-        key_lo_h=0,
-        shift_w=0,
-        shift_h=0,
-        bins=1,
-        want_labels=True,
+        wh=chunk_rows(block), anchors=anchors, prev_anchors=None, mode="assign", want_labels=True, **layout_args(None)
     )
     labels: np.ndarray = out["labels"]
     return labels
@@ -684,8 +683,7 @@ def task_select(
         mode=mode,
         shift=plan["shift"],
         bins=plan["bins"],
-        weights=weights,
-        weight_shift=0 if wshift is None else wshift,
+        **weight_args(weights, wshift),
     )
     keys = [(t, X) for t in range(2) for X in range(2)]
     part = {
@@ -791,16 +789,7 @@ def sample_windows(rows: np.ndarray, anchors: np.ndarray, layout: Layout, n: int
     with windows SAMPLE_WINDOW_WIDTH values wide (the first medians lie within the sample's
     noise of its anchors). They spare the first pass the selection passes of its medians."""
     out = _core._chunk_lloyd(
-        wh=rows,
-        anchors=anchors,
-        prev_anchors=None,
-        mode="median",
-        key_lo_w=layout.lo[0],
-        key_lo_h=layout.lo[1],
-        shift_w=layout.shift[0],
-        shift_h=layout.shift[1],
-        bins=layout.bins,
-        want_labels=False,
+        wh=rows, anchors=anchors, prev_anchors=None, mode="median", want_labels=False, **layout_args(layout)
     )
     scale = n / max(rows.shape[0], 1)
     hist = np.floor(out["hist"].astype(np.float64) * scale).astype(np.int64)
@@ -1579,19 +1568,7 @@ class ChunkCache:
         with self._lock:
             if key in self._items or not self._reserve(token, budget, need):
                 return None
-        lo, shift = (layout.lo, layout.shift) if layout is not None else ((0, 0), (0, 0))
-        core = _core._chunk_state(
-            wh=rows,
-            k=k,
-            mode=mode,
-            key_lo_w=lo[0],
-            key_lo_h=lo[1],
-            shift_w=shift[0],
-            shift_h=shift[1],
-            bins=bins,
-            weights=weights,
-            weight_shift=0 if wshift is None else wshift,
-        )
+        core = _core._chunk_state(wh=rows, k=k, mode=mode, **layout_args(layout), **weight_args(weights, wshift))
         made = LloydState(core, rows) if core.exact else None
         with self._lock:
             if token not in self._bytes:  # dropped meanwhile
