@@ -80,6 +80,16 @@ def cluster():
         yield cl, client
 
 
+# A worker process killed by a test is started again by its nanny. Under the sanitizers, on a
+# loaded machine, a new worker has taken more than a minute to arrive.
+WORKER_RESTART_TIMEOUT = 900
+
+
+def both_workers(client) -> None:
+    """Waits until the cluster fixture's two workers are up again after a test killed one."""
+    client.wait_for_workers(2, timeout=WORKER_RESTART_TIMEOUT)
+
+
 def interrupt_latency(call, after: float = 0.3) -> float:
     """Runs call() while a timer thread sends this process SIGINT after `after` seconds; asserts
     that the call raises KeyboardInterrupt and returns the seconds from the signal to the raise.

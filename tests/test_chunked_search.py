@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import reference as ref
-from conftest import clean, interrupt_latency, load_real, needs_data, real_box_files, tied_boxes
+from conftest import both_workers, clean, interrupt_latency, load_real, needs_data, real_box_files, tied_boxes
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -559,6 +559,7 @@ def test_dask_worker_lost_during_the_search_changes_nothing(cluster):
     da = pytest.importorskip("dask.array")
     fd = pytest.importorskip("fastanchor.dask")
     _, client = cluster
+    both_workers(client)
     wh = tied_boxes(10, 30_000)
     init = wh[:8]
     want = fastanchor.evolve_anchors(init, wh, generations=96, seed=11)
@@ -575,7 +576,7 @@ def test_dask_worker_lost_during_the_search_changes_nothing(cluster):
     got = fd.evolve_anchors(init, x, generations=96, seed=11, client=client, callback=kill_at_40)
     assert killed
     _same_search(got, want)
-    client.wait_for_workers(2, timeout=60)
+    both_workers(client)
     # The workers dropped the search's cached layouts when it ended.
     assert set(client.run(_chunked.cached_bytes).values()) == {0}
 

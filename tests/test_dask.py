@@ -8,7 +8,7 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import clean, load_real, needs_data, real_box_files, tied_boxes
+from conftest import both_workers, clean, load_real, needs_data, real_box_files, tied_boxes
 
 import fastanchor
 from fastanchor import _chunked
@@ -119,6 +119,7 @@ def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch, pers
     # persisted: the passes run as one task per worker on the chunks it holds, and the lost
     # worker's chunks are computed again elsewhere
     cl, client = cluster
+    both_workers(client)
     wh = tied_boxes(8, 40_000)
     init = wh[:7].copy()
     want = fastanchor.kmeans_iou(wh, 7, init=init, update="median")
@@ -147,7 +148,7 @@ def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch, pers
     got = fd.kmeans_iou(x, 7, init=init, update="median", client=client, progress=True)
     assert killed
     _same(got, want, client if persisted else None)
-    client.wait_for_workers(2, timeout=60)
+    both_workers(client)
 
 
 def _spy_on_held_groups(monkeypatch) -> list:
@@ -236,6 +237,7 @@ def test_chunks_held_by_one_worker_run_on_both(cluster, monkeypatch):
     distributed = pytest.importorskip("distributed")
 
     _, client = cluster
+    both_workers(client)
     found = _spy_on_held_groups(monkeypatch)
     wh = tied_boxes(21, 30_000, np.float32)
     first = sorted(client.nthreads())[0]
