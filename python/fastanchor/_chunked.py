@@ -274,31 +274,43 @@ def task_positive(
     return task(part, pos_offset, *args)
 
 
-class PositiveRows:
+class RowSubset:
+    """An executor over some rows of another's chunks, in their order (``counts``: per chunk offset
+    of ``ex``, how many): every task sees a chunk's rows of the subset at their offset among all of
+    them. ``wrap(block, offset, task, *wrap_args, subset, *args)`` makes a chunk's subset and runs
+    the task on it; ``subset`` maps each chunk offset of ``ex`` to (offset in the subset, count)."""
+
+    def __init__(self, ex: Executor, counts: Dict[int, int], wrap: Callable[..., Any], *wrap_args: Any) -> None:
+        self.ex = ex
+        self.task_threads = getattr(ex, "task_threads", 1)
+        self.subset: Dict[int, Tuple[int, int]] = {}
+        total = 0
+        for offset in sorted(counts):
+            self.subset[offset] = (total, counts[offset])
+            total += counts[offset]
+        self.n = total
+        self._wrap, self._wrap_args = wrap, wrap_args
+
+    def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
+        def of_subset(a: PerChunk) -> PerChunk:  # a PerChunk argument is asked for the subset's rows
+            return PerChunk(lambda offset, n: a.of(*self.subset[offset]))
+
+        head = (task,) + self._wrap_args + (self.subset,)
+        return self.ex.run(self._wrap, head + map_per_chunk(tuple(args), of_subset), merge)
+
+    @property
+    def release(self) -> Optional[Callable[[str], None]]:
+        return getattr(self.ex, "release", None)
+
+
+class PositiveRows(RowSubset):
     """An executor over the rows of positive weight of another's weighted chunks, in their order
     (``positive``: per chunk offset of ``ex``, the count): a weighted fit runs on them, as the
     in-memory fit leaves the zero-weight boxes out (and labels them after it), so that every
     offset, sample and block of the average IoU is the in-memory fit's."""
 
     def __init__(self, ex: Executor, positive: Dict[int, int]) -> None:
-        self.ex = ex
-        self.task_threads = getattr(ex, "task_threads", 1)
-        self.positive: Dict[int, Tuple[int, int]] = {}
-        total = 0
-        for offset in sorted(positive):
-            self.positive[offset] = (total, positive[offset])
-            total += positive[offset]
-        self.n = total
-
-    def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
-        def of_positive(a: PerChunk) -> PerChunk:  # a PerChunk argument is asked for the positive rows
-            return PerChunk(lambda offset, n: a.of(*self.positive[offset]))
-
-        return self.ex.run(task_positive, (task, self.positive) + map_per_chunk(tuple(args), of_positive), merge)
-
-    @property
-    def release(self) -> Optional[Callable[[str], None]]:
-        return getattr(self.ex, "release", None)
+        super().__init__(ex, positive, task_positive)
 
 
 def chunk_weights(block: Any, ws: WeightScale) -> np.ndarray:
@@ -1941,31 +1953,13 @@ def merge_take(a: Dict[int, np.ndarray], b: Dict[int, np.ndarray]) -> Dict[int, 
     return {**a, **b}
 
 
-class KeptRows:
+class KeptRows(RowSubset):
     """An executor over the rows of another that have a side of at least ``drop_below`` (in their
     order): every task sees a chunk's kept rows at their offset among all kept rows."""
 
     def __init__(self, ex: Executor, drop_below: float, kept: Dict[int, int]) -> None:
-        self.ex = ex
+        super().__init__(ex, kept, task_kept, drop_below)
         self.drop_below = drop_below
-        self.task_threads = getattr(ex, "task_threads", 1)
-        self.kept: Dict[int, Tuple[int, int]] = {}
-        total = 0
-        for offset in sorted(kept):
-            self.kept[offset] = (total, kept[offset])
-            total += kept[offset]
-        self.n = total
-
-    def run(self, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[[Any, Any], Any]) -> Any:
-        # A PerChunk argument is asked for the chunk's kept rows.
-        def kept_rows(a: PerChunk) -> PerChunk:
-            return PerChunk(lambda offset, n: a.of(*self.kept[offset]))
-
-        return self.ex.run(task_kept, (task, self.drop_below, self.kept) + map_per_chunk(tuple(args), kept_rows), merge)
-
-    @property
-    def release(self) -> Optional[Callable[[str], None]]:
-        return getattr(self.ex, "release", None)
 
     def take(self, index: Optional[np.ndarray]) -> np.ndarray:
         return taken_rows(self.run(task_take, (None if index is None else index_per_chunk(index),), merge_take))
@@ -2195,7 +2189,7 @@ def autoanchor(
         kex = KeptRows(ex, DROP_BELOW, counts["kept"])
         ex, take_rows = kex, kex.take
         if positive is not None:  # per chunk offset among the kept rows
-            positive = {kex.kept[offset][0]: count for offset, count in positive.items()}
+            positive = {kex.subset[offset][0]: count for offset, count in positive.items()}
     # (the layout of all rows holds the kept ones' values)
     sc = Scan(kept, sc.f32, sc.layout, sc.hi, positive)
     pairs_of = ex  # (the executor whose chunks a weighted take reads)
