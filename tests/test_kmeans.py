@@ -433,6 +433,35 @@ def test_histogram_median_is_the_exact_median(dtype):
                     assert out["updated"][0, j].tolist() == np.median(members, axis=0).tolist(), (name, k, j)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weights", ["small integers", "continuous"])
+def test_weighted_histogram_median_is_the_exact_weighted_median(dtype, weights):
+    # The weighted median update against the reference's weighted median of every cluster,
+    # exactly, on the data of the unit-weight test above. Small integer weights meet exact halves
+    # of a cluster's total; continuous ones are read as integers of 31 bits. A run of small moves
+    # (the medians settle in their bins and are then read from the values cached around them,
+    # kept up to date by the moves and their weights) must give the reference's update at each step.
+    rng = np.random.default_rng(33)
+    for name, wh in _median_cases(rng):
+        wh = wh.astype(dtype)
+        exact = wh.astype(np.float64)
+        n = len(wh)
+        wt = rng.integers(1, 5, n).astype(np.float64) if weights == "small integers" else rng.uniform(0.01, 3.0, n)
+        units = ref.median_int_weights(wt)
+        for k in (1, 2, 7, 12, 16):
+            a = np.quantile(exact, np.linspace(0.2, 0.8, k), axis=0)
+            sets = np.stack([a * (1 + 1e-3 * s) for s in range(4)])
+            out = fastanchor._core.lloyd_trace(wh, wt, sets, "median", 2)
+            for s, anchors in enumerate(sets):
+                labels, _ = ref.assign(anchors, exact)
+                np.testing.assert_array_equal(out["labels"][s], labels)
+                for j in range(k):
+                    members = labels == j
+                    if members.any():
+                        want = [ref.weighted_median(exact[members, X], units[members]) for X in (0, 1)]
+                        assert out["updated"][s, j].tolist() == want, (name, k, s, j)
+
+
 def test_a_fit_reads_float32_and_float64_rows_in_place():
     # No copy of a C-contiguous float32 or float64 input on the Python side: the largest numpy
     # allocation during the fit is the int32 labels it returns (tracemalloc sees numpy's memory).

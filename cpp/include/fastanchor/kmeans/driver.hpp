@@ -67,8 +67,8 @@ decltype(auto) with_lloyd(const Problem& p, int k, Update update, int n_threads,
 }
 
 // Whether the median update needs the sort orders (Lloyd uses histograms otherwise).
-inline bool needs_orders(const double* weights, int k, Update update) {
-    return update == Update::Median && !HistMedian<std::int32_t>::serves(weights != nullptr, k);
+inline bool needs_orders(int k, Update update) {
+    return update == Update::Median && !HistMedian<std::int32_t>::serves(k);
 }
 
 // For tests: one Lloyd object driven through the given anchor sets. For each set s, assign()
@@ -82,7 +82,7 @@ struct LloydTrace {
 
 inline LloydTrace lloyd_trace(BoxRows rows, const double* weights, index_t n, const double* sets, int n_sets, int k,
                               Update update, int n_threads) {
-    const Problem p = Problem::make(rows, weights, n, needs_orders(weights, k, update), n_threads);
+    const Problem p = Problem::make(rows, weights, n, needs_orders(k, update), n_threads);
     LloydTrace t;
     t.labels.resize(static_cast<std::size_t>(n_sets) * n);
     t.updated.resize(static_cast<std::size_t>(n_sets) * k * 2);
@@ -173,7 +173,7 @@ inline KMeansOutput kmeans_iou(BoxRows rows, const double* weights, index_t n, c
     const PollScope poll(mon);  // mon.poll() at check points, every kPollInterval of work
     if (o.skip_below > 0.0 && o.init != Init::Given)
         throw std::invalid_argument("kmeans_iou: boxes are left out only in a fit from given anchors");
-    const Problem p = Problem::make(rows, weights, n, needs_orders(weights, o.k, o.update), o.n_threads, o.skip_below);
+    const Problem p = Problem::make(rows, weights, n, needs_orders(o.k, o.update), o.n_threads, o.skip_below);
     if (o.k > p.present) throw std::invalid_argument("kmeans_iou: need k <= the number of boxes not left out");
     RunResult best;
     int best_run = 0;

@@ -40,9 +40,11 @@ enum class Update { Median, Mean };
 //
 // Every box that changed cluster moves its contribution between the clusters' statistics at once
 // (a thread's partials: counts, and the engine's exact sums or histogram counts, merged after the
-// pass in thread order; integers, so the totals are the same in any order). The weighted mean is
-// summed again, per chunk in box order, for the chunks where a label changed; the weighted median
-// is one pass over each coordinate's sort order.
+// pass in thread order; integers, so the totals are the same in any order). The weighted mean
+// moves box by box too when its values' integers fit 62 bits, else is summed again, per chunk in
+// box order, for the chunks where a label changed; the weighted median's histograms add the
+// boxes' integer weights beside their counts. Above the histograms' limit on k, the median is one pass over each coordinate's sort
+// order.
 //
 // The SIMD level (simd_isa()) is read once, when the run starts.
 template <class L>
@@ -63,11 +65,11 @@ public:
           cnt_(k, 0),
           changed_(n_chunks(p.size()), 0),
           mean_(p, k, update == Update::Mean, labels_),
-          hist_(p, k, n_threads, update == Update::Median && HistMedian<L>::serves(p.weighted(), k), isa_, labels_,
-                threads_, hist),
+          hist_(p, k, n_threads, update == Update::Median && HistMedian<L>::serves(k), isa_, labels_, threads_, hist),
           bounds_(p.size(), k, std::is_same_v<L, std::uint8_t> && p.has_float && k <= kMaxFixedK) {
         threads_.resize(chunk_threads(p.size(), n_threads));
-        for (auto& t : threads_) t.allocate(k, mean_.exact() && !mean_.slot(), hist_.hist_size());
+        for (auto& t : threads_)
+            t.allocate(k, mean_.exact() && !mean_.slot(), hist_.hist_size(), hist_.weighted() ? hist_.hist_size() : 0);
         // An absent box keeps the label kNone: the engines that read every box's label (the
         // weighted or inexact mean's sums, the sort-based median) and int32 labels are not for it.
         if (p.skips() && !(std::is_same_v<L, std::uint8_t> && (update == Update::Mean ? mean_.exact() : hist_.on())))

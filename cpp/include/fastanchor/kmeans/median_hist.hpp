@@ -1,5 +1,4 @@
-// fastanchor: the unit-weight histogram median of the Lloyd update (HistMedian), with no sort
-// order kept.
+// fastanchor: the histogram median of the Lloyd update (HistMedian), with no sort order kept.
 //
 // Per cluster and coordinate, a histogram of the boxes' keys (a value's float bit pattern,
 // monotone in the value) over `bins_` bins of 2^shift keys each, kept up to date by every move
@@ -9,6 +8,13 @@
 // median is selected among them. So the median is exact. Once a median stays in its bin, the
 // values around it are cached (Cached) and kept up to date by the moves, and the pass is skipped
 // while the median stays inside them. docs/design.md, "The histogram median".
+//
+// Weighted boxes: a second histogram adds each box's integer weight (Problem::units), and the
+// ranks are counted in those units. A box of weight u counts as u boxes of its value, so the
+// median is the unit-weight median of that multiset: the first box whose cumulative weight reaches
+// half the cluster's total, or on an exact half the mean of its value and the next one, as the
+// sort-based median (median_sorted.hpp) and the chunked fits (step.hpp) take it. The box counts
+// still size the gathers and cached ranges.
 #pragma once
 
 #include <algorithm>
@@ -45,9 +51,9 @@ std::pair<std::size_t, index_t> rank_in_counts(const Count* h, std::size_t n, in
     return {n - 1, std::max<index_t>(1, rank - below)};
 }
 
-// A request for the rank-th smallest value (1-based; up to two consecutive ranks) of cluster c
-// along coordinate X among its boxes whose key (Problem::key) lies in [lo, hi]; `count` of its
-// boxes do. A target of one histogram bin has hi = lo + 2^shift - 1 and may be refined into a
+// A request for the rank-th smallest value (1-based; up to two consecutive ranks, in units of
+// weight for a weighted fit) of cluster c along coordinate X among its boxes whose key
+// (Problem::key) lies in [lo, hi]; `count` of its boxes do. A target of one histogram bin has hi = lo + 2^shift - 1 and may be refined into a
 // finer bin; a `whole` target (a run of bins, gathered whole) may keep the values it gathered.
 struct SelectTarget {
     int X = 0, c = 0;
@@ -60,7 +66,29 @@ struct SelectTarget {
     bool whole = false;
     bool keep = false;  // whole, and its values to be kept (sorted) in `kept`
     std::vector<double> kept;
+    std::vector<std::pair<double, std::uint32_t>> wkept;  // a weighted fit's: (value, units), sorted
 };
+
+// A value gathered for a target, with its box's integer weight.
+struct Gathered {
+    std::int32_t target;
+    std::uint32_t units;
+    double value;
+};
+
+// The value of the rank-th unit (1-based) of (value, units) pairs sorted by value; false when
+// they hold fewer units.
+inline bool unit_value(const std::vector<std::pair<double, std::uint32_t>>& v, index_t rank, double& out) {
+    index_t cum = 0;
+    for (const auto& [x, u] : v) {
+        cum += static_cast<index_t>(u);
+        if (cum >= rank) {
+            out = x;
+            return true;
+        }
+    }
+    return false;
+}
 
 }  // namespace detail
 
@@ -86,12 +114,19 @@ public:
     static constexpr index_t kBlock = Thread::kBlock;
 
     // Whether the histogram median serves the update of a problem (weighted or not) with k clusters.
-    static bool serves(bool weighted, int k) { return !weighted && k <= kMaxHistK; }
+    static bool serves(int k) { return k <= kMaxHistK; }
 
     // fixed: the layout of a chunk's histograms that merge with other chunks' (ChunkLloyd).
     HistMedian(const Problem& p, int k, int n_threads, bool on, Isa isa, const std::vector<L>& labels,
                std::vector<Thread>& threads, HistBins fixed = {})
-        : p_(p), k_(k), nt_(n_threads), isa_(isa), labels_(labels), threads_(threads), on_(on) {
+        : p_(p),
+          k_(k),
+          nt_(n_threads),
+          isa_(isa),
+          labels_(labels),
+          threads_(threads),
+          on_(on),
+          weighted_(on && p.weighted()) {
         if (!on) return;
         bins_ = 4096;
         while (bins_ > 16 && static_cast<index_t>(bins_) * k > kHistBudget) bins_ /= 2;
@@ -105,11 +140,14 @@ public:
             shift_[1] = fixed.shift[1];
         }
         hist_.assign(2 * static_cast<std::size_t>(k) * bins_, 0);
+        if (weighted_) whist_.assign(hist_.size(), 0);
         cache_.resize(2 * static_cast<std::size_t>(k));
         last_bin_.assign(2 * static_cast<std::size_t>(k), 0xffffffffu);
     }
 
     bool on() const { return on_; }
+    // Whether the ranks are counted in units of weight (a second histogram, Thread::whist).
+    bool weighted() const { return weighted_; }
     // Counts in a thread's histogram partial ([X][cluster][bin]).
     std::size_t hist_size() const { return hist_.size(); }
     // The counts of the boxes' keys per coordinate, cluster and bin ([X][cluster][bin]).
@@ -118,18 +156,25 @@ public:
     // Box i moves from cluster `from` (none: -1) to l: its keys' bins in T's partial histogram,
     // and the move logged where it enters or leaves a cached range.
     void record_move(Thread& T, index_t i, std::int32_t from, std::int32_t l) const {
+        const std::uint32_t u = weighted_ ? p_.units(i) : 1u;
         for (int X = 0; X < 2; ++X) {
             const std::uint32_t key = p_.key(X, i);
-            ++T.hist[bin(X, l, key)];
-            if (from >= 0) --T.hist[bin(X, from, key)];
+            const std::size_t to = bin(X, l, key);
+            ++T.hist[to];
+            if (weighted_) T.whist[to] += u;
+            if (from >= 0) {
+                const std::size_t was = bin(X, from, key);
+                --T.hist[was];
+                if (weighted_) T.whist[was] -= u;
+            }
             const std::int32_t sk = static_cast<std::int32_t>(key);
             const std::uint32_t to_slot = static_cast<std::uint32_t>(X * k_ + l);
             const Cached& in = cache_[to_slot];
-            if (in.valid && sk >= in.lo && sk <= in.hi) T.log.push_back({to_slot, true, p_.value(X, i)});
+            if (in.valid && sk >= in.lo && sk <= in.hi) T.log.push_back({to_slot, u, true, p_.value(X, i)});
             if (from >= 0) {
                 const std::uint32_t from_slot = static_cast<std::uint32_t>(X * k_ + from);
                 const Cached& out = cache_[from_slot];
-                if (out.valid && sk >= out.lo && sk <= out.hi) T.log.push_back({from_slot, false, p_.value(X, i)});
+                if (out.valid && sk >= out.lo && sk <= out.hi) T.log.push_back({from_slot, u, false, p_.value(X, i)});
             }
         }
     }
@@ -138,6 +183,9 @@ public:
     void merge(Thread& t) {
         for (std::size_t j = 0; j < hist_.size(); ++j) hist_[j] += static_cast<std::uint32_t>(t.hist[j]);
         std::fill(t.hist.begin(), t.hist.end(), 0);
+        if (!weighted_) return;
+        for (std::size_t j = 0; j < whist_.size(); ++j) whist_[j] += static_cast<std::uint64_t>(t.whist[j]);
+        std::fill(t.whist.begin(), t.whist.end(), 0);
     }
 
     // The medians of every cluster with members (counts[c] > 0) into mw and mh.
@@ -148,6 +196,10 @@ public:
         // -1: found in the cache, set at once).
         constexpr int kCachedHit = -1;
         std::vector<std::array<std::pair<int, int>, 2>> where(2 * static_cast<std::size_t>(k_));
+        // Per cluster, the units its ranks are counted in: its boxes, or its total integer weight.
+        std::vector<index_t> total(counts.begin(), counts.end());
+        if (weighted_)
+            for (int c = 0; c < k_; ++c) total[c] = counts[c] > 0 ? ranks(0, c, 0, bins_ - 1) : 0;
         for (int X = 0; X < 2; ++X) {
             double* med = X == 0 ? mw.data() : mh.data();
             for (int c = 0; c < k_; ++c) {
@@ -158,13 +210,13 @@ public:
                     C.valid = false;
                     continue;
                 }
-                const index_t r1 = (cnt + 1) / 2;  // the lower median's rank
-                const bool two = cnt % 2 == 0;     // and the upper one's: r1 + 1
+                const index_t r1 = (total[c] + 1) / 2;  // the lower median's rank
+                const bool two = total[c] % 2 == 0;     // and the upper one's: r1 + 1
                 const std::uint32_t* h = hist_.data() + sl * bins_;
                 const auto [b1, q1] = find_rank(X, c, r1);
                 // The upper median shares the lower one's bin, or is the first member of the next
                 // non-empty bin.
-                const bool shared = !two || q1 < static_cast<index_t>(h[b1]);
+                const bool shared = !two || q1 < ranks(X, c, b1, b1);
                 const std::uint32_t b2 = shared ? b1 : find_rank(X, c, r1 + 1).first;
                 auto members = [&](std::uint32_t from, std::uint32_t to) {
                     index_t m = 0;
@@ -172,14 +224,28 @@ public:
                     return m;
                 };
                 if (C.valid && C.bin0 <= b1 && b2 <= C.bin1) {
-                    const index_t below = C.bin0 > 0 ? members(0, C.bin0 - 1) : 0, inside = members(C.bin0, C.bin1);
-                    if (inside == static_cast<index_t>(C.values.size()) && r1 > below && r1 - below + two <= inside) {
-                        const double lo = C.values[r1 - below - 1], hi = two ? C.values[r1 - below] : lo;
-                        // cnt even: the cumulative count reaches half exactly at the lower median,
-                        // so the median is the mean of it and the next member (numpy.median).
-                        med[c] = two ? (lo + hi) / 2.0 : lo;
-                        where[sl][0].first = kCachedHit;
-                        continue;
+                    const index_t below = C.bin0 > 0 ? ranks(X, c, 0, C.bin0 - 1) : 0;
+                    const index_t inside = ranks(X, c, C.bin0, C.bin1);
+                    const std::size_t held = weighted_ ? C.wvalues.size() : C.values.size();
+                    if (members(C.bin0, C.bin1) == static_cast<index_t>(held) && r1 > below &&
+                        r1 - below + two <= inside) {
+                        double lo = 0.0, hi = 0.0;
+                        bool found = true;
+                        if (weighted_) {
+                            found = detail::unit_value(C.wvalues, r1 - below, lo) &&
+                                    detail::unit_value(C.wvalues, r1 - below + two, hi);
+                        } else {
+                            lo = C.values[r1 - below - 1];
+                            hi = two ? C.values[r1 - below] : lo;
+                        }
+                        if (found) {
+                            // An even total: the cumulative count reaches half exactly at the
+                            // lower median, so the median is the mean of it and the next member
+                            // (numpy.median).
+                            med[c] = two ? (lo + hi) / 2.0 : lo;
+                            where[sl][0].first = kCachedHit;
+                            continue;
+                        }
                     }
                 }
                 C.valid = false;
@@ -209,7 +275,7 @@ public:
                     const std::uint32_t B0 = b1 > margin ? b1 - margin : 0, B1 = std::min(last, b2 + margin);
                     const index_t count = members(B0, B1);
                     if (count > kGatherCap) continue;
-                    const index_t below = B0 > 0 ? members(0, B0 - 1) : 0;
+                    const index_t below = B0 > 0 ? ranks(X, c, 0, B0 - 1) : 0;
                     w[0] = add(B0, B1, count, r1 - below);
                     w[1] = {w[0].first, two ? 1 : 0};
                     detail::SelectTarget& t = targets[w[0].first];
@@ -249,10 +315,11 @@ public:
                 detail::SelectTarget& t0 = targets[w[0].first];
                 const double lo = t0.value[w[0].second];
                 const double hi = targets[w[1].first].value[w[1].second];
-                med[c] = counts[c] % 2 == 1 ? lo : (lo + hi) / 2.0;
+                med[c] = total[c] % 2 == 1 ? lo : (lo + hi) / 2.0;
                 if (t0.keep) {  // kept for the next updates (sorted by select)
                     Cached& C = cache_[sl];
                     C.values = std::move(t0.kept);
+                    C.wvalues = std::move(t0.wkept);
                     C.lo = static_cast<std::int32_t>(t0.lo);
                     C.hi = static_cast<std::int32_t>(std::min<std::uint32_t>(t0.hi, 0x7fffffffu));
                     C.valid = true;
@@ -271,12 +338,26 @@ private:
         return (static_cast<std::size_t>(X) * k_ + c) * bins_ + b;
     }
 
-    // The bin of cluster c's histogram along X holding its rank-th smallest key (1-based), and
-    // the rank within that bin.
+    // The bin of cluster c's histogram along X holding its rank-th smallest key (1-based; in
+    // units of weight for a weighted fit), and the rank within that bin.
     std::pair<std::uint32_t, index_t> find_rank(int X, int c, index_t rank) const {
-        const auto [b, q] = detail::rank_in_counts(hist_.data() + (static_cast<std::size_t>(X) * k_ + c) * bins_,
-                                                   static_cast<std::size_t>(bins_), rank);
+        const std::size_t at = (static_cast<std::size_t>(X) * k_ + c) * bins_;
+        const auto [b, q] = weighted_
+                                ? detail::rank_in_counts(whist_.data() + at, static_cast<std::size_t>(bins_), rank)
+                                : detail::rank_in_counts(hist_.data() + at, static_cast<std::size_t>(bins_), rank);
         return {static_cast<std::uint32_t>(b), q};
+    }
+
+    // The ranks (boxes, or units of weight) of cluster c along X in bins [from, to].
+    index_t ranks(int X, int c, std::uint32_t from, std::uint32_t to) const {
+        const std::size_t at = (static_cast<std::size_t>(X) * k_ + c) * bins_;
+        index_t m = 0;
+        if (weighted_) {
+            for (std::uint32_t b = from; b <= to; ++b) m += static_cast<index_t>(whist_[at + b]);
+        } else {
+            for (std::uint32_t b = from; b <= to; ++b) m += static_cast<index_t>(hist_[at + b]);
+        }
+        return m;
     }
 
     // The values gathered for cluster c along X: every member with a key in bins [bin0, bin1]
@@ -286,7 +367,8 @@ private:
         bool valid = false;
         std::uint32_t bin0 = 0, bin1 = 0;
         std::int32_t lo = 1, hi = 0;
-        std::vector<double> values;
+        std::vector<double> values;                             // unit weights
+        std::vector<std::pair<double, std::uint32_t>> wvalues;  // weighted: (value, units)
     };
     // Bins gathered on each side of the median's (when they hold at most kGatherCap members).
     static constexpr std::uint32_t kMargin = 2;
@@ -294,30 +376,42 @@ private:
     // The moves since the last update into and out of the cached ranges, merged into the sorted
     // values (O(values + moves) per range that had any).
     void apply_logs() {
-        std::vector<std::vector<double>> add(cache_.size()), del(cache_.size());
+        if (weighted_) {
+            apply_logs_as([](const Thread::Logged& e) { return std::make_pair(e.value, e.units); },
+                          [](Cached& C) -> auto& { return C.wvalues; });
+        } else {
+            apply_logs_as([](const Thread::Logged& e) { return e.value; }, [](Cached& C) -> auto& { return C.values; });
+        }
+    }
+
+    // apply_logs on the cached values values_of(C), each logged move read as entry(move).
+    template <class Entry, class Values>
+    void apply_logs_as(Entry entry, Values values_of) {
+        using V = std::decay_t<decltype(entry(std::declval<const Thread::Logged&>()))>;
+        std::vector<std::vector<V>> add(cache_.size()), del(cache_.size());
         bool any = false;
         for (auto& t : threads_) {
-            for (const auto& e : t.log) (e.add ? add : del)[e.slot].push_back(e.value);
+            for (const auto& e : t.log) (e.add ? add : del)[e.slot].push_back(entry(e));
             any |= !t.log.empty();
             t.log.clear();
         }
         if (!any) return;
-        std::vector<double> kept, merged;
+        std::vector<V> kept, merged;
         for (std::size_t sl = 0; sl < cache_.size(); ++sl) {
             Cached& C = cache_[sl];
             if (!C.valid || (add[sl].empty() && del[sl].empty())) continue;
+            std::vector<V>& values = values_of(C);
             std::sort(add[sl].begin(), add[sl].end());
             std::sort(del[sl].begin(), del[sl].end());
             kept.clear();
-            std::set_difference(C.values.begin(), C.values.end(), del[sl].begin(), del[sl].end(),
-                                std::back_inserter(kept));
-            if (kept.size() + del[sl].size() != C.values.size()) {  // only if the values changed meanwhile
+            std::set_difference(values.begin(), values.end(), del[sl].begin(), del[sl].end(), std::back_inserter(kept));
+            if (kept.size() + del[sl].size() != values.size()) {  // only if the values changed meanwhile
                 C.valid = false;
                 continue;
             }
             merged.clear();
             std::merge(kept.begin(), kept.end(), add[sl].begin(), add[sl].end(), std::back_inserter(merged));
-            C.values.swap(merged);
+            values.swap(merged);
         }
     }
 
@@ -369,8 +463,11 @@ private:
             }
             constexpr std::size_t kSub = std::size_t{1} << kRefineBits;
             const int nt = static_cast<int>(threads_.size());
-            std::vector<std::vector<std::pair<std::int32_t, double>>> found(nt);
+            std::vector<std::vector<detail::Gathered>> found(nt);
+            // The refined targets' finer histograms per thread: box counts, and a weighted fit's
+            // units of weight.
             std::vector<std::vector<index_t>> sub(nt, std::vector<index_t>(refine.size() * kSub, 0));
+            std::vector<std::vector<index_t>> wsub(weighted_ ? nt : 0, std::vector<index_t>(refine.size() * kSub, 0));
             // Per cluster and coordinate, the key range of its targets in this round (empty: lo >
             // hi). Keys of positive floats are below 2^31, so they compare as int32 (vectorizable).
             // With one-byte labels each coordinate's table has a slot for every label value, so
@@ -399,6 +496,7 @@ private:
                     Thread& TH = threads_[static_cast<std::size_t>(thread_index())];
                     auto& out = found[static_cast<std::size_t>(thread_index())];
                     index_t* hs = sub[static_cast<std::size_t>(thread_index())].data();
+                    index_t* ws = weighted_ ? wsub[static_cast<std::size_t>(thread_index())].data() : nullptr;
                     std::uint8_t* hit = TH.flag.data();
                     // (target, box i, X) of the values to gather: read at the end of the chunk,
                     // prefetched when found (float64 rows: the pass reads their float copy).
@@ -426,23 +524,34 @@ private:
                                         at.emplace_back(tg, i, X);
                                     } else {
                                         const int fine = std::max(0, T.shift - kRefineBits);
-                                        ++hs[static_cast<std::size_t>(role[tg]) * kSub + (off >> fine)];
+                                        const std::size_t j = static_cast<std::size_t>(role[tg]) * kSub + (off >> fine);
+                                        ++hs[j];
+                                        if (ws) ws[j] += p_.units(i);
                                     }
                                     break;
                                 }
                             }
                         });
                     }
-                    for (const auto& [tg, i, X] : at) out.emplace_back(tg, p_.value(X, i));
+                    for (const auto& [tg, i, X] : at) out.push_back({tg, p_.units(i), p_.value(X, i)});
                 }
             });
             // The gathered values, target by target; the ranks selected among them. The values
             // of a target are the same set whatever the threads, so the selection is too.
-            std::vector<std::vector<double>> values(targets.size());
-            for (auto& list : found)
-                for (const auto& [t, v] : list) values[t].push_back(v);
+            std::vector<std::vector<double>> values(weighted_ ? 0 : targets.size());
+            std::vector<std::vector<std::pair<double, std::uint32_t>>> wvalues(weighted_ ? targets.size() : 0);
+            for (auto& list : found) {
+                for (const auto& g : list) {
+                    if (weighted_) wvalues[g.target].emplace_back(g.value, g.units);
+                    else values[g.target].push_back(g.value);
+                }
+            }
             for (const int t : gather) {
                 detail::SelectTarget& T = targets[t];
+                if (weighted_) {
+                    select_weighted(T, wvalues[t]);
+                    continue;
+                }
                 std::vector<double>& v = values[t];
                 if (v.empty()) {  // only if the values changed behind the fit's back
                     T.value[0] = T.value[1] = Problem::key_value(T.lo);
@@ -469,9 +578,12 @@ private:
             std::vector<int> next;
             for (std::size_t r = 0; r < refine.size(); ++r) {
                 const int t = refine[r];
-                std::vector<index_t> h(kSub, 0);
+                std::vector<index_t> h(kSub, 0), hw(weighted_ ? kSub : 0, 0);
                 for (auto& s : sub)
                     for (std::size_t j = 0; j < kSub; ++j) h[j] += s[r * kSub + j];
+                for (auto& s : wsub)
+                    for (std::size_t j = 0; j < kSub; ++j) hw[j] += s[r * kSub + j];
+                const std::vector<index_t>& by_rank = weighted_ ? hw : h;  // the ranks' units
                 const detail::SelectTarget parent = targets[t];
                 const int fine = std::max(0, parent.shift - kRefineBits);
                 // parent narrowed to its finer bin j, holding the rank-th of that bin
@@ -485,11 +597,11 @@ private:
                     u.ranks = 1;
                     return u;
                 };
-                const auto [j0, q0] = detail::rank_in_counts(h.data(), kSub, parent.rank[0]);
+                const auto [j0, q0] = detail::rank_in_counts(by_rank.data(), kSub, parent.rank[0]);
                 targets[t] = narrowed(j0, q0);
                 next.push_back(t);
                 if (parent.ranks == 2) {
-                    const auto [j1, q1] = detail::rank_in_counts(h.data(), kSub, parent.rank[1]);
+                    const auto [j1, q1] = detail::rank_in_counts(by_rank.data(), kSub, parent.rank[1]);
                     if (j1 == j0) {
                         targets[t].rank[1] = q1;
                         targets[t].ranks = 2;
@@ -511,6 +623,22 @@ private:
         }
     }
 
+    // A gather target's values of a weighted fit: the values of its ranks, counted in units of
+    // weight (kept sorted in T.wkept when T.keep).
+    static void select_weighted(detail::SelectTarget& T, std::vector<std::pair<double, std::uint32_t>>& v) {
+        if (v.empty()) {  // only if the values changed behind the fit's back
+            T.value[0] = T.value[1] = Problem::key_value(T.lo);
+            return;
+        }
+        std::sort(v.begin(), v.end());
+        index_t units = 0;
+        for (const auto& e : v) units += static_cast<index_t>(e.second);
+        const index_t r0 = std::clamp<index_t>(T.rank[0], 1, units);
+        detail::unit_value(v, r0, T.value[0]);
+        detail::unit_value(v, std::min<index_t>(r0 + 1, units), T.value[1]);
+        if (T.keep) T.wkept = std::move(v);
+    }
+
     const Problem& p_;
     int k_;
     int nt_;
@@ -518,9 +646,11 @@ private:
     const std::vector<L>& labels_;
     std::vector<Thread>& threads_;
     bool on_ = false;
+    bool weighted_ = false;
     int bins_ = 0;
     int shift_[2] = {0, 0};
-    std::vector<std::uint32_t> hist_;      // [X][cluster][bin]
+    std::vector<std::uint32_t> hist_;      // [X][cluster][bin]: box counts
+    std::vector<std::uint64_t> whist_;     // [X][cluster][bin]: integer weights (a weighted fit)
     std::vector<Cached> cache_;            // [X][cluster]
     std::vector<std::uint32_t> last_bin_;  // [X][cluster]: the lower median's bin at the last update
 };

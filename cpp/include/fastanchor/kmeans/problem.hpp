@@ -88,7 +88,7 @@ struct Problem {
     // stays within float range; the labels are those of the exact rule whatever that scale.)
     double skip_below = 0.0;
     index_t present = 0;  // boxes not absent
-    // For the sort-based median only (weighted, or k above the histograms' limit): each
+    // For the sort-based median only (k above the histograms' limit): each
     // coordinate's order of the boxes (ties by index).
     std::vector<pos_t> order[2];
     // The integer weights of a weighted fit (its median's and its mean's): WeightUnits of
@@ -104,7 +104,7 @@ struct Problem {
     bool absent(index_t i) const { return value(0, i) < skip_below && value(1, i) < skip_below; }
     bool weighted() const { return weight != nullptr; }
     double wt(index_t i) const { return weight ? weight[i] : 1.0; }
-    // Box i's integer weight (1 for unit weights; wq, made with the sort orders, otherwise).
+    // Box i's integer weight (1 for unit weights; wq otherwise).
     std::uint32_t units(index_t i) const { return wq.empty() ? 1u : wq[i]; }
     double value(int X, index_t i) const { return f32 ? static_cast<double>(f32[2 * i + X]) : f64[2 * i + X]; }
     // Box i's value along X as a float, bit pattern read as an unsigned integer: monotone in the

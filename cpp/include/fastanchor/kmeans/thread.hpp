@@ -37,9 +37,11 @@ struct alignas(64) LloydThread {
     PaddedArray<index_t> count;              // per cluster
     PaddedArray<int128_t> sum_w, sum_h;      // per cluster (exact sums)
     PaddedArray<int128_t> sum_u;             // per cluster (the exact weighted sums' weights)
-    PaddedArray<std::int32_t> hist;          // [X][cluster][bin] (unit-weight median)
+    PaddedArray<std::int32_t> hist;          // [X][cluster][bin] (the median's box counts)
+    PaddedArray<std::int64_t> whist;         // [X][cluster][bin] (the weighted median's integer weights)
     struct Logged {
-        std::uint32_t slot;  // X * k + cluster
+        std::uint32_t slot;   // X * k + cluster
+        std::uint32_t units;  // the box's integer weight (1: unit weights)
         bool add;
         double value;
     };
@@ -67,7 +69,8 @@ struct alignas(64) LloydThread {
     };
     MeanMoves<std::int64_t> mean64;
     MeanMoves<int128_t> mean128;
-    void allocate(int k, bool sums, std::size_t hist_size) {
+    // whist_size: the weighted median's histograms (0: unit weights, or no histogram median).
+    void allocate(int k, bool sums, std::size_t hist_size, std::size_t whist_size = 0) {
         count.assign(k, 0);
         if (sums) {
             sum_w.assign(k, 0);
@@ -75,6 +78,7 @@ struct alignas(64) LloydThread {
             sum_u.assign(k, 0);
         }
         hist.assign(hist_size, 0);
+        whist.assign(whist_size, 0);
         w.resize(kBlock);
         h.resize(kBlock);
         a.resize(kBlock);
