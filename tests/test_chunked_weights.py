@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference as ref
 from conftest import clean, load_real, needs_data, real_box_files, tied_boxes
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -393,6 +394,73 @@ def test_a_weighted_chunk_state_gives_the_kernels_partials(dtype, mode):
         else:
             assert value(got) == value(want)
         anchors = anchors * rng.uniform(0.9, 1.1, anchors.shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weighted_windows_and_selection_count_weights(dtype):
+    """A weighted Lloyd pass's windows hold each distinct value with the integer weights of its
+    boxes, and below each window the weight of its cluster's keys from the start of the window's
+    first bin: in the stateless kernel and a chunk state alike (whose histograms are then the
+    kernel's too). A chunk state's selection pass gives the stateless pass's values, labels,
+    weights and histograms, with weights and without."""
+    from fastanchor import _core
+
+    rng = np.random.default_rng(14)
+    n, k = 6000, 5
+    wh = rng.lognormal(3.0, 0.8, (n, 2)).astype(dtype)
+    wh[:2000] = rng.integers(5, 30, (2000, 2))  # repeated values
+    exact = wh.astype(np.float64)
+    w = rng.integers(1, 9, n) * rng.choice([1.0, 0.37], n)
+    shift = _chunked.weight_shift(float(w.max()))
+    units = ref.median_int_weights(w)
+    layout = _chunked.Layout.of([0x3F000000, 0x3F000000], [0x45000000, 0x45000000], 256)
+    args = dict(key_lo_w=layout.lo[0], key_lo_h=layout.lo[1], shift_w=layout.shift[0], shift_h=layout.shift[1])
+    anchors = np.array([[8.0, 9.0], [15.0, 25.0], [22.0, 14.0], [40.0, 35.0], [90.0, 70.0]])
+    lo = (anchors * 0.9).astype(np.float32).view(np.uint32).T.copy()
+    hi = (anchors * 1.1).astype(np.float32).view(np.uint32).T.copy()
+    win = dict(window_lo=lo, window_hi=hi, window_cap=10**6)
+    weighted = dict(weights=w, weight_shift=shift)
+    out = _core._chunk_lloyd(
+        wh=wh, anchors=anchors, prev_anchors=None, mode="median", want_labels=True, bins=256, **args, **win, **weighted
+    )
+    labels, _ = ref.assign(anchors, exact)
+    np.testing.assert_array_equal(out["labels"], labels)
+    keys = wh.astype(np.float32).view(np.uint32)
+    gathered = 0
+    for X in range(2):
+        for c in range(k):
+            j = X * k + c
+            inside = (labels == c) & (keys[:, X] >= lo[X, c]) & (keys[:, X] <= hi[X, c])
+            values, at = np.unique(exact[inside, X], return_inverse=True)
+            mine = out["window_slots"] == j
+            np.testing.assert_array_equal(out["window_values"][mine], values)
+            np.testing.assert_array_equal(out["window_counts"][mine], np.bincount(at, weights=units[inside]))
+            b = layout.bin(X, int(lo[X, c]))
+            start = layout.key_range(X, b, b)[0]
+            below = (labels == c) & (keys[:, X] >= start) & (keys[:, X] < lo[X, c])
+            assert out["window_below"][X, c] == units[below].sum() and out["window_overflow"][X, c] == 0
+            gathered += int(inside.sum())
+    assert gathered > 1000
+    state = _core._chunk_state(wh=wh, k=k, mode="median", bins=256, **args, **weighted)
+    got = state.step(anchors=anchors, **win)
+    for key in ("count", "weight", "hist", "window_values", "window_counts", "window_slots", "window_below"):
+        np.testing.assert_array_equal(got[key], out[key], err_msg=key)
+    # A selection pass: gather one rank's window, refine the other's range.
+    first = np.stack([lo, lo]).astype(np.int64)
+    last = np.stack([hi, hi]).astype(np.int64)
+    mode = np.stack([np.ones((2, k)), 2 * np.ones((2, k))]).astype(np.int8)
+    plan = dict(first=first, last=last, mode=mode, shift=np.full((2, 2, k), 8, np.int64), bins=64)
+    for state_args in (weighted, {}):
+        st = _core._chunk_state(wh=wh, k=k, mode="median", bins=256, **args, **state_args)
+        st.step(anchors=anchors)
+        mine = st.select(**plan)
+        want = _core._chunk_select(wh=wh, labels=None, anchors=anchors, **plan, **state_args)
+        assert mine.keys() == want.keys() and ("weights" in mine) == bool(state_args)
+        np.testing.assert_array_equal(mine["hist"], want["hist"])
+        assert mine["hist"].sum() > 0
+        for key in ("values", "labels") + (("weights",) if state_args else ()):
+            for a, b in zip(mine[key], want[key]):
+                np.testing.assert_array_equal(a, b, err_msg=key)
 
 
 def test_weighted_mean_sums_beyond_128_bits():

@@ -157,8 +157,9 @@ void partials_into(py::dict& d, const fa::StepPartials& part, fa::StepMode m, in
 // their counts and slots X * k + c (window_values, window_counts, window_slots), and per slot the
 // count of the cluster's values below the window within its first histogram bin and whether it
 // held too many (window_below, window_overflow: int64 (2, k)). With `weights` (float64, one per
-// row, positive; no windows), the histograms add the rows' integer weights in the units of
-// `weight_shift` (weight_units.hpp), "weight" holds each cluster's (else its count), and the mean's
+// row, positive), the histograms, the windows' counts and window_below add the rows' integer
+// weights in the units of `weight_shift` (weight_units.hpp), "weight" holds each cluster's (else
+// its count), and the mean's
 // sums of weight times value come in two halves (sums_hi, sums_lo: (2, k, 2) as (hi, lo) of
 // 128-bit integers; the sum is sums_hi * 2^47 + sums_lo, in units of 2^sum_exp).
 py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object& prev_anchors, const std::string& mode,
@@ -180,7 +181,6 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
         check_rows(prev, "prev_anchors", 2, k);
     }
     Windows windows(window_lo, window_hi, window_cap, m, k, layout);
-    if (!weights.is_none() && windows.on()) throw py::value_error("weights take no windows");
     const std::vector<std::uint32_t> units = chunk_units(weights, weight_shift, n);
     const fa::WhSet A = to_whset(anchors);
     const fa::WhSet P = has_prev ? to_whset(prev) : fa::WhSet();
@@ -191,7 +191,8 @@ py::dict chunk_lloyd(const py::array& wh, const Array& anchors, const py::object
     {
         py::gil_scoped_release release;
         fa::lloyd_step(rows, n, A, lptr, m, &layout, &part, units.empty() ? nullptr : units.data());
-        windows.run([&](auto&&... args) { fa::gather_windows(rows, n, lptr, k, args...); });
+        const std::uint32_t* uptr = units.empty() ? nullptr : units.data();
+        windows.run([&](auto&&... args) { fa::gather_windows(rows, n, lptr, k, args..., uptr); });
         if (has_prev) {
             std::vector<std::int32_t> before(static_cast<std::size_t>(n));
             fa::lloyd_step(rows, n, P, before.data(), fa::StepMode::AssignOnly, nullptr, nullptr);
@@ -247,7 +248,6 @@ py::dict chunk_state_step(ChunkState& st, const Array& anchors, const py::object
                           const py::object& window_hi, std::int64_t window_cap) {
     check_rows(anchors, "anchors", 2, st.k);
     Windows windows(window_lo, window_hi, window_cap, st.mode, st.k, st.layout);
-    if (st.weighted && windows.on()) throw py::value_error("weights take no windows");
     const fa::WhSet A = to_whset(anchors);
     fa::StepPartials part(st.k, st.mode, &st.layout);
     fa::index_t changed = 0;
@@ -271,26 +271,74 @@ py::dict chunk_state_step(ChunkState& st, const Array& anchors, const py::object
 // their histogram over bins of 2^shift[t, X, c] keys from first (hist (2, 2, k, bins)). With
 // `weights` (as chunk_lloyd's), the gathered values' integer weights too (per (t, X), "weights"),
 // and histograms of weights.
+using ModeArray = py::array_t<std::int8_t, py::array::c_style | py::array::forcecast>;
+
+// A selection pass's plan (chunk_select's first, last, mode, shift and bins for k clusters),
+// checked; its arrays kept alive with it.
+struct CheckedPlan {
+    IndexArray first, last, shift;
+    ModeArray mode;
+    fa::SelectPlan plan;
+
+    CheckedPlan(const IndexArray& first_in, const IndexArray& last_in, const ModeArray& mode_in,
+                const IndexArray& shift_in, int bins, int k)
+        : first(aligned(first_in).cast<IndexArray>()),
+          last(aligned(last_in).cast<IndexArray>()),
+          shift(aligned(shift_in).cast<IndexArray>()),
+          mode(mode_in) {
+        const auto size = static_cast<py::ssize_t>(4 * k);
+        if (first.size() != size || last.size() != size || mode.size() != size || shift.size() != size)
+            throw py::value_error("first, last, mode and shift must have shape (2, 2, k)");
+        if (bins < 1) throw py::value_error("bins must be >= 1");
+        for (py::ssize_t j = 0; j < size; ++j)
+            if (mode.data()[j] == 2 && (shift.data()[j] < 0 || shift.data()[j] > 32))
+                throw py::value_error("shift must be in [0, 32]");
+        plan.first = first.data();
+        plan.last = last.data();
+        plan.shift = shift.data();
+        plan.mode = mode.data();
+        plan.bins = bins;
+    }
+};
+
+// A selection pass's output as chunk_select returns it: run(values, labels, hist, weights) fills
+// the buffers (called without the GIL).
+template <class Run>
+py::dict select_dict(int k, int bins, bool weighted, Run&& run) {
+    std::vector<double> vals[4];
+    std::vector<std::int32_t> labs[4];
+    std::vector<std::uint32_t> wts[4];
+    U64Array hist({py::ssize_t{2}, py::ssize_t{2}, static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(bins)});
+    std::uint64_t* hp = hist.mutable_data();
+    std::fill(hp, hp + hist.size(), std::uint64_t{0});
+    {
+        py::gil_scoped_release release;
+        run(vals, labs, hp, wts);
+    }
+    py::list values, labels, weights_out;
+    for (int q = 0; q < 4; ++q) {
+        values.append(py::array_t<double>(static_cast<py::ssize_t>(vals[q].size()), vals[q].data()));
+        labels.append(py::array_t<std::int32_t>(static_cast<py::ssize_t>(labs[q].size()), labs[q].data()));
+        weights_out.append(py::array_t<std::uint32_t>(static_cast<py::ssize_t>(wts[q].size()), wts[q].data()));
+    }
+    py::dict d;
+    d["values"] = values;
+    d["labels"] = labels;
+    if (weighted) d["weights"] = weights_out;
+    d["hist"] = hist;
+    return d;
+}
+
 py::dict chunk_select(const py::array& wh, const py::object& labels_in, const Array& anchors,
-                      const IndexArray& first_in, const IndexArray& last_in,
-                      const py::array_t<std::int8_t, py::array::c_style | py::array::forcecast>& mode,
+                      const IndexArray& first_in, const IndexArray& last_in, const ModeArray& mode,
                       const IndexArray& shift_in, int bins, const py::object& weights, std::int64_t weight_shift) {
-    const IndexArray first = aligned(first_in).cast<IndexArray>(), last = aligned(last_in).cast<IndexArray>(),
-                     shift = aligned(shift_in).cast<IndexArray>();
     py::object keep;
     const fa::BoxRows rows = box_rows(wh, keep);
     checked_anchors(anchors, "anchors");
     const auto n = static_cast<fa::index_t>(wh.shape(0));
     const int k = static_cast<int>(anchors.shape(0));
-    const auto plan = static_cast<py::ssize_t>(4 * k);
-    if (first.size() != plan || last.size() != plan || mode.size() != plan || shift.size() != plan)
-        throw py::value_error("first, last, mode and shift must have shape (2, 2, k)");
-    if (bins < 1) throw py::value_error("bins must be >= 1");
+    const CheckedPlan checked(first_in, last_in, mode, shift_in, bins, k);
     const fa::WhSet A = to_whset(anchors);
-    const std::int64_t *fp = first.data(), *lp = last.data(), *sp = shift.data();
-    const std::int8_t* mp = mode.data();
-    for (py::ssize_t j = 0; j < plan; ++j)
-        if (mp[j] == 2 && (sp[j] < 0 || sp[j] > 32)) throw py::value_error("shift must be in [0, 32]");
     // The chunk's labels against the anchors: given (kept by the fit from its Lloyd pass), or
     // computed here.
     py::array_t<std::int32_t, py::array::c_style | py::array::forcecast> given;
@@ -304,37 +352,22 @@ py::dict chunk_select(const py::array& wh, const py::object& labels_in, const Ar
     }
     const std::int32_t* gptr = labels_in.is_none() ? nullptr : given.data();
     const std::vector<std::uint32_t> units = chunk_units(weights, weight_shift, n);
-    std::vector<double> vals[4];
-    std::vector<std::int32_t> labs[4];
-    std::vector<std::uint32_t> wts[4];
-    U64Array hist({py::ssize_t{2}, py::ssize_t{2}, static_cast<py::ssize_t>(k), static_cast<py::ssize_t>(bins)});
-    std::uint64_t* hp = hist.mutable_data();
-    std::fill(hp, hp + hist.size(), std::uint64_t{0});
-    {
-        py::gil_scoped_release release;
+    return select_dict(k, bins, !weights.is_none(), [&](auto& vals, auto& labs, std::uint64_t* hp, auto& wts) {
         std::vector<std::int32_t> computed(gptr ? 0 : static_cast<std::size_t>(n));
         if (!gptr) fa::lloyd_step(rows, n, A, computed.data(), fa::StepMode::AssignOnly, nullptr, nullptr);
         const std::int32_t* lab = gptr ? gptr : computed.data();
-        fa::SelectPlan sp_plan;
-        sp_plan.first = fp;
-        sp_plan.last = lp;
-        sp_plan.shift = sp;
-        sp_plan.mode = mp;
-        sp_plan.bins = bins;
-        fa::select_values(rows, n, lab, k, sp_plan, vals, labs, hp, units.empty() ? nullptr : units.data(), wts);
-    }
-    py::list values, labels, weights_out;
-    for (int q = 0; q < 4; ++q) {
-        values.append(py::array_t<double>(static_cast<py::ssize_t>(vals[q].size()), vals[q].data()));
-        labels.append(py::array_t<std::int32_t>(static_cast<py::ssize_t>(labs[q].size()), labs[q].data()));
-        weights_out.append(py::array_t<std::uint32_t>(static_cast<py::ssize_t>(wts[q].size()), wts[q].data()));
-    }
-    py::dict d;
-    d["values"] = values;
-    d["labels"] = labels;
-    if (!weights.is_none()) d["weights"] = weights_out;
-    d["hist"] = hist;
-    return d;
+        fa::select_values(rows, n, lab, k, checked.plan, vals, labs, hp, units.empty() ? nullptr : units.data(), wts);
+    });
+}
+
+// chunk_select on a chunk state's rows, last labels and (weighted) integer weights: the caller
+// checks that those labels are against the pass's anchors.
+py::dict chunk_state_select(const ChunkState& st, const IndexArray& first_in, const IndexArray& last_in,
+                            const ModeArray& mode, const IndexArray& shift_in, int bins) {
+    const CheckedPlan checked(first_in, last_in, mode, shift_in, bins, st.k);
+    return select_dict(st.k, bins, st.weighted, [&](auto& vals, auto& labs, std::uint64_t* hp, auto& wts) {
+        st.lloyd->select(checked.plan, vals, labs, hp, wts);
+    });
 }
 
 // The `m` rows of the chunk with the lowest best IoU against `anchors`, in increasing order of
@@ -415,6 +448,8 @@ void register_chunks(py::module_& m) {
         .def_property_readonly("n", [](const ChunkState& st) { return st.lloyd->size(); })
         .def("step", &chunk_state_step, py::arg("anchors"), py::arg("window_lo") = py::none(),
              py::arg("window_hi") = py::none(), py::arg("window_cap") = 0)
+        .def("select", &chunk_state_select, py::arg("first"), py::arg("last"), py::arg("mode"), py::arg("shift"),
+             py::arg("bins"))
         .def("labels", [](const ChunkState& st) {
             py::array_t<std::int32_t> out(static_cast<py::ssize_t>(st.lloyd->size()));
             st.lloyd->labels(out.mutable_data());

@@ -555,29 +555,29 @@ def task_lloyd(
     once instead of twice (against ``prev`` too). With ``windows`` (the median's key windows),
     the values in them too. A weighted fit (``wshift``: the units of its integer weights; the chunks
     of a PositiveRows executor) keeps states whose partials are those of their labels and weights,
-    and gathers no windows."""
-    weights: Optional[np.ndarray] = None
-    if wshift is not None:
-        rows_w, weights = fit_rows(block, wshift)
-        n = rows_w.shape[0]
-    else:
-        n = row_count(block)
+    and its windows' counts add weights."""
+    n = row_count(block)
     win = {} if windows is None else windows.kernel_args(n)
-    loaded: List[np.ndarray] = [] if wshift is None else [rows_w]  # the rows, read at most once
+    loaded: List[Tuple[np.ndarray, Optional[np.ndarray]]] = []  # the rows and weights, read at most once
 
     def rows_of() -> np.ndarray:
         if not loaded:
-            loaded.append(chunk_rows(block))
-        return loaded[0]
+            loaded.append(fit_rows(block, wshift))
+        return loaded[0][0]
+
+    def weights_of() -> Optional[np.ndarray]:
+        rows_of()
+        return loaded[0][1]
 
     state = None
     if cache is not None:
         k = anchors.shape[0]
-        state = CACHE.lloyd_state(cache[0], cache[1], offset, n, rows_of, k, mode, layout, weights, wshift)
-    if state is not None:
+        weighted = weights_of if wshift is not None else None
+        state = CACHE.lloyd_state(cache[0], cache[1], offset, n, rows_of, k, mode, layout, weighted, wshift)
+    if state is not None:  # (a kept state reads no rows and no weights)
         out, changed = state.step(anchors, prev, win)
     else:
-        rows = rows_of()
+        rows, weights = rows_of(), weights_of()
         known = CACHE.labels(cache[0], offset, rows.shape[0], prev) if cache is not None and prev is not None else None
         out = _core._chunk_lloyd(
             wh=rows,
@@ -678,25 +678,14 @@ def task_select(
     chunk's labels against ``anchors`` come from the fit's cache when it holds them. A weighted fit
     (``wshift``) gathers the integer weights with the values, and makes histograms of weights."""
     mode = plan["gather"].astype(np.int8) + 2 * plan["refine"].astype(np.int8)
-    weights: Optional[np.ndarray] = None
-    kept = CACHE.state_rows(cache[0], offset, row_count(block), anchors) if cache is not None else None
-    if kept is not None:  # the rows and labels of the chunk's Lloyd state: no rows read
-        rows, known = kept
-        weights = None if wshift is None else raw_weights(block)
-    else:
+    kw = dict(first=plan["first"], last=plan["last"], mode=mode, shift=plan["shift"], bins=plan["bins"])
+    # On the chunk's Lloyd state (its rows, labels and weights): no rows or weights read.
+    out = CACHE.state_select(cache[0], offset, row_count(block), anchors, kw) if cache is not None else None
+    if out is None:
         rows, weights = fit_rows(block, wshift)
         known = CACHE.labels(cache[0], offset, rows.shape[0], anchors) if cache is not None else None
-    out = _core._chunk_select(
-        wh=rows,
-        labels=None if known is None else known.astype(np.int32),
-        anchors=anchors,
-        first=plan["first"],
-        last=plan["last"],
-        mode=mode,
-        shift=plan["shift"],
-        bins=plan["bins"],
-        **weight_args(weights, wshift),
-    )
+        labels = None if known is None else known.astype(np.int32)
+        out = _core._chunk_select(wh=rows, labels=labels, anchors=anchors, **kw, **weight_args(weights, wshift))
     keys = [(t, X) for t in range(2) for X in range(2)]
     part = {
         "values": dict(zip(keys, out["values"])),
@@ -752,10 +741,13 @@ def median_windows(
     count: np.ndarray,
     n: int,
     width: Optional[int] = None,
+    weight: Optional[np.ndarray] = None,
 ) -> Windows:
     """A window of keys around each cluster's anchor along each coordinate, as wide as about
     ``width`` (None: window_width(n)) of the cluster's distinct values by the density of the
-    anchor's bin in the last pass's histogram ``hist`` (2, k, bins), and stretched on the side the
+    anchor's bin in the last pass's histogram ``hist`` (2, k, bins; of a weighted fit, whose
+    histograms add weights, ``weight`` holds each cluster's total, and a bin's boxes are taken as
+    its weight times the cluster's count over its weight), and stretched on the side the
     anchor moves to by its last move from ``before`` (the last pass's anchors): the anchors of a
     fit from a sample's creep on in one direction for several iterations, by about the window's
     half-width. None where the bins around the anchor held fewer than WINDOW_MIN_DENSITY of them,
@@ -778,6 +770,8 @@ def median_windows(
             # distinct value gathered) does not narrow the window. Bins this sparse tell too
             # little (the anchor moved where its cluster had few boxes): no window.
             dense = int(hist[X, c, max(b - 1, 0) : b + 2].min())
+            if weight is not None:  # in boxes, at the cluster's mean weight
+                dense = dense * int(count[c]) // max(int(weight[c]), 1)
             if dense < WINDOW_MIN_DENSITY:
                 continue
             half = (width // 2 << layout.shift[X]) // dense
@@ -1053,14 +1047,12 @@ def lloyd(
     """The in-memory Lloyd loop (kmeans/driver.hpp, lloyd) as passes over the chunks (with
     ``cache``, a fit's token and budget, the chunks' Lloyd states or labels are kept between
     passes; ``windows``, the median's windows of the first pass, e.g. from sample_windows). A
-    weighted fit (``wshift``: the units of its integer weights) runs on a PositiveRows executor,
-    without windows."""
+    weighted fit (``wshift``: the units of its integer weights) runs on a PositiveRows executor;
+    its windows gather each value's weight."""
     anchors = np.array(init, dtype=np.float64)
     k = anchors.shape[0]
     prev: Optional[np.ndarray] = None
     n_iter, converged = 0, False
-    if wshift is not None:
-        windows = None
     while True:
         args = (anchors, prev, update, layout if update == "median" else None, cache, windows, wshift)
         part = ex.run(task_lloyd, args, merge_lloyd)
@@ -1087,8 +1079,8 @@ def lloyd(
             after_sample = windows is not None and windows.from_sample
             width = window_width(ex.n)
             before, width = (new, 2 * width) if after_sample else (anchors, width)
-            if wshift is None:  # (a weighted fit's histograms hold weights, not counts of values)
-                windows = median_windows(new, before, layout, part["hist"], part["count"], ex.n, width)
+            weight = None if wshift is None else part["weight"]  # (its histograms hold weights)
+            windows = median_windows(new, before, layout, part["hist"], part["count"], ex.n, width, weight)
         if empty.any():
             which = np.flatnonzero(empty)
             m = min(which.size, ex.n)
@@ -1475,6 +1467,15 @@ class LloydState:
             self.before, self.last, self.changed = prev, np.array(anchors, copy=True), changed
             return out, changed
 
+    def select(self, anchors: np.ndarray, plan: Dict[str, Any]) -> Optional[Partial]:
+        """The median's selection pass (``plan``: _chunk_select's) on the chunk's rows, labels and
+        weights, if its last step was against exactly ``anchors``."""
+        with self.lock:
+            if self.last is None or not np.array_equal(self.last, anchors):
+                return None
+            out: Partial = self.core.select(**plan)
+            return out
+
     def labels(self, anchors: np.ndarray) -> Optional[np.ndarray]:
         """The chunk's labels (int32) if its last step was against exactly ``anchors``."""
         with self.lock:
@@ -1558,13 +1559,13 @@ class ChunkCache:
         k: int,
         mode: str,
         layout: Optional[Layout],
-        weights: Optional[np.ndarray] = None,
+        weights_of: Optional[Callable[[], Optional[np.ndarray]]] = None,
         wshift: Optional[int] = None,
     ) -> Optional[LloydState]:
         """The fit's Lloyd state of the chunk of ``n`` rows at ``offset`` (made now from its rows,
         ``rows_of()``, if their bytes and the state's fit the budget), or None (then the fit keeps
-        labels, or nothing, for this chunk). A weighted fit's state (``weights``, in the units of
-        ``wshift``) keeps the rows' integer weights too."""
+        labels, or nothing, for this chunk). A weighted fit's state (its rows' weights
+        ``weights_of()``, in the units of ``wshift``) keeps the rows' integer weights too."""
         if n == 0 or mode not in ("mean", "median"):
             return None
         key = ("lloyd", token, offset, n)
@@ -1575,8 +1576,9 @@ class ChunkCache:
                 state: Optional[LloydState] = hit[0]
                 return state
         rows = rows_of()
+        weights = None if weights_of is None else weights_of()
         need = rows.nbytes + n * (1 if k < 255 else 4) + 2 * n + (4 * n if rows.dtype != np.float32 else 0)
-        need += 16 * k * bins + (4 * n if weights is not None else 0)
+        need += 16 * k * bins + (4 * n + 16 * k * bins if weights is not None else 0)
         with self._lock:
             if key in self._items or not self._reserve(token, budget, need):
                 return None
@@ -1589,6 +1591,17 @@ class ChunkCache:
                 self._bytes[token] -= need
                 need = 0
             return self._items.setdefault(key, (made, need))[0]
+
+    def state_select(
+        self, token: str, offset: int, n: int, anchors: np.ndarray, plan: Dict[str, Any]
+    ) -> Optional[Partial]:
+        """LloydState.select on the chunk's Lloyd state, if the fit keeps one."""
+        with self._lock:
+            hit = self._items.get(("lloyd", token, offset, n))
+        if hit is None or hit[0] is None:
+            return None
+        out: Optional[Partial] = hit[0].select(anchors, plan)
+        return out
 
     def state_rows(self, token: str, offset: int, n: int, anchors: np.ndarray) -> Optional[Tuple[np.ndarray, Any]]:
         """The rows of the chunk's Lloyd state and its labels, if they are against ``anchors``."""
@@ -2220,8 +2233,7 @@ def autoanchor(
             )
         if start is not None and fit_all is None:
             init, n_init = start, 1  # one run on all rows, from the sample's anchors
-            if not weighted:  # (a weighted fit has no windows)
-                windows = sample_windows(sampled[0], start, sc.layout, kept)
+            windows = sample_windows(sampled[0], start, sc.layout, kept)
             # The fit from given anchors draws nothing: the search sample is drawn now, as in
             # memory after the fit, and its rows are gathered by the fit's first pass.
             s_index = search_index(kept, gen, search_sample)

@@ -106,6 +106,14 @@ class _ChunkState:
         window_hi: npt.NDArray[np.uint32] | None = None,
         window_cap: int = 0,
     ) -> dict[str, Any]: ...
+    def select(
+        self,
+        first: npt.NDArray[np.int64],
+        last: npt.NDArray[np.int64],
+        mode: npt.NDArray[np.int8],
+        shift: npt.NDArray[np.int64],
+        bins: int,
+    ) -> dict[str, Any]: ...
     def labels(self) -> npt.NDArray[np.int32]: ...
 
 def _chunk_state(

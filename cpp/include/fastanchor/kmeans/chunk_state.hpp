@@ -37,38 +37,41 @@ class ChunkLloyd {
 public:
     // rows: the chunk's n rows, read in place for the state's whole life. layout: the fit's median
     // histograms (ignored for the mean). units: the rows' integer weights in the fit's units (empty:
-    // unit weights); a weighted state keeps only the labels of the engine (its mean's exact sums,
-    // the cheapest to keep up), and makes the partials from them and the weights (partials()).
+    // unit weights). A weighted median state moves the weights with the boxes, as the in-memory
+    // weighted median does (its histograms of weights are the partials); a weighted mean state
+    // keeps only the labels of the engine (its mean's exact sums, the cheapest to keep up), and
+    // makes the partials from them and the weights (partials()).
     ChunkLloyd(BoxRows rows, index_t n, int k, Update update, const HistLayout& layout,
                std::vector<std::uint32_t> units = {})
         : p_(Problem::make(rows, nullptr, n, false, 1)),
           k_(k),
           update_(update),
           layout_(layout),
-          units_(std::move(units)) {
+          weighted_(!units.empty()) {
         if (n <= 0 || k <= 0) throw std::invalid_argument("ChunkLloyd: need boxes and anchors");
-        if (!units_.empty() && static_cast<index_t>(units_.size()) != n)
+        if (weighted_ && static_cast<index_t>(units.size()) != n)
             throw std::invalid_argument("ChunkLloyd: one weight per row");
-        const Update engine = units_.empty() ? update : Update::Mean;
+        if (update == Update::Median) p_.wq = std::move(units);  // (the histograms' weights)
+        else units_ = std::move(units);
         HistBins bins;
-        if (engine == Update::Median) {
+        if (update == Update::Median) {
             p_.key_lo[0] = layout.key_lo[0];
             p_.key_lo[1] = layout.key_lo[1];
             bins.bins = layout.bins;
             bins.shift[0] = layout.shift[0];
             bins.shift[1] = layout.shift[1];
         }
-        if (k < kByteLabelNone) l8_ = std::make_unique<Lloyd<std::uint8_t>>(p_, k, engine, 1, bins);
-        else l32_ = std::make_unique<Lloyd<std::int32_t>>(p_, k, engine, 1, bins);
+        if (k < kByteLabelNone) l8_ = std::make_unique<Lloyd<std::uint8_t>>(p_, k, update, 1, bins);
+        else l32_ = std::make_unique<Lloyd<std::int32_t>>(p_, k, update, 1, bins);
     }
     ChunkLloyd(const ChunkLloyd&) = delete;
     ChunkLloyd& operator=(const ChunkLloyd&) = delete;
 
     // Whether the state gives the partials of the fit's update: the mean's exact sums (the
-    // chunk's values within the exact sums' range) or the median's histograms (k <= 4096); or,
-    // weighted, the partials of its labels (always).
+    // chunk's values within the exact sums' range) or the median's histograms (k <= 4096, with
+    // unit or integer weights); or, for the weighted mean, the partials of its labels (always).
     bool exact() const {
-        if (!units_.empty()) return true;
+        if (weighted_ && update_ == Update::Mean) return true;
         return with([&](const auto& ll) { return update_ == Update::Mean ? ll.mean_exact() : ll.hist_on(); });
     }
 
@@ -84,10 +87,10 @@ public:
     // fresh partials.
     void partials(StepPartials& out) const {
         if (!exact()) throw std::logic_error("ChunkLloyd: no exact partials for this chunk");
-        if (!units_.empty()) {
-            const StepMode mode = update_ == Update::Mean ? StepMode::Mean : StepMode::Median;
+        if (weighted_ && update_ == Update::Mean) {
             with([&](const auto& ll) {
-                accumulate_partials(rows(), p_.size(), ll.labels().data(), k_, mode, &layout_, units_.data(), out);
+                accumulate_partials(rows(), p_.size(), ll.labels().data(), k_, StepMode::Mean, &layout_, units_.data(),
+                                    out);
                 return 0;
             });
             return;
@@ -99,6 +102,15 @@ public:
                 mine.sum_w = ll.mean_sums(0);
                 mine.sum_h = ll.mean_sums(1);
                 mine.sum_exp = p_.sum_exp;
+            } else if (weighted_) {  // the histograms of weights; each cluster's weight from its widths'
+                const auto& h = ll.hist_weights();
+                mine.hist.assign(h.begin(), h.end());
+                const std::size_t bins = static_cast<std::size_t>(layout_.bins);
+                for (int c = 0; c < k_; ++c) {
+                    std::uint64_t total = 0;
+                    for (std::size_t b = 0; b < bins; ++b) total += h[static_cast<std::size_t>(c) * bins + b];
+                    mine.weight[c] = static_cast<std::int64_t>(total);
+                }
             } else {
                 const auto& h = ll.hist_counts();
                 mine.hist.assign(h.begin(), h.end());
@@ -117,11 +129,23 @@ public:
         });
     }
 
+    // select_values (step.hpp) over the last assign()'s labels (and a weighted median state's
+    // integer weights): the median's selection pass on the state's rows.
+    void select(const SelectPlan& plan, std::vector<double> (&values)[4], std::vector<std::int32_t> (&labs)[4],
+                std::uint64_t* hist, std::vector<std::uint32_t>* wts) const {
+        with([&](const auto& ll) {
+            select_values(rows(), p_.size(), ll.labels().data(), k_, plan, values, labs, hist,
+                          p_.wq.empty() ? nullptr : p_.wq.data(), wts);
+            return 0;
+        });
+    }
+
     // gather_windows (step.hpp) over the last assign()'s labels.
     void gather(const std::uint32_t* lo, const std::uint32_t* hi, const std::uint32_t* from, index_t cap,
                 WindowValues& out, std::int64_t* below, std::int64_t* overflow) const {
         with([&](const auto& ll) {
-            gather_windows(rows(), p_.size(), ll.labels().data(), k_, lo, hi, from, cap, out, below, overflow);
+            gather_windows(rows(), p_.size(), ll.labels().data(), k_, lo, hi, from, cap, out, below, overflow,
+                           p_.wq.empty() ? nullptr : p_.wq.data());
             return 0;
         });
     }
@@ -131,8 +155,9 @@ public:
     std::size_t nbytes() const {
         const std::size_t n = static_cast<std::size_t>(p_.size());
         const std::size_t label = l8_ ? 1 : 4;
-        return n * (label + 2) + p_.f64_as_f32.size() * sizeof(float) + units_.size() * sizeof(std::uint32_t) +
-               2 * static_cast<std::size_t>(k_) * static_cast<std::size_t>(layout_.bins) * 8;
+        const std::size_t hist = 2 * static_cast<std::size_t>(k_) * static_cast<std::size_t>(layout_.bins) * 8;
+        return n * (label + 2) + p_.f64_as_f32.size() * sizeof(float) +
+               (units_.size() + p_.wq.size()) * sizeof(std::uint32_t) + hist * (weighted_ ? 2 : 1);
     }
 
 private:
@@ -150,7 +175,8 @@ private:
     HistLayout layout_;
     std::unique_ptr<Lloyd<std::uint8_t>> l8_;
     std::unique_ptr<Lloyd<std::int32_t>> l32_;
-    std::vector<std::uint32_t> units_;
+    bool weighted_;
+    std::vector<std::uint32_t> units_;  // a weighted mean state's integer weights (a median's: p_.wq)
 };
 
 }  // namespace fastanchor

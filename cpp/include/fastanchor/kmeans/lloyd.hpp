@@ -112,6 +112,8 @@ public:
     const std::vector<int128_t>& mean_sums(int X) const { return mean_.sums(X); }
     bool hist_on() const { return hist_.on(); }
     const std::vector<std::uint32_t>& hist_counts() const { return hist_.counts(); }
+    // The median's histograms of integer weights (a weighted fit's, when hist_on()).
+    const std::vector<std::uint64_t>& hist_weights() const { return hist_.weights(); }
     // How the last assign() went through the boxes (for tests): 0 ranked every box and stored its
     // bound, 1 ranked only those whose bounds could not prove their label, 2 ranked every box for
     // its label alone (bounds left invalid).

@@ -126,7 +126,7 @@ public:
           labels_(labels),
           threads_(threads),
           on_(on),
-          weighted_(on && p.weighted()) {
+          weighted_(on && !p.wq.empty()) {
         if (!on) return;
         bins_ = 4096;
         while (bins_ > 16 && static_cast<index_t>(bins_) * k > kHistBudget) bins_ /= 2;
@@ -152,6 +152,8 @@ public:
     std::size_t hist_size() const { return hist_.size(); }
     // The counts of the boxes' keys per coordinate, cluster and bin ([X][cluster][bin]).
     const std::vector<std::uint32_t>& counts() const { return hist_; }
+    // A weighted fit's sums of the boxes' integer weights, laid out as counts().
+    const std::vector<std::uint64_t>& weights() const { return whist_; }
 
     // Box i moves from cluster `from` (none: -1) to l: its keys' bins in T's partial histogram,
     // and the move logged where it enters or leaves a cached range.

@@ -296,7 +296,8 @@ void accumulate_partials(BoxRows rows, index_t n, const L* labels, int k, StepMo
 }
 
 // The values of a chunk's boxes in each slot's key window, run-length coded: per slot (X * k + c,
-// ascending), its distinct values ascending with their counts (gather_windows).
+// ascending), its distinct values ascending with their counts (gather_windows; with integer
+// weights, the sums of the weights of each value's boxes).
 struct WindowValues {
     std::vector<double> values;
     std::vector<std::int64_t> counts;
@@ -308,7 +309,8 @@ namespace detail {
 template <class T, class L>
 void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restrict labels, int k,
                          const std::uint32_t* lo_in, const std::uint32_t* hi_in, const std::uint32_t* from_in,
-                         index_t cap, WindowValues& out, std::int64_t* below, std::int64_t* overflow) {
+                         index_t cap, WindowValues& out, std::int64_t* below, std::int64_t* overflow,
+                         const std::uint32_t* units) {
     const std::size_t slots = 2 * static_cast<std::size_t>(k);
     // One unsigned comparison per value finds the rare keys in [from, hi]; those below lo are
     // counted, the rest gathered.
@@ -319,7 +321,7 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restric
         if (lo[j] > hi_in[j]) from[j] = 0xFFFFFFFFu;  // (no window: only key 2^32 - 1, a NaN, would pass)
     }
     std::vector<std::int64_t> under(slots, 0);
-    std::vector<std::vector<double>> in(slots);
+    std::vector<std::vector<std::pair<double, std::uint32_t>>> in(slots);  // (value, weight)
     // A window that collects far more values than its cap of distinct ones stops collecting
     // (then it overflows, unless so many were repeats): a window misplaced in dense data costs
     // little more than a full one.
@@ -332,10 +334,11 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restric
             const T v = rows[2 * i + X];
             const std::uint32_t key = Problem::key_of(static_cast<float>(v));
             if (__builtin_expect(key - from[j] <= span[j], 0)) {
+                const std::uint32_t u = units ? units[i] : 1u;
                 if (key < lo[j]) {
-                    ++under[j];
+                    under[j] += u;
                 } else if (!full[j]) {
-                    in[j].push_back(static_cast<double>(v));
+                    in[j].emplace_back(static_cast<double>(v), u);
                     full[j] = in[j].size() > limit;
                 }
             }
@@ -343,25 +346,25 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restric
     }
     for (std::size_t j = 0; j < slots; ++j) {
         below[j] += under[j];
-        std::vector<double>& v = in[j];
+        std::vector<std::pair<double, std::uint32_t>>& v = in[j];
         if (full[j]) {
             ++overflow[j];
             continue;
         }
         std::sort(v.begin(), v.end());
         index_t distinct = 0;
-        for (std::size_t u = 0; u < v.size(); ++u) distinct += u == 0 || v[u] != v[u - 1] ? 1 : 0;
+        for (std::size_t q = 0; q < v.size(); ++q) distinct += q == 0 || v[q].first != v[q - 1].first ? 1 : 0;
         if (distinct > cap) {
             ++overflow[j];
             continue;
         }
-        for (std::size_t u = 0; u < v.size(); ++u) {
-            if (u > 0 && v[u] == v[u - 1]) {
-                ++out.counts.back();
+        for (std::size_t q = 0; q < v.size(); ++q) {
+            if (q > 0 && v[q].first == v[q - 1].first) {
+                out.counts.back() += v[q].second;
                 continue;
             }
-            out.values.push_back(v[u]);
-            out.counts.push_back(1);
+            out.values.push_back(v[q].first);
+            out.counts.push_back(v[q].second);
             out.slots.push_back(static_cast<std::int32_t>(j));
         }
     }
@@ -378,13 +381,14 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restric
 // any order they give each value's rank in its cluster. The chunked fits put each window around
 // the cluster's anchor: once the anchors settle, the new median lies in it, and the Lloyd pass
 // that gathers it needs no selection pass. labels: the chunk's labels (from lloyd_step, or a
-// ChunkLloyd's).
+// ChunkLloyd's). units: the rows' integer weights (null: unit weights), which the counts and
+// below[j] then add instead of boxes, as the weighted median counts its ranks.
 template <class L>
 void gather_windows(BoxRows rows, index_t n, const L* labels, int k, const std::uint32_t* lo, const std::uint32_t* hi,
                     const std::uint32_t* from, index_t cap, WindowValues& out, std::int64_t* below,
-                    std::int64_t* overflow) {
-    if (rows.f32) detail::gather_windows_rows(rows.f32, n, labels, k, lo, hi, from, cap, out, below, overflow);
-    else detail::gather_windows_rows(rows.f64, n, labels, k, lo, hi, from, cap, out, below, overflow);
+                    std::int64_t* overflow, const std::uint32_t* units = nullptr) {
+    if (rows.f32) detail::gather_windows_rows(rows.f32, n, labels, k, lo, hi, from, cap, out, below, overflow, units);
+    else detail::gather_windows_rows(rows.f64, n, labels, k, lo, hi, from, cap, out, below, overflow, units);
 }
 
 // The median's selection pass over a chunk (python/fastanchor/_chunked.py, median_update): for each
