@@ -421,12 +421,13 @@ def task_scan_weighted(block: Any, offset: int, name: str) -> Partial:
     bad (not finite and non-negative) and the first of those (global index and value), the largest,
     the smallest positive one and how many are zero."""
     scan = task_scan(block, offset, name)
-    return {"scan": scan, "weights": _weight_stats(block, offset, scan["n"])}
+    return {"scan": scan, "weights": _weight_stats(block, offset, scan["n"])[0]}
 
 
-def _weight_stats(block: Any, offset: int, n: int, keep: Optional[np.ndarray] = None) -> Partial:
-    """The check of a WeightedBlock's weights (``n`` of them, for rows from ``offset``), and the
-    largest, smallest positive and zero count of those where ``keep`` (all, for None)."""
+def _weight_stats(block: Any, offset: int, n: int, *keeps: np.ndarray) -> List[Partial]:
+    """The check of a WeightedBlock's weights (``n`` of them, for rows from ``offset``), read once,
+    with the largest, smallest positive and zero count of them all, then of those where each of
+    ``keeps``."""
     from ._validation import weight_bad_values
 
     w = block.weights
@@ -446,17 +447,19 @@ def _weight_stats(block: Any, offset: int, n: int, keep: Optional[np.ndarray] = 
     first = None if bad.size == 0 else (offset + int(bad[0]), arr[int(bad[0])].item())
     if bad.size:
         values = values[:0]
-    elif keep is not None:
-        values = values[keep]
-    positive = values[values > 0]
-    return {
-        "bad": int(bad.size),
-        "first": first,
-        "top": float(values.max()) if values.size else 0.0,
-        "low": float(positive.min()) if positive.size else math.inf,
-        "zeros": int(values.size - positive.size),
-        "positive": {offset: int(positive.size)},
-    }
+
+    def stats(values: np.ndarray) -> Partial:
+        positive = values[values > 0]
+        return {
+            "bad": int(bad.size),
+            "first": first,
+            "top": float(values.max()) if values.size else 0.0,
+            "low": float(positive.min()) if positive.size else math.inf,
+            "zeros": int(values.size - positive.size),
+            "positive": {offset: int(positive.size)},
+        }
+
+    return [stats(values)] + [stats(values if bad.size else values[keep]) for keep in keeps]
 
 
 def merge_weight_stats(wa: Partial, wb: Partial) -> Partial:
@@ -1868,12 +1871,8 @@ def task_scan_small_weighted(block: Any, offset: int, name: str, warn_below: flo
     all ("all": the in-memory check of sample_weight comes before any box is dropped)."""
     rows = chunk_rows(block)
     scan, small = _scanned(rows, offset, name, warn_below, drop_below)
-    return {
-        "scan": scan,
-        "small": small,
-        "all": _weight_stats(block, offset, rows.shape[0]),
-        "kept": _weight_stats(block, offset, rows.shape[0], kept_mask(rows, drop_below)),
-    }
+    every, kept = _weight_stats(block, offset, rows.shape[0], kept_mask(rows, drop_below))
+    return {"scan": scan, "small": small, "all": every, "kept": kept}
 
 
 def merge_scan_small_weighted(a: Partial, b: Partial) -> Partial:
