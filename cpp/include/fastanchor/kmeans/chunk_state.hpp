@@ -37,10 +37,11 @@ class ChunkLloyd {
 public:
     // rows: the chunk's n rows, read in place for the state's whole life. layout: the fit's median
     // histograms (ignored for the mean). units: the rows' integer weights in the fit's units (empty:
-    // unit weights). A weighted median state moves the weights with the boxes, as the in-memory
-    // weighted median does (its histograms of weights are the partials); a weighted mean state
-    // keeps only the labels of the engine (its mean's exact sums, the cheapest to keep up), and
-    // makes the partials from them and the weights (partials()).
+    // unit weights). A weighted state moves the weights with the boxes, as the in-memory weighted
+    // fit does: the median's histograms of weights, or the mean's exact sums of weight times value
+    // when the chunk's values' integers fit 62 bits (Problem::fixed64), are its partials. A wider
+    // chunk's weighted mean state keeps only the labels of the unit-weight engine, and makes the
+    // partials from them and the weights (partials()).
     ChunkLloyd(BoxRows rows, index_t n, int k, Update update, const HistLayout& layout,
                std::vector<std::uint32_t> units = {})
         : p_(Problem::make(rows, nullptr, n, false, 1)),
@@ -51,7 +52,14 @@ public:
         if (n <= 0 || k <= 0) throw std::invalid_argument("ChunkLloyd: need boxes and anchors");
         if (weighted_ && static_cast<index_t>(units.size()) != n)
             throw std::invalid_argument("ChunkLloyd: one weight per row");
-        if (update == Update::Median) p_.wq = std::move(units);  // (the histograms' weights)
+        // The weighted mean's sums move with the boxes (as in memory) where the values' integers fit
+        // 62 bits.
+        moved_ = weighted_ && update == Update::Mean && p_.exact_sums && p_.fixed64;
+        if (moved_) {
+            p_.exact_wsums = true;
+            p_.exact_sums = p_.sums64 = false;
+        }
+        if (update == Update::Median || moved_) p_.wq = std::move(units);  // (the moved weights)
         else units_ = std::move(units);
         HistBins bins;
         if (update == Update::Median) {
@@ -87,6 +95,26 @@ public:
     // fresh partials.
     void partials(StepPartials& out) const {
         if (!exact()) throw std::logic_error("ChunkLloyd: no exact partials for this chunk");
+        if (moved_) {  // the moved sums S as the stateless kernel's halves: S = hi * 2^47 + lo
+            with([&](const auto& ll) {
+                constexpr int kSplit = StepPartials::kWSplit;
+                constexpr int128_t kMask = (int128_t{1} << kSplit) - 1;
+                out.sum_exp = p_.sum_exp;
+                out.wsum_hi.assign(2 * static_cast<std::size_t>(k_), 0);
+                out.wsum_lo.assign(2 * static_cast<std::size_t>(k_), 0);
+                for (int c = 0; c < k_; ++c) {
+                    out.count[c] += ll.counts()[c];
+                    out.weight[c] += static_cast<std::int64_t>(ll.mean_weights()[c]);
+                    for (int X = 0; X < 2; ++X) {
+                        const int128_t s = ll.mean_sums(X)[c];
+                        out.wsum_hi[static_cast<std::size_t>(X) * k_ + c] = s >> kSplit;
+                        out.wsum_lo[static_cast<std::size_t>(X) * k_ + c] = s & kMask;
+                    }
+                }
+                return 0;
+            });
+            return;
+        }
         if (weighted_ && update_ == Update::Mean) {
             with([&](const auto& ll) {
                 accumulate_partials(rows(), p_.size(), ll.labels().data(), k_, StepMode::Mean, &layout_, units_.data(),
@@ -176,7 +204,8 @@ private:
     std::unique_ptr<Lloyd<std::uint8_t>> l8_;
     std::unique_ptr<Lloyd<std::int32_t>> l32_;
     bool weighted_;
-    std::vector<std::uint32_t> units_;  // a weighted mean state's integer weights (a median's: p_.wq)
+    bool moved_ = false;                // a weighted mean state whose exact sums move with the boxes
+    std::vector<std::uint32_t> units_;  // a weighted mean state's integer weights, when not moved_ (else p_.wq)
 };
 
 }  // namespace fastanchor

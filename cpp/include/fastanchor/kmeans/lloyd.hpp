@@ -110,6 +110,8 @@ public:
     const std::vector<index_t>& counts() const { return cnt_; }
     bool mean_exact() const { return mean_.exact(); }
     const std::vector<int128_t>& mean_sums(int X) const { return mean_.sums(X); }
+    // A weighted mean's integer weights per cluster, moved with its exact sums.
+    const std::vector<int128_t>& mean_weights() const { return mean_.weights(); }
     bool hist_on() const { return hist_.on(); }
     const std::vector<std::uint32_t>& hist_counts() const { return hist_.counts(); }
     // The median's histograms of integer weights (a weighted fit's, when hist_on()).

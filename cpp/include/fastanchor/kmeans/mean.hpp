@@ -130,6 +130,8 @@ public:
 
     // The exact sums per cluster along X, in units of 2^Problem::sum_exp (exact()).
     const std::vector<int128_t>& sums(int X) const { return X == 0 ? sum_w_ : sum_h_; }
+    // The integer weights per cluster, moved with the weighted exact sums.
+    const std::vector<int128_t>& weights() const { return sum_u_; }
 
     // The means of every cluster with members (cnt[c] > 0) into mw and mh.
     void update(const std::vector<index_t>& cnt, std::vector<double>& mw, std::vector<double>& mh) const {
