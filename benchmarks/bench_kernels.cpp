@@ -80,7 +80,7 @@ const fa::Problem& problem(fa::index_t n, fa::Update update) {
     auto& slot = cache[{n, update}];
     if (!slot) {
         slot = std::make_unique<fa::Problem>(
-            fa::Problem::make(rows_of(boxes(n)), nullptr, n, fa::needs_orders(nullptr, 9, update), fa::max_threads()));
+            fa::Problem::make(rows_of(boxes(n)), nullptr, n, fa::needs_orders(9, update), fa::max_threads()));
     }
     return *slot;
 }
