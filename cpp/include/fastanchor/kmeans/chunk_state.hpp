@@ -130,15 +130,10 @@ public:
                 mine.sum_w = ll.mean_sums(0);
                 mine.sum_h = ll.mean_sums(1);
                 mine.sum_exp = p_.sum_exp;
-            } else if (weighted_) {  // the histograms of weights; each cluster's weight from its widths'
+            } else if (weighted_) {  // the histograms of weights, and each cluster's weight
                 const auto& h = ll.hist_weights();
                 mine.hist.assign(h.begin(), h.end());
-                const std::size_t bins = static_cast<std::size_t>(layout_.bins);
-                for (int c = 0; c < k_; ++c) {
-                    std::uint64_t total = 0;
-                    for (std::size_t b = 0; b < bins; ++b) total += h[static_cast<std::size_t>(c) * bins + b];
-                    mine.weight[c] = static_cast<std::int64_t>(total);
-                }
+                for (int c = 0; c < k_; ++c) mine.weight[c] = ll.hist_weight(c);
             } else {
                 const auto& h = ll.hist_counts();
                 mine.hist.assign(h.begin(), h.end());

@@ -116,6 +116,7 @@ public:
     const std::vector<std::uint32_t>& hist_counts() const { return hist_.counts(); }
     // The median's histograms of integer weights (a weighted fit's, when hist_on()).
     const std::vector<std::uint64_t>& hist_weights() const { return hist_.weights(); }
+    index_t hist_weight(int c) const { return hist_.weight_of(c); }
     // How the last assign() went through the boxes (for tests): 0 ranked every box and stored its
     // bound, 1 ranked only those whose bounds could not prove their label, 2 ranked every box for
     // its label alone (bounds left invalid).

@@ -31,66 +31,12 @@
 #include "../common.hpp"
 #include "../constants.hpp"
 #include "flags.hpp"
+#include "median_targets.hpp"
 #include "problem.hpp"
 #include "ranges.hpp"
 #include "thread.hpp"
 
 namespace fastanchor {
-namespace detail {
-
-// The bin of counts h[0, n) holding the rank-th (1-based) counted item, and its rank within that
-// bin; the last bin when the counts fall short (they cannot unless the values changed behind the
-// fit's back).
-template <class Count>
-std::pair<std::size_t, index_t> rank_in_counts(const Count* h, std::size_t n, index_t rank) {
-    index_t below = 0;
-    for (std::size_t b = 0; b < n; ++b) {
-        if (below + static_cast<index_t>(h[b]) >= rank) return {b, rank - below};
-        below += static_cast<index_t>(h[b]);
-    }
-    return {n - 1, std::max<index_t>(1, rank - below)};
-}
-
-// A request for the rank-th smallest value (1-based; up to two consecutive ranks, in units of
-// weight for a weighted fit) of cluster c along coordinate X among its boxes whose key
-// (Problem::key) lies in [lo, hi]; `count` of its boxes do. A target of one histogram bin has hi = lo + 2^shift - 1 and may be refined into a
-// finer bin; a `whole` target (a run of bins, gathered whole) may keep the values it gathered.
-struct SelectTarget {
-    int X = 0, c = 0;
-    std::uint32_t lo = 0, hi = 0;
-    int shift = 0;
-    index_t count = 0;
-    index_t rank[2] = {0, 0};
-    int ranks = 1;
-    double value[2] = {0.0, 0.0};
-    bool whole = false;
-    bool keep = false;  // whole, and its values to be kept (sorted) in `kept`
-    std::vector<double> kept;
-    std::vector<std::pair<double, std::uint32_t>> wkept;  // a weighted fit's: (value, units), sorted
-};
-
-// A value gathered for a target, with its box's integer weight.
-struct Gathered {
-    std::int32_t target;
-    std::uint32_t units;
-    double value;
-};
-
-// The value of the rank-th unit (1-based) of (value, units) pairs sorted by value; false when
-// they hold fewer units.
-inline bool unit_value(const std::vector<std::pair<double, std::uint32_t>>& v, index_t rank, double& out) {
-    index_t cum = 0;
-    for (const auto& [x, u] : v) {
-        cum += static_cast<index_t>(u);
-        if (cum >= rank) {
-            out = x;
-            return true;
-        }
-    }
-    return false;
-}
-
-}  // namespace detail
 
 // A histogram layout fixed by the caller: `bins` bins of 2^shift[X] keys from Problem::key_lo
 // along X (bins 0: the histogram median chooses its own).
@@ -152,8 +98,9 @@ public:
     std::size_t hist_size() const { return hist_.size(); }
     // The counts of the boxes' keys per coordinate, cluster and bin ([X][cluster][bin]).
     const std::vector<std::uint32_t>& counts() const { return hist_; }
-    // A weighted fit's sums of the boxes' integer weights, laid out as counts().
+    // A weighted fit's sums of the boxes' integer weights, laid out as counts(), and cluster c's.
     const std::vector<std::uint64_t>& weights() const { return whist_; }
+    index_t weight_of(int c) const { return ranks(0, c, 0, static_cast<std::uint32_t>(bins_ - 1)); }
 
     // Box i moves from cluster `from` (none: -1) to l: its keys' bins in T's partial histogram,
     // and the move logged where it enters or leaves a cached range.
@@ -201,7 +148,7 @@ public:
         // Per cluster, the units its ranks are counted in: its boxes, or its total integer weight.
         std::vector<index_t> total(counts.begin(), counts.end());
         if (weighted_)
-            for (int c = 0; c < k_; ++c) total[c] = counts[c] > 0 ? ranks(0, c, 0, bins_ - 1) : 0;
+            for (int c = 0; c < k_; ++c) total[c] = counts[c] > 0 ? weight_of(c) : 0;
         for (int X = 0; X < 2; ++X) {
             double* med = X == 0 ? mw.data() : mh.data();
             for (int c = 0; c < k_; ++c) {
@@ -551,7 +498,7 @@ private:
             for (const int t : gather) {
                 detail::SelectTarget& T = targets[t];
                 if (weighted_) {
-                    select_weighted(T, wvalues[t]);
+                    detail::select_weighted(T, wvalues[t], Problem::key_value(T.lo));
                     continue;
                 }
                 std::vector<double>& v = values[t];
@@ -623,22 +570,6 @@ private:
             targets[it->first].value[1] = targets[it->second].value[0];
             targets[it->first].ranks = 2;
         }
-    }
-
-    // A gather target's values of a weighted fit: the values of its ranks, counted in units of
-    // weight (kept sorted in T.wkept when T.keep).
-    static void select_weighted(detail::SelectTarget& T, std::vector<std::pair<double, std::uint32_t>>& v) {
-        if (v.empty()) {  // only if the values changed behind the fit's back
-            T.value[0] = T.value[1] = Problem::key_value(T.lo);
-            return;
-        }
-        std::sort(v.begin(), v.end());
-        index_t units = 0;
-        for (const auto& e : v) units += static_cast<index_t>(e.second);
-        const index_t r0 = std::clamp<index_t>(T.rank[0], 1, units);
-        detail::unit_value(v, r0, T.value[0]);
-        detail::unit_value(v, std::min<index_t>(r0 + 1, units), T.value[1]);
-        if (T.keep) T.wkept = std::move(v);
     }
 
     const Problem& p_;
