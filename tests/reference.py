@@ -803,7 +803,7 @@ def _objective_of_best(best, objective, iou_thr, iou_weighted, sample_weight):
 
 
 def gather_windows(wh, labels, k, lo, hi, key_lo, shift, bins, cap):
-    """The chunk kernel's median windows (kmeans/step.hpp, gather_windows): per slot j = X * k + c
+    """The chunk kernel's median windows (kmeans/windows.hpp, gather_windows): per slot j = X * k + c
     (a coordinate and a cluster), the distinct values of cluster c along X whose float32 key lies in
     [lo[X, c], hi[X, c]] with their counts, unless more than ``cap`` distinct or 8 * cap + 1024 in all
     (then overflow[X, c] = 1), and
@@ -834,6 +834,22 @@ def gather_windows(wh, labels, k, lo, hi, key_lo, shift, bins, cap):
         return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
     return cat(values, np.float64), cat(counts, np.int64), cat(slots, np.int32), below, overflow
+
+
+def merge_windows(runs):
+    """The union of gathered window runs, (values, counts, slots) triples as gather_windows gives
+    them (kmeans/windows.hpp, merge_windows): each (slot, value) once with its counts added, in
+    (slot, value) order."""
+    total = {}
+    for values, counts, slots in runs:
+        for v, c, j in zip(np.asarray(values).tolist(), np.asarray(counts).tolist(), np.asarray(slots).tolist()):
+            total[(j, v)] = total.get((j, v), 0) + c
+    keys = sorted(total)
+    return (
+        np.array([v for _, v in keys], np.float64),
+        np.array([total[key] for key in keys], np.int64),
+        np.array([j for j, _ in keys], np.int32),
+    )
 
 
 def first_distinct(seq, m):

@@ -3,11 +3,16 @@ merge in any order with bit-identical totals, equal to the in-memory fit's updat
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import reference as ref
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastanchor
+from fastanchor import _chunked
 
 
 def _chunking(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +123,61 @@ def test_median_windows_gather_what_the_reference_does(dtype):
         np.testing.assert_array_equal(out["window_below"], want[3])
         np.testing.assert_array_equal(out["window_overflow"], want[4])
         assert trial % 2 == 0 or want[4].any()  # the cap bites where it is tiny
+
+
+def _window_run(rng: np.random.Generator, k: int, f32: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A gathered window run: distinct values per slot, ascending, with counts (from a small pool
+    of values, so that runs share some; whole numbers or floats)."""
+    values, counts, slots = [], [], []
+    for j in sorted(rng.choice(2 * k, int(rng.integers(0, 2 * k + 1)), replace=False).tolist()):
+        pool = rng.integers(1, 40, 60) if rng.random() < 0.5 else np.exp(rng.normal(2, 1, 60))
+        pool = pool.astype(np.float32) if f32 else pool
+        v = np.unique(rng.choice(pool, int(rng.integers(0, 30)))).astype(np.float64)
+        values.append(v)
+        counts.append(rng.integers(1, [2, 300, 1 << 40][int(rng.integers(0, 3))], v.size))
+        slots.append(np.full(v.size, j))
+    cat = [np.concatenate(p) if p else np.zeros(0) for p in (values, counts, slots)]
+    return cat[0].astype(np.float64), cat[1].astype(np.int64), cat[2].astype(np.int32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), runs=st.integers(0, 9), k=st.integers(1, 9), f32=st.booleans())
+def test_merged_windows_are_the_union_of_the_runs(seed, runs, k, f32):
+    rng = np.random.default_rng(seed)
+    parts = [_window_run(rng, k, f32) for _ in range(runs)]
+    want = ref.merge_windows(parts)
+    got = fastanchor._core._merge_windows(parts)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+    # The Python run: the same union, and pickled compactly and back, the same arrays.
+    merged = _chunked.WindowRun.merged(parts) if parts else _chunked.WindowRun(*want)
+    back = pickle.loads(pickle.dumps(merged))
+    for g, b, w in zip(merged, back, want):
+        assert b.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+        np.testing.assert_array_equal(b, w)
+
+
+def test_merged_windows_reject_a_run_out_of_order():
+    run = (np.array([2.0, 1.0]), np.array([1, 1]), np.array([0, 0], np.int32))
+    with pytest.raises(ValueError, match="not in \\(slot, value\\) order"):
+        fastanchor._core._merge_windows([run])
+    with pytest.raises(ValueError, match="one length"):
+        fastanchor._core._merge_windows([(np.array([1.0]), np.array([1, 1]), np.array([0], np.int32))])
+    # a value repeated within a slot is out of order too
+    with pytest.raises(ValueError, match="order"):
+        fastanchor._core._merge_windows([(np.array([1.0, 1.0]), np.array([1, 1]), np.array([0, 0], np.int32))])
+
+
+def test_window_runs_pickle_compactly():
+    rng = np.random.default_rng(5)
+    values = np.sort(rng.random(10_000).astype(np.float32)).astype(np.float64)
+    run = _chunked.WindowRun(values, np.ones(values.size, np.int64), np.repeat(np.arange(4, dtype=np.int32), 2500))
+    assert len(pickle.dumps(run, protocol=5)) < 5.5 * values.size
+    # float64 values that are not float32 stay float64, exactly
+    wide = _chunked.WindowRun(values + 1e-12, run[1], run[2])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(wide))[0], values + 1e-12)
 
 
 def test_median_windows_bad_arguments():

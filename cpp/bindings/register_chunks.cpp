@@ -35,7 +35,7 @@ fa::HistLayout hist_layout(fa::StepMode m, std::uint32_t key_lo_w, std::uint32_t
     return layout;
 }
 
-// The median's windows of a Lloyd pass (kmeans/step.hpp, gather_windows): the arguments, checked,
+// The median's windows of a Lloyd pass (kmeans/windows.hpp, gather_windows): the arguments, checked,
 // then the gathered values into a dict.
 class Windows {
 public:
@@ -435,6 +435,42 @@ py::array_t<double> chunk_init(const py::array& wh, int k, const std::string& in
     return out;
 }
 
+// The union of several chunks' window values (kmeans/windows.hpp, merge_windows): `runs`, a
+// sequence of (values, counts, slots) triples as _chunk_lloyd gives them (float64, int64, int32,
+// each ordered by (slot, value)), merged into one such triple, each value once with its counts
+// added.
+py::tuple merge_windows(const py::sequence& runs) {
+    using Values = py::array_t<double, py::array::c_style | py::array::forcecast>;
+    using Counts = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+    using Slots = py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>;
+    std::vector<Values> values;
+    std::vector<Counts> counts;
+    std::vector<Slots> slots;
+    std::vector<fa::WindowRun> views;
+    for (const py::handle run : runs) {
+        const auto triple = run.cast<py::sequence>();
+        if (triple.size() != 3) throw py::value_error("a run must be (values, counts, slots)");
+        values.push_back(triple[0].cast<Values>());
+        counts.push_back(triple[1].cast<Counts>());
+        slots.push_back(triple[2].cast<Slots>());
+        const py::ssize_t m = values.back().size();
+        if (values.back().ndim() != 1 || counts.back().ndim() != 1 || slots.back().ndim() != 1 ||
+            counts.back().size() != m || slots.back().size() != m)
+            throw py::value_error("a run's values, counts and slots must be 1-D and of one length");
+    }
+    for (std::size_t r = 0; r < values.size(); ++r)
+        views.push_back(
+            {values[r].data(), counts[r].data(), slots[r].data(), static_cast<std::size_t>(values[r].size())});
+    fa::WindowValues out;
+    {
+        py::gil_scoped_release release;
+        out = fa::merge_windows(views);
+    }
+    const auto m = static_cast<py::ssize_t>(out.values.size());
+    return py::make_tuple(py::array_t<double>(m, out.values.data()), py::array_t<std::int64_t>(m, out.counts.data()),
+                          py::array_t<std::int32_t>(m, out.slots.data()));
+}
+
 }  // namespace
 
 void register_chunks(py::module_& m) {
@@ -461,6 +497,7 @@ void register_chunks(py::module_& m) {
     m.def("_chunk_select", &chunk_select, py::arg("wh"), py::arg("labels"), py::arg("anchors"), py::arg("first"),
           py::arg("last"), py::arg("mode"), py::arg("shift"), py::arg("bins"), py::arg("weights") = py::none(),
           py::arg("weight_shift") = 0);
+    m.def("_merge_windows", &merge_windows, py::arg("runs"));
     m.def("_chunk_worst", &chunk_worst, py::arg("wh"), py::arg("anchors"), py::arg("m"));
     m.def("_chunk_init", &chunk_init, py::arg("wh"), py::arg("k"), py::arg("init"), py::arg("seed"),
           py::arg("n_threads"), py::arg("run") = 0, py::arg("weights") = py::none());

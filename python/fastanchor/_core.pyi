@@ -140,6 +140,9 @@ def _chunk_select(
     weights: npt.NDArray[np.float64] | None = None,
     weight_shift: int = 0,
 ) -> dict[str, Any]: ...
+def _merge_windows(
+    runs: Sequence[Sequence[npt.NDArray[Any]]],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int32]]: ...
 def _chunk_worst(
     wh: npt.NDArray[np.float32] | npt.NDArray[np.float64], anchors: npt.NDArray[np.float64], m: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...

@@ -11,7 +11,7 @@ import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
-from .. import _chunked
+from .. import _chunked, _dask_tasks
 from .._chunked import DEFAULT_CACHE_BYTES
 from .._evolve import DEFAULT_INIT_SAMPLE, DEFAULT_SEARCH_SAMPLE, AutoAnchorResult, Callback, EvolveResult
 from .._fitness import DEFAULT_IOU_THR, DEFAULT_THR, FitnessResult, as_anchors, as_thr
@@ -33,11 +33,6 @@ def _is_dataframe(x: Any) -> bool:
     return dd is not None and isinstance(x, dd.DataFrame)
 
 
-def _read_rows(path: str, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of a .npy file (of boxes, or of weights), read where the task runs."""
-    return np.array(np.load(path, mmap_mode="r")[start:stop])
-
-
 def _lazy_rows(item: Any, arr: np.ndarray, block_rows: int) -> da.Array:
     """The rows (or weights) of one source as a dask array: a .npy path as tasks that each read one
     block of it where they run (only the path travels to the workers), an array as it is."""
@@ -49,7 +44,7 @@ def _lazy_rows(item: Any, arr: np.ndarray, block_rows: int) -> da.Array:
         return da.from_array(np.asarray(arr), chunks=chunks)
     parts = [
         da.from_delayed(
-            dask.delayed(_read_rows, pure=True)(path, b, min(n, b + block_rows)),
+            dask.delayed(_dask_tasks.read_rows, pure=True)(path, b, min(n, b + block_rows)),
             shape=(min(n, b + block_rows) - b,) + arr.shape[1:],
             dtype=arr.dtype,
         )
@@ -152,35 +147,11 @@ def _default_client() -> Any:
 def _tree(parts: List[Any], merge: Callable[[Any, Any], Any]) -> Any:
     """Delayed merges of ``parts`` in a tree of fan-in FAN_IN (exact merges: any tree gives the
     same totals)."""
-
-    def merge_all(*xs: Any) -> Any:
-        acc = xs[0]
-        for x in xs[1:]:
-            acc = merge(acc, x)
-        return acc
-
     while len(parts) > 1:
-        parts = [dask.delayed(merge_all)(*parts[i : i + FAN_IN]) for i in range(0, len(parts), FAN_IN)]
+        parts = [
+            dask.delayed(_dask_tasks.merge_all)(merge, *parts[i : i + FAN_IN]) for i in range(0, len(parts), FAN_IN)
+        ]
     return parts[0]
-
-
-def _held_runs(
-    task: Callable[..., Any], merge: Callable[[Any, Any], Any], blocks: List[Any], meta: List[Tuple[int, int, Any]]
-) -> List[Tuple[int, Any]]:
-    """``task`` on each chunk of a group (``meta``: its index, offset and arguments), each run of
-    consecutive chunks merged in order: [(first chunk's index, partial)]."""
-    runs: List[Tuple[int, Any]] = []
-    last = None
-    for block, (i, offset, chunk_args) in zip(blocks, meta):
-        if isinstance(block, tuple):  # rows and weights
-            block = _chunked.WeightedBlock(*block)
-        part = task(block, offset, *chunk_args)
-        if last is not None and i == last + 1:
-            runs[-1] = (runs[-1][0], merge(runs[-1][1], part))
-        else:
-            runs.append((i, part))
-        last = i
-    return runs
 
 
 def _balanced(held: Dict[str, List[int]], threads: Dict[str, int]) -> Dict[str, List[int]]:
@@ -232,6 +203,7 @@ class DaskExecutor:
         self.n = int(sum(self.sizes))
         self._groups: Any = False  # not looked up yet
         self._held: List[Any] = []  # the chunks' futures, when every chunk is held
+        self._last: List[Any] = []  # the last pass's futures (_run_held)
 
     def compute(self, obj: Any) -> Any:
         if self.client is not None:
@@ -319,9 +291,21 @@ class DaskExecutor:
             # on its worker while it lives (a loose restriction: elsewhere if it is lost)
             tasks.append(
                 self.client.submit(
-                    _held_runs, task, merge, blocks, meta, pure=False, workers=[worker], allow_other_workers=True
+                    _dask_tasks.held_runs,
+                    task,
+                    merge,
+                    blocks,
+                    meta,
+                    pure=False,
+                    workers=[worker],
+                    allow_other_workers=True,
                 )
             )
+        # The last pass's futures are released now, after this pass's submit. The client sends to
+        # the scheduler at most once per 10 ms: released as soon as that pass returned, they would
+        # hold this submit back by the rest of those 10 ms (6-7 ms per pass between two passes 4 ms
+        # apart).
+        self._last = tasks
         runs = sorted((r for got in self.client.gather(tasks) for r in got), key=lambda r: r[0])
         acc = None
         for _, part in runs:

@@ -163,7 +163,7 @@ public:
         });
     }
 
-    // gather_windows (step.hpp) over the last assign()'s labels.
+    // gather_windows (windows.hpp) over the last assign()'s labels.
     void gather(const std::uint32_t* lo, const std::uint32_t* hi, const std::uint32_t* from, index_t cap,
                 WindowValues& out, std::int64_t* below, std::int64_t* overflow) const {
         with([&](const auto& ll) {

@@ -25,6 +25,7 @@
 #include "../common.hpp"
 #include "../iou.hpp"
 #include "problem.hpp"
+#include "windows.hpp"
 
 namespace fastanchor {
 
@@ -293,102 +294,6 @@ void accumulate_partials(BoxRows rows, index_t n, const L* labels, int k, StepMo
     if (mode == StepMode::AssignOnly) return;
     if (rows.f32) detail::accumulate_rows(rows.f32, n, labels, k, mode, layout, units, out);
     else detail::accumulate_rows(rows.f64, n, labels, k, mode, layout, units, out);
-}
-
-// The values of a chunk's boxes in each slot's key window, run-length coded: per slot (X * k + c,
-// ascending), its distinct values ascending with their counts (gather_windows; with integer
-// weights, the sums of the weights of each value's boxes).
-struct WindowValues {
-    std::vector<double> values;
-    std::vector<std::int64_t> counts;
-    std::vector<std::int32_t> slots;
-};
-
-namespace detail {
-
-template <class T, class L>
-void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restrict labels, int k,
-                         const std::uint32_t* lo_in, const std::uint32_t* hi_in, const std::uint32_t* from_in,
-                         index_t cap, WindowValues& out, std::int64_t* below, std::int64_t* overflow,
-                         const std::uint32_t* units) {
-    const std::size_t slots = 2 * static_cast<std::size_t>(k);
-    // One unsigned comparison per value finds the rare keys in [from, hi]; those below lo are
-    // counted, the rest gathered.
-    std::vector<std::uint32_t> from(from_in, from_in + slots), span(slots), lo(lo_in, lo_in + slots);
-    for (std::size_t j = 0; j < slots; ++j) {
-        from[j] = std::min(from[j], lo[j]);
-        span[j] = lo[j] > hi_in[j] ? 0u : hi_in[j] - from[j];
-        if (lo[j] > hi_in[j]) from[j] = 0xFFFFFFFFu;  // (no window: only key 2^32 - 1, a NaN, would pass)
-    }
-    std::vector<std::int64_t> under(slots, 0);
-    std::vector<std::vector<std::pair<double, std::uint32_t>>> in(slots);  // (value, weight)
-    // A window that collects far more values than its cap of distinct ones stops collecting
-    // (then it overflows, unless so many were repeats): a window misplaced in dense data costs
-    // little more than a full one.
-    const std::size_t limit = static_cast<std::size_t>(cap) * 8 + 1024;
-    std::vector<char> full(slots, 0);
-    for (index_t i = 0; i < n; ++i) {
-        const std::size_t c = static_cast<std::size_t>(labels[i]);
-        for (int X = 0; X < 2; ++X) {
-            const std::size_t j = static_cast<std::size_t>(X) * k + c;
-            const T v = rows[2 * i + X];
-            const std::uint32_t key = Problem::key_of(static_cast<float>(v));
-            if (__builtin_expect(key - from[j] <= span[j], 0)) {
-                const std::uint32_t u = units ? units[i] : 1u;
-                if (key < lo[j]) {
-                    under[j] += u;
-                } else if (!full[j]) {
-                    in[j].emplace_back(static_cast<double>(v), u);
-                    full[j] = in[j].size() > limit;
-                }
-            }
-        }
-    }
-    for (std::size_t j = 0; j < slots; ++j) {
-        below[j] += under[j];
-        std::vector<std::pair<double, std::uint32_t>>& v = in[j];
-        if (full[j]) {
-            ++overflow[j];
-            continue;
-        }
-        std::sort(v.begin(), v.end());
-        index_t distinct = 0;
-        for (std::size_t q = 0; q < v.size(); ++q) distinct += q == 0 || v[q].first != v[q - 1].first ? 1 : 0;
-        if (distinct > cap) {
-            ++overflow[j];
-            continue;
-        }
-        for (std::size_t q = 0; q < v.size(); ++q) {
-            if (q > 0 && v[q].first == v[q - 1].first) {
-                out.counts.back() += v[q].second;
-                continue;
-            }
-            out.values.push_back(v[q].first);
-            out.counts.push_back(v[q].second);
-            out.slots.push_back(static_cast<std::int32_t>(j));
-        }
-    }
-}
-
-}  // namespace detail
-
-// The median's speculative gather over a chunk: for each slot j = X * k + c, the values along X
-// of cluster c's boxes whose key (the value's float32 bit pattern) lies in [lo[j], hi[j]] (lo > hi:
-// no window), run-length coded into `out` (at most `cap` distinct values per slot, and at most
-// 8 * cap + 1024 values, else none and overflow[j] counts the chunk); and the count of the
-// cluster's keys in [from[j], lo[j]) added to below[j] (from: the first key of the histogram bin
-// holding lo, whose counts give the rest of those below). Integers and sets of values: merged in
-// any order they give each value's rank in its cluster. The chunked fits put each window around
-// the cluster's anchor: once the anchors settle, the new median lies in it, and the Lloyd pass
-// that gathers it needs no selection pass. labels: the chunk's labels (from lloyd_step, or a
-// ChunkLloyd's). units: the rows' integer weights (null: unit weights), which the counts and
-// below[j] then add instead of boxes, as the weighted median counts its ranks.
-template <class L>
-void gather_windows(BoxRows rows, index_t n, const L* labels, int k, const std::uint32_t* lo, const std::uint32_t* hi,
-                    const std::uint32_t* from, index_t cap, WindowValues& out, std::int64_t* below,
-                    std::int64_t* overflow, const std::uint32_t* units = nullptr) {
-    if (rows.f32) detail::gather_windows_rows(rows.f32, n, labels, k, lo, hi, from, cap, out, below, overflow, units);
-    else detail::gather_windows_rows(rows.f64, n, labels, k, lo, hi, from, cap, out, below, overflow, units);
 }
 
 // The median's selection pass over a chunk (python/fastanchor/_chunked.py, median_update): for each
