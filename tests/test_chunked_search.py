@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import signal
 import warnings
 
@@ -302,7 +303,7 @@ def test_a_rider_takes_the_first_pass_and_only_that():
 
 
 def _index_seen(block, offset, index):
-    return {offset: (len(_chunked.chunk_rows(block)), index.tolist())}
+    return {offset: (len(_chunked.chunk_rows(block)), _chunked.as_index(index).tolist())}
 
 
 def _merge_seen(a, b):
@@ -333,6 +334,20 @@ def test_a_sorted_index_reaches_each_chunk_as_its_own_slice():
         rider = _chunked.Rider(kept, _index_seen, (_chunked.index_per_chunk(index),), _merge_seen)
         rider.run(_index_seen, (np.arange(3),), _merge_seen)
         assert rider.result == seen
+
+
+def test_row_indices_pickle_as_gaps_and_come_back_the_same():
+    rng = np.random.default_rng(3)
+    sample = np.sort(rng.choice(10_000_000, 1 << 16, replace=False)).astype(np.int64)
+    for index in (sample, sample[:1], sample[:0], np.array([5, 70_000, 2**40]), sample + 2**33):
+        data = pickle.dumps(_chunked.RowIndex(index), protocol=5)
+        back = pickle.loads(data)
+        assert isinstance(back, _chunked.RowIndex) and back.index.dtype == np.int64
+        np.testing.assert_array_equal(back.index, index)
+    # 2^16 of 10^7 rows: gaps up to a few thousand, two bytes an index; 2^20: one byte
+    assert len(pickle.dumps(_chunked.RowIndex(sample), protocol=5)) < 2 * sample.size + 200
+    dense = np.unique(rng.integers(0, 10_000_000, 1 << 20))
+    assert len(pickle.dumps(_chunked.RowIndex(dense), protocol=5)) < dense.size + 200
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -26,7 +26,6 @@ except ImportError as exc:  # pragma: no cover - only when the build did not run
         "Install with `pip install .` from the repository root (a C++17 compiler is needed)."
     ) from exc
 
-from . import datasets  # loaders of Pascal VOC, COCO and YOLO annotations
 from ._augment import scale_augment, scale_grid
 from ._box_iou import box_iou, to_center, to_corners
 from ._evolve import AutoAnchorResult, EvolveResult, autoanchor, evolve_anchors
@@ -87,9 +86,11 @@ __all__ = [
 ]
 
 #: Submodules imported on first attribute access (``fastanchor.export`` works after ``import
-#: fastanchor``; ``integrations`` imports no framework until one of its adapters is used; ``plot``
-#: needs matplotlib only when a plot is drawn).
-_LAZY_SUBMODULES = ("export", "integrations", "plot")
+#: fastanchor``; ``datasets``, the loaders of Pascal VOC, COCO and YOLO annotations, took a third
+#: of the package's import time, which every Dask worker pays on its first task; ``integrations``
+#: imports no framework until one of its adapters is used; ``plot`` needs matplotlib only when a
+#: plot is drawn).
+_LAZY_SUBMODULES = ("datasets", "export", "integrations", "plot")
 
 
 def __getattr__(name: str) -> Any:

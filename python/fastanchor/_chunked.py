@@ -77,13 +77,46 @@ class PerChunk:
     of: Callable[[int, int], Any]
 
 
+class RowIndex:
+    """Sorted row indices (``index``, int64) as a task's argument. They travel with the tasks, so
+    they pickle as the first and the gaps to the next ones, in the smallest unsigned type that
+    holds the largest gap: one byte an index instead of 8 for a uniform sample of 2^20 of 10^7
+    rows (the sample's 8 MB took 10-25 ms more to reach a Dask worker than its 1 MB)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: np.ndarray) -> None:
+        self.index = index
+
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        index = self.index
+        if index.size < 2:
+            return RowIndex, (index,)
+        gaps = np.diff(index)
+        return _row_index, (int(index[0]), gaps.astype(np.min_scalar_type(int(gaps.max()))))
+
+
+def _row_index(first: int, gaps: np.ndarray) -> RowIndex:
+    """A RowIndex from its pickled form."""
+    index = np.empty(gaps.size + 1, np.int64)
+    index[0] = first
+    np.cumsum(gaps, dtype=np.int64, out=index[1:])
+    index[1:] += first
+    return RowIndex(index)
+
+
+def as_index(index: Any) -> np.ndarray:
+    """The row indices of a RowIndex, or the indices given."""
+    return index.index if isinstance(index, RowIndex) else index
+
+
 def index_per_chunk(index: np.ndarray) -> PerChunk:
     """Sorted row indices as a pass argument that gives each chunk only its own: a task on Dask
     carries its slice, not all of them (a 2^20-row sample's 8 MB in each of hundreds of tasks)."""
 
-    def of(offset: int, n: int) -> np.ndarray:
+    def of(offset: int, n: int) -> RowIndex:
         lo, hi = np.searchsorted(index, [offset, offset + n])
-        return index[lo:hi]
+        return RowIndex(index[lo:hi])
 
     return PerChunk(of)
 
@@ -1943,11 +1976,12 @@ class KeptWeights(OnDemand):
         return np.ascontiguousarray(w[kept_mask(chunk_rows(self.rows), self.drop_below)])
 
 
-def task_take_pairs(block: Any, offset: int, index: Optional[np.ndarray]) -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
+def task_take_pairs(block: Any, offset: int, index: Any) -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
     """task_take of a WeightedBlock: the chunk's rows among the sorted row indices ``index`` (all for
     None), and their weights (float64)."""
     rows, w = chunk_rows(block), raw_weights(block)
     if index is not None:
+        index = as_index(index)
         lo, hi = np.searchsorted(index, [offset, offset + rows.shape[0]])
         rows, w = rows[index[lo:hi] - offset], w[index[lo:hi] - offset]
     return {offset: (rows, w)}
@@ -1996,10 +2030,12 @@ def task_kept(
     return task(KeptOnDemand(block, drop_below, count), kept_offset, *args)
 
 
-def task_take(block: Any, offset: int, index: Optional[np.ndarray]) -> Dict[int, np.ndarray]:
-    """The chunk's rows among the sorted row indices ``index`` (all of them for None)."""
+def task_take(block: Any, offset: int, index: Any) -> Dict[int, np.ndarray]:
+    """The chunk's rows among the sorted row indices ``index`` (an array or a RowIndex; all of them
+    for None)."""
     rows = chunk_rows(block)
     if index is not None:
+        index = as_index(index)
         lo, hi = np.searchsorted(index, [offset, offset + rows.shape[0]])
         rows = rows[index[lo:hi] - offset]
     return {offset: rows}
