@@ -85,10 +85,13 @@ def test_step_chunks_assign_only_and_bad_arguments():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_median_windows_gather_what_the_reference_does(dtype):
     # The Lloyd pass's median windows: random windows (some empty, some across a bin edge, some a
-    # single key), repeated values, a tiny cap; the kernel against the numpy reference.
+    # single key), repeated values, a tiny cap; the kernel against the numpy reference. Chunks of
+    # one and of several of the kernel's blocks of 4096 rows (with a ragged last one), and more
+    # clusters than its AVX2 tables hold.
     rng = np.random.default_rng(71)
-    for trial in range(6):
-        n, k = 2000 + trial, int(rng.integers(1, 7))
+    for trial in range(8):
+        n = [2000, 9003, 4096, 12_289][trial % 4] + trial
+        k = int(rng.integers(1, 7)) if trial < 4 else int(rng.integers(12, 40))
         wh = np.exp(rng.normal(2.5, 0.8, (n, 2))).astype(dtype)
         wh[rng.random(n) < 0.2, 1] = 12.5  # a spike of equal values
         anchors = wh[rng.choice(n, k, replace=False)].astype(np.float64)
@@ -178,6 +181,38 @@ def test_window_runs_pickle_compactly():
     # float64 values that are not float32 stay float64, exactly
     wide = _chunked.WindowRun(values + 1e-12, run[1], run[2])
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(wide))[0], values + 1e-12)
+
+
+@pytest.mark.parametrize("n", [4096 + 5, 3, 8192])
+def test_median_windows_that_hold_every_value_gather_each_row_once(n):
+    # Windows over every key flag every row of every block of the kernel's: the last block's
+    # flags end at its last row (a block shorter than the one before it).
+    rng = np.random.default_rng(n)
+    wh = np.exp(rng.normal(2, 0.5, (n, 2))).astype(np.float32)
+    k = 3
+    anchors = wh[:k].astype(np.float64)
+    lo, hi = np.zeros((2, k), np.uint32), np.full((2, k), 0xFFFFFFFE, np.uint32)
+    out = fastanchor._core._chunk_lloyd(
+        wh=wh,
+        anchors=anchors,
+        prev_anchors=None,
+        mode="median",
+        key_lo_w=0,
+        key_lo_h=0,
+        shift_w=24,
+        shift_h=24,
+        bins=256,
+        want_labels=True,
+        window_lo=lo,
+        window_hi=hi,
+        window_cap=1 << 30,
+    )
+    want = ref.gather_windows(
+        wh, out["labels"], k, lo.astype(np.int64), hi.astype(np.int64), [0, 0], [24, 24], 256, 1 << 30
+    )
+    assert int(out["window_counts"].sum()) == 2 * n
+    for key, w in zip(("window_values", "window_counts", "window_slots"), want[:3]):
+        np.testing.assert_array_equal(out[key], w)
 
 
 def test_median_windows_bad_arguments():

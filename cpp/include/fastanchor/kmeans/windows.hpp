@@ -7,12 +7,16 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "../common.hpp"
+#include "../simd.hpp"
 #include "problem.hpp"
+#include "ranges.hpp"
 
 namespace fastanchor {
 
@@ -33,13 +37,21 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restric
                          index_t cap, WindowValues& out, std::int64_t* below, std::int64_t* overflow,
                          const std::uint32_t* units) {
     const std::size_t slots = 2 * static_cast<std::size_t>(k);
-    // One unsigned comparison per value finds the rare keys in [from, hi]; those below lo are
-    // counted, the rest gathered.
-    std::vector<std::uint32_t> from(from_in, from_in + slots), span(slots), lo(lo_in, lo_in + slots);
-    for (std::size_t j = 0; j < slots; ++j) {
-        from[j] = std::min(from[j], lo[j]);
-        span[j] = lo[j] > hi_in[j] ? 0u : hi_in[j] - from[j];
-        if (lo[j] > hi_in[j]) from[j] = 0xFFFFFFFFu;  // (no window: only key 2^32 - 1, a NaN, would pass)
+    // The rare keys in [from, hi] of their cluster's window are flagged a block of rows at a time
+    // (flag_in_ranges: branch-free, in AVX2 for float32 rows and one-byte labels), then visited:
+    // those below lo are counted, the rest gathered. Keys compare as int32, as the flags do: a
+    // valid side (positive, finite) has a key below 2^31.
+    std::vector<std::int32_t> bound[4];  // [from, hi] of width then height, per cluster
+    for (auto& v : bound) v.assign(static_cast<std::size_t>(k), 0);
+    std::vector<std::uint32_t> lo(lo_in, lo_in + slots);
+    for (int X = 0; X < 2; ++X) {
+        for (int c = 0; c < k; ++c) {
+            const std::size_t j = static_cast<std::size_t>(X) * k + c;
+            constexpr std::uint32_t kTop = 0x7FFFFFFFu;
+            const bool none = lo[j] > hi_in[j] || std::min(from_in[j], lo[j]) > kTop;
+            bound[2 * X][c] = none ? 1 : static_cast<std::int32_t>(std::min(from_in[j], lo[j]));
+            bound[2 * X + 1][c] = none ? 0 : static_cast<std::int32_t>(std::min(hi_in[j], kTop));
+        }
     }
     std::vector<std::int64_t> under(slots, 0);
     std::vector<std::vector<std::pair<double, std::uint32_t>>> in(slots);  // (value, weight)
@@ -48,20 +60,46 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restric
     // little more than a full one.
     const std::size_t limit = static_cast<std::size_t>(cap) * 8 + 1024;
     std::vector<char> full(slots, 0);
-    for (index_t i = 0; i < n; ++i) {
+    // A flagged row i: its flagged values (bit X of flags) below lo counted, the others gathered.
+    auto visit = [&](index_t i, unsigned flags) {
         const std::size_t c = static_cast<std::size_t>(labels[i]);
+        const std::uint32_t u = units ? units[i] : 1u;
         for (int X = 0; X < 2; ++X) {
+            if (!(flags >> X & 1u)) continue;
             const std::size_t j = static_cast<std::size_t>(X) * k + c;
             const T v = rows[2 * i + X];
-            const std::uint32_t key = Problem::key_of(static_cast<float>(v));
-            if (__builtin_expect(key - from[j] <= span[j], 0)) {
-                const std::uint32_t u = units ? units[i] : 1u;
-                if (key < lo[j]) {
-                    under[j] += u;
-                } else if (!full[j]) {
-                    in[j].emplace_back(static_cast<double>(v), u);
-                    full[j] = in[j].size() > limit;
-                }
+            if (Problem::key_of(static_cast<float>(v)) < lo[j]) {
+                under[j] += u;
+            } else if (!full[j]) {
+                in[j].emplace_back(static_cast<double>(v), u);
+                full[j] = in[j].size() > limit;
+            }
+        }
+    };
+    constexpr index_t kBlock = 4096;  // (a multiple of 8)
+    std::vector<std::uint8_t> hit(static_cast<std::size_t>(kBlock), 0);
+    const Isa isa = simd_isa();
+    for (index_t b = 0; b < n; b += kBlock) {
+        const index_t m = std::min(kBlock, n - b);
+        std::uint8_t any;
+        if constexpr (std::is_same_v<T, float>) {
+            any = flag_ranges(isa, labels + b, rows + 2 * b, m, k, bound[0].data(), bound[1].data(), bound[2].data(),
+                              bound[3].data(), hit.data());
+        } else {
+            any = flag_in_ranges(labels + b, rows + 2 * b, m, bound[0].data(), bound[1].data(), bound[2].data(),
+                                 bound[3].data(), hit.data());
+        }
+        if (!any) continue;
+        // The flags eight at a time (most words are zero), each set one by its lowest bit.
+        for (index_t t0 = 0; t0 < m; t0 += 8) {
+            std::uint64_t word;
+            std::memcpy(&word, hit.data() + t0, sizeof word);
+            if (m - t0 < 8) word &= (std::uint64_t{1} << (8 * (m - t0))) - 1;  // (past m: the last block's)
+            while (word) {
+                const int at = __builtin_ctzll(word) >> 3;
+                const unsigned flags = static_cast<unsigned>(word >> (8 * at)) & 0xFFu;
+                word &= ~(std::uint64_t{0xFF} << (8 * at));
+                visit(b + t0 + at, flags);
             }
         }
     }
