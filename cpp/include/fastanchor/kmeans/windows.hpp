@@ -54,7 +54,11 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restric
         }
     }
     std::vector<std::int64_t> under(slots, 0);
-    std::vector<std::vector<std::pair<double, std::uint32_t>>> in(slots);  // (value, weight)
+    // The gathered values with their weights: for float32 rows, key << 32 | weight, which sorts by
+    // value as an integer (a valid side's key orders as its value); for float64 rows, pairs.
+    constexpr bool kF32 = std::is_same_v<T, float>;
+    using Entry = std::conditional_t<kF32, std::uint64_t, std::pair<double, std::uint32_t>>;
+    std::vector<std::vector<Entry>> in(slots);
     // A window that collects far more values than its cap of distinct ones stops collecting
     // (then it overflows, unless so many were repeats): a window misplaced in dense data costs
     // little more than a full one.
@@ -68,10 +72,12 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restric
             if (!(flags >> X & 1u)) continue;
             const std::size_t j = static_cast<std::size_t>(X) * k + c;
             const T v = rows[2 * i + X];
-            if (Problem::key_of(static_cast<float>(v)) < lo[j]) {
+            const std::uint32_t key = Problem::key_of(static_cast<float>(v));
+            if (key < lo[j]) {
                 under[j] += u;
             } else if (!full[j]) {
-                in[j].emplace_back(static_cast<double>(v), u);
+                if constexpr (kF32) in[j].push_back(std::uint64_t{key} << 32 | u);
+                else in[j].emplace_back(static_cast<double>(v), u);
                 full[j] = in[j].size() > limit;
             }
         }
@@ -105,25 +111,33 @@ void gather_windows_rows(const T* __restrict rows, index_t n, const L* __restric
     }
     for (std::size_t j = 0; j < slots; ++j) {
         below[j] += under[j];
-        std::vector<std::pair<double, std::uint32_t>>& v = in[j];
+        std::vector<Entry>& v = in[j];
         if (full[j]) {
             ++overflow[j];
             continue;
         }
+        auto value = [](const Entry& e) -> double {
+            if constexpr (kF32) return static_cast<double>(Problem::key_value(static_cast<std::uint32_t>(e >> 32)));
+            else return e.first;
+        };
+        auto units_of = [](const Entry& e) -> std::uint32_t {
+            if constexpr (kF32) return static_cast<std::uint32_t>(e);
+            else return e.second;
+        };
         std::sort(v.begin(), v.end());
         index_t distinct = 0;
-        for (std::size_t q = 0; q < v.size(); ++q) distinct += q == 0 || v[q].first != v[q - 1].first ? 1 : 0;
+        for (std::size_t q = 0; q < v.size(); ++q) distinct += q == 0 || value(v[q]) != value(v[q - 1]) ? 1 : 0;
         if (distinct > cap) {
             ++overflow[j];
             continue;
         }
         for (std::size_t q = 0; q < v.size(); ++q) {
-            if (q > 0 && v[q].first == v[q - 1].first) {
-                out.counts.back() += v[q].second;
+            if (q > 0 && value(v[q]) == value(v[q - 1])) {
+                out.counts.back() += units_of(v[q]);
                 continue;
             }
-            out.values.push_back(v[q].first);
-            out.counts.push_back(v[q].second);
+            out.values.push_back(value(v[q]));
+            out.counts.push_back(units_of(v[q]));
             out.slots.push_back(static_cast<std::int32_t>(j));
         }
     }
