@@ -3,6 +3,8 @@ in-memory results bit for bit, for any block size, shards and merge order."""
 
 from __future__ import annotations
 
+import functools
+import pickle
 import uuid
 
 import numpy as np
@@ -357,6 +359,52 @@ def test_median_windows_spare_selection_passes_and_change_nothing(dtype, window_
         assert with_windows["select"] <= 3  # the first updates only
     else:
         assert with_windows["select"] > want.n_iter // 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_partials_sent_compact_between_processes_change_nothing(dtype, weighted, monkeypatch):
+    # On Dask every chunk task's partial leaves its worker compacted (window runs merged, selection
+    # values as float32 where they are, labels and weights in the smallest type) and pickled. The
+    # same here for every task of the local executor: the fit is still the in-memory one, bit for
+    # bit, through its selection passes and windows; float64 rows that are not float32 stay exact.
+    monkeypatch.setattr(_chunked, "WINDOW_MAX", 16)  # narrow windows: selection passes gather too
+    monkeypatch.setattr(_chunked, "WINDOW_MIN_DENSITY", 1)
+    rng = np.random.default_rng(34)
+    wh = np.exp(rng.normal(3, 0.6, (20_000, 2))).astype(dtype)
+    wh[rng.random(len(wh)) < 0.1, 1] = 48.0  # a spike of equal heights
+    if dtype == np.float64:
+        wh[::3] += 1e-9  # values no float32 holds
+    w = rng.integers(1, 5, len(wh)).astype(np.float64) if weighted else None
+    init = wh[rng.choice(len(wh), 7, replace=False)].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, 7, init=init, max_iter=25, sample_weight=w)
+    real_run = _chunked.LocalExecutor.run
+    sizes = {"before": 0, "after": 0}
+
+    def over_the_wire(task):
+        @functools.wraps(task)
+        def run(*args):
+            part = task(*args)
+            if isinstance(part, dict) and "labels" in part:  # a selection pass's values and labels
+                sent = _chunked.compact(part)
+                for name in ("values", "labels"):
+                    sizes["before"] += sum(v.nbytes for v in part[name].values())
+                    sizes["after"] += sum(v.nbytes for v in sent[name].values())
+            return pickle.loads(pickle.dumps(_chunked.compact(part), protocol=5))
+
+        return run
+
+    monkeypatch.setattr(
+        _chunked.LocalExecutor, "run", lambda self, task, args, merge: real_run(self, over_the_wire(task), args, merge)
+    )
+    got = ooc.kmeans_iou(wh, 7, init=init, max_iter=25, block_rows=6000, sample_weight=w)
+    np.testing.assert_array_equal(got.anchors, want.anchors)
+    np.testing.assert_array_equal(got.labels, want.labels)
+    assert got.n_iter == want.n_iter
+    if not (weighted and dtype == np.float32):  # (that fit's selection passes gather no values here)
+        assert sizes["before"] > 0
+    if dtype == np.float32:  # 5 bytes a value instead of 12
+        assert sizes["after"] * 12 == sizes["before"] * 5
 
 
 def test_median_windows_follow_anchors_that_creep(monkeypatch):
