@@ -92,8 +92,7 @@ class RowIndex:
         index = self.index
         if index.size < 2:
             return RowIndex, (index,)
-        gaps = np.diff(index)
-        return _row_index, (int(index[0]), gaps.astype(np.min_scalar_type(int(gaps.max()))))
+        return _row_index, (int(index[0]), narrow_ints(np.diff(index)))
 
 
 def _row_index(first: int, gaps: np.ndarray) -> RowIndex:
@@ -105,9 +104,12 @@ def _row_index(first: int, gaps: np.ndarray) -> RowIndex:
     return RowIndex(index)
 
 
-def as_index(index: Any) -> np.ndarray:
-    """The row indices of a RowIndex, or the indices given."""
-    return index.index if isinstance(index, RowIndex) else index
+def chunk_positions(index: Any, offset: int, n: int) -> np.ndarray:
+    """The positions in the chunk of ``n`` rows at ``offset`` of the sorted row indices ``index``
+    (an array or a RowIndex) that fall in it."""
+    rows = index.index if isinstance(index, RowIndex) else index
+    lo, hi = np.searchsorted(rows, [offset, offset + n])
+    return rows[lo:hi] - offset
 
 
 def index_per_chunk(index: np.ndarray) -> PerChunk:
@@ -1997,9 +1999,8 @@ def task_take_pairs(block: Any, offset: int, index: Any) -> Dict[int, Tuple[np.n
     None), and their weights (float64)."""
     rows, w = chunk_rows(block), raw_weights(block)
     if index is not None:
-        index = as_index(index)
-        lo, hi = np.searchsorted(index, [offset, offset + rows.shape[0]])
-        rows, w = rows[index[lo:hi] - offset], w[index[lo:hi] - offset]
+        at = chunk_positions(index, offset, rows.shape[0])
+        rows, w = rows[at], w[at]
     return {offset: (rows, w)}
 
 
@@ -2051,9 +2052,7 @@ def task_take(block: Any, offset: int, index: Any) -> Dict[int, np.ndarray]:
     for None)."""
     rows = chunk_rows(block)
     if index is not None:
-        index = as_index(index)
-        lo, hi = np.searchsorted(index, [offset, offset + rows.shape[0]])
-        rows = rows[index[lo:hi] - offset]
+        rows = rows[chunk_positions(index, offset, rows.shape[0])]
     return {offset: rows}
 
 

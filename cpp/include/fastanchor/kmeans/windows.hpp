@@ -175,6 +175,14 @@ struct WindowRun {
     static WindowRun of(const WindowValues& w) {
         return {w.values.data(), w.counts.data(), w.slots.data(), w.values.size()};
     }
+    // A copy of the run's values, counts and slots.
+    WindowValues copy() const {
+        WindowValues w;
+        w.values.assign(values, values + size);
+        w.counts.assign(counts, counts + size);
+        w.slots.assign(slots, slots + size);
+        return w;
+    }
     // Whether (slot, value) increases strictly along the run.
     bool ordered() const {
         for (std::size_t i = 1; i < size; ++i) {
@@ -249,24 +257,12 @@ inline WindowValues merge_windows(const std::vector<WindowRun>& runs) {
         std::vector<WindowValues> next((views.size() + 1) / 2);
         for (std::size_t q = 0; q + 1 < views.size(); q += 2)
             detail::merge_window_pair(views[q], views[q + 1], next[q / 2]);
-        if (views.size() % 2 == 1) {  // the odd one out goes up a level as it is
-            const WindowRun& last = views.back();
-            WindowValues& w = next.back();
-            w.values.assign(last.values, last.values + last.size);
-            w.counts.assign(last.counts, last.counts + last.size);
-            w.slots.assign(last.slots, last.slots + last.size);
-        }
+        if (views.size() % 2 == 1) next.back() = views.back().copy();  // the odd one out goes up as it is
         level = std::move(next);
         views.clear();
         for (const WindowValues& w : level) views.push_back(WindowRun::of(w));
     }
-    if (!level.empty()) return std::move(level.front());
-    const WindowRun& only = views.front();
-    WindowValues out;
-    out.values.assign(only.values, only.values + only.size);
-    out.counts.assign(only.counts, only.counts + only.size);
-    out.slots.assign(only.slots, only.slots + only.size);
-    return out;
+    return level.empty() ? views.front().copy() : std::move(level.front());
 }
 
 }  // namespace fastanchor
