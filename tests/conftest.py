@@ -80,6 +80,24 @@ def cluster():
         yield cl, client
 
 
+@pytest.fixture
+def header_parses_off_the_main_thread(monkeypatch) -> list[str]:
+    """The names of the threads other than the main one that parse a .npy header during the test
+    (numpy parses it with ast.literal_eval, which CPython 3.11 cannot run on two threads at once)."""
+    import ast
+    import threading
+
+    seen, parse = [], ast.literal_eval
+
+    def spy(node):
+        if threading.current_thread() is not threading.main_thread():
+            seen.append(threading.current_thread().name)
+        return parse(node)
+
+    monkeypatch.setattr(ast, "literal_eval", spy)
+    return seen
+
+
 # A worker process killed by a test is started again by its nanny. Under the sanitizers, on a
 # loaded machine, a new worker has taken more than a minute to arrive.
 WORKER_RESTART_TIMEOUT = 900

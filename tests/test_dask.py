@@ -300,6 +300,27 @@ def test_numpy_arrays_and_npy_paths_are_chunked(tmp_path):
     assert fd.avg_iou(want.anchors, wh, scheduler="sync") == fastanchor.avg_iou(want.anchors, wh)
 
 
+def test_worker_threads_read_npy_files_without_parsing_their_headers(tmp_path, header_parses_off_the_main_thread):
+    """numpy parses a .npy header with ast.literal_eval, which CPython 3.11 cannot run on two
+    threads at once: the tasks that read a file on a worker's threads map it as the client found it."""
+    distributed = pytest.importorskip("distributed")
+    wh = tied_boxes(11, 60_000, np.float32)
+    w = np.random.default_rng(11).integers(1, 4, len(wh)).astype(np.float64)
+    np.save(tmp_path / "wh.npy", np.asfortranarray(wh))
+    np.save(tmp_path / "w.npy", w.astype(">f8"))
+    init = wh[:5].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, 5, init=init, max_iter=5)
+    with (
+        distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=2, dashboard_address=":0") as cl,
+        distributed.Client(cl, set_as_default=False) as client,
+    ):
+        x = fd.as_dask_rows(tmp_path / "wh.npy", block_rows=7000)
+        _same(fd.kmeans_iou(x, 5, init=init, max_iter=5, client=client), want, client)
+        fit = fd.anchor_fitness(want.anchors, x, sample_weight=tmp_path / "w.npy", client=client)
+        assert fit == fastanchor.anchor_fitness(want.anchors, wh, sample_weight=w)
+    assert header_parses_off_the_main_thread == []
+
+
 def test_npy_paths_travel_as_paths(tmp_path, cluster):
     import pickle
 

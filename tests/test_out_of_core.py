@@ -63,6 +63,24 @@ def test_memmap_npy_path_and_shards(tmp_path):
     assert ooc.anchor_fitness(want.anchors, path) == fastanchor.anchor_fitness(want.anchors, wh)
 
 
+@pytest.mark.parametrize("layout", ["C", "F", "big-endian"])
+def test_tasks_read_npy_files_without_parsing_their_headers(tmp_path, header_parses_off_the_main_thread, layout):
+    wh = tied_boxes(5, 30_000, np.float32)
+    w = np.random.default_rng(5).integers(1, 4, len(wh)).astype(np.float64)
+    stored = {"C": wh, "F": np.asfortranarray(wh), "big-endian": wh.astype(">f4")}[layout]
+    np.save(tmp_path / "wh.npy", stored)
+    for i, part in enumerate(np.array_split(stored, [7001])):
+        np.save(tmp_path / f"s{i}.npy", part)
+    np.save(tmp_path / "w.npy", w if layout == "C" else w.astype(">f8"))
+    init = wh[[1, 10, 100, 1000, 10_000]].astype(np.float64)
+    want = fastanchor.kmeans_iou(wh, 5, init=init, update="median")
+    for source in (tmp_path / "wh.npy", [tmp_path / "s0.npy", tmp_path / "s1.npy"]):
+        _same(ooc.kmeans_iou(source, 5, init=init, update="median", block_rows=2000, n_threads=2), want)
+        got = ooc.anchor_fitness(want.anchors, source, sample_weight=tmp_path / "w.npy", block_rows=3000, n_threads=2)
+        assert got == fastanchor.anchor_fitness(want.anchors, wh, sample_weight=w)
+    assert header_parses_off_the_main_thread == []
+
+
 def test_seeded_init_does_not_depend_on_the_blocks():
     wh = tied_boxes(5, 30_000)
     # All rows in the sample: the in-memory fit from the same seed.

@@ -21,7 +21,7 @@ import math
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Literal, NamedTuple, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
@@ -149,24 +149,61 @@ class OnDemand:
         raise NotImplementedError
 
 
-class RowsOnDemand(OnDemand):
-    """Rows [start, stop) of an array, a memmap or a ``.npy`` file."""
+class NpyRegion(NamedTuple):
+    """Where the array of a ``.npy`` file lies in it, taken from the memmap that ``np.load`` opened,
+    so that a task maps the file again without parsing its header. numpy parses a header with
+    ``ast.literal_eval``, and CPython 3.11's parser keeps its recursion depth per process, not per
+    thread: two threads parsing at once can fail with "SystemError: AST constructor recursion depth
+    mismatch". Tasks run on threads, here and on a Dask worker."""
 
-    def __init__(self, source: Any, path: Any, start: int, stop: int) -> None:
-        self.source, self.path, self.start, self.stop = source, path, start, stop
+    filename: str
+    dtype: str
+    shape: Tuple[int, ...]
+    offset: int
+    order: Literal["C", "F"]
+
+    @classmethod
+    def of(cls, m: np.memmap) -> NpyRegion:
+        order: Literal["C", "F"] = "F" if m.flags.f_contiguous and not m.flags.c_contiguous else "C"
+        return cls(str(m.filename), m.dtype.str, tuple(int(d) for d in m.shape), int(m.offset), order)
+
+    def map(self) -> np.memmap:
+        """The file's array, mapped read-only (the file must not be empty of rows)."""
+        return np.memmap(self.filename, self.dtype, "r", self.offset, self.shape, self.order)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """A copy of rows [start, stop), read through a mapping held for this read only: its pages
+        leave the resident set with it, where one mapping held for a whole pass would keep them all."""
+        m = self.map()
+        rows = np.array(m[start:stop])
+        del m
+        return rows
+
+
+def npy_region(source: Any, path: Any) -> Optional[NpyRegion]:
+    """The region of ``source``, an array ``np.load`` mapped from the file ``path``, or None when
+    ``path`` is None (an array given as is)."""
+    if path is None:
+        return None
+    if not isinstance(source, np.memmap):
+        raise TypeError(f"expected the memmap of {path!r}, got {type(source).__name__}")
+    return NpyRegion.of(source)
+
+
+class RowsOnDemand(OnDemand):
+    """Rows [start, stop) of an array, a memmap or a ``.npy`` file (``region``: where its rows lie
+    in the file, or None to copy them from ``source``)."""
+
+    def __init__(self, source: Any, region: Optional[NpyRegion], start: int, stop: int) -> None:
+        self.source, self.region, self.start, self.stop = source, region, start, stop
 
     def __len__(self) -> int:
         return self.stop - self.start
 
     def load(self) -> np.ndarray:
-        if self.path is None:
+        if self.region is None:
             return np.array(self.source[self.start : self.stop])
-        # The file mapped for this block only: its pages leave the resident set with the mapping,
-        # where one mapping held for the whole pass would keep them all.
-        m = np.load(self.path, mmap_mode="r")
-        rows = np.array(m[self.start : self.stop])
-        del m
-        return rows
+        return self.region.read(self.start, self.stop)
 
 
 class KeptOnDemand(OnDemand):
@@ -189,7 +226,7 @@ class KeptOnDemand(OnDemand):
 
 class WeightsOnDemand(OnDemand):
     """Values [start, stop) of the weights held by one or more 1-D arrays, memmaps or ``.npy`` files
-    (``sources``: (array, path or None) in order), read when a task needs them."""
+    (``sources``: (array, NpyRegion or None) in order), read when a task needs them."""
 
     def __init__(self, sources: Sequence[Tuple[Any, Any]], start: int, stop: int) -> None:
         self.sources, self.start, self.stop = sources, start, stop
@@ -199,14 +236,12 @@ class WeightsOnDemand(OnDemand):
 
     def load(self) -> np.ndarray:
         parts, offset = [], 0
-        for source, path in self.sources:
+        for source, region in self.sources:
             n = int(source.shape[0])
             lo, hi = max(self.start, offset), min(self.stop, offset + n)
             if lo < hi:
-                # mapped for this block only, as RowsOnDemand maps its rows
-                m = source if path is None else np.load(path, mmap_mode="r")
-                parts.append(np.array(m[lo - offset : hi - offset]))
-                del m
+                lo, hi = lo - offset, hi - offset
+                parts.append(np.array(source[lo:hi]) if region is None else region.read(lo, hi))
             offset += n
         return np.concatenate(parts) if len(parts) != 1 else parts[0]
 
@@ -1222,20 +1257,22 @@ class LocalExecutor:
         weights: Optional[Sequence[Tuple[Any, Any]]] = None,
     ) -> None:
         self.arrays = list(arrays)
-        # The weights' 1-D arrays and the .npy files they were opened from (None: unit weights).
-        self.weights = None if weights is None else list(weights)
+        # The weights' 1-D arrays, each with where it lies in the .npy file it was opened from
+        # (None: an array given as is; weights None: unit weights).
+        self.weights = None if weights is None else [(a, npy_region(a, path)) for a, path in weights]
         self.block_rows = int(block_rows)
         self.workers = max(1, int(workers))
         self.n = int(sum(a.shape[0] for a in self.arrays))
-        # The .npy file each array was opened from (None: an array given as is).
-        self.paths = list(paths) if paths is not None else [None] * len(self.arrays)
+        # Where each array lies in the .npy file it was opened from (None: an array given as is).
+        paths = list(paths) if paths is not None else [None] * len(self.arrays)
+        self.regions = [npy_region(a, path) for a, path in zip(self.arrays, paths)]
 
     def blocks(self) -> Any:
         offset = 0
-        for a, path in zip(self.arrays, self.paths):
+        for a, region in zip(self.arrays, self.regions):
             for b in range(0, a.shape[0], self.block_rows):
                 e = min(a.shape[0], b + self.block_rows)
-                rows = RowsOnDemand(a, path, b, e)
+                rows = RowsOnDemand(a, region, b, e)
                 if self.weights is None:
                     yield rows, offset + b
                 else:

@@ -12,9 +12,9 @@ import numpy as np
 from . import _chunked
 
 
-def read_rows(path: str, start: int, stop: int) -> np.ndarray:
+def read_rows(region: _chunked.NpyRegion, start: int, stop: int) -> np.ndarray:
     """Rows [start, stop) of a .npy file (of boxes, or of weights), read where the task runs."""
-    return np.array(np.load(path, mmap_mode="r")[start:stop])
+    return region.read(start, stop)
 
 
 def merge_all(merge: Callable[[Any, Any], Any], *parts: Any) -> Any:

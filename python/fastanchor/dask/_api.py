@@ -39,12 +39,13 @@ def _lazy_rows(item: Any, arr: np.ndarray, block_rows: int) -> da.Array:
     chunks = (block_rows,) + arr.shape[1:]
     if not isinstance(item, (str, os.PathLike)):
         return da.from_array(arr, chunks=chunks)
-    path, n = os.fspath(item), arr.shape[0]
+    n = arr.shape[0]
     if n == 0:
         return da.from_array(np.asarray(arr), chunks=chunks)
+    region = _chunked.npy_region(arr, os.fspath(item))
     parts = [
         da.from_delayed(
-            dask.delayed(_dask_tasks.read_rows, pure=True)(path, b, min(n, b + block_rows)),
+            dask.delayed(_dask_tasks.read_rows, pure=True)(region, b, min(n, b + block_rows)),
             shape=(min(n, b + block_rows) - b,) + arr.shape[1:],
             dtype=arr.dtype,
         )
