@@ -188,65 +188,67 @@ inline void exact_box(double w, double h, const RatioAnchors& A, double t, bool&
     above = best > t;
 }
 
-// Boxes per block of the report kernel, as one vector of 8 doubles (GCC/Clang vector extensions:
-// a zmm register with AVX-512, two ymm with AVX2, four xmm otherwise; every lane rounds as a
-// scalar double would, so the results do not depend on the instruction set).
-inline constexpr int kBlock = 8;
-typedef double V8d __attribute__((vector_size(64)));
-typedef std::int64_t V8i __attribute__((vector_size(64)));
+// Boxes per block of the report kernel, as one vector of 4 doubles (GCC/Clang vector extensions:
+// a ymm register with AVX2 and AVX-512, two xmm otherwise; every lane rounds as a scalar double
+// would, so the results do not depend on the instruction set). Not 8: GCC 12 compiled the
+// compares and selects of 8-double vectors lane by lane through the stack in the AVX2 clone (AVX2
+// has no 512-bit compare), and anchor_fitness took 215 ms instead of 18.5 ms on 2^20 boxes.
+inline constexpr int kBlock = 4;
+typedef double VBd __attribute__((vector_size(32)));
+typedef std::int64_t VBi __attribute__((vector_size(32)));
 // (No function takes or returns a vector by value, so the vector ABI, on which GCC warns for the
 // baseline clone, never matters.)
 #define FASTANCHOR_VMIN(a, b) ((b) < (a) ? (b) : (a))
 #define FASTANCHOR_VMAX(a, b) ((a) < (b) ? (b) : (a))
 
 // acc += fix_round(z), every lane.
-__attribute__((always_inline)) inline void vfix_add(V8i& acc, const V8d& z) {
-    const V8d y = z + 0x1p52;
-    V8i q;
+__attribute__((always_inline)) inline void vfix_add(VBi& acc, const VBd& z) {
+    const VBd y = z + 0x1p52;
+    VBi q;
     std::memcpy(&q, &y, sizeof q);
     acc += q - INT64_C(0x4330000000000000);
 }
 
 struct BlockSums {
-    V8i fit = {}, bpr = {}, aat = {}, iou = {}, den = {};
+    VBi fit = {}, bpr = {}, aat = {}, iou = {}, den = {};
 };
 
 // Every metric on one block of 8 boxes against every anchor (KT > 0 fixes k at compile time,
 // unrolling the anchor loop). om holds the weights scaled to a largest value of 1 (1 for unit
 // weights, 0 in the padding of a tail block); m is the number of real boxes.
 template <int KT>
-__attribute__((always_inline)) inline void metrics_block(const V8d& w, const V8d& h, const V8d& iw, const V8d& ih,
-                                                         const V8d& om, int m, const RatioAnchors& A, const double* aw,
+__attribute__((always_inline)) inline void metrics_block(const VBd& w, const VBd& h, const VBd& iw, const VBd& ih,
+                                                         const VBd& om, int m, const RatioAnchors& A, const double* aw,
                                                          const double* ah, const double* aiw, const double* aih,
                                                          const double* aa, const Threshold& th, double aat_scale,
                                                          BlockSums& acc) {
     const int k = KT > 0 ? KT : A.k;
-    const V8d zero = {}, one = zero + 1.0;
+    const VBd zero = {}, one = zero + 1.0;
     const double t = th.t;
-    const V8d area = w * h;
-    V8d best = zero, cnt = zero, dist = zero + HUGE_VAL;
-    const V8d aw0 = zero + aw[0], ah0 = zero + ah[0];
-    V8d bi = FASTANCHOR_VMIN(w, aw0) * FASTANCHOR_VMIN(h, ah0);
-    V8d bu = (area + aa[0]) - bi;
+    const VBd area = w * h;
+    VBd best = zero, cnt = zero, dist = zero + HUGE_VAL;
+    const VBd aw0 = zero + aw[0], ah0 = zero + ah[0];
+    VBd bi = FASTANCHOR_VMIN(w, aw0) * FASTANCHOR_VMIN(h, ah0);
+    VBd bu = (area + aa[0]) - bi;
     for (int j = 0; j < k; ++j) {
         const double awj = aw[j], ahj = ah[j], iwj = aiw[j], ihj = aih[j], aaj = aa[j];
-        const V8d rw = w * iwj, sw = awj * iw, rh = h * ihj, sh = ahj * ih;
-        const V8d xw = FASTANCHOR_VMIN(rw, sw), xh = FASTANCHOR_VMIN(rh, sh);
-        const V8d x = FASTANCHOR_VMIN(xw, xh);
+        const VBd rw = w * iwj, sw = awj * iw, rh = h * ihj, sh = ahj * ih;
+        const VBd xw = FASTANCHOR_VMIN(rw, sw), xh = FASTANCHOR_VMIN(rh, sh);
+        const VBd x = FASTANCHOR_VMIN(xw, xh);
         best = FASTANCHOR_VMAX(best, x);
         cnt += x > t ? one : zero;
-        const V8d d = x - t, ad = d < 0.0 ? -d : d;
+        const VBd d = x - t, ad = d < 0.0 ? -d : d;
         dist = FASTANCHOR_VMIN(dist, ad);
         // Highest IoU, compared by cross products (no division).
-        const V8d awv = zero + awj, ahv = zero + ahj;
-        const V8d inter = FASTANCHOR_VMIN(w, awv) * FASTANCHOR_VMIN(h, ahv);
-        const V8d u = (area + aaj) - inter;
-        const V8i better = inter * bu > bi * u;
+        const VBd awv = zero + awj, ahv = zero + ahj;
+        const VBd inter = FASTANCHOR_VMIN(w, awv) * FASTANCHOR_VMIN(h, ahv);
+        const VBd u = (area + aaj) - inter;
+        const VBi better = inter * bu > bi * u;
         bi = better ? inter : bi;
         bu = better ? u : bu;
     }
-    V8d above = best > t ? one : zero;
-    const V8i amb = dist <= th.band;
+    VBd above = best > t ? one : zero;
+    const VBi amb = dist <= th.band;
     bool any_amb = false;
     for (int l = 0; l < kBlock; ++l) any_amb |= amb[l] != 0;
     if (any_amb) {
@@ -276,7 +278,7 @@ struct RowBoxes {
     const double* weights;  // null: unit weights
     double top;             // the largest weight
     bool weighted() const { return weights != nullptr; }
-    __attribute__((always_inline)) void load(index_t i0, int m, V8d& w, V8d& h, V8d& iw, V8d& ih, V8d& om) const {
+    __attribute__((always_inline)) void load(index_t i0, int m, VBd& w, VBd& h, VBd& iw, VBd& ih, VBd& om) const {
         for (int l = 0; l < kBlock; ++l) {
             const bool in = l < m;
             w[l] = in ? wh[2 * (i0 + l)] : 1.0;
@@ -291,7 +293,7 @@ struct RowBoxes {
 
 // Every metric on boxes [b, e) of `src` against the anchors aw..aa, every anchor. All sums are
 // fixed point, so they depend neither on the vector width nor on the order of the boxes; lanes
-// are flushed to the 128-bit totals every 64 boxes (8 terms of at most 2^50 per lane).
+// are flushed to the 128-bit totals every 64 boxes (16 terms of at most 2^50 per lane).
 __attribute__((always_inline)) inline void flush(ChunkMetrics& r, BlockSums& acc) {
     for (int l = 0; l < kBlock; ++l) {
         r.fit += acc.fit[l];
@@ -314,7 +316,7 @@ __attribute__((always_inline)) inline void metrics_boxes(const Src& src, index_t
     index_t since_flush = 0;
     for (index_t i0 = b; i0 < e; i0 += kBlock) {
         const int m = static_cast<int>(std::min<index_t>(kBlock, e - i0));
-        V8d w, h, iw, ih, om;
+        VBd w, h, iw, ih, om;
         src.load(i0, m, w, h, iw, ih, om);
         metrics_block<KT>(w, h, iw, ih, om, m, A, aw, ah, aiw, aih, aa, th, as, acc);
         if (++since_flush == kTile / kBlock) {

@@ -519,7 +519,7 @@ namespace fitdetail {
 struct LayoutBoxes {
     const TiledBoxes& T;
     bool weighted() const { return T.weighted(); }
-    __attribute__((always_inline)) void load(index_t i0, int m, V8d& w, V8d& h, V8d& iw, V8d& ih, V8d& om) const {
+    __attribute__((always_inline)) void load(index_t i0, int m, VBd& w, VBd& h, VBd& iw, VBd& ih, VBd& om) const {
         const float* r32 = T.rows32.empty() ? nullptr : T.rows32.data() + 2 * i0;
         const double* r64 = T.rows64.empty() ? nullptr : T.rows64.data() + 2 * i0;
         for (int l = 0; l < kBlock; ++l) {
