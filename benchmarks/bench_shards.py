@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dask import K, _status_mb, peak_rss_mb
+from bench_dask import K, _status_mb, bytecode_as_installed, peak_rss_mb
 from datasets import coco_like
 
 SHARD = 10_000_000
@@ -117,6 +117,7 @@ def main() -> None:
     t = time.perf_counter()
     paths = [str(p) for p in write_shards(Path(args.dir), args.n)]
     print(f"{args.n:,} boxes in {len(paths)} shards under {args.dir} ({time.perf_counter() - t:.0f} s to check/write)")
+    bytecode_as_installed()
     for engine in args.engines.split(","):
         for what in args.what.split(","):
             cmd = [sys.executable, __file__, "--one", engine, what, "--dir", args.dir]
