@@ -174,10 +174,7 @@ class NpyRegion(NamedTuple):
     def read(self, start: int, stop: int) -> np.ndarray:
         """A copy of rows [start, stop), read through a mapping held for this read only: its pages
         leave the resident set with it, where one mapping held for a whole pass would keep them all."""
-        m = self.map()
-        rows = np.array(m[start:stop])
-        del m
-        return rows
+        return np.array(self.map()[start:stop])
 
 
 def npy_region(source: Any, path: Any) -> Optional[NpyRegion]:

@@ -213,7 +213,7 @@ struct BlockSums {
     VBi fit = {}, bpr = {}, aat = {}, iou = {}, den = {};
 };
 
-// Every metric on one block of 8 boxes against every anchor (KT > 0 fixes k at compile time,
+// Every metric on one block of kBlock boxes against every anchor (KT > 0 fixes k at compile time,
 // unrolling the anchor loop). om holds the weights scaled to a largest value of 1 (1 for unit
 // weights, 0 in the padding of a tail block); m is the number of real boxes.
 template <int KT>
