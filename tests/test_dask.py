@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -142,7 +141,6 @@ def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch, pers
             pass
 
     monkeypatch.setattr(_chunked, "IterationBar", KillAtIteration3)
-    paths = _spy_on_passes(monkeypatch)
     x = da.from_array(wh, chunks=(4000, 2))
     if persisted:
         x = client.persist(x)
@@ -150,102 +148,7 @@ def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch, pers
     got = fd.kmeans_iou(x, 7, init=init, update="median", client=client, progress=True)
     assert killed
     _same(got, want, client if persisted else None)
-    if persisted:  # the workers' runners ran the passes until one of them was lost; tasks after
-        assert paths[0] == "tasks" and paths[1] == "runners" and "runners failed" in paths
-        after = paths[paths.index("runners failed") + 1 :]
-        assert after and set(after) == {"tasks"}
-    else:
-        assert set(paths) == {"graph"}
     both_workers(client)
-
-
-def _spy_on_passes(monkeypatch) -> list:
-    """How each DaskExecutor pass ran, in order: "graph" (a task per chunk), "tasks" (a task per
-    group of held chunks), "runners" (the workers' HeldRunners), "runners failed" (then tasks)."""
-    from fastanchor.dask._api import DaskExecutor
-
-    paths = []
-    on_runners, held = DaskExecutor._run_on_runners, DaskExecutor._run_held
-    compute = DaskExecutor.compute
-
-    def spy_runners(self, *args):
-        try:
-            out = on_runners(self, *args)
-        except Exception:
-            paths.append("runners failed")
-            raise
-        paths.append("runners")
-        return out
-
-    def spy_held(self, *args):
-        paths.append("tasks")
-        return held(self, *args)
-
-    def spy_compute(self, obj):
-        paths.append("graph")
-        return compute(self, obj)
-
-    monkeypatch.setattr(DaskExecutor, "_run_on_runners", spy_runners)
-    monkeypatch.setattr(DaskExecutor, "_run_held", spy_held)
-    monkeypatch.setattr(DaskExecutor, "compute", spy_compute)
-    return paths
-
-
-def test_passes_after_the_first_run_on_the_workers_runners(cluster, monkeypatch):
-    distributed = pytest.importorskip("distributed")
-    _, client = cluster
-    both_workers(client)
-    paths = _spy_on_passes(monkeypatch)
-    wh = tied_boxes(15, 40_000, np.float32)
-    x = client.persist(da.from_array(wh, chunks=(3000, 2)))
-    client.gather(distributed.futures_of(x))
-    init = wh[:8].astype(np.float64)
-    for update in ("mean", "median"):
-        paths.clear()
-        _same(
-            fd.kmeans_iou(x, 8, init=init, update=update, client=client),
-            fastanchor.kmeans_iou(wh, 8, init=init, update=update),
-            client,
-        )
-        # the first pass as tasks, which make the runners; every other pass on them
-        assert paths[0] == "tasks" and len(paths) > 3 and set(paths[1:]) == {"runners"}
-    # the runners go with their fit: none is left on the workers
-    deadline = time.monotonic() + 10
-    while any(client.run(lambda dask_worker: len(dask_worker.state.actors)).values()):
-        assert time.monotonic() < deadline, "the runners outlive their fits"
-        time.sleep(0.05)
-
-
-def test_a_failed_runner_call_leaves_the_pass_to_tasks(monkeypatch):
-    distributed = pytest.importorskip("distributed")
-    from fastanchor import _dask_tasks
-
-    paths = _spy_on_passes(monkeypatch)
-    calls = []
-    run = _dask_tasks.HeldRunner.run
-
-    def fails_once(self, *args):  # (the workers run in this process; a runner on each of two)
-        calls.append(1)
-        if len(calls) == 3:
-            raise OSError("the runner's worker went away")
-        return run(self, *args)
-
-    monkeypatch.setattr(_dask_tasks.HeldRunner, "run", fails_once)
-    wh = tied_boxes(16, 30_000, np.float32)
-    init = wh[:7].astype(np.float64)
-    with (
-        distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=2, dashboard_address=":0") as cl,
-        distributed.Client(cl, set_as_default=False) as client,
-    ):
-        x = client.persist(da.from_array(wh, chunks=(2500, 2)))
-        client.gather(distributed.futures_of(x))
-        got = fd.kmeans_iou(x, 7, init=init, client=client)
-    want = fastanchor.kmeans_iou(wh, 7, init=init)
-    np.testing.assert_array_equal(got.anchors, want.anchors)
-    assert (got.avg_iou, got.n_iter) == (want.avg_iou, want.n_iter)
-    # the first runner pass went through, the second failed on a worker and ran as tasks, as every later one
-    i = paths.index("runners failed")
-    assert paths[:i] == ["tasks", "runners"] and len(paths) > i + 2 and set(paths[i + 1 :]) == {"tasks"}
 
 
 def _spy_on_held_groups(monkeypatch) -> list:

@@ -5,8 +5,7 @@ chunk kernels need anyway."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Tuple
 
 import numpy as np
 
@@ -44,31 +43,3 @@ def held_runs(
             runs.append((i, part))
         last = i
     return [(i, _chunked.compact(part)) for i, part in runs]
-
-
-class HeldRunner:
-    """A worker's groups of held chunks, as a Dask actor: runs a pass on them (each group as
-    held_runs does, the groups on threads of the runner's own) when the client calls it, which
-    reaches the worker directly instead of through the scheduler. ``groups``: the chunks' indices
-    of each group; ``blocks``: their rows (or pairs of rows and weights), in the order of the
-    groups' indices, as Dask gives an actor the values of the futures it is made with."""
-
-    def __init__(self, groups: List[List[int]], blocks: List[Any]) -> None:
-        self.groups = groups
-        self.blocks: List[List[Any]] = []
-        at = 0
-        for g in groups:
-            self.blocks.append(blocks[at : at + len(g)])
-            at += len(g)
-        self._pool: Optional[ThreadPoolExecutor] = None
-
-    def run(
-        self, task: Callable[..., Any], merge: Callable[[Any, Any], Any], metas: List[List[Tuple[int, int, Any]]]
-    ) -> List[Tuple[int, Any]]:
-        """held_runs of every group (``metas``: each group's), their runs in one list."""
-        if len(self.groups) == 1:
-            return held_runs(task, merge, self.blocks[0], metas[0])
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(len(self.groups), thread_name_prefix="fastanchor-held")
-        done = [self._pool.submit(held_runs, task, merge, b, m) for b, m in zip(self.blocks, metas)]
-        return [r for f in done for r in f.result()]

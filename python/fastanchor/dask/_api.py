@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import dask
@@ -25,12 +24,6 @@ FAN_IN = 8
 #: At most this many partials reach the client in a pass on held chunks (one per run of
 #: consecutive chunks a worker thread holds); beyond it, a pass is a task per chunk and a tree.
 HELD_MAX_RUNS = 64
-#: Seconds between the client's checks, while it waits for a HeldRunner's pass, that the
-#: runners' workers are alive.
-RUNNER_POLL = 1.0
-#: Seconds the second pass waits for the runners to be made before it runs as tasks, and every
-#: later one.
-RUNNER_WAIT = 10.0
 
 
 def _is_dataframe(x: Any) -> bool:
@@ -212,24 +205,6 @@ class DaskExecutor:
         self._groups: Any = False  # not looked up yet
         self._held: List[Any] = []  # the chunks' futures, when every chunk is held
         self._last: List[Any] = []  # the last pass's futures (_run_held)
-        # The HeldRunner actors of the held groups, one per worker: [(worker, creation future)],
-        # made along with the first pass on held chunks and used from the next one on (None: not
-        # made, or given up after a failed call).
-        self._runners: Optional[List[Tuple[str, Any]]] = None
-        self._runner_actors: Optional[List[Any]] = None
-        self._started_runners = False
-
-    def __enter__(self) -> DaskExecutor:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Removes the runners from their workers (and the chunks they fetched with them)."""
-        runners, self._runners, self._runner_actors = self._runners, None, None
-        if runners:
-            self.client.cancel([f for _, f in runners], force=True)
 
     def compute(self, obj: Any) -> Any:
         if self.client is not None:
@@ -241,12 +216,6 @@ class DaskExecutor:
             self._groups = self._held_groups()
         groups = self._groups
         if groups is not None:
-            actors = self._ready_runners()
-            if actors is not None:
-                try:
-                    return self._run_on_runners(actors, groups, task, args, merge)
-                except Exception:  # a worker lost (Dask reruns its tasks), or the task's own error (raised again)
-                    self.close()
             return self._run_held(groups, task, args, merge)
         if self.wblocks is None:
             parts = [
@@ -333,8 +302,6 @@ class DaskExecutor:
                     allow_other_workers=True,
                 )
             )
-        if not self._started_runners:
-            self._start_runners(groups)
         # The last pass's futures are released now, after this pass's submit. The client sends to
         # the scheduler at most once per 10 ms: released as soon as that pass returned, they would
         # hold this submit back by the rest of those 10 ms (6-7 ms per pass between two passes 4 ms
@@ -343,83 +310,6 @@ class DaskExecutor:
         runs = sorted((r for got in self.client.gather(tasks) for r in got), key=lambda r: r[0])
         acc = None
         for _, part in runs:
-            acc = part if acc is None else merge(acc, part)
-        return acc
-
-    def _start_runners(self, groups: List[Tuple[str, List[int]]]) -> None:
-        """Submits a HeldRunner on each worker of the groups, made with the chunks of its groups
-        (a worker fetches those it runs but does not hold once, and its runner keeps them). The
-        submits go with the first pass's, so that they cost no round of their own."""
-        self._started_runners = True
-        by_worker: Dict[str, List[List[int]]] = {}
-        for worker, g in groups:
-            by_worker.setdefault(worker, []).append(g)
-        self._runners = [
-            (
-                worker,
-                self.client.submit(
-                    _dask_tasks.HeldRunner,
-                    gs,
-                    [self._held[i] for g in gs for i in g],
-                    actor=True,
-                    pure=False,
-                    workers=[worker],
-                    allow_other_workers=True,
-                ),
-            )
-            for worker, gs in sorted(by_worker.items())
-        ]
-
-    def _ready_runners(self) -> Optional[List[Any]]:
-        """The runners' actors once every runner is made (None before, or when one failed)."""
-        if self._runner_actors is not None or self._runners is None:
-            return self._runner_actors
-        from distributed import Actor
-
-        deadline = time.monotonic() + RUNNER_WAIT
-        futures = [f for _, f in self._runners]
-        try:  # (made along with the first pass, they are done or nearly)
-            for f in futures:
-                f.result(timeout=max(1e-3, deadline - time.monotonic()))
-            where = self.client.who_has(futures)
-            # An actor's handle calls through the client current where it is made: this one,
-            # which need not be the default client.
-            with self.client.as_current():
-                self._runner_actors = [Actor(_dask_tasks.HeldRunner, where[f.key][0], f.key) for f in futures]
-        except Exception:  # not made in time, or failed: the passes run as tasks
-            self.close()
-        return self._runner_actors
-
-    def _run_on_runners(
-        self,
-        actors: List[Any],
-        groups: List[Tuple[str, List[int]]],
-        task: Callable[..., Any],
-        args: Tuple[Any, ...],
-        merge: Callable[[Any, Any], Any],
-    ) -> Any:
-        """The pass as _run_held makes it, run by the workers' HeldRunners: a call to an actor
-        goes from the client to its worker and back, without the scheduler (an empty pass on two
-        workers took 4-5 ms instead of 19 ms). A call that fails, or whose runner's worker is lost
-        while the client waits, raises: the caller then runs the pass, and every later one, as
-        tasks, which Dask retries."""
-        assert self._runners is not None
-        metas: Dict[str, List[Any]] = {}
-        for worker, g in groups:
-            meta = [(i, self.offsets[i], _chunked.chunk_args(args, self.offsets[i], self.sizes[i])) for i in g]
-            metas.setdefault(worker, []).append(meta)
-        calls = [actor.run(task, merge, metas[worker]) for (worker, _), actor in zip(self._runners, actors)]
-        got = []
-        for call in calls:
-            while True:
-                try:
-                    got.extend(call.result(timeout=RUNNER_POLL))
-                    break
-                except TimeoutError:  # (a call to a lost worker's runner may never return)
-                    if not all(f.status == "finished" for _, f in self._runners):
-                        raise RuntimeError("a worker that runs the passes was lost") from None
-        acc = None
-        for _, part in sorted(got, key=lambda r: r[0]):
             acc = part if acc is None else merge(acc, part)
         return acc
 
@@ -487,27 +377,27 @@ def kmeans_iou(
     """
     k, update, n_init, max_iter, tol = _chunked.check_fit_options(k, update, n_init, max_iter, tol)
     x, w = as_dask_inputs(wh, sample_weight, columns)
-    with DaskExecutor(x, client, scheduler, w) as ex:
-        sc, ws = _chunked.scan_weights(ex, w is not None)
-        out, avg = _chunked.fit(
-            ex,
-            sc,
-            k,
-            init,
-            update,
-            max_iter,
-            tol,
-            seed,
-            init_sample,
-            progress,
-            ex.take,
-            "kmeans_iou (dask)",
-            _chunked.as_cache_bytes(cache_bytes),
-            n_init,
-            ws=ws,
-        )
-        labels = x.map_blocks(_chunked.assign_labels, out.anchors, dtype=np.int32, drop_axis=1, chunks=(x.chunks[0],))
-        return KMeansResult(anchors=out.anchors, labels=labels, avg_iou=avg, n_iter=out.n_iter, converged=out.converged)
+    ex = DaskExecutor(x, client, scheduler, w)
+    sc, ws = _chunked.scan_weights(ex, w is not None)
+    out, avg = _chunked.fit(
+        ex,
+        sc,
+        k,
+        init,
+        update,
+        max_iter,
+        tol,
+        seed,
+        init_sample,
+        progress,
+        ex.take,
+        "kmeans_iou (dask)",
+        _chunked.as_cache_bytes(cache_bytes),
+        n_init,
+        ws=ws,
+    )
+    labels = x.map_blocks(_chunked.assign_labels, out.anchors, dtype=np.int32, drop_axis=1, chunks=(x.chunks[0],))
+    return KMeansResult(anchors=out.anchors, labels=labels, avg_iou=avg, n_iter=out.n_iter, converged=out.converged)
 
 
 def avg_iou(
@@ -526,9 +416,9 @@ def avg_iou(
     pass checks the weights with the rows, with the in-memory function's messages."""
     a = as_wh(anchors, "anchors")
     x, w = as_dask_inputs(wh, sample_weight, columns)
-    with DaskExecutor(x, client, scheduler, w) as ex:
-        sc, ws = _chunked.scan_weights(ex, w is not None)
-        return _chunked.avg_iou(ex, a, sc.n, ws)
+    ex = DaskExecutor(x, client, scheduler, w)
+    sc, ws = _chunked.scan_weights(ex, w is not None)
+    return _chunked.avg_iou(ex, a, sc.n, ws)
 
 
 def anchor_fitness(
@@ -546,10 +436,10 @@ def anchor_fitness(
     a = as_anchors(anchors)
     t = as_thr(thr)
     x, w = as_dask_inputs(wh, sample_weight, columns)
-    with DaskExecutor(x, client, scheduler, w) as ex:
-        sc, ws = _chunked.scan_weights(ex, w is not None)
-        fit, bpr, aat, iou = _chunked.fitness(ex, a, t, sc.n, ws)
-        return FitnessResult(fitness=fit, bpr=bpr, aat=aat, avg_iou=iou, thr=t)
+    ex = DaskExecutor(x, client, scheduler, w)
+    sc, ws = _chunked.scan_weights(ex, w is not None)
+    fit, bpr, aat, iou = _chunked.fitness(ex, a, t, sc.n, ws)
+    return FitnessResult(fitness=fit, bpr=bpr, aat=aat, avg_iou=iou, thr=t)
 
 
 def evolve_anchors(
@@ -605,12 +495,10 @@ def evolve_anchors(
         callback,
     )
     x, w = as_dask_inputs(wh, sample_weight, columns)
-    with DaskExecutor(x, client, scheduler, w) as ex:
-        sc, ws = _chunked.scan_weights(ex, w is not None)
-        cache = _chunked.as_cache_bytes(cache_bytes)
-        return _chunked.evolve(
-            ex, sc.n, a, s, resolve_seed(seed), progress, callback, "evolve_anchors (dask)", cache, ws
-        )
+    ex = DaskExecutor(x, client, scheduler, w)
+    sc, ws = _chunked.scan_weights(ex, w is not None)
+    cache = _chunked.as_cache_bytes(cache_bytes)
+    return _chunked.evolve(ex, sc.n, a, s, resolve_seed(seed), progress, callback, "evolve_anchors (dask)", cache, ws)
 
 
 def autoanchor(
@@ -672,21 +560,21 @@ def autoanchor(
         callback,
     )
     x, w = as_dask_inputs(wh, sample_weight, columns)
-    with DaskExecutor(x, client, scheduler, w) as ex:
-        cache = _chunked.as_cache_bytes(cache_bytes)
-        return _chunked.autoanchor(
-            ex,
-            k,
-            s,
-            n_init,
-            tol,
-            seed,
-            init_sample,
-            search_sample,
-            progress,
-            callback,
-            ex.take,
-            "autoanchor (dask)",
-            cache,
-            weighted=w is not None,
-        )
+    ex = DaskExecutor(x, client, scheduler, w)
+    cache = _chunked.as_cache_bytes(cache_bytes)
+    return _chunked.autoanchor(
+        ex,
+        k,
+        s,
+        n_init,
+        tol,
+        seed,
+        init_sample,
+        search_sample,
+        progress,
+        callback,
+        ex.take,
+        "autoanchor (dask)",
+        cache,
+        weighted=w is not None,
+    )
