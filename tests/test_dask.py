@@ -141,6 +141,7 @@ def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch, pers
             pass
 
     monkeypatch.setattr(_chunked, "IterationBar", KillAtIteration3)
+    paths = _spy_on_passes(monkeypatch)
     x = da.from_array(wh, chunks=(4000, 2))
     if persisted:
         x = client.persist(x)
@@ -148,7 +149,179 @@ def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch, pers
     got = fd.kmeans_iou(x, 7, init=init, update="median", client=client, progress=True)
     assert killed
     _same(got, want, client if persisted else None)
+    if persisted:  # direct passes until the one sent to the lost worker; tasks after it
+        assert paths[:4] == ["direct"] * 4
+        after = paths[paths.index("direct failed") + 1 :]
+        assert after and set(after) == {"tasks"}
+    else:
+        assert set(paths) == {"graph"}
     both_workers(client)
+
+
+def _spy_on_passes(monkeypatch) -> list:
+    """How each DaskExecutor pass ran, in order: "graph" (a task per chunk), "tasks" (a task per
+    group of held chunks), "direct" (Client.run on the workers), "direct failed" (then tasks), and
+    "away" for the tasks of a direct pass's chunks that their workers did not hold."""
+    from fastanchor.dask._api import DaskExecutor
+
+    paths = []
+    direct, tasks, compute = DaskExecutor._run_direct, DaskExecutor._run_tasks, DaskExecutor.compute
+    inside = []
+
+    def spy_direct(self, *args):
+        inside.append(1)
+        try:
+            out = direct(self, *args)
+        finally:
+            inside.pop()
+        paths.append("direct" if out is not None else "direct failed")
+        return out
+
+    def spy_tasks(self, *args):
+        paths.append("away" if inside else "tasks")
+        return tasks(self, *args)
+
+    def spy_compute(self, obj):
+        paths.append("graph")
+        return compute(self, obj)
+
+    monkeypatch.setattr(DaskExecutor, "_run_direct", spy_direct)
+    monkeypatch.setattr(DaskExecutor, "_run_tasks", spy_tasks)
+    monkeypatch.setattr(DaskExecutor, "compute", spy_compute)
+    return paths
+
+
+def test_passes_on_held_chunks_run_directly_on_the_workers(cluster, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    _, client = cluster
+    both_workers(client)
+    paths = _spy_on_passes(monkeypatch)
+    wh = tied_boxes(15, 40_000, np.float32)
+    x = client.persist(da.from_array(wh, chunks=(3000, 2)))
+    client.gather(distributed.futures_of(x))
+    init = wh[:8].astype(np.float64)
+    for update in ("mean", "median"):
+        paths.clear()
+        _same(
+            fd.kmeans_iou(x, 8, init=init, update=update, client=client),
+            fastanchor.kmeans_iou(wh, 8, init=init, update=update),
+            client,
+        )
+        # every pass through Client.run; chunks a worker took over (to even out the shares) and
+        # does not hold yet run as tasks
+        assert len(paths) > 3 and set(paths) <= {"direct", "away"} and paths[-1] == "direct"
+    # a weighted autoanchor whose small boxes are dropped (the kept rows' chunks, with weights)
+    wh[::40] = [1.5, 1.0]
+    weights = np.random.default_rng(5).integers(1, 4, len(wh)).astype(np.float64)
+    x = client.persist(da.from_array(wh, chunks=(3000, 2)))
+    w = client.persist(da.from_array(weights, chunks=3000))
+    client.gather(distributed.futures_of(x) + distributed.futures_of(w))
+    paths.clear()
+    kw = dict(seed=3, init_sample=4000, search_sample=5000, generations=30, budget=0)
+    with pytest.warns(UserWarning, match="smaller than"):
+        got = fd.autoanchor(x, 6, sample_weight=w, client=client, **kw)
+    with pytest.warns(UserWarning, match="smaller than"):
+        want = fastanchor.autoanchor(wh, 6, sample_weight=weights, **kw)
+    np.testing.assert_array_equal(got.anchors, want.anchors)
+    assert got.evolved == want.evolved and got.kmeans == want.kmeans
+    assert "direct" in paths and set(paths) <= {"direct", "away"}
+
+
+def test_a_direct_pass_raises_a_tasks_error_as_in_memory(cluster, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    _, client = cluster
+    both_workers(client)
+    paths = _spy_on_passes(monkeypatch)
+    wh = tied_boxes(23, 20_000)
+    wh[13_007] = [np.nan, 4.0]
+    x = client.persist(da.from_array(wh, chunks=(2500, 2)))
+    client.gather(distributed.futures_of(x))
+    with pytest.raises(ValueError) as want:  # a task per chunk
+        fd.avg_iou(wh[:5], da.from_array(wh, chunks=(2500, 2)), client=client)
+    paths.clear()
+    with pytest.raises(ValueError) as got:
+        fd.avg_iou(wh[:5], x, client=client)
+    assert str(got.value) == str(want.value) and "row 13007: [nan, 4.0]" in str(got.value)
+    assert paths == []  # raised by the direct pass's task, not run again as tasks
+
+
+def test_a_failed_direct_pass_leaves_it_and_the_later_ones_to_tasks(monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    from fastanchor.dask._api import DaskExecutor
+
+    paths = _spy_on_passes(monkeypatch)
+    calls = []
+    call_direct = DaskExecutor._call_direct
+
+    def fails_once(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("the worker went away")
+        return call_direct(self, *args)
+
+    monkeypatch.setattr(DaskExecutor, "_call_direct", fails_once)
+    wh = tied_boxes(16, 30_000, np.float32)
+    init = wh[:7].astype(np.float64)
+    with (
+        distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=2, dashboard_address=":0") as cl,
+        distributed.Client(cl, set_as_default=False) as client,
+    ):
+        x = client.persist(da.from_array(wh, chunks=(2500, 2)))
+        client.gather(distributed.futures_of(x))
+        got = fd.kmeans_iou(x, 7, init=init, client=client)
+    want = fastanchor.kmeans_iou(wh, 7, init=init)
+    np.testing.assert_array_equal(got.anchors, want.anchors)
+    assert (got.avg_iou, got.n_iter) == (want.avg_iou, want.n_iter)
+    # two direct passes (with the tasks of the chunks a worker took over, if any), the third
+    # failed and ran as tasks, as every later one
+    i = paths.index("direct failed")
+    assert [p for p in paths[:i] if p != "away"] == ["direct", "direct"]
+    assert len(paths) > i + 2 and set(paths[i + 1 :]) == {"tasks"}
+
+
+def test_a_direct_pass_stops_waiting_for_a_worker_that_left(monkeypatch):
+    import threading
+
+    distributed = pytest.importorskip("distributed")
+    from fastanchor import _dask_tasks
+
+    paths = _spy_on_passes(monkeypatch)
+    wh = tied_boxes(17, 30_000, np.float32)
+    init = wh[:7].astype(np.float64)
+    calls, release = [], threading.Event()
+    with (
+        distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1, dashboard_address=":0") as cl,
+        distributed.Client(cl, set_as_default=False) as client,
+    ):
+        x = client.persist(da.from_array(wh, chunks=(2500, 2)))
+        client.gather(distributed.futures_of(x))
+        run, nthreads = client.run, client.nthreads
+
+        def second_pass_hangs(function, *args, **kwargs):
+            if function is _dask_tasks.direct_runs:
+                calls.append(1)
+                if len(calls) == 2:  # as a call to a worker that died a moment before waits
+                    release.wait(600)
+                    raise OSError("timed out connecting")
+            return run(function, *args, **kwargs)
+
+        def one_worker_gone(*args, **kwargs):
+            workers = nthreads(*args, **kwargs)
+            if len(calls) >= 2:  # the scheduler has seen the worker go
+                workers.pop(sorted(workers)[0])
+            return workers
+
+        monkeypatch.setattr(client, "run", second_pass_hangs)
+        monkeypatch.setattr(client, "nthreads", one_worker_gone)
+        try:
+            got = fd.kmeans_iou(x, 7, init=init, client=client)
+        finally:
+            release.set()
+    want = fastanchor.kmeans_iou(wh, 7, init=init)
+    np.testing.assert_array_equal(got.anchors, want.anchors)
+    assert (got.avg_iou, got.n_iter) == (want.avg_iou, want.n_iter)
+    i = paths.index("direct failed")
+    assert paths[:i] == ["direct"] and len(paths) > i + 2 and set(paths[i + 1 :]) == {"tasks"}
 
 
 def _spy_on_held_groups(monkeypatch) -> list:
@@ -239,6 +412,7 @@ def test_chunks_held_by_one_worker_run_on_both(cluster, monkeypatch):
     _, client = cluster
     both_workers(client)
     found = _spy_on_held_groups(monkeypatch)
+    paths = _spy_on_passes(monkeypatch)
     wh = tied_boxes(21, 30_000, np.float32)
     first = sorted(client.nthreads())[0]
     x = client.persist(da.from_array(wh, chunks=(3000, 2)), workers=[first])
@@ -253,6 +427,11 @@ def test_chunks_held_by_one_worker_run_on_both(cluster, monkeypatch):
         )
     assert found[0] is not None and sorted(len(g) for _, g in found[0]) == [5, 5]
     assert len({w for w, _ in found[0]}) == 2
+    # In the first pass, the other worker's share runs as tasks, which fetch its chunks (it holds
+    # none of them); the first worker's runs directly, and so does every later pass, where the
+    # states it built hold the rows.
+    assert paths[:2] == ["away", "direct"] and set(paths) == {"away", "direct"}
+    assert paths.count("direct") > 2 * paths.count("away")
 
 
 @pytest.mark.parametrize("persisted", [False, True])
@@ -260,13 +439,13 @@ def test_ctrl_c_stops_a_fit_on_the_cluster(cluster, persisted):
     from conftest import interrupt_latency
 
     _, client = cluster
-    wh = tied_boxes(14, 400_000, np.float32)
+    wh = tied_boxes(3, 400_000, np.float32)  # 116 iterations from these anchors
     init = wh[:9].astype(np.float64)
     x = da.from_array(wh, chunks=(50_000, 2))
     if persisted:
         x = client.persist(x)
         client.gather(pytest.importorskip("distributed").futures_of(x))
-    latency = interrupt_latency(lambda: fd.kmeans_iou(x, 9, init=init, max_iter=10_000, tol=0, client=client), 1.0)
+    latency = interrupt_latency(lambda: fd.kmeans_iou(x, 9, init=init, max_iter=10_000, tol=0, client=client), 0.4)
     assert latency < 2.0
     # the client goes on working
     _same(
