@@ -150,9 +150,10 @@ def test_a_worker_lost_during_the_fit_changes_nothing(cluster, monkeypatch, pers
     assert killed
     _same(got, want, client if persisted else None)
     if persisted:  # direct passes until the one sent to the lost worker; tasks after it
-        assert paths[:4] == ["direct"] * 4
-        after = paths[paths.index("direct failed") + 1 :]
-        assert after and set(after) == {"tasks"}
+        i = paths.index("direct failed")
+        before = [p for p in paths[:i] if p != "away"]  # (the tasks of chunks a worker took over)
+        assert len(before) >= 4 and set(before) == {"direct"}
+        assert paths[i + 1 :] and set(paths[i + 1 :]) == {"tasks"}
     else:
         assert set(paths) == {"graph"}
     both_workers(client)
@@ -242,7 +243,8 @@ def test_a_direct_pass_raises_a_tasks_error_as_in_memory(cluster, monkeypatch):
     with pytest.raises(ValueError) as got:
         fd.avg_iou(wh[:5], x, client=client)
     assert str(got.value) == str(want.value) and "row 13007: [nan, 4.0]" in str(got.value)
-    assert paths == []  # raised by the direct pass's task, not run again as tasks
+    # raised by the direct pass (or by the task of a chunk a worker took over), not run again as tasks
+    assert set(paths) <= {"away"}
 
 
 def test_a_failed_direct_pass_leaves_it_and_the_later_ones_to_tasks(monkeypatch):
@@ -321,7 +323,8 @@ def test_a_direct_pass_stops_waiting_for_a_worker_that_left(monkeypatch):
     np.testing.assert_array_equal(got.anchors, want.anchors)
     assert (got.avg_iou, got.n_iter) == (want.avg_iou, want.n_iter)
     i = paths.index("direct failed")
-    assert paths[:i] == ["direct"] and len(paths) > i + 2 and set(paths[i + 1 :]) == {"tasks"}
+    assert [p for p in paths[:i] if p != "away"] == ["direct"]
+    assert len(paths) > i + 2 and set(paths[i + 1 :]) == {"tasks"}
 
 
 def _spy_on_held_groups(monkeypatch) -> list:

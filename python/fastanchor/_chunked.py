@@ -2137,7 +2137,8 @@ def merge_pair(merges: Tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any
 
 class Rider:
     """An executor that runs one more task (the rider) along with the first pass asked of it, so
-    that its result costs no pass (a round of tasks, on Dask) of its own: ``result`` after that."""
+    that its result costs no pass (a round trip to every worker, on Dask) of its own: ``result``
+    after that."""
 
     def __init__(self, ex: Executor, task: Callable[..., Any], args: Tuple[Any, ...], merge: Callable[..., Any]):
         self.ex = ex
